@@ -1,0 +1,1 @@
+"""facecls: face-identity CNN classifiers on imbalanced data."""
