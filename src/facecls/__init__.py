@@ -1,1 +1,33 @@
-"""facecls: face-identity CNN classifiers on imbalanced data."""
+"""facecls: train, cross-validate, evaluate and compare CNN face-identity classifiers.
+
+The public API mirrors the command line; each command is one call::
+
+    import facecls
+    config = facecls.RunConfig()                  # the report's recipe on synthetic faces
+    result = facecls.cross_validate(config)       # writes runs/<name>/
+    facecls.evaluate(result.run_dir)              # re-evaluates the saved model on the test part
+"""
+
+from __future__ import annotations
+
+from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
+from facecls.demo import demo
+from facecls.experiment import RunResult
+from facecls.experiment import cross_validate as cross_validate
+from facecls.experiment import evaluate_run as evaluate
+from facecls.experiment import fit as train
+from facecls.models import create_model, list_models
+
+__all__ = [
+    "AugmentConfig",
+    "DataConfig",
+    "RunConfig",
+    "RunResult",
+    "TrainConfig",
+    "create_model",
+    "cross_validate",
+    "demo",
+    "evaluate",
+    "list_models",
+    "train",
+]

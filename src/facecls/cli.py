@@ -1,0 +1,154 @@
+"""Command line: parse arguments, call one library function, return an exit code. No logic here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from facecls.config import ConfigError, RunConfig, from_dict, load_yaml, to_dict
+
+# argparse destination → (config section, key). Options left unset keep the config's value.
+_OPTIONS: dict[str, tuple[str, str]] = {
+    "data": ("data", "source"),
+    "image_size": ("data", "image_size"),
+    "min_images": ("data", "min_images"),
+    "split_file": ("data", "split_file"),
+    "split_column": ("data", "split_column"),
+    "test_fraction": ("data", "test_fraction"),
+    "val_fraction": ("data", "val_fraction"),
+    "cache_dir": ("data", "cache_dir"),
+    "rotation": ("augment", "rotation"),
+    "model": ("train", "model"),
+    "pretrained": ("train", "pretrained"),
+    "epochs": ("train", "epochs"),
+    "batch_size": ("train", "batch_size"),
+    "lr": ("train", "lr"),
+    "weight_decay": ("train", "weight_decay"),
+    "class_weights": ("train", "class_weights"),
+    "seed": ("train", "seed"),
+    "device": ("train", "device"),
+    "folds": ("train", "folds"),
+    "name": ("", "name"),
+    "runs_dir": ("", "runs_dir"),
+}
+
+
+def _add_run_options(p: argparse.ArgumentParser, folds: bool) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", help="folder, archive (.tgz/.tar.gz/.tar/.zip), 'lfw' or 'synthetic'")
+    g.add_argument("--image-size", type=int, help="square input size in pixels (default 64)")
+    g.add_argument("--min-images", type=int, help="keep identities with at least N images")
+    g.add_argument("--split-file", help="CSV fixing the test split (e.g. lfw-benchmark-splits.csv)")
+    g.add_argument("--split-column", help="column of --split-file (default lfw<min-images>)")
+    g.add_argument("--test-fraction", type=float, help="stratified test share (default 0.2)")
+    g.add_argument("--val-fraction", type=float, help="validation share for train (default 0.15)")
+    g.add_argument(
+        "--cache-dir", help="decode/extract cache (default $FACECLS_CACHE or ~/.cache/facecls)"
+    )
+    g.add_argument("--rotation", type=float, help="random rotation range in degrees (default 10)")
+    g = p.add_argument_group("model and training (defaults: the report's recipe)")
+    g.add_argument("--model", help="baseline, tronnet, resnet18 or any torchvision model name")
+    g.add_argument("--pretrained", action="store_true", default=None, help="ImageNet weights")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--lr", type=float, help="Adam learning rate (default 1e-4)")
+    g.add_argument("--weight-decay", type=float, help="Adam weight decay (default 5e-3)")
+    g.add_argument("--class-weights", choices=["none", "inverse"], help="inverse: the report's")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    if folds:
+        g.add_argument("--folds", type=int, help="k of stratified k-fold (default 5)")
+    g = p.add_argument_group("run")
+    g.add_argument("--config", type=Path, help="YAML config (e.g. a run's config.yaml)")
+    g.add_argument("--name", help="run folder name under --runs-dir")
+    g.add_argument("--runs-dir", help="where run folders go (default runs)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``facecls`` argument parser with one sub-command per library call."""
+    parser = argparse.ArgumentParser(
+        prog="facecls",
+        description="Train, cross-validate and evaluate CNN face-identity classifiers.",
+    )
+    parser.add_argument("--quiet", action="store_true", help="print only errors and results")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run_options(
+        sub.add_parser("train", help="train one model, evaluate on the test part"), False
+    )
+    _add_run_options(sub.add_parser("cv", help="stratified k-fold cross-validation"), True)
+    p = sub.add_parser("evaluate", help="re-evaluate a run's model on its test part")
+    p.add_argument("run", type=Path, help="run folder")
+    p.add_argument("--data", help="evaluate on this source instead of the run's")
+    sub.add_parser("models", help="list the model names")
+    p = sub.add_parser(
+        "demo", help="train and cross-validate the three models on the best data at hand"
+    )
+    p.add_argument("--data", help="use this source instead of choosing one")
+    p.add_argument("--runs-dir", default="runs", help="where run folders go (default runs)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace, command: str) -> RunConfig:
+    """Merge a ``--config`` file (if any) with the options given on the command line."""
+    values: dict[str, Any] = to_dict(load_yaml(args.config)) if args.config else {}
+    values.setdefault(
+        "name", f"{command}-{args.model or values.get('train', {}).get('model', 'baseline')}"
+    )
+    for dest, (section, key) in _OPTIONS.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if section:
+            values.setdefault(section, {})[key] = value
+        else:
+            values[key] = value
+    return from_dict(values)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import facecls
+
+    log = (lambda _msg: None) if args.quiet else print
+    progress = sys.stderr.isatty() and not args.quiet
+    if args.command in ("train", "cv"):
+        config = config_from_args(args, args.command)
+        call = facecls.train if args.command == "train" else facecls.cross_validate
+        call(config, log=log, show_progress=progress)
+    elif args.command == "evaluate":
+        table = facecls.evaluate(args.run, data=args.data, log=log, show_progress=progress)
+        print(
+            json.dumps({"test": table["summary"], "intervals_95": table["intervals_95"]}, indent=2)
+        )
+    elif args.command == "models":
+        for info in facecls.list_models():
+            print(f"{info.name:<16} {info.description}")
+        print(
+            "Any torchvision classification model name also works (resnet34, efficientnet_b0, …)."
+        )
+    elif args.command == "demo":
+        facecls.demo(data=args.data, runs_dir=args.runs_dir, log=log, show_progress=progress)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``facecls`` command; returns the process exit code."""
+    from facecls.bundle import BundleError
+    from facecls.data.sources import DataError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (ConfigError, DataError, BundleError, FileNotFoundError, ValueError) as error:
+        print(f"facecls: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("facecls: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

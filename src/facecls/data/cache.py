@@ -1,0 +1,106 @@
+"""Decode once: images are decoded a single time per (files, image size) into a uint8 cache.
+
+The cache key covers every file's relative path, byte size and modification time, the image size
+and the loader version, so editing, adding or removing a file rebuilds it. Entries live in the
+cache directory (never beside the user's data) and are written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from facecls.data.images import ImageError, load_rgb
+from facecls.data.sources import ImageRef
+
+# Bump when decoding changes (resize filter, mode handling) so stale caches are not reused.
+LOADER_VERSION = 1
+
+
+def cache_key(refs: Sequence[ImageRef], image_size: int) -> str:
+    """A digest of the file list (path, size, mtime), the image size and the loader version."""
+    h = hashlib.sha256(f"v{LOADER_VERSION}:{image_size}".encode())
+    for ref in refs:
+        stat = ref.path.stat()
+        h.update(f"\n{ref.relpath}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    return h.hexdigest()[:24]
+
+
+def _decode_one(ref: ImageRef, image_size: int) -> np.ndarray | str:
+    try:
+        return load_rgb(ref.path, image_size).transpose(2, 0, 1)  # (3, S, S)
+    except ImageError as error:
+        return str(error)
+
+
+def _decode_all(
+    refs: Sequence[ImageRef], image_size: int, show_progress: bool
+) -> tuple[np.ndarray, list[int], list[dict[str, str]]]:
+    """Decode in threads (Pillow releases the GIL) straight into one preallocated array."""
+    images = np.empty((len(refs), 3, image_size, image_size), dtype=np.uint8)
+    ok = np.zeros(len(refs), dtype=bool)
+    skipped: list[dict[str, str]] = []
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        results = pool.map(lambda r: _decode_one(r, image_size), refs, chunksize=32)
+        bar = tqdm(results, total=len(refs), desc="decoding", unit="img", disable=not show_progress)
+        for i, result in enumerate(bar):
+            if isinstance(result, str):
+                skipped.append({"path": refs[i].relpath, "reason": result})
+            else:
+                images[i] = result
+                ok[i] = True
+    kept = np.flatnonzero(ok)
+    # Compact in place (kept[j] >= j) so the cache never needs a second full-size copy.
+    for j, i in enumerate(kept):
+        if i != j:
+            images[j] = images[i]
+    return images[: len(kept)], kept.tolist(), skipped
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with path.open("wb") as f:
+        np.save(f, array)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _atomic_save(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def decode_cached(
+    refs: Sequence[ImageRef],
+    image_size: int,
+    cache_dir: Path,
+    log: Callable[[str], None] = print,
+    show_progress: bool = False,
+) -> tuple[np.ndarray, list[int], list[dict[str, str]]]:
+    """Decoded images of ``refs`` at ``image_size``, from the cache when it is current.
+
+    Returns:
+        ``(images, kept, skipped)``: uint8 images ``(K, 3, S, S)`` of the decodable files, the
+        indices into ``refs`` they come from, and ``{"path", "reason"}`` for each file skipped.
+    """
+    key = cache_key(refs, image_size)
+    folder = cache_dir / "decoded"
+    array_path, meta_path = folder / f"{key}.npy", folder / f"{key}.json"
+    if array_path.exists() and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        return np.load(array_path), meta["kept"], meta["skipped"]
+    log(f"Decoding {len(refs)} images at {image_size} px once into the cache ({folder}) ...")
+    images, kept, skipped = _decode_all(refs, image_size, show_progress)
+    folder.mkdir(parents=True, exist_ok=True)
+    _atomic_save(array_path, lambda p: _save_npy(p, images))
+    meta = {"kept": kept, "skipped": skipped, "image_size": image_size, "count": len(refs)}
+    _atomic_save(meta_path, lambda p: p.write_text(json.dumps(meta)))
+    return images, kept, skipped

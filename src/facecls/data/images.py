@@ -1,0 +1,213 @@
+"""Decode one face photo into a uint8 RGB array: the only image loader in facecls.
+
+Training, the decode cache and prediction all call :func:`load_rgb`, so a photo is turned into pixels
+the same way everywhere: EXIF orientation applied, every Pillow mode mapped to RGB, transparency
+composited over a fixed grey, optional centre-square resize. Files are opened read-only and never
+modified; anything that cannot be decoded raises :class:`ImageError` with a short reason that the
+data checks can list next to the file name.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+)
+MAX_PIXELS: int = 64_000_000
+
+# Pillow plugins allowed to parse a file. Content is sniffed, so a PNG saved as .jpg still loads,
+# but exotic formats (EPS runs Ghostscript, for one) are never reached through a renamed file.
+# (Multi-picture JPEGs, "MPO", come through the JPEG plugin.)
+_PIL_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
+# Grey that transparent pixels are composited over: neutral, so it biases no colour channel.
+_BACKGROUND: tuple[int, int, int] = (128, 128, 128)
+_SIXTEEN_BIT_MODES: frozenset[str] = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_ALPHA_MODES: frozenset[str] = frozenset({"RGBA", "LA", "PA", "RGBa"})
+_JUNK_NAMES: frozenset[str] = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", "__macosx"})
+# Pillow's bomb messages read "Image size (N pixels) exceeds limit of M pixels, ...".
+_PILLOW_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+# Errors Pillow raises for damaged data while decoding pixels.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
+
+
+class ImageError(Exception):
+    """A file that cannot be used as an image.
+
+    ``str(error)`` is the short human reason alone (for example ``"empty file (0 bytes)"``), so a
+    caller can print ``f"{path}: {error}"`` without repeating the path.
+
+    Attributes:
+        reason: The short human reason.
+        path: The offending file, when known.
+    """
+
+    def __init__(self, reason: str, path: Path | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.path = path
+
+
+def is_junk(path: Path) -> bool:
+    """Say whether a file or folder is operating-system clutter that scans silently skip.
+
+    Only the final name is inspected, so callers walking a tree should prune junk folders (such as
+    ``__MACOSX``) rather than test every file's ancestors; a dotted folder above the data root
+    (``~/.local/...``) must not make the whole data set junk.
+
+    Args:
+        path: A file or folder path.
+
+    Returns:
+        True for hidden names (leading ``.``, which covers ``.DS_Store``, ``._*`` AppleDouble files
+        and ``.ipynb_checkpoints``) and for ``Thumbs.db``, ``desktop.ini`` and ``__MACOSX``.
+    """
+    name = path.name
+    return name.startswith(".") or name.lower() in _JUNK_NAMES
+
+
+def load_rgb(path: Path, size: int | None = None) -> np.ndarray:
+    """Decode one image file into RGB pixels.
+
+    Args:
+        path: The image file; opened read-only, never modified.
+        size: If given, the centre square of the image is resized (bicubic) to ``size`` x ``size``.
+
+    Returns:
+        A writable uint8 array of shape (H, W, 3), or (size, size, 3) when ``size`` is given.
+
+    Raises:
+        ImageError: The file is missing, empty, of an unsupported type, not an image, too large,
+            truncated or corrupt.
+        ValueError: ``size`` is not a positive integer (a programming error, not a bad file).
+    """
+    if size is not None and (not isinstance(size, int) or size <= 0):
+        raise ValueError(f"size must be a positive integer, got {size!r}")
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_EXTENSIONS:
+        raise ImageError(f"unsupported file type: {suffix or '(no extension)'}", path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageError("empty file (0 bytes)", path)
+        with path.open("rb") as handle:
+            return _decode(handle, path, size)
+    except OSError as error:
+        # Missing file, permission denied, a folder named like an image...
+        raise ImageError(f"cannot read file ({error.strerror or error})", path) from error
+
+
+def _decode(handle: BinaryIO, path: Path, size: int | None) -> np.ndarray:
+    """Open, check, decode and convert the image in an already opened binary file."""
+    try:
+        image = Image.open(handle, formats=_PIL_FORMATS)
+    except UnidentifiedImageError as error:
+        raise ImageError("not an image (cannot identify format)", path) from error
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        # The warning arrives as an exception only where warnings are errors (pytest -W error).
+        raise ImageError(_pillow_bomb_reason(error), path) from error
+    except _DECODE_ERRORS as error:
+        raise ImageError(f"truncated or corrupt image data ({error})", path) from error
+
+    with image:
+        _check_pixel_count(image, path)
+        if size is not None and image.format == "JPEG":
+            # Let libjpeg decode at 1/2, 1/4 or 1/8 scale while both sides stay >= size: big camera
+            # photos decode several times faster and the centre crop below still has enough pixels.
+            image.draft(None, (size, size))
+        try:
+            image.load()
+        except (*_DECODE_ERRORS, Image.DecompressionBombError) as error:
+            raise ImageError(f"truncated or corrupt image data ({error})", path) from error
+        # Some formats only know their final size after load(); check again, it costs nothing.
+        _check_pixel_count(image, path)
+        image = _apply_exif_orientation(image)
+        try:
+            rgb = _to_rgb(image)
+        except (ValueError, OSError) as error:
+            raise ImageError(f"unsupported colour mode: {image.mode}", path) from error
+
+    if size is not None:
+        rgb = _resize_centre_square(rgb, size)
+    return np.array(rgb, dtype=np.uint8)
+
+
+def _check_pixel_count(image: Image.Image, path: Path) -> None:
+    """Refuse images over MAX_PIXELS, or over Pillow's own (warning) limit, before decoding."""
+    width, height = image.size
+    pixels = width * height
+    # Pillow only warns above Image.MAX_IMAGE_PIXELS; we refuse instead. Reading the attribute
+    # (never setting it) honours a limit the user lowered without touching global state.
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    limit = MAX_PIXELS if pillow_limit is None else min(MAX_PIXELS, pillow_limit)
+    if pixels > limit:
+        raise ImageError(
+            f"image too large: {width}x{height} pixels exceeds the {limit:,}-pixel limit", path
+        )
+
+
+def _pillow_bomb_reason(error: Exception) -> str:
+    """Phrase Pillow's decompression-bomb error (raised before we see the size) like our own."""
+    match = _PILLOW_BOMB_PIXELS.search(str(error))
+    if match is None:
+        return f"image too large ({error})"
+    return f"image too large: {int(match.group(1)):,} pixels exceeds the {MAX_PIXELS:,}-pixel limit"
+
+
+def _apply_exif_orientation(image: Image.Image) -> Image.Image:
+    """Rotate/flip as the EXIF Orientation tag says, so faces are upright as cameras show them."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:
+        # Malformed EXIF is common in edited photos; the pixels themselves are still good, so keep
+        # them as stored rather than refusing the photo.
+        return image
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Map any Pillow mode to 8-bit RGB."""
+    mode = image.mode
+    if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
+        return Image.fromarray(_grey_to_uint8(image)).convert("RGB")
+    if mode in _ALPHA_MODES or image.has_transparency_data:
+        # Palette/grey/RGB images with a transparency key go through RGBA too.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*_BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV, RGB
+
+
+def _grey_to_uint8(image: Image.Image) -> np.ndarray:
+    """Scale 16-bit, 32-bit integer or float greyscale to uint8 (H, W), keeping relative contrast.
+
+    16-bit data is divided by 257 (65535 -> 255, 32896 -> 128) rather than clipped, which is what
+    Pillow's own convert("L") would do and would turn most 16-bit photos white.
+    """
+    values = np.asarray(image).astype(np.float64)
+    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    if image.mode == "F" or (image.mode == "I" and (values.min() < 0 or values.max() > 65535)):
+        low, high = float(values.min()), float(values.max())
+        # A flat image carries no contrast to keep; map it to black rather than divide by zero.
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    else:
+        # I;16* and 'I' holding 16-bit samples (how older Pillow opened 16-bit PNGs).
+        scaled = values / 257.0
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _resize_centre_square(image: Image.Image, size: int) -> Image.Image:
+    """Resize the largest centred square of ``image`` to size x size (bicubic)."""
+    width, height = image.size
+    if (width, height) == (size, size):
+        return image
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    # Crop first: resize(box=...) would let the bicubic kernel reach pixels outside the square.
+    square = image.crop((left, top, left + side, top + side))
+    # reducing_gap makes large downscales fast (box-reduce first) with no visible loss.
+    return square.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)

@@ -1,0 +1,169 @@
+"""Test split, validation hold-out and stratified k-fold; saved by path so runs can reuse them.
+
+The test part is split off once (stratified and seeded, or taken from a pre-split source or a
+split file such as LFW's benchmark CSV); validation and folds come from the rest only.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from facecls.config import DataConfig
+from facecls.data.dataset import FaceDataset
+from facecls.data.sources import DataError
+
+
+@dataclass
+class TestSplit:
+    """Indices into a dataset: the pool that training and folds use, the test part, and an
+    optional validation part that a pre-split source or split file fixed."""
+
+    pool: np.ndarray
+    test: np.ndarray
+    val: np.ndarray | None
+    how: str
+
+
+def _key(path: str) -> str:
+    """``identity/file``: the last two components, shared by every layout of one image."""
+    return "/".join(Path(path).as_posix().split("/")[-2:])
+
+
+def _from_split_file(dataset: FaceDataset, config: DataConfig) -> dict[str, str]:
+    path = Path(config.split_file or "")
+    if not path.is_file():
+        raise DataError(f"{path}: split file not found")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        column = config.split_column or f"lfw{config.min_images}"
+        if "path" not in columns or column not in columns:
+            raise DataError(
+                f"{path}: needs a 'path' column and the split column {column!r} "
+                f"(columns: {columns}); choose one with --split-column"
+            )
+        return {_key(row["path"]): (row[column] or "").strip() for row in reader}
+
+
+def split_test(dataset: FaceDataset, config: DataConfig, seed: int) -> TestSplit:
+    """Split off the test part once.
+
+    Order of precedence: a split file, a pre-split source, else a stratified random split.
+
+    Raises:
+        DataError: when an identity is too small to be stratified, naming it.
+    """
+    n = len(dataset)
+    if config.split_file:
+        table = _from_split_file(dataset, config)
+        assigned = np.array([table.get(_key(p), "") for p in dataset.paths])
+        bad = sorted(set(assigned) - {"", "train", "val", "test"})
+        if bad:
+            raise DataError(f"{config.split_file}: unknown split value(s) {bad}")
+        return TestSplit(
+            pool=np.flatnonzero((assigned == "train") | (assigned == "val")),
+            test=np.flatnonzero(assigned == "test"),
+            val=np.flatnonzero(assigned == "val") if (assigned == "val").any() else None,
+            how=f"split file {config.split_file} (images not listed there are left out: "
+            f"{int((assigned == '').sum())})",
+        )
+    if dataset.presplit is not None:
+        parts = np.array([s or "" for s in dataset.presplit])
+        return TestSplit(
+            pool=np.flatnonzero(parts != "test"),
+            test=np.flatnonzero(parts == "test"),
+            val=np.flatnonzero(parts == "val") if (parts == "val").any() else None,
+            how="pre-split source (train/ val/ test/ folders)",
+        )
+    counts = dataset.class_counts()
+    small = [dataset.class_names[c] for c in np.flatnonzero(counts < 2)]
+    if small:
+        raise DataError(
+            f"identity {small[0]!r} has only {counts[dataset.class_names.index(small[0])]} image; "
+            f"a stratified test split needs at least 2 per identity ({len(small)} such). "
+            "Use --min-images 2 (or more), or give a pre-split folder."
+        )
+    pool, test = train_test_split(
+        np.arange(n),
+        test_size=config.test_fraction,
+        stratify=dataset.targets.numpy(),
+        random_state=seed,
+    )
+    return TestSplit(np.sort(pool), np.sort(test), None, f"stratified {config.test_fraction:.0%}")
+
+
+def holdout(targets: np.ndarray, indices: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A stratified validation subset of ``indices``: about ``fraction`` of each identity.
+
+    Identities with a single image stay entirely in training.
+    """
+    rng = np.random.default_rng(seed)
+    val = []
+    for c in np.unique(targets[indices]):
+        members = indices[targets[indices] == c]
+        if len(members) < 2:
+            continue
+        take = min(len(members) - 1, max(1, round(len(members) * fraction)))
+        val.extend(rng.choice(members, size=take, replace=False).tolist())
+    return np.sort(np.array(val, dtype=np.int64))
+
+
+def stratified_folds(
+    targets: np.ndarray, indices: np.ndarray, k: int, seed: int, class_names: list[str]
+) -> list[np.ndarray]:
+    """Validation indices of each of ``k`` stratified folds over ``indices``.
+
+    Raises:
+        DataError: when an identity has fewer images than folds, naming it and what to do.
+    """
+    counts = np.bincount(targets[indices], minlength=len(class_names))
+    present = counts > 0
+    if (counts[present] < k).any():
+        c = int(np.flatnonzero(present & (counts < k))[np.argmin(counts[present & (counts < k)])])
+        raise DataError(
+            f"identity {class_names[c]!r} has only {counts[c]} training images, fewer than the "
+            f"{k} folds asked for: use --folds {max(2, int(counts[c]))} or --min-images with a "
+            "higher value to drop small identities."
+        )
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [indices[val] for _, val in splitter.split(indices, targets[indices])]
+
+
+def folds_document(dataset: FaceDataset, split: TestSplit, folds: list[np.ndarray]) -> dict:
+    """The split and fold assignment by image path, as written to ``folds.json``."""
+    paths = dataset.paths
+    return {
+        "how": split.how,
+        "test": [paths[i] for i in split.test],
+        "pool": [paths[i] for i in split.pool],
+        "folds": [[paths[i] for i in fold] for fold in folds],
+    }
+
+
+def folds_from_document(
+    dataset: FaceDataset, document: dict[str, Any]
+) -> tuple[TestSplit, list[np.ndarray]]:
+    """Map a saved ``folds.json`` back onto a dataset's indices.
+
+    Raises:
+        DataError: when a saved path is not in the dataset (the data changed).
+    """
+    index = {p: i for i, p in enumerate(dataset.paths)}
+
+    def lookup(paths: list[str]) -> np.ndarray:
+        missing = [p for p in paths if p not in index]
+        if missing:
+            raise DataError(
+                f"folds.json names {len(missing)} image(s) not in the data, e.g. {missing[0]!r}; "
+                "the data changed since the split was saved"
+            )
+        return np.array([index[p] for p in paths], dtype=np.int64)
+
+    split = TestSplit(lookup(document["pool"]), lookup(document["test"]), None, document["how"])
+    return split, [lookup(f) for f in document["folds"]]

@@ -1,0 +1,41 @@
+"""Shared fixtures: the read-only ../shared data, a per-session cache, tiny synthetic folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+LFW_ARCHIVE = SHARED / "datasets" / "lfw-deepfunneled.tgz"
+LFW_SPLITS = SHARED / "datasets" / "lfw-benchmark-splits.csv"
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One decode/extract cache for the whole session (LFW is extracted once)."""
+    return tmp_path_factory.mktemp("facecls-cache")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(session_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Never touch the user's ~/.cache from tests.
+    monkeypatch.setenv("FACECLS_CACHE", str(session_cache))
+
+
+@pytest.fixture(scope="session")
+def lfw_archive() -> Path:
+    if not LFW_ARCHIVE.exists():
+        pytest.fail(f"{LFW_ARCHIVE} is missing: tests read LFW from ../shared/datasets")
+    return LFW_ARCHIVE
+
+
+@pytest.fixture(scope="session")
+def synthetic_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small class-per-folder tree of synthetic faces (PNG), 6 identities, 40 px."""
+    from facecls.data.synthetic import SyntheticSpec, write_synthetic_folder
+
+    root = tmp_path_factory.mktemp("synthetic") / "faces"
+    spec = SyntheticSpec(num_classes=6, max_per_class=16, min_per_class=6, image_size=40, seed=3)
+    return write_synthetic_folder(root, spec)

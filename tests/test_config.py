@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from facecls.config import ConfigError, RunConfig, from_dict, load_yaml, replace, save_yaml, to_dict
+
+
+def test_yaml_round_trip(tmp_path: Path) -> None:
+    config = replace(RunConfig(), train={"epochs": 3, "lr": 0.001}, data={"split_file": "x.csv"})
+    save_yaml(config, tmp_path / "c.yaml")
+    assert load_yaml(tmp_path / "c.yaml") == config
+
+
+def test_defaults_are_the_reports_recipe() -> None:
+    t = RunConfig().train
+    assert (t.lr, t.weight_decay, t.class_weights) == (1e-4, 5e-3, "none")
+
+
+@pytest.mark.parametrize(
+    "values, fragment",
+    [
+        ({"train": {"epoch": 3}}, "unknown key"),
+        ({"train": {"epochs": "3"}}, "expected int"),
+        ({"train": {"epochs": True}}, "expected int"),
+        ({"train": {"epochs": 0}}, "train.epochs"),
+        ({"train": {"class_weights": "square"}}, "class_weights"),
+        ({"data": {"image_size": 8}}, "image_size"),
+        ({"colour": 1}, "unknown key"),
+    ],
+)
+def test_invalid_values_raise(values: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        from_dict(values)
+
+
+def test_int_accepted_for_float() -> None:
+    assert from_dict({"train": {"lr": 1}}).train.lr == 1.0
+    assert isinstance(to_dict(from_dict({}))["train"]["lr"], float)

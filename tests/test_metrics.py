@@ -1,0 +1,231 @@
+"""Metrics against scikit-learn as the oracle, plus the seed report's worked numbers."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from facecls import metrics
+
+# (num_classes, num_samples, seed); the generator below leaves some classes without support and
+# some never predicted, the cases where zero-division conventions matter.
+CASES = [(2, 1, 0), (3, 10, 1), (5, 40, 2), (7, 200, 3), (25, 300, 4), (60, 500, 5)]
+
+
+def _random_predictions(
+    num_classes: int, num_samples: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    # Draw targets from ~2/3 of the classes and predictions from another ~2/3, so both
+    # "no support" and "never predicted" classes occur once num_classes >= 3.
+    true_pool = rng.choice(num_classes, size=max(1, 2 * num_classes // 3), replace=False)
+    pred_pool = rng.choice(num_classes, size=max(1, 2 * num_classes // 3), replace=False)
+    targets = rng.choice(true_pool, size=num_samples)
+    # Mostly right, partly wrong: correct answers where the pool allows, else a random pool member.
+    correct = rng.random(num_samples) < 0.6
+    preds = np.where(
+        correct & np.isin(targets, pred_pool), targets, rng.choice(pred_pool, size=num_samples)
+    )
+    return targets, preds
+
+
+@pytest.fixture(params=CASES, ids=lambda c: f"K{c[0]}-N{c[1]}")
+def case(request: pytest.FixtureRequest) -> tuple[np.ndarray, np.ndarray, int]:
+    num_classes, num_samples, seed = request.param
+    targets, preds = _random_predictions(num_classes, num_samples, seed)
+    return targets, preds, num_classes
+
+
+def test_generator_covers_edge_cases() -> None:
+    targets, preds = _random_predictions(25, 300, 4)
+    cm = metrics.confusion_matrix(targets, preds, 25)
+    assert (cm.sum(axis=1) == 0).any() and (cm.sum(axis=0) == 0).any()
+
+
+def test_confusion_matrix_matches_sklearn(case: tuple[np.ndarray, np.ndarray, int]) -> None:
+    targets, preds, k = case
+    cm = metrics.confusion_matrix(targets, preds, k)
+    assert cm.dtype == np.int64
+    np.testing.assert_array_equal(cm, skm.confusion_matrix(targets, preds, labels=range(k)))
+
+
+def test_confusion_matrix_rejects_bad_input() -> None:
+    with pytest.raises(ValueError):
+        metrics.confusion_matrix(np.array([0, 3]), np.array([0, 1]), 3)
+    with pytest.raises(ValueError):
+        metrics.confusion_matrix(np.array([0, 1]), np.array([0]), 3)
+    np.testing.assert_array_equal(
+        metrics.confusion_matrix(np.array([], int), np.array([], int), 2), np.zeros((2, 2))
+    )
+
+
+def test_per_class_matches_sklearn(case: tuple[np.ndarray, np.ndarray, int]) -> None:
+    targets, preds, k = case
+    cm = metrics.confusion_matrix(targets, preds, k)
+    rows = metrics.per_class(cm, [f"c{i}" for i in range(k)])
+    p, r, f, s = skm.precision_recall_fscore_support(
+        targets, preds, labels=range(k), zero_division=0
+    )
+    np.testing.assert_allclose([m.precision for m in rows], p)
+    np.testing.assert_allclose([m.recall for m in rows], r)
+    np.testing.assert_allclose([m.f1 for m in rows], f)
+    np.testing.assert_array_equal([m.support for m in rows], s)
+    # One-vs-rest accuracy is plain binary accuracy of "is class c" against "predicted c".
+    ovr = [skm.accuracy_score(targets == c, preds == c) for c in range(k)]
+    np.testing.assert_allclose([m.accuracy for m in rows], ovr)
+    np.testing.assert_allclose([m.class_accuracy for m in rows], r)
+    np.testing.assert_allclose([m.bcr for m in rows], (p + r) / 2)
+    np.testing.assert_allclose(
+        [m.aggregated for m in rows], (np.array(ovr) + p + r + (p + r) / 2) / 4
+    )
+
+
+def test_summary_matches_sklearn(case: tuple[np.ndarray, np.ndarray, int]) -> None:
+    targets, preds, k = case
+    got = metrics.summary(metrics.confusion_matrix(targets, preds, k))
+    labels = list(range(k))
+    with warnings.catch_warnings():
+        # balanced_accuracy_score warns about classes predicted but absent from y_true.
+        warnings.simplefilter("ignore")
+        balanced = skm.balanced_accuracy_score(targets, preds)
+    assert got["accuracy"] == pytest.approx(skm.accuracy_score(targets, preds))
+    assert got["balanced_accuracy"] == pytest.approx(balanced)
+    macro = {"labels": labels, "average": "macro", "zero_division": 0}
+    assert got["macro_f1"] == pytest.approx(skm.f1_score(targets, preds, **macro))
+    assert got["macro_precision"] == pytest.approx(skm.precision_score(targets, preds, **macro))
+    assert got["macro_recall"] == pytest.approx(skm.recall_score(targets, preds, **macro))
+    rows = metrics.per_class(metrics.confusion_matrix(targets, preds, k), [str(i) for i in labels])
+    for key in ("accuracy", "precision", "recall", "bcr", "aggregated"):
+        assert got[f"class_avg_{key}"] == pytest.approx(np.mean([getattr(m, key) for m in rows]))
+
+
+def test_empty_matrix_gives_zeros_not_nan() -> None:
+    got = metrics.summary(np.zeros((4, 4), dtype=np.int64))
+    assert all(v == 0.0 for v in got.values())
+
+
+def test_report_table3_worked_numbers() -> None:
+    # Class 0 ("Sheikh Hasina", Nnet column): TP=5, FP=3, FN=0 gives precision 0.625, recall 1.0.
+    cm = np.array([[5, 0, 0], [2, 4, 0], [1, 0, 3]])
+    row = metrics.per_class(cm, ["hasina", "b", "c"])[0]
+    assert (row.precision, row.recall, row.class_accuracy) == (0.625, 1.0, 1.0)
+    assert row.bcr == 0.8125
+    # One-vs-rest accuracy: (TP + TN) / N = (5 + 7) / 15.
+    assert row.accuracy == pytest.approx(12 / 15)
+    assert row.aggregated == pytest.approx((12 / 15 + 0.625 + 1.0 + 0.8125) / 4)
+    # The report's Agg uses its per-class accuracy (= recall here, 1.0): 0.859375, printed 0.859.
+    assert (
+        metrics.aggregated_score(row.class_accuracy, row.precision, row.recall, row.bcr) == 0.859375
+    )
+
+
+def test_top_k_accuracy_matches_sklearn() -> None:
+    rng = np.random.default_rng(7)
+    for k_classes, n in [(3, 20), (10, 100), (50, 300)]:
+        scores = rng.normal(size=(n, k_classes))
+        targets = rng.integers(0, k_classes, size=n)
+        for k in (1, 2, 5):
+            kk = min(k, k_classes)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # sklearn warns when k >= n_classes
+                want = skm.top_k_accuracy_score(targets, scores, k=kk, labels=range(k_classes))
+            assert metrics.top_k_accuracy(scores, targets, k=k) == pytest.approx(want)
+    assert metrics.top_k_accuracy(rng.normal(size=(5, 3)), np.zeros(5, int), k=10) == 1.0
+    with pytest.raises(ValueError):
+        metrics.top_k_accuracy(np.zeros((2, 3)), np.zeros(3, int))
+
+
+def _row(name: str, aggregated: float) -> metrics.ClassMetrics:
+    return metrics.ClassMetrics(name, 1, 0.0, 0.0, 0.0, 0.0, 0.0, aggregated, 0.0)
+
+
+def test_ranked_order_and_ties() -> None:
+    rows = [_row("d", 0.5), _row("b", 0.9), _row("a", 0.9), _row("c", 0.1), _row("e", 0.5)]
+    assert [m.name for m in metrics.ranked(rows, n=3)] == ["a", "b", "d"]
+    assert [m.name for m in metrics.ranked(rows, n=3, worst=True)] == ["c", "d", "e"]
+    assert [m.name for m in metrics.ranked(rows[::-1], n=3)] == ["a", "b", "d"]
+    assert len(metrics.ranked(rows, n=10)) == 5
+    with pytest.raises(ValueError):
+        metrics.ranked(rows, key="name")
+
+
+def test_confused_pairs() -> None:
+    cm = np.array([[5, 3, 1], [0, 4, 3], [2, 0, 0]])
+    pairs = metrics.confused_pairs(cm, ["a", "b", "c"])
+    assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [
+        ("a", "b", 3),
+        ("b", "c", 3),
+        ("c", "a", 2),
+        ("a", "c", 1),
+    ]
+    assert pairs[0]["fraction_of_true"] == pytest.approx(3 / 9)
+    assert pairs[2]["fraction_of_true"] == 1.0
+    assert len(metrics.confused_pairs(cm, ["a", "b", "c"], n=2)) == 2
+    assert metrics.confused_pairs(np.eye(3, dtype=int), ["a", "b", "c"]) == []
+
+
+def test_bootstrap_matches_loop_oracle() -> None:
+    targets, preds = _random_predictions(7, 200, 3)
+    n_boot, seed = 5, 11
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(targets), size=(n_boot, len(targets)))
+    values = [
+        skm.f1_score(targets[i], preds[i], labels=range(7), average="macro", zero_division=0)
+        for i in idx
+    ]
+    got = metrics.bootstrap_ci(
+        targets, preds, 7, metric="macro_f1", n_boot=n_boot, seed=seed, alpha=0.2
+    )
+    np.testing.assert_allclose(got, np.percentile(values, [10, 90]))
+
+
+def test_bootstrap_contains_estimate_and_narrows() -> None:
+    widths = []
+    for n in (200, 4000):
+        targets, preds = _random_predictions(10, n, 1)
+        point = metrics.summary(metrics.confusion_matrix(targets, preds, 10))["balanced_accuracy"]
+        low, high = metrics.bootstrap_ci(targets, preds, 10, n_boot=300)
+        assert low <= point <= high
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 2
+    assert metrics.bootstrap_ci(targets, preds, 10, n_boot=50) == metrics.bootstrap_ci(
+        targets, preds, 10, n_boot=50
+    )
+    with pytest.raises(ValueError):
+        metrics.bootstrap_ci(targets, preds, 10, metric="nope")
+
+
+def test_mean_std() -> None:
+    assert metrics.mean_std([0.5]) == (0.5, 0.0)
+    mean, std = metrics.mean_std([0.1, 0.4, 0.7])
+    assert mean == pytest.approx(0.4) and std == pytest.approx(np.std([0.1, 0.4, 0.7], ddof=1))
+    with pytest.raises(ValueError):
+        metrics.mean_std([])
+
+
+def test_metrics_table_is_json_and_skips_untested_classes() -> None:
+    targets, preds = _random_predictions(25, 300, 4)
+    names = [f"person {i}" for i in range(25)]
+    table = metrics.metrics_table(metrics.confusion_matrix(targets, preds, 25), names)
+    json.dumps(table, allow_nan=False)
+    assert set(table) == {"summary", "per_class", "top5", "worst5", "confused_pairs"}
+    assert len(table["per_class"]) == 25 and len(table["top5"]) == 5
+    assert all(row["support"] > 0 for row in table["worst5"])
+
+
+def test_head_medium_few_boundaries() -> None:
+    groups = metrics.head_medium_few(np.array([20, 19, 8, 7, 0, 500]))
+    assert groups.tolist() == ["head", "medium", "medium", "few", "few", "head"]
+    with pytest.raises(ValueError):
+        metrics.head_medium_few(np.array([1]), thresholds=(8, 20))
+
+
+def test_group_recall() -> None:
+    # Recalls: 1.0, 0.5, 0.0, and class 3 has no test support (ignored, so "few" is omitted).
+    cm = np.array([[2, 0, 0, 0], [1, 1, 0, 0], [0, 3, 0, 0], [0, 0, 0, 0]])
+    got = metrics.group_recall(cm, ["head", "head", "medium", "few"])
+    assert got == {"head": 0.75, "medium": 0.0}
