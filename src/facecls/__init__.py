@@ -6,6 +6,8 @@ The public API mirrors the command line; each command is one call::
     config = facecls.RunConfig()                  # the report's recipe on synthetic faces
     result = facecls.cross_validate(config)       # writes runs/<name>/
     facecls.evaluate(result.run_dir)              # re-evaluates the saved model on the test part
+    facecls.write_report(result.run_dir)          # report.html (self-contained) and report.md
+    facecls.write_comparison([run_a, run_b], out) # side by side, with paired significance tests
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from facecls.experiment import cross_validate as cross_validate
 from facecls.experiment import evaluate_run as evaluate
 from facecls.experiment import fit as train
 from facecls.models import create_model, list_models
+from facecls.report import write_comparison, write_report
 
 __all__ = [
     "AugmentConfig",
@@ -30,4 +33,6 @@ __all__ = [
     "evaluate",
     "list_models",
     "train",
+    "write_comparison",
+    "write_report",
 ]

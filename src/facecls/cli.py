@@ -83,6 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="re-evaluate a run's model on its test part")
     p.add_argument("run", type=Path, help="run folder")
     p.add_argument("--data", help="evaluate on this source instead of the run's")
+    p = sub.add_parser("report", help="write report.html and report.md of run folders")
+    p.add_argument("runs", nargs="+", type=Path, help="run folder(s)")
+    p.add_argument("--out", type=Path, help="folder for the report (default: the run folder)")
+    p.add_argument("--shareable", action="store_true", help="no face image and no file path")
+    p = sub.add_parser("compare", help="compare runs side by side, with paired significance tests")
+    p.add_argument("runs", nargs="+", type=Path, help="two or more run folders")
+    p.add_argument(
+        "--out", type=Path, help="folder for comparison.html (default: next to the runs)"
+    )
+    p.add_argument("--shareable", action="store_true", help="no file path")
     sub.add_parser("models", help="list the model names")
     p = sub.add_parser(
         "demo", help="train and cross-validate the three models on the best data at hand"
@@ -123,6 +133,12 @@ def _run(args: argparse.Namespace) -> int:
         print(
             json.dumps({"test": table["summary"], "intervals_95": table["intervals_95"]}, indent=2)
         )
+    elif args.command == "report":
+        for run in args.runs:
+            out = args.out / run.name if args.out and len(args.runs) > 1 else args.out
+            print(facecls.write_report(run, out=out, shareable=args.shareable))
+    elif args.command == "compare":
+        print(facecls.write_comparison(args.runs, out=args.out, shareable=args.shareable))
     elif args.command == "models":
         for info in facecls.list_models():
             print(f"{info.name:<16} {info.description}")

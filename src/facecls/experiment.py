@@ -40,7 +40,7 @@ from facecls.data.splits import (
 from facecls.engine import EvalResult, evaluate, train_one_epoch
 from facecls.losses import class_weights, make_loss
 from facecls.models import create_model
-from facecls.report import write_run_files
+from facecls.report import write_report_safely, write_run_files
 
 Log = Callable[[str], None]
 
@@ -284,6 +284,7 @@ def _finish(
         f"Test: accuracy {s['accuracy']:.3f}  balanced accuracy {s['balanced_accuracy']:.3f}  "
         f"macro-F1 {s['macro_f1']:.3f}  top-5 {s['top5_accuracy']:.3f}  ({len(split.test)} images)"
     )
+    write_report_safely(run_dir, log, dataset)  # a report failure is logged, never fatal
     log(f"Run folder: {run_dir}")
     return RunResult(run_dir, result_metrics, folds)
 
