@@ -167,6 +167,26 @@ def test_shareable_report_has_no_face_and_no_path(runs: dict[str, Path]) -> None
     assert "&lt;img src=x onerror=alert(1)&gt;" in html  # names stay, escaped
 
 
+def test_shareable_withholds_a_split_file_path(runs: dict[str, Path], tmp_path: Path) -> None:
+    import yaml
+
+    run = tmp_path / "split-run"
+    shutil.copytree(runs["plain"], run)
+    config = yaml.safe_load(read(run / "config.yaml"))
+    config["data"]["split_file"] = "/secret/folder/splits.csv"
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    report = json.loads(read(run / "data_report.json"))
+    report["split"] = (
+        "split file /secret/folder/splits.csv (images not listed there are left out: 0)"
+    )
+    (run / "data_report.json").write_text(json.dumps(report))
+    html = read(write_report(run, shareable=True))
+    assert "/secret/folder" not in html and "/secret/folder" not in read(
+        run / "report-shareable.md"
+    )
+    assert "/secret/folder" in read(write_report(run))  # the full report names it
+
+
 def test_comparison_pairs_runs_on_the_same_images(runs: dict[str, Path], tmp_path: Path) -> None:
     plain, weighted = runs["plain"], runs["weighted"]
     other = tmp_path / "other"

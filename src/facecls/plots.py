@@ -169,6 +169,8 @@ def plot_confusion_heatmap(
     for i, j in zip(*np.nonzero(counts), strict=True):
         ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=font,
                 color="white" if share[i, j] > 0.6 * share.max() else "black")  # fmt: skip
+    # Outline the diagonal (correct predictions) so the eye finds each identity's own cell.
+    ax.plot([-0.5, m - 0.5], [-0.5, m - 0.5], color="0.75", linewidth=0.6, zorder=0.5)
     labels = [_text(n) for n in names]
     ax.set_xticks(range(m), labels, rotation=90, fontsize=font)
     ax.set_yticks(range(m), labels, fontsize=font)

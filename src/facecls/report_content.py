@@ -109,6 +109,9 @@ def data_section(run: RunData, shareable: bool) -> dict[str, Any]:
     report, folds = run.data_report, run.folds
     skipped = report.get("skipped_files", [])
     location = report.get("location")
+    split = str(report.get("split", folds.get("how", "?")))
+    if shareable and run.config.data.split_file:  # "split file /home/…/x.csv (…)"
+        split = split.replace(run.config.data.split_file, WITHHELD)
     return {
         "kind": report.get("kind", "?"),
         "location": WITHHELD if shareable and location not in NOT_PATHS else location,
@@ -116,7 +119,7 @@ def data_section(run: RunData, shareable: bool) -> dict[str, Any]:
         "images": report.get("images"),
         "image_size": run.config.data.image_size,
         "min_images": run.config.data.min_images,
-        "split": report.get("split", folds.get("how", "?")),
+        "split": split,
         "pool": report.get("train_pool_images", len(folds.get("pool", []))),
         "test": report.get("test_images", len(run.predictions)),
         "fold_sizes": [len(f) for f in folds.get("folds", [])],
