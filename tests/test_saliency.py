@@ -56,3 +56,13 @@ def test_grad_cam_on_registered_model_and_overlay() -> None:
 def test_no_conv_layer() -> None:
     with pytest.raises(ValueError, match="no Conv2d"):
         last_conv(nn.Linear(2, 2))
+
+
+def test_explained_layer_skips_one_pixel_maps() -> None:
+    from facecls.saliency import explained_layer
+
+    model = create_model("baseline", num_classes=5, image_size=32).eval()
+    # At 32 px the baseline's last convolution is 1×1; the one before it is 4×4.
+    assert explained_layer(model, 32)[0] == "features.5"
+    big = create_model("baseline", num_classes=5, image_size=96).eval()
+    assert explained_layer(big, 96)[0] == "features.8"

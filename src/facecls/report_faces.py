@@ -128,7 +128,7 @@ def saliency_panels(
     Each panel holds the image (``uri``) and the map over it (``cam_uri``).
     """
     from facecls.bundle import load_bundle
-    from facecls.saliency import grad_cam, overlay
+    from facecls.saliency import explained_layer, grad_cam, overlay
 
     bundle = load_bundle(faces.run.run_dir)
     usable = [p for p in faces.run.predictions if p.path in faces.index]
@@ -140,10 +140,12 @@ def saliency_panels(
     rows = torch.tensor([faces.index[p.path] for p in chosen])
     inputs = normalize(faces.dataset.images[rows], bundle.mean, bundle.std)
     classes = [bundle.class_names.index(p.predicted) for p in chosen]
-    cams = grad_cam(bundle.model, inputs, classes)
+    layer_name, layer = explained_layer(bundle.model, bundle.image_size)
+    cams = grad_cam(bundle.model, inputs, classes, layer)
     panels = []
     for p, i, cam in zip(chosen, rows.tolist(), cams, strict=True):
         card = _card(faces, p)
         card["cam_uri"] = png_data_uri(overlay(faces.picture(i), cam))
+        card["layer"] = layer_name
         panels.append(card)
     return panels

@@ -3,7 +3,8 @@
 Grad-CAM (Selvaraju et al., 2017) weights the feature maps ``A_k`` of the last convolution by the
 mean gradient of the class score over each map, ``w_k = mean_xy dS/dA_k``, and keeps the positive
 part of ``sum_k w_k A_k``, upsampled to the image. Works for every registered model: the layer is
-the last ``nn.Conv2d`` in module order unless one is given.
+the last ``nn.Conv2d`` in module order unless one is given (the report uses
+:func:`explained_layer`, the deepest one whose map is still at least 4×4).
 """
 
 from __future__ import annotations
@@ -21,6 +22,35 @@ def last_conv(model: nn.Module) -> nn.Conv2d:
     if not convs:
         raise ValueError(f"{type(model).__name__} has no Conv2d layer for Grad-CAM")
     return convs[-1]
+
+
+def explained_layer(model: nn.Module, image_size: int, min_side: int = 4) -> tuple[str, nn.Conv2d]:
+    """The deepest convolution whose output is at least ``min_side`` pixels on a side.
+
+    The last convolution of a small network at a small input can be 1×1 (the baseline at 32 px),
+    where Grad-CAM is one number spread over the image; a slightly earlier layer still has a map.
+    Falls back to the last convolution when none is that large.
+
+    Returns:
+        The layer's module path and the layer.
+    """
+    convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError(f"{type(model).__name__} has no Conv2d layer for Grad-CAM")
+    sides: dict[nn.Module, int] = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, _a, out: sides.__setitem__(mod, min(out.shape[-2:])))
+        for _, m in convs
+    ]
+    try:
+        with torch.no_grad():
+            device = next(model.parameters()).device
+            model(torch.zeros(1, 3, image_size, image_size, device=device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    large = [(name, m) for name, m in convs if sides.get(m, 0) >= min_side]
+    return large[-1] if large else convs[-1]
 
 
 def grad_cam(
