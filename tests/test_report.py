@@ -329,3 +329,28 @@ def test_comparison_in_chromium(runs: dict[str, Path], browser, tmp_path: Path) 
     assert [u for u in browser.requests() if not u.startswith(("data:", "file:"))] == []
     assert "plain vs weighted" in browser.evaluate("document.body.innerText")
     browser.screenshot(tmp_path / "comparison.png")
+
+
+def test_findings_name_collapse_and_unfinished_training() -> None:
+    from facecls.config import RunConfig, TrainConfig
+    from facecls.report_findings import findings
+    from facecls.run_data import RunData
+
+    def run(best_epochs: list[int], epochs: int = 10) -> RunData:
+        return RunData(
+            run_dir=Path("r"), config=RunConfig(train=TrainConfig(epochs=epochs)),
+            metrics={"cv": {"best_epochs": best_epochs, "mean_std": {"balanced_accuracy": [0.5, 0.1]}}},
+            data_report={}, folds={}, history=[], predictions=[], class_names=["ann", "bob", "cy"],
+        )  # fmt: skip
+
+    collapsed = np.array([[4, 0, 0], [8, 0, 0], [8, 0, 0]])  # everything predicted as "ann"
+    found = findings(run([10, 10]), collapsed, {"head": 1.0, "few": 0.0})
+    assert found[0].startswith("ann is predicted for 100% of the test images but is only 20%")
+    assert "2 of the 3 identities in the test part are never predicted" in found[1]
+    assert "still falling at the last epoch (10)" in found[2]
+    assert "recalled at 100%, the few-image ones at 0%" in found[3]
+    assert "folds disagree" in found[4]
+    healthy = np.diag([5, 5, 5])
+    assert findings(run([3, 4]), healthy, {"head": 0.9, "few": 0.85})[0].startswith(
+        "The validation loss was lowest at epoch 3, 4 of 10"
+    )

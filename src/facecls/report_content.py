@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from facecls import metrics, plots
 from facecls.config import to_dict
 from facecls.paired import bootstrap_mean_ci
+from facecls.report_findings import findings
 from facecls.run_data import RunData
 
 HEADLINE = (
@@ -194,6 +195,7 @@ def build_run_page(run: RunData, shareable: bool) -> RunPage:
     per_class = per_class_rows(run, cm)
     test = run.metrics["test"]
     groups = np.array([r["group"] for r in per_class])
+    group_recall = metrics.group_recall(cm, groups)
     context: dict[str, Any] = {
         "name": run.name,
         "command": run.command,
@@ -210,7 +212,8 @@ def build_run_page(run: RunData, shareable: bool) -> RunPage:
         "top5": test["top5"],
         "worst5": test["worst5"],
         "class_averages": [(label, test["summary"][key]) for label, key in CLASS_AVERAGES],
-        "group_recall": metrics.group_recall(cm, groups),
+        "group_recall": group_recall,
+        "findings": findings(run, cm, group_recall),
         "group_sizes": Counter(groups.tolist()),
         "per_class": per_class,
         "pairs": test["confused_pairs"][:15],
