@@ -236,6 +236,11 @@ def test_cv_comparison_adds_the_fold_test(runs: dict[str, Path], tmp_path: Path)
     folds = page.find("tr", **{"class": "folds"})
     assert folds and float(folds[0]["data-p"]) == 1.0  # identical runs: no difference at all
     assert float(page.find("tr", **{"class": "mcnemar"})[0]["data-p"]) == 1.0
+    shareable = write_comparison([runs["cv"], again], tmp_path / "cmp", shareable=True)
+    assert shareable.name == "comparison-shareable.html"
+    for text in (read(shareable), read(shareable.with_suffix(".md"))):
+        assert str(runs["cv"].parent) not in text and str(tmp_path) not in text
+    assert str(runs["cv"].resolve()) in read(tmp_path / "cmp" / "comparison.html")
 
 
 def test_cli_report_and_compare(runs: dict[str, Path], tmp_path: Path, capsys) -> None:

@@ -19,6 +19,7 @@ from facecls import plots
 from facecls.config import to_dict
 from facecls.paired import corrected_fold_t, holm, mcnemar, paired_bootstrap
 from facecls.report_content import CLASS_AVERAGES, PATH_KEYS, WITHHELD, RunPage, headline_rows
+from facecls.report_render import format_p
 from facecls.run_data import RunData
 
 ALPHA = 0.05
@@ -84,23 +85,46 @@ def _recalls(targets: np.ndarray, preds: np.ndarray, k: int) -> np.ndarray:
     return np.divide(hits, support, out=np.zeros(k), where=support > 0)
 
 
+def _p(p: float) -> str:
+    text = format_p(p)
+    return text if text.startswith("<") else f"= {text}"
+
+
 def verdict(a: str, b: str, tests: dict[str, Any]) -> str:
     """One plain sentence: do the runs differ, by which test, at the 5 % level (adjusted p)."""
     mc, boot = tests["mcnemar"], tests["bootstrap"]
     findings = []
     if mc["p_adjusted"] < ALPHA:
         better = a if mc["a_only"] > mc["b_only"] else b
-        findings.append(f"{better} is more accurate (McNemar p = {mc['p_adjusted']:.3g})")
+        findings.append(f"{better} is more accurate (McNemar p {_p(mc['p_adjusted'])})")
     if boot["p_adjusted"] < ALPHA:
         better = a if boot["difference"] > 0 else b
         findings.append(
-            f"{better} has the higher balanced accuracy (bootstrap p = {boot['p_adjusted']:.3g})"
+            f"{better} has the higher balanced accuracy (bootstrap p {_p(boot['p_adjusted'])})"
         )
     if findings:
         return "Significant difference: " + "; ".join(findings) + "."
     return (
         f"No significant difference between {a} and {b} at the 5 % level: what separates them is "
         "within what another draw of test images could give."
+    )
+
+
+def fold_note(fold_test: dict[str, Any] | None) -> str:
+    """What the fold test adds to the verdict: can training randomness explain the difference?"""
+    if fold_test is None:
+        return (
+            "These tests take both trained models as fixed and ask whether the test images can "
+            "tell them apart. Whether retraining keeps the order is a question for two cv runs "
+            "with the same seed, which also get a test over folds."
+        )
+    p = _p(fold_test["p_value"])
+    if fold_test["p_value"] < ALPHA:
+        return f"Over the folds the difference also holds beyond training randomness (p {p})."
+    return (
+        f"Over the folds the difference is within what another training session could give "
+        f'(p {p}): the seed report\'s "worst learning sessions" could explain it. More folds or '
+        "repeated runs would settle it."
     )
 
 
@@ -144,6 +168,7 @@ def build_comparison(runs: list[RunData], shareable: bool) -> RunPage:
             couple["tests"][test]["p_adjusted"] = p
     for couple in tested:
         couple["verdict"] = verdict(couple["a"], couple["b"], couple["tests"])
+        couple["fold_note"] = fold_note(couple["tests"]["folds"])
     context = {
         "names": names,
         "shareable": shareable,

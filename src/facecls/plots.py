@@ -221,7 +221,7 @@ def plot_interval_comparison(
         runs: run names (legend).
         rows: metric label → one ``(value, low, high)`` per run, in ``runs`` order.
     """
-    ax = _axes(ax, figsize=(6.4, 0.5 + 0.45 * len(rows) * max(len(runs), 2)))
+    ax = _axes(ax, figsize=(6.4, 0.8 + 0.3 * len(rows) * max(len(runs), 2)))
     step = 0.8 / max(len(runs), 1)
     for g, values in enumerate(rows.values()):
         for r, (value, low, high) in enumerate(values):

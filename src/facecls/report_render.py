@@ -30,6 +30,13 @@ def _number(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def format_p(p: float | None) -> str:
+    """A p-value as people read it: three decimals, or "< 0.001"."""
+    if p is None:
+        return "–"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def _interval(low: float | None, high: float | None) -> str:
     return "–" if low is None or high is None else f"[{low:.3f}, {high:.3f}]"
 
@@ -43,7 +50,7 @@ def environment(html: bool) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(num=_number, ci=_interval, md=md_escape)
+    env.filters.update(num=_number, ci=_interval, md=md_escape, p=format_p)
     env.globals.update(csp=REPORT_CSP, version=_version())
     return env
 
