@@ -38,6 +38,8 @@ class DataConfig:
         synthetic_classes: identities drawn by the ``synthetic`` source.
         synthetic_max: images of the most frequent synthetic identity.
         synthetic_min: images of the rarest synthetic identity.
+        duplicate_distance: pHash bits (of 64) within which two images count as near
+            duplicates, kept in one split and reported; -1 finds exact duplicates only.
     """
 
     source: str = "synthetic"
@@ -51,6 +53,7 @@ class DataConfig:
     synthetic_classes: int = 20
     synthetic_max: int = 60
     synthetic_min: int = 8
+    duplicate_distance: int = 4
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,10 @@ def validate(config: RunConfig) -> RunConfig:
             f"data.test_fraction must be in (0, 1), got {d.test_fraction}",
         ),
         (0.0 < d.val_fraction < 1.0, f"data.val_fraction must be in (0, 1), got {d.val_fraction}"),
+        (
+            -1 <= d.duplicate_distance <= 32,
+            f"data.duplicate_distance must be in [-1, 32], got {d.duplicate_distance}",
+        ),
         (t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}"),
         (t.batch_size >= 2, f"train.batch_size must be >= 2 (BatchNorm), got {t.batch_size}"),
         (t.lr > 0, f"train.lr must be > 0, got {t.lr}"),
