@@ -4,6 +4,8 @@ and a photo filed under two identities is reported as a label conflict."""
 from __future__ import annotations
 
 import io
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from facecls.cli import main
 from facecls.config import DataConfig
 from facecls.data.dataset import FaceDataset, load_dataset
 from facecls.data.duplicates import NEAR_DISTANCE, find_duplicates, near_pairs, phash
@@ -129,6 +132,41 @@ def test_without_duplicates_splits_are_unchanged() -> None:
         0,
     )
     assert np.array_equal(a.test, b.test) and a.how == "stratified 20%"
+
+
+def test_data_report_lists_duplicates_and_conflicts(synthetic_folder: Path, tmp_path: Path) -> None:
+    data = tmp_path / "faces"
+    shutil.copytree(synthetic_folder, data)
+    alice, bob = sorted(p for p in data.iterdir())[:2]
+    photos = sorted(alice.glob("*.png"))
+    shutil.copy(photos[0], alice / "copy_of_0.png")  # exact, same identity
+    Image.open(photos[1]).save(alice / "resaved_1.jpg", quality=90)  # near, same identity
+    shutil.copy(photos[2], bob / "misfiled.png")  # exact, another identity
+    code = main([
+        "--quiet", "train", "--data", str(data), "--image-size", "32", "--epochs", "1",
+        "--runs-dir", str(tmp_path / "runs"), "--name", "dup",
+    ])  # fmt: skip
+    assert code == 0
+    run = tmp_path / "runs" / "dup"
+    report = json.loads((run / "data_report.json").read_text())["duplicates"]
+    a, b = alice.name, bob.name
+    exact = [set(group) for group in report["exact"]]
+    assert {f"{a}/{photos[0].name}", f"{a}/copy_of_0.png"} in exact
+    assert {f"{a}/{photos[2].name}", f"{b}/misfiled.png"} in exact
+    assert any({f"{a}/resaved_1.jpg", f"{a}/{photos[1].name}"} <= set(g) for g in report["near"])
+    (conflict,) = report["conflicts"]
+    assert sorted((m["path"], m["identity"]) for m in conflict) == [
+        (f"{a}/{photos[2].name}", a),
+        (f"{b}/misfiled.png", b),
+    ]
+    assert report["label_conflicts"] == 1 and report["groups_across_test_split"] == 0
+    folds = json.loads((run / "folds.json").read_text())
+    for group in report["exact"] + report["near"]:
+        sides = {
+            "test" if p in folds["test"] else "val" if p in folds["folds"][0] else "train"
+            for p in group
+        }
+        assert len(sides) == 1, group
 
 
 @pytest.mark.slow

@@ -1,4 +1,8 @@
-"""Command line: parse arguments, call one library function, return an exit code. No logic here."""
+"""Command line: parse arguments, call one library function, return an exit code. No logic here.
+
+Exit codes: 0 done; 1 a run failed (disk full, non-finite loss); 2 bad input (options, data,
+model files); 130 / 143 stopped by Ctrl-C / SIGTERM after saving (resume with ``--resume``).
+"""
 
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ _OPTIONS: dict[str, tuple[str, str]] = {
     "seed": ("train", "seed"),
     "device": ("train", "device"),
     "folds": ("train", "folds"),
+    "skip_nonfinite": ("train", "skip_nonfinite"),
     "name": ("", "name"),
     "runs_dir": ("", "runs_dir"),
 }
@@ -62,10 +67,19 @@ def _add_run_options(p: argparse.ArgumentParser, folds: bool) -> None:
     g.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     if folds:
         g.add_argument("--folds", type=int, help="k of stratified k-fold (default 5)")
+    g.add_argument(
+        "--skip-nonfinite", action="store_true", default=None,
+        help="skip batches with a NaN/infinite loss instead of stopping (a sync per step)",
+    )  # fmt: skip
     g = p.add_argument_group("run")
     g.add_argument("--config", type=Path, help="YAML config (e.g. a run's config.yaml)")
     g.add_argument("--name", help="run folder name under --runs-dir")
     g.add_argument("--runs-dir", help="where run folders go (default runs)")
+    g.add_argument(
+        "--resume", nargs="?", const="", metavar="RUN_DIR",
+        help="continue an interrupted run folder (or runs-dir/name with --name); finished "
+        "epochs and folds are not redone and the result equals an uninterrupted run",
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="re-evaluate a run's model on its test part")
     p.add_argument("run", type=Path, help="run folder")
     p.add_argument("--data", help="evaluate on this source instead of the run's")
+    p.add_argument(
+        "--trust-pickle", action="store_true",
+        help="allow a .pt/.pth weights file (pickles can run code; it is still read with "
+        "torch.load(weights_only=True))",
+    )  # fmt: skip
     sub.add_parser("models", help="list the model names")
     p = sub.add_parser(
         "demo", help="train and cross-validate the three models on the best data at hand"
@@ -92,9 +111,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def resume_dir(args: argparse.Namespace) -> Path | None:
+    """The run folder ``--resume`` names: its value, or ``--runs-dir``/``--name``."""
+    if args.resume is None:
+        return None
+    if args.resume:
+        return Path(args.resume)
+    if not args.name:
+        raise ConfigError("--resume needs a run folder (--resume RUN_DIR) or --name")
+    return Path(args.runs_dir or "runs") / args.name
+
+
 def config_from_args(args: argparse.Namespace, command: str) -> RunConfig:
-    """Merge a ``--config`` file (if any) with the options given on the command line."""
-    values: dict[str, Any] = to_dict(load_yaml(args.config)) if args.config else {}
+    """Merge a ``--config`` file (if any) with the options given on the command line.
+
+    With ``--resume`` the run's own ``config.yaml`` is the base, so only options that are given
+    can contradict it (the library refuses those).
+    """
+    base = args.config
+    run = resume_dir(args)
+    if run is not None and base is None:
+        base = run / "config.yaml"
+        if not base.is_file():
+            raise ConfigError(f"--resume {run}: not a facecls run folder (no config.yaml)")
+    values: dict[str, Any] = to_dict(load_yaml(base)) if base else {}
     values.setdefault(
         "name", f"{command}-{args.model or values.get('train', {}).get('model', 'baseline')}"
     )
@@ -117,9 +157,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.command in ("train", "cv"):
         config = config_from_args(args, args.command)
         call = facecls.train if args.command == "train" else facecls.cross_validate
-        call(config, log=log, show_progress=progress)
+        call(config, log=log, show_progress=progress, resume=resume_dir(args))
     elif args.command == "evaluate":
-        table = facecls.evaluate(args.run, data=args.data, log=log, show_progress=progress)
+        table = facecls.evaluate(
+            args.run, data=args.data, log=log, show_progress=progress,
+            trust_pickle=args.trust_pickle,
+        )  # fmt: skip
         print(
             json.dumps({"test": table["summary"], "intervals_95": table["intervals_95"]}, indent=2)
         )
@@ -136,15 +179,28 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``facecls`` command; returns the process exit code."""
+    from facecls.atomic import WriteError
     from facecls.bundle import BundleError
     from facecls.data.sources import DataError
+    from facecls.experiment import NonFiniteError
+    from facecls.interrupt import Interrupted
 
     args = build_parser().parse_args(argv)
     try:
         return _run(args)
+    except (NonFiniteError, WriteError) as error:
+        print(f"facecls: error: {error}", file=sys.stderr)
+        return 1
     except (ConfigError, DataError, BundleError, FileNotFoundError, ValueError) as error:
         print(f"facecls: error: {error}", file=sys.stderr)
         return 2
+    except Interrupted as stopped:
+        print(
+            f"facecls: {stopped}; the last completed epoch is saved. Resume with: "
+            f"facecls {stopped.command} --resume {stopped.run_dir}",
+            file=sys.stderr,
+        )
+        return stopped.exit_code
     except KeyboardInterrupt:
         print("facecls: interrupted", file=sys.stderr)
         return 130

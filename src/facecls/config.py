@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from facecls.atomic import write_text
+
 
 class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names it."""
@@ -83,6 +85,8 @@ class TrainConfig:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         folds: k of the stratified k-fold in ``cv``.
         eval_batch_size: images per evaluation forward pass.
+        skip_nonfinite: skip batches whose loss is NaN or infinite instead of stopping (costs a
+            host sync per step).
     """
 
     model: str = "baseline"
@@ -96,6 +100,7 @@ class TrainConfig:
     device: str = "auto"
     folds: int = 5
     eval_batch_size: int = 256
+    skip_nonfinite: bool = False
 
 
 @dataclass(frozen=True)
@@ -212,8 +217,8 @@ def replace(config: RunConfig, **sections: dict[str, Any]) -> RunConfig:
 
 
 def save_yaml(config: RunConfig, path: Path) -> None:
-    """Write the resolved config as YAML (callers write atomically where it matters)."""
-    path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    """Write the resolved config as YAML, atomically."""
+    write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
 def load_yaml(path: Path) -> RunConfig:

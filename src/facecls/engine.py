@@ -6,6 +6,7 @@ read once at the end of the epoch (DESIGN.md: no ``.item()`` in the hot path).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -22,11 +23,19 @@ from facecls.data.batches import IndexBatches
 
 @dataclass
 class EpochStats:
-    """What one training epoch measured."""
+    """What one training epoch measured.
+
+    Attributes:
+        loss: mean training loss over the images of the steps taken (non-finite if any was).
+        nonfinite_step: 1-based number of the first step whose loss was NaN or infinite.
+        skipped: steps skipped for a non-finite loss (only with ``skip_nonfinite``).
+    """
 
     loss: float
     images: int
     seconds: float
+    nonfinite_step: int | None = None
+    skipped: int = 0
 
 
 @dataclass
@@ -66,34 +75,49 @@ def train_one_epoch(
     epoch_seed: int,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     on_batch: Callable[[int], None] | None = None,
+    skip_nonfinite: bool = False,
 ) -> EpochStats:
     """One pass over ``batches``; the permutation and augmentation depend only on ``epoch_seed``.
 
+    A non-finite loss is found without a per-step sync: each step's loss goes into a device
+    tensor that is read at the end of the epoch only when the epoch's sum is not finite.
+
     Args:
         on_batch: called with the batch size after each step (progress bars); must not sync.
+        skip_nonfinite: skip (no update) a batch whose loss is NaN or infinite; this checks the
+            loss on the host at every step, which costs a sync per step.
     """
     model.train()
     device = batches.device
     generator = torch.Generator(device=device).manual_seed(epoch_seed)
     loss_sum = torch.zeros((), device=device)
-    seen = 0
+    step_losses = torch.zeros(len(batches), device=device)  # (steps,)
+    seen = skipped = 0
     start = time.perf_counter()
-    for images, targets in batches.epoch(epoch_seed):
+    for step, (images, targets) in enumerate(batches.epoch(epoch_seed)):
         inputs = augment(images, mean, std, augment_config, generator)
         with autocast_for(device):
             logits = model(inputs)
             loss = loss_fn(logits.float(), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        loss_sum += loss.detach() * targets.shape[0]
-        seen += targets.shape[0]
+        if skip_nonfinite and not bool(torch.isfinite(loss)):
+            skipped += 1
+        else:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            step_losses[step] = loss.detach()
+            loss_sum += loss.detach() * targets.shape[0]
+            seen += targets.shape[0]
         if on_batch is not None:
             on_batch(targets.shape[0])
     total = float(loss_sum)  # the epoch's single host sync
-    return EpochStats(total / max(seen, 1), seen, time.perf_counter() - start)
+    first_bad = None
+    if not math.isfinite(total):
+        bad = torch.nonzero(~torch.isfinite(step_losses))
+        first_bad = int(bad[0, 0]) + 1 if len(bad) else len(batches)  # else: the sum overflowed
+    return EpochStats(total / max(seen, 1), seen, time.perf_counter() - start, first_bad, skipped)
 
 
 @torch.no_grad()
