@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from facecls import metrics
 from facecls.atomic import write_json
 from facecls.bundle import Bundle, facecls_version, save_bundle
-from facecls.config import RunConfig, save_yaml, to_dict, validate
+from facecls.config import RunConfig, resolve, save_yaml, to_dict
 from facecls.data.augment import channel_stats
 from facecls.data.batches import IndexBatches, resident
 from facecls.data.dataset import FaceDataset, load_dataset
@@ -40,6 +40,7 @@ from facecls.data.splits import (
 from facecls.engine import EvalResult, evaluate, train_one_epoch
 from facecls.losses import class_weights, make_loss
 from facecls.models import create_model
+from facecls.optimization import build_optimizer, build_scheduler, runtime_for
 from facecls.report import write_run_files
 
 Log = Callable[[str], None]
@@ -90,6 +91,7 @@ def train_model(
     val_idx: np.ndarray,
     config: RunConfig,
     device: torch.device,
+    models: ModelSource,
     fold: int = 0,
     log: Log = print,
     show_progress: bool = False,
@@ -101,25 +103,20 @@ def train_model(
         targets: the dataset's targets on the same device as ``images``.
     """
     t = config.train
-    torch.manual_seed(t.seed + fold)
-    model = create_model(
-        t.model, num_classes=dataset.num_classes, image_size=dataset.info["image_size"],
-        pretrained=t.pretrained,
-    ).to(device)  # fmt: skip
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    runtime = runtime_for(t, device)
+    model, module = models.get(fold)
     # Normalisation statistics come from this model's training part only (report eq. 6).
     mean, std = channel_stats(dataset.images[torch.from_numpy(train_idx)])
     counts = dataset.class_counts(train_idx)
-    loss_fn = make_loss(class_weights(counts, t.class_weights), device)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
-        **({"fused": True} if device.type == "cuda" else {"foreach": True}),
-    )  # fmt: skip
+    loss_fn = make_loss(class_weights(counts, t.class_weights), device, t.label_smoothing or 0.0)
+    # Validation loss (checkpoint selection) is plain or class-weighted CE, never smoothed.
+    val_loss_fn = make_loss(class_weights(counts, t.class_weights), device)
+    optimizer = build_optimizer(module, t, device)
     train_batches = IndexBatches(
         images, targets, torch.from_numpy(train_idx), t.batch_size, device,
         shuffle=True, drop_last=len(train_idx) > t.batch_size,
     )  # fmt: skip
+    scheduler = build_scheduler(optimizer, t, len(train_batches))
     val_batches = IndexBatches(
         images, targets, torch.from_numpy(val_idx), t.eval_batch_size, device
     )
@@ -132,10 +129,10 @@ def train_model(
         )  # fmt: skip
         stats = train_one_epoch(
             model, train_batches, optimizer, loss_fn, mean, std, config.augment,
-            epoch_seed(t.seed, fold, epoch), on_batch=bar.update,
+            epoch_seed(t.seed, fold, epoch), runtime, scheduler, on_batch=bar.update,
         )  # fmt: skip
         bar.close()
-        val = evaluate(model, val_batches, mean, std, loss_fn)
+        val = evaluate(model, val_batches, mean, std, val_loss_fn, bool(t.flip_tta), runtime)
         summary = metrics.summary(
             metrics.confusion_matrix(val.targets, val.preds, dataset.num_classes)
         )
@@ -158,11 +155,50 @@ def train_model(
         )
         if val.loss < best_loss:
             best_loss, best_epoch = val.loss, epoch
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            best_state = copy.deepcopy(
+                {k: v.detach().cpu() for k, v in module.state_dict().items()}
+            )
     assert best_state is not None
-    model.load_state_dict(best_state)
-    val = evaluate(model, val_batches, mean, std, loss_fn)
-    return TrainedModel(model, mean, std, history, best_epoch, val, counts)
+    module.load_state_dict(best_state)
+    val = evaluate(model, val_batches, mean, std, val_loss_fn, bool(t.flip_tta), runtime)
+    # Keep a detached copy: with --compile the same module object is reused by the next fold.
+    kept = copy.deepcopy(module) if t.compile else module
+    return TrainedModel(kept, mean, std, history, best_epoch, val, counts)
+
+
+class ModelSource:
+    """Fresh, seeded models for each fold; with ``compile`` one compiled module is reused.
+
+    Compiling costs tens of seconds, so under ``--compile`` the module is built and compiled
+    once and every later fold loads freshly initialised weights into it (same parameters
+    objects, so the compiled graph stays valid) instead of compiling again.
+    """
+
+    def __init__(self, config: RunConfig, num_classes: int, device: torch.device) -> None:
+        self.config, self.num_classes, self.device = config, num_classes, device
+        self._compiled: tuple[nn.Module, nn.Module] | None = None
+
+    def _fresh(self, fold: int) -> nn.Module:
+        t = self.config.train
+        torch.manual_seed(t.seed + fold)
+        model = create_model(
+            t.model, num_classes=self.num_classes, image_size=self.config.data.image_size,
+            pretrained=t.pretrained,
+        ).to(self.device)  # fmt: skip
+        if runtime_for(t, self.device).channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def get(self, fold: int) -> tuple[nn.Module, nn.Module]:
+        """``(callable model, its nn.Module)``: the same object unless compiled."""
+        fresh = self._fresh(fold)
+        if not self.config.train.compile:
+            return fresh, fresh
+        if self._compiled is None:
+            self._compiled = (torch.compile(fresh), fresh)
+        else:
+            self._compiled[1].load_state_dict(fresh.state_dict())
+        return self._compiled
 
 
 def _new_run_dir(config: RunConfig) -> Path:
@@ -224,7 +260,10 @@ def _test_metrics(
     batches = IndexBatches(
         images, targets, torch.from_numpy(test_idx), config.train.eval_batch_size, device
     )
-    result = evaluate(trained.model, batches, trained.mean, trained.std, nn.CrossEntropyLoss())
+    result = evaluate(
+        trained.model, batches, trained.mean, trained.std, nn.CrossEntropyLoss(),
+        bool(config.train.flip_tta), runtime_for(config.train, device),
+    )  # fmt: skip
     return evaluation_metrics(result, dataset.class_names, config.train.seed), result
 
 
@@ -244,7 +283,6 @@ def evaluation_metrics(result: EvalResult, class_names: list[str], seed: int = 0
 
 
 def _start(config: RunConfig, log: Log, show_progress: bool) -> tuple:
-    validate(config)
     device = resolve_device(config.train.device)
     dataset = load_dataset(config.data, log, show_progress)
     _report_skipped(dataset, log)
@@ -273,7 +311,8 @@ def _finish(
     result_metrics["config"] = to_dict(config)
     save_bundle(
         Bundle(final.model, config.train.model, dataset.class_names, config.data.image_size,
-               final.mean, final.std, extra={"config": to_dict(config)}),
+               final.mean, final.std, bool(config.train.flip_tta),
+               extra={"config": to_dict(config)}),
         run_dir / "model",
     )  # fmt: skip
     history = [row for trained in folds for row in trained.history]
@@ -295,6 +334,7 @@ def fit(config: RunConfig, log: Log = print, show_progress: bool = False) -> Run
         The run folder and its metrics (also written to ``metrics.json``).
     """
     started = time.perf_counter()
+    config = resolve(config)
     device, dataset, split, images, targets, run_dir = _start(config, log, show_progress)
     targets_np = dataset.targets.numpy()
     val = split.val if split.val is not None else holdout(
@@ -302,8 +342,9 @@ def fit(config: RunConfig, log: Log = print, show_progress: bool = False) -> Run
     )  # fmt: skip
     train_idx = np.setdiff1d(split.pool, val)
     write_json(run_dir / "folds.json", folds_document(dataset, split, [val]))
+    models = ModelSource(config, dataset.num_classes, device)
     trained = train_model(
-        dataset, images, targets, train_idx, val, config, device, 0, log, show_progress
+        dataset, images, targets, train_idx, val, config, device, models, 0, log, show_progress
     )
     test_metrics, test = _test_metrics(
         dataset, trained, images, targets, split.test, config, device
@@ -325,9 +366,11 @@ def cross_validate(config: RunConfig, log: Log = print, show_progress: bool = Fa
     metrics, their mean ± std, and metrics of the pooled out-of-fold predictions.
     """
     started = time.perf_counter()
+    config = resolve(config)
     device, dataset, split, images, targets, run_dir = _start(config, log, show_progress)
     targets_np = dataset.targets.numpy()
     k = config.train.folds
+    models = ModelSource(config, dataset.num_classes, device)
     folds = stratified_folds(targets_np, split.pool, k, config.train.seed, dataset.class_names)
     write_json(run_dir / "folds.json", folds_document(dataset, split, folds))
     trained_folds: list[TrainedModel] = []
@@ -335,7 +378,8 @@ def cross_validate(config: RunConfig, log: Log = print, show_progress: bool = Fa
         log(f"Fold {fold + 1} of {k}: {len(split.pool) - len(val_idx)} train, {len(val_idx)} val")
         train_idx = np.setdiff1d(split.pool, val_idx)
         trained_folds.append(train_model(
-            dataset, images, targets, train_idx, val_idx, config, device, fold, log, show_progress
+            dataset, images, targets, train_idx, val_idx, config, device, models, fold, log,
+            show_progress,
         ))  # fmt: skip
     fold_metrics = [
         evaluation_metrics(t.val, dataset.class_names, config.train.seed)["summary"]
@@ -398,6 +442,7 @@ def evaluate_run(
             f"({dataset.num_classes} vs {len(bundle.class_names)}); evaluate on the same identities"
         )
     result = evaluate(
-        bundle.model, batches, bundle.mean, bundle.std, nn.CrossEntropyLoss(), bundle.flip_tta
-    )
+        bundle.model, batches, bundle.mean, bundle.std, nn.CrossEntropyLoss(), bundle.flip_tta,
+        runtime_for(config.train, device),
+    )  # fmt: skip
     return evaluation_metrics(result, bundle.class_names, config.train.seed)
