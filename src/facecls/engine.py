@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch.nn as nn
 from facecls.config import AugmentConfig
 from facecls.data.augment import augment, normalize
 from facecls.data.batches import IndexBatches
+from facecls.optimization import Runtime
 
 
 @dataclass
@@ -57,13 +57,6 @@ class EvalResult:
         return self.logits.argmax(axis=1)
 
 
-def autocast_for(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA; on the CPU full precision (see README's performance notes)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
 def train_one_epoch(
     model: nn.Module,
     batches: IndexBatches,
@@ -73,6 +66,7 @@ def train_one_epoch(
     std: list[float],
     augment_config: AugmentConfig,
     epoch_seed: int,
+    runtime: Runtime,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     on_batch: Callable[[int], None] | None = None,
     skip_nonfinite: bool = False,
@@ -88,7 +82,8 @@ def train_one_epoch(
             loss on the host at every step, which costs a sync per step.
     """
     model.train()
-    device = batches.device
+    device = runtime.device
+    memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
     generator = torch.Generator(device=device).manual_seed(epoch_seed)
     loss_sum = torch.zeros((), device=device)
     step_losses = torch.zeros(len(batches), device=device)  # (steps,)
@@ -96,7 +91,8 @@ def train_one_epoch(
     start = time.perf_counter()
     for step, (images, targets) in enumerate(batches.epoch(epoch_seed)):
         inputs = augment(images, mean, std, augment_config, generator)
-        with autocast_for(device):
+        inputs = inputs.contiguous(memory_format=memory_format)
+        with runtime.autocast():
             logits = model(inputs)
             loss = loss_fn(logits.float(), targets)
         if skip_nonfinite and not bool(torch.isfinite(loss)):
@@ -105,11 +101,11 @@ def train_one_epoch(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
             step_losses[step] = loss.detach()
             loss_sum += loss.detach() * targets.shape[0]
             seen += targets.shape[0]
+        if scheduler is not None:  # stepped for skipped batches too: the schedule follows steps
+            scheduler.step()
         if on_batch is not None:
             on_batch(targets.shape[0])
     total = float(loss_sum)  # the epoch's single host sync
@@ -128,6 +124,7 @@ def evaluate(
     std: list[float],
     loss_fn: nn.Module | None = None,
     flip_tta: bool = False,
+    runtime: Runtime | None = None,
 ) -> EvalResult:
     """Logits for every image of ``batches`` in order, with no augmentation.
 
@@ -135,12 +132,14 @@ def evaluate(
         flip_tta: average the logits of each image and its mirror image.
     """
     model.eval()
-    device = batches.device
+    runtime = runtime or Runtime(batches.device)
+    device = runtime.device
+    memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
     all_logits, all_targets = [], []
     loss_sum = torch.zeros((), device=device)
     for images, targets in batches.epoch():
-        inputs = normalize(images, mean, std)
-        with autocast_for(device):
+        inputs = normalize(images, mean, std).contiguous(memory_format=memory_format)
+        with runtime.autocast():
             logits = model(inputs).float()
             if flip_tta:
                 logits = (logits + model(inputs.flip(3)).float()) / 2

@@ -12,6 +12,7 @@ the epoch number and the state the checkpoint holds.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shutil
@@ -36,7 +37,7 @@ from facecls.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from facecls.config import RunConfig, load_yaml, save_yaml, to_dict, validate
+from facecls.config import RunConfig, load_yaml, resolve, save_yaml, to_dict
 from facecls.data.augment import channel_stats
 from facecls.data.batches import IndexBatches, resident
 from facecls.data.dataset import FaceDataset, load_dataset
@@ -53,6 +54,7 @@ from facecls.environment import environment
 from facecls.interrupt import Interrupted, StopRequest, signal_hook_for_tests, stop_signals
 from facecls.losses import class_weights, make_loss
 from facecls.models import create_model
+from facecls.optimization import build_optimizer, build_scheduler, runtime_for
 from facecls.report import write_run_files
 from facecls.resume import check_resume
 
@@ -157,6 +159,7 @@ def train_model(
     val_idx: np.ndarray,
     config: RunConfig,
     device: torch.device,
+    models: ModelSource,
     fold: int = 0,
     log: Log = print,
     show_progress: bool = False,
@@ -177,32 +180,27 @@ def train_model(
             good epoch).
     """
     t = config.train
-    torch.manual_seed(t.seed + fold)
-    model = create_model(
-        t.model, num_classes=dataset.num_classes, image_size=dataset.info["image_size"],
-        pretrained=t.pretrained,
-    ).to(device)  # fmt: skip
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    runtime = runtime_for(t, device)
+    model, module = models.get(fold)  # module: the nn.Module (model may be its compiled form)
     # Normalisation statistics come from this model's training part only (report eq. 6).
     mean, std = channel_stats(dataset.images[torch.from_numpy(train_idx)])
     counts = dataset.class_counts(train_idx)
-    loss_fn = make_loss(class_weights(counts, t.class_weights), device)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
-        **({"fused": True} if device.type == "cuda" else {"foreach": True}),
-    )  # fmt: skip
+    loss_fn = make_loss(class_weights(counts, t.class_weights), device, t.label_smoothing or 0.0)
+    # Validation loss (checkpoint selection) is plain or class-weighted CE, never smoothed.
+    val_loss_fn = make_loss(class_weights(counts, t.class_weights), device)
+    optimizer = build_optimizer(module, t, device)
     train_batches = IndexBatches(
         images, targets, torch.from_numpy(train_idx), t.batch_size, device,
         shuffle=True, drop_last=len(train_idx) > t.batch_size,
     )  # fmt: skip
+    scheduler = build_scheduler(optimizer, t, len(train_batches))
     val_batches = IndexBatches(
         images, targets, torch.from_numpy(val_idx), t.eval_batch_size, device
     )
     facts = {"fold": fold, "class_names": dataset.class_names, "model": t.model}
     state = TrainingState()
     if checkpoint is not None and checkpoint.exists():
-        state = load_checkpoint(checkpoint, model, optimizer, expect=facts)
+        state = load_checkpoint(checkpoint, module, optimizer, scheduler, expect=facts)
         log(
             f"fold {fold}: complete in {checkpoint.name}, not retrained" if state.complete
             else f"fold {fold}: resuming from {checkpoint.name} after epoch {state.epoch}"
@@ -216,13 +214,13 @@ def train_model(
         try:
             stats = train_one_epoch(
                 model, train_batches, optimizer, loss_fn, mean, std, config.augment,
-                epoch_seed(t.seed, fold, epoch), on_batch=_batch_callback(bar, stop, fold, epoch),
-                skip_nonfinite=t.skip_nonfinite,
+                epoch_seed(t.seed, fold, epoch), runtime, scheduler,
+                on_batch=_batch_callback(bar, stop, fold, epoch), skip_nonfinite=t.skip_nonfinite,
             )  # fmt: skip
         finally:
             bar.close()
-        val = evaluate(model, val_batches, mean, std, loss_fn)
-        _check_epoch(stats, val.loss, model, fold, epoch)
+        val = evaluate(model, val_batches, mean, std, val_loss_fn, bool(t.flip_tta), runtime)
+        _check_epoch(stats, val.loss, module, fold, epoch)
         summary = metrics.summary(
             metrics.confusion_matrix(val.targets, val.preds, dataset.num_classes)
         )
@@ -248,16 +246,53 @@ def train_model(
         )
         if val.loss < state.best_loss:
             state.best_loss, state.best_epoch = val.loss, epoch
-            state.best_state = cpu_copy(model.state_dict())
+            state.best_state = cpu_copy(module.state_dict())
         state.epoch, state.complete = epoch, epoch == t.epochs
         if checkpoint is not None:
-            save_checkpoint(checkpoint, model, optimizer, state, info=facts)
+            save_checkpoint(checkpoint, module, optimizer, state, scheduler, info=facts)
         if stop is not None:
             stop.check(fold, epoch, None)
     assert state.best_state is not None
-    model.load_state_dict(state.best_state)
-    val = evaluate(model, val_batches, mean, std, loss_fn)
-    return TrainedModel(model, mean, std, state.history, state.best_epoch, val, counts)
+    module.load_state_dict(state.best_state)
+    val = evaluate(model, val_batches, mean, std, val_loss_fn, bool(t.flip_tta), runtime)
+    # Keep a detached copy: with --compile the same module object is reused by the next fold.
+    kept = copy.deepcopy(module) if t.compile else module
+    return TrainedModel(kept, mean, std, state.history, state.best_epoch, val, counts)
+
+
+class ModelSource:
+    """Fresh, seeded models for each fold; with ``compile`` one compiled module is reused.
+
+    Compiling costs tens of seconds, so under ``--compile`` the module is built and compiled
+    once and every later fold loads freshly initialised weights into it (same parameters
+    objects, so the compiled graph stays valid) instead of compiling again.
+    """
+
+    def __init__(self, config: RunConfig, num_classes: int, device: torch.device) -> None:
+        self.config, self.num_classes, self.device = config, num_classes, device
+        self._compiled: tuple[nn.Module, nn.Module] | None = None
+
+    def _fresh(self, fold: int) -> nn.Module:
+        t = self.config.train
+        torch.manual_seed(t.seed + fold)
+        model = create_model(
+            t.model, num_classes=self.num_classes, image_size=self.config.data.image_size,
+            pretrained=t.pretrained,
+        ).to(self.device)  # fmt: skip
+        if runtime_for(t, self.device).channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def get(self, fold: int) -> tuple[nn.Module, nn.Module]:
+        """``(callable model, its nn.Module)``: the same object unless compiled."""
+        fresh = self._fresh(fold)
+        if not self.config.train.compile:
+            return fresh, fresh
+        if self._compiled is None:
+            self._compiled = (torch.compile(fresh), fresh)
+        else:
+            self._compiled[1].load_state_dict(fresh.state_dict())
+        return self._compiled
 
 
 def _new_run_dir(config: RunConfig) -> Path:
@@ -331,7 +366,10 @@ def _test_metrics(
     batches = IndexBatches(
         images, targets, torch.from_numpy(test_idx), config.train.eval_batch_size, device
     )
-    result = evaluate(trained.model, batches, trained.mean, trained.std, nn.CrossEntropyLoss())
+    result = evaluate(
+        trained.model, batches, trained.mean, trained.std, nn.CrossEntropyLoss(),
+        bool(config.train.flip_tta), runtime_for(config.train, device),
+    )  # fmt: skip
     return evaluation_metrics(result, dataset.class_names, config.train.seed), result
 
 
@@ -366,7 +404,6 @@ class _Run:
 def _start(
     config: RunConfig, log: Log, show_progress: bool, command: str, resume: Path | None
 ) -> _Run:
-    validate(config)
     if resume is not None:
         check_resume(resume, config, command, log)
     device = resolve_device(config.train.device)
@@ -402,6 +439,7 @@ def _train_folds(
 ) -> list[TrainedModel]:  # fmt: skip
     """Train one model per ``(train, val)`` part with checkpoints, stopping on SIGINT/SIGTERM."""
     trained: list[TrainedModel] = []
+    models = ModelSource(config, run.dataset.num_classes, run.device)
     with stop_signals() as stop:
         try:
             for fold, (train_idx, val_idx) in enumerate(parts):
@@ -412,7 +450,7 @@ def _train_folds(
                     )
                 trained.append(train_model(
                     run.dataset, run.images, run.targets, train_idx, val_idx, config,
-                    run.device, fold, log, show_progress,
+                    run.device, models, fold, log, show_progress,
                     checkpoint=checkpoint_path(run.run_dir, fold), stop=stop,
                 ))  # fmt: skip
                 stop.check(fold, config.train.epochs, None)
@@ -433,7 +471,8 @@ def _finish(
     result_metrics["config"] = to_dict(config)
     save_bundle(
         Bundle(final.model, config.train.model, dataset.class_names, config.data.image_size,
-               final.mean, final.std, extra={"config": to_dict(config)}),
+               final.mean, final.std, bool(config.train.flip_tta),
+               extra={"config": to_dict(config)}),
         run_dir / "model",
     )  # fmt: skip
     history = [row for trained in folds for row in trained.history]
@@ -469,6 +508,7 @@ def fit(
         Interrupted: on SIGINT/SIGTERM, after saving where the run stood.
     """
     started = time.perf_counter()
+    config = resolve(config)
     run = _start(config, log, show_progress, "train", None if resume is None else Path(resume))
     dataset, split = run.dataset, run.split
     if run.folds is not None:
@@ -511,6 +551,7 @@ def cross_validate(
         Interrupted: on SIGINT/SIGTERM, after saving where the run stood.
     """
     started = time.perf_counter()
+    config = resolve(config)
     run = _start(config, log, show_progress, "cv", None if resume is None else Path(resume))
     dataset, split = run.dataset, run.split
     k = config.train.folds
@@ -608,6 +649,7 @@ def evaluate_run(
             f"({dataset.num_classes} vs {len(bundle.class_names)}); evaluate on the same identities"
         )
     result = evaluate(
-        model, batches, bundle.mean, bundle.std, nn.CrossEntropyLoss(), bundle.flip_tta
-    )
+        model, batches, bundle.mean, bundle.std, nn.CrossEntropyLoss(), bundle.flip_tta,
+        runtime_for(config.train, device),
+    )  # fmt: skip
     return evaluation_metrics(result, bundle.class_names, config.train.seed)
