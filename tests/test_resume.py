@@ -276,21 +276,32 @@ def test_resume_refuses_what_it_cannot_continue(
 def _tiny_training_state(tmp_path: Path) -> tuple[torch.nn.Module, torch.optim.Optimizer, Path]:
     torch.manual_seed(0)
     model = create_model("baseline", num_classes=3, image_size=32)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model(torch.randn(4, 3, 32, 32)).sum().backward()
     optimizer.step()
     return model, optimizer, tmp_path / "checkpoints" / "fold0-last.safetensors"
 
 
-def test_checkpoint_round_trip_restores_model_optimizer_and_rng(tmp_path: Path) -> None:
+def _one_cycle(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.OneCycleLR:
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-2, total_steps=10)
+
+
+def test_checkpoint_round_trip_restores_model_optimizer_schedule_and_rng(tmp_path: Path) -> None:
     model, optimizer, path = _tiny_training_state(tmp_path)
+    scheduler = _one_cycle(optimizer)
+    for _ in range(3):
+        optimizer.step()
+        scheduler.step()
     state = TrainingState(epoch=3, history=[{"epoch": 3}], best_epoch=2, best_loss=0.5,
                           best_state={k: v.clone() for k, v in model.state_dict().items()})  # fmt: skip
-    save_checkpoint(path, model, optimizer, state, info={"fold": 0})
+    save_checkpoint(path, model, optimizer, state, scheduler, info={"fold": 0})
     expected_rng = torch.rand(3)
     other = create_model("baseline", num_classes=3, image_size=32)
-    other_optimizer = torch.optim.Adam(other.parameters(), lr=1e-3)
-    restored = load_checkpoint(path, other, other_optimizer, expect={"fold": 0})
+    other_optimizer = torch.optim.AdamW(other.parameters(), lr=1e-3)
+    other_scheduler = _one_cycle(other_optimizer)
+    restored = load_checkpoint(path, other, other_optimizer, other_scheduler, expect={"fold": 0})
+    assert other_scheduler.state_dict() == scheduler.state_dict()
+    assert other_scheduler.get_last_lr() == scheduler.get_last_lr()
     assert torch.equal(torch.rand(3), expected_rng)  # the RNG state came back
     assert (restored.epoch, restored.best_epoch, restored.best_loss) == (3, 2, 0.5)
     for (k, a), b in zip(model.state_dict().items(), other.state_dict().values(), strict=True):
