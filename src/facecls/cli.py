@@ -1,4 +1,8 @@
-"""Command line: parse arguments, call one library function, return an exit code. No logic here."""
+"""Command line: parse arguments, call one library function, return an exit code. No logic here.
+
+Exit codes: 0 done; 1 a run failed (disk full, non-finite loss); 2 bad input (options, data,
+model files); 130 / 143 stopped by Ctrl-C / SIGTERM after saving (resume with ``--resume``).
+"""
 
 from __future__ import annotations
 
@@ -29,9 +33,18 @@ _OPTIONS: dict[str, tuple[str, str]] = {
     "lr": ("train", "lr"),
     "weight_decay": ("train", "weight_decay"),
     "class_weights": ("train", "class_weights"),
+    "recipe": ("train", "recipe"),
+    "optimizer": ("train", "optimizer"),
+    "schedule": ("train", "schedule"),
+    "label_smoothing": ("train", "label_smoothing"),
+    "flip_tta": ("train", "flip_tta"),
+    "precision": ("train", "precision"),
+    "channels_last": ("train", "channels_last"),
+    "compile": ("train", "compile"),
     "seed": ("train", "seed"),
     "device": ("train", "device"),
     "folds": ("train", "folds"),
+    "skip_nonfinite": ("train", "skip_nonfinite"),
     "name": ("", "name"),
     "runs_dir": ("", "runs_dir"),
 }
@@ -50,22 +63,52 @@ def _add_run_options(p: argparse.ArgumentParser, folds: bool) -> None:
         "--cache-dir", help="decode/extract cache (default $FACECLS_CACHE or ~/.cache/facecls)"
     )
     g.add_argument("--rotation", type=float, help="random rotation range in degrees (default 10)")
-    g = p.add_argument_group("model and training (defaults: the report's recipe)")
+    g = p.add_argument_group("model and training (unset values come from --recipe)")
     g.add_argument("--model", help="baseline, tronnet, resnet18 or any torchvision model name")
     g.add_argument("--pretrained", action="store_true", default=None, help="ImageNet weights")
+    g.add_argument(
+        "--recipe", choices=["fast", "report"],
+        help="fast (default): AdamW, one-cycle, label smoothing 0.1, flip TTA, 30 epochs; "
+        "report: the report's Adam lr 1e-4, weight decay 5e-3, constant rate, 10 epochs",
+    )  # fmt: skip
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int)
-    g.add_argument("--lr", type=float, help="Adam learning rate (default 1e-4)")
-    g.add_argument("--weight-decay", type=float, help="Adam weight decay (default 5e-3)")
+    g.add_argument("--lr", type=float, help="learning rate (peak of the one-cycle schedule)")
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--optimizer", choices=["adam", "adamw"])
+    g.add_argument("--schedule", choices=["constant", "onecycle"])
+    g.add_argument("--label-smoothing", type=float)
+    g.add_argument(
+        "--flip-tta", action=argparse.BooleanOptionalAction, default=None,
+        help="average logits with the mirror image at evaluation",
+    )  # fmt: skip
     g.add_argument("--class-weights", choices=["none", "inverse"], help="inverse: the report's")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    g.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="auto: bf16 on CUDA")
+    g.add_argument(
+        "--channels-last", action=argparse.BooleanOptionalAction, default=None,
+        help="NHWC memory format (default: on for CUDA and ResNet-style models)",
+    )  # fmt: skip
+    g.add_argument(
+        "--compile", action="store_true", default=None,
+        help="torch.compile the model once (reused across folds)",
+    )  # fmt: skip
     if folds:
         g.add_argument("--folds", type=int, help="k of stratified k-fold (default 5)")
+    g.add_argument(
+        "--skip-nonfinite", action="store_true", default=None,
+        help="skip batches with a NaN/infinite loss instead of stopping (a sync per step)",
+    )  # fmt: skip
     g = p.add_argument_group("run")
     g.add_argument("--config", type=Path, help="YAML config (e.g. a run's config.yaml)")
     g.add_argument("--name", help="run folder name under --runs-dir")
     g.add_argument("--runs-dir", help="where run folders go (default runs)")
+    g.add_argument(
+        "--resume", nargs="?", const="", metavar="RUN_DIR",
+        help="continue an interrupted run folder (or runs-dir/name with --name); finished "
+        "epochs and folds are not redone and the result equals an uninterrupted run",
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="re-evaluate a run's model on its test part")
     p.add_argument("run", type=Path, help="run folder")
     p.add_argument("--data", help="evaluate on this source instead of the run's")
+    p.add_argument(
+        "--trust-pickle", action="store_true",
+        help="allow a .pt/.pth weights file (pickles can run code; it is still read with "
+        "torch.load(weights_only=True))",
+    )  # fmt: skip
     p = sub.add_parser("report", help="write report.html and report.md of run folders")
     p.add_argument("runs", nargs="+", type=Path, help="run folder(s)")
     p.add_argument("--out", type=Path, help="folder for the report (default: the run folder)")
@@ -102,9 +150,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def resume_dir(args: argparse.Namespace) -> Path | None:
+    """The run folder ``--resume`` names: its value, or ``--runs-dir``/``--name``."""
+    if args.resume is None:
+        return None
+    if args.resume:
+        return Path(args.resume)
+    if not args.name:
+        raise ConfigError("--resume needs a run folder (--resume RUN_DIR) or --name")
+    return Path(args.runs_dir or "runs") / args.name
+
+
 def config_from_args(args: argparse.Namespace, command: str) -> RunConfig:
-    """Merge a ``--config`` file (if any) with the options given on the command line."""
-    values: dict[str, Any] = to_dict(load_yaml(args.config)) if args.config else {}
+    """Merge a ``--config`` file (if any) with the options given on the command line.
+
+    With ``--resume`` the run's own ``config.yaml`` is the base, so only options that are given
+    can contradict it (the library refuses those).
+    """
+    base = args.config
+    run = resume_dir(args)
+    if run is not None and base is None:
+        base = run / "config.yaml"
+        if not base.is_file():
+            raise ConfigError(f"--resume {run}: not a facecls run folder (no config.yaml)")
+    values: dict[str, Any] = to_dict(load_yaml(base)) if base else {}
     values.setdefault(
         "name", f"{command}-{args.model or values.get('train', {}).get('model', 'baseline')}"
     )
@@ -127,9 +196,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.command in ("train", "cv"):
         config = config_from_args(args, args.command)
         call = facecls.train if args.command == "train" else facecls.cross_validate
-        call(config, log=log, show_progress=progress)
+        call(config, log=log, show_progress=progress, resume=resume_dir(args))
     elif args.command == "evaluate":
-        table = facecls.evaluate(args.run, data=args.data, log=log, show_progress=progress)
+        table = facecls.evaluate(
+            args.run, data=args.data, log=log, show_progress=progress,
+            trust_pickle=args.trust_pickle,
+        )  # fmt: skip
         print(
             json.dumps({"test": table["summary"], "intervals_95": table["intervals_95"]}, indent=2)
         )
@@ -152,15 +224,28 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``facecls`` command; returns the process exit code."""
+    from facecls.atomic import WriteError
     from facecls.bundle import BundleError
     from facecls.data.sources import DataError
+    from facecls.experiment import NonFiniteError
+    from facecls.interrupt import Interrupted
 
     args = build_parser().parse_args(argv)
     try:
         return _run(args)
+    except (NonFiniteError, WriteError) as error:
+        print(f"facecls: error: {error}", file=sys.stderr)
+        return 1
     except (ConfigError, DataError, BundleError, FileNotFoundError, ValueError) as error:
         print(f"facecls: error: {error}", file=sys.stderr)
         return 2
+    except Interrupted as stopped:
+        print(
+            f"facecls: {stopped}; the last completed epoch is saved. Resume with: "
+            f"facecls {stopped.command} --resume {stopped.run_dir}",
+            file=sys.stderr,
+        )
+        return stopped.exit_code
     except KeyboardInterrupt:
         print("facecls: interrupted", file=sys.stderr)
         return 130

@@ -6,9 +6,9 @@ read once at the end of the epoch (DESIGN.md: no ``.item()`` in the hot path).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,15 +18,24 @@ import torch.nn as nn
 from facecls.config import AugmentConfig
 from facecls.data.augment import augment, normalize
 from facecls.data.batches import IndexBatches
+from facecls.optimization import Runtime
 
 
 @dataclass
 class EpochStats:
-    """What one training epoch measured."""
+    """What one training epoch measured.
+
+    Attributes:
+        loss: mean training loss over the images of the steps taken (non-finite if any was).
+        nonfinite_step: 1-based number of the first step whose loss was NaN or infinite.
+        skipped: steps skipped for a non-finite loss (only with ``skip_nonfinite``).
+    """
 
     loss: float
     images: int
     seconds: float
+    nonfinite_step: int | None = None
+    skipped: int = 0
 
 
 @dataclass
@@ -48,13 +57,6 @@ class EvalResult:
         return self.logits.argmax(axis=1)
 
 
-def autocast_for(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA; on the CPU full precision (see README's performance notes)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
 def train_one_epoch(
     model: nn.Module,
     batches: IndexBatches,
@@ -64,36 +66,54 @@ def train_one_epoch(
     std: list[float],
     augment_config: AugmentConfig,
     epoch_seed: int,
+    runtime: Runtime,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     on_batch: Callable[[int], None] | None = None,
+    skip_nonfinite: bool = False,
 ) -> EpochStats:
     """One pass over ``batches``; the permutation and augmentation depend only on ``epoch_seed``.
 
+    A non-finite loss is found without a per-step sync: each step's loss goes into a device
+    tensor that is read at the end of the epoch only when the epoch's sum is not finite.
+
     Args:
         on_batch: called with the batch size after each step (progress bars); must not sync.
+        skip_nonfinite: skip (no update) a batch whose loss is NaN or infinite; this checks the
+            loss on the host at every step, which costs a sync per step.
     """
     model.train()
-    device = batches.device
+    device = runtime.device
+    memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
     generator = torch.Generator(device=device).manual_seed(epoch_seed)
     loss_sum = torch.zeros((), device=device)
-    seen = 0
+    step_losses = torch.zeros(len(batches), device=device)  # (steps,)
+    seen = skipped = 0
     start = time.perf_counter()
-    for images, targets in batches.epoch(epoch_seed):
+    for step, (images, targets) in enumerate(batches.epoch(epoch_seed)):
         inputs = augment(images, mean, std, augment_config, generator)
-        with autocast_for(device):
+        inputs = inputs.contiguous(memory_format=memory_format)
+        with runtime.autocast():
             logits = model(inputs)
             loss = loss_fn(logits.float(), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
+        if skip_nonfinite and not bool(torch.isfinite(loss)):
+            skipped += 1
+        else:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step_losses[step] = loss.detach()
+            loss_sum += loss.detach() * targets.shape[0]
+            seen += targets.shape[0]
+        if scheduler is not None:  # stepped for skipped batches too: the schedule follows steps
             scheduler.step()
-        loss_sum += loss.detach() * targets.shape[0]
-        seen += targets.shape[0]
         if on_batch is not None:
             on_batch(targets.shape[0])
     total = float(loss_sum)  # the epoch's single host sync
-    return EpochStats(total / max(seen, 1), seen, time.perf_counter() - start)
+    first_bad = None
+    if not math.isfinite(total):
+        bad = torch.nonzero(~torch.isfinite(step_losses))
+        first_bad = int(bad[0, 0]) + 1 if len(bad) else len(batches)  # else: the sum overflowed
+    return EpochStats(total / max(seen, 1), seen, time.perf_counter() - start, first_bad, skipped)
 
 
 @torch.no_grad()
@@ -104,6 +124,7 @@ def evaluate(
     std: list[float],
     loss_fn: nn.Module | None = None,
     flip_tta: bool = False,
+    runtime: Runtime | None = None,
 ) -> EvalResult:
     """Logits for every image of ``batches`` in order, with no augmentation.
 
@@ -111,12 +132,14 @@ def evaluate(
         flip_tta: average the logits of each image and its mirror image.
     """
     model.eval()
-    device = batches.device
+    runtime = runtime or Runtime(batches.device)
+    device = runtime.device
+    memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
     all_logits, all_targets = [], []
     loss_sum = torch.zeros((), device=device)
     for images, targets in batches.epoch():
-        inputs = normalize(images, mean, std)
-        with autocast_for(device):
+        inputs = normalize(images, mean, std).contiguous(memory_format=memory_format)
+        with runtime.autocast():
             logits = model(inputs).float()
             if flip_tta:
                 logits = (logits + model(inputs.flip(3)).float()) / 2

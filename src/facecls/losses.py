@@ -26,8 +26,10 @@ def class_weights(train_counts: np.ndarray, scheme: str) -> torch.Tensor | None:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def make_loss(weights: torch.Tensor | None, device: torch.device) -> nn.Module:
-    """Cross-entropy over logits, summed per batch (the engine divides once per epoch)."""
+def make_loss(
+    weights: torch.Tensor | None, device: torch.device, label_smoothing: float = 0.0
+) -> nn.Module:
+    """Mean cross-entropy over logits, optionally class-weighted and label-smoothed."""
     return nn.CrossEntropyLoss(
-        weight=None if weights is None else weights.to(device), reduction="mean"
+        weight=None if weights is None else weights.to(device), label_smoothing=label_smoothing
     )

@@ -100,7 +100,10 @@ def environment_rows(run: RunData) -> list[tuple[str, Any]]:
     env = dict(run.metrics.get("environment", {}))
     device = env.pop("cuda_device", None) or f"CPU ({env.get('cpu_threads', '?')} threads)"
     rows = [("device", device), ("requested device", run.config.train.device)]
+    libraries = env.pop("libraries", None) or {}
     rows += [(k, v) for k, v in env.items()]
+    if libraries:  # one line instead of a nested dict
+        rows.append(("libraries", ", ".join(f"{k} {v}" for k, v in libraries.items() if v)))
     rows.append(("wall time", f"{run.metrics.get('wall_seconds', 0):.1f} s"))
     return rows
 
@@ -127,7 +130,10 @@ def data_section(run: RunData, shareable: bool) -> dict[str, Any]:
         "skipped_count": len(skipped),
         "skipped": [] if shareable else skipped[:50],
         "skipped_reasons": Counter(item["reason"] for item in skipped).most_common(),
-    }
+        # Counts only: the groups themselves list file paths.
+        "duplicates": {k: v for k, v in report.get("duplicates", {}).items()
+                       if isinstance(v, int)} or None,
+    }  # fmt: skip
 
 
 def headline_rows(run: RunData) -> list[dict[str, Any]]:

@@ -36,7 +36,7 @@ def _never_predicted(run: RunData, cm: np.ndarray) -> str | None:
 
 
 def _epochs(run: RunData) -> str | None:
-    epochs = run.config.train.epochs
+    epochs = run.config.train.epochs or 0  # a run's config.yaml holds the resolved recipe
     kept = run.metrics.get("cv", {}).get("best_epochs") or [
         run.metrics.get("final_model", {}).get("epoch")
     ]
