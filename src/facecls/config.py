@@ -93,6 +93,10 @@ class TrainConfig:
         compile: ``torch.compile`` the model once and reuse it across folds.
         folds: k of the stratified k-fold in ``cv``.
         eval_batch_size: images per evaluation forward pass.
+        sync_bn: under several processes (``torchrun``), synchronise BatchNorm statistics over
+            them (``nn.SyncBatchNorm``, CUDA only); otherwise each uses its own rows'.
+        parallel_folds: under several processes, ``cv`` trains one fold per process instead of
+            every fold with all of them.
     """
 
     model: str = "baseline"
@@ -114,6 +118,8 @@ class TrainConfig:
     compile: bool = False
     folds: int = 5
     eval_batch_size: int = 256
+    sync_bn: bool = False
+    parallel_folds: bool = False
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,16 @@
 Both commands share :func:`train_model` (one model on given train/validation indices), which
 uses the engine's only loops. Run files are written atomically; metrics come from ``metrics.py``
 and files other than checkpoints from ``report.py``.
+
+Under ``torchrun`` both run as one process per rank (``distributed.py``): one model trained with
+DistributedDataParallel on sharded batches, or with ``parallel_folds`` one fold per rank. Only
+rank 0 creates the run folder, writes files and logs.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import platform
 import sys
@@ -37,6 +42,15 @@ from facecls.data.splits import (
     split_test,
     stratified_folds,
 )
+from facecls.distributed import (
+    DistContext,
+    broadcast_array,
+    broadcast_module,
+    broadcast_object,
+    broadcast_text,
+    rank_device,
+)
+from facecls.distributed import context as dist_context
 from facecls.engine import EvalResult, evaluate, train_one_epoch
 from facecls.losses import class_weights, make_loss
 from facecls.models import create_model
@@ -46,14 +60,13 @@ from facecls.report import write_run_files
 Log = Callable[[str], None]
 
 
+def _silent(_message: str) -> None:
+    """The log of ranks other than 0."""
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` → CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine; use cpu")
-    return device
+    return rank_device(name, local_rank=0, world_size=1)
 
 
 @dataclass
@@ -95,14 +108,19 @@ def train_model(
     fold: int = 0,
     log: Log = print,
     show_progress: bool = False,
+    dist: DistContext | None = None,
 ) -> TrainedModel:
     """Train one model on ``train_idx``, keep the epoch with the lowest validation loss.
 
     Args:
         images: the dataset's uint8 images, already resident (device or pinned host memory).
         targets: the dataset's targets on the same device as ``images``.
+        dist: this rank; with several, every rank calls this and trains the same model
+            (``models`` must wrap it in DistributedDataParallel), each on its rows of every
+            batch. ``None``: one process.
     """
     t = config.train
+    shard = (dist or DistContext()).shard()
     runtime = runtime_for(t, device)
     model, module = models.get(fold)
     # Normalisation statistics come from this model's training part only (report eq. 6).
@@ -114,11 +132,11 @@ def train_model(
     optimizer = build_optimizer(module, t, device)
     train_batches = IndexBatches(
         images, targets, torch.from_numpy(train_idx), t.batch_size, device,
-        shuffle=True, drop_last=len(train_idx) > t.batch_size,
+        shuffle=True, drop_last=len(train_idx) > t.batch_size, shard=shard,
     )  # fmt: skip
     scheduler = build_scheduler(optimizer, t, len(train_batches))
     val_batches = IndexBatches(
-        images, targets, torch.from_numpy(val_idx), t.eval_batch_size, device
+        images, targets, torch.from_numpy(val_idx), t.eval_batch_size, device, shard=shard
     )
     history: list[dict[str, Any]] = []
     best_loss, best_epoch, best_state = float("inf"), 0, None
@@ -172,10 +190,21 @@ class ModelSource:
     Compiling costs tens of seconds, so under ``--compile`` the module is built and compiled
     once and every later fold loads freshly initialised weights into it (same parameters
     objects, so the compiled graph stays valid) instead of compiling again.
+
+    With a ``dist`` of several ranks the callable model is a DistributedDataParallel replica
+    (its BatchNorm synchronised when ``train.sync_bn``); the module is the bare model, whose
+    ``state_dict`` is what gets saved.
     """
 
-    def __init__(self, config: RunConfig, num_classes: int, device: torch.device) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        num_classes: int,
+        device: torch.device,
+        dist: DistContext | None = None,
+    ) -> None:
         self.config, self.num_classes, self.device = config, num_classes, device
+        self.dist = dist or DistContext(device=device)
         self._compiled: tuple[nn.Module, nn.Module] | None = None
 
     def _fresh(self, fold: int) -> nn.Module:
@@ -187,15 +216,30 @@ class ModelSource:
         ).to(self.device)  # fmt: skip
         if runtime_for(t, self.device).channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if self.dist.distributed and t.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return model
 
+    def _replica(self, module: nn.Module) -> nn.Module:
+        """``module`` itself in one process; a DistributedDataParallel replica under several."""
+        if not self.dist.distributed:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # Buffers are synchronised at the start, not before every step: the engine averages
+        # them once per epoch (older torch releases only know broadcast_buffers).
+        new = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+        buffers = {"forward_sync_buffers" if new else "broadcast_buffers": False}
+        return DistributedDataParallel(module, device_ids=ids, **buffers)
+
     def get(self, fold: int) -> tuple[nn.Module, nn.Module]:
-        """``(callable model, its nn.Module)``: the same object unless compiled."""
+        """``(callable model, its nn.Module)``: the same object unless compiled or replicated."""
         fresh = self._fresh(fold)
         if not self.config.train.compile:
-            return fresh, fresh
+            return self._replica(fresh), fresh
         if self._compiled is None:
-            self._compiled = (torch.compile(fresh), fresh)
+            self._compiled = (torch.compile(self._replica(fresh)), fresh)
         else:
             self._compiled[1].load_state_dict(fresh.state_dict())
         return self._compiled
@@ -255,11 +299,12 @@ def _report_skipped(dataset: FaceDataset, log: Log) -> None:
 
 def _test_metrics(
     dataset: FaceDataset, trained: TrainedModel, images: torch.Tensor, targets: torch.Tensor,
-    test_idx: np.ndarray, config: RunConfig, device: torch.device,
+    test_idx: np.ndarray, config: RunConfig, device: torch.device, dist: DistContext | None = None,
 ) -> tuple[dict[str, Any], EvalResult]:  # fmt: skip
     batches = IndexBatches(
-        images, targets, torch.from_numpy(test_idx), config.train.eval_batch_size, device
-    )
+        images, targets, torch.from_numpy(test_idx), config.train.eval_batch_size, device,
+        shard=(dist or DistContext()).shard(),
+    )  # fmt: skip
     result = evaluate(
         trained.model, batches, trained.mean, trained.std, nn.CrossEntropyLoss(),
         bool(config.train.flip_tta), runtime_for(config.train, device),
@@ -282,21 +327,44 @@ def evaluation_metrics(result: EvalResult, class_names: list[str], seed: int = 0
     return table
 
 
-def _start(config: RunConfig, log: Log, show_progress: bool) -> tuple:
-    device = resolve_device(config.train.device)
-    dataset = load_dataset(config.data, log, show_progress)
+def _check_processes(config: RunConfig, dist: DistContext, parallel_folds: bool) -> None:
+    """Refuse settings that cannot work with this many processes, before any collective."""
+    t = config.train
+    if not dist.distributed or parallel_folds:
+        return
+    if t.batch_size % dist.world_size:
+        raise ValueError(
+            f"--batch-size {t.batch_size} is the global batch and must be a multiple of the "
+            f"{dist.world_size} processes (each takes an equal share of every batch)"
+        )
+    if t.sync_bn and dist.device.type != "cuda":
+        raise ValueError(
+            "--sync-bn needs CUDA devices: PyTorch's SyncBatchNorm does not run on the CPU "
+            "(gloo). Without it each process normalises with the statistics of its own rows."
+        )
+
+
+def _start(config: RunConfig, dist: DistContext, log: Log, show_progress: bool) -> tuple:
+    device = dist.device
+    # Rank 0 decodes (and extracts) into the cache first; the other ranks then read the cache.
+    dataset = dist.main_writes(lambda: load_dataset(config.data, log, show_progress))
+    if dataset is None:
+        dataset = load_dataset(config.data, log, show_progress)
     _report_skipped(dataset, log)
     split = split_test(dataset, config.data, config.train.seed)
     if len(split.test) == 0:
         raise ValueError("the test part is empty: check the split file or the test/ folder")
     images = resident(dataset.images, device)
     targets = dataset.targets.to(images.device)
-    run_dir = _new_run_dir(config)
-    save_yaml(config, run_dir / "config.yaml")
+    # Only rank 0 creates the folder (never a -2 twin); every rank learns its name.
+    run_dir = Path(broadcast_text(str(_new_run_dir(config)) if dist.is_main else None, dist))
+    if dist.is_main:
+        save_yaml(config, run_dir / "config.yaml")
+    processes = f"; {dist.world_size} processes" if dist.distributed else ""
     log(
         f"Data: {len(dataset)} images of {dataset.num_classes} identities "
         f"({dataset.info['kind']}: {dataset.info['location']}); test part {len(split.test)} "
-        f"images ({split.how}); device {device}; run folder {run_dir}"
+        f"images ({split.how}); device {device}{processes}; run folder {run_dir}"
     )
     return device, dataset, split, images, targets, run_dir
 
@@ -304,20 +372,26 @@ def _start(config: RunConfig, log: Log, show_progress: bool) -> tuple:
 def _finish(
     run_dir: Path, config: RunConfig, dataset: FaceDataset, split: TestSplit, folds: list,
     final: TrainedModel, test: EvalResult, result_metrics: dict[str, Any], started: float,
-    log: Log,
+    log: Log, dist: DistContext | None = None,
 ) -> RunResult:  # fmt: skip
+    dist = dist or DistContext()
     result_metrics["environment"] = environment()
+    result_metrics["environment"]["processes"] = dist.world_size
     result_metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
     result_metrics["config"] = to_dict(config)
-    save_bundle(
-        Bundle(final.model, config.train.model, dataset.class_names, config.data.image_size,
-               final.mean, final.std, bool(config.train.flip_tta),
-               extra={"config": to_dict(config)}),
-        run_dir / "model",
-    )  # fmt: skip
-    history = [row for trained in folds for row in trained.history]
-    write_run_files(run_dir, dataset, split, history, result_metrics, test, final.model)
-    write_json(run_dir / "data_report.json", _data_report(dataset, split))
+
+    def write() -> None:
+        save_bundle(
+            Bundle(final.model, config.train.model, dataset.class_names, config.data.image_size,
+                   final.mean, final.std, bool(config.train.flip_tta),
+                   extra={"config": to_dict(config)}),
+            run_dir / "model",
+        )  # fmt: skip
+        history = [row for trained in folds for row in trained.history]
+        write_run_files(run_dir, dataset, split, history, result_metrics, test, final.model)
+        write_json(run_dir / "data_report.json", _data_report(dataset, split))
+
+    dist.main_writes(write)  # every rank returns once the files exist
     s = result_metrics["test"]["summary"]
     log(
         f"Test: accuracy {s['accuracy']:.3f}  balanced accuracy {s['balanced_accuracy']:.3f}  "
@@ -330,24 +404,37 @@ def _finish(
 def fit(config: RunConfig, log: Log = print, show_progress: bool = False) -> RunResult:
     """Train one model: split off the test part, hold out validation, train, evaluate on test.
 
+    Under ``torchrun`` every rank calls this; they train one model together with
+    DistributedDataParallel (``train.batch_size`` is the global batch) and rank 0 writes the
+    run folder. Every rank returns the same result.
+
     Returns:
         The run folder and its metrics (also written to ``metrics.json``).
     """
+    return _fit(config, dist_context(config.train.device), log, show_progress)
+
+
+def _fit(config: RunConfig, dist: DistContext, log: Log, show_progress: bool) -> RunResult:
     started = time.perf_counter()
     config = resolve(config)
-    device, dataset, split, images, targets, run_dir = _start(config, log, show_progress)
+    _check_processes(config, dist, parallel_folds=False)
+    if not dist.is_main:
+        log, show_progress = _silent, False
+    device, dataset, split, images, targets, run_dir = _start(config, dist, log, show_progress)
     targets_np = dataset.targets.numpy()
     val = split.val if split.val is not None else holdout(
         targets_np, split.pool, config.data.val_fraction, config.train.seed
     )  # fmt: skip
     train_idx = np.setdiff1d(split.pool, val)
-    write_json(run_dir / "folds.json", folds_document(dataset, split, [val]))
-    models = ModelSource(config, dataset.num_classes, device)
+    if dist.is_main:
+        write_json(run_dir / "folds.json", folds_document(dataset, split, [val]))
+    models = ModelSource(config, dataset.num_classes, device, dist)
     trained = train_model(
-        dataset, images, targets, train_idx, val, config, device, models, 0, log, show_progress
-    )
+        dataset, images, targets, train_idx, val, config, device, models, 0, log, show_progress,
+        dist,
+    )  # fmt: skip
     test_metrics, test = _test_metrics(
-        dataset, trained, images, targets, split.test, config, device
+        dataset, trained, images, targets, split.test, config, device, dist
     )  # fmt: skip
     result_metrics = {
         "command": "train",
@@ -356,7 +443,7 @@ def fit(config: RunConfig, log: Log = print, show_progress: bool = False) -> Run
         "final_model": {"fold": 0, "epoch": trained.best_epoch},
     }
     return _finish(run_dir, config, dataset, split, [trained], trained, test, result_metrics,
-                   started, log)  # fmt: skip
+                   started, log, dist)  # fmt: skip
 
 
 def cross_validate(config: RunConfig, log: Log = print, show_progress: bool = False) -> RunResult:
@@ -364,23 +451,49 @@ def cross_validate(config: RunConfig, log: Log = print, show_progress: bool = Fa
 
     The fold assignment is written to ``folds.json``. The summary holds each fold's validation
     metrics, their mean ± std, and metrics of the pooled out-of-fold predictions.
+
+    Under ``torchrun`` every rank calls this: by default all ranks train each fold together
+    (DistributedDataParallel); with ``train.parallel_folds`` rank r trains folds r, r + N, …
+    on its own and rank 0 gathers them. Either way the run folder is the same as one process
+    writes.
     """
+    return _cross_validate(config, dist_context(config.train.device), log, show_progress)
+
+
+def _cross_validate(
+    config: RunConfig, dist: DistContext, log: Log, show_progress: bool
+) -> RunResult:
     started = time.perf_counter()
     config = resolve(config)
-    device, dataset, split, images, targets, run_dir = _start(config, log, show_progress)
+    parallel = config.train.parallel_folds and dist.distributed
+    _check_processes(config, dist, parallel)
+    if not dist.is_main:
+        log, show_progress = _silent, False
+    device, dataset, split, images, targets, run_dir = _start(config, dist, log, show_progress)
     targets_np = dataset.targets.numpy()
     k = config.train.folds
-    models = ModelSource(config, dataset.num_classes, device)
+    models = ModelSource(config, dataset.num_classes, device, dist.alone() if parallel else dist)
     folds = stratified_folds(targets_np, split.pool, k, config.train.seed, dataset.class_names)
-    write_json(run_dir / "folds.json", folds_document(dataset, split, folds))
+    if dist.is_main:
+        write_json(run_dir / "folds.json", folds_document(dataset, split, folds))
+    if config.train.parallel_folds and not dist.distributed:
+        log("--parallel-folds: one process, so the folds run one after another")
     trained_folds: list[TrainedModel] = []
     for fold, val_idx in enumerate(folds):
-        log(f"Fold {fold + 1} of {k}: {len(split.pool) - len(val_idx)} train, {len(val_idx)} val")
+        if parallel and fold % dist.world_size != dist.rank:
+            continue
+        where = f" on rank {dist.rank}" if parallel else ""
+        log(
+            f"Fold {fold + 1} of {k}{where}: {len(split.pool) - len(val_idx)} train, "
+            f"{len(val_idx)} val"
+        )
         train_idx = np.setdiff1d(split.pool, val_idx)
         trained_folds.append(train_model(
             dataset, images, targets, train_idx, val_idx, config, device, models, fold, log,
-            show_progress,
+            show_progress, dist.alone() if parallel else dist,
         ))  # fmt: skip
+    if parallel:
+        trained_folds = _share_folds(trained_folds, folds, dataset.num_classes, models, dist, log)
     fold_metrics = [
         evaluation_metrics(t.val, dataset.class_names, config.train.seed)["summary"]
         for t in trained_folds
@@ -395,7 +508,9 @@ def cross_validate(config: RunConfig, log: Log = print, show_progress: bool = Fa
     # The report's choice: the best of the k models (lowest validation loss) goes to the test.
     best = int(np.argmin([t.val.loss for t in trained_folds]))
     final = trained_folds[best]
-    test_metrics, test = _test_metrics(dataset, final, images, targets, split.test, config, device)
+    test_metrics, test = _test_metrics(
+        dataset, final, images, targets, split.test, config, device, dist
+    )
     result_metrics = {
         "command": "cv",
         "test": test_metrics,
@@ -409,7 +524,50 @@ def cross_validate(config: RunConfig, log: Log = print, show_progress: bool = Fa
     }
     log("CV: " + "  ".join(f"{k} {m:.3f}±{s:.3f}" for k, (m, s) in mean_std.items() if k != "loss"))
     return _finish(run_dir, config, dataset, split, trained_folds, final, test, result_metrics,
-                   started, log)  # fmt: skip
+                   started, log, dist)  # fmt: skip
+
+
+def _share_folds(
+    mine: list[TrainedModel], folds: list[np.ndarray], num_classes: int, models: ModelSource,
+    dist: DistContext, log: Log,
+) -> list[TrainedModel]:  # fmt: skip
+    """Every fold's result on every rank, after rank ``f % world_size`` trained fold ``f``.
+
+    The owner sends its history and numbers (a small JSON-like object), validation logits and
+    targets, and the weights tensor by tensor into a fresh model of the same architecture.
+    """
+    owned = iter(mine)
+    shared: list[TrainedModel] = []
+    for fold, val_idx in enumerate(folds):
+        owner = fold % dist.world_size
+        trained = next(owned) if owner == dist.rank else None
+        facts = None if trained is None else {
+            "mean": trained.mean, "std": trained.std, "history": trained.history,
+            "best_epoch": trained.best_epoch, "loss": trained.val.loss,
+            "train_counts": trained.train_counts.tolist(),
+        }  # fmt: skip
+        facts = broadcast_object(facts, dist, owner)
+        logits = broadcast_array(
+            None if trained is None else trained.val.logits, (len(val_idx), num_classes),
+            np.dtype(np.float32), dist, owner,
+        )  # fmt: skip
+        val_targets = broadcast_array(
+            None if trained is None else trained.val.targets, (len(val_idx),),
+            np.dtype(np.int64), dist, owner,
+        )  # fmt: skip
+        model = models._fresh(fold) if trained is None else trained.model
+        broadcast_module(model, dist, owner)
+        if trained is None:
+            trained = TrainedModel(
+                model, facts["mean"], facts["std"], facts["history"], facts["best_epoch"],
+                EvalResult(logits, val_targets, facts["loss"]), np.array(facts["train_counts"]),
+            )  # fmt: skip
+            log(
+                f"fold {fold} trained on rank {owner}: best epoch {trained.best_epoch}, "
+                f"val loss {trained.val.loss:.4f}"
+            )
+        shared.append(trained)
+    return shared
 
 
 def evaluate_run(
