@@ -45,6 +45,8 @@ _OPTIONS: dict[str, tuple[str, str]] = {
     "device": ("train", "device"),
     "folds": ("train", "folds"),
     "skip_nonfinite": ("train", "skip_nonfinite"),
+    "sync_bn": ("train", "sync_bn"),
+    "parallel_folds": ("train", "parallel_folds"),
     "name": ("", "name"),
     "runs_dir": ("", "runs_dir"),
 }
@@ -100,6 +102,19 @@ def _add_run_options(p: argparse.ArgumentParser, folds: bool) -> None:
         "--skip-nonfinite", action="store_true", default=None,
         help="skip batches with a NaN/infinite loss instead of stopping (a sync per step)",
     )  # fmt: skip
+    g = p.add_argument_group(
+        "several processes (start with torchrun --nproc-per-node N -m facecls …; "
+        "--batch-size is the global batch)"
+    )
+    g.add_argument(
+        "--sync-bn", action="store_true", default=None,
+        help="synchronise BatchNorm statistics over the processes (CUDA only)",
+    )  # fmt: skip
+    if folds:
+        g.add_argument(
+            "--parallel-folds", action="store_true", default=None,
+            help="train one fold per process at once instead of each fold with all of them",
+        )  # fmt: skip
     g = p.add_argument_group("run")
     g.add_argument("--config", type=Path, help="YAML config (e.g. a run's config.yaml)")
     g.add_argument("--name", help="run folder name under --runs-dir")
@@ -227,12 +242,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from facecls.atomic import WriteError
     from facecls.bundle import BundleError
     from facecls.data.sources import DataError
+    from facecls.distributed import process_group
     from facecls.experiment import NonFiniteError
     from facecls.interrupt import Interrupted
 
     args = build_parser().parse_args(argv)
     try:
-        return _run(args)
+        with process_group():  # under torchrun: ended once the command is done
+            return _run(args)
     except (NonFiniteError, WriteError) as error:
         print(f"facecls: error: {error}", file=sys.stderr)
         return 1

@@ -100,6 +100,10 @@ class TrainConfig:
         eval_batch_size: images per evaluation forward pass.
         skip_nonfinite: skip batches whose loss is NaN or infinite instead of stopping (costs a
             host sync per step).
+        sync_bn: under several processes (``torchrun``), synchronise BatchNorm statistics over
+            them (``nn.SyncBatchNorm``, CUDA only); otherwise each uses its own rows'.
+        parallel_folds: under several processes, ``cv`` trains one fold per process instead of
+            every fold with all of them.
     """
 
     model: str = "baseline"
@@ -122,6 +126,8 @@ class TrainConfig:
     folds: int = 5
     eval_batch_size: int = 256
     skip_nonfinite: bool = False
+    sync_bn: bool = False
+    parallel_folds: bool = False
 
 
 @dataclass(frozen=True)

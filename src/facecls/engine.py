@@ -2,6 +2,10 @@
 
 Neither loop synchronises with the host per step: losses and counts are summed on the device and
 read once at the end of the epoch (DESIGN.md: no ``.item()`` in the hot path).
+
+Under several processes the batches are sharded (``IndexBatches.shard``): the model is then a
+DistributedDataParallel replica, each epoch ends with one sum of the losses over the ranks, and
+evaluation gathers every rank's logits before anything is computed from them.
 """
 
 from __future__ import annotations
@@ -13,17 +17,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 
 from facecls.config import AugmentConfig
 from facecls.data.augment import augment, normalize
 from facecls.data.batches import IndexBatches
+from facecls.distributed import average_buffers, gather_rows
 from facecls.optimization import Runtime
 
 
 @dataclass
 class EpochStats:
-    """What one training epoch measured.
+    """What one training epoch measured (over all ranks when sharded).
 
     Attributes:
         loss: mean training loss over the images of the steps taken (non-finite if any was).
@@ -77,7 +83,8 @@ def train_one_epoch(
     tensor that is read at the end of the epoch only when the epoch's sum is not finite.
 
     Args:
-        on_batch: called with the batch size after each step (progress bars); must not sync.
+        on_batch: called with the (global) batch size after each step (progress bars); must
+            not sync.
         skip_nonfinite: skip (no update) a batch whose loss is NaN or infinite; this checks the
             loss on the host at every step, which costs a sync per step.
     """
@@ -90,7 +97,8 @@ def train_one_epoch(
     seen = skipped = 0
     start = time.perf_counter()
     for step, (images, targets) in enumerate(batches.epoch(epoch_seed)):
-        inputs = augment(images, mean, std, augment_config, generator)
+        rows = batches.rows(step)  # (first row of this rank, global batch size)
+        inputs = augment(images, mean, std, augment_config, generator, rows)
         inputs = inputs.contiguous(memory_format=memory_format)
         with runtime.autocast():
             logits = model(inputs)
@@ -107,8 +115,19 @@ def train_one_epoch(
         if scheduler is not None:  # stepped for skipped batches too: the schedule follows steps
             scheduler.step()
         if on_batch is not None:
-            on_batch(targets.shape[0])
-    total = float(loss_sum)  # the epoch's single host sync
+            on_batch(rows[1])
+    if batches.sharded:
+        # One collective per epoch: the loss over all ranks, and BatchNorm statistics made
+        # equal again so every replica evaluates (and rank 0 saves) the same model.
+        totals = torch.stack(
+            [loss_sum.double(), torch.tensor(seen, dtype=torch.float64, device=device)]
+        )
+        dist.all_reduce(totals)
+        average_buffers(model, batches.shard.world_size)
+        total, seen_all = totals.tolist()  # the epoch's single host sync
+        seen = int(seen_all)
+    else:
+        total = float(loss_sum)  # the epoch's single host sync
     first_bad = None
     if not math.isfinite(total):
         bad = torch.nonzero(~torch.isfinite(step_losses))
@@ -127,6 +146,9 @@ def evaluate(
     runtime: Runtime | None = None,
 ) -> EvalResult:
     """Logits for every image of ``batches`` in order, with no augmentation.
+
+    With sharded batches each rank evaluates its block and every rank returns the logits,
+    targets and loss of all of them (gathered in order).
 
     Args:
         flip_tta: average the logits of each image and its mirror image.
@@ -147,6 +169,10 @@ def evaluate(
             loss_sum += loss_fn(logits, targets) * targets.shape[0]
         all_logits.append(logits)
         all_targets.append(targets)
-    logits = torch.cat(all_logits).cpu().numpy()
-    targets_np = torch.cat(all_targets).cpu().numpy()
+    logits_t, targets_t = torch.cat(all_logits), torch.cat(all_targets)
+    if batches.sharded:
+        logits_t = gather_rows(logits_t, batches.global_count, batches.shard)
+        targets_t = gather_rows(targets_t, batches.global_count, batches.shard)
+        dist.all_reduce(loss_sum)
+    logits, targets_np = logits_t.cpu().numpy(), targets_t.cpu().numpy()
     return EvalResult(logits, targets_np, float(loss_sum) / max(len(targets_np), 1))

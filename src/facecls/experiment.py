@@ -8,11 +8,16 @@ Nothing is lost: every epoch ends with a checkpoint (``checkpoint.py``), SIGINT/
 between steps (``interrupt.py``), and ``resume=`` continues a run folder where it stopped, with
 the result an uninterrupted run would have given: each epoch depends only on the seed, the fold,
 the epoch number and the state the checkpoint holds.
+
+Under ``torchrun`` both run as one process per rank (``distributed.py``): one model trained with
+DistributedDataParallel on sharded batches, or with ``parallel_folds`` one fold per rank. Only
+rank 0 creates the run folder, writes files and logs.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import math
 import shutil
@@ -49,6 +54,14 @@ from facecls.data.splits import (
     split_test,
     stratified_folds,
 )
+from facecls.distributed import (
+    DistContext,
+    broadcast_array,
+    broadcast_module,
+    broadcast_object,
+    broadcast_text,
+)
+from facecls.distributed import context as dist_context
 from facecls.engine import EpochStats, EvalResult, evaluate, train_one_epoch
 from facecls.environment import environment
 from facecls.interrupt import Interrupted, StopRequest, signal_hook_for_tests, stop_signals
@@ -59,6 +72,10 @@ from facecls.report import write_report_safely, write_run_files
 from facecls.resume import check_resume
 
 Log = Callable[[str], None]
+
+
+def _silent(_message: str) -> None:
+    """The log of ranks other than 0."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -165,6 +182,7 @@ def train_model(
     show_progress: bool = False,
     checkpoint: Path | None = None,
     stop: StopRequest | None = None,
+    dist: DistContext | None = None,
 ) -> TrainedModel:
     """Train one model on ``train_idx``, keep the epoch with the lowest validation loss.
 
@@ -174,12 +192,17 @@ def train_model(
         checkpoint: saved at the end of every epoch; when it exists, training continues from
             it (a complete fold trains no further).
         stop: checked after every step and epoch; raises :class:`Interrupted` once set.
+        dist: this rank; with several, every rank calls this and trains the same model
+            (``models`` must wrap it in DistributedDataParallel), each on its rows of every
+            batch, and rank 0 writes the checkpoint. ``None``: one process.
 
     Raises:
         NonFiniteError: a loss or weight became NaN or infinite (the checkpoint keeps the last
             good epoch).
     """
     t = config.train
+    dist = dist or DistContext(device=device)
+    shard = dist.shard()
     runtime = runtime_for(t, device)
     model, module = models.get(fold)  # module: the nn.Module (model may be its compiled form)
     # Normalisation statistics come from this model's training part only (report eq. 6).
@@ -191,11 +214,11 @@ def train_model(
     optimizer = build_optimizer(module, t, device)
     train_batches = IndexBatches(
         images, targets, torch.from_numpy(train_idx), t.batch_size, device,
-        shuffle=True, drop_last=len(train_idx) > t.batch_size,
+        shuffle=True, drop_last=len(train_idx) > t.batch_size, shard=shard,
     )  # fmt: skip
     scheduler = build_scheduler(optimizer, t, len(train_batches))
     val_batches = IndexBatches(
-        images, targets, torch.from_numpy(val_idx), t.eval_batch_size, device
+        images, targets, torch.from_numpy(val_idx), t.eval_batch_size, device, shard=shard
     )
     facts = {"fold": fold, "class_names": dataset.class_names, "model": t.model}
     state = TrainingState()
@@ -248,8 +271,10 @@ def train_model(
             state.best_loss, state.best_epoch = val.loss, epoch
             state.best_state = cpu_copy(module.state_dict())
         state.epoch, state.complete = epoch, epoch == t.epochs
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, module, optimizer, state, scheduler, info=facts)
+        if checkpoint is not None:  # rank 0 writes, then every rank goes on
+            dist.main_writes(
+                lambda: save_checkpoint(checkpoint, module, optimizer, state, scheduler, info=facts)
+            )
         if stop is not None:
             stop.check(fold, epoch, None)
     assert state.best_state is not None
@@ -266,10 +291,21 @@ class ModelSource:
     Compiling costs tens of seconds, so under ``--compile`` the module is built and compiled
     once and every later fold loads freshly initialised weights into it (same parameters
     objects, so the compiled graph stays valid) instead of compiling again.
+
+    With a ``dist`` of several ranks the callable model is a DistributedDataParallel replica
+    (its BatchNorm synchronised when ``train.sync_bn``); the module is the bare model, whose
+    ``state_dict`` is what gets saved.
     """
 
-    def __init__(self, config: RunConfig, num_classes: int, device: torch.device) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        num_classes: int,
+        device: torch.device,
+        dist: DistContext | None = None,
+    ) -> None:
         self.config, self.num_classes, self.device = config, num_classes, device
+        self.dist = dist or DistContext(device=device)
         self._compiled: tuple[nn.Module, nn.Module] | None = None
 
     def _fresh(self, fold: int) -> nn.Module:
@@ -281,15 +317,30 @@ class ModelSource:
         ).to(self.device)  # fmt: skip
         if runtime_for(t, self.device).channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if self.dist.distributed and t.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return model
 
+    def _replica(self, module: nn.Module) -> nn.Module:
+        """``module`` itself in one process; a DistributedDataParallel replica under several."""
+        if not self.dist.distributed:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # Buffers are synchronised at the start, not before every step: the engine averages
+        # them once per epoch (older torch releases only know broadcast_buffers).
+        new = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+        buffers = {"forward_sync_buffers" if new else "broadcast_buffers": False}
+        return DistributedDataParallel(module, device_ids=ids, **buffers)
+
     def get(self, fold: int) -> tuple[nn.Module, nn.Module]:
-        """``(callable model, its nn.Module)``: the same object unless compiled."""
+        """``(callable model, its nn.Module)``: the same object unless compiled or replicated."""
         fresh = self._fresh(fold)
         if not self.config.train.compile:
-            return fresh, fresh
+            return self._replica(fresh), fresh
         if self._compiled is None:
-            self._compiled = (torch.compile(fresh), fresh)
+            self._compiled = (torch.compile(self._replica(fresh)), fresh)
         else:
             self._compiled[1].load_state_dict(fresh.state_dict())
         return self._compiled
@@ -361,11 +412,12 @@ def _report_data_problems(dataset: FaceDataset, split: TestSplit, log: Log) -> N
 
 def _test_metrics(
     dataset: FaceDataset, trained: TrainedModel, images: torch.Tensor, targets: torch.Tensor,
-    test_idx: np.ndarray, config: RunConfig, device: torch.device,
+    test_idx: np.ndarray, config: RunConfig, device: torch.device, dist: DistContext | None = None,
 ) -> tuple[dict[str, Any], EvalResult]:  # fmt: skip
     batches = IndexBatches(
-        images, targets, torch.from_numpy(test_idx), config.train.eval_batch_size, device
-    )
+        images, targets, torch.from_numpy(test_idx), config.train.eval_batch_size, device,
+        shard=(dist or DistContext(device=device)).shard(),
+    )  # fmt: skip
     result = evaluate(
         trained.model, batches, trained.mean, trained.std, nn.CrossEntropyLoss(),
         bool(config.train.flip_tta), runtime_for(config.train, device),
@@ -398,16 +450,44 @@ class _Run:
     images: torch.Tensor
     targets: torch.Tensor
     run_dir: Path
+    dist: DistContext
     folds: list[np.ndarray] | None = None  # from folds.json when resuming
 
 
+def _check_processes(config: RunConfig, dist: DistContext) -> None:
+    """Refuse settings that cannot work with this many processes, before any collective."""
+    t = config.train
+    if not dist.distributed or t.parallel_folds:
+        return
+    if t.batch_size % dist.world_size:
+        raise ValueError(
+            f"--batch-size {t.batch_size} is the global batch and must be a multiple of the "
+            f"{dist.world_size} processes (each takes an equal share of every batch)"
+        )
+    if t.sync_bn and dist.device.type != "cuda":
+        raise ValueError(
+            "--sync-bn needs CUDA devices: PyTorch's SyncBatchNorm does not run on the CPU "
+            "(gloo). Without it each process normalises with the statistics of its own rows."
+        )
+    if t.skip_nonfinite:
+        raise ValueError(
+            "--skip-nonfinite works with one process only: a rank that skips a batch alone "
+            "would leave the others waiting for its gradients"
+        )
+
+
 def _start(
-    config: RunConfig, log: Log, show_progress: bool, command: str, resume: Path | None
-) -> _Run:
+    config: RunConfig, dist: DistContext, log: Log, show_progress: bool, command: str,
+    resume: Path | None,
+) -> _Run:  # fmt: skip
+    _check_processes(config, dist)
     if resume is not None:
         check_resume(resume, config, command, log)
-    device = resolve_device(config.train.device)
-    dataset = load_dataset(config.data, log, show_progress)
+    device = dist.device
+    # Rank 0 decodes (and extracts) into the cache first; the other ranks then read the cache.
+    dataset = dist.main_writes(lambda: load_dataset(config.data, log, show_progress))
+    if dataset is None:
+        dataset = load_dataset(config.data, log, show_progress)
     folds = None
     if resume is None:
         split = split_test(dataset, config.data, config.train.seed)
@@ -420,44 +500,63 @@ def _start(
     images = resident(dataset.images, device)
     targets = dataset.targets.to(images.device)
     if resume is None:
-        run_dir = _new_run_dir(config)
-        save_yaml(config, run_dir / "config.yaml")
-        write_json(run_dir / "environment.json", environment(config.train.seed))
+        # Only rank 0 creates the folder (never a -2 twin); every rank learns its name.
+        run_dir = Path(broadcast_text(str(_new_run_dir(config)) if dist.is_main else None, dist))
+        if dist.is_main:
+            save_yaml(config, run_dir / "config.yaml")
+            write_json(run_dir / "environment.json", environment(config.train.seed))
     else:
         run_dir = resume
+    processes = f"; {dist.world_size} processes" if dist.distributed else ""
     log(
         f"Data: {len(dataset)} images of {dataset.num_classes} identities "
         f"({dataset.info['kind']}: {dataset.info['location']}); test part {len(split.test)} "
-        f"images ({split.how}); device {device}; run folder {run_dir}"
+        f"images ({split.how}); device {device}{processes}; run folder {run_dir}"
     )
-    return _Run(device, dataset, split, images, targets, run_dir, folds)
+    return _Run(device, dataset, split, images, targets, run_dir, dist, folds)
 
 
 def _train_folds(
     run: _Run, config: RunConfig, command: str, parts: list[tuple[np.ndarray, np.ndarray]],
     log: Log, show_progress: bool,
 ) -> list[TrainedModel]:  # fmt: skip
-    """Train one model per ``(train, val)`` part with checkpoints, stopping on SIGINT/SIGTERM."""
+    """Train one model per ``(train, val)`` part with checkpoints, stopping on SIGINT/SIGTERM.
+
+    Under ``parallel_folds`` with several processes, rank r trains parts r, r + N, … by itself
+    (and writes their checkpoints); then every rank receives every fold's result.
+    """
+    dist = run.dist
+    parallel = config.train.parallel_folds and dist.distributed and len(parts) > 1
+    if config.train.parallel_folds and not dist.distributed:
+        log("--parallel-folds: one process, so the folds run one after another")
     trained: list[TrainedModel] = []
-    models = ModelSource(config, run.dataset.num_classes, run.device)
+    fold_dist = dist.alone() if parallel else dist
+    models = ModelSource(config, run.dataset.num_classes, run.device, fold_dist)
     with stop_signals() as stop:
         try:
             for fold, (train_idx, val_idx) in enumerate(parts):
+                if parallel and fold % dist.world_size != dist.rank:
+                    continue
                 if len(parts) > 1:
+                    where = f" on rank {dist.rank}" if parallel else ""
                     log(
-                        f"Fold {fold + 1} of {len(parts)}: {len(train_idx)} train, "
+                        f"Fold {fold + 1} of {len(parts)}{where}: {len(train_idx)} train, "
                         f"{len(val_idx)} val"
                     )
                 trained.append(train_model(
                     run.dataset, run.images, run.targets, train_idx, val_idx, config,
                     run.device, models, fold, log, show_progress,
-                    checkpoint=checkpoint_path(run.run_dir, fold), stop=stop,
+                    checkpoint=checkpoint_path(run.run_dir, fold), stop=stop, dist=fold_dist,
                 ))  # fmt: skip
                 stop.check(fold, config.train.epochs, None)
         except Interrupted as stopped:
             stopped.run_dir, stopped.command = run.run_dir, command
-            write_json(run.run_dir / "checkpoints" / "interrupted.json", stopped.describe())
+            if dist.is_main:
+                write_json(run.run_dir / "checkpoints" / "interrupted.json", stopped.describe())
             raise
+    if parallel:
+        folds = [val_idx for _, val_idx in parts]
+        trained = _share_folds(trained, folds, run.dataset.num_classes, models, dist, log)
     return trained
 
 
@@ -465,27 +564,33 @@ def _finish(
     run: _Run, config: RunConfig, folds: list[TrainedModel], final: TrainedModel,
     test: EvalResult, result_metrics: dict[str, Any], started: float, log: Log,
 ) -> RunResult:  # fmt: skip
-    run_dir, dataset, split = run.run_dir, run.dataset, run.split
+    run_dir, dataset, split, dist = run.run_dir, run.dataset, run.split, run.dist
     result_metrics["environment"] = environment(config.train.seed)
+    result_metrics["environment"]["processes"] = dist.world_size
     result_metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
     result_metrics["config"] = to_dict(config)
-    save_bundle(
-        Bundle(final.model, config.train.model, dataset.class_names, config.data.image_size,
-               final.mean, final.std, bool(config.train.flip_tta),
-               extra={"config": to_dict(config)}),
-        run_dir / "model",
-    )  # fmt: skip
-    history = [row for trained in folds for row in trained.history]
-    write_run_files(run_dir, dataset, split, history, result_metrics, test, final.model)
-    write_json(run_dir / "data_report.json", _data_report(dataset, split))
-    # metrics.json marks the run finished; the per-epoch checkpoints are no longer needed.
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+
+    def write() -> None:
+        save_bundle(
+            Bundle(final.model, config.train.model, dataset.class_names, config.data.image_size,
+                   final.mean, final.std, bool(config.train.flip_tta),
+                   extra={"config": to_dict(config)}),
+            run_dir / "model",
+        )  # fmt: skip
+        history = [row for trained in folds for row in trained.history]
+        write_run_files(run_dir, dataset, split, history, result_metrics, test, final.model)
+        write_json(run_dir / "data_report.json", _data_report(dataset, split))
+        # metrics.json marks the run finished; the per-epoch checkpoints are no longer needed.
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+
+    dist.main_writes(write)  # every rank returns once the files exist
     s = result_metrics["test"]["summary"]
     log(
         f"Test: accuracy {s['accuracy']:.3f}  balanced accuracy {s['balanced_accuracy']:.3f}  "
         f"macro-F1 {s['macro_f1']:.3f}  top-5 {s['top5_accuracy']:.3f}  ({len(split.test)} images)"
     )
-    write_report_safely(run_dir, log, dataset)  # a report failure is logged, never fatal
+    if dist.is_main:
+        write_report_safely(run_dir, log, dataset)  # a report failure is logged, never fatal
     log(f"Run folder: {run_dir}")
     return RunResult(run_dir, result_metrics, folds)
 
@@ -510,7 +615,11 @@ def fit(
     """
     started = time.perf_counter()
     config = resolve(config)
-    run = _start(config, log, show_progress, "train", None if resume is None else Path(resume))
+    dist = dist_context(config.train.device)
+    if not dist.is_main:
+        log, show_progress = _silent, False
+    resume = None if resume is None else Path(resume)
+    run = _start(config, dist, log, show_progress, "train", resume)
     dataset, split = run.dataset, run.split
     if run.folds is not None:
         val = run.folds[0]
@@ -519,11 +628,12 @@ def fit(
             dataset.targets.numpy(), split.pool, config.data.val_fraction, config.train.seed,
             dataset.groups,
         )  # fmt: skip
-        write_json(run.run_dir / "folds.json", folds_document(dataset, split, [val]))
+        if dist.is_main:
+            write_json(run.run_dir / "folds.json", folds_document(dataset, split, [val]))
     train_idx = np.setdiff1d(split.pool, val)
     (trained,) = _train_folds(run, config, "train", [(train_idx, val)], log, show_progress)
     test_metrics, test = _test_metrics(
-        dataset, trained, run.images, run.targets, split.test, config, run.device
+        dataset, trained, run.images, run.targets, split.test, config, run.device, dist
     )
     result_metrics = {
         "command": "train",
@@ -553,7 +663,11 @@ def cross_validate(
     """
     started = time.perf_counter()
     config = resolve(config)
-    run = _start(config, log, show_progress, "cv", None if resume is None else Path(resume))
+    dist = dist_context(config.train.device)
+    if not dist.is_main:
+        log, show_progress = _silent, False
+    resume = None if resume is None else Path(resume)
+    run = _start(config, dist, log, show_progress, "cv", resume)
     dataset, split = run.dataset, run.split
     k = config.train.folds
     folds = run.folds
@@ -562,7 +676,8 @@ def cross_validate(
             dataset.targets.numpy(), split.pool, k, config.train.seed, dataset.class_names,
             dataset.groups,
         )  # fmt: skip
-        write_json(run.run_dir / "folds.json", folds_document(dataset, split, folds))
+        if dist.is_main:
+            write_json(run.run_dir / "folds.json", folds_document(dataset, split, folds))
     parts = [(np.setdiff1d(split.pool, val_idx), val_idx) for val_idx in folds]
     trained_folds = _train_folds(run, config, "cv", parts, log, show_progress)
     fold_metrics = [
@@ -580,7 +695,7 @@ def cross_validate(
     best = int(np.argmin([t.val.loss for t in trained_folds]))
     final = trained_folds[best]
     test_metrics, test = _test_metrics(
-        dataset, final, run.images, run.targets, split.test, config, run.device
+        dataset, final, run.images, run.targets, split.test, config, run.device, dist
     )
     result_metrics = {
         "command": "cv",
@@ -595,6 +710,49 @@ def cross_validate(
     }
     log("CV: " + "  ".join(f"{k} {m:.3f}±{s:.3f}" for k, (m, s) in mean_std.items() if k != "loss"))
     return _finish(run, config, trained_folds, final, test, result_metrics, started, log)
+
+
+def _share_folds(
+    mine: list[TrainedModel], folds: list[np.ndarray], num_classes: int, models: ModelSource,
+    dist: DistContext, log: Log,
+) -> list[TrainedModel]:  # fmt: skip
+    """Every fold's result on every rank, after rank ``f % world_size`` trained fold ``f``.
+
+    The owner sends its history and numbers (a small JSON-like object), validation logits and
+    targets, and the weights tensor by tensor into a fresh model of the same architecture.
+    """
+    owned = iter(mine)
+    shared: list[TrainedModel] = []
+    for fold, val_idx in enumerate(folds):
+        owner = fold % dist.world_size
+        trained = next(owned) if owner == dist.rank else None
+        facts = None if trained is None else {
+            "mean": trained.mean, "std": trained.std, "history": trained.history,
+            "best_epoch": trained.best_epoch, "loss": trained.val.loss,
+            "train_counts": trained.train_counts.tolist(),
+        }  # fmt: skip
+        facts = broadcast_object(facts, dist, owner)
+        logits = broadcast_array(
+            None if trained is None else trained.val.logits, (len(val_idx), num_classes),
+            np.dtype(np.float32), dist, owner,
+        )  # fmt: skip
+        val_targets = broadcast_array(
+            None if trained is None else trained.val.targets, (len(val_idx),),
+            np.dtype(np.int64), dist, owner,
+        )  # fmt: skip
+        model = models._fresh(fold) if trained is None else trained.model
+        broadcast_module(model, dist, owner)
+        if trained is None:
+            trained = TrainedModel(
+                model, facts["mean"], facts["std"], facts["history"], facts["best_epoch"],
+                EvalResult(logits, val_targets, facts["loss"]), np.array(facts["train_counts"]),
+            )  # fmt: skip
+            log(
+                f"fold {fold} trained on rank {owner}: best epoch {trained.best_epoch}, "
+                f"val loss {trained.val.loss:.4f}"
+            )
+        shared.append(trained)
+    return shared
 
 
 def _run_dir_of(path: Path) -> Path:
