@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from facecls import metrics
 from facecls.atomic import write_json
 from facecls.bundle import Bundle, facecls_version, save_bundle
+from facecls.calibration import calibrate_trained
 from facecls.config import RunConfig, save_yaml, to_dict, validate
 from facecls.data.augment import channel_stats
 from facecls.data.batches import IndexBatches, resident
@@ -66,6 +67,8 @@ class TrainedModel:
     best_epoch: int
     val: EvalResult
     train_counts: np.ndarray
+    train_idx: np.ndarray | None = None
+    val_idx: np.ndarray | None = None
 
 
 @dataclass
@@ -162,7 +165,7 @@ def train_model(
     assert best_state is not None
     model.load_state_dict(best_state)
     val = evaluate(model, val_batches, mean, std, loss_fn)
-    return TrainedModel(model, mean, std, history, best_epoch, val, counts)
+    return TrainedModel(model, mean, std, history, best_epoch, val, counts, train_idx, val_idx)
 
 
 def _new_run_dir(config: RunConfig) -> Path:
@@ -276,6 +279,7 @@ def _finish(
                final.mean, final.std, extra={"config": to_dict(config)}),
         run_dir / "model",
     )  # fmt: skip
+    calibrate_trained(run_dir / "model", final, dataset, log)  # open set: centroids, threshold
     history = [row for trained in folds for row in trained.history]
     write_run_files(run_dir, dataset, split, history, result_metrics, test, final.model)
     write_json(run_dir / "data_report.json", _data_report(dataset, split))
