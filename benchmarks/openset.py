@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=5e-3)
     parser.add_argument("--out", type=Path, default=Path("benchmark-openset"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -79,7 +80,8 @@ def main() -> None:
             data=DataConfig(source=args.data, image_size=args.image_size, min_images=8,
                             split_file=args.split_file, split_column="lfw8"),
             augment=AugmentConfig(),
-            train=TrainConfig(model=args.model, epochs=args.epochs, lr=args.lr, device="cpu"),
+            train=TrainConfig(model=args.model, epochs=args.epochs, lr=args.lr,
+                              weight_decay=args.weight_decay, device="cpu"),
         )  # fmt: skip
         run = fit(config, log=quiet).run_dir
     train_seconds = time.perf_counter() - started

@@ -62,7 +62,7 @@ def run(people: dict[str, Path]) -> Path:
 def test_training_stores_calibration(run: Path) -> None:
     meta = json.loads((run / "model" / "model.json").read_text())
     openset = meta["openset"]
-    assert openset["method"] == "centroid"
+    assert openset["method"] == "msp"
     assert set(openset["thresholds"]) == {"msp", "energy", "centroid"}
     assert (run / "model" / "centroids.safetensors").is_file()
     model = facecls.load_model(run)

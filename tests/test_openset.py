@@ -111,5 +111,5 @@ def test_calibrate_sets_thresholds_on_correct_validation_answers() -> None:
         s = openset.scores(method, val_logits, val_f, cal.centroids)[correct]
         assert np.mean(s >= cal.thresholds[method]) >= 0.95
     meta = cal.meta()
-    assert meta["method"] == "centroid" and meta["threshold"] == cal.thresholds["centroid"]
+    assert meta["method"] == "msp" and meta["threshold"] == cal.thresholds["msp"]
     assert meta["calibration"]["validation_correct"] == int(correct.sum())

@@ -42,7 +42,7 @@ def expand_paths(inputs: Iterable[str | Path]) -> Iterator[Path]:
 
 @dataclass
 class _Item:
-    """One face to classify (``pixels``), or a finished row (``result``) to pass through."""
+    """One face to classify (``pixels``), or a finished row (``template`` alone) to pass on."""
 
     template: Prediction
     pixels: np.ndarray | None = None  # uint8 (3, S, S)
@@ -115,7 +115,7 @@ def predict_files(
 
     for item in _items(expand_paths(inputs), model.image_size, detector):
         pending.append(item)
-        if sum(i.pixels is not None for i in pending) >= chunk_size:
+        if len(pending) >= chunk_size:  # error rows count too, so memory stays bounded
             yield from flush()
     yield from flush()
 
