@@ -9,6 +9,16 @@ from facecls.embedding import embed, final_linear, logits_and_features
 from facecls.models import create_model
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from a second thread, and on a busy 2-core machine the threads'
+    synchronisation makes small steps many times slower (measured: 40 s vs 263 s wall)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize(
     ("name", "dim"),
     [("baseline", 300), ("tronnet", 300), ("resnet18", 512), ("mobilenet_v2", 1280)],
