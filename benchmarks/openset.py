@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=5e-3)
-    parser.add_argument("--out", type=Path, default=Path("benchmark-openset"))
+    parser.add_argument("--out", type=Path, default=Path("runs") / "benchmark-openset")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
