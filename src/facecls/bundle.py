@@ -116,6 +116,18 @@ def _resolve(path: Path) -> tuple[Path, Path]:
     return path, path.with_name(META_NAME)
 
 
+def bundle_folder(path: Path) -> Path:
+    """The folder holding a bundle's files, for a run folder, a bundle folder or either file.
+
+    Raises:
+        BundleError: when no bundle is found there.
+    """
+    weights_path, _ = _resolve(Path(path))
+    if not weights_path.exists():
+        raise BundleError(f"{weights_path}: model weights not found")
+    return weights_path.parent
+
+
 def load_bundle(
     path: Path, device: str | torch.device = "cpu", trust_pickle: bool = False
 ) -> Bundle:

@@ -162,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", help="use this source instead of choosing one")
     p.add_argument("--runs-dir", default="runs", help="where run folders go (default runs)")
+    _add_use_commands(sub)
     return parser
 
 
@@ -174,6 +175,38 @@ def resume_dir(args: argparse.Namespace) -> Path | None:
     if not args.name:
         raise ConfigError("--resume needs a run folder (--resume RUN_DIR) or --name")
     return Path(args.runs_dir or "runs") / args.name
+
+
+def _add_use_commands(sub: argparse._SubParsersAction) -> None:
+    """predict, enroll, export and calibrate: using a trained model (see docs/inference.md)."""
+    p = sub.add_parser("predict", help="name the faces in photos (CSV; unknown for strangers)")
+    p.add_argument("model", type=Path, help="run folder or model bundle")
+    p.add_argument("images", nargs="+", type=Path, help="image files and/or folders")
+    p.add_argument("--top-k", type=int, default=5, help="identities listed per face (default 5)")
+    p.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write")
+    p.add_argument("--detect", action="store_true", help="find and crop faces first (OpenCV)")
+    p.add_argument("--threshold", type=float, help="open-set threshold (default: calibrated)")
+    p.add_argument("--method", choices=["msp", "energy", "centroid"], help="open-set score")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda (torch backend)")
+    p.add_argument("--batch-size", type=int, default=64, help="faces per forward pass")
+    p = sub.add_parser("enroll", help="add people to a copy of a model without retraining")
+    p.add_argument("model", type=Path, help="run folder or model bundle")
+    p.add_argument("--data", required=True, help="folder or archive: <name>/<photo>")
+    p.add_argument("--out", type=Path, help="new bundle folder (default <bundle>-enrolled)")
+    p.add_argument("--detect", action="store_true", help="crop the largest face of each photo")
+    p = sub.add_parser("export", help="export a model to ONNX and check it against PyTorch")
+    p.add_argument("model", type=Path, help="run folder or model bundle")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--out", type=Path, help="file to write (default model.onnx in the bundle)")
+    p.add_argument("--check", nargs="+", type=Path, help="photos for the parity check")
+    p = sub.add_parser("calibrate", help="set the open-set (unknown) threshold of a model")
+    p.add_argument("model", type=Path, help="run folder (recalibrate from data) or bundle")
+    p.add_argument("--method", choices=["msp", "energy", "centroid"], help="open-set score")
+    p.add_argument("--acceptance", type=float, default=0.95,
+                   help="share of correctly named validation faces to accept (default 0.95)")  # fmt: skip
+    p.add_argument("--threshold", type=float, help="set this threshold by hand (no data needed)")
+    p.add_argument("--data", help="recalibrate on this source instead of the run's")
 
 
 def config_from_args(args: argparse.Namespace, command: str) -> RunConfig:
@@ -232,9 +265,34 @@ def _run(args: argparse.Namespace) -> int:
         print(
             "Any torchvision classification model name also works (resnet34, efficientnet_b0, …)."
         )
+    elif args.command in ("predict", "enroll", "export", "calibrate"):
+        _use(args, log, progress)
     elif args.command == "demo":
         facecls.demo(data=args.data, runs_dir=args.runs_dir, log=log, show_progress=progress)
     return 0
+
+
+def _use(args: argparse.Namespace, log: Any, progress: bool) -> None:
+    import facecls
+
+    if args.command == "predict":
+        facecls.predict(
+            args.model, args.images, args.out, args.top_k, args.detect, args.backend,
+            args.threshold, args.method, args.device, args.batch_size, log,
+        )  # fmt: skip
+    elif args.command == "enroll":
+        facecls.enroll(args.model, args.data, args.out, args.detect, log=log)
+    elif args.command == "export":
+        result = facecls.export_onnx(args.model, args.out, args.check)
+        print(
+            f"Exported {result.path}; parity with PyTorch on {result.checked_on}: max abs "
+            f"difference {result.max_abs_diff:.2e}, same top-1 {result.top1_agreement:.1%}"
+        )
+    else:
+        openset = facecls.calibrate(
+            args.model, args.method, args.acceptance, args.threshold, args.data, log, progress
+        )
+        print(json.dumps(openset, indent=2))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -253,7 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (NonFiniteError, WriteError) as error:
         print(f"facecls: error: {error}", file=sys.stderr)
         return 1
-    except (ConfigError, DataError, BundleError, FileNotFoundError, ValueError) as error:
+    except (
+        ConfigError, DataError, BundleError, FileNotFoundError, ValueError, ImportError
+    ) as error:  # fmt: skip
         print(f"facecls: error: {error}", file=sys.stderr)
         return 2
     except Interrupted as stopped:

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from facecls import metrics
 from facecls.atomic import write_json
 from facecls.bundle import Bundle, save_bundle
+from facecls.calibration import calibrate_trained
 from facecls.checkpoint import (
     TrainingState,
     checkpoint_path,
@@ -99,6 +100,8 @@ class TrainedModel:
     best_epoch: int
     val: EvalResult
     train_counts: np.ndarray
+    train_idx: np.ndarray | None = None
+    val_idx: np.ndarray | None = None
 
 
 @dataclass
@@ -282,7 +285,9 @@ def train_model(
     val = evaluate(model, val_batches, mean, std, val_loss_fn, bool(t.flip_tta), runtime)
     # Keep a detached copy: with --compile the same module object is reused by the next fold.
     kept = copy.deepcopy(module) if t.compile else module
-    return TrainedModel(kept, mean, std, state.history, state.best_epoch, val, counts)
+    return TrainedModel(
+        kept, mean, std, state.history, state.best_epoch, val, counts, train_idx, val_idx
+    )
 
 
 class ModelSource:
@@ -555,8 +560,7 @@ def _train_folds(
                 write_json(run.run_dir / "checkpoints" / "interrupted.json", stopped.describe())
             raise
     if parallel:
-        folds = [val_idx for _, val_idx in parts]
-        trained = _share_folds(trained, folds, run.dataset.num_classes, models, dist, log)
+        trained = _share_folds(trained, parts, run.dataset.num_classes, models, dist, log)
     return trained
 
 
@@ -577,6 +581,7 @@ def _finish(
                    extra={"config": to_dict(config)}),
             run_dir / "model",
         )  # fmt: skip
+        calibrate_trained(run_dir / "model", final, dataset, log)  # open set: centroids, threshold
         history = [row for trained in folds for row in trained.history]
         write_run_files(run_dir, dataset, split, history, result_metrics, test, final.model)
         write_json(run_dir / "data_report.json", _data_report(dataset, split))
@@ -713,7 +718,8 @@ def cross_validate(
 
 
 def _share_folds(
-    mine: list[TrainedModel], folds: list[np.ndarray], num_classes: int, models: ModelSource,
+    mine: list[TrainedModel], parts: list[tuple[np.ndarray, np.ndarray]], num_classes: int,
+    models: ModelSource,
     dist: DistContext, log: Log,
 ) -> list[TrainedModel]:  # fmt: skip
     """Every fold's result on every rank, after rank ``f % world_size`` trained fold ``f``.
@@ -723,7 +729,7 @@ def _share_folds(
     """
     owned = iter(mine)
     shared: list[TrainedModel] = []
-    for fold, val_idx in enumerate(folds):
+    for fold, (train_idx, val_idx) in enumerate(parts):
         owner = fold % dist.world_size
         trained = next(owned) if owner == dist.rank else None
         facts = None if trained is None else {
@@ -746,6 +752,7 @@ def _share_folds(
             trained = TrainedModel(
                 model, facts["mean"], facts["std"], facts["history"], facts["best_epoch"],
                 EvalResult(logits, val_targets, facts["loss"]), np.array(facts["train_counts"]),
+                train_idx, val_idx,
             )  # fmt: skip
             log(
                 f"fold {fold} trained on rank {owner}: best epoch {trained.best_epoch}, "

@@ -282,3 +282,31 @@ def plot_kernels(weight: np.ndarray, title: str = "", ax: Axes | None = None) ->
     ax.set_title(f"{title} {tuple(weight.shape)} — {shown}".strip(), fontsize="small")
     ax.set_axis_off()
     return ax
+
+
+def plot_open_set(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    marks: dict[str, tuple[float, float]] | None = None,
+    ax: Axes | None = None,
+) -> Axes:
+    """Detection-and-identification rate against FPIR (log scale), one line per open-set score.
+
+    Args:
+        curves: name → ``(fpir, dir)`` arrays (``openset.open_set_curve``).
+        marks: name → ``(fpir, dir)`` of a chosen operating point (the calibrated threshold).
+    """
+    ax = _axes(ax)
+    for i, (name, (fpir, dir_)) in enumerate(curves.items()):
+        keep = fpir > 0  # log axis: FPIR 0 has no place on it
+        ax.plot(fpir[keep], dir_[keep], color=f"C{i % 10}", label=name)
+        if marks and name in marks:
+            ax.plot(*marks[name], marker="o", color=f"C{i % 10}")
+    ax.axvline(0.01, color="grey", linestyle=":", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xlim(1e-3, 1.0)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel("FPIR (strangers given a name)")
+    ax.set_ylabel("DIR (known faces named correctly)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    return ax

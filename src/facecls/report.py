@@ -12,7 +12,7 @@ import base64
 import csv
 import io
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -152,6 +152,22 @@ def table5_text(results: dict[str, dict[str, Any]]) -> str:
         cells = [f"{results[n]['test'][section][key]:.3f}" for n in names]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def write_csv_stream(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+    """Write a CSV atomically, row by row as ``rows`` yields them (memory stays flat).
+
+    Returns:
+        The number of data rows written.
+    """
+    count = 0
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow(row)
+            count += 1
+    return count
 
 
 # ---- HTML and Markdown reports ------------------------------------------------------------------
