@@ -7,7 +7,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+# ../shared beside the repository; from a git worktree (e.g. wt/issue-N) the nearest ancestor's.
+SHARED = next(
+    (p / "shared" for p in REPO.parents if (p / "shared" / "datasets").is_dir()),
+    REPO.parent / "shared",
+)
 LFW_ARCHIVE = SHARED / "datasets" / "lfw-deepfunneled.tgz"
 LFW_SPLITS = SHARED / "datasets" / "lfw-benchmark-splits.csv"
 

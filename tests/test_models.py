@@ -20,13 +20,16 @@ from facecls.models import (
     replace_classifier,
     torchvision_model_names,
 )
+from tests.conftest import SHARED
 
 # torchvision's mobilenet_v2-b0353104.pth lies in ../shared/weights beside the repository (CI too).
-WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "shared" / "weights"
+WEIGHTS_DIR = SHARED / "weights"
 MOBILENET_V1_FILE = "mobilenet_v2-b0353104.pth"
 
 # Small inputs keep every test on the CPU and fast; all are above the models' minimum sizes.
-TEST_SIZE = {"baseline": 64, "baseline-report": 64, "tronnet": 64, "tronnet-report": 64}
+TEST_SIZE = {
+    "baseline": 64, "baseline-report": 64, "tronnet": 64, "tronnet-report": 64, "facenet": 75,
+}  # fmt: skip
 DEFAULT_TEST_SIZE = 32
 
 

@@ -9,7 +9,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from facecls.config import ConfigError, RunConfig, from_dict, load_yaml, to_dict
+from facecls.config import (
+    FREEZE,
+    IMBALANCE,
+    SAMPLERS,
+    ConfigError,
+    RunConfig,
+    from_dict,
+    load_yaml,
+    to_dict,
+)
 
 # argparse destination → (config section, key). Options left unset keep the config's value.
 _OPTIONS: dict[str, tuple[str, str]] = {
@@ -29,6 +38,16 @@ _OPTIONS: dict[str, tuple[str, str]] = {
     "lr": ("train", "lr"),
     "weight_decay": ("train", "weight_decay"),
     "class_weights": ("train", "class_weights"),
+    "imbalance": ("train", "imbalance"),
+    "tau": ("train", "tau"),
+    "beta": ("train", "beta"),
+    "drw_epoch": ("train", "drw_epoch"),
+    "sampler": ("train", "sampler"),
+    "freeze": ("train", "freeze"),
+    "unfreeze_epoch": ("train", "unfreeze_epoch"),
+    "backbone_lr_scale": ("train", "backbone_lr_scale"),
+    "weights": ("train", "weights"),
+    "crop": ("data", "crop"),
     "seed": ("train", "seed"),
     "device": ("train", "device"),
     "folds": ("train", "folds"),
@@ -49,6 +68,11 @@ def _add_run_options(p: argparse.ArgumentParser, folds: bool) -> None:
     g.add_argument(
         "--cache-dir", help="decode/extract cache (default $FACECLS_CACHE or ~/.cache/facecls)"
     )
+    g.add_argument(
+        "--crop", type=float,
+        help="keep the centre square of this fraction of the shorter side before resizing "
+        "(default 1; 0.64 keeps LFW's centre 160 of 250 px, the face)",
+    )  # fmt: skip
     g.add_argument("--rotation", type=float, help="random rotation range in degrees (default 10)")
     g = p.add_argument_group("model and training (defaults: the report's recipe)")
     g.add_argument("--model", help="baseline, tronnet, resnet18 or any torchvision model name")
@@ -57,7 +81,39 @@ def _add_run_options(p: argparse.ArgumentParser, folds: bool) -> None:
     g.add_argument("--batch-size", type=int)
     g.add_argument("--lr", type=float, help="Adam learning rate (default 1e-4)")
     g.add_argument("--weight-decay", type=float, help="Adam weight decay (default 5e-3)")
-    g.add_argument("--class-weights", choices=["none", "inverse"], help="inverse: the report's")
+    g.add_argument(
+        "--class-weights", choices=["none", "inverse"],
+        help="the report's name for --imbalance inverse",
+    )  # fmt: skip
+    g = p.add_argument_group("imbalance (one remedy per run; docs/imbalance.md)")
+    g.add_argument(
+        "--imbalance", choices=list(IMBALANCE),
+        help="loss remedy: inverse / sqrt / effective class weights, drw (deferred "
+        "re-weighting), balanced-softmax, logit-adjust (default none)",
+    )  # fmt: skip
+    g.add_argument("--tau", type=float, help="logit-adjust strength τ (default 1)")
+    g.add_argument("--beta", type=float, help="β of effective-number weights (default 0.999)")
+    g.add_argument(
+        "--drw-epoch", type=int, help="drw: first re-weighted epoch (default: last third)"
+    )
+    g.add_argument(
+        "--sampler", choices=list(SAMPLERS),
+        help="re-sampling instead of a loss remedy: class-balanced or sqrt (default none)",
+    )  # fmt: skip
+    g = p.add_argument_group("fine-tuning a pretrained backbone")
+    g.add_argument(
+        "--weights", help="backbone weights file (safetensors), e.g. FaceNet's CASIA-WebFace file"
+    )
+    g.add_argument(
+        "--freeze", choices=list(FREEZE),
+        help="backbone: linear probe; backbone-then-unfreeze: probe, then fine-tune",
+    )  # fmt: skip
+    g.add_argument("--unfreeze-epoch", type=int, help="first unfrozen epoch (default: after 1/3)")
+    g.add_argument(
+        "--backbone-lr-scale", type=float,
+        help="pretrained backbone lr = lr × this (default 0.1)",
+    )  # fmt: skip
+    g = p.add_argument_group("model and training (continued)")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     if folds:
@@ -83,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="re-evaluate a run's model on its test part")
     p.add_argument("run", type=Path, help="run folder")
     p.add_argument("--data", help="evaluate on this source instead of the run's")
+    p.add_argument(
+        "--logit-adjust", type=float, metavar="TAU",
+        help="post-hoc logit adjustment: logits − τ·log(training prior) (Menon et al. 2021)",
+    )  # fmt: skip
     sub.add_parser("models", help="list the model names")
     p = sub.add_parser(
         "demo", help="train and cross-validate the three models on the best data at hand"
@@ -119,10 +179,14 @@ def _run(args: argparse.Namespace) -> int:
         call = facecls.train if args.command == "train" else facecls.cross_validate
         call(config, log=log, show_progress=progress)
     elif args.command == "evaluate":
-        table = facecls.evaluate(args.run, data=args.data, log=log, show_progress=progress)
-        print(
-            json.dumps({"test": table["summary"], "intervals_95": table["intervals_95"]}, indent=2)
-        )
+        table = facecls.evaluate(
+            args.run, data=args.data, log=log, show_progress=progress,
+            logit_adjust=args.logit_adjust,
+        )  # fmt: skip
+        shown = {"test": table["summary"], "intervals_95": table["intervals_95"]}
+        if "groups" in table:
+            shown["groups"] = table["groups"]
+        print(json.dumps(shown, indent=2))
     elif args.command == "models":
         for info in facecls.list_models():
             print(f"{info.name:<16} {info.description}")

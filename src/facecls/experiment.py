@@ -29,6 +29,7 @@ from facecls.config import RunConfig, save_yaml, to_dict, validate
 from facecls.data.augment import channel_stats
 from facecls.data.batches import IndexBatches, resident
 from facecls.data.dataset import FaceDataset, load_dataset
+from facecls.data.samplers import SampledBatches
 from facecls.data.splits import (
     TestSplit,
     folds_document,
@@ -38,8 +39,10 @@ from facecls.data.splits import (
     stratified_folds,
 )
 from facecls.engine import EvalResult, evaluate, train_one_epoch
-from facecls.losses import class_weights, make_loss
-from facecls.models import create_model
+from facecls.finetune import describe, frozen_at, load_backbone_weights, param_groups
+from facecls.finetune import set_backbone_frozen as _set_frozen
+from facecls.losses import build_loss, posthoc_adjust
+from facecls.models import create_model, model_info
 from facecls.report import write_run_files
 
 Log = Callable[[str], None]
@@ -102,30 +105,39 @@ def train_model(
     """
     t = config.train
     torch.manual_seed(t.seed + fold)
-    model = create_model(
-        t.model, num_classes=dataset.num_classes, image_size=dataset.info["image_size"],
-        pretrained=t.pretrained,
-    ).to(device)  # fmt: skip
+    model, mean, std, pretrained = _build_model(dataset, train_idx, config)
+    model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    # Normalisation statistics come from this model's training part only (report eq. 6).
-    mean, std = channel_stats(dataset.images[torch.from_numpy(train_idx)])
     counts = dataset.class_counts(train_idx)
-    loss_fn = make_loss(class_weights(counts, t.class_weights), device)
+    loss_fn = build_loss(t, counts, device)
     optimizer = torch.optim.Adam(
-        model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
+        param_groups(model, t.lr, t.backbone_lr_scale if pretrained else 1.0),
+        lr=t.lr, weight_decay=t.weight_decay,
         **({"fused": True} if device.type == "cuda" else {"foreach": True}),
     )  # fmt: skip
-    train_batches = IndexBatches(
-        images, targets, torch.from_numpy(train_idx), t.batch_size, device,
-        shuffle=True, drop_last=len(train_idx) > t.batch_size,
+    drop_last = len(train_idx) > t.batch_size
+    train_batches: IndexBatches = (
+        SampledBatches(images, targets, torch.from_numpy(train_idx), t.batch_size, device,
+                       t.sampler, dataset.num_classes, drop_last)
+        if t.sampler != "none"
+        else IndexBatches(images, targets, torch.from_numpy(train_idx), t.batch_size, device,
+                          shuffle=True, drop_last=drop_last)
     )  # fmt: skip
     val_batches = IndexBatches(
         images, targets, torch.from_numpy(val_idx), t.eval_batch_size, device
     )
+    # Validation losses of every epoch are measured with the run's final loss (DRW's
+    # re-weighted one), so the best epoch is chosen on one scale.
+    val_loss_fn = loss_fn.selection_loss()
+    if fold == 0 and (t.freeze != "none" or pretrained):
+        log(f"Fine-tuning: {describe(t, pretrained)}")
     history: list[dict[str, Any]] = []
     best_loss, best_epoch, best_state = float("inf"), 0, None
     for epoch in range(1, t.epochs + 1):
+        loss_fn.set_epoch(epoch)
+        if t.freeze != "none":
+            _set_frozen(model, frozen_at(t, epoch))
         bar = tqdm(
             total=len(train_batches) * t.batch_size, unit="img", leave=False,
             desc=f"fold {fold} epoch {epoch}/{t.epochs}", disable=not show_progress,
@@ -135,7 +147,7 @@ def train_model(
             epoch_seed(t.seed, fold, epoch), on_batch=bar.update,
         )  # fmt: skip
         bar.close()
-        val = evaluate(model, val_batches, mean, std, loss_fn)
+        val = evaluate(model, val_batches, mean, std, val_loss_fn)
         summary = metrics.summary(
             metrics.confusion_matrix(val.targets, val.preds, dataset.num_classes)
         )
@@ -161,8 +173,34 @@ def train_model(
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
     assert best_state is not None
     model.load_state_dict(best_state)
-    val = evaluate(model, val_batches, mean, std, loss_fn)
+    val = evaluate(model, val_batches, mean, std, val_loss_fn)
     return TrainedModel(model, mean, std, history, best_epoch, val, counts)
+
+
+def _build_model(
+    dataset: FaceDataset, train_idx: np.ndarray, config: RunConfig
+) -> tuple[nn.Module, list[float], list[float], bool]:
+    """The model, its input normalisation, and whether it starts from pretrained weights.
+
+    Normalisation is the model's fixed one when its weights expect it (FaceNet), else the
+    training part's statistics (report eq. 6). ``train.weights`` is loaded with strict key
+    matching, the classifier head excepted.
+    """
+    t = config.train
+    info = model_info(t.model)
+    extra: dict[str, Any] = {"weights": t.weights} if t.weights and t.model == "facenet" else {}
+    model = create_model(
+        t.model, num_classes=dataset.num_classes, image_size=dataset.info["image_size"],
+        pretrained=t.pretrained and not t.weights, **extra,
+    )  # fmt: skip
+    if t.weights and not extra:
+        load_backbone_weights(model, t.weights)
+    if info is not None and info.normalization is not None:
+        mean, std = (list(v) for v in info.normalization)
+    else:
+        # Normalisation statistics come from this model's training part only (report eq. 6).
+        mean, std = channel_stats(dataset.images[torch.from_numpy(train_idx)])
+    return model, mean, std, bool(t.pretrained or t.weights)
 
 
 def _new_run_dir(config: RunConfig) -> Path:
@@ -225,14 +263,21 @@ def _test_metrics(
         images, targets, torch.from_numpy(test_idx), config.train.eval_batch_size, device
     )
     result = evaluate(trained.model, batches, trained.mean, trained.std, nn.CrossEntropyLoss())
-    return evaluation_metrics(result, dataset.class_names, config.train.seed), result
+    table = evaluation_metrics(result, dataset.class_names, config.train.seed, trained.train_counts)
+    return table, result
 
 
-def evaluation_metrics(result: EvalResult, class_names: list[str], seed: int = 0) -> dict[str, Any]:
-    """``metrics.metrics_table`` of a result plus top-5 and 95 % bootstrap intervals."""
+def evaluation_metrics(
+    result: EvalResult, class_names: list[str], seed: int = 0,
+    train_counts: np.ndarray | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """``metrics.metrics_table`` of a result plus top-5, 95 % bootstrap intervals and, given the
+    model's training images per class, the head / medium / few breakdown (``groups``)."""
     k = len(class_names)
     cm = metrics.confusion_matrix(result.targets, result.preds, k)
     table = metrics.metrics_table(cm, class_names)
+    if train_counts is not None:
+        table["groups"] = group_metrics(cm, train_counts)
     table["summary"]["top5_accuracy"] = metrics.top_k_accuracy(result.logits, result.targets, 5)
     table["summary"]["loss"] = result.loss
     table["summary"]["images"] = int(len(result.targets))
@@ -241,6 +286,41 @@ def evaluation_metrics(result: EvalResult, class_names: list[str], seed: int = 0
         for name in ("accuracy", "balanced_accuracy", "macro_f1")
     }
     return table
+
+
+# Training images per identity: head >= 20, medium 8-19, few < 8 (metrics.head_medium_few).
+GROUP_THRESHOLDS = (20, 8)
+
+
+def group_metrics(cm: np.ndarray, train_counts: np.ndarray) -> dict[str, Any]:
+    """Recall of head / medium / few identities, by training images per identity.
+
+    Returns:
+        ``{"thresholds": {...}, "recall": {group: mean recall}, "identities": {group: count},
+        "test_images": {group: count}}``; a group with no tested identity has no recall.
+    """
+    groups = metrics.head_medium_few(np.asarray(train_counts), GROUP_THRESHOLDS)
+    support = cm.sum(axis=1)
+    names = [g for g in ("head", "medium", "few") if g in groups]
+    head_min, medium_min = GROUP_THRESHOLDS
+    return {
+        "thresholds": {
+            "head": f">= {head_min}", "medium": f"{medium_min}-{head_min - 1}",
+            "few": f"< {medium_min}", "counted": "training images per identity",
+        },
+        "recall": metrics.group_recall(cm, groups),
+        "identities": {g: int((groups == g).sum()) for g in names},
+        "test_images": {g: int(support[groups == g].sum()) for g in names},
+    }  # fmt: skip
+
+
+def groups_text(table: dict[str, Any]) -> str:
+    """``head 0.95 (40 ids) · medium 0.90 (80) · few 0.81 (97)`` or ``""`` without groups."""
+    groups = table.get("groups")
+    if not groups:
+        return ""
+    parts = [f"{g} {r:.3f} ({groups['identities'][g]} ids)" for g, r in groups["recall"].items()]
+    return "recall by training images: " + " · ".join(parts)
 
 
 def _start(config: RunConfig, log: Log, show_progress: bool) -> tuple:
@@ -273,7 +353,9 @@ def _finish(
     result_metrics["config"] = to_dict(config)
     save_bundle(
         Bundle(final.model, config.train.model, dataset.class_names, config.data.image_size,
-               final.mean, final.std, extra={"config": to_dict(config)}),
+               final.mean, final.std,
+               extra={"config": to_dict(config), "crop": config.data.crop,
+                      "train_counts": [int(c) for c in final.train_counts]}),
         run_dir / "model",
     )  # fmt: skip
     history = [row for trained in folds for row in trained.history]
@@ -284,6 +366,8 @@ def _finish(
         f"Test: accuracy {s['accuracy']:.3f}  balanced accuracy {s['balanced_accuracy']:.3f}  "
         f"macro-F1 {s['macro_f1']:.3f}  top-5 {s['top5_accuracy']:.3f}  ({len(split.test)} images)"
     )
+    if groups_text(result_metrics["test"]):
+        log(f"Test {groups_text(result_metrics['test'])}")
     log(f"Run folder: {run_dir}")
     return RunResult(run_dir, result_metrics, folds)
 
@@ -311,7 +395,9 @@ def fit(config: RunConfig, log: Log = print, show_progress: bool = False) -> Run
     result_metrics = {
         "command": "train",
         "test": test_metrics,
-        "validation": evaluation_metrics(trained.val, dataset.class_names, config.train.seed),
+        "validation": evaluation_metrics(
+            trained.val, dataset.class_names, config.train.seed, trained.train_counts
+        ),
         "final_model": {"fold": 0, "epoch": trained.best_epoch},
     }
     return _finish(run_dir, config, dataset, split, [trained], trained, test, result_metrics,
@@ -348,6 +434,9 @@ def cross_validate(config: RunConfig, log: Log = print, show_progress: bool = Fa
         np.concatenate([t.val.targets for t in trained_folds]),
         float(np.mean([t.val.loss for t in trained_folds])),
     )
+    # Groups of pooled predictions: each identity's mean training count over the folds.
+    mean_counts = np.mean([t.train_counts for t in trained_folds], axis=0)
+    pooled_table = evaluation_metrics(pooled, dataset.class_names, train_counts=mean_counts)
     # The report's choice: the best of the k models (lowest validation loss) goes to the test.
     best = int(np.argmin([t.val.loss for t in trained_folds]))
     final = trained_folds[best]
@@ -359,7 +448,8 @@ def cross_validate(config: RunConfig, log: Log = print, show_progress: bool = Fa
             "folds": fold_metrics,
             "best_epochs": [t.best_epoch for t in trained_folds],
             "mean_std": mean_std,
-            "pooled_out_of_fold": evaluation_metrics(pooled, dataset.class_names)["summary"],
+            "pooled_out_of_fold": pooled_table["summary"],
+            "pooled_out_of_fold_groups": pooled_table["groups"],
         },
         "final_model": {"fold": best, "epoch": final.best_epoch, "rule": "lowest validation loss"},
     }
@@ -369,11 +459,17 @@ def cross_validate(config: RunConfig, log: Log = print, show_progress: bool = Fa
 
 
 def evaluate_run(
-    run_dir: Path, data: str | None = None, log: Log = print, show_progress: bool = False
-) -> dict[str, Any]:
+    run_dir: Path, data: str | None = None, log: Log = print, show_progress: bool = False,
+    logit_adjust: float | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Re-evaluate a run's saved model on its test part (or on another source's test split).
 
     Reads ``config.yaml``, ``folds.json`` and the model bundle; writes nothing into the run.
+
+    Args:
+        logit_adjust: τ of post-hoc logit adjustment (Menon et al. 2021): the logits become
+            ``logits − τ·log π`` with π the model's training prior (``train_counts`` in the
+            bundle). τ = 0 (or ``None``) evaluates the logits as they are.
     """
     from facecls.bundle import load_bundle
     from facecls.config import load_yaml, replace
@@ -397,7 +493,19 @@ def evaluate_run(
             f"{run_dir}: the data's identities differ from the model's "
             f"({dataset.num_classes} vs {len(bundle.class_names)}); evaluate on the same identities"
         )
+    train_counts = bundle.extra.get("train_counts")
+    if logit_adjust and train_counts is None:
+        raise ValueError(
+            f"{run_dir}: the model bundle has no train_counts (saved by an older facecls), "
+            "which post-hoc logit adjustment needs; retrain to use --logit-adjust"
+        )
     result = evaluate(
         bundle.model, batches, bundle.mean, bundle.std, nn.CrossEntropyLoss(), bundle.flip_tta
     )
-    return evaluation_metrics(result, bundle.class_names, config.train.seed)
+    if logit_adjust:
+        logits = posthoc_adjust(result.logits, np.asarray(train_counts), logit_adjust)
+        result = EvalResult(logits, result.targets, result.loss)
+    counts = None if train_counts is None else np.asarray(train_counts)
+    table = evaluation_metrics(result, bundle.class_names, config.train.seed, counts)
+    table["logit_adjust_tau"] = float(logit_adjust or 0.0)
+    return table
