@@ -4,7 +4,16 @@ from pathlib import Path
 
 import pytest
 
-from facecls.config import ConfigError, RunConfig, from_dict, load_yaml, replace, save_yaml, to_dict
+from facecls.config import (
+    ConfigError,
+    RunConfig,
+    from_dict,
+    load_yaml,
+    replace,
+    resolve,
+    save_yaml,
+    to_dict,
+)
 
 
 def test_yaml_round_trip(tmp_path: Path) -> None:
@@ -13,9 +22,15 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
     assert load_yaml(tmp_path / "c.yaml") == config
 
 
-def test_defaults_are_the_reports_recipe() -> None:
-    t = RunConfig().train
-    assert (t.lr, t.weight_decay, t.class_weights) == (1e-4, 5e-3, "none")
+def test_recipes_fill_unset_fields_only() -> None:
+    report = resolve(replace(RunConfig(), train={"recipe": "report"})).train
+    assert (report.optimizer, report.lr, report.weight_decay) == ("adam", 1e-4, 5e-3)
+    assert (report.schedule, report.label_smoothing, report.flip_tta) == ("constant", 0.0, False)
+    fast = resolve(RunConfig()).train
+    assert (fast.optimizer, fast.schedule, fast.flip_tta) == ("adamw", "onecycle", True)
+    mine = resolve(replace(RunConfig(), train={"lr": 0.5, "epochs": 2})).train
+    assert (mine.lr, mine.epochs, mine.optimizer) == (0.5, 2, "adamw")
+    assert resolve(resolve(RunConfig())) == resolve(RunConfig())  # idempotent
 
 
 @pytest.mark.parametrize(
@@ -37,4 +52,4 @@ def test_invalid_values_raise(values: dict, fragment: str) -> None:
 
 def test_int_accepted_for_float() -> None:
     assert from_dict({"train": {"lr": 1}}).train.lr == 1.0
-    assert isinstance(to_dict(from_dict({}))["train"]["lr"], float)
+    assert isinstance(to_dict(resolve(from_dict({})))["train"]["lr"], float)

@@ -48,6 +48,14 @@ _OPTIONS: dict[str, tuple[str, str]] = {
     "backbone_lr_scale": ("train", "backbone_lr_scale"),
     "weights": ("train", "weights"),
     "crop": ("data", "crop"),
+    "recipe": ("train", "recipe"),
+    "optimizer": ("train", "optimizer"),
+    "schedule": ("train", "schedule"),
+    "label_smoothing": ("train", "label_smoothing"),
+    "flip_tta": ("train", "flip_tta"),
+    "precision": ("train", "precision"),
+    "channels_last": ("train", "channels_last"),
+    "compile": ("train", "compile"),
     "seed": ("train", "seed"),
     "device": ("train", "device"),
     "folds": ("train", "folds"),
@@ -74,17 +82,44 @@ def _add_run_options(p: argparse.ArgumentParser, folds: bool) -> None:
         "(default 1; 0.64 keeps LFW's centre 160 of 250 px, the face)",
     )  # fmt: skip
     g.add_argument("--rotation", type=float, help="random rotation range in degrees (default 10)")
-    g = p.add_argument_group("model and training (defaults: the report's recipe)")
-    g.add_argument("--model", help="baseline, tronnet, resnet18 or any torchvision model name")
+    g = p.add_argument_group("model and training (unset values come from --recipe)")
+    g.add_argument(
+        "--model", help="baseline, tronnet, resnet18, facenet or any torchvision model name"
+    )
     g.add_argument("--pretrained", action="store_true", default=None, help="ImageNet weights")
+    g.add_argument(
+        "--recipe", choices=["fast", "report"],
+        help="fast (default): AdamW, one-cycle, label smoothing 0.1, flip TTA, 30 epochs; "
+        "report: the report's Adam lr 1e-4, weight decay 5e-3, constant rate, 10 epochs",
+    )  # fmt: skip
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int)
-    g.add_argument("--lr", type=float, help="Adam learning rate (default 1e-4)")
-    g.add_argument("--weight-decay", type=float, help="Adam weight decay (default 5e-3)")
+    g.add_argument("--lr", type=float, help="learning rate (peak of the one-cycle schedule)")
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--optimizer", choices=["adam", "adamw"])
+    g.add_argument("--schedule", choices=["constant", "onecycle"])
+    g.add_argument("--label-smoothing", type=float)
+    g.add_argument(
+        "--flip-tta", action=argparse.BooleanOptionalAction, default=None,
+        help="average logits with the mirror image at evaluation",
+    )  # fmt: skip
     g.add_argument(
         "--class-weights", choices=["none", "inverse"],
         help="the report's name for --imbalance inverse",
     )  # fmt: skip
+    g.add_argument("--seed", type=int)
+    g.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    g.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="auto: bf16 on CUDA")
+    g.add_argument(
+        "--channels-last", action=argparse.BooleanOptionalAction, default=None,
+        help="NHWC memory format (default: on for CUDA and ResNet-style models)",
+    )  # fmt: skip
+    g.add_argument(
+        "--compile", action="store_true", default=None,
+        help="torch.compile the model once (reused across folds)",
+    )  # fmt: skip
+    if folds:
+        g.add_argument("--folds", type=int, help="k of stratified k-fold (default 5)")
     g = p.add_argument_group("imbalance (one remedy per run; docs/imbalance.md)")
     g.add_argument(
         "--imbalance", choices=list(IMBALANCE),
@@ -100,7 +135,7 @@ def _add_run_options(p: argparse.ArgumentParser, folds: bool) -> None:
         "--sampler", choices=list(SAMPLERS),
         help="re-sampling instead of a loss remedy: class-balanced or sqrt (default none)",
     )  # fmt: skip
-    g = p.add_argument_group("fine-tuning a pretrained backbone")
+    g = p.add_argument_group("fine-tuning a pretrained backbone (docs/models.md)")
     g.add_argument(
         "--weights", help="backbone weights file (safetensors), e.g. FaceNet's CASIA-WebFace file"
     )
@@ -113,11 +148,6 @@ def _add_run_options(p: argparse.ArgumentParser, folds: bool) -> None:
         "--backbone-lr-scale", type=float,
         help="pretrained backbone lr = lr × this (default 0.1)",
     )  # fmt: skip
-    g = p.add_argument_group("model and training (continued)")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    if folds:
-        g.add_argument("--folds", type=int, help="k of stratified k-fold (default 5)")
     g = p.add_argument_group("run")
     g.add_argument("--config", type=Path, help="YAML config (e.g. a run's config.yaml)")
     g.add_argument("--name", help="run folder name under --runs-dir")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch.nn as nn
 from facecls.config import AugmentConfig
 from facecls.data.augment import augment, normalize
 from facecls.data.batches import IndexBatches
+from facecls.optimization import Runtime
 
 
 @dataclass
@@ -48,13 +48,6 @@ class EvalResult:
         return self.logits.argmax(axis=1)
 
 
-def autocast_for(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA; on the CPU full precision (see README's performance notes)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
 def train_one_epoch(
     model: nn.Module,
     batches: IndexBatches,
@@ -64,6 +57,7 @@ def train_one_epoch(
     std: list[float],
     augment_config: AugmentConfig,
     epoch_seed: int,
+    runtime: Runtime,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> EpochStats:
@@ -73,14 +67,16 @@ def train_one_epoch(
         on_batch: called with the batch size after each step (progress bars); must not sync.
     """
     model.train()
-    device = batches.device
+    device = runtime.device
+    memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
     generator = torch.Generator(device=device).manual_seed(epoch_seed)
     loss_sum = torch.zeros((), device=device)
     seen = 0
     start = time.perf_counter()
     for images, targets in batches.epoch(epoch_seed):
         inputs = augment(images, mean, std, augment_config, generator)
-        with autocast_for(device):
+        inputs = inputs.contiguous(memory_format=memory_format)
+        with runtime.autocast():
             logits = model(inputs)
             loss = loss_fn(logits.float(), targets)
         optimizer.zero_grad(set_to_none=True)
@@ -104,6 +100,7 @@ def evaluate(
     std: list[float],
     loss_fn: nn.Module | None = None,
     flip_tta: bool = False,
+    runtime: Runtime | None = None,
 ) -> EvalResult:
     """Logits for every image of ``batches`` in order, with no augmentation.
 
@@ -111,12 +108,14 @@ def evaluate(
         flip_tta: average the logits of each image and its mirror image.
     """
     model.eval()
-    device = batches.device
+    runtime = runtime or Runtime(batches.device)
+    device = runtime.device
+    memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
     all_logits, all_targets = [], []
     loss_sum = torch.zeros((), device=device)
     for images, targets in batches.epoch():
-        inputs = normalize(images, mean, std)
-        with autocast_for(device):
+        inputs = normalize(images, mean, std).contiguous(memory_format=memory_format)
+        with runtime.autocast():
             logits = model(inputs).float()
             if flip_tta:
                 logits = (logits + model(inputs.flip(3)).float()) / 2

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from facecls import metrics
 from facecls.atomic import write_json
 from facecls.bundle import Bundle, facecls_version, save_bundle
-from facecls.config import RunConfig, save_yaml, to_dict, validate
+from facecls.config import RunConfig, resolve, save_yaml, to_dict
 from facecls.data.augment import channel_stats
 from facecls.data.batches import IndexBatches, resident
 from facecls.data.dataset import FaceDataset, load_dataset
@@ -43,6 +43,7 @@ from facecls.finetune import describe, frozen_at, load_backbone_weights, param_g
 from facecls.finetune import set_backbone_frozen as _set_frozen
 from facecls.losses import build_loss, posthoc_adjust
 from facecls.models import create_model, model_info
+from facecls.optimization import build_optimizer, build_scheduler, runtime_for
 from facecls.report import write_run_files
 
 Log = Callable[[str], None]
@@ -93,6 +94,7 @@ def train_model(
     val_idx: np.ndarray,
     config: RunConfig,
     device: torch.device,
+    models: ModelSource,
     fold: int = 0,
     log: Log = print,
     show_progress: bool = False,
@@ -104,18 +106,18 @@ def train_model(
         targets: the dataset's targets on the same device as ``images``.
     """
     t = config.train
-    torch.manual_seed(t.seed + fold)
-    model, mean, std, pretrained = _build_model(dataset, train_idx, config)
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    runtime = runtime_for(t, device)
+    model, module = models.get(fold)
+    mean, std = input_normalization(dataset, train_idx, t.model)
     counts = dataset.class_counts(train_idx)
-    loss_fn = build_loss(t, counts, device)
-    optimizer = torch.optim.Adam(
-        param_groups(model, t.lr, t.backbone_lr_scale if pretrained else 1.0),
-        lr=t.lr, weight_decay=t.weight_decay,
-        **({"fused": True} if device.type == "cuda" else {"foreach": True}),
-    )  # fmt: skip
+    loss_fn = build_loss(t, counts, device, t.label_smoothing or 0.0)
+    # Validation loss (checkpoint selection) is never smoothed, and for DRW is the re-weighted
+    # loss of the last phase in every epoch, so the best epoch is chosen on one scale.
+    val_loss_fn = loss_fn.selection_loss()
+    pretrained = bool(t.pretrained or t.weights)
+    optimizer = build_optimizer(
+        module, t, device, param_groups(module, t.lr, t.backbone_lr_scale if pretrained else 1.0)
+    )
     drop_last = len(train_idx) > t.batch_size
     train_batches: IndexBatches = (
         SampledBatches(images, targets, torch.from_numpy(train_idx), t.batch_size, device,
@@ -124,30 +126,28 @@ def train_model(
         else IndexBatches(images, targets, torch.from_numpy(train_idx), t.batch_size, device,
                           shuffle=True, drop_last=drop_last)
     )  # fmt: skip
+    scheduler = build_scheduler(optimizer, t, len(train_batches))
+    if fold == 0 and (t.freeze != "none" or pretrained):
+        log(f"Fine-tuning: {describe(t, pretrained)}")
     val_batches = IndexBatches(
         images, targets, torch.from_numpy(val_idx), t.eval_batch_size, device
     )
-    # Validation losses of every epoch are measured with the run's final loss (DRW's
-    # re-weighted one), so the best epoch is chosen on one scale.
-    val_loss_fn = loss_fn.selection_loss()
-    if fold == 0 and (t.freeze != "none" or pretrained):
-        log(f"Fine-tuning: {describe(t, pretrained)}")
     history: list[dict[str, Any]] = []
     best_loss, best_epoch, best_state = float("inf"), 0, None
     for epoch in range(1, t.epochs + 1):
         loss_fn.set_epoch(epoch)
         if t.freeze != "none":
-            _set_frozen(model, frozen_at(t, epoch))
+            _set_frozen(module, frozen_at(t, epoch))
         bar = tqdm(
             total=len(train_batches) * t.batch_size, unit="img", leave=False,
             desc=f"fold {fold} epoch {epoch}/{t.epochs}", disable=not show_progress,
         )  # fmt: skip
         stats = train_one_epoch(
             model, train_batches, optimizer, loss_fn, mean, std, config.augment,
-            epoch_seed(t.seed, fold, epoch), on_batch=bar.update,
+            epoch_seed(t.seed, fold, epoch), runtime, scheduler, on_batch=bar.update,
         )  # fmt: skip
         bar.close()
-        val = evaluate(model, val_batches, mean, std, val_loss_fn)
+        val = evaluate(model, val_batches, mean, std, val_loss_fn, bool(t.flip_tta), runtime)
         summary = metrics.summary(
             metrics.confusion_matrix(val.targets, val.preds, dataset.num_classes)
         )
@@ -170,37 +170,68 @@ def train_model(
         )
         if val.loss < best_loss:
             best_loss, best_epoch = val.loss, epoch
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            best_state = copy.deepcopy(
+                {k: v.detach().cpu() for k, v in module.state_dict().items()}
+            )
     assert best_state is not None
-    model.load_state_dict(best_state)
-    val = evaluate(model, val_batches, mean, std, val_loss_fn)
-    return TrainedModel(model, mean, std, history, best_epoch, val, counts)
+    module.load_state_dict(best_state)
+    val = evaluate(model, val_batches, mean, std, val_loss_fn, bool(t.flip_tta), runtime)
+    # Keep a detached copy: with --compile the same module object is reused by the next fold.
+    kept = copy.deepcopy(module) if t.compile else module
+    return TrainedModel(kept, mean, std, history, best_epoch, val, counts)
 
 
-def _build_model(
-    dataset: FaceDataset, train_idx: np.ndarray, config: RunConfig
-) -> tuple[nn.Module, list[float], list[float], bool]:
-    """The model, its input normalisation, and whether it starts from pretrained weights.
+class ModelSource:
+    """Fresh, seeded models for each fold; with ``compile`` one compiled module is reused.
 
-    Normalisation is the model's fixed one when its weights expect it (FaceNet), else the
-    training part's statistics (report eq. 6). ``train.weights`` is loaded with strict key
-    matching, the classifier head excepted.
+    Compiling costs tens of seconds, so under ``--compile`` the module is built and compiled
+    once and every later fold loads freshly initialised weights into it (same parameters
+    objects, so the compiled graph stays valid) instead of compiling again.
     """
-    t = config.train
-    info = model_info(t.model)
-    extra: dict[str, Any] = {"weights": t.weights} if t.weights and t.model == "facenet" else {}
-    model = create_model(
-        t.model, num_classes=dataset.num_classes, image_size=dataset.info["image_size"],
-        pretrained=t.pretrained and not t.weights, **extra,
-    )  # fmt: skip
-    if t.weights and not extra:
-        load_backbone_weights(model, t.weights)
+
+    def __init__(self, config: RunConfig, num_classes: int, device: torch.device) -> None:
+        self.config, self.num_classes, self.device = config, num_classes, device
+        self._compiled: tuple[nn.Module, nn.Module] | None = None
+
+    def _fresh(self, fold: int) -> nn.Module:
+        t = self.config.train
+        torch.manual_seed(t.seed + fold)
+        # FaceNet loads --weights itself (and holds its folded batch norm); any other model
+        # gets them through the generic strict loader (head excepted).
+        own = {"weights": t.weights} if t.weights and t.model == "facenet" else {}
+        model = create_model(
+            t.model, num_classes=self.num_classes, image_size=self.config.data.image_size,
+            pretrained=t.pretrained and not t.weights, **own,
+        )  # fmt: skip
+        if t.weights and not own:
+            load_backbone_weights(model, t.weights)
+        model = model.to(self.device)
+        if runtime_for(t, self.device).channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def get(self, fold: int) -> tuple[nn.Module, nn.Module]:
+        """``(callable model, its nn.Module)``: the same object unless compiled."""
+        fresh = self._fresh(fold)
+        if not self.config.train.compile:
+            return fresh, fresh
+        if self._compiled is None:
+            self._compiled = (torch.compile(fresh), fresh)
+        else:
+            self._compiled[1].load_state_dict(fresh.state_dict())
+        return self._compiled
+
+
+def input_normalization(
+    dataset: FaceDataset, train_idx: np.ndarray, model: str
+) -> tuple[list[float], list[float]]:
+    """The model's fixed normalisation when its weights expect one (FaceNet's
+    ``(x − 127.5) / 128``), else the training part's statistics (report eq. 6)."""
+    info = model_info(model)
     if info is not None and info.normalization is not None:
-        mean, std = (list(v) for v in info.normalization)
-    else:
-        # Normalisation statistics come from this model's training part only (report eq. 6).
-        mean, std = channel_stats(dataset.images[torch.from_numpy(train_idx)])
-    return model, mean, std, bool(t.pretrained or t.weights)
+        mean, std = info.normalization
+        return list(mean), list(std)
+    return channel_stats(dataset.images[torch.from_numpy(train_idx)])
 
 
 def _new_run_dir(config: RunConfig) -> Path:
@@ -262,7 +293,10 @@ def _test_metrics(
     batches = IndexBatches(
         images, targets, torch.from_numpy(test_idx), config.train.eval_batch_size, device
     )
-    result = evaluate(trained.model, batches, trained.mean, trained.std, nn.CrossEntropyLoss())
+    result = evaluate(
+        trained.model, batches, trained.mean, trained.std, nn.CrossEntropyLoss(),
+        bool(config.train.flip_tta), runtime_for(config.train, device),
+    )  # fmt: skip
     table = evaluation_metrics(result, dataset.class_names, config.train.seed, trained.train_counts)
     return table, result
 
@@ -324,7 +358,6 @@ def groups_text(table: dict[str, Any]) -> str:
 
 
 def _start(config: RunConfig, log: Log, show_progress: bool) -> tuple:
-    validate(config)
     device = resolve_device(config.train.device)
     dataset = load_dataset(config.data, log, show_progress)
     _report_skipped(dataset, log)
@@ -353,7 +386,7 @@ def _finish(
     result_metrics["config"] = to_dict(config)
     save_bundle(
         Bundle(final.model, config.train.model, dataset.class_names, config.data.image_size,
-               final.mean, final.std,
+               final.mean, final.std, bool(config.train.flip_tta),
                extra={"config": to_dict(config), "crop": config.data.crop,
                       "train_counts": [int(c) for c in final.train_counts]}),
         run_dir / "model",
@@ -379,6 +412,7 @@ def fit(config: RunConfig, log: Log = print, show_progress: bool = False) -> Run
         The run folder and its metrics (also written to ``metrics.json``).
     """
     started = time.perf_counter()
+    config = resolve(config)
     device, dataset, split, images, targets, run_dir = _start(config, log, show_progress)
     targets_np = dataset.targets.numpy()
     val = split.val if split.val is not None else holdout(
@@ -386,8 +420,9 @@ def fit(config: RunConfig, log: Log = print, show_progress: bool = False) -> Run
     )  # fmt: skip
     train_idx = np.setdiff1d(split.pool, val)
     write_json(run_dir / "folds.json", folds_document(dataset, split, [val]))
+    models = ModelSource(config, dataset.num_classes, device)
     trained = train_model(
-        dataset, images, targets, train_idx, val, config, device, 0, log, show_progress
+        dataset, images, targets, train_idx, val, config, device, models, 0, log, show_progress
     )
     test_metrics, test = _test_metrics(
         dataset, trained, images, targets, split.test, config, device
@@ -411,9 +446,11 @@ def cross_validate(config: RunConfig, log: Log = print, show_progress: bool = Fa
     metrics, their mean ± std, and metrics of the pooled out-of-fold predictions.
     """
     started = time.perf_counter()
+    config = resolve(config)
     device, dataset, split, images, targets, run_dir = _start(config, log, show_progress)
     targets_np = dataset.targets.numpy()
     k = config.train.folds
+    models = ModelSource(config, dataset.num_classes, device)
     folds = stratified_folds(targets_np, split.pool, k, config.train.seed, dataset.class_names)
     write_json(run_dir / "folds.json", folds_document(dataset, split, folds))
     trained_folds: list[TrainedModel] = []
@@ -421,7 +458,8 @@ def cross_validate(config: RunConfig, log: Log = print, show_progress: bool = Fa
         log(f"Fold {fold + 1} of {k}: {len(split.pool) - len(val_idx)} train, {len(val_idx)} val")
         train_idx = np.setdiff1d(split.pool, val_idx)
         trained_folds.append(train_model(
-            dataset, images, targets, train_idx, val_idx, config, device, fold, log, show_progress
+            dataset, images, targets, train_idx, val_idx, config, device, models, fold, log,
+            show_progress,
         ))  # fmt: skip
     fold_metrics = [
         evaluation_metrics(t.val, dataset.class_names, config.train.seed)["summary"]
@@ -469,7 +507,8 @@ def evaluate_run(
     Args:
         logit_adjust: τ of post-hoc logit adjustment (Menon et al. 2021): the logits become
             ``logits − τ·log π`` with π the model's training prior (``train_counts`` in the
-            bundle). τ = 0 (or ``None``) evaluates the logits as they are.
+            bundle). τ = 0 (or ``None``) evaluates the logits as they are. The reported loss
+            stays that of the unadjusted logits.
     """
     from facecls.bundle import load_bundle
     from facecls.config import load_yaml, replace
@@ -500,8 +539,9 @@ def evaluate_run(
             "which post-hoc logit adjustment needs; retrain to use --logit-adjust"
         )
     result = evaluate(
-        bundle.model, batches, bundle.mean, bundle.std, nn.CrossEntropyLoss(), bundle.flip_tta
-    )
+        bundle.model, batches, bundle.mean, bundle.std, nn.CrossEntropyLoss(), bundle.flip_tta,
+        runtime_for(config.train, device),
+    )  # fmt: skip
     if logit_adjust:
         logits = posthoc_adjust(result.logits, np.asarray(train_counts), logit_adjust)
         result = EvalResult(logits, result.targets, result.loss)

@@ -15,7 +15,8 @@ part's images per class ``n_c`` and its prior ``π_c = n_c / Σ n``:
 ``logit-adjust``    CE(z + τ·log π, y)                            Menon et al., ICLR 2021
 =================== ============================================= ===================================
 
-Weights are scaled to average 1 over the classes present, so every loss stays on the scale of
+Any of them can be combined with label smoothing (the ``fast`` recipe's 0.1), applied to the
+training loss only. Weights are scaled to average 1 over the classes present, so every loss stays on the scale of
 plain cross-entropy. β → 0 gives no weighting and β → 1 gives ``inverse``. Balanced softmax and
 logit adjustment change only the training loss: the model's raw logits are already "balanced" and
 are used as they are at evaluation. Post-hoc adjustment (Menon et al. §4) instead takes any model
@@ -92,8 +93,10 @@ class LongTailLoss(nn.Module):
         offset: torch.Tensor | None = None,
         later_weight: torch.Tensor | None = None,
         switch_epoch: int | None = None,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
+        self.label_smoothing = label_smoothing
         # Buffers (not saved with a model) so that .to(device) moves them.
         self.register_buffer("weight", weight, persistent=False)
         self.register_buffer("offset", offset, persistent=False)
@@ -106,7 +109,7 @@ class LongTailLoss(nn.Module):
         self.late = self.switch_epoch is not None and epoch >= self.switch_epoch
 
     def selection_loss(self) -> LongTailLoss:
-        """The loss of the last phase (for choosing the best epoch on validation data)."""
+        """The loss of the last phase, unsmoothed (to choose the best epoch on validation data)."""
         last = self.later_weight if self.switch_epoch is not None else self.weight
         return LongTailLoss(last, self.offset)
 
@@ -114,7 +117,7 @@ class LongTailLoss(nn.Module):
         if self.offset is not None:
             logits = logits + self.offset.to(logits.dtype)
         weight = self.later_weight if self.late else self.weight
-        return F.cross_entropy(logits, targets, weight=weight)
+        return F.cross_entropy(logits, targets, weight=weight, label_smoothing=self.label_smoothing)
 
 
 def drw_start(train: TrainConfig) -> int:
@@ -122,17 +125,21 @@ def drw_start(train: TrainConfig) -> int:
     return train.drw_epoch if train.drw_epoch is not None else train.epochs * 2 // 3 + 1
 
 
-def build_loss(train: TrainConfig, train_counts: np.ndarray, device: torch.device) -> LongTailLoss:
+def build_loss(
+    train: TrainConfig, train_counts: np.ndarray, device: torch.device,
+    label_smoothing: float = 0.0,
+) -> LongTailLoss:  # fmt: skip
     """The training loss of ``train.imbalance`` (or its alias ``class_weights``) on ``device``."""
     scheme = imbalance_of(train)
+    smoothing = {"label_smoothing": label_smoothing}
     if scheme in ("none", *WEIGHTED):
-        loss = LongTailLoss(weight=class_weights(train_counts, scheme, train.beta))
+        loss = LongTailLoss(weight=class_weights(train_counts, scheme, train.beta), **smoothing)
     elif scheme == "drw":
         later = class_weights(train_counts, "effective", train.beta)
-        loss = LongTailLoss(later_weight=later, switch_epoch=drw_start(train))
+        loss = LongTailLoss(later_weight=later, switch_epoch=drw_start(train), **smoothing)
     elif scheme in ADJUSTED:
         tau = 1.0 if scheme == "balanced-softmax" else train.tau
-        loss = LongTailLoss(offset=tau * log_prior(train_counts))
+        loss = LongTailLoss(offset=tau * log_prior(train_counts), **smoothing)
     else:
         raise ValueError(f"unknown imbalance remedy {scheme!r}")
     return loss.to(device)
@@ -148,6 +155,8 @@ def posthoc_adjust(logits: np.ndarray, train_counts: np.ndarray, tau: float) -> 
     return logits - tau * log_prior(train_counts).numpy()[None, :].astype(logits.dtype)
 
 
-def make_loss(weights: torch.Tensor | None, device: torch.device) -> nn.Module:
-    """Cross-entropy over logits with optional class weights (kept for existing callers)."""
-    return LongTailLoss(weight=weights).to(device)
+def make_loss(
+    weights: torch.Tensor | None, device: torch.device, label_smoothing: float = 0.0
+) -> nn.Module:
+    """Mean cross-entropy over logits, optionally class-weighted and label-smoothed."""
+    return LongTailLoss(weight=weights, label_smoothing=label_smoothing).to(device)
