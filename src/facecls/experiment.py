@@ -359,6 +359,13 @@ def groups_text(table: dict[str, Any]) -> str:
 
 def _start(config: RunConfig, log: Log, show_progress: bool) -> tuple:
     device = resolve_device(config.train.device)
+    info = model_info(config.train.model)
+    if info is not None and info.min_size and config.data.image_size < info.min_size:
+        # Say so before decoding the data, not after.
+        raise ValueError(
+            f"model {info.name!r} needs --image-size of at least {info.min_size} px "
+            f"(it was designed for {info.default_size}), got {config.data.image_size}"
+        )
     dataset = load_dataset(config.data, log, show_progress)
     _report_skipped(dataset, log)
     split = split_test(dataset, config.data, config.train.seed)
