@@ -9,7 +9,7 @@ measured once on its test part (965 images). Rows:
   ``posthoc`` re-evaluates the ``none`` run's model with logits − τ·log π (no training).
 * ``facenet`` (``--facenet-mode``): ``probe`` embeds every image once with the frozen CASIA-WebFace
   backbone (centre crop, optionally flip-averaged) and trains facecls's head, ``Linear(512, N)`` on
-  the classifier input, with each remedy's loss or sampler: what ``--freeze backbone`` computes,
+  the classifier input (the L2-normalised embedding × 16), with each remedy's loss or sampler: what ``--freeze backbone`` computes,
   minus the per-epoch augmentation, at a fraction of the CPU cost. ``finetune`` runs
   ``facecls.train`` with ``--weights`` and ``--freeze backbone-then-unfreeze`` (GPU-sized).
 * Peers (``benchmarks/peers.py``) on the same train/test images: eigenfaces + RBF SVM, and dlib
@@ -161,19 +161,36 @@ def cnn_rows(args: argparse.Namespace, model: str, methods: list[str], log) -> l
 
 
 @torch.no_grad()
-def embed(model: FaceNet, images: torch.Tensor, flip: bool, batch: int = 64) -> torch.Tensor:
-    """FaceNet's classifier input (un-normalised 512-d) of uint8 images, optionally flip-averaged."""
+def embed(model: FaceNet, images: torch.Tensor, mirrored: bool, batch: int = 64) -> torch.Tensor:
+    """FaceNet's un-normalised 512-d embeddings of uint8 images (or of their mirror images)."""
     model.eval()
     mean, std = NORMALIZATION
     out = []
     for start in range(0, len(images), batch):
         x = normalize(images[start : start + batch], mean, std)
-        x = x.contiguous(memory_format=torch.channels_last)
-        features = model.features(x)
-        if flip:
-            features = (features + model.features(x.flip(3))) / 2
-        out.append(features)
+        x = (x.flip(3) if mirrored else x).contiguous(memory_format=torch.channels_last)
+        out.append(model.features(x))
     return torch.cat(out)
+
+
+def cached_embeddings(
+    args: argparse.Namespace, model: FaceNet, images: torch.Tensor
+) -> tuple[torch.Tensor, float]:
+    """The classifier's input of every image (flip-averaged when asked), computed once per
+    (size, crop, mirror) into ``--out``; and the seconds the embedding took this time."""
+    seconds, parts = 0.0, []
+    for mirrored in (False, True) if args.facenet_flip else (False,):
+        name = f"facenet-{args.facenet_size}px-crop{args.facenet_crop:g}"
+        cache = Path(args.out) / (name + ("-mirrored" if mirrored else "") + ".npy")
+        if cache.exists():
+            parts.append(torch.from_numpy(np.load(cache)))
+            continue
+        started = time.perf_counter()
+        parts.append(embed(model, images, mirrored))
+        seconds += time.perf_counter() - started
+        np.save(cache, parts[-1].numpy())
+    features = torch.stack(parts).mean(0)
+    return nn.functional.normalize(features, dim=1) * model.embedding_scale, seconds
 
 
 def train_head(
@@ -215,20 +232,12 @@ def train_head(
 
 def facenet_probe_rows(args, dataset: FaceDataset, split, methods: list[str], log) -> list[dict]:
     """Embed once with the frozen backbone, then one head per remedy."""
-    weights = args.facenet_weights
-    cache = Path(args.out) / (
-        f"facenet-{args.facenet_size}px-crop{args.facenet_crop:g}-flip{int(args.facenet_flip)}.npy"
-    )
-    model = create_model("facenet", dataset.num_classes, args.facenet_size, weights=weights)
-    model = model.to(memory_format=torch.channels_last)
-    if cache.exists():
-        features, embed_seconds = torch.from_numpy(np.load(cache)), 0.0
-    else:
-        started = time.perf_counter()
-        features = embed(model, dataset.images, args.facenet_flip)
-        embed_seconds = time.perf_counter() - started
-        np.save(cache, features.numpy())
-    log(f"FaceNet embeddings of {len(features)} images: {embed_seconds:.0f} s")
+    model = create_model(
+        "facenet", dataset.num_classes, args.facenet_size, weights=args.facenet_weights
+    ).to(memory_format=torch.channels_last)
+    assert isinstance(model, FaceNet)
+    features, embed_seconds = cached_embeddings(args, model, dataset.images)
+    log(f"FaceNet embeddings of {len(features)} images: {embed_seconds:.0f} s (0: cached)")
     targets = dataset.targets
     pool, test = split.pool, split.test
     val = holdout(targets.numpy(), pool, 0.15, args.seed)
@@ -237,8 +246,7 @@ def facenet_probe_rows(args, dataset: FaceDataset, split, methods: list[str], lo
     flip = ", flip-averaged" if args.facenet_flip else ""
     base = (
         f"frozen CASIA-WebFace backbone, {args.facenet_size} px centre crop "
-        f"{args.facenet_crop:g}{flip}; head {args.probe_epochs} epochs (embedding "
-        f"{embed_seconds:.0f} s once)"
+        f"{args.facenet_crop:g}{flip}; NormFace head, {args.probe_epochs} epochs"
     )
     rows, none_head = [], None
     for method in methods:
@@ -267,7 +275,7 @@ def facenet_probe_rows(args, dataset: FaceDataset, split, methods: list[str], lo
         log(rows[-1])
     # The benchmark's reference recipe on the same embeddings: L2-normalised + scikit-learn LR.
     started = time.perf_counter()
-    unit = nn.functional.normalize(features, dim=1).numpy()
+    unit = nn.functional.normalize(features, dim=1).numpy()  # (the head's input / scale)
     preds, chosen = peers.logistic_regression(unit, targets.numpy(), pool, test)
     cm = metrics.confusion_matrix(targets.numpy()[test], preds, dataset.num_classes)
     pool_counts = np.bincount(targets.numpy()[pool], minlength=dataset.num_classes)

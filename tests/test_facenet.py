@@ -113,9 +113,14 @@ def test_wrong_weights_files_are_refused(tmp_path: Path) -> None:
 def test_embeddings_of_one_person_are_closer(facenet: FaceNet, lfw_archive: Path) -> None:
     faces = _lfw_faces(lfw_archive, SAME + OTHERS)
     with torch.no_grad():
-        # features() is the classifier's input (what a hook on the final Linear sees).
-        embeddings = nn.functional.normalize(facenet.features(faces))
-        assert torch.allclose(facenet.embed(faces[:1]), embeddings[:1], atol=1e-5)
+        embeddings = facenet.embed(faces)
+        # What a hook on the final Linear sees is the same embedding, scaled.
+        seen: dict[str, torch.Tensor] = {}
+        hook = facenet.classifier.register_forward_hook(lambda m, i, o: seen.update(x=i[0]))
+        logits = facenet(faces[:1])
+        hook.remove()
+    assert logits.shape == (1, 7)
+    assert torch.allclose(seen["x"], embeddings[:1] * facenet.embedding_scale, atol=1e-4)
     assert embeddings.shape == (5, 512)
     distances = torch.cdist(embeddings, embeddings)
     same = distances[0, 1]
