@@ -6,6 +6,13 @@ accuracy, macro-F1, epochs and wall time, with the hardware.
 
     python benchmarks/lfw.py --size 64                      # CPU-sized run
     python benchmarks/lfw.py --size 112 --device cuda       # the report's sizes on a GPU: --size 224
+
+With ``--study imbalance`` it runs the long-tail study instead (benchmarks/imbalance_study.py):
+every remedy for tronnet, resnet18 and facenet, plus the peers (benchmarks/peers.py).
+
+    python benchmarks/lfw.py --study imbalance --size 64 --epochs 15       # CPU-sized
+    python benchmarks/lfw.py --study imbalance --size 112 --epochs 60 --device cuda \
+        --models tronnet,resnet18,mobilenet_v2,facenet --facenet-mode finetune
 """
 
 from __future__ import annotations
@@ -19,9 +26,15 @@ from pathlib import Path
 import torch
 
 import facecls
+import imbalance_study
 from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+# ../shared/datasets beside the repository (or beside a git worktree's parent folder).
+SHARED = next(
+    (p / "shared" / "datasets" for p in Path(__file__).resolve().parents
+     if (p / "shared" / "datasets").is_dir()),
+    Path(__file__).resolve().parents[2] / "shared" / "datasets",
+)  # fmt: skip
 DEFAULT_EPOCHS = {"baseline": 40, "tronnet": 40, "resnet18": 30}
 
 
@@ -38,7 +51,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--split-file", default=str(SHARED / "lfw-benchmark-splits.csv"))
     p.add_argument("--min-images", type=int, default=8, help="8 = LFW-8, 20 = LFW-20")
     p.add_argument("--size", type=int, default=64)
-    p.add_argument("--models", default="baseline,tronnet,resnet18")
+    p.add_argument("--study", choices=["report", "imbalance"], default="report")
+    p.add_argument(
+        "--models", help="default baseline,tronnet,resnet18 (study: tronnet,resnet18,facenet)"
+    )
     p.add_argument("--weights", default="none,inverse", help="class-weight schemes to compare")
     p.add_argument("--recipe", default="report", choices=["report", "fast"])
     p.add_argument("--epochs", type=int, help="override the per-model defaults")
@@ -48,11 +64,19 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/benchmark-lfw", help="run folders and results.json")
+    imbalance_study.add_arguments(p)
     return p.parse_args()
 
 
 def main() -> None:
     args = parse_args()
+    if args.study == "imbalance":
+        args.models = args.models or "tronnet,resnet18,facenet"
+        weights = SHARED.parent / "weights" / imbalance_study.WEIGHTS_FILE
+        args.facenet_weights = args.facenet_weights or str(weights)
+        imbalance_study.run(args)
+        return
+    args.models = args.models or "baseline,tronnet,resnet18"
     rows = []
     for model in args.models.split(","):
         for weights in args.weights.split(","):

@@ -13,7 +13,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from facecls.config import ConfigError, RunConfig, from_dict, load_yaml, to_dict
+from facecls.config import (
+    FREEZE,
+    IMBALANCE,
+    SAMPLERS,
+    ConfigError,
+    RunConfig,
+    from_dict,
+    load_yaml,
+    to_dict,
+)
 
 # argparse destination → (config section, key). Options left unset keep the config's value.
 _OPTIONS: dict[str, tuple[str, str]] = {
@@ -33,6 +42,16 @@ _OPTIONS: dict[str, tuple[str, str]] = {
     "lr": ("train", "lr"),
     "weight_decay": ("train", "weight_decay"),
     "class_weights": ("train", "class_weights"),
+    "imbalance": ("train", "imbalance"),
+    "tau": ("train", "tau"),
+    "beta": ("train", "beta"),
+    "drw_epoch": ("train", "drw_epoch"),
+    "sampler": ("train", "sampler"),
+    "freeze": ("train", "freeze"),
+    "unfreeze_epoch": ("train", "unfreeze_epoch"),
+    "backbone_lr_scale": ("train", "backbone_lr_scale"),
+    "weights": ("train", "weights"),
+    "crop": ("data", "crop"),
     "recipe": ("train", "recipe"),
     "optimizer": ("train", "optimizer"),
     "schedule": ("train", "schedule"),
@@ -64,9 +83,16 @@ def _add_run_options(p: argparse.ArgumentParser, folds: bool) -> None:
     g.add_argument(
         "--cache-dir", help="decode/extract cache (default $FACECLS_CACHE or ~/.cache/facecls)"
     )
+    g.add_argument(
+        "--crop", type=float,
+        help="keep the centre square of this fraction of the shorter side before resizing "
+        "(default 1; 0.64 keeps LFW's centre 160 of 250 px, the face)",
+    )  # fmt: skip
     g.add_argument("--rotation", type=float, help="random rotation range in degrees (default 10)")
     g = p.add_argument_group("model and training (unset values come from --recipe)")
-    g.add_argument("--model", help="baseline, tronnet, resnet18 or any torchvision model name")
+    g.add_argument(
+        "--model", help="baseline, tronnet, resnet18, facenet or any torchvision model name"
+    )
     g.add_argument("--pretrained", action="store_true", default=None, help="ImageNet weights")
     g.add_argument(
         "--recipe", choices=["fast", "report"],
@@ -84,7 +110,10 @@ def _add_run_options(p: argparse.ArgumentParser, folds: bool) -> None:
         "--flip-tta", action=argparse.BooleanOptionalAction, default=None,
         help="average logits with the mirror image at evaluation",
     )  # fmt: skip
-    g.add_argument("--class-weights", choices=["none", "inverse"], help="inverse: the report's")
+    g.add_argument(
+        "--class-weights", choices=["none", "inverse"],
+        help="the report's name for --imbalance inverse",
+    )  # fmt: skip
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     g.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="auto: bf16 on CUDA")
@@ -115,6 +144,34 @@ def _add_run_options(p: argparse.ArgumentParser, folds: bool) -> None:
             "--parallel-folds", action="store_true", default=None,
             help="train one fold per process at once instead of each fold with all of them",
         )  # fmt: skip
+    g = p.add_argument_group("imbalance (one remedy per run; docs/imbalance.md)")
+    g.add_argument(
+        "--imbalance", choices=list(IMBALANCE),
+        help="loss remedy: inverse / sqrt / effective class weights, drw (deferred "
+        "re-weighting), balanced-softmax, logit-adjust (default none)",
+    )  # fmt: skip
+    g.add_argument("--tau", type=float, help="logit-adjust strength τ (default 1)")
+    g.add_argument("--beta", type=float, help="β of effective-number weights (default 0.999)")
+    g.add_argument(
+        "--drw-epoch", type=int, help="drw: first re-weighted epoch (default: last third)"
+    )
+    g.add_argument(
+        "--sampler", choices=list(SAMPLERS),
+        help="re-sampling instead of a loss remedy: class-balanced or sqrt (default none)",
+    )  # fmt: skip
+    g = p.add_argument_group("fine-tuning a pretrained backbone (docs/models.md)")
+    g.add_argument(
+        "--weights", help="backbone weights file (safetensors), e.g. FaceNet's CASIA-WebFace file"
+    )
+    g.add_argument(
+        "--freeze", choices=list(FREEZE),
+        help="backbone: linear probe; backbone-then-unfreeze: probe, then fine-tune",
+    )  # fmt: skip
+    g.add_argument("--unfreeze-epoch", type=int, help="first unfrozen epoch (default: after 1/3)")
+    g.add_argument(
+        "--backbone-lr-scale", type=float,
+        help="pretrained backbone lr = lr × this (default 0.1)",
+    )  # fmt: skip
     g = p.add_argument_group("run")
     g.add_argument("--config", type=Path, help="YAML config (e.g. a run's config.yaml)")
     g.add_argument("--name", help="run folder name under --runs-dir")
@@ -145,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--trust-pickle", action="store_true",
         help="allow a .pt/.pth weights file (pickles can run code; it is still read with "
         "torch.load(weights_only=True))",
+    )  # fmt: skip
+    p.add_argument(
+        "--logit-adjust", type=float, metavar="TAU",
+        help="post-hoc logit adjustment: logits − τ·log(training prior) (Menon et al. 2021)",
     )  # fmt: skip
     p = sub.add_parser("report", help="write report.html and report.md of run folders")
     p.add_argument("runs", nargs="+", type=Path, help="run folder(s)")
@@ -248,11 +309,12 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "evaluate":
         table = facecls.evaluate(
             args.run, data=args.data, log=log, show_progress=progress,
-            trust_pickle=args.trust_pickle,
+            trust_pickle=args.trust_pickle, logit_adjust=args.logit_adjust,
         )  # fmt: skip
-        print(
-            json.dumps({"test": table["summary"], "intervals_95": table["intervals_95"]}, indent=2)
-        )
+        shown = {"test": table["summary"], "intervals_95": table["intervals_95"]}
+        if "groups" in table:
+            shown["groups"] = table["groups"]
+        print(json.dumps(shown, indent=2))
     elif args.command == "report":
         for run in args.runs:
             out = args.out / run.name if args.out and len(args.runs) > 1 else args.out

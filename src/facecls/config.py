@@ -37,6 +37,9 @@ class DataConfig:
         val_fraction: stratified validation share of the train part for ``train`` (not ``cv``).
         cache_dir: decoded-image and extraction cache; ``None`` means ``$FACECLS_CACHE`` or
             ``~/.cache/facecls``.
+        crop: side of the centre square kept before resizing, as a fraction of the image's
+            shorter side (1.0 keeps it all; 0.64 keeps LFW's centre 160 of 250 px, the face).
+            Applies to decoded files (the synthetic source ignores it).
         synthetic_classes: identities drawn by the ``synthetic`` source.
         synthetic_max: images of the most frequent synthetic identity.
         synthetic_min: images of the rarest synthetic identity.
@@ -52,6 +55,7 @@ class DataConfig:
     test_fraction: float = 0.2
     val_fraction: float = 0.15
     cache_dir: str | None = None
+    crop: float = 1.0
     synthetic_classes: int = 20
     synthetic_max: int = 60
     synthetic_min: int = 8
@@ -90,7 +94,24 @@ class TrainConfig:
         schedule: ``constant`` or ``onecycle``.
         label_smoothing: cross-entropy label smoothing.
         flip_tta: average each evaluated image's logits with its mirror image's.
-        class_weights: ``none`` or ``inverse`` (the report's inverse-frequency weighting).
+        class_weights: ``none`` or ``inverse``: the report's name for ``imbalance: inverse``
+            (kept as an alias; setting both to different remedies is refused).
+        imbalance: the long-tail remedy in the loss: ``none``, ``inverse``, ``sqrt``,
+            ``effective``, ``drw``, ``balanced-softmax`` or ``logit-adjust`` (see losses.py).
+        tau: logit-adjustment strength of ``logit-adjust`` (1.0 = balanced softmax).
+        beta: β of the effective number of samples (``effective`` and ``drw`` weights).
+        drw_epoch: first epoch (1-based) of ``drw``'s re-weighting; ``None`` = the last third
+            (``epochs * 2 // 3 + 1``).
+        sampler: ``none``, ``class-balanced`` (each identity equally likely) or ``sqrt``
+            (identity drawn ∝ sqrt of its image count); batches drawn with replacement.
+        freeze: ``none``, ``backbone`` (linear probe: only the final Linear trains) or
+            ``backbone-then-unfreeze`` (frozen until ``unfreeze_epoch``, then fine-tuned).
+        unfreeze_epoch: first epoch (1-based) with the backbone unfrozen; ``None`` = after a
+            third of the epochs (``epochs // 3 + 1``).
+        backbone_lr_scale: backbone learning rate = ``lr × backbone_lr_scale`` when the model
+            starts from pretrained weights (``pretrained`` or ``weights``); 1 otherwise.
+        weights: a safetensors file of backbone weights (``facenet``: the CASIA-WebFace file),
+            loaded with strict key matching, the classifier head excepted.
         seed: seeds splits, initialisation, batch order and augmentation.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         precision: ``auto`` (bf16 autocast on CUDA, fp32 on the CPU), ``bf16`` or ``fp32``.
@@ -118,6 +139,15 @@ class TrainConfig:
     label_smoothing: float | None = None
     flip_tta: bool | None = None
     class_weights: str = "none"
+    imbalance: str = "none"
+    tau: float = 1.0
+    beta: float = 0.999
+    drw_epoch: int | None = None
+    sampler: str = "none"
+    freeze: str = "none"
+    unfreeze_epoch: int | None = None
+    backbone_lr_scale: float = 0.1
+    weights: str | None = None
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -142,6 +172,15 @@ class RunConfig:
 
 
 CLASS_WEIGHTS = ("none", "inverse")
+IMBALANCE = ("none", "inverse", "sqrt", "effective", "drw", "balanced-softmax", "logit-adjust")
+SAMPLERS = ("none", "class-balanced", "sqrt")
+FREEZE = ("none", "backbone", "backbone-then-unfreeze")
+
+
+def imbalance_of(train: TrainConfig) -> str:
+    """The loss remedy in force: ``imbalance``, or the report's alias ``class_weights``."""
+    return train.imbalance if train.imbalance != "none" else train.class_weights
+
 
 # What each recipe puts in the TrainConfig fields left unset. The report's is Table 1-2's
 # training; "fast" is a modern short schedule (AdamW + one-cycle + label smoothing + flip TTA).
@@ -165,7 +204,7 @@ def resolve(config: RunConfig) -> RunConfig:
     if t.recipe not in RECIPES:
         raise ConfigError(f"train.recipe must be one of {sorted(RECIPES)}, got {t.recipe!r}")
     defaults = dict(RECIPES[t.recipe])
-    if t.recipe == "fast" and t.pretrained:
+    if t.recipe == "fast" and (t.pretrained or t.weights):
         defaults["lr"] = FAST_PRETRAINED_LR
     filled = {k: v for k, v in defaults.items() if getattr(t, k) is None}
     return validate(dataclasses.replace(config, train=dataclasses.replace(t, **filled)))
@@ -217,6 +256,39 @@ def validate(config: RunConfig) -> RunConfig:
         (
             t.class_weights in CLASS_WEIGHTS,
             f"train.class_weights must be one of {CLASS_WEIGHTS}, got {t.class_weights!r}",
+        ),
+        (0.0 < d.crop <= 1.0, f"data.crop must be in (0, 1], got {d.crop}"),
+        (
+            t.imbalance in IMBALANCE,
+            f"train.imbalance must be one of {IMBALANCE}, got {t.imbalance!r}",
+        ),
+        (
+            t.class_weights == "none" or t.imbalance in ("none", t.class_weights),
+            f"train.class_weights {t.class_weights!r} (the report's alias of imbalance) "
+            f"contradicts train.imbalance {t.imbalance!r}; set only one",
+        ),
+        (t.tau >= 0, f"train.tau must be >= 0, got {t.tau}"),
+        (0.0 <= t.beta < 1.0, f"train.beta must be in [0, 1), got {t.beta}"),
+        (
+            t.drw_epoch is None
+            or (t.drw_epoch >= 1 and (t.epochs is None or t.drw_epoch <= t.epochs)),
+            f"train.drw_epoch must be in [1, epochs={t.epochs}], got {t.drw_epoch}",
+        ),
+        (t.sampler in SAMPLERS, f"train.sampler must be one of {SAMPLERS}, got {t.sampler!r}"),
+        (
+            t.sampler == "none" or imbalance_of(t) == "none",
+            f"one imbalance remedy per run: sampler {t.sampler!r} with imbalance "
+            f"{imbalance_of(t)!r} would correct twice; set one of them to 'none'",
+        ),
+        (t.freeze in FREEZE, f"train.freeze must be one of {FREEZE}, got {t.freeze!r}"),
+        (
+            t.unfreeze_epoch is None
+            or (t.unfreeze_epoch >= 1 and (t.epochs is None or t.unfreeze_epoch <= t.epochs)),
+            f"train.unfreeze_epoch must be in [1, epochs={t.epochs}], got {t.unfreeze_epoch}",
+        ),
+        (
+            t.backbone_lr_scale > 0,
+            f"train.backbone_lr_scale must be > 0, got {t.backbone_lr_scale}",
         ),
     ]
     for ok, message in checks:

@@ -47,6 +47,7 @@ from facecls.config import RunConfig, load_yaml, resolve, save_yaml, to_dict
 from facecls.data.augment import channel_stats
 from facecls.data.batches import IndexBatches, resident
 from facecls.data.dataset import FaceDataset, load_dataset
+from facecls.data.samplers import SampledBatches
 from facecls.data.splits import (
     TestSplit,
     folds_document,
@@ -65,9 +66,11 @@ from facecls.distributed import (
 from facecls.distributed import context as dist_context
 from facecls.engine import EpochStats, EvalResult, evaluate, train_one_epoch
 from facecls.environment import environment
+from facecls.finetune import describe, frozen_at, load_backbone_weights, param_groups
+from facecls.finetune import set_backbone_frozen as _set_frozen
 from facecls.interrupt import Interrupted, StopRequest, signal_hook_for_tests, stop_signals
-from facecls.losses import class_weights, make_loss
-from facecls.models import create_model
+from facecls.losses import build_loss, posthoc_adjust
+from facecls.models import create_model, model_info
 from facecls.optimization import build_optimizer, build_scheduler, runtime_for
 from facecls.report import write_report_safely, write_run_files
 from facecls.resume import check_resume
@@ -208,18 +211,27 @@ def train_model(
     shard = dist.shard()
     runtime = runtime_for(t, device)
     model, module = models.get(fold)  # module: the nn.Module (model may be its compiled form)
-    # Normalisation statistics come from this model's training part only (report eq. 6).
-    mean, std = channel_stats(dataset.images[torch.from_numpy(train_idx)])
+    mean, std = input_normalization(dataset, train_idx, t.model)
     counts = dataset.class_counts(train_idx)
-    loss_fn = make_loss(class_weights(counts, t.class_weights), device, t.label_smoothing or 0.0)
-    # Validation loss (checkpoint selection) is plain or class-weighted CE, never smoothed.
-    val_loss_fn = make_loss(class_weights(counts, t.class_weights), device)
-    optimizer = build_optimizer(module, t, device)
-    train_batches = IndexBatches(
-        images, targets, torch.from_numpy(train_idx), t.batch_size, device,
-        shuffle=True, drop_last=len(train_idx) > t.batch_size, shard=shard,
+    loss_fn = build_loss(t, counts, device, t.label_smoothing or 0.0)
+    # Validation loss (checkpoint selection) is never smoothed, and for DRW is the re-weighted
+    # loss of the last phase in every epoch, so the best epoch is chosen on one scale.
+    val_loss_fn = loss_fn.selection_loss()
+    pretrained = bool(t.pretrained or t.weights)
+    optimizer = build_optimizer(
+        module, t, device, param_groups(module, t.lr, t.backbone_lr_scale if pretrained else 1.0)
+    )
+    drop_last = len(train_idx) > t.batch_size
+    train_batches: IndexBatches = (
+        SampledBatches(images, targets, torch.from_numpy(train_idx), t.batch_size, device,
+                       t.sampler, dataset.num_classes, drop_last, shard=shard)
+        if t.sampler != "none"
+        else IndexBatches(images, targets, torch.from_numpy(train_idx), t.batch_size, device,
+                          shuffle=True, drop_last=drop_last, shard=shard)
     )  # fmt: skip
     scheduler = build_scheduler(optimizer, t, len(train_batches))
+    if fold == 0 and (t.freeze != "none" or pretrained):
+        log(f"Fine-tuning: {describe(t, pretrained)}")
     val_batches = IndexBatches(
         images, targets, torch.from_numpy(val_idx), t.eval_batch_size, device, shard=shard
     )
@@ -233,6 +245,9 @@ def train_model(
         )  # fmt: skip
     for epoch in range(state.epoch + 1, t.epochs + 1):
         torch.manual_seed(_global_seed(t.seed, fold, epoch))
+        loss_fn.set_epoch(epoch)
+        if t.freeze != "none":
+            _set_frozen(module, frozen_at(t, epoch))
         bar = tqdm(
             total=len(train_batches) * t.batch_size, unit="img", leave=False,
             desc=f"fold {fold} epoch {epoch}/{t.epochs}", disable=not show_progress,
@@ -316,10 +331,16 @@ class ModelSource:
     def _fresh(self, fold: int) -> nn.Module:
         t = self.config.train
         torch.manual_seed(t.seed + fold)
+        # FaceNet loads --weights itself (and holds its folded batch norm); any other model
+        # gets them through the generic strict loader (head excepted).
+        own = {"weights": t.weights} if t.weights and t.model == "facenet" else {}
         model = create_model(
             t.model, num_classes=self.num_classes, image_size=self.config.data.image_size,
-            pretrained=t.pretrained,
-        ).to(self.device)  # fmt: skip
+            pretrained=t.pretrained and not t.weights, **own,
+        )  # fmt: skip
+        if t.weights and not own:
+            load_backbone_weights(model, t.weights)
+        model = model.to(self.device)
         if runtime_for(t, self.device).channels_last:
             model = model.to(memory_format=torch.channels_last)
         if self.dist.distributed and t.sync_bn:
@@ -349,6 +370,18 @@ class ModelSource:
         else:
             self._compiled[1].load_state_dict(fresh.state_dict())
         return self._compiled
+
+
+def input_normalization(
+    dataset: FaceDataset, train_idx: np.ndarray, model: str
+) -> tuple[list[float], list[float]]:
+    """The model's fixed normalisation when its weights expect one (FaceNet's
+    ``(x − 127.5) / 128``), else the training part's statistics (report eq. 6)."""
+    info = model_info(model)
+    if info is not None and info.normalization is not None:
+        mean, std = info.normalization
+        return list(mean), list(std)
+    return channel_stats(dataset.images[torch.from_numpy(train_idx)])
 
 
 def _new_run_dir(config: RunConfig) -> Path:
@@ -427,14 +460,21 @@ def _test_metrics(
         trained.model, batches, trained.mean, trained.std, nn.CrossEntropyLoss(),
         bool(config.train.flip_tta), runtime_for(config.train, device),
     )  # fmt: skip
-    return evaluation_metrics(result, dataset.class_names, config.train.seed), result
+    table = evaluation_metrics(result, dataset.class_names, config.train.seed, trained.train_counts)
+    return table, result
 
 
-def evaluation_metrics(result: EvalResult, class_names: list[str], seed: int = 0) -> dict[str, Any]:
-    """``metrics.metrics_table`` of a result plus top-5 and 95 % bootstrap intervals."""
+def evaluation_metrics(
+    result: EvalResult, class_names: list[str], seed: int = 0,
+    train_counts: np.ndarray | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """``metrics.metrics_table`` of a result plus top-5, 95 % bootstrap intervals and, given the
+    model's training images per class, the head / medium / few breakdown (``groups``)."""
     k = len(class_names)
     cm = metrics.confusion_matrix(result.targets, result.preds, k)
     table = metrics.metrics_table(cm, class_names)
+    if train_counts is not None:
+        table["groups"] = group_metrics(cm, train_counts)
     table["summary"]["top5_accuracy"] = metrics.top_k_accuracy(result.logits, result.targets, 5)
     table["summary"]["loss"] = result.loss
     table["summary"]["images"] = int(len(result.targets))
@@ -443,6 +483,41 @@ def evaluation_metrics(result: EvalResult, class_names: list[str], seed: int = 0
         for name in ("accuracy", "balanced_accuracy", "macro_f1")
     }
     return table
+
+
+# Training images per identity: head >= 20, medium 8-19, few < 8 (metrics.head_medium_few).
+GROUP_THRESHOLDS = (20, 8)
+
+
+def group_metrics(cm: np.ndarray, train_counts: np.ndarray) -> dict[str, Any]:
+    """Recall of head / medium / few identities, by training images per identity.
+
+    Returns:
+        ``{"thresholds": {...}, "recall": {group: mean recall}, "identities": {group: count},
+        "test_images": {group: count}}``; a group with no tested identity has no recall.
+    """
+    groups = metrics.head_medium_few(np.asarray(train_counts), GROUP_THRESHOLDS)
+    support = cm.sum(axis=1)
+    names = [g for g in ("head", "medium", "few") if g in groups]
+    head_min, medium_min = GROUP_THRESHOLDS
+    return {
+        "thresholds": {
+            "head": f">= {head_min}", "medium": f"{medium_min}-{head_min - 1}",
+            "few": f"< {medium_min}", "counted": "training images per identity",
+        },
+        "recall": metrics.group_recall(cm, groups),
+        "identities": {g: int((groups == g).sum()) for g in names},
+        "test_images": {g: int(support[groups == g].sum()) for g in names},
+    }  # fmt: skip
+
+
+def groups_text(table: dict[str, Any]) -> str:
+    """``head 0.95 (40 ids) · medium 0.90 (80) · few 0.81 (97)`` or ``""`` without groups."""
+    groups = table.get("groups")
+    if not groups:
+        return ""
+    parts = [f"{g} {r:.3f} ({groups['identities'][g]} ids)" for g, r in groups["recall"].items()]
+    return "recall by training images: " + " · ".join(parts)
 
 
 @dataclass
@@ -486,6 +561,13 @@ def _start(
     resume: Path | None,
 ) -> _Run:  # fmt: skip
     _check_processes(config, dist)
+    info = model_info(config.train.model)
+    if info is not None and info.min_size and config.data.image_size < info.min_size:
+        # Say so before decoding the data, not after.
+        raise ValueError(
+            f"model {info.name!r} needs --image-size of at least {info.min_size} px "
+            f"(it was designed for {info.default_size}), got {config.data.image_size}"
+        )
     if resume is not None:
         check_resume(resume, config, command, log)
     device = dist.device
@@ -578,7 +660,8 @@ def _finish(
         save_bundle(
             Bundle(final.model, config.train.model, dataset.class_names, config.data.image_size,
                    final.mean, final.std, bool(config.train.flip_tta),
-                   extra={"config": to_dict(config)}),
+                   extra={"config": to_dict(config), "crop": config.data.crop,
+                          "train_counts": [int(c) for c in final.train_counts]}),
             run_dir / "model",
         )  # fmt: skip
         calibrate_trained(run_dir / "model", final, dataset, log)  # open set: centroids, threshold
@@ -594,6 +677,8 @@ def _finish(
         f"Test: accuracy {s['accuracy']:.3f}  balanced accuracy {s['balanced_accuracy']:.3f}  "
         f"macro-F1 {s['macro_f1']:.3f}  top-5 {s['top5_accuracy']:.3f}  ({len(split.test)} images)"
     )
+    if groups_text(result_metrics["test"]):
+        log(f"Test {groups_text(result_metrics['test'])}")
     if dist.is_main:
         write_report_safely(run_dir, log, dataset)  # a report failure is logged, never fatal
     log(f"Run folder: {run_dir}")
@@ -643,7 +728,9 @@ def fit(
     result_metrics = {
         "command": "train",
         "test": test_metrics,
-        "validation": evaluation_metrics(trained.val, dataset.class_names, config.train.seed),
+        "validation": evaluation_metrics(
+            trained.val, dataset.class_names, config.train.seed, trained.train_counts
+        ),
         "final_model": {"fold": 0, "epoch": trained.best_epoch},
     }
     return _finish(run, config, [trained], trained, test, result_metrics, started, log)
@@ -696,6 +783,9 @@ def cross_validate(
         np.concatenate([t.val.targets for t in trained_folds]),
         float(np.mean([t.val.loss for t in trained_folds])),
     )
+    # Groups of pooled predictions: each identity's mean training count over the folds.
+    mean_counts = np.mean([t.train_counts for t in trained_folds], axis=0)
+    pooled_table = evaluation_metrics(pooled, dataset.class_names, train_counts=mean_counts)
     # The report's choice: the best of the k models (lowest validation loss) goes to the test.
     best = int(np.argmin([t.val.loss for t in trained_folds]))
     final = trained_folds[best]
@@ -709,7 +799,8 @@ def cross_validate(
             "folds": fold_metrics,
             "best_epochs": [t.best_epoch for t in trained_folds],
             "mean_std": mean_std,
-            "pooled_out_of_fold": evaluation_metrics(pooled, dataset.class_names)["summary"],
+            "pooled_out_of_fold": pooled_table["summary"],
+            "pooled_out_of_fold_groups": pooled_table["groups"],
         },
         "final_model": {"fold": best, "epoch": final.best_epoch, "rule": "lowest validation loss"},
     }
@@ -780,6 +871,7 @@ def evaluate_run(
     log: Log = print,
     show_progress: bool = False,
     trust_pickle: bool = False,
+    logit_adjust: float | None = None,
 ) -> dict[str, Any]:
     """Re-evaluate a run's saved model on its test part (or on another source's test split).
 
@@ -787,6 +879,10 @@ def evaluate_run(
         run_dir: the run folder, its ``model/`` folder, or a weights file in either.
         trust_pickle: allow a ``.pt``/``.pth`` weights file (read with
             ``torch.load(weights_only=True)``); refused otherwise.
+        logit_adjust: τ of post-hoc logit adjustment (Menon et al. 2021): the logits become
+            ``logits − τ·log π`` with π the model's training prior (``train_counts`` in the
+            bundle). τ = 0 (or ``None``) evaluates the logits as they are. The reported loss
+            stays that of the unadjusted logits.
 
     Reads ``config.yaml``, ``folds.json`` and the model bundle; writes nothing into the run.
     """
@@ -814,8 +910,20 @@ def evaluate_run(
             f"{run_dir}: the data's identities differ from the model's "
             f"({dataset.num_classes} vs {len(bundle.class_names)}); evaluate on the same identities"
         )
+    train_counts = bundle.extra.get("train_counts")
+    if logit_adjust and train_counts is None:
+        raise ValueError(
+            f"{run_dir}: the model bundle has no train_counts (saved by an older facecls), "
+            "which post-hoc logit adjustment needs; retrain to use --logit-adjust"
+        )
     result = evaluate(
         model, batches, bundle.mean, bundle.std, nn.CrossEntropyLoss(), bundle.flip_tta,
         runtime_for(config.train, device),
     )  # fmt: skip
-    return evaluation_metrics(result, bundle.class_names, config.train.seed)
+    if logit_adjust:
+        logits = posthoc_adjust(result.logits, np.asarray(train_counts), logit_adjust)
+        result = EvalResult(logits, result.targets, result.loss)
+    counts = None if train_counts is None else np.asarray(train_counts)
+    table = evaluation_metrics(result, bundle.class_names, config.train.seed, counts)
+    table["logit_adjust_tau"] = float(logit_adjust or 0.0)
+    return table

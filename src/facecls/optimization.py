@@ -47,12 +47,18 @@ def runtime_for(config: TrainConfig, device: torch.device) -> Runtime:
 
 
 def build_optimizer(
-    model: nn.Module, config: TrainConfig, device: torch.device
-) -> torch.optim.Optimizer:
-    """Adam (the report's, L2 penalty) or AdamW (decoupled decay), fused on CUDA, foreach on CPU."""
+    model: nn.Module, config: TrainConfig, device: torch.device,
+    groups: list[dict] | None = None,
+) -> torch.optim.Optimizer:  # fmt: skip
+    """Adam (the report's, L2 penalty) or AdamW (decoupled decay), fused on CUDA, foreach on CPU.
+
+    Args:
+        groups: parameter groups with their own ``lr`` (fine-tuning: head and backbone, see
+            ``finetune.param_groups``); default one group of the trainable parameters.
+    """
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     speed = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = groups if groups is not None else [p for p in model.parameters() if p.requires_grad]
     return cls(params, lr=config.lr, weight_decay=config.weight_decay, **speed)
 
 
@@ -66,5 +72,8 @@ def build_scheduler(
     # A quarter of the steps warm up; very short runs need at least 1.5 steps of warm-up or
     # OneCycleLR's phases collapse to zero length.
     return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=total, pct_start=max(0.25, 1.5 / total)
+        optimizer,
+        max_lr=[group["lr"] for group in optimizer.param_groups],
+        total_steps=total,
+        pct_start=max(0.25, 1.5 / total),
     )

@@ -24,24 +24,26 @@ from facecls.data.sources import ImageRef
 LOADER_VERSION = 1
 
 
-def cache_key(refs: Sequence[ImageRef], image_size: int) -> str:
-    """A digest of the file list (path, size, mtime), the image size and the loader version."""
-    h = hashlib.sha256(f"v{LOADER_VERSION}:{image_size}".encode())
+def cache_key(refs: Sequence[ImageRef], image_size: int, crop: float = 1.0) -> str:
+    """A digest of the file list (path, size, mtime), the image size, the centre crop and the
+    loader version (a crop of 1.0 keeps the keys of caches made before crops existed)."""
+    tag = f"v{LOADER_VERSION}:{image_size}" + (f":crop{crop!r}" if crop != 1.0 else "")
+    h = hashlib.sha256(tag.encode())
     for ref in refs:
         stat = ref.path.stat()
         h.update(f"\n{ref.relpath}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
     return h.hexdigest()[:24]
 
 
-def _decode_one(ref: ImageRef, image_size: int) -> np.ndarray | str:
+def _decode_one(ref: ImageRef, image_size: int, crop: float = 1.0) -> np.ndarray | str:
     try:
-        return load_rgb(ref.path, image_size).transpose(2, 0, 1)  # (3, S, S)
+        return load_rgb(ref.path, image_size, crop).transpose(2, 0, 1)  # (3, S, S)
     except ImageError as error:
         return str(error)
 
 
 def _decode_all(
-    refs: Sequence[ImageRef], image_size: int, show_progress: bool
+    refs: Sequence[ImageRef], image_size: int, show_progress: bool, crop: float = 1.0
 ) -> tuple[np.ndarray, list[int], list[dict[str, str]]]:
     """Decode in threads (Pillow releases the GIL) straight into one preallocated array."""
     images = np.empty((len(refs), 3, image_size, image_size), dtype=np.uint8)
@@ -49,7 +51,7 @@ def _decode_all(
     skipped: list[dict[str, str]] = []
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
-        results = pool.map(lambda r: _decode_one(r, image_size), refs, chunksize=32)
+        results = pool.map(lambda r: _decode_one(r, image_size, crop), refs, chunksize=32)
         bar = tqdm(results, total=len(refs), desc="decoding", unit="img", disable=not show_progress)
         for i, result in enumerate(bar):
             if isinstance(result, str):
@@ -84,23 +86,26 @@ def decode_cached(
     cache_dir: Path,
     log: Callable[[str], None] = print,
     show_progress: bool = False,
+    crop: float = 1.0,
 ) -> tuple[np.ndarray, list[int], list[dict[str, str]]]:
-    """Decoded images of ``refs`` at ``image_size``, from the cache when it is current.
+    """Decoded images of ``refs`` at ``image_size`` (centre ``crop``), from the cache when current.
 
     Returns:
         ``(images, kept, skipped)``: uint8 images ``(K, 3, S, S)`` of the decodable files, the
         indices into ``refs`` they come from, and ``{"path", "reason"}`` for each file skipped.
     """
-    key = cache_key(refs, image_size)
+    key = cache_key(refs, image_size, crop)
     folder = cache_dir / "decoded"
     array_path, meta_path = folder / f"{key}.npy", folder / f"{key}.json"
     if array_path.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
         return np.load(array_path), meta["kept"], meta["skipped"]
-    log(f"Decoding {len(refs)} images at {image_size} px once into the cache ({folder}) ...")
-    images, kept, skipped = _decode_all(refs, image_size, show_progress)
+    what = f"{image_size} px" + (f", centre crop {crop:g}" if crop != 1.0 else "")
+    log(f"Decoding {len(refs)} images at {what} once into the cache ({folder}) ...")
+    images, kept, skipped = _decode_all(refs, image_size, show_progress, crop)
     folder.mkdir(parents=True, exist_ok=True)
     _atomic_save(array_path, lambda p: _save_npy(p, images))
-    meta = {"kept": kept, "skipped": skipped, "image_size": image_size, "count": len(refs)}
+    meta = {"kept": kept, "skipped": skipped, "image_size": image_size, "count": len(refs),
+            "crop": crop}  # fmt: skip
     _atomic_save(meta_path, lambda p: p.write_text(json.dumps(meta)))
     return images, kept, skipped

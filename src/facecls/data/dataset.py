@@ -106,7 +106,7 @@ def load_dataset(
         files_per_identity = Counter(ref.identity for ref in scan.refs)
         refs = [r for r in scan.refs if files_per_identity[r.identity] >= config.min_images]
         images, kept, skipped = decode_cached(
-            refs, config.image_size, cache_dir, log, show_progress
+            refs, config.image_size, cache_dir, log, show_progress, config.crop
         )
         refs = [refs[i] for i in kept]
         usable = Counter(r.identity for r in refs)
@@ -143,6 +143,7 @@ def load_dataset(
     dataset.duplicates = found.report(dataset.paths, identities)
     dataset.info.update(
         image_size=config.image_size,
+        crop=config.crop,
         min_images=config.min_images,
         images=len(dataset),
         identities=dataset.num_classes,

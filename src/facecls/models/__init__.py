@@ -5,12 +5,13 @@ Importing this package registers every model (``seed`` and ``tv`` register on im
 
 from __future__ import annotations
 
-from facecls.models import seed, tv
+from facecls.models import facenet, seed, tv
 from facecls.models.registry import (
     ModelFactory,
     ModelInfo,
     create_model,
     list_models,
+    model_info,
     register_model,
 )
 from facecls.models.seed import SeedCNN, feature_shapes, min_image_size
@@ -21,9 +22,11 @@ __all__ = [
     "ModelInfo",
     "SeedCNN",
     "create_model",
+    "facenet",
     "feature_shapes",
     "list_models",
     "min_image_size",
+    "model_info",
     "register_model",
     "replace_classifier",
     "seed",

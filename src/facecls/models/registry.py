@@ -27,12 +27,17 @@ class ModelInfo:
         description: One line for ``facecls list-models``.
         pretrained_ok: Whether ``create_model(..., pretrained=True)`` is allowed.
         default_size: The square input size (pixels) the model was designed for.
+        min_size: The smallest input side it accepts (``None``: not declared).
+        normalization: Fixed per-channel ``(mean, std)`` in [0, 1] units the model's weights
+            expect (FaceNet's ``(x − 127.5) / 128``); ``None``: the training part's statistics.
     """
 
     name: str
     description: str
     pretrained_ok: bool
     default_size: int
+    min_size: int | None = None
+    normalization: tuple[list[float], list[float]] | None = None
 
 
 # The one registry: filled by the decorators in seed.py and tv.py when they are imported.
@@ -44,6 +49,8 @@ def register_model(
     description: str = "",
     pretrained_ok: bool = False,
     default_size: int = 224,
+    min_size: int | None = None,
+    normalization: tuple[list[float], list[float]] | None = None,
 ) -> Callable[[F], F]:
     """Register a model factory under ``name``.
 
@@ -56,6 +63,8 @@ def register_model(
         description: One-line description shown by ``list_models``.
         pretrained_ok: Whether the factory accepts ``pretrained=True``.
         default_size: The input size the model was designed for.
+        min_size: The smallest input side the model accepts.
+        normalization: Fixed ``(mean, std)`` the model expects instead of data statistics.
 
     Returns:
         A decorator that registers the factory and returns it unchanged.
@@ -67,7 +76,7 @@ def register_model(
     def decorator(factory: F) -> F:
         if name in _REGISTRY:
             raise ValueError(f"a model named {name!r} is already registered")
-        info = ModelInfo(name, description, pretrained_ok, default_size)
+        info = ModelInfo(name, description, pretrained_ok, default_size, min_size, normalization)
         _REGISTRY[name] = (info, factory)
         return factory
 
@@ -83,6 +92,12 @@ def list_models() -> list[ModelInfo]:
     ``facecls.models.torchvision_model_names``.
     """
     return [info for info, _ in sorted(_REGISTRY.values(), key=lambda entry: entry[0].name)]
+
+
+def model_info(name: str) -> ModelInfo | None:
+    """The registry's record of ``name``, or ``None`` for unregistered (torchvision) names."""
+    entry = _REGISTRY.get(name)
+    return entry[0] if entry else None
 
 
 def create_model(
