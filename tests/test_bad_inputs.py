@@ -3,6 +3,7 @@ junk silently, refuses decompression bombs without allocating them, and is never
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import shutil
@@ -84,12 +85,14 @@ def test_messy_folder_trains_lists_exactly_the_bad_files_and_is_untouched(
             ["train", *common, "--name", "train"],
             ["cv", *common, "--folds", "2", "--name", "cv"],
             ["evaluate", str(runs / "train")],
+            ["predict", str(runs / "train"), str(data), "--out", str(tmp_path / "pred.csv")],
+            ["report", str(runs / "train")],
         ],
         data,
         monkeypatch,
         quiet=False,
     )
-    assert codes == [0, 0, 0]
+    assert codes == [0, 0, 0, 0, 0]
     out = capsys.readouterr().out
     assert "Skipped 5 file(s) that could not be used:" in out
     ident = sorted(p for p in data.iterdir() if not p.name.startswith(("_", ".")))[0].name
@@ -106,6 +109,17 @@ def test_messy_folder_trains_lists_exactly_the_bad_files_and_is_untouched(
         assert report["images"] == sum(1 for _ in synthetic_folder.rglob("*.png"))
     for junk in (".DS_Store", "Thumbs.db", "desktop.ini", ".hidden.png", "checkpoint", "MACOSX"):
         assert junk not in out
+    # predict: one row per file, the bad ones as error rows with their reason, no junk row.
+    with (tmp_path / "pred.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    errors = {Path(r["path"]).relative_to(data).as_posix(): r["reason"] for r in rows
+              if r["decision"] == "error"}  # fmt: skip
+    assert set(errors) == {f"{ident}/{name}" for name in BAD_FILES}
+    for name, reason in BAD_FILES.items():
+        assert reason in errors[f"{ident}/{name}"], (name, errors[f"{ident}/{name}"])
+    assert len(rows) == len(BAD_FILES) + sum(1 for _ in synthetic_folder.rglob("*.png"))
+    assert all(r["decision"] in ("known", "unknown") for r in rows if r["reason"] == "")
+    assert (runs / "train" / "report.html").is_file()
 
 
 def _png_bomb(path: Path, side: int) -> Path:

@@ -215,3 +215,58 @@ def test_onnx_export_parity_on_real_photos(run: Path, tmp_path: Path) -> None:
     for a, b in zip(torch_preds, onnx_preds, strict=True):
         assert (a.top_k[0][0], a.decision) == (b.top_k[0][0], b.decision)
         assert a.score == pytest.approx(b.score, abs=1e-4)
+
+
+def _peak_rss_mib(args: list[str]) -> float:
+    """Run ``python -m facecls ARGS`` in a child process; its own peak RSS in MiB."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen([sys.executable, "-m", "facecls", "--quiet", *args], env=env)
+    _, status, usage = os.wait4(child.pid, 0)  # this child's rusage, not all children's
+    child.returncode = os.waitstatus_to_exitcode(status)
+    assert child.returncode == 0, args
+    return usage.ru_maxrss / 1024  # KiB on Linux
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(__import__("os"), "wait4"), reason="needs os.wait4 (Unix)")
+def test_predict_memory_does_not_grow_with_the_number_of_images(tmp_path: Path) -> None:
+    """Promise 12: 10,000 photos are predicted in the memory 1,000 take (streamed in chunks,
+    rows written as they come). At 64 px, holding every decoded face would add 110 MiB."""
+    import io
+
+    from PIL import Image
+
+    from facecls.bundle import Bundle, save_bundle
+    from facecls.models import create_model
+
+    size, total = 64, 10_000
+    blobs = []
+    for shade in range(8):
+        buffer = io.BytesIO()
+        Image.new("RGB", (20, 20), (30 * shade, 200 - 20 * shade, 90)).save(buffer, "PNG")
+        blobs.append(buffer.getvalue())
+    for i in range(total):  # 10 folders of 1,000: the first alone is the 1,000-image run
+        folder = tmp_path / "photos" / f"{i // 1000:02d}"
+        if i % 1000 == 0:
+            folder.mkdir(parents=True)
+        (folder / f"{i:05d}.png").write_bytes(blobs[i % len(blobs)])
+    torch.manual_seed(0)
+    model = create_model("baseline", num_classes=5, image_size=size)
+    names = [f"person_{c}" for c in range(5)]
+    bundle = save_bundle(Bundle(model, "baseline", names, size, [0.5] * 3, [0.25] * 3),
+                         tmp_path / "bundle")  # fmt: skip
+    peaks = {}
+    for n, inputs in ((1_000, [tmp_path / "photos" / "00"]), (total, [tmp_path / "photos"])):
+        out = tmp_path / f"p{n}.csv"
+        args = ["predict", str(bundle), *map(str, inputs), "--out", str(out), "--device", "cpu"]
+        peaks[n] = _peak_rss_mib(args)
+        with out.open() as f:
+            assert sum(1 for _ in f) == n + 1
+    print(f"peak RSS: {peaks[1_000]:.0f} MiB for 1,000 images, {peaks[total]:.0f} MiB for 10,000")
+    assert peaks[total] <= peaks[1_000] * 1.05 + 16, peaks

@@ -1,7 +1,8 @@
 """Local only: the commands that work on user data open no network connection and leave the
 data folder byte-for-byte as it was; only an explicit download touches the network, and says so.
 
-When ``predict`` and ``report`` land, add them to ``local_commands`` below.
+Every command that reads user data or a run is in ``local_commands``: train, cv, evaluate,
+predict (a folder, into a CSV outside it) and report.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ def local_commands(data: Path, runs: Path) -> list[list[str]]:
         ["cv", *common, "--folds", "2", "--name", "cv"],
         ["evaluate", str(runs / "t")],
         ["evaluate", str(runs / "cv" / "model" / "model.safetensors")],
+        ["predict", str(runs / "t"), str(data), "--out", str(runs / "predictions.csv")],
+        ["report", str(runs / "t")],
+        ["report", str(runs / "cv")],
     ]
 
 
@@ -40,8 +44,13 @@ def local_commands(data: Path, runs: Path) -> list[list[str]]:
 def test_data_commands_make_no_connection_and_modify_nothing(
     synthetic_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    commands = local_commands(synthetic_folder, tmp_path / "runs")
+    runs = tmp_path / "runs"
+    commands = local_commands(synthetic_folder, runs)
+    assert {c[0] for c in commands} >= {"train", "cv", "evaluate", "predict", "report"}
     assert run_locally(commands, synthetic_folder, monkeypatch) == [0] * len(commands)
+    rows = (runs / "predictions.csv").read_text().splitlines()[1:]
+    assert len(rows) == sum(1 for _ in synthetic_folder.rglob("*.png"))
+    assert (runs / "t" / "report.html").is_file() and (runs / "cv" / "report.html").is_file()
 
 
 def test_the_guard_catches_a_connection(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 import facecls.bundle
 from facecls.bundle import Bundle, BundleError, load_bundle, save_bundle
@@ -84,6 +85,39 @@ def test_cli_refuses_pickles_wherever_a_model_is_expected(
         assert main(["evaluate", str(attack), "--trust-pickle"]) == 2
         assert "weights_only=True" in capsys.readouterr().err
     assert not marker.exists()
+
+
+def test_predict_refuses_pickles_and_runs_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    marker = tmp_path / "marker"
+    photo = tmp_path / "face.png"
+    Image.new("RGB", (32, 32), (90, 60, 40)).save(photo)
+    out = tmp_path / "predictions.csv"
+    for attack in _attack_files(tmp_path / "m", marker):
+        assert main(["predict", str(attack), str(photo), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "--trust-pickle" in err and "refusing" in err and str(attack) in err
+        assert main(["predict", str(attack), str(photo), "--out", str(out), "--trust-pickle"]) == 2
+        assert "weights_only=True" in capsys.readouterr().err
+    assert not marker.exists() and not out.exists()
+
+
+def test_predict_uses_a_trusted_state_dict(tmp_path: Path) -> None:
+    """``--trust-pickle`` loads the .pt named, not the safetensors beside it."""
+    folder = _bundle(tmp_path / "m")
+    photo = tmp_path / "face.png"
+    Image.new("RGB", (32, 32), (90, 60, 40)).save(photo)
+    state = load_bundle(folder).model.state_dict()
+    torch.save({k: torch.zeros_like(v) for k, v in state.items()}, folder / "zero.pt")
+    rows = {}
+    for name, weights in (("safetensors", folder), ("pt", folder / "zero.pt")):
+        out = tmp_path / f"{name}.csv"
+        assert main(["--quiet", "predict", str(weights), str(photo), "--out", str(out),
+                     "--trust-pickle", "--device", "cpu"]) == 0  # fmt: skip
+        rows[name] = out.read_text().splitlines()[1]
+    assert rows["safetensors"] != rows["pt"]  # zero weights: uniform probabilities
+    assert ",0.333333," in rows["pt"]
 
 
 def test_trusted_state_dict_loads_through_weights_only(tmp_path: Path) -> None:

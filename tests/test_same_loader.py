@@ -2,7 +2,8 @@
 
 ``tests/test_images.py`` checks ``load_rgb`` mode by mode; this checks that what training sees
 (the decode cache built by ``load_dataset``) is exactly ``load_rgb``'s output for the same files.
-When ``predict`` lands, add its pixels to ``LOADERS`` so it is held to the same contract.
+``predict`` is held to the same contract: its entry in ``LOADERS`` is the uint8 batch that
+``predict_files`` hands the model (``FaceModel.outputs``), captured by a stand-in model.
 """
 
 from __future__ import annotations
@@ -62,9 +63,43 @@ def _training_pixels(root: Path, cache: Path) -> dict[str, np.ndarray]:
     }
 
 
+class _CapturingModel:
+    """Stands in for a :class:`~facecls.inference.FaceModel`: records every batch it is fed."""
+
+    image_size = SIZE
+    class_names = ["alice", "bob"]
+
+    def __init__(self) -> None:
+        self.batches: list[np.ndarray] = []
+
+    def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.batches.append(images.copy())
+        return np.zeros((len(images), 2), np.float32), np.zeros((len(images), 4), np.float32)
+
+    def decide(self, logits: np.ndarray, features: np.ndarray, top_k: int = 5) -> list:
+        from facecls.inference import Prediction
+
+        return [Prediction("known", "alice") for _ in logits]
+
+
+def _predict_pixels(root: Path, cache: Path) -> dict[str, np.ndarray]:
+    from facecls.predict import predict_files
+
+    model = _CapturingModel()
+    rows = list(predict_files(model, [root], chunk_size=4))  # type: ignore[arg-type]
+    assert all(row.decision == "known" for row in rows), rows
+    fed = np.concatenate(model.batches)
+    assert fed.dtype == np.uint8 and fed.shape == (len(rows), 3, SIZE, SIZE)
+    return {
+        Path(row.path).relative_to(root).as_posix(): fed[i].transpose(1, 2, 0)
+        for i, row in enumerate(rows)
+    }
+
+
 # name → function(folder, cache) giving {relative path: (S, S, 3) uint8} as that command sees it.
 LOADERS: dict[str, Callable[[Path, Path], dict[str, np.ndarray]]] = {
     "train/cv/evaluate (decode cache)": _training_pixels,
+    "predict (batch fed to the model)": _predict_pixels,
 }
 
 
@@ -86,3 +121,30 @@ def test_every_mode_gives_the_expected_rgb_through_the_one_loader(
     top, bottom = rotated[2:12].mean(axis=(0, 1)), rotated[20:30].mean(axis=(0, 1))
     assert top[0] > 200 and top[2] < 60, top
     assert bottom[2] > 200 and bottom[0] < 60, bottom
+
+
+def test_predict_feeds_the_model_what_training_decodes(tmp_path: Path) -> None:
+    _write_modes(tmp_path / "modes")
+    trained = _training_pixels(tmp_path / "modes", tmp_path / "cache")
+    predicted = _predict_pixels(tmp_path / "modes", tmp_path / "cache")
+    assert set(predicted) == set(trained)
+    for path, pixels in trained.items():
+        np.testing.assert_array_equal(predicted[path], pixels, err_msg=path)
+
+
+def test_predict_loads_through_the_one_loader_at_the_bundle_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    module = importlib.import_module("facecls.predict")  # facecls.predict is also a function
+    _write_modes(tmp_path / "modes")
+    calls: list[tuple[str, int | None]] = []
+
+    def spy(path: Path, size: int | None = None) -> np.ndarray:
+        calls.append((Path(path).name, size))
+        return load_rgb(path, size)
+
+    monkeypatch.setattr(module, "load_rgb", spy)
+    _predict_pixels(tmp_path / "modes", tmp_path / "cache")
+    assert sorted(calls) == sorted((Path(p).name, SIZE) for p in _write_modes(tmp_path / "x"))

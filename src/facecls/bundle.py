@@ -116,6 +116,24 @@ def _resolve(path: Path) -> tuple[Path, Path]:
     return path, path.with_name(META_NAME)
 
 
+def refuse_pickle(path: Path, trust_pickle: bool) -> tuple[Path, Path]:
+    """Weights and sidecar paths of ``path``; a pickle-based weights file is refused unless
+    ``trust_pickle``.
+
+    Raises:
+        BundleError: for a ``.pt``/``.pth``/… file without ``trust_pickle``.
+    """
+    weights_path, meta_path = _resolve(Path(path))
+    if weights_path.suffix.lower() in PICKLE_SUFFIXES and not trust_pickle:
+        raise BundleError(
+            f"{weights_path}: refusing to load a pickle-based file ({weights_path.suffix}); "
+            "pickles can run code when loaded. facecls bundles are model.safetensors + "
+            "model.json. If you trust this file, pass --trust-pickle (it is then read with "
+            "torch.load(weights_only=True))."
+        )
+    return weights_path, meta_path
+
+
 def bundle_folder(path: Path) -> Path:
     """The folder holding a bundle's files, for a run folder, a bundle folder or either file.
 
@@ -139,14 +157,7 @@ def load_bundle(
     Raises:
         BundleError: naming the file and the problem.
     """
-    weights_path, meta_path = _resolve(Path(path))
-    if weights_path.suffix.lower() in PICKLE_SUFFIXES and not trust_pickle:
-        raise BundleError(
-            f"{weights_path}: refusing to load a pickle-based file ({weights_path.suffix}); "
-            "pickles can run code when loaded. facecls bundles are model.safetensors + "
-            "model.json. If you trust this file, pass --trust-pickle (it is then read with "
-            "torch.load(weights_only=True))."
-        )
+    weights_path, meta_path = refuse_pickle(Path(path), trust_pickle)
     if not weights_path.exists():
         raise BundleError(f"{weights_path}: model weights not found")
     if not meta_path.exists():

@@ -251,6 +251,11 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda (torch backend)")
     p.add_argument("--batch-size", type=int, default=64, help="faces per forward pass")
+    p.add_argument(
+        "--trust-pickle", action="store_true",
+        help="allow a .pt/.pth weights file beside model.json (pickles can run code; it is "
+        "still read with torch.load(weights_only=True))",
+    )  # fmt: skip
     p = sub.add_parser("enroll", help="add people to a copy of a model without retraining")
     p.add_argument("model", type=Path, help="run folder or model bundle")
     p.add_argument("--data", required=True, help="folder or archive: <name>/<photo>")
@@ -340,7 +345,7 @@ def _use(args: argparse.Namespace, log: Any, progress: bool) -> None:
     if args.command == "predict":
         facecls.predict(
             args.model, args.images, args.out, args.top_k, args.detect, args.backend,
-            args.threshold, args.method, args.device, args.batch_size, log,
+            args.threshold, args.method, args.device, args.batch_size, log, args.trust_pickle,
         )  # fmt: skip
     elif args.command == "enroll":
         facecls.enroll(args.model, args.data, args.out, args.detect, log=log)

@@ -18,7 +18,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from facecls.bundle import BUNDLE_FORMAT, META_NAME, BundleError, bundle_folder, load_bundle
+from facecls.bundle import (
+    BUNDLE_FORMAT,
+    META_NAME,
+    BundleError,
+    bundle_folder,
+    load_bundle,
+    refuse_pickle,
+)
 from facecls.calibration import read_centroids
 from facecls.data.augment import normalize
 from facecls.data.images import _resize_centre_square, load_rgb
@@ -69,8 +76,8 @@ def as_square(image: np.ndarray, size: int) -> np.ndarray:
 
 
 class _TorchRunner:
-    def __init__(self, path: Path, device: torch.device) -> None:
-        bundle = load_bundle(path, device)
+    def __init__(self, path: Path, device: torch.device, trust_pickle: bool = False) -> None:
+        bundle = load_bundle(path, device, trust_pickle=trust_pickle)
         self.model, self.device = bundle.model, device
         self.mean, self.std, self.flip_tta = bundle.mean, bundle.std, bundle.flip_tta
 
@@ -276,6 +283,7 @@ def load_model(
     backend: str = "torch",
     method: str | None = None,
     threshold: float | None = None,
+    trust_pickle: bool = False,
 ) -> FaceModel:
     """Load a run folder or model bundle for prediction.
 
@@ -286,6 +294,8 @@ def load_model(
             onnxruntime.
         method: open-set score to use instead of the bundle's (``msp``, ``energy``, ``centroid``).
         threshold: open-set threshold instead of the calibrated one.
+        trust_pickle: allow ``.pt``/``.pth`` weights beside a ``model.json``; they are refused
+            otherwise, and even then read with ``torch.load(weights_only=True)``.
 
     Raises:
         BundleError: when the bundle or its ONNX file cannot be used.
@@ -294,11 +304,13 @@ def load_model(
 
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    refuse_pickle(Path(path), trust_pickle)  # before anything else is read
     folder, meta = read_meta(path)
     if backend == "onnx":
         from facecls.export import OnnxRunner
 
         runner: Any = OnnxRunner(folder / ONNX_NAME, meta)
     else:
-        runner = _TorchRunner(folder, resolve_device(device))
+        # the path as given: a trusted .pt is loaded, not the folder's safetensors
+        runner = _TorchRunner(Path(path), resolve_device(device), trust_pickle)
     return FaceModel(folder, meta, runner, read_centroids(folder), backend, method, threshold)

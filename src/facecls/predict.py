@@ -22,10 +22,12 @@ if TYPE_CHECKING:
     from facecls.inference import FaceModel, Prediction
 
 
-def expand_paths(inputs: Iterable[str | Path]) -> Iterator[Path]:
-    """Files as given, and the image files under folders (recursively, sorted, junk skipped).
+def expand_paths(inputs: Iterable[str | Path], images_only: bool = True) -> Iterator[Path]:
+    """Files as given, and the files under folders (recursively, sorted, junk skipped).
 
-    A missing path is yielded as it is, so it is reported as an ``error`` row.
+    Under folders only image files are yielded, unless ``images_only`` is false: then every
+    non-junk file is, so a non-image file is reported (``unsupported file type``) as training
+    reports it. A missing path is yielded as it is, so it is reported as an ``error`` row.
     """
     for item in inputs:
         path = Path(item)
@@ -36,7 +38,9 @@ def expand_paths(inputs: Iterable[str | Path]) -> Iterator[Path]:
             dirnames[:] = sorted(d for d in dirnames if not is_junk(Path(d)))
             for name in sorted(filenames):
                 file = Path(dirpath) / name
-                if not is_junk(file) and file.suffix.lower() in IMAGE_EXTENSIONS:
+                if not is_junk(file) and (
+                    not images_only or file.suffix.lower() in IMAGE_EXTENSIONS
+                ):
                     yield file
 
 
@@ -113,7 +117,8 @@ def predict_files(
                 )  # fmt: skip
         pending.clear()
 
-    for item in _items(expand_paths(inputs), model.image_size, detector):
+    paths = expand_paths(inputs, images_only=False)  # other files become error rows
+    for item in _items(paths, model.image_size, detector):
         pending.append(item)
         if len(pending) >= chunk_size:  # error rows count too, so memory stays bounded
             yield from flush()
@@ -185,6 +190,7 @@ def predict(
     device: str = "auto",
     chunk_size: int = 64,
     log: Callable[[str], None] = print,
+    trust_pickle: bool = False,
 ) -> dict[str, int]:
     """``facecls predict``: load a model and write the predictions of files/folders to a CSV.
 
@@ -192,6 +198,8 @@ def predict(
         model: a run folder, a bundle, or a loaded :class:`~facecls.inference.FaceModel`.
         threshold: open-set threshold instead of the calibrated one (score >= it is known).
         method: open-set score instead of the bundle's (``msp``, ``energy``, ``centroid``).
+        trust_pickle: allow ``.pt``/``.pth`` weights (read with ``torch.load(weights_only=True)``);
+            refused otherwise.
 
     Returns:
         Rows per decision (``known``, ``unknown``, ``error``, ``no_face``).
@@ -199,6 +207,6 @@ def predict(
     from facecls.inference import FaceModel, load_model
 
     if not isinstance(model, FaceModel):
-        model = load_model(model, device, backend, method, threshold)
+        model = load_model(model, device, backend, method, threshold, trust_pickle)
     log(f"Model: {model!r}")
     return predict_to_csv(model, inputs, Path(out), top_k, chunk_size, detect, log)
