@@ -71,12 +71,12 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     if args.study == "imbalance":
-        args.models = args.models or "tronnet,resnet18,facenet"
+        args.models = "tronnet,resnet18,facenet" if args.models is None else args.models
         weights = SHARED.parent / "weights" / imbalance_study.WEIGHTS_FILE
         args.facenet_weights = args.facenet_weights or str(weights)
         imbalance_study.run(args)
         return
-    args.models = args.models or "baseline,tronnet,resnet18"
+    args.models = "baseline,tronnet,resnet18" if args.models is None else args.models
     rows = []
     for model in args.models.split(","):
         for weights in args.weights.split(","):

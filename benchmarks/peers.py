@@ -64,7 +64,8 @@ def eigenfaces_svm(
         SVC(kernel="rbf", class_weight="balanced"), grid, n_iter=10, random_state=seed, n_jobs=1
     )
     search.fit(x_train, targets[train])
-    return search.predict(x_test), {"best_params": search.best_params_}
+    chosen = {k: float(f"{v:.3g}") for k, v in search.best_params_.items()}
+    return search.predict(x_test), {"best_params": chosen}
 
 
 def dlib_available() -> bool:
