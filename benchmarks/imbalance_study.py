@@ -69,7 +69,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--methods", default=",".join(METHODS), help="remedies (see METHODS)")
     g.add_argument("--tau", type=float, default=1.0, help="τ of logit-adjust and posthoc")
     g.add_argument("--crop", type=float, default=1.0, help="centre crop of the CNNs' images")
-    g.add_argument("--recipe", default="fast", choices=["fast", "report"])
     g.add_argument("--transfer-size", type=int, default=96, help="mobilenet_v2's image size")
     g.add_argument("--transfer-epochs", type=int, default=10)
     g.add_argument("--facenet-mode", default="probe", choices=["probe", "finetune", "none"])

@@ -56,7 +56,7 @@ def parse_args() -> argparse.Namespace:
         "--models", help="default baseline,tronnet,resnet18 (study: tronnet,resnet18,facenet)"
     )
     p.add_argument("--weights", default="none,inverse", help="class-weight schemes to compare")
-    p.add_argument("--recipe", default="report", choices=["report", "fast"])
+    p.add_argument("--recipe", choices=["report", "fast"], help="default: report (study: fast)")
     p.add_argument("--epochs", type=int, help="override the per-model defaults")
     p.add_argument("--lr", type=float, help="override the recipe's learning rate")
     p.add_argument("--pretrained", action="store_true", help="ImageNet weights (torchvision API)")
@@ -70,6 +70,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    args.recipe = args.recipe or ("fast" if args.study == "imbalance" else "report")
     if args.study == "imbalance":
         args.models = "tronnet,resnet18,facenet" if args.models is None else args.models
         weights = SHARED.parent / "weights" / imbalance_study.WEIGHTS_FILE
