@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install dev lint format clean
+.PHONY: demo test install dev lint format clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,18 @@ format: dev
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
-test: lint
+# Debian's chromium for the report's browser test (about 20 s). Never fails the build: without
+# apt-get, root or sudo, or a reachable mirror, the browser test is skipped and says why.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing Debian's chromium for the report's browser test"; \
+		( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install \
+			-y -qq --no-install-recommends chromium ) >/dev/null 2>&1 \
+			|| echo "Could not install chromium; the browser test will be skipped"; \
+	fi
+
+test: lint browser
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# ../shared beside the repository; from a git worktree (e.g. wt/issue-N) the nearest ancestor's.
+# ../shared beside the repository; a git worktree (wt/<branch>) finds it one level further up.
 SHARED = next(
     (p / "shared" for p in REPO.parents if (p / "shared" / "datasets").is_dir()),
     REPO.parent / "shared",

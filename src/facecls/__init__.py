@@ -6,28 +6,47 @@ The public API mirrors the command line; each command is one call::
     config = facecls.RunConfig()                  # the report's recipe on synthetic faces
     result = facecls.cross_validate(config)       # writes runs/<name>/
     facecls.evaluate(result.run_dir)              # re-evaluates the saved model on the test part
+    facecls.write_report(result.run_dir)          # report.html (self-contained) and report.md
+    facecls.write_comparison([run_a, run_b], out) # side by side, with paired significance tests
+    model = facecls.load_model(result.run_dir)    # predict, embed, enroll, export
+    model.predict(["photo.jpg"])                  # [Prediction(decision="known", identity=...)]
 """
 
 from __future__ import annotations
 
+from facecls.calibration import calibrate_command as calibrate
 from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
 from facecls.demo import demo
+from facecls.enroll import enroll
 from facecls.experiment import RunResult
 from facecls.experiment import cross_validate as cross_validate
 from facecls.experiment import evaluate_run as evaluate
 from facecls.experiment import fit as train
+from facecls.export import export_onnx
+from facecls.inference import FaceModel, Prediction, load_model
 from facecls.models import create_model, list_models
+from facecls.predict import predict
+from facecls.report import write_comparison, write_report
 
 __all__ = [
     "AugmentConfig",
     "DataConfig",
+    "FaceModel",
+    "Prediction",
     "RunConfig",
     "RunResult",
     "TrainConfig",
+    "calibrate",
     "create_model",
     "cross_validate",
     "demo",
+    "enroll",
     "evaluate",
+    "export_onnx",
     "list_models",
+    "load_model",
+    "predict",
     "train",
+    "write_comparison",
+    "write_report",
 ]

@@ -7,6 +7,7 @@ training-part normalisation, so a bundle can be used with no other file.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ BUNDLE_FORMAT = "facecls-model"
 BUNDLE_VERSION = 1
 WEIGHTS_NAME, META_NAME = "model.safetensors", "model.json"
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".bin")
+# torch.load(weights_only=True) could run code before torch 2.6 (CVE-2025-32434).
+MIN_TORCH_FOR_PICKLE = (2, 6)
 
 
 class BundleError(ValueError):
@@ -75,6 +78,31 @@ def save_bundle(bundle: Bundle, folder: Path) -> Path:
     return folder
 
 
+def _torch_version() -> tuple[int, int]:
+    match = re.match(r"(\d+)\.(\d+)", torch.__version__)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+def _load_trusted_pickle(path: Path) -> dict[str, torch.Tensor]:
+    """``torch.load(weights_only=True)`` of a file the user vouched for, on a safe torch only."""
+    if _torch_version() < MIN_TORCH_FOR_PICKLE:
+        raise BundleError(
+            f"{path}: refusing to read a pickle with torch {torch.__version__}: before 2.6, "
+            "torch.load(weights_only=True) could run code (CVE-2025-32434). Upgrade torch, or "
+            "convert the weights to safetensors on a machine you trust."
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # UnpicklingError, RuntimeError, … from the restricted loader
+        raise BundleError(
+            f"{path}: torch.load(weights_only=True) refused this file: it holds more than "
+            f"weights, so it was not loaded ({type(error).__name__})"
+        ) from error
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BundleError(f"{path}: not a state dict of tensors")
+    return state
+
+
 def _resolve(path: Path) -> tuple[Path, Path]:
     """Weights and sidecar paths for a run folder, a bundle folder, or either file."""
     path = Path(path)
@@ -88,6 +116,36 @@ def _resolve(path: Path) -> tuple[Path, Path]:
     return path, path.with_name(META_NAME)
 
 
+def refuse_pickle(path: Path, trust_pickle: bool) -> tuple[Path, Path]:
+    """Weights and sidecar paths of ``path``; a pickle-based weights file is refused unless
+    ``trust_pickle``.
+
+    Raises:
+        BundleError: for a ``.pt``/``.pth``/… file without ``trust_pickle``.
+    """
+    weights_path, meta_path = _resolve(Path(path))
+    if weights_path.suffix.lower() in PICKLE_SUFFIXES and not trust_pickle:
+        raise BundleError(
+            f"{weights_path}: refusing to load a pickle-based file ({weights_path.suffix}); "
+            "pickles can run code when loaded. facecls bundles are model.safetensors + "
+            "model.json. If you trust this file, pass --trust-pickle (it is then read with "
+            "torch.load(weights_only=True))."
+        )
+    return weights_path, meta_path
+
+
+def bundle_folder(path: Path) -> Path:
+    """The folder holding a bundle's files, for a run folder, a bundle folder or either file.
+
+    Raises:
+        BundleError: when no bundle is found there.
+    """
+    weights_path, _ = _resolve(Path(path))
+    if not weights_path.exists():
+        raise BundleError(f"{weights_path}: model weights not found")
+    return weights_path.parent
+
+
 def load_bundle(
     path: Path, device: str | torch.device = "cpu", trust_pickle: bool = False
 ) -> Bundle:
@@ -99,14 +157,7 @@ def load_bundle(
     Raises:
         BundleError: naming the file and the problem.
     """
-    weights_path, meta_path = _resolve(Path(path))
-    if weights_path.suffix in PICKLE_SUFFIXES and not trust_pickle:
-        raise BundleError(
-            f"{weights_path}: refusing to load a pickle-based file ({weights_path.suffix}); "
-            "pickles can run code when loaded. facecls bundles are model.safetensors + "
-            "model.json. If you trust this file, pass --trust-pickle (it is then read with "
-            "torch.load(weights_only=True))."
-        )
+    weights_path, meta_path = refuse_pickle(Path(path), trust_pickle)
     if not weights_path.exists():
         raise BundleError(f"{weights_path}: model weights not found")
     if not meta_path.exists():
@@ -117,8 +168,8 @@ def load_bundle(
         raise BundleError(f"{meta_path}: not valid JSON ({error})") from error
     if meta.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{meta_path}: not a facecls model sidecar")
-    if weights_path.suffix in PICKLE_SUFFIXES:
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    if weights_path.suffix.lower() in PICKLE_SUFFIXES:
+        state = _load_trusted_pickle(weights_path)
     else:
         try:
             state = load_file(str(weights_path))

@@ -1,4 +1,8 @@
-"""Command line: parse arguments, call one library function, return an exit code. No logic here."""
+"""Command line: parse arguments, call one library function, return an exit code. No logic here.
+
+Exit codes: 0 done; 1 a run failed (disk full, non-finite loss); 2 bad input (options, data,
+model files); 130 / 143 stopped by Ctrl-C / SIGTERM after saving (resume with ``--resume``).
+"""
 
 from __future__ import annotations
 
@@ -59,6 +63,9 @@ _OPTIONS: dict[str, tuple[str, str]] = {
     "seed": ("train", "seed"),
     "device": ("train", "device"),
     "folds": ("train", "folds"),
+    "skip_nonfinite": ("train", "skip_nonfinite"),
+    "sync_bn": ("train", "sync_bn"),
+    "parallel_folds": ("train", "parallel_folds"),
     "name": ("", "name"),
     "runs_dir": ("", "runs_dir"),
 }
@@ -120,6 +127,23 @@ def _add_run_options(p: argparse.ArgumentParser, folds: bool) -> None:
     )  # fmt: skip
     if folds:
         g.add_argument("--folds", type=int, help="k of stratified k-fold (default 5)")
+    g.add_argument(
+        "--skip-nonfinite", action="store_true", default=None,
+        help="skip batches with a NaN/infinite loss instead of stopping (a sync per step)",
+    )  # fmt: skip
+    g = p.add_argument_group(
+        "several processes (start with torchrun --nproc-per-node N -m facecls …; "
+        "--batch-size is the global batch)"
+    )
+    g.add_argument(
+        "--sync-bn", action="store_true", default=None,
+        help="synchronise BatchNorm statistics over the processes (CUDA only)",
+    )  # fmt: skip
+    if folds:
+        g.add_argument(
+            "--parallel-folds", action="store_true", default=None,
+            help="train one fold per process at once instead of each fold with all of them",
+        )  # fmt: skip
     g = p.add_argument_group("imbalance (one remedy per run; docs/imbalance.md)")
     g.add_argument(
         "--imbalance", choices=list(IMBALANCE),
@@ -152,6 +176,11 @@ def _add_run_options(p: argparse.ArgumentParser, folds: bool) -> None:
     g.add_argument("--config", type=Path, help="YAML config (e.g. a run's config.yaml)")
     g.add_argument("--name", help="run folder name under --runs-dir")
     g.add_argument("--runs-dir", help="where run folders go (default runs)")
+    g.add_argument(
+        "--resume", nargs="?", const="", metavar="RUN_DIR",
+        help="continue an interrupted run folder (or runs-dir/name with --name); finished "
+        "epochs and folds are not redone and the result equals an uninterrupted run",
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,21 +199,95 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path, help="run folder")
     p.add_argument("--data", help="evaluate on this source instead of the run's")
     p.add_argument(
+        "--trust-pickle", action="store_true",
+        help="allow a .pt/.pth weights file (pickles can run code; it is still read with "
+        "torch.load(weights_only=True))",
+    )  # fmt: skip
+    p.add_argument(
         "--logit-adjust", type=float, metavar="TAU",
         help="post-hoc logit adjustment: logits − τ·log(training prior) (Menon et al. 2021)",
     )  # fmt: skip
+    p = sub.add_parser("report", help="write report.html and report.md of run folders")
+    p.add_argument("runs", nargs="+", type=Path, help="run folder(s)")
+    p.add_argument("--out", type=Path, help="folder for the report (default: the run folder)")
+    p.add_argument("--shareable", action="store_true", help="no face image and no file path")
+    p = sub.add_parser("compare", help="compare runs side by side, with paired significance tests")
+    p.add_argument("runs", nargs="+", type=Path, help="two or more run folders")
+    p.add_argument(
+        "--out", type=Path, help="folder for comparison.html (default: next to the runs)"
+    )
+    p.add_argument("--shareable", action="store_true", help="no file path")
     sub.add_parser("models", help="list the model names")
     p = sub.add_parser(
         "demo", help="train and cross-validate the three models on the best data at hand"
     )
     p.add_argument("--data", help="use this source instead of choosing one")
     p.add_argument("--runs-dir", default="runs", help="where run folders go (default runs)")
+    _add_use_commands(sub)
     return parser
 
 
+def resume_dir(args: argparse.Namespace) -> Path | None:
+    """The run folder ``--resume`` names: its value, or ``--runs-dir``/``--name``."""
+    if args.resume is None:
+        return None
+    if args.resume:
+        return Path(args.resume)
+    if not args.name:
+        raise ConfigError("--resume needs a run folder (--resume RUN_DIR) or --name")
+    return Path(args.runs_dir or "runs") / args.name
+
+
+def _add_use_commands(sub: argparse._SubParsersAction) -> None:
+    """predict, enroll, export and calibrate: using a trained model (see docs/inference.md)."""
+    p = sub.add_parser("predict", help="name the faces in photos (CSV; unknown for strangers)")
+    p.add_argument("model", type=Path, help="run folder or model bundle")
+    p.add_argument("images", nargs="+", type=Path, help="image files and/or folders")
+    p.add_argument("--top-k", type=int, default=5, help="identities listed per face (default 5)")
+    p.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write")
+    p.add_argument("--detect", action="store_true", help="find and crop faces first (OpenCV)")
+    p.add_argument("--threshold", type=float, help="open-set threshold (default: calibrated)")
+    p.add_argument("--method", choices=["msp", "energy", "centroid"], help="open-set score")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda (torch backend)")
+    p.add_argument("--batch-size", type=int, default=64, help="faces per forward pass")
+    p.add_argument(
+        "--trust-pickle", action="store_true",
+        help="allow a .pt/.pth weights file beside model.json (pickles can run code; it is "
+        "still read with torch.load(weights_only=True))",
+    )  # fmt: skip
+    p = sub.add_parser("enroll", help="add people to a copy of a model without retraining")
+    p.add_argument("model", type=Path, help="run folder or model bundle")
+    p.add_argument("--data", required=True, help="folder or archive: <name>/<photo>")
+    p.add_argument("--out", type=Path, help="new bundle folder (default <bundle>-enrolled)")
+    p.add_argument("--detect", action="store_true", help="crop the largest face of each photo")
+    p = sub.add_parser("export", help="export a model to ONNX and check it against PyTorch")
+    p.add_argument("model", type=Path, help="run folder or model bundle")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--out", type=Path, help="file to write (default model.onnx in the bundle)")
+    p.add_argument("--check", nargs="+", type=Path, help="photos for the parity check")
+    p = sub.add_parser("calibrate", help="set the open-set (unknown) threshold of a model")
+    p.add_argument("model", type=Path, help="run folder (recalibrate from data) or bundle")
+    p.add_argument("--method", choices=["msp", "energy", "centroid"], help="open-set score")
+    p.add_argument("--acceptance", type=float, default=0.95,
+                   help="share of correctly named validation faces to accept (default 0.95)")  # fmt: skip
+    p.add_argument("--threshold", type=float, help="set this threshold by hand (no data needed)")
+    p.add_argument("--data", help="recalibrate on this source instead of the run's")
+
+
 def config_from_args(args: argparse.Namespace, command: str) -> RunConfig:
-    """Merge a ``--config`` file (if any) with the options given on the command line."""
-    values: dict[str, Any] = to_dict(load_yaml(args.config)) if args.config else {}
+    """Merge a ``--config`` file (if any) with the options given on the command line.
+
+    With ``--resume`` the run's own ``config.yaml`` is the base, so only options that are given
+    can contradict it (the library refuses those).
+    """
+    base = args.config
+    run = resume_dir(args)
+    if run is not None and base is None:
+        base = run / "config.yaml"
+        if not base.is_file():
+            raise ConfigError(f"--resume {run}: not a facecls run folder (no config.yaml)")
+    values: dict[str, Any] = to_dict(load_yaml(base)) if base else {}
     values.setdefault(
         "name", f"{command}-{args.model or values.get('train', {}).get('model', 'baseline')}"
     )
@@ -207,38 +310,86 @@ def _run(args: argparse.Namespace) -> int:
     if args.command in ("train", "cv"):
         config = config_from_args(args, args.command)
         call = facecls.train if args.command == "train" else facecls.cross_validate
-        call(config, log=log, show_progress=progress)
+        call(config, log=log, show_progress=progress, resume=resume_dir(args))
     elif args.command == "evaluate":
         table = facecls.evaluate(
             args.run, data=args.data, log=log, show_progress=progress,
-            logit_adjust=args.logit_adjust,
+            trust_pickle=args.trust_pickle, logit_adjust=args.logit_adjust,
         )  # fmt: skip
         shown = {"test": table["summary"], "intervals_95": table["intervals_95"]}
         if "groups" in table:
             shown["groups"] = table["groups"]
         print(json.dumps(shown, indent=2))
+    elif args.command == "report":
+        for run in args.runs:
+            out = args.out / run.name if args.out and len(args.runs) > 1 else args.out
+            print(facecls.write_report(run, out=out, shareable=args.shareable))
+    elif args.command == "compare":
+        print(facecls.write_comparison(args.runs, out=args.out, shareable=args.shareable))
     elif args.command == "models":
         for info in facecls.list_models():
             print(f"{info.name:<16} {info.description}")
         print(
             "Any torchvision classification model name also works (resnet34, efficientnet_b0, …)."
         )
+    elif args.command in ("predict", "enroll", "export", "calibrate"):
+        _use(args, log, progress)
     elif args.command == "demo":
         facecls.demo(data=args.data, runs_dir=args.runs_dir, log=log, show_progress=progress)
     return 0
 
 
+def _use(args: argparse.Namespace, log: Any, progress: bool) -> None:
+    import facecls
+
+    if args.command == "predict":
+        facecls.predict(
+            args.model, args.images, args.out, args.top_k, args.detect, args.backend,
+            args.threshold, args.method, args.device, args.batch_size, log, args.trust_pickle,
+        )  # fmt: skip
+    elif args.command == "enroll":
+        facecls.enroll(args.model, args.data, args.out, args.detect, log=log)
+    elif args.command == "export":
+        result = facecls.export_onnx(args.model, args.out, args.check)
+        print(
+            f"Exported {result.path}; parity with PyTorch on {result.checked_on}: max abs "
+            f"difference {result.max_abs_diff:.2e}, same top-1 {result.top1_agreement:.1%}"
+        )
+    else:
+        openset = facecls.calibrate(
+            args.model, args.method, args.acceptance, args.threshold, args.data, log, progress
+        )
+        print(json.dumps(openset, indent=2))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``facecls`` command; returns the process exit code."""
+    from facecls.atomic import WriteError
     from facecls.bundle import BundleError
     from facecls.data.sources import DataError
+    from facecls.distributed import process_group
+    from facecls.experiment import NonFiniteError
+    from facecls.interrupt import Interrupted
 
     args = build_parser().parse_args(argv)
     try:
-        return _run(args)
-    except (ConfigError, DataError, BundleError, FileNotFoundError, ValueError) as error:
+        with process_group():  # under torchrun: ended once the command is done
+            return _run(args)
+    except (NonFiniteError, WriteError) as error:
+        print(f"facecls: error: {error}", file=sys.stderr)
+        return 1
+    except (
+        ConfigError, DataError, BundleError, FileNotFoundError, ValueError, ImportError
+    ) as error:  # fmt: skip
         print(f"facecls: error: {error}", file=sys.stderr)
         return 2
+    except Interrupted as stopped:
+        print(
+            f"facecls: {stopped}; the last completed epoch is saved. Resume with: "
+            f"facecls {stopped.command} --resume {stopped.run_dir}",
+            file=sys.stderr,
+        )
+        return stopped.exit_code
     except KeyboardInterrupt:
         print("facecls: interrupted", file=sys.stderr)
         return 130

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from facecls.atomic import write_text
+
 
 class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names it."""
@@ -41,6 +43,8 @@ class DataConfig:
         synthetic_classes: identities drawn by the ``synthetic`` source.
         synthetic_max: images of the most frequent synthetic identity.
         synthetic_min: images of the rarest synthetic identity.
+        duplicate_distance: pHash bits (of 64) within which two images count as near
+            duplicates, kept in one split and reported; -1 finds exact duplicates only.
     """
 
     source: str = "synthetic"
@@ -55,6 +59,7 @@ class DataConfig:
     synthetic_classes: int = 20
     synthetic_max: int = 60
     synthetic_min: int = 8
+    duplicate_distance: int = 4
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,12 @@ class TrainConfig:
         compile: ``torch.compile`` the model once and reuse it across folds.
         folds: k of the stratified k-fold in ``cv``.
         eval_batch_size: images per evaluation forward pass.
+        skip_nonfinite: skip batches whose loss is NaN or infinite instead of stopping (costs a
+            host sync per step).
+        sync_bn: under several processes (``torchrun``), synchronise BatchNorm statistics over
+            them (``nn.SyncBatchNorm``, CUDA only); otherwise each uses its own rows'.
+        parallel_folds: under several processes, ``cv`` trains one fold per process instead of
+            every fold with all of them.
     """
 
     model: str = "baseline"
@@ -144,6 +155,9 @@ class TrainConfig:
     compile: bool = False
     folds: int = 5
     eval_batch_size: int = 256
+    skip_nonfinite: bool = False
+    sync_bn: bool = False
+    parallel_folds: bool = False
 
 
 @dataclass(frozen=True)
@@ -216,6 +230,10 @@ def validate(config: RunConfig) -> RunConfig:
             f"data.test_fraction must be in (0, 1), got {d.test_fraction}",
         ),
         (0.0 < d.val_fraction < 1.0, f"data.val_fraction must be in (0, 1), got {d.val_fraction}"),
+        (
+            -1 <= d.duplicate_distance <= 32,
+            f"data.duplicate_distance must be in [-1, 32], got {d.duplicate_distance}",
+        ),
         (t.epochs is None or t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}"),
         (t.batch_size >= 2, f"train.batch_size must be >= 2 (BatchNorm), got {t.batch_size}"),
         (t.lr is None or t.lr > 0, f"train.lr must be > 0, got {t.lr}"),
@@ -352,8 +370,8 @@ def replace(config: RunConfig, **sections: dict[str, Any]) -> RunConfig:
 
 
 def save_yaml(config: RunConfig, path: Path) -> None:
-    """Write the resolved config as YAML (callers write atomically where it matters)."""
-    path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    """Write the resolved config as YAML, atomically."""
+    write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
 def load_yaml(path: Path) -> RunConfig:

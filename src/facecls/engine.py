@@ -2,31 +2,46 @@
 
 Neither loop synchronises with the host per step: losses and counts are summed on the device and
 read once at the end of the epoch (DESIGN.md: no ``.item()`` in the hot path).
+
+Under several processes the batches are sharded (``IndexBatches.shard``): the model is then a
+DistributedDataParallel replica, each epoch ends with one sum of the losses over the ranks, and
+evaluation gathers every rank's logits before anything is computed from them.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 
 from facecls.config import AugmentConfig
 from facecls.data.augment import augment, normalize
 from facecls.data.batches import IndexBatches
+from facecls.distributed import average_buffers, gather_rows
 from facecls.optimization import Runtime
 
 
 @dataclass
 class EpochStats:
-    """What one training epoch measured."""
+    """What one training epoch measured (over all ranks when sharded).
+
+    Attributes:
+        loss: mean training loss over the images of the steps taken (non-finite if any was).
+        nonfinite_step: 1-based number of the first step whose loss was NaN or infinite.
+        skipped: steps skipped for a non-finite loss (only with ``skip_nonfinite``).
+    """
 
     loss: float
     images: int
     seconds: float
+    nonfinite_step: int | None = None
+    skipped: int = 0
 
 
 @dataclass
@@ -60,36 +75,64 @@ def train_one_epoch(
     runtime: Runtime,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     on_batch: Callable[[int], None] | None = None,
+    skip_nonfinite: bool = False,
 ) -> EpochStats:
     """One pass over ``batches``; the permutation and augmentation depend only on ``epoch_seed``.
 
+    A non-finite loss is found without a per-step sync: each step's loss goes into a device
+    tensor that is read at the end of the epoch only when the epoch's sum is not finite.
+
     Args:
-        on_batch: called with the batch size after each step (progress bars); must not sync.
+        on_batch: called with the (global) batch size after each step (progress bars); must
+            not sync.
+        skip_nonfinite: skip (no update) a batch whose loss is NaN or infinite; this checks the
+            loss on the host at every step, which costs a sync per step.
     """
     model.train()
     device = runtime.device
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
     generator = torch.Generator(device=device).manual_seed(epoch_seed)
     loss_sum = torch.zeros((), device=device)
-    seen = 0
+    step_losses = torch.zeros(len(batches), device=device)  # (steps,)
+    seen = skipped = 0
     start = time.perf_counter()
-    for images, targets in batches.epoch(epoch_seed):
-        inputs = augment(images, mean, std, augment_config, generator)
+    for step, (images, targets) in enumerate(batches.epoch(epoch_seed)):
+        rows = batches.rows(step)  # (first row of this rank, global batch size)
+        inputs = augment(images, mean, std, augment_config, generator, rows)
         inputs = inputs.contiguous(memory_format=memory_format)
         with runtime.autocast():
             logits = model(inputs)
             loss = loss_fn(logits.float(), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
+        if skip_nonfinite and not bool(torch.isfinite(loss)):
+            skipped += 1
+        else:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step_losses[step] = loss.detach()
+            loss_sum += loss.detach() * targets.shape[0]
+            seen += targets.shape[0]
+        if scheduler is not None:  # stepped for skipped batches too: the schedule follows steps
             scheduler.step()
-        loss_sum += loss.detach() * targets.shape[0]
-        seen += targets.shape[0]
         if on_batch is not None:
-            on_batch(targets.shape[0])
-    total = float(loss_sum)  # the epoch's single host sync
-    return EpochStats(total / max(seen, 1), seen, time.perf_counter() - start)
+            on_batch(rows[1])
+    if batches.sharded:
+        # One collective per epoch: the loss over all ranks, and BatchNorm statistics made
+        # equal again so every replica evaluates (and rank 0 saves) the same model.
+        totals = torch.stack(
+            [loss_sum.double(), torch.tensor(seen, dtype=torch.float64, device=device)]
+        )
+        dist.all_reduce(totals)
+        average_buffers(model, batches.shard.world_size)
+        total, seen_all = totals.tolist()  # the epoch's single host sync
+        seen = int(seen_all)
+    else:
+        total = float(loss_sum)  # the epoch's single host sync
+    first_bad = None
+    if not math.isfinite(total):
+        bad = torch.nonzero(~torch.isfinite(step_losses))
+        first_bad = int(bad[0, 0]) + 1 if len(bad) else len(batches)  # else: the sum overflowed
+    return EpochStats(total / max(seen, 1), seen, time.perf_counter() - start, first_bad, skipped)
 
 
 @torch.no_grad()
@@ -103,6 +146,9 @@ def evaluate(
     runtime: Runtime | None = None,
 ) -> EvalResult:
     """Logits for every image of ``batches`` in order, with no augmentation.
+
+    With sharded batches each rank evaluates its block and every rank returns the logits,
+    targets and loss of all of them (gathered in order).
 
     Args:
         flip_tta: average the logits of each image and its mirror image.
@@ -123,6 +169,10 @@ def evaluate(
             loss_sum += loss_fn(logits, targets) * targets.shape[0]
         all_logits.append(logits)
         all_targets.append(targets)
-    logits = torch.cat(all_logits).cpu().numpy()
-    targets_np = torch.cat(all_targets).cpu().numpy()
+    logits_t, targets_t = torch.cat(all_logits), torch.cat(all_targets)
+    if batches.sharded:
+        logits_t = gather_rows(logits_t, batches.global_count, batches.shard)
+        targets_t = gather_rows(targets_t, batches.global_count, batches.shard)
+        dist.all_reduce(loss_sum)
+    logits, targets_np = logits_t.cpu().numpy(), targets_t.cpu().numpy()
     return EvalResult(logits, targets_np, float(loss_sum) / max(len(targets_np), 1))

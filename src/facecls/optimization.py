@@ -22,6 +22,11 @@ class Runtime:
     dtype: torch.dtype | None = None
     channels_last: bool = False
 
+    @classmethod
+    def default(cls, device: torch.device) -> Runtime:
+        """Inference settings: bf16 autocast on CUDA, fp32 on the CPU, contiguous NCHW."""
+        return cls(device, torch.bfloat16 if device.type == "cuda" else None)
+
     def autocast(self) -> torch.autocast:
         """The autocast context of this runtime (disabled for fp32)."""
         return torch.autocast(

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, ScalarFormatter
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float] = (6.4, 4.0)) -> Axes:
@@ -63,6 +64,178 @@ def plot_accuracy_curves(history: Sequence[dict[str, Any]], ax: Axes | None = No
     return ax
 
 
+def _plain_log(axis: Any) -> None:
+    """Log axis with plain numbers (20, 50, 100) instead of 2×10¹ labels."""
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(ScalarFormatter())
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _text(label: object) -> str:
+    """A data name as matplotlib text: ``$`` would otherwise start mathtext and can raise."""
+    return str(label).replace("$", r"\$")
+
+
+def plot_long_tail(
+    counts: Sequence[int],
+    names: Sequence[str],
+    test_counts: Sequence[int] | None = None,
+    ax: Axes | None = None,
+) -> Axes:
+    """Images per identity, most frequent first: the data's long tail.
+
+    The x axis is the identity's rank, not its name (names are unreadable past ~40 identities);
+    the three largest and the smallest identities are named in a box instead.
+
+    Args:
+        counts: (K,) images of each identity (test part included).
+        names: (K,) identity names, index-aligned with ``counts``.
+        test_counts: (K,) of those, images in the test part; drawn stacked when given.
+    """
+    ax = _axes(ax, figsize=(7.0, 3.6))
+    c = np.asarray(counts, dtype=np.int64)
+    order = np.argsort(-c, kind="stable")
+    ranks = np.arange(1, len(c) + 1)
+    if test_counts is None:
+        ax.bar(ranks, c[order], width=1.0, color="C0", label="images")
+    else:
+        t = np.asarray(test_counts, dtype=np.int64)[order]
+        ax.bar(ranks, c[order] - t, width=1.0, color="C0", label="train part")
+        ax.bar(ranks, t, bottom=c[order] - t, width=1.0, color="C1", label="test part")
+    if len(c) and c.max() > 20 * max(c.min(), 1):
+        ax.set_yscale("log")
+        _plain_log(ax.yaxis)
+    median = float(np.median(c)) if len(c) else 0.0
+    ax.axhline(median, color="0.3", linestyle=":", label=f"median {median:g}")
+    shown = [f"{_text(names[i])}: {c[i]}" for i in order[:3]]
+    if len(c) > 3:
+        shown += ["…", f"{_text(names[order[-1]])}: {c[order[-1]]}"]
+    ax.text(0.98, 0.95, "\n".join(shown), transform=ax.transAxes, ha="right", va="top",
+            fontsize="small", bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "0.8"})  # fmt: skip
+    ax.set_xlim(0.5, len(c) + 0.5)
+    ax.set_xlabel("identity rank (most images first)")
+    ax.set_ylabel("images")
+    ax.set_title(f"{len(c)} identities, {int(c.sum())} images")
+    ax.legend(fontsize="small", loc="center right")
+    return ax
+
+
+def plot_fold_loss(
+    history: Sequence[dict[str, Any]], fold: int, best_epoch: int | None = None,
+    ax: Axes | None = None,
+) -> Axes:  # fmt: skip
+    """One fold's train (solid) and validation (dashed) loss, with the kept epoch marked."""
+    ax = _axes(ax, figsize=(4.0, 3.0))
+    rows = [r for r in history if int(r["fold"]) == fold]
+    epochs = [int(r["epoch"]) for r in rows]
+    ax.plot(epochs, [float(r["train_loss"]) for r in rows], color="C0", marker=".", label="train")
+    ax.plot(epochs, [float(r["val_loss"]) for r in rows], color="C1", linestyle="--", marker=".",
+            label="validation")  # fmt: skip
+    if best_epoch is not None:
+        ax.axvline(best_epoch, color="0.5", linestyle=":", label=f"kept (epoch {best_epoch})")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(f"fold {fold}", fontsize="medium")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy loss")
+    ax.legend(fontsize="x-small")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_confusion_heatmap(
+    counts: np.ndarray, names: Sequence[str], row_totals: Sequence[int] | None = None,
+    ax: Axes | None = None,
+) -> Axes:  # fmt: skip
+    """A (sub-)confusion matrix: colour is the share of the true identity's images, text the count.
+
+    Meant for at most ~40 identities (the classes of the most-confused pairs, clustered), so every
+    name stays readable; pass the whole matrix only for small problems.
+
+    Args:
+        counts: (M, M) counts, rows true, columns predicted, already in display order.
+        names: (M,) identity names in the same order.
+        row_totals: (M,) each true identity's test images (the full row sum); the rows of the
+            given sub-matrix when ``None``.
+    """
+    counts = np.asarray(counts)
+    m = counts.shape[0]
+    # ~0.16 in per cell keeps 40 identities under ~9 in, shown unscaled on a report page.
+    side = max(4.5, 0.16 * m + 2.6)
+    ax = _axes(ax, figsize=(side + 0.9, side))
+    totals = np.asarray(row_totals if row_totals is not None else counts.sum(axis=1), float)
+    share = counts / np.maximum(totals, 1)[:, None]
+    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=max(float(share.max()), 1e-9))
+    font = 8 if m <= 15 else 7 if m <= 25 else 6
+    for i, j in zip(*np.nonzero(counts), strict=True):
+        ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=font,
+                color="white" if share[i, j] > 0.6 * share.max() else "black")  # fmt: skip
+    # Outline the diagonal (correct predictions) so the eye finds each identity's own cell.
+    ax.plot([-0.5, m - 0.5], [-0.5, m - 0.5], color="0.75", linewidth=0.6, zorder=0.5)
+    labels = [_text(n) for n in names]
+    ax.set_xticks(range(m), labels, rotation=90, fontsize=font)
+    ax.set_yticks(range(m), labels, fontsize=font)
+    ax.set_xlabel("predicted identity")
+    ax.set_ylabel("true identity")
+    ax.figure.colorbar(image, ax=ax, shrink=0.5, label="share of the true identity's test images")
+    return ax
+
+
+def plot_recall_vs_train_images(
+    train_counts: Sequence[int], recall: Sequence[float], names: Sequence[str],
+    label: Sequence[str] = (), ax: Axes | None = None,
+) -> Axes:  # fmt: skip
+    """Test recall of each identity against its training images: does the tail fail?
+
+    Args:
+        label: the identities to name on the plot (e.g. the worst five); others stay dots.
+    """
+    ax = _axes(ax, figsize=(6.4, 3.8))
+    x = np.maximum(np.asarray(train_counts, dtype=float), 1)
+    y = np.asarray(recall, dtype=float)
+    ax.scatter(x, y, s=14, alpha=0.6, color="C0", edgecolors="none")
+    wanted = set(label)
+    named = sorted((xi, yi, n) for xi, yi, n in zip(x, y, names, strict=True) if n in wanted)
+    for k, (xi, yi, name) in enumerate(named):
+        # Stagger the labels in three rows: the named identities often share a recall of 0.
+        ax.annotate(_text(name), (xi, yi), fontsize="x-small", xytext=(3, 4 + 10 * (k % 3)),
+                    textcoords="offset points", arrowprops={"arrowstyle": "-", "color": "0.6",
+                                                            "lw": 0.5})  # fmt: skip
+    if x.max() > 4 * x.min():
+        ax.set_xscale("log")
+        _plain_log(ax.xaxis)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel("training images of the identity")
+    ax.set_ylabel("test recall")
+    ax.set_title("Recall per identity against its training images")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_interval_comparison(
+    runs: Sequence[str], rows: dict[str, Sequence[tuple[float, float, float]]],
+    ax: Axes | None = None,
+) -> Axes:  # fmt: skip
+    """Point estimates with 95 % intervals, one group per metric and one colour per run.
+
+    Args:
+        runs: run names (legend).
+        rows: metric label → one ``(value, low, high)`` per run, in ``runs`` order.
+    """
+    ax = _axes(ax, figsize=(6.4, 0.8 + 0.3 * len(rows) * max(len(runs), 2)))
+    step = 0.8 / max(len(runs), 1)
+    for g, values in enumerate(rows.values()):
+        for r, (value, low, high) in enumerate(values):
+            y = g + (r - (len(runs) - 1) / 2) * step
+            ax.errorbar(value, y, xerr=[[value - low], [high - value]], fmt="o", capsize=3,
+                        color=f"C{r % 10}", label=_text(runs[r]) if g == 0 else None)  # fmt: skip
+    ax.set_yticks(range(len(rows)), list(rows))
+    ax.invert_yaxis()
+    ax.set_xlabel("test score (95 % bootstrap interval)")
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize="small", loc="best")
+    return ax
+
+
 def kernel_mosaic(weight: np.ndarray, max_out: int = 32, max_in: int = 16) -> np.ndarray:
     """Tile a conv weight ``(out, in, kh, kw)`` into one picture.
 
@@ -108,4 +281,32 @@ def plot_kernels(weight: np.ndarray, title: str = "", ax: Axes | None = None) ->
     shown = f"{min(out_c, 32)}/{out_c} out" + ("" if in_c == 3 else f" × {min(in_c, 16)}/{in_c} in")
     ax.set_title(f"{title} {tuple(weight.shape)} — {shown}".strip(), fontsize="small")
     ax.set_axis_off()
+    return ax
+
+
+def plot_open_set(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    marks: dict[str, tuple[float, float]] | None = None,
+    ax: Axes | None = None,
+) -> Axes:
+    """Detection-and-identification rate against FPIR (log scale), one line per open-set score.
+
+    Args:
+        curves: name → ``(fpir, dir)`` arrays (``openset.open_set_curve``).
+        marks: name → ``(fpir, dir)`` of a chosen operating point (the calibrated threshold).
+    """
+    ax = _axes(ax)
+    for i, (name, (fpir, dir_)) in enumerate(curves.items()):
+        keep = fpir > 0  # log axis: FPIR 0 has no place on it
+        ax.plot(fpir[keep], dir_[keep], color=f"C{i % 10}", label=name)
+        if marks and name in marks:
+            ax.plot(*marks[name], marker="o", color=f"C{i % 10}")
+    ax.axvline(0.01, color="grey", linestyle=":", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xlim(1e-3, 1.0)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel("FPIR (strangers given a name)")
+    ax.set_ylabel("DIR (known faces named correctly)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
     return ax

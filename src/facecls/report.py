@@ -1,15 +1,18 @@
-"""The files of a run folder that people read: metrics, tables, predictions and pictures.
+"""The files of a run folder that people read: metrics, tables, predictions, pictures, reports.
 
 Checkpoints and model bundles are written by ``experiment.py``/``bundle.py``; everything a person
-reads (JSON, CSV, PNG) is written here, atomically.
+reads (JSON, CSV, PNG, the HTML and Markdown reports) is written here, atomically. What the reports
+show is assembled in ``report_content.py``, ``report_faces.py`` and ``compare.py``; the pages are
+the jinja2 templates in ``templates/`` (HTML autoescaped).
 """
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +22,8 @@ from matplotlib.figure import Figure
 
 from facecls import plots
 from facecls.atomic import atomic_path, write_json, write_text
+from facecls.report_render import render
+from facecls.run_data import RunData, load_run
 
 if TYPE_CHECKING:
     from facecls.data.dataset import FaceDataset
@@ -32,6 +37,12 @@ def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     writer.writerow(header)
     writer.writerows(rows)
     return buffer.getvalue()
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write bytes atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def save_figure(figure: Figure, path: Path, dpi: int = 110) -> None:
@@ -141,3 +152,160 @@ def table5_text(results: dict[str, dict[str, Any]]) -> str:
         cells = [f"{results[n]['test'][section][key]:.3f}" for n in names]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def write_csv_stream(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+    """Write a CSV atomically, row by row as ``rows`` yields them (memory stays flat).
+
+    Returns:
+        The number of data rows written.
+    """
+    count = 0
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow(row)
+            count += 1
+    return count
+
+
+# ---- HTML and Markdown reports ------------------------------------------------------------------
+
+
+def _png_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _save_figures(figures: dict[str, tuple[Figure, str]], out: Path) -> dict[str, dict[str, str]]:
+    """Write each figure as ``out/figures/<key>.png`` and return it as an inlinable picture."""
+    pictures = {}
+    for key, (figure, caption) in figures.items():
+        path = out / "figures" / f"{key}.png"
+        save_figure(figure, path)
+        pictures[key] = {"uri": _png_uri(path.read_bytes()), "file": f"figures/{key}.png",
+                         "caption": caption}  # fmt: skip
+    return pictures
+
+
+def _run_pictures(run_dir: Path, out: Path) -> tuple[dict[str, dict], list[dict]]:
+    """The curves and kernel pictures the run already holds, inlined; copied next to a report
+    written outside the run folder so its Markdown links still work."""
+
+    def picture(path: Path, caption: str) -> dict[str, str]:
+        data = path.read_bytes()
+        relative = path.relative_to(run_dir).as_posix()
+        if out.resolve() != run_dir.resolve():
+            relative = f"figures/{path.name}"
+            write_bytes(out / relative, data)
+        return {"uri": _png_uri(data), "file": relative, "caption": caption}
+
+    curves = {
+        name: picture(run_dir / f"{name}.png", caption)
+        for name, caption in (("loss_curves", "Loss of every fold together"),
+                              ("accuracy_curves", "Validation accuracy (solid) and balanced accuracy (dotted)"))
+        if (run_dir / f"{name}.png").is_file()
+    }  # fmt: skip
+    kernels = [
+        picture(path, "layer " + path.stem.replace("_", ": ", 1).lstrip("0"))
+        for path in sorted((run_dir / "kernels").glob("*.png"))
+    ]
+    return curves, kernels
+
+
+def _add_faces(context: dict[str, Any], run: RunData, dataset: FaceDataset | None) -> None:
+    """Pair examples, the error gallery and Grad-CAM; a page without them if the data is gone."""
+    from facecls import report_faces
+
+    try:
+        faces = report_faces.FaceImages(run, dataset, log=lambda _message: None)
+    except Exception as error:  # the data moved or changed: the numbers are still worth a page
+        context["faces_note"] = (
+            f"Face pictures are not shown: the data could not be reloaded ({error})."
+        )
+        return
+    context["pairs"] = report_faces.pair_examples(faces, context["pairs"])
+    context["gallery"] = report_faces.error_gallery(faces)
+    try:
+        context["saliency"] = report_faces.saliency_panels(faces)
+    except Exception as error:
+        context["saliency_note"] = f"Grad-CAM maps are not shown: {error}"
+
+
+def write_report(
+    run_dir: Path, out: Path | None = None, shareable: bool = False,
+    dataset: FaceDataset | None = None,
+) -> Path:  # fmt: skip
+    """Write a run's ``report.html`` (self-contained) and ``report.md``, plus ``figures/*.png``.
+
+    Args:
+        run_dir: a folder written by ``facecls train`` or ``facecls cv``.
+        out: folder for the report; the run folder when ``None``.
+        shareable: leave out every face picture and file path (``report-shareable.*``).
+        dataset: the run's data when already in memory; reloaded from its config otherwise.
+
+    Returns:
+        The HTML file's path.
+    """
+    from facecls.report_content import build_run_page
+
+    run = load_run(run_dir)
+    out = Path(out) if out is not None else run.run_dir
+    page = build_run_page(run, shareable)
+    context = page.context
+    context["figures"] = _save_figures(page.figures, out)
+    context["curves"], context["kernels"] = _run_pictures(run.run_dir, out)
+    if not shareable:
+        _add_faces(context, run, dataset)
+    stem = "report-shareable" if shareable else "report"
+    write_text(out / f"{stem}.md", render("run.md.j2", context))
+    write_text(out / f"{stem}.html", render("run.html.j2", context))
+    return out / f"{stem}.html"
+
+
+def write_report_safely(
+    run_dir: Path, log: Callable[[str], None], dataset: FaceDataset | None = None
+) -> Path | None:
+    """:func:`write_report` at the end of a run: a failure is logged, never raised, so the run's
+    results are never lost to a reporting problem."""
+    try:
+        path = write_report(run_dir, dataset=dataset)
+    except Exception as error:
+        log(f"warning: report not written ({type(error).__name__}: {error}); the run itself is "
+            f"complete; try again with: facecls report {run_dir}")  # fmt: skip
+        return None
+    log(f"Report: {path}")
+    return path
+
+
+def write_comparison(
+    run_dirs: Sequence[Path], out: Path | None = None, shareable: bool = False
+) -> Path:
+    """Write ``comparison.html`` and ``comparison.md`` for two or more runs.
+
+    Args:
+        run_dirs: run folders; runs with the same test images also get paired tests.
+        out: folder for the page; ``<parent of the first run>/compare-<a>-vs-<b>…`` when ``None``.
+        shareable: leave out file paths (the page shows no face in either case).
+
+    Returns:
+        The HTML file's path.
+    """
+    from facecls.compare import build_comparison
+
+    runs = [load_run(Path(d)) for d in run_dirs]
+    if len(runs) < 2:
+        raise ValueError("compare needs at least two run folders")
+    if out is None:
+        label = "-vs-".join(r.name for r in runs[:3]) + (
+            f"-and-{len(runs) - 3}" if len(runs) > 3 else ""
+        )
+        out = runs[0].run_dir.parent / f"compare-{label}"
+    out = Path(out)
+    page = build_comparison(runs, shareable)
+    context = page.context
+    context["figures"] = _save_figures(page.figures, out)
+    stem = "comparison-shareable" if shareable else "comparison"
+    write_text(out / f"{stem}.md", render("compare.md.j2", context))
+    write_text(out / f"{stem}.html", render("compare.html.j2", context))
+    return out / f"{stem}.html"

@@ -47,19 +47,27 @@ def augment(
     std: list[float],
     config: AugmentConfig,
     generator: torch.Generator | None = None,
+    rows: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Randomly warp and normalise a uint8 batch ``(B, 3, H, W)`` on its own device.
 
     Pixels the warp brings in from outside the image are filled with the training mean (zero
     after normalisation), so the network never sees an artificial black border statistic.
+
+    Args:
+        rows: ``(first, total)`` when ``images`` are rows ``first … first + B - 1`` of a global
+            batch of ``total`` split over processes: random numbers are drawn for all
+            ``total`` rows (the same stream as one process) and these rows' are used.
     """
     x = normalize(images, mean, std)
     if not config.enabled:
         return x
     b, device = x.shape[0], x.device
+    first, total = rows if rows is not None else (0, b)
 
     def uniform(low: float, high: float) -> torch.Tensor:
-        return torch.rand(b, device=device, generator=generator) * (high - low) + low
+        drawn = torch.rand(total, device=device, generator=generator)[first : first + b]
+        return drawn * (high - low) + low
 
     angle = uniform(-config.rotation, config.rotation) * (math.pi / 180.0)
     scale = uniform(1.0 - config.scale, 1.0 + config.scale)
@@ -67,7 +75,8 @@ def augment(
     ty = uniform(-config.translate, config.translate) * 2.0
     flip = torch.ones(b, device=device)
     if config.hflip:
-        flip = torch.where(torch.rand(b, device=device, generator=generator) < 0.5, -1.0, 1.0)
+        coins = torch.rand(total, device=device, generator=generator)[first : first + b]
+        flip = torch.where(coins < 0.5, -1.0, 1.0)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     # theta maps output grid coordinates to input coordinates: (B, 2, 3).
     theta = torch.stack(

@@ -13,6 +13,7 @@ import torch
 
 from facecls.config import DataConfig
 from facecls.data.cache import decode_cached
+from facecls.data.duplicates import find_duplicates
 from facecls.data.sources import DataError, default_cache_dir, scan_source
 from facecls.data.synthetic import SyntheticSpec, render_synthetic
 
@@ -29,6 +30,9 @@ class FaceDataset:
         presplit: per-image ``train``/``val``/``test`` of a pre-split source, else ``None``.
         skipped: ``{"path", "reason"}`` for every file that could not be used.
         info: what the source was (kind, location, counts) for the data report.
+        groups: ``(N,)`` duplicate-group id of each image (``data/duplicates.py``); splits keep
+            a group together. ``None`` means every image is its own group.
+        duplicates: the duplicate report (``Duplicates.report``) for ``data_report.json``.
     """
 
     images: torch.Tensor
@@ -38,6 +42,8 @@ class FaceDataset:
     presplit: list[str | None] | None = None
     skipped: list[dict[str, str]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    groups: np.ndarray | None = None
+    duplicates: dict[str, Any] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -131,6 +137,10 @@ def load_dataset(
             f"{config.source}: only one identity ({dataset.class_names[0]!r}) has usable images; "
             "a classifier needs at least two. Add identities or lower --min-images."
         )
+    found = find_duplicates(dataset.images, dataset.targets.numpy(), config.duplicate_distance)
+    dataset.groups = found.groups
+    identities = [dataset.class_names[t] for t in dataset.targets.tolist()]
+    dataset.duplicates = found.report(dataset.paths, identities)
     dataset.info.update(
         image_size=config.image_size,
         crop=config.crop,

@@ -14,12 +14,10 @@ depend only on (seed, fold, epoch), as with :class:`~facecls.data.batches.IndexB
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import torch
 
-from facecls.data.batches import IndexBatches
+from facecls.data.batches import IndexBatches, Shard
 
 SAMPLERS = ("class-balanced", "sqrt")
 
@@ -65,8 +63,9 @@ class SampledBatches(IndexBatches):
         scheme: str,
         num_classes: int,
         drop_last: bool = False,
+        shard: Shard | None = None,
     ) -> None:
-        super().__init__(images, targets, indices, batch_size, device, True, drop_last)
+        super().__init__(images, targets, indices, batch_size, device, True, drop_last, shard)
         self.scheme = scheme
         self.weights = sample_weights(self.targets[self.indices], num_classes, scheme)
 
@@ -78,12 +77,7 @@ class SampledBatches(IndexBatches):
         )
         return self.indices[picks]
 
-    def epoch(self, seed: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = self.draw(seed or 0)
-        for b in range(len(self)):
-            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            images, targets = self.images[idx], self.targets[idx]
-            if images.device != self.device:
-                images = images.to(self.device, non_blocking=True)
-                targets = targets.to(self.device, non_blocking=True)
-            yield images, targets
+    def _order(self, seed: int | None) -> torch.Tensor:
+        # The drawn order replaces the permutation; IndexBatches.epoch then cuts each rank's rows
+        # of every global batch, so the sampler works unchanged across processes.
+        return self.draw(seed or 0)

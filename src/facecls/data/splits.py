@@ -1,7 +1,8 @@
 """Test split, validation hold-out and stratified k-fold; saved by path so runs can reuse them.
 
 The test part is split off once (stratified and seeded, or taken from a pre-split source or a
-split file such as LFW's benchmark CSV); validation and folds come from the rest only.
+split file such as LFW's benchmark CSV); validation and folds come from the rest only. Where the
+data holds duplicate groups (``data/duplicates.py``), every group stays on one side of each split.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 from facecls.config import DataConfig
 from facecls.data.dataset import FaceDataset
@@ -51,10 +52,32 @@ def _from_split_file(dataset: FaceDataset, config: DataConfig) -> dict[str, str]
         return {_key(row["path"]): (row[column] or "").strip() for row in reader}
 
 
+def _has_groups(groups: np.ndarray | None, indices: np.ndarray) -> bool:
+    """Whether any two of ``indices`` share a duplicate group."""
+    if groups is None or len(indices) == 0:
+        return False
+    return len(np.unique(groups[indices])) < len(indices)
+
+
+def follow_first_member(chosen: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Put every image on the side of the first image of its group.
+
+    Args:
+        chosen: ``(M,)`` bool, one side of a split (test, validation) of M images in order.
+        groups: ``(M,)`` group id of the same images.
+
+    Returns:
+        The corrected ``(M,)`` bool; unchanged where every group is a single image.
+    """
+    ids, first = np.unique(groups, return_index=True)
+    return chosen[first[np.searchsorted(ids, groups)]]
+
+
 def split_test(dataset: FaceDataset, config: DataConfig, seed: int) -> TestSplit:
     """Split off the test part once.
 
-    Order of precedence: a split file, a pre-split source, else a stratified random split.
+    Order of precedence: a split file, a pre-split source, else a stratified random split, in
+    which duplicates of one image (``dataset.groups``) all go to the side of the first of them.
 
     Raises:
         DataError: when an identity is too small to be stratified, naming it.
@@ -89,19 +112,31 @@ def split_test(dataset: FaceDataset, config: DataConfig, seed: int) -> TestSplit
             f"a stratified test split needs at least 2 per identity ({len(small)} such). "
             "Use --min-images 2 (or more), or give a pre-split folder."
         )
-    pool, test = train_test_split(
+    _, test = train_test_split(
         np.arange(n),
         test_size=config.test_fraction,
         stratify=dataset.targets.numpy(),
         random_state=seed,
     )
-    return TestSplit(np.sort(pool), np.sort(test), None, f"stratified {config.test_fraction:.0%}")
+    is_test = np.isin(np.arange(n), test)
+    how = f"stratified {config.test_fraction:.0%}"
+    if _has_groups(dataset.groups, np.arange(n)):
+        is_test = follow_first_member(is_test, dataset.groups)
+        how += ", duplicates kept together"
+    return TestSplit(np.flatnonzero(~is_test), np.flatnonzero(is_test), None, how)
 
 
-def holdout(targets: np.ndarray, indices: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+def holdout(
+    targets: np.ndarray,
+    indices: np.ndarray,
+    fraction: float,
+    seed: int,
+    groups: np.ndarray | None = None,
+) -> np.ndarray:
     """A stratified validation subset of ``indices``: about ``fraction`` of each identity.
 
-    Identities with a single image stay entirely in training.
+    Identities with a single image stay entirely in training. With ``groups`` (one id per
+    dataset image), duplicates follow the first of them into validation or training.
     """
     rng = np.random.default_rng(seed)
     val = []
@@ -111,13 +146,25 @@ def holdout(targets: np.ndarray, indices: np.ndarray, fraction: float, seed: int
             continue
         take = min(len(members) - 1, max(1, round(len(members) * fraction)))
         val.extend(rng.choice(members, size=take, replace=False).tolist())
-    return np.sort(np.array(val, dtype=np.int64))
+    val_array = np.sort(np.array(val, dtype=np.int64))
+    if groups is not None and _has_groups(groups, indices):
+        ordered = np.sort(indices)
+        val_array = ordered[follow_first_member(np.isin(ordered, val_array), groups[ordered])]
+    return val_array
 
 
 def stratified_folds(
-    targets: np.ndarray, indices: np.ndarray, k: int, seed: int, class_names: list[str]
+    targets: np.ndarray,
+    indices: np.ndarray,
+    k: int,
+    seed: int,
+    class_names: list[str],
+    groups: np.ndarray | None = None,
 ) -> list[np.ndarray]:
     """Validation indices of each of ``k`` stratified folds over ``indices``.
+
+    With ``groups`` (one id per dataset image) holding duplicates, scikit-learn's
+    ``StratifiedGroupKFold`` keeps each group in one fold; otherwise ``StratifiedKFold``.
 
     Raises:
         DataError: when an identity has fewer images than folds, naming it and what to do.
@@ -131,6 +178,10 @@ def stratified_folds(
             f"{k} folds asked for: use --folds {max(2, int(counts[c]))} or --min-images with a "
             "higher value to drop small identities."
         )
+    if groups is not None and _has_groups(groups, indices):
+        grouped = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        parts = grouped.split(indices, targets[indices], groups[indices])
+        return [np.sort(indices[val]) for _, val in parts]
     splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     return [indices[val] for _, val in splitter.split(indices, targets[indices])]
 

@@ -1,0 +1,178 @@
+"""Open-set and enrollment benchmark on LFW: does the model say ``unknown`` to strangers, and
+does enrolling new people without retraining let it name them?
+
+Train on LFW-8's train split (the benchmark split file), then probe with
+
+- knowns: LFW-8's test split (965 images of the 217 trained people);
+- strangers: every image of the LFW people with fewer than 8 images (none of them trained on).
+
+For each open-set score (max softmax probability, energy, centroid cosine) it prints FPIR and
+FNIR at the threshold calibrated on validation (95 % of correct validation answers accepted), the
+detection-and-identification rate (DIR = 1 - FNIR) at FPIR 1 %, and writes the DIR/FPIR curve.
+
+Enrollment: the people with 5-7 images (outside LFW-8) are enrolled from their first 3 images;
+their remaining images are then identified among all trained + enrolled people, next to the
+trained people's test images under the same nearest-class-mean head.
+
+    PYTHONPATH=src python benchmarks/openset.py [--run RUN_FOLDER] [--epochs 40] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facecls import openset
+from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
+from facecls.data.cache import decode_cached
+from facecls.data.sources import default_cache_dir, scan_source
+from facecls.enroll import enroll
+from facecls.experiment import fit
+from facecls.inference import load_model
+from facecls.plots import plot_open_set
+from facecls.report import save_figure
+
+REPO = Path(__file__).resolve().parents[1]
+# ../shared beside the repository (a git worktree one level deeper looks one more level up).
+SHARED = next(
+    (
+        p / "shared" / "datasets"
+        for p in (REPO.parent, REPO.parent.parent)
+        if (p / "shared").is_dir()
+    ),
+    REPO.parent / "shared" / "datasets",
+)
+
+
+def outputs(model, images: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and embeddings of uint8 images (N, 3, S, S), in batches."""
+    parts = [model.outputs(images[s : s + batch]) for s in range(0, len(images), batch)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=str(SHARED / "lfw-deepfunneled.tgz"))
+    parser.add_argument("--split-file", default=str(SHARED / "lfw-benchmark-splits.csv"))
+    parser.add_argument("--run", type=Path, help="reuse a run trained on LFW-8 (skip training)")
+    parser.add_argument("--model", default="baseline")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=5e-3)
+    parser.add_argument("--out", type=Path, default=Path("runs") / "benchmark-openset")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    quiet = lambda _m: None  # noqa: E731
+
+    run = args.run
+    if run is None:
+        config = RunConfig(
+            name="lfw8-openset", runs_dir=str(args.out / "runs"),
+            data=DataConfig(source=args.data, image_size=args.image_size, min_images=8,
+                            split_file=args.split_file, split_column="lfw8"),
+            augment=AugmentConfig(),
+            train=TrainConfig(model=args.model, epochs=args.epochs, lr=args.lr,
+                              weight_decay=args.weight_decay, device="cpu"),
+        )  # fmt: skip
+        run = fit(config, log=quiet).run_dir
+    train_seconds = time.perf_counter() - started
+    model = load_model(run, device="cpu")
+    size = model.image_size
+    names = model.trained_names
+
+    cache = default_cache_dir()
+    scan = scan_source(args.data, cache, quiet)
+    per_person = Counter(ref.identity for ref in scan.refs)
+    import csv
+
+    with open(args.split_file, newline="") as f:
+        test_keys = {
+            "/".join(r["path"].split("/")[-2:]) for r in csv.DictReader(f) if r["lfw8"] == "test"
+        }
+    known_refs = [r for r in scan.refs if r.relpath in test_keys]
+    stranger_refs = [r for r in scan.refs if per_person[r.identity] < 8]
+    known_images, kept, _ = decode_cached(known_refs, size, cache, quiet)
+    known_targets = np.array([names.index(known_refs[i].identity) for i in kept])
+    stranger_images, _, _ = decode_cached(stranger_refs, size, cache, quiet)
+
+    k_logits, k_features = outputs(model, known_images)
+    u_logits, u_features = outputs(model, stranger_images)
+    centroids = model.trained_centroids
+    calibrated = model.meta["openset"]["thresholds"]
+    predicted = k_logits.argmax(1)
+    correct = predicted == known_targets
+    print(f"Open set on LFW: model {model.meta['architecture']} @ {size} px trained on LFW-8 "
+          f"train split ({run}); hardware: {platform.machine()} CPU, "
+          f"{torch.get_num_threads()} threads, no GPU")  # fmt: skip
+    print(f"  knowns: {len(known_targets)} LFW-8 test images (closed-set accuracy "
+          f"{correct.mean():.3f}); strangers: {len(stranger_images)} images of "
+          f"{len({r.identity for r in stranger_refs})} people with < 8 images")  # fmt: skip
+    print(f"  {'score':<9} {'threshold':>9} {'FPIR':>6} {'FNIR':>6}   {'DIR@FPIR1%':>10} "
+          f"{'(threshold)':>11}   AUROC")  # fmt: skip
+    curves, marks = {}, {}
+    for method in openset.METHODS:
+        ks = openset.scores(method, k_logits, k_features, centroids, predicted)
+        us = openset.scores(method, u_logits, u_features, centroids)
+        at_cal = openset.rates_at(calibrated[method], ks, correct, us)
+        at_1 = openset.dir_at_fpir(ks, correct, us, 0.01)
+        curve = openset.open_set_curve(ks, correct, us)
+        curves[method] = (curve["fpir"], curve["dir"])
+        marks[method] = (at_cal.fpir, at_cal.dir)
+        # AUROC of known-vs-stranger on the score alone (Mann-Whitney U).
+        ranks = np.argsort(np.argsort(np.concatenate([ks, us]))) + 1
+        auroc = (ranks[: len(ks)].sum() - len(ks) * (len(ks) + 1) / 2) / (len(ks) * len(us))
+        print(f"  {method:<9} {at_cal.threshold:>9.4f} {at_cal.fpir:>6.3f} {at_cal.fnir:>6.3f}   "
+              f"{at_1.dir:>10.3f} {at_1.threshold:>11.4f}   {auroc:.3f}")  # fmt: skip
+    ax = plot_open_set(curves, marks)
+    ax.set_title(f"LFW-8 knowns vs LFW strangers ({model.meta['architecture']}, {size} px)")
+    save_figure(ax.figure, args.out / "openset_curve.png")
+    print(f"  curve: {args.out / 'openset_curve.png'} (dots: calibrated thresholds)")
+
+    # Enrollment: people with 5-7 images, first 3 enrolled, the rest probed.
+    new_people = sorted(n for n, c in per_person.items() if 5 <= c <= 7)
+    enroll_dir = args.out / "enroll-data"
+    shutil.rmtree(enroll_dir, ignore_errors=True)
+    probe_refs = []
+    for name in new_people:
+        refs = sorted((r for r in scan.refs if r.identity == name), key=lambda r: r.relpath)
+        (enroll_dir / name).mkdir(parents=True)
+        for ref in refs[:3]:
+            shutil.copyfile(ref.path, enroll_dir / name / ref.path.name)
+        probe_refs.extend(refs[3:])
+    t0 = time.perf_counter()
+    enrolled_dir = enroll(run, enroll_dir, args.out / "model-enrolled", log=quiet)
+    enroll_seconds = time.perf_counter() - t0
+    enrolled = load_model(enrolled_dir, device="cpu")
+    all_names = enrolled.class_names
+    probe_images, kept, _ = decode_cached(probe_refs, size, cache, quiet)
+    probe_targets = np.array([all_names.index(probe_refs[i].identity) for i in kept])
+    threshold = enrolled.threshold
+    print(f"Enrollment without retraining: {len(new_people)} LFW people with 5-7 images enrolled "
+          f"from 3 images each in {enroll_seconds:.1f} s; nearest-class-mean head over "
+          f"{len(names)} trained + {len(new_people)} enrolled identities")  # fmt: skip
+    for label, images, targets in (
+        ("trained people (LFW-8 test)", known_images, known_targets),
+        ("enrolled people (other images)", probe_images, probe_targets),
+    ):
+        logits, features = outputs(enrolled, images)
+        cos = openset.cosine(features, enrolled.centroids)
+        top1 = cos.argmax(1)
+        accuracy = float(np.mean(top1 == targets))
+        named = float(np.mean((top1 == targets) & (cos.max(1) >= threshold)))
+        print(f"  {label:<32} {len(targets):>5} images  top-1 accuracy {accuracy:.3f}  "
+              f"named at the calibrated threshold (DIR) {named:.3f}")  # fmt: skip
+    print(f"  (trained people with the trained linear head: accuracy {correct.mean():.3f})")
+    print(f"Wall time {time.perf_counter() - started:.0f} s (training {train_seconds:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

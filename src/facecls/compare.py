@@ -1,0 +1,193 @@
+"""What a comparison page shows: runs side by side, and paired tests for runs on the same images.
+
+Two runs are paired only when their ``predictions.csv`` hold exactly the same test images with the
+same identities; otherwise the page says why they cannot be paired. For each paired couple there
+are two tests on the test images (McNemar on accuracy, a paired bootstrap on balanced accuracy)
+and, when both are ``cv`` runs on the same folds, a corrected t-test over folds that also sees
+training randomness. With more than two runs the p-values are Holm-adjusted across couples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+
+from facecls import plots
+from facecls.config import to_dict
+from facecls.paired import corrected_fold_t, holm, mcnemar, paired_bootstrap
+from facecls.report_content import CLASS_AVERAGES, PATH_KEYS, WITHHELD, RunPage, headline_rows
+from facecls.report_render import format_p
+from facecls.run_data import RunData
+
+ALPHA = 0.05
+
+
+def pairing(a: RunData, b: RunData) -> tuple[bool, str]:
+    """Whether two runs were tested on the same images, and a sentence saying so."""
+    truth_a = {p.path: p.true for p in a.predictions}
+    truth_b = {p.path: p.true for p in b.predictions}
+    if truth_a == truth_b:
+        return True, f"the same {len(truth_a)} test images"
+    shared = len(truth_a.keys() & truth_b.keys())
+    if shared == len(truth_a) == len(truth_b):
+        return False, "the same test files but with different identity labels; cannot be paired"
+    return False, (
+        f"different test images ({len(truth_a)} and {len(truth_b)}, {shared} shared): the runs "
+        "used another split, seed or data, so they cannot be paired and no paired test is made"
+    )
+
+
+def _fold_test(a: RunData, b: RunData) -> dict[str, Any] | None:
+    """The corrected fold t-test on validation balanced accuracy, for cv runs on the same folds."""
+    if a.command != "cv" or b.command != "cv" or a.folds.get("folds") != b.folds.get("folds"):
+        return None
+    fa, fb = a.metrics["cv"]["folds"], b.metrics["cv"]["folds"]
+    sizes = [len(f) for f in a.folds["folds"]]
+    pool = len(a.folds.get("pool", [])) or sum(sizes)
+    ratio = float(np.mean([s / max(pool - s, 1) for s in sizes]))
+    diffs = [x["balanced_accuracy"] - y["balanced_accuracy"] for x, y in zip(fa, fb, strict=True)]
+    return asdict(corrected_fold_t(diffs, ratio))
+
+
+def paired_tests(a: RunData, b: RunData, seed: int = 0) -> dict[str, Any]:
+    """McNemar and the paired bootstrap of balanced accuracy on shared test images (A minus B)."""
+    names = sorted(set(a.class_names) | set(b.class_names))
+    index = {n: i for i, n in enumerate(names)}
+    by_path = {p.path: p for p in b.predictions}
+    targets = np.array([index[p.true] for p in a.predictions])
+    preds_a = np.array([index[p.predicted] for p in a.predictions])
+    preds_b = np.array([index[by_path[p.path].predicted] for p in a.predictions])
+    recall_a, recall_b = (
+        _recalls(targets, preds_a, len(names)),
+        _recalls(targets, preds_b, len(names)),
+    )
+    support = np.bincount(targets, minlength=len(names))
+    moved = [
+        {"name": names[c], "support": int(support[c]), "a": float(recall_a[c]),
+         "b": float(recall_b[c]), "delta": float(recall_a[c] - recall_b[c])}
+        for c in np.argsort(-np.abs(recall_a - recall_b), kind="stable")[:10]
+        if support[c] and recall_a[c] != recall_b[c]
+    ]  # fmt: skip
+    return {
+        "mcnemar": asdict(mcnemar(preds_a == targets, preds_b == targets)),
+        "bootstrap": asdict(paired_bootstrap(targets, preds_a, preds_b, len(names), seed=seed)),
+        "folds": _fold_test(a, b),
+        "moved": moved,
+    }
+
+
+def _recalls(targets: np.ndarray, preds: np.ndarray, k: int) -> np.ndarray:
+    support = np.bincount(targets, minlength=k)
+    hits = np.bincount(targets[preds == targets], minlength=k)
+    return np.divide(hits, support, out=np.zeros(k), where=support > 0)
+
+
+def _p(p: float) -> str:
+    text = format_p(p)
+    return text if text.startswith("<") else f"= {text}"
+
+
+def verdict(a: str, b: str, tests: dict[str, Any]) -> str:
+    """One plain sentence: do the runs differ, by which test, at the 5 % level (adjusted p)."""
+    mc, boot = tests["mcnemar"], tests["bootstrap"]
+    findings = []
+    if mc["p_adjusted"] < ALPHA:
+        better = a if mc["a_only"] > mc["b_only"] else b
+        findings.append(f"{better} is more accurate (McNemar p {_p(mc['p_adjusted'])})")
+    if boot["p_adjusted"] < ALPHA:
+        better = a if boot["difference"] > 0 else b
+        findings.append(
+            f"{better} has the higher balanced accuracy (bootstrap p {_p(boot['p_adjusted'])})"
+        )
+    if findings:
+        return "Significant difference: " + "; ".join(findings) + "."
+    return (
+        f"No significant difference between {a} and {b} at the 5 % level: what separates them is "
+        "within what another draw of test images could give."
+    )
+
+
+def fold_note(fold_test: dict[str, Any] | None) -> str:
+    """What the fold test adds to the verdict: can training randomness explain the difference?"""
+    if fold_test is None:
+        return (
+            "These tests take both trained models as fixed and ask whether the test images can "
+            "tell them apart. Whether retraining keeps the order is a question for two cv runs "
+            "with the same seed, which also get a test over folds."
+        )
+    p = _p(fold_test["p_value"])
+    if fold_test["p_value"] < ALPHA:
+        return f"Over the folds the difference also holds beyond training randomness (p {p})."
+    return (
+        f"Over the folds the difference is within what another training session could give "
+        f'(p {p}): the seed report\'s "worst learning sessions" could explain it. More folds or '
+        "repeated runs would settle it."
+    )
+
+
+def _config_differences(runs: list[RunData], shareable: bool) -> list[dict[str, Any]]:
+    flat = []
+    for run in runs:
+        values = {}
+        for section, body in to_dict(run.config).items():
+            items = body.items() if isinstance(body, dict) else [(None, body)]
+            for key, value in items:
+                name, where = (section, "") if key is None else (f"{section}.{key}", section)
+                hidden = shareable and (where, key or section) in PATH_KEYS and value not in (
+                    "synthetic", "lfw", None)  # fmt: skip
+                values[name] = WITHHELD if hidden else value
+        flat.append(values)
+    keys = [k for k in flat[0] if k != "name" and len({repr(f.get(k)) for f in flat}) > 1]
+    return [{"key": k, "cells": [f.get(k) for f in flat]} for k in keys]
+
+
+def build_comparison(runs: list[RunData], shareable: bool) -> RunPage:
+    """Tables, tests and the interval figure of a comparison page."""
+    names = [r.name for r in runs]
+    headlines = [{row["key"]: row for row in headline_rows(r)} for r in runs]
+    rows = [
+        {"label": label, "key": key, "cells": [h[key] for h in headlines]}
+        for label, key in ((row["label"], row["key"]) for row in headline_rows(runs[0]))
+    ]
+    averages = [
+        {"label": label, "numbers": [r.metrics["test"]["summary"][key] for r in runs]}
+        for label, key in CLASS_AVERAGES
+    ]
+    couples = []
+    for i, j in combinations(range(len(runs)), 2):
+        ok, why = pairing(runs[i], runs[j])
+        tests = paired_tests(runs[i], runs[j], runs[i].config.train.seed) if ok else None
+        couples.append({"a": names[i], "b": names[j], "paired": ok, "why": why, "tests": tests})
+    tested = [c for c in couples if c["tests"]]
+    for test, key in (("mcnemar", "p_exact"), ("bootstrap", "p_value")):
+        adjusted = holm([c["tests"][test][key] for c in tested]) if tested else []
+        for couple, p in zip(tested, adjusted, strict=True):
+            couple["tests"][test]["p_adjusted"] = p
+    for couple in tested:
+        couple["verdict"] = verdict(couple["a"], couple["b"], couple["tests"])
+        couple["fold_note"] = fold_note(couple["tests"]["folds"])
+    context = {
+        "names": names,
+        "shareable": shareable,
+        "run_dirs": None if shareable else [str(r.run_dir.resolve()) for r in runs],
+        "commands": [r.command for r in runs],
+        "models": [r.config.train.model for r in runs],
+        "test_images": [len(r.predictions) for r in runs],
+        "rows": rows,
+        "averages": averages,
+        "top5": [r.metrics["test"]["top5"] for r in runs],
+        "worst5": [r.metrics["test"]["worst5"] for r in runs],
+        "differences": _config_differences(runs, shareable),
+        "couples": couples,
+        "holm": len(tested) > 1,
+    }
+    intervals = {
+        row["label"]: [(c["value"], c["low"], c["high"]) for c in row["cells"]]
+        for row in rows
+        if all(c["low"] is not None for c in row["cells"])
+    }
+    ax = plots.plot_interval_comparison(names, intervals)
+    return RunPage(context, {"intervals": (ax.figure, "Test scores with 95 % bootstrap intervals")})

@@ -1,0 +1,147 @@
+"""Enroll new people into a trained model without retraining: one embedding centroid each.
+
+``facecls enroll MODEL --data NEW_PEOPLE/`` reads a class-per-folder tree (``<name>/<photo>``),
+embeds every photo with the model (the input of its final Linear layer, see ``embedding.py``)
+and stores the unit mean of each person's unit embeddings in a copy of the bundle. The copy then
+predicts with a nearest-class-mean head over the trained identities' centroids (from their
+training part, stored by calibration) and the enrolled ones; the original bundle is untouched.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facecls.atomic import atomic_path, write_json
+from facecls.bundle import META_NAME, WEIGHTS_NAME, BundleError
+from facecls.calibration import write_centroids
+from facecls.data.images import ImageError, load_rgb
+from facecls.data.sources import DataError, default_cache_dir, scan_source
+from facecls.openset import l2_normalize
+
+
+def _copy(source: Path, target: Path) -> None:
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+def _embed_identities(
+    model: Any, data: str | Path, chunk_size: int, detect: bool, log: Callable[[str], None]
+) -> tuple[dict[str, np.ndarray], dict[str, int], list[dict[str, str]]]:
+    """Sum of unit embeddings and image count per identity, streamed ``chunk_size`` at a time."""
+    scan = scan_source(str(data), default_cache_dir(), log)
+    skipped = list(scan.skipped)
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = defaultdict(int)
+    detector = None
+    if detect:
+        from facecls.detect import FaceDetector, crop_face
+
+        detector = FaceDetector()
+    for start in range(0, len(scan.refs), chunk_size):
+        faces, names = [], []
+        for ref in scan.refs[start : start + chunk_size]:
+            try:
+                if detector is None:
+                    faces.append(load_rgb(ref.path, model.image_size))
+                else:
+                    photo = load_rgb(ref.path)
+                    boxes = detector(photo)
+                    if not boxes:
+                        skipped.append({"path": ref.relpath, "reason": "no face found"})
+                        continue
+                    faces.append(crop_face(photo, boxes[0], model.image_size))  # the largest
+                names.append(ref.identity)
+            except ImageError as error:
+                skipped.append({"path": ref.relpath, "reason": str(error)})
+        if not faces:
+            continue
+        batch = np.stack(faces).transpose(0, 3, 1, 2)
+        unit = l2_normalize(model.outputs(batch)[1].astype(np.float64))
+        for name, vector in zip(names, unit, strict=True):
+            sums[name] = sums.get(name, 0.0) + vector
+            counts[name] += 1
+    return sums, dict(counts), skipped
+
+
+def enroll(
+    model_path: str | Path,
+    data: str | Path,
+    out: str | Path | None = None,
+    detect: bool = False,
+    chunk_size: int = 64,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Write a copy of a bundle with the identities of ``data`` enrolled; returns its folder.
+
+    Args:
+        model_path: a run folder or bundle (its trained centroids must be calibrated).
+        data: a folder or archive ``<name>/<photo>``; unreadable photos are listed and skipped.
+        out: the new bundle folder (default ``<bundle folder>-enrolled`` beside the original).
+            Enrolling into a bundle that already has enrolled people keeps them; a name enrolled
+            again is replaced.
+        detect: crop the largest face of each photo first (``facecls[detect]``).
+
+    Raises:
+        BundleError: when the bundle has no trained centroids.
+        DataError: when no usable photo is found or a name is one of the trained identities.
+    """
+    from facecls.calibration import read_centroids
+    from facecls.inference import load_model
+
+    model = load_model(model_path, device="auto")
+    folder = model.folder
+    centroids = read_centroids(folder)
+    if "trained" not in centroids:
+        raise BundleError(
+            f"{folder}: no trained-identity centroids; run facecls calibrate RUN_FOLDER first"
+        )
+    sums, counts, skipped = _embed_identities(model, data, chunk_size, detect, log)
+    for item in skipped:
+        log(f"  skipped {item['path']}: {item['reason']}")
+    if not sums:
+        raise DataError(f"{data}: no usable photo to enroll (expected <name>/<photo> folders)")
+    clash = sorted(set(sums) & set(model.trained_names))
+    if clash:
+        raise DataError(
+            f"{data}: {clash[0]!r} is already one of the model's trained identities "
+            f"({len(clash)} such); rename the folder or leave it out"
+        )
+    names = list(model.enrolled_names)
+    vectors = list(centroids.get("enrolled", np.zeros((0, centroids["trained"].shape[1]))))
+    previous = dict(model.meta.get("enrolled") or {})
+    images = dict(zip(names, previous.get("images", [0] * len(names)), strict=True))
+    for name in sorted(sums):
+        vector = l2_normalize(sums[name][None])[0].astype(np.float32)
+        if name in names:
+            vectors[names.index(name)] = vector
+        else:
+            names.append(name)
+            vectors.append(vector)
+        images[name] = counts[name]
+    target = Path(out) if out is not None else folder.with_name(folder.name + "-enrolled")
+    if target.resolve() == folder.resolve():
+        raise ValueError(f"{target}: enroll writes a copy; choose another --out than the model")
+    target.mkdir(parents=True, exist_ok=True)
+    _copy(folder / WEIGHTS_NAME, target / WEIGHTS_NAME)
+    if (folder / "model.onnx").exists():
+        _copy(folder / "model.onnx", target / "model.onnx")  # the graph does not change
+    write_centroids(target, {"trained": centroids["trained"], "enrolled": np.stack(vectors)})
+    meta = dict(model.meta)
+    meta["enrolled"] = {
+        "names": names,
+        "images": [images[n] for n in names],
+        "head": "nearest class mean (cosine) over trained and enrolled centroids",
+    }
+    write_json(target / META_NAME, meta)
+    log(
+        f"Enrolled {len(sums)} identit{'y' if len(sums) == 1 else 'ies'} "
+        f"({sum(counts.values())} photos, {len(skipped)} skipped) into {target}; it now names "
+        f"{len(model.trained_names)} trained + {len(names)} enrolled identities"
+    )
+    return target

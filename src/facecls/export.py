@@ -1,0 +1,157 @@
+"""Export a model bundle to ONNX, check it against PyTorch, and run it with onnxruntime.
+
+The ONNX graph takes what the bundle's own preprocessing produces before normalisation, float32
+RGB pixels in 0..255 ``(N, 3, S, S)``, and includes the normalisation (and the mirror-image
+average when the bundle uses it), so another runtime needs only the pixels. It returns
+``logits`` ``(N, C)`` and ``embedding`` ``(N, D)`` (the final Linear layer's input, not
+normalised), so the open-set score and enrolled identities work on ONNX as on PyTorch. The bundle
+(safetensors + JSON) stays the native format; ``model.onnx`` is written beside it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from facecls.embedding import forward_tta
+
+OPSET = 17
+
+
+def require_onnx() -> tuple[Any, Any]:
+    """Import onnx and onnxruntime or explain how to install the extra."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as error:
+        raise ImportError(
+            "ONNX export and the onnx backend need onnx and onnxruntime: "
+            "pip install 'facecls[onnx]'"
+        ) from error
+    return onnx, onnxruntime
+
+
+class _Exportable(nn.Module):
+    """Pixels 0..255 → normalise → model (→ mirror average) → (logits, embedding)."""
+
+    def __init__(self, model: nn.Module, mean: list[float], std: list[float], flip: bool):
+        super().__init__()
+        self.model, self.flip = model, flip
+        self.register_buffer("scale", torch.tensor([1 / (255 * s) for s in std]).view(1, 3, 1, 1))
+        shift = [-m / s for m, s in zip(mean, std, strict=True)]
+        self.register_buffer("shift", torch.tensor(shift).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return forward_tta(self.model, images * self.scale + self.shift, self.flip)
+
+
+class OnnxRunner:
+    """Runs ``model.onnx`` on uint8 batches; the counterpart of the PyTorch runner."""
+
+    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+        from facecls.bundle import BundleError
+
+        _, onnxruntime = require_onnx()
+        if not Path(path).is_file():
+            raise BundleError(f"{path}: no ONNX file; make it with facecls export MODEL")
+        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        outputs = {o.name: o.shape for o in self.session.get_outputs()}
+        if outputs.get("logits", [None, None])[-1] != len(meta["class_names"]):
+            raise BundleError(f"{path}: its outputs do not match the bundle's identities")
+
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, features = self.session.run(
+            ["logits", "embedding"], {"images": images.astype(np.float32)}
+        )
+        return logits, features
+
+
+@dataclass
+class ExportResult:
+    """The exported file and how closely it matches PyTorch on the check images.
+
+    Attributes:
+        max_abs_diff: largest absolute difference of logits and embeddings.
+        top1_agreement: share of check images with the same top-1 identity.
+        images: check images used; ``checked_on`` says what they were.
+    """
+
+    path: Path
+    max_abs_diff: float
+    top1_agreement: float
+    images: int
+    checked_on: str
+
+
+def _check_images(model: Any, images: Sequence[str | Path] | None) -> tuple[np.ndarray, str]:
+    """uint8 batch for the parity check: the given photos, else synthetic faces."""
+    if images:
+        from facecls.predict import expand_paths
+
+        paths = list(expand_paths(images))[:256]
+        return model.to_batch(paths), f"{len(paths)} given image(s)"
+    from facecls.data.synthetic import SyntheticSpec, render_synthetic
+
+    spec = SyntheticSpec(
+        num_classes=8, max_per_class=4, min_per_class=4, image_size=model.image_size
+    )
+    rendered, _, _ = render_synthetic(spec)
+    return np.ascontiguousarray(rendered.transpose(0, 3, 1, 2)), "32 synthetic faces"
+
+
+def export_onnx(
+    model_path: str | Path,
+    out: str | Path | None = None,
+    check_images: Sequence[str | Path] | None = None,
+    opset: int = OPSET,
+) -> ExportResult:
+    """Write ``model.onnx`` (or ``out``) and compare it with PyTorch on real or synthetic images.
+
+    Args:
+        model_path: a run folder or bundle.
+        out: where to write; default ``model.onnx`` in the bundle folder (where
+            ``predict --backend onnx`` looks for it).
+        check_images: photos (files or folders) for the parity check; default synthetic faces.
+        opset: ONNX opset version.
+    """
+    from facecls.bundle import load_bundle
+    from facecls.inference import ONNX_NAME, load_model, read_meta
+
+    onnx, onnxruntime = require_onnx()
+    folder, meta = read_meta(model_path)
+    bundle = load_bundle(folder, "cpu")
+    target = Path(out) if out is not None else folder / ONNX_NAME
+    target.parent.mkdir(parents=True, exist_ok=True)
+    wrapper = _Exportable(bundle.model, bundle.mean, bundle.std, bundle.flip_tta).eval()
+    size = bundle.image_size
+    example = torch.full((2, 3, size, size), 128.0)
+    tmp = target.with_name(f".{target.name}.tmp")
+    with warnings.catch_warnings():
+        # The TorchScript-based exporter needs no extra package (the dynamo one needs onnxscript).
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper, (example,), str(tmp), dynamo=False, opset_version=opset,
+            input_names=["images"], output_names=["logits", "embedding"],
+            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}, "embedding": {0: "batch"}},
+        )  # fmt: skip
+    onnx.checker.check_model(str(tmp))
+    tmp.replace(target)
+
+    reference = load_model(folder, device="cpu")
+    batch, checked_on = _check_images(reference, check_images)
+    torch_logits, torch_features = reference.outputs(batch)
+    session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    onnx_logits, onnx_features = session.run(None, {"images": batch.astype(np.float32)})
+    diff = max(
+        float(np.abs(onnx_logits - torch_logits).max()),
+        float(np.abs(onnx_features - torch_features).max()),
+    )
+    agree = float(np.mean(onnx_logits.argmax(1) == torch_logits.argmax(1)))
+    return ExportResult(target, diff, agree, len(batch), checked_on)

@@ -1,0 +1,316 @@
+"""A trained model ready to use: ``facecls.load_model(path)`` and what it can do.
+
+:class:`FaceModel` wraps a bundle with its preprocessing, its open-set calibration and its enrolled
+identities, and runs on PyTorch (CPU or GPU) or on an exported ONNX file through onnxruntime.
+Both backends return the same two things for a uint8 batch, logits and embeddings; everything
+after that (top-k, nearest-class-mean head, the ``unknown`` decision) is shared numpy code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from facecls.bundle import (
+    BUNDLE_FORMAT,
+    META_NAME,
+    BundleError,
+    bundle_folder,
+    load_bundle,
+    refuse_pickle,
+)
+from facecls.calibration import read_centroids
+from facecls.data.augment import normalize
+from facecls.data.images import _resize_centre_square, load_rgb
+from facecls.embedding import forward_tta
+from facecls.openset import METHODS, cosine, l2_normalize, scores, softmax
+from facecls.optimization import Runtime
+
+ONNX_NAME = "model.onnx"
+BACKENDS = ("torch", "onnx")
+
+
+@dataclass
+class Prediction:
+    """The answer for one face.
+
+    Attributes:
+        decision: ``known`` (named), ``unknown`` (rejected by the open-set threshold), ``error``
+            (the file could not be read) or ``no_face`` (``--detect`` found none).
+        identity: the name when known, ``unknown`` when rejected, empty otherwise.
+        score: the open-set score (higher = more like a known person); NaN without a face.
+        top_k: ``(name, probability)`` pairs, most likely first.
+        path: the file, when the input was a file.
+        face: index of the face in its photo (``--detect``; largest first), else ``None``.
+        faces: faces found in the photo (``--detect``), else ``None``.
+        box: ``(x, y, w, h)`` of the detected face in the photo's pixels (``--detect``).
+        reason: why there is no answer (``error``/``no_face``).
+    """
+
+    decision: str
+    identity: str = ""
+    score: float = float("nan")
+    top_k: list[tuple[str, float]] = field(default_factory=list)
+    path: str | None = None
+    face: int | None = None
+    faces: int | None = None
+    box: tuple[int, int, int, int] | None = None
+    reason: str = ""
+
+
+def as_square(image: np.ndarray, size: int) -> np.ndarray:
+    """An RGB uint8 ``(H, W, 3)`` array as the model sees it: centre square resized to ``size``.
+
+    The same resize as :func:`facecls.data.images.load_rgb`, so arrays and files match.
+    """
+    if image.shape[:2] == (size, size):
+        return image
+    return np.asarray(_resize_centre_square(Image.fromarray(image), size))
+
+
+class _TorchRunner:
+    def __init__(self, path: Path, device: torch.device, trust_pickle: bool = False) -> None:
+        bundle = load_bundle(path, device, trust_pickle=trust_pickle)
+        self.model, self.device = bundle.model, device
+        self.mean, self.std, self.flip_tta = bundle.mean, bundle.std, bundle.flip_tta
+
+    @torch.no_grad()
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        batch = torch.from_numpy(images).to(self.device)
+        with Runtime.default(self.device).autocast():
+            logits, features = forward_tta(
+                self.model, normalize(batch, self.mean, self.std), self.flip_tta
+            )
+        return logits.float().cpu().numpy(), features.float().cpu().numpy()
+
+
+class FaceModel:
+    """A loaded model bundle: predict, embed, enroll and export.
+
+    Build it with :func:`load_model`. ``class_names`` are the trained identities followed by the
+    enrolled ones. Once identities are enrolled, predictions come from the nearest-class-mean
+    head over every identity's embedding centroid (cosine, softmax with a fitted scale) and the
+    open-set score is the cosine to the chosen centroid; otherwise from the trained classifier.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        meta: dict[str, Any],
+        runner: Any,
+        centroids: dict[str, np.ndarray],
+        backend: str,
+        method: str | None = None,
+        threshold: float | None = None,
+    ) -> None:
+        self.folder, self.meta, self.backend = folder, meta, backend
+        self._runner = runner
+        self.trained_names: list[str] = list(meta["class_names"])
+        self.enrolled_names: list[str] = list((meta.get("enrolled") or {}).get("names", []))
+        self.image_size: int = int(meta["image_size"])
+        self._trained_centroids = centroids.get("trained")
+        enrolled = centroids.get("enrolled")
+        if self.enrolled_names and (enrolled is None or len(enrolled) != len(self.enrolled_names)):
+            raise BundleError(f"{folder}: enrolled names and centroids do not match")
+        if self._trained_centroids is not None and enrolled is not None:
+            self._all_centroids = np.concatenate([self._trained_centroids, enrolled])
+        else:
+            self._all_centroids = self._trained_centroids
+        openset = meta.get("openset") or {}
+        if self.enrolled_names and method not in (None, "centroid"):
+            raise ValueError(
+                "a model with enrolled identities uses the centroid score; drop the method option"
+            )
+        self.method: str = (
+            "centroid" if self.enrolled_names else method or openset.get("method", "msp")
+        )
+        if self.method not in METHODS:
+            raise ValueError(f"unknown open-set method {self.method!r}; choose one of {METHODS}")
+        if self.method == "centroid" and self._trained_centroids is None:
+            raise BundleError(
+                f"{folder}: the centroid method needs class centroids; run facecls calibrate"
+            )
+        if threshold is None and openset:
+            stored = openset.get("thresholds", {})
+            same = openset.get("method") == self.method and "threshold" in openset
+            threshold = openset["threshold"] if same else stored.get(self.method)
+        self.threshold: float | None = None if threshold is None else float(threshold)
+        self.ncm_scale: float = float(openset.get("ncm_scale", 16.0))
+
+    @property
+    def class_names(self) -> list[str]:
+        """Every identity the model can name: trained, then enrolled."""
+        return self.trained_names + self.enrolled_names
+
+    @property
+    def centroids(self) -> np.ndarray | None:
+        """Unit embedding centroids ``(C, D)`` of every identity in ``class_names`` order, or
+        ``None`` when the bundle was never calibrated."""
+        return self._all_centroids
+
+    @property
+    def trained_centroids(self) -> np.ndarray | None:
+        """Unit centroids of the trained identities (from their training part)."""
+        return self._trained_centroids
+
+    def __repr__(self) -> str:
+        return (
+            f"FaceModel({self.meta['architecture']}, {len(self.trained_names)} trained + "
+            f"{len(self.enrolled_names)} enrolled identities, {self.image_size} px, "
+            f"{self.backend}, open set: {self.method} >= {self.threshold})"
+        )
+
+    def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Logits ``(N, C)`` and raw embeddings ``(N, D)`` of uint8 images ``(N, 3, S, S)``."""
+        return self._runner(np.ascontiguousarray(images, dtype=np.uint8))
+
+    def decide(self, logits: np.ndarray, features: np.ndarray, top_k: int = 5) -> list[Prediction]:
+        """Top-k names, open-set score and decision for each row of model outputs."""
+        if self.enrolled_names:
+            cos = cosine(features, self._all_centroids)
+            probs = softmax(self.ncm_scale * cos)
+            chosen = cos.argmax(axis=1)
+            score = cos[np.arange(len(chosen)), chosen]
+        else:
+            probs = softmax(logits)
+            chosen = probs.argmax(axis=1)
+            score = scores(self.method, logits, features, self._trained_centroids, chosen)
+        names = self.class_names
+        k = min(top_k, probs.shape[1])
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        results = []
+        for i in range(len(chosen)):
+            known = self.threshold is None or bool(score[i] >= self.threshold)
+            results.append(
+                Prediction(
+                    decision="known" if known else "unknown",
+                    identity=names[chosen[i]] if known else "unknown",
+                    score=float(score[i]),
+                    top_k=[(names[c], float(probs[i, c])) for c in order[i]],
+                )
+            )
+        return results
+
+    def to_batch(self, images: Sequence[Any] | np.ndarray | torch.Tensor) -> np.ndarray:
+        """uint8 ``(N, 3, S, S)`` from paths, RGB arrays ``(H, W, 3)``, PIL images or a tensor."""
+        if isinstance(images, torch.Tensor):
+            if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+                raise ValueError("a tensor must be uint8 (N, 3, S, S)")
+            images = [as_square(x, self.image_size) for x in images.permute(0, 2, 3, 1).numpy()]
+        out = np.empty((len(images), 3, self.image_size, self.image_size), dtype=np.uint8)
+        for i, item in enumerate(images):
+            if isinstance(item, (str, Path)):
+                rgb = load_rgb(Path(item), self.image_size)
+            elif isinstance(item, Image.Image):
+                rgb = as_square(np.asarray(item.convert("RGB")), self.image_size)
+            else:
+                rgb = np.asarray(item)
+                if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+                    raise ValueError("an image array must be uint8 RGB (H, W, 3)")
+                rgb = as_square(rgb, self.image_size)
+            out[i] = rgb.transpose(2, 0, 1)
+        return out
+
+    def predict(
+        self,
+        images: Sequence[Any] | np.ndarray | torch.Tensor | str | Path,
+        top_k: int = 5,
+        batch_size: int = 64,
+        detect: bool = False,
+    ) -> list[Prediction]:
+        """Predict faces given as files or folders (streamed; bad files come back as ``error``)
+        or as in-memory images (RGB arrays, PIL images, a uint8 tensor)."""
+        from facecls.predict import predict_files
+
+        if isinstance(images, (str, Path)):
+            images = [images]
+        if all(isinstance(x, (str, Path)) for x in images):
+            return list(predict_files(self, images, top_k, batch_size, detect))
+        if detect:
+            raise ValueError("detect=True works on files; crop in-memory images yourself")
+        results: list[Prediction] = []
+        for start in range(0, len(images), batch_size):
+            batch = self.to_batch(images[start : start + batch_size])
+            results.extend(self.decide(*self.outputs(batch), top_k=top_k))
+        return results
+
+    def embed(self, images: Sequence[Any] | np.ndarray | torch.Tensor, batch_size: int = 64):
+        """L2-normalised embeddings ``(N, D)`` float32 of paths or in-memory images."""
+        chunks = [
+            l2_normalize(self.outputs(self.to_batch(images[s : s + batch_size]))[1])
+            for s in range(0, len(images), batch_size)
+        ]
+        return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+    def enroll(self, data: str | Path, out: str | Path | None = None, **kwargs: Any) -> FaceModel:
+        """Enroll the identities of a class-per-folder ``data`` into a copy; returns the copy."""
+        from facecls.enroll import enroll
+
+        return load_model(enroll(self.folder, data, out, **kwargs), backend=self.backend)
+
+    def export(self, out: str | Path | None = None, **kwargs: Any) -> Any:
+        """Export to ONNX next to the bundle (see :func:`facecls.export.export_onnx`)."""
+        from facecls.export import export_onnx
+
+        return export_onnx(self.folder, out, **kwargs)
+
+
+def read_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """A bundle's folder and its ``model.json`` content (checked to be a facecls sidecar)."""
+    folder = bundle_folder(Path(path))
+    meta_path = folder / META_NAME
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BundleError(
+            f"{meta_path}: cannot read the bundle's JSON sidecar ({error})"
+        ) from error
+    if meta.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{meta_path}: not a facecls model sidecar")
+    return folder, meta
+
+
+def load_model(
+    path: str | Path,
+    device: str = "auto",
+    backend: str = "torch",
+    method: str | None = None,
+    threshold: float | None = None,
+    trust_pickle: bool = False,
+) -> FaceModel:
+    """Load a run folder or model bundle for prediction.
+
+    Args:
+        path: a run folder, a bundle folder, ``model.safetensors`` or ``model.json``.
+        device: ``auto``, ``cpu``, ``cuda`` (torch backend only).
+        backend: ``torch``, or ``onnx`` to run ``model.onnx`` (see ``facecls export``) through
+            onnxruntime.
+        method: open-set score to use instead of the bundle's (``msp``, ``energy``, ``centroid``).
+        threshold: open-set threshold instead of the calibrated one.
+        trust_pickle: allow ``.pt``/``.pth`` weights beside a ``model.json``; they are refused
+            otherwise, and even then read with ``torch.load(weights_only=True)``.
+
+    Raises:
+        BundleError: when the bundle or its ONNX file cannot be used.
+    """
+    from facecls.experiment import resolve_device
+
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    refuse_pickle(Path(path), trust_pickle)  # before anything else is read
+    folder, meta = read_meta(path)
+    if backend == "onnx":
+        from facecls.export import OnnxRunner
+
+        runner: Any = OnnxRunner(folder / ONNX_NAME, meta)
+    else:
+        # the path as given: a trusted .pt is loaded, not the folder's safetensors
+        runner = _TorchRunner(Path(path), resolve_device(device), trust_pickle)
+    return FaceModel(folder, meta, runner, read_centroids(folder), backend, method, threshold)

@@ -1,0 +1,257 @@
+"""Open-set recognition: say ``unknown`` for faces of people the model does not know.
+
+Three scores, each oriented so that higher means "more like a known person":
+
+- ``msp``: the maximum softmax probability (Hendrycks & Gimpel, 2017);
+- ``energy``: ``logsumexp`` of the logits, the negative free energy (Liu et al., 2020);
+- ``centroid``: the cosine similarity between the face's embedding (see ``embedding.py``) and
+  the centroid of the identity it is assigned to; centroids are the means of the L2-normalised
+  training-part embeddings, so this is also the score of the nearest-class-mean head that
+  enrolled identities use.
+
+Calibration. A validation part holds no strangers, so a rejection rate on strangers cannot be
+fixed there. The threshold is instead set at a target acceptance rate of known faces: the score
+that accepts ``target_acceptance`` (95 % by default) of the validation images the model names
+correctly. That fixes the cost to people the model knows; what it buys against strangers is
+measured, not assumed (``benchmarks/openset.py`` reports FPIR on LFW people outside training).
+Holding out training identities as pseudo-strangers would need a second model per run.
+
+Default. ``msp``: on LFW (``benchmarks/openset.py``, docs/inference.md) it gave the highest
+detection-and-identification rate at FPIR 1 % of the three with the seed CNNs, and it needs no
+embedding. A model with enrolled identities uses ``centroid``, the score of its head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+METHODS: tuple[str, ...] = ("msp", "energy", "centroid")
+DEFAULT_METHOD = "msp"
+DEFAULT_ACCEPTANCE = 0.95
+# Scales tried when fitting the nearest-class-mean softmax temperature (cosine x scale).
+_SCALES = np.geomspace(1.0, 200.0, 80)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax ``(N, C)``, stable for large logits."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def logsumexp(logits: np.ndarray) -> np.ndarray:
+    """Row-wise ``log(sum(exp(logits)))`` ``(N,)``, stable."""
+    top = logits.max(axis=1)
+    return top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
+
+
+def l2_normalize(features: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return features / np.maximum(norms, 1e-12)
+
+
+def class_centroids(features: np.ndarray, targets: np.ndarray, num_classes: int) -> np.ndarray:
+    """Unit-length mean of each class's unit-length embeddings, ``(num_classes, D)`` float32.
+
+    A class without any image gets a zero row (cosine 0 to everything).
+    """
+    unit = l2_normalize(features.astype(np.float64))
+    sums = np.zeros((num_classes, unit.shape[1]))
+    np.add.at(sums, targets, unit)
+    return l2_normalize(sums).astype(np.float32)
+
+
+def cosine(features: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each embedding to each centroid, ``(N, C)``."""
+    return l2_normalize(features.astype(np.float32)) @ centroids.T
+
+
+def scores(
+    method: str,
+    logits: np.ndarray,
+    features: np.ndarray | None = None,
+    centroids: np.ndarray | None = None,
+    predicted: np.ndarray | None = None,
+) -> np.ndarray:
+    """The open-set score ``(N,)`` of each image; higher means more like a known person.
+
+    Args:
+        method: ``msp``, ``energy`` or ``centroid``.
+        logits: classifier logits ``(N, C)``.
+        features: embeddings ``(N, D)``; needed by ``centroid``.
+        centroids: unit class centroids ``(C', D)``; needed by ``centroid``.
+        predicted: the class each image is assigned to (default: the logits' argmax); the
+            ``centroid`` score is the cosine to that class's centroid.
+    """
+    if method == "msp":
+        return softmax(logits).max(axis=1)
+    if method == "energy":
+        return logsumexp(logits)
+    if method == "centroid":
+        if features is None or centroids is None:
+            raise ValueError("the centroid score needs embeddings and class centroids")
+        chosen = logits.argmax(axis=1) if predicted is None else predicted
+        return cosine(features, centroids)[np.arange(len(chosen)), chosen]
+    raise ValueError(f"unknown open-set method {method!r}; choose one of {METHODS}")
+
+
+def threshold_at_acceptance(known_scores: np.ndarray, acceptance: float) -> float:
+    """The largest threshold that accepts (score >= threshold) at least ``acceptance`` of scores."""
+    if not 0.0 < acceptance <= 1.0:
+        raise ValueError(f"acceptance must be in (0, 1], got {acceptance}")
+    if len(known_scores) == 0:
+        raise ValueError("no scores to calibrate a threshold on")
+    ordered = np.sort(known_scores)
+    # Rejecting the floor((1 - acceptance) * n) lowest scores keeps at least acceptance of them.
+    return float(ordered[int(np.floor((1.0 - acceptance) * len(ordered) + 1e-9))])
+
+
+def fit_scale(cosines: np.ndarray, targets: np.ndarray) -> float:
+    """The softmax scale ``s`` minimising the NLL of ``softmax(s * cosines)`` (temperature fit)."""
+    best, best_nll = float(_SCALES[0]), np.inf
+    for scale in _SCALES:
+        z = scale * cosines
+        nll = float(np.mean(logsumexp(z) - z[np.arange(len(targets)), targets]))
+        if nll < best_nll:
+            best, best_nll = float(scale), nll
+    return best
+
+
+@dataclass
+class OpenSetRates:
+    """Open-set identification rates at one threshold (ISO/IEC 19795-1 terms).
+
+    Attributes:
+        threshold: accept when score >= threshold.
+        fpir: false positive identification rate, the share of strangers given a name.
+        fnir: false negative identification rate, the share of known faces not named correctly
+            (wrong name or rejected); ``dir = 1 - fnir``, the detection-and-identification rate.
+    """
+
+    threshold: float
+    fpir: float
+    fnir: float
+
+    @property
+    def dir(self) -> float:
+        return 1.0 - self.fnir
+
+
+def rates_at(
+    threshold: float,
+    known_scores: np.ndarray,
+    known_correct: np.ndarray,
+    unknown_scores: np.ndarray,
+) -> OpenSetRates:
+    """FPIR and FNIR at ``threshold``."""
+    fpir = float(np.mean(unknown_scores >= threshold)) if len(unknown_scores) else 0.0
+    named = known_correct & (known_scores >= threshold)
+    return OpenSetRates(float(threshold), fpir, 1.0 - float(np.mean(named)))
+
+
+def open_set_curve(
+    known_scores: np.ndarray, known_correct: np.ndarray, unknown_scores: np.ndarray
+) -> dict[str, np.ndarray]:
+    """FPIR and DIR at every distinct threshold, from accepting nothing to accepting everything.
+
+    Returns:
+        ``{"threshold", "fpir", "dir"}``, arrays sorted by decreasing threshold.
+    """
+    thresholds = np.unique(np.concatenate([known_scores, unknown_scores]))[::-1]
+    unknown_sorted = np.sort(unknown_scores)
+    correct_sorted = np.sort(known_scores[known_correct])
+    # Counts of scores >= t by binary search: O((N + M) log) instead of a loop per threshold.
+    fpir = (len(unknown_sorted) - np.searchsorted(unknown_sorted, thresholds, "left")) / max(
+        len(unknown_sorted), 1
+    )
+    named = len(correct_sorted) - np.searchsorted(correct_sorted, thresholds, "left")
+    return {"threshold": thresholds, "fpir": fpir, "dir": named / max(len(known_scores), 1)}
+
+
+def dir_at_fpir(
+    known_scores: np.ndarray,
+    known_correct: np.ndarray,
+    unknown_scores: np.ndarray,
+    target_fpir: float = 0.01,
+) -> OpenSetRates:
+    """Rates at the lowest threshold whose FPIR does not exceed ``target_fpir``."""
+    curve = open_set_curve(known_scores, known_correct, unknown_scores)
+    ok = np.flatnonzero(curve["fpir"] <= target_fpir)
+    threshold = float(curve["threshold"][ok[-1]]) if len(ok) else float("inf")
+    return rates_at(threshold, known_scores, known_correct, unknown_scores)
+
+
+@dataclass
+class Calibration:
+    """What calibration learns from a model's training and validation parts.
+
+    Attributes:
+        centroids: unit class centroids of the training part, ``(C, D)`` float32.
+        scale: softmax scale of the nearest-class-mean head (fitted on validation).
+        thresholds: per method, the score that accepts ``acceptance`` of correct validation answers.
+        method: the method ``predict`` uses unless told otherwise.
+        acceptance: the target acceptance rate of correctly named known faces.
+        stats: counts and rates of the validation part, for the record.
+    """
+
+    centroids: np.ndarray
+    scale: float
+    thresholds: dict[str, float]
+    method: str = DEFAULT_METHOD
+    acceptance: float = DEFAULT_ACCEPTANCE
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def meta(self) -> dict[str, Any]:
+        """The ``openset`` entry of a bundle's ``model.json`` (centroids live in safetensors)."""
+        return {
+            "method": self.method,
+            "threshold": self.thresholds[self.method],
+            "thresholds": self.thresholds,
+            "acceptance": self.acceptance,
+            "ncm_scale": self.scale,
+            "calibration": self.stats,
+        }
+
+
+def calibrate(
+    train_features: np.ndarray,
+    train_targets: np.ndarray,
+    val_logits: np.ndarray,
+    val_features: np.ndarray,
+    val_targets: np.ndarray,
+    num_classes: int,
+    method: str = DEFAULT_METHOD,
+    acceptance: float = DEFAULT_ACCEPTANCE,
+) -> Calibration:
+    """Centroids from the training part, thresholds and the NCM scale from the validation part.
+
+    Thresholds are set on the validation images the classifier names correctly (all validation
+    images when fewer than 10 are correct, so a weak model still gets a threshold).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown open-set method {method!r}; choose one of {METHODS}")
+    centroids = class_centroids(train_features, train_targets, num_classes)
+    predicted = val_logits.argmax(axis=1)
+    correct = predicted == val_targets
+    subset = correct if correct.sum() >= 10 else np.ones_like(correct)
+    thresholds = {
+        m: threshold_at_acceptance(
+            scores(m, val_logits, val_features, centroids)[subset], acceptance
+        )
+        for m in METHODS
+    }
+    cos = cosine(val_features, centroids)
+    stats = {
+        "validation_images": int(len(val_targets)),
+        "validation_correct": int(correct.sum()),
+        "calibrated_on": "correct" if subset is correct else "all",
+        "validation_accuracy": float(correct.mean()) if len(correct) else 0.0,
+        "ncm_validation_accuracy": float((cos.argmax(axis=1) == val_targets).mean()),
+    }
+    return Calibration(
+        centroids, fit_scale(cos, val_targets), thresholds, method, acceptance, stats
+    )

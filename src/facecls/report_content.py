@@ -1,0 +1,276 @@
+"""What a run's report shows: plain data for the templates and the matplotlib figures.
+
+Every number comes from the run folder (``metrics.json``, ``predictions.csv``, ``history.csv``,
+``data_report.json``, ``folds.json``); nothing is re-evaluated except the top-5 interval, which is
+bootstrapped from ``predictions.csv``. ``report.py`` renders and writes what this module returns.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from facecls import metrics, plots
+from facecls.config import to_dict
+from facecls.paired import bootstrap_mean_ci
+from facecls.report_findings import findings
+from facecls.run_data import RunData
+
+HEADLINE = (
+    ("Accuracy", "accuracy"),
+    ("Balanced accuracy", "balanced_accuracy"),
+    ("Macro-F1", "macro_f1"),
+    ("Top-5 accuracy", "top5_accuracy"),
+)
+CLASS_AVERAGES = (
+    ("Accuracy (one-vs-rest)", "class_avg_accuracy"),
+    ("Precision", "class_avg_precision"),
+    ("Recall", "class_avg_recall"),
+    ("BCR", "class_avg_bcr"),
+    ("Aggregated", "class_avg_aggregated"),
+)
+# Config values that hold a path on the user's machine; a shareable report leaves them out.
+PATH_KEYS = {("data", "source"), ("data", "split_file"), ("data", "cache_dir"), ("", "runs_dir")}
+NOT_PATHS = {"synthetic", "lfw", None}
+WITHHELD = "(path withheld)"
+
+
+@dataclass
+class RunPage:
+    """A run report's content: ``context`` for the templates, ``figures`` to save and inline."""
+
+    context: dict[str, Any]
+    figures: dict[str, tuple[Figure, str]] = field(default_factory=dict)
+
+
+def clustered_classes(cm: np.ndarray, max_classes: int = 40, max_pairs: int = 60) -> list[int]:
+    """The classes of the most-confused pairs (at most ``max_classes``), clustered.
+
+    Classes that are mistaken for each other end up next to each other: rows of the symmetrised,
+    row-normalised sub-matrix are ordered by average-linkage hierarchical clustering with optimal
+    leaf ordering.
+
+    Returns:
+        Class indices in display order; empty when the model made no mistake.
+    """
+    from scipy.cluster.hierarchy import leaves_list, linkage
+
+    names = [str(i) for i in range(cm.shape[0])]
+    classes: list[int] = []
+    for pair in metrics.confused_pairs(cm, names, n=max_pairs):
+        for c in (int(pair["true"]), int(pair["predicted"])):
+            if c not in classes and len(classes) < max_classes:
+                classes.append(c)
+    if len(classes) < 3:
+        return classes
+    sub = cm[np.ix_(classes, classes)] / np.maximum(cm[classes].sum(axis=1), 1)[:, None]
+    tree = linkage(sub + sub.T, method="average", metric="euclidean", optimal_ordering=True)
+    return [classes[k] for k in leaves_list(tree)]
+
+
+def _redacted(section: str, key: str, value: Any, shareable: bool) -> Any:
+    if shareable and (section, key) in PATH_KEYS and value not in NOT_PATHS:
+        return WITHHELD
+    return value
+
+
+def settings_rows(run: RunData, shareable: bool) -> list[dict[str, Any]]:
+    """The resolved config as ``{"section", "rows": [(key, value)]}``, paths withheld if asked."""
+    values = to_dict(run.config)
+    top = [
+        (k, _redacted("", k, v, shareable)) for k, v in values.items() if not isinstance(v, dict)
+    ]
+    out = [{"section": "run", "rows": top}]
+    synthetic = run.config.data.source == "synthetic"
+    for section, body in values.items():
+        if isinstance(body, dict):
+            rows = [
+                (k, _redacted(section, k, v, shareable)) for k, v in body.items()
+                if synthetic or not k.startswith("synthetic_")  # unused by other sources
+            ]  # fmt: skip
+            out.append({"section": section, "rows": rows})
+    return out
+
+
+def environment_rows(run: RunData) -> list[tuple[str, Any]]:
+    env = dict(run.metrics.get("environment", {}))
+    device = env.pop("cuda_device", None) or f"CPU ({env.get('cpu_threads', '?')} threads)"
+    rows = [("device", device), ("requested device", run.config.train.device)]
+    libraries = env.pop("libraries", None) or {}
+    rows += [(k, v) for k, v in env.items()]
+    if libraries:  # one line instead of a nested dict
+        rows.append(("libraries", ", ".join(f"{k} {v}" for k, v in libraries.items() if v)))
+    rows.append(("wall time", f"{run.metrics.get('wall_seconds', 0):.1f} s"))
+    return rows
+
+
+def data_section(run: RunData, shareable: bool) -> dict[str, Any]:
+    """Identities, images, the split and folds, and the skipped files (reasons only if shareable)."""
+    report, folds = run.data_report, run.folds
+    skipped = report.get("skipped_files", [])
+    location = report.get("location")
+    split = str(report.get("split", folds.get("how", "?")))
+    if shareable and run.config.data.split_file:  # "split file /home/…/x.csv (…)"
+        split = split.replace(run.config.data.split_file, WITHHELD)
+    return {
+        "kind": report.get("kind", "?"),
+        "location": WITHHELD if shareable and location not in NOT_PATHS else location,
+        "identities": report.get("identities", len(run.class_names)),
+        "images": report.get("images"),
+        "image_size": run.config.data.image_size,
+        "min_images": run.config.data.min_images,
+        "split": split,
+        "pool": report.get("train_pool_images", len(folds.get("pool", []))),
+        "test": report.get("test_images", len(run.predictions)),
+        "fold_sizes": [len(f) for f in folds.get("folds", [])],
+        "skipped_count": len(skipped),
+        "skipped": [] if shareable else skipped[:50],
+        "skipped_reasons": Counter(item["reason"] for item in skipped).most_common(),
+        # Counts only: the groups themselves list file paths.
+        "duplicates": {k: v for k, v in report.get("duplicates", {}).items()
+                       if isinstance(v, int)} or None,
+    }  # fmt: skip
+
+
+def headline_rows(run: RunData) -> list[dict[str, Any]]:
+    """Test score with its 95 % bootstrap interval, and for ``cv`` the folds' mean ± std."""
+    test = run.metrics["test"]
+    intervals = dict(test.get("intervals_95", {}))
+    if "top5_accuracy" not in intervals and run.predictions:
+        hits = [p.in_top5 for p in run.predictions]
+        intervals["top5_accuracy"] = bootstrap_mean_ci(hits, seed=run.config.train.seed)
+    cv = run.metrics.get("cv", {})
+    rows = []
+    for label, key in HEADLINE:
+        low, high = intervals.get(key, (None, None))
+        mean_std = cv.get("mean_std", {}).get(key)
+        rows.append({
+            "label": label, "key": key, "value": test["summary"][key], "low": low, "high": high,
+            "cv_mean": mean_std[0] if mean_std else None,
+            "cv_std": mean_std[1] if mean_std else None,
+            "pooled": cv.get("pooled_out_of_fold", {}).get(key),
+        })  # fmt: skip
+    return rows
+
+
+def fold_rows(run: RunData) -> list[dict[str, Any]]:
+    """One row per fold (or the single validation part of ``train``): size, kept epoch, scores."""
+    cv = run.metrics.get("cv")
+    kept = run.metrics.get("final_model", {}).get("fold", 0)
+    sizes = [len(f) for f in run.folds.get("folds", [])]
+    if cv:
+        summaries, epochs = cv["folds"], cv.get("best_epochs", [])
+    else:
+        summaries = [run.metrics.get("validation", {}).get("summary", {})]
+        epochs = [run.metrics.get("final_model", {}).get("epoch")]
+    return [
+        {"fold": i, "images": sizes[i] if i < len(sizes) else None,
+         "epoch": epochs[i] if i < len(epochs) else None, "kept": i == kept, **s}
+        for i, s in enumerate(summaries)
+    ]  # fmt: skip
+
+
+def per_class_rows(run: RunData, cm: np.ndarray) -> list[dict[str, Any]]:
+    """The per-identity table: test metrics, train images, group and the most frequent mistake."""
+    per_identity = run.data_report.get("images_per_identity", {})
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    rows = []
+    for c, row in enumerate(run.metrics["test"]["per_class"]):
+        total = per_identity.get(row["name"])
+        j = int(off[c].argmax())
+        rows.append({
+            **row,
+            "train": None if total is None else int(total) - int(row["support"]),
+            "confused_with": run.class_names[j] if off[c, j] else "",
+            "confused_count": int(off[c, j]),
+        })  # fmt: skip
+    train = np.array([r["train"] if r["train"] is not None else 0 for r in rows])
+    for r, group in zip(rows, metrics.head_medium_few(train), strict=True):
+        r["group"] = str(group)
+    return rows
+
+
+def build_run_page(run: RunData, shareable: bool) -> RunPage:
+    """Tables and figures of a run's report (face pictures are added by ``report.py``)."""
+    cm = run.confusion()
+    per_class = per_class_rows(run, cm)
+    test = run.metrics["test"]
+    groups = np.array([r["group"] for r in per_class])
+    group_recall = metrics.group_recall(cm, groups)
+    context: dict[str, Any] = {
+        "name": run.name,
+        "command": run.command,
+        "model": run.config.train.model,
+        "shareable": shareable,
+        "run_dir": None if shareable else str(run.run_dir.resolve()),
+        "data": data_section(run, shareable),
+        "settings": settings_rows(run, shareable),
+        "environment": environment_rows(run),
+        "headline": headline_rows(run),
+        "test_images": test["summary"].get("images", len(run.predictions)),
+        "folds": fold_rows(run),
+        "final_model": run.metrics.get("final_model", {}),
+        "top5": test["top5"],
+        "worst5": test["worst5"],
+        "class_averages": [(label, test["summary"][key]) for label, key in CLASS_AVERAGES],
+        "group_recall": group_recall,
+        "findings": findings(run, cm, group_recall),
+        "group_sizes": Counter(groups.tolist()),
+        "per_class": per_class,
+        "pairs": test["confused_pairs"][:15],
+        "errors": int(cm.sum() - np.trace(cm)),
+    }
+    page = RunPage(context)
+    counts = [
+        per_identity for per_identity in run.data_report.get("images_per_identity", {}).values()
+    ]
+    if counts:
+        names = list(run.data_report["images_per_identity"])
+        support = {r["name"]: r["support"] for r in per_class}
+        ax = plots.plot_long_tail(counts, names, [support.get(n, 0) for n in names])
+        page.figures["long_tail"] = (ax.figure, "Images per identity, most frequent first")
+    if run.history:
+        page.figures["fold_losses"] = (
+            _fold_losses(run),
+            "Loss per fold; the dotted line is the kept epoch",
+        )
+    ax = plots.plot_recall_vs_train_images(
+        [r["train"] or 0 for r in per_class], [r["recall"] for r in per_class],
+        [r["name"] for r in per_class], [r["name"] for r in test["worst5"]],
+    )  # fmt: skip
+    page.figures["recall_vs_train"] = (
+        ax.figure,
+        "Test recall against training images per identity",
+    )
+    order = clustered_classes(cm)
+    context["heatmap_classes"] = len(order)
+    if order:
+        ax = plots.plot_confusion_heatmap(
+            cm[np.ix_(order, order)], [run.class_names[i] for i in order], cm[order].sum(axis=1)
+        )
+        page.figures["confusion_clustered"] = (
+            ax.figure, f"Confusions among the {len(order)} identities of the most-confused pairs, clustered",
+        )  # fmt: skip
+    return page
+
+
+def _fold_losses(run: RunData) -> Figure:
+    """Figures 4–7 of the seed report: one loss panel per fold, side by side."""
+    folds = sorted({int(r["fold"]) for r in run.history})
+    epochs = run.metrics.get("cv", {}).get("best_epochs") or [
+        run.metrics.get("final_model", {}).get("epoch")
+    ]
+    cols = min(len(folds), 3)
+    rows = -(-len(folds) // cols)
+    figure = Figure(figsize=(4.0 * cols, 3.0 * rows), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, fold in zip(axes, folds, strict=False):
+        plots.plot_fold_loss(run.history, fold, epochs[fold] if fold < len(epochs) else None, ax=ax)
+    for ax in axes[len(folds) :]:
+        ax.set_axis_off()
+    return figure

@@ -1,0 +1,143 @@
+"""Read a run folder back into memory for reports and comparisons; nothing here writes.
+
+A run folder (see ``experiment.py``) holds ``config.yaml``, ``metrics.json``, ``data_report.json``,
+``folds.json``, ``history.csv`` and ``predictions.csv``. :func:`load_run` reads them once and
+checks that they are there, so report code never touches the disk layout itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facecls import metrics
+from facecls.config import RunConfig, load_yaml
+
+REQUIRED = ("config.yaml", "metrics.json", "predictions.csv")
+
+
+class RunFolderError(FileNotFoundError):
+    """A folder is not a complete facecls run; the message names what is missing."""
+
+
+@dataclass
+class Prediction:
+    """One row of ``predictions.csv``: a test image, its true identity and the top-k guesses."""
+
+    path: str
+    true: str
+    predicted: str
+    probability: float
+    top: list[tuple[str, float]]
+
+    @property
+    def correct(self) -> bool:
+        return self.true == self.predicted
+
+    @property
+    def in_top5(self) -> bool:
+        return any(name == self.true for name, _ in self.top[:5])
+
+
+@dataclass
+class RunData:
+    """Everything a report shows about one run, as read from its folder.
+
+    Attributes:
+        class_names: identity names in class-index order (that of ``metrics.json``'s per-class).
+        history: ``history.csv`` rows with numbers parsed.
+        folds: ``folds.json`` (test/pool/fold paths and how the split was made), or ``{}``.
+        data_report: ``data_report.json``, or ``{}`` when missing.
+    """
+
+    run_dir: Path
+    config: RunConfig
+    metrics: dict[str, Any]
+    data_report: dict[str, Any]
+    folds: dict[str, Any]
+    history: list[dict[str, float]]
+    predictions: list[Prediction]
+    class_names: list[str]
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def command(self) -> str:
+        return str(self.metrics.get("command", "train"))
+
+    def class_index(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.class_names)}
+
+    def targets_preds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(N,) true and predicted class indices of the test images, in ``predictions`` order."""
+        index = self.class_index()
+        targets = np.array([index[p.true] for p in self.predictions], dtype=np.int64)
+        preds = np.array([index[p.predicted] for p in self.predictions], dtype=np.int64)
+        return targets, preds
+
+    def confusion(self) -> np.ndarray:
+        """The test part's (K, K) confusion matrix of counts, rebuilt from ``predictions.csv``."""
+        targets, preds = self.targets_preds()
+        return metrics.confusion_matrix(targets, preds, len(self.class_names))
+
+
+def _read_predictions(path: Path) -> list[Prediction]:
+    rows = []
+    with path.open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            top = []
+            r = 1
+            while f"top{r}" in row:
+                top.append((row[f"top{r}"], float(row[f"top{r}_probability"])))
+                r += 1
+            rows.append(
+                Prediction(
+                    row["path"], row["true"], row["predicted"], float(row["probability"]), top
+                )
+            )
+    return rows
+
+
+def _read_history(path: Path) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def load_run(run_dir: Path) -> RunData:
+    """Read a run folder written by ``facecls train`` or ``facecls cv``.
+
+    Raises:
+        RunFolderError: when ``config.yaml``, ``metrics.json`` or ``predictions.csv`` is missing.
+    """
+    run_dir = Path(run_dir)
+    missing = [name for name in REQUIRED if not (run_dir / name).is_file()]
+    if missing:
+        raise RunFolderError(
+            f"{run_dir}: not a complete facecls run folder (missing {', '.join(missing)}); "
+            "give a folder written by `facecls train` or `facecls cv`"
+        )
+    result_metrics = _read_json(run_dir / "metrics.json")
+    class_names = [row["name"] for row in result_metrics["test"]["per_class"]]
+    return RunData(
+        run_dir=run_dir,
+        config=load_yaml(run_dir / "config.yaml"),
+        metrics=result_metrics,
+        data_report=_read_json(run_dir / "data_report.json"),
+        folds=_read_json(run_dir / "folds.json"),
+        history=_read_history(run_dir / "history.csv"),
+        predictions=_read_predictions(run_dir / "predictions.csv"),
+        class_names=class_names,
+    )

@@ -1,0 +1,151 @@
+"""Face detection and LFW-style cropping on composed photos (OpenCV's Haar cascade)."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facecls.detect import Box, crop_face
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from a second thread, and on a busy 2-core machine the threads'
+    synchronisation makes small steps many times slower (measured: 40 s vs 263 s wall)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        import cv2
+    except ImportError:
+        cv2 = None
+    cv2_before = cv2.getNumThreads() if cv2 else 0
+    if cv2:
+        cv2.setNumThreads(1)
+    yield
+    torch.set_num_threads(before)
+    if cv2:
+        cv2.setNumThreads(cv2_before)
+
+
+def lfw_archive_path() -> Path:
+    """LFW in ../shared beside the repository (or one level up, from a git worktree)."""
+    for base in (REPO.parent, REPO.parent.parent):
+        path = base / "shared" / "datasets" / "lfw-deepfunneled.tgz"
+        if path.exists():
+            return path
+    pytest.fail("lfw-deepfunneled.tgz is missing: tests read LFW from ../shared/datasets")
+
+
+@functools.cache
+def lfw_face(name: str = "Aaron_Peirsol/Aaron_Peirsol_0001.jpg") -> np.ndarray:
+    """One LFW photo, read by walking the archive only up to it (both defaults are near the
+    start; ``extractfile(name)`` would first read every header of the 110 MB archive)."""
+    with tarfile.open(lfw_archive_path()) as tar:
+        for member in tar:
+            if member.name == f"lfw-deepfunneled/{name}":
+                data = tar.extractfile(member).read()
+                return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    raise FileNotFoundError(name)
+
+
+def test_crop_is_centred_square_and_pads_outside() -> None:
+    photo = np.zeros((100, 200, 3), np.uint8)
+    photo[40:60, 90:110] = 255  # a white 20 px square "face" centred at (100, 50)
+    crop = crop_face(photo, Box(90, 40, 20, 20), size=44, enlarge=2.2)
+    assert crop.shape == (44, 44, 3)
+    white = np.argwhere(crop[..., 0] > 128)
+    assert white.mean(0) == pytest.approx([21.5, 21.5], abs=1.0)  # still centred
+    assert len(white) == pytest.approx((44 / 2.2) ** 2, rel=0.2)  # 1/2.2 of the side
+    photo[:20, :20] = 255  # a face in the corner: the square reaches outside, edge-padded
+    corner = crop_face(photo, Box(0, 0, 20, 20), size=44)
+    assert corner.shape == (44, 44, 3) and corner[:5, :5].min() > 200
+
+
+def test_haar_finds_a_pasted_lfw_face() -> None:
+    pytest.importorskip("cv2")
+    from facecls.detect import FaceDetector
+
+    face = lfw_face()
+    canvas = np.full((600, 800, 3), 90, np.uint8)
+    top, left = 220, 430
+    canvas[top : top + 250, left : left + 250] = face
+    boxes = FaceDetector()(canvas)
+    assert len(boxes) == 1
+    box = boxes[0]
+    centre = (box.x + box.w / 2, box.y + box.h / 2)
+    assert centre == pytest.approx((left + 125, top + 125), abs=12)
+    # The crop frames the face as LFW does: a square about as large as the 250 px photo.
+    assert 2.2 * max(box.w, box.h) == pytest.approx(250, rel=0.15)
+    assert crop_face(canvas, box, 64).shape == (64, 64, 3)
+    assert FaceDetector()(np.full((300, 300, 3), 128, np.uint8)) == []
+
+
+def test_predict_detect_rows(tmp_path: Path) -> None:
+    pytest.importorskip("cv2")
+    # A tiny model bundle is enough: detection and rows are under test, not accuracy.
+    from facecls.bundle import Bundle, save_bundle
+    from facecls.cli import main
+    from facecls.models import create_model
+
+    bundle = save_bundle(
+        Bundle(create_model("baseline", 3, 32).eval(), "baseline", ["a", "b", "c"], 32,
+               [0.5] * 3, [0.25] * 3),
+        tmp_path / "model",
+    )  # fmt: skip
+    face = lfw_face()
+    two = np.full((400, 900, 3), 90, np.uint8)
+    two[100:350, 50:300] = face
+    two[120:370, 600:850] = lfw_face("Abdullah_Gul/Abdullah_Gul_0001.jpg")
+    Image.fromarray(two).save(tmp_path / "two.jpg")
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(tmp_path / "blank.png")
+    out = tmp_path / "p.csv"
+    code = main(["--quiet", "predict", str(bundle), str(tmp_path / "two.jpg"),
+                 str(tmp_path / "blank.png"), "--detect", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    with out.open() as f:
+        table = list(csv.DictReader(f))
+    by_file: dict[str, list[dict[str, str]]] = {}
+    for row in table:
+        by_file.setdefault(Path(row["path"]).name, []).append(row)
+    assert [r["decision"] for r in by_file["blank.png"]] == ["no_face"]
+    faces = by_file["two.jpg"]
+    assert len(faces) == 2 and {r["faces"] for r in faces} == {"2"}
+    centres = sorted(int(x) + int(w) / 2 for x, _, w, _ in (r["box"].split() for r in faces))
+    assert centres == pytest.approx([175, 725], abs=15)
+
+
+def test_enroll_detect_crops_the_largest_face(tmp_path: Path) -> None:
+    pytest.importorskip("cv2")
+    import facecls
+    from facecls.bundle import Bundle, save_bundle
+    from facecls.calibration import write_centroids
+    from facecls.models import create_model
+
+    folder = save_bundle(
+        Bundle(create_model("baseline", 2, 32).eval(), "baseline", ["a", "b"], 32,
+               [0.5] * 3, [0.25] * 3),
+        tmp_path / "model",
+    )  # fmt: skip
+    write_centroids(folder, {"trained": np.eye(2, 300, dtype=np.float32)})
+    person = tmp_path / "new" / "Aaron_Peirsol"
+    person.mkdir(parents=True)
+    canvas = np.full((500, 600, 3), 90, np.uint8)
+    canvas[150:400, 200:450] = lfw_face()
+    Image.fromarray(canvas).save(person / "party.jpg")
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(person / "blank.png")
+    messages: list[str] = []
+    out = facecls.enroll(folder, tmp_path / "new", detect=True, log=messages.append)
+    model = facecls.load_model(out)
+    assert model.enrolled_names == ["Aaron_Peirsol"]
+    assert model.meta["enrolled"]["images"] == [1]
+    assert any("blank.png" in m and "no face" in m for m in messages)

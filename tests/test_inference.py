@@ -1,0 +1,272 @@
+"""Using a trained model: predict CSV, streaming, unknown decisions, enrollment, ONNX, the API.
+
+One small baseline is trained once on 6 synthetic identities; 3 more identities are never trained
+on: they are the strangers, and later the people enrolled without retraining.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import facecls
+from facecls.cli import main
+
+TRAINED, NEW = 6, 3
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from a second thread, and on a busy 2-core machine the threads'
+    synchronisation makes small steps many times slower (measured: 40 s vs 263 s wall)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def people(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """``train/`` (6 people), ``enroll/`` (5 photos of 3 new people), ``probe/`` (their others)."""
+    from facecls.data.synthetic import SyntheticSpec, write_synthetic_folder
+
+    base = tmp_path_factory.mktemp("people")
+    spec = SyntheticSpec(
+        num_classes=TRAINED + NEW, max_per_class=30, min_per_class=20, image_size=40, seed=3
+    )
+    root = write_synthetic_folder(base / "all", spec)
+    names = sorted(p.name for p in root.iterdir())
+    for name in names[:TRAINED]:
+        shutil.copytree(root / name, base / "train" / name)
+    for name in names[TRAINED:]:
+        files = sorted((root / name).iterdir())
+        for part, chosen in (("enroll", files[:5]), ("probe", files[5:])):
+            (base / part / name).mkdir(parents=True)
+            for f in chosen:
+                shutil.copy(f, base / part / name / f.name)
+    return {k: base / k for k in ("train", "enroll", "probe")} | {"base": base}
+
+
+@pytest.fixture(scope="module")
+def run(people: dict[str, Path]) -> Path:
+    code = main([
+        "--quiet", "train", "--data", str(people["train"]), "--image-size", "32", "--epochs",
+        "30", "--batch-size", "16", "--lr", "1e-3", "--recipe", "report",
+        "--runs-dir", str(people["base"] / "runs"),
+        "--name", "t",
+    ])  # fmt: skip
+    assert code == 0
+    return people["base"] / "runs" / "t"
+
+
+def test_training_stores_calibration(run: Path) -> None:
+    meta = json.loads((run / "model" / "model.json").read_text())
+    openset = meta["openset"]
+    assert openset["method"] == "msp"
+    assert set(openset["thresholds"]) == {"msp", "energy", "centroid"}
+    assert (run / "model" / "centroids.safetensors").is_file()
+    model = facecls.load_model(run)
+    assert model.threshold == pytest.approx(openset["threshold"])
+    assert model.centroids.shape[0] == TRAINED
+
+
+def test_predict_csv_columns_and_bad_files(run: Path, people: dict[str, Path], tmp_path: Path):
+    (tmp_path / "broken.jpg").write_text("not a jpeg")
+    out = tmp_path / "p.csv"
+    inputs = [str(people["train"] / "person_00"), str(tmp_path / "broken.jpg"),
+              str(tmp_path / "missing.png")]  # fmt: skip
+    assert main(["--quiet", "predict", str(run), *inputs, "--out", str(out), "--top-k", "3"]) == 0
+    table = rows(out)
+    assert list(table[0]) == [
+        "path", "face", "faces", "box", "decision", "identity", "score", "top1",
+        "top1_probability", "top2", "top2_probability", "top3", "top3_probability", "reason",
+    ]  # fmt: skip
+    errors = {Path(r["path"]).name: r["reason"] for r in table if r["decision"] == "error"}
+    assert set(errors) == {"broken.jpg", "missing.png"}
+    assert "not an image" in errors["broken.jpg"] and "No such file" in errors["missing.png"]
+    faces = [r for r in table if r["decision"] != "error"]
+    assert len(faces) == len(list((people["train"] / "person_00").iterdir()))
+    for r in faces:
+        probs = [float(r[f"top{i}_probability"]) for i in (1, 2, 3)]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+        assert r["identity"] in ("unknown", r["top1"])
+    # A photo of a trained person is mostly named correctly (it was trained on).
+    assert np.mean([r["identity"] == "person_00" for r in faces]) > 0.8
+
+
+def test_streaming_chunks_give_identical_output(run: Path, people: dict[str, Path]) -> None:
+    model = facecls.load_model(run)
+    from facecls.predict import predict_files
+
+    whole = list(predict_files(model, [people["probe"], people["train"]], chunk_size=1000))
+    chunked = list(predict_files(model, [people["probe"], people["train"]], chunk_size=7))
+    assert len(whole) == len(chunked) > 7
+    for a, b in zip(whole, chunked, strict=True):
+        assert (a.path, a.decision, a.identity) == (b.path, b.decision, b.identity)
+        assert a.score == pytest.approx(b.score, abs=1e-5)
+
+
+def test_strangers_are_rejected_more_often_than_known_people(
+    run: Path, people: dict[str, Path]
+) -> None:
+    model = facecls.load_model(run)
+    known = model.predict([people["train"]])
+    strangers = model.predict([people["probe"]])
+    known_rate = np.mean([p.decision == "unknown" for p in known])
+    stranger_rate = np.mean([p.decision == "unknown" for p in strangers])
+    print(f"unknown rate: trained people {known_rate:.2f}, strangers {stranger_rate:.2f}")
+    assert stranger_rate > known_rate + 0.2
+    assert known_rate <= 0.1  # calibrated to accept 95 % of correct validation answers
+    # --threshold overrides: -inf accepts everyone, +inf rejects everyone.
+    everyone = facecls.load_model(run, threshold=-1e9).predict([people["probe"]])
+    assert all(p.decision == "known" for p in everyone)
+
+
+def test_enrollment_names_new_people_without_retraining(
+    run: Path, people: dict[str, Path], tmp_path: Path
+) -> None:
+    weights = (run / "model" / "model.safetensors").read_bytes()
+    out = tmp_path / "enrolled"
+    assert main(["--quiet", "enroll", str(run), "--data", str(people["enroll"]), "--out",
+                 str(out)]) == 0  # fmt: skip
+    assert (run / "model" / "model.safetensors").read_bytes() == weights  # original untouched
+    new_names = sorted(p.name for p in people["enroll"].iterdir())
+    model = facecls.load_model(out)
+    assert model.class_names[-NEW:] == new_names and len(model.class_names) == TRAINED + NEW
+    before = facecls.load_model(run, threshold=-1e9).predict([people["probe"]])
+    after = facecls.load_model(out, threshold=-1e9).predict([people["probe"]])
+    truth = [Path(p.path).parent.name for p in after]
+    before_acc = np.mean([p.top_k[0][0] == t for p, t in zip(before, truth, strict=True)])
+    after_acc = np.mean([p.top_k[0][0] == t for p, t in zip(after, truth, strict=True)])
+    print(f"new people named: {before_acc:.2f} before enrolling, {after_acc:.2f} after")
+    assert before_acc == 0.0 and after_acc > 2 / (TRAINED + NEW)  # well above chance
+    # Enrolling a trained identity's name is refused.
+    clash = tmp_path / "clash" / "person_00"
+    shutil.copytree(people["train"] / "person_00", clash)
+    assert main(["--quiet", "enroll", str(run), "--data", str(clash.parent)]) == 2
+
+
+def test_api_mirrors_the_commands(run: Path, people: dict[str, Path]) -> None:
+    model = facecls.load_model(run)
+    files = sorted((people["train"] / "person_01").iterdir())[:4]
+    from facecls.data.images import load_rgb
+
+    arrays = [load_rgb(f) for f in files]  # 40 px photos: resized like files are
+    by_path = model.predict(files, top_k=2)
+    by_array = model.predict(arrays, top_k=2)
+    for a, b in zip(by_path, by_array, strict=True):
+        assert a.top_k[0][0] == b.top_k[0][0] and a.score == pytest.approx(b.score, abs=1e-5)
+    embeddings = model.embed(files)
+    assert embeddings.shape == (4, 300)
+    assert np.linalg.norm(embeddings, axis=1) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_calibrate_by_hand(run: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(run / "model", bundle)
+    assert main(["--quiet", "calibrate", str(bundle), "--threshold", "0.5", "--method", "msp"]) == 0
+    openset = json.loads((bundle / "model.json").read_text())["openset"]
+    assert openset["method"] == "msp" and openset["threshold"] == 0.5
+    model = facecls.load_model(bundle)
+    assert (model.method, model.threshold) == ("msp", 0.5)
+    assert main(["--quiet", "calibrate", str(bundle), "--method", "energy"]) == 0
+    assert facecls.load_model(bundle).threshold == pytest.approx(openset["thresholds"]["energy"])
+
+
+def _lfw_photos(folder: Path, count: int) -> list[Path]:
+    from tests.test_detect import lfw_archive_path
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    with tarfile.open(lfw_archive_path()) as tar:
+        for member in tar:
+            if member.isfile() and member.name.endswith(".jpg"):
+                path = folder / Path(member.name).name
+                path.write_bytes(tar.extractfile(member).read())
+                written.append(path)
+                if len(written) == count:
+                    break
+    return written
+
+
+def test_onnx_export_parity_on_real_photos(run: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    bundle = tmp_path / "bundle"
+    shutil.copytree(run / "model", bundle)
+    photos = _lfw_photos(tmp_path / "lfw", 24)
+    result = facecls.export_onnx(bundle, check_images=[tmp_path / "lfw"])
+    print(f"ONNX parity on {result.checked_on}: max abs diff {result.max_abs_diff:.2e}")
+    assert result.path == bundle / "model.onnx" and result.images == 24
+    assert result.max_abs_diff < 1e-3 and result.top1_agreement == 1.0
+    torch_preds = facecls.load_model(bundle).predict(photos)
+    onnx_preds = facecls.load_model(bundle, backend="onnx").predict(photos)
+    for a, b in zip(torch_preds, onnx_preds, strict=True):
+        assert (a.top_k[0][0], a.decision) == (b.top_k[0][0], b.decision)
+        assert a.score == pytest.approx(b.score, abs=1e-4)
+
+
+def _peak_rss_mib(args: list[str]) -> float:
+    """Run ``python -m facecls ARGS`` in a child process; its own peak RSS in MiB."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen([sys.executable, "-m", "facecls", "--quiet", *args], env=env)
+    _, status, usage = os.wait4(child.pid, 0)  # this child's rusage, not all children's
+    child.returncode = os.waitstatus_to_exitcode(status)
+    assert child.returncode == 0, args
+    return usage.ru_maxrss / 1024  # KiB on Linux
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(__import__("os"), "wait4"), reason="needs os.wait4 (Unix)")
+def test_predict_memory_does_not_grow_with_the_number_of_images(tmp_path: Path) -> None:
+    """Promise 12: 10,000 photos are predicted in the memory 1,000 take (streamed in chunks,
+    rows written as they come). At 64 px, holding every decoded face would add 110 MiB."""
+    import io
+
+    from PIL import Image
+
+    from facecls.bundle import Bundle, save_bundle
+    from facecls.models import create_model
+
+    size, total = 64, 10_000
+    blobs = []
+    for shade in range(8):
+        buffer = io.BytesIO()
+        Image.new("RGB", (20, 20), (30 * shade, 200 - 20 * shade, 90)).save(buffer, "PNG")
+        blobs.append(buffer.getvalue())
+    for i in range(total):  # 10 folders of 1,000: the first alone is the 1,000-image run
+        folder = tmp_path / "photos" / f"{i // 1000:02d}"
+        if i % 1000 == 0:
+            folder.mkdir(parents=True)
+        (folder / f"{i:05d}.png").write_bytes(blobs[i % len(blobs)])
+    torch.manual_seed(0)
+    model = create_model("baseline", num_classes=5, image_size=size)
+    names = [f"person_{c}" for c in range(5)]
+    bundle = save_bundle(Bundle(model, "baseline", names, size, [0.5] * 3, [0.25] * 3),
+                         tmp_path / "bundle")  # fmt: skip
+    peaks = {}
+    for n, inputs in ((1_000, [tmp_path / "photos" / "00"]), (total, [tmp_path / "photos"])):
+        out = tmp_path / f"p{n}.csv"
+        args = ["predict", str(bundle), *map(str, inputs), "--out", str(out), "--device", "cpu"]
+        peaks[n] = _peak_rss_mib(args)
+        with out.open() as f:
+            assert sum(1 for _ in f) == n + 1
+    print(f"peak RSS: {peaks[1_000]:.0f} MiB for 1,000 images, {peaks[total]:.0f} MiB for 10,000")
+    assert peaks[total] <= peaks[1_000] * 1.05 + 16, peaks

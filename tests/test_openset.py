@@ -1,0 +1,115 @@
+"""Open-set scores, calibration and rates against brute-force and scikit-learn oracles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp as scipy_logsumexp
+from scipy.special import softmax as scipy_softmax
+
+from facecls import openset
+
+
+def test_scores_match_their_definitions() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(20, 5)) * 4
+    features = rng.normal(size=(20, 8))
+    centroids = openset.l2_normalize(rng.normal(size=(5, 8))).astype(np.float32)
+    assert openset.scores("msp", logits) == pytest.approx(scipy_softmax(logits, 1).max(1))
+    assert openset.scores("energy", logits) == pytest.approx(scipy_logsumexp(logits, 1))
+    chosen = logits.argmax(1)
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    expected = np.sum(unit * centroids[chosen], axis=1)
+    got = openset.scores("centroid", logits, features, centroids)
+    assert got == pytest.approx(expected, abs=1e-5)
+    with pytest.raises(ValueError, match="unknown open-set method"):
+        openset.scores("odin", logits)
+
+
+def test_class_centroids_are_unit_means_of_unit_embeddings() -> None:
+    features = np.array([[3.0, 0.0], [0.0, 1.0], [0.0, -2.0], [5.0, 5.0]])
+    targets = np.array([0, 0, 1, 1])
+    c = openset.class_centroids(features, targets, 3)
+    assert c[0] == pytest.approx(np.array([1, 1]) / np.sqrt(2))
+    assert c[1] == pytest.approx(
+        openset.l2_normalize(np.array([[np.sqrt(0.5), np.sqrt(0.5) - 1]]))[0]
+    )
+    assert c[2] == pytest.approx([0, 0])  # no image: zero row
+
+
+@pytest.mark.parametrize("acceptance", [0.5, 0.9, 0.95, 1.0])
+def test_threshold_accepts_at_least_the_target(acceptance: float) -> None:
+    scores = np.random.default_rng(1).normal(size=101)
+    t = openset.threshold_at_acceptance(scores, acceptance)
+    accepted = np.mean(scores >= t)
+    assert accepted >= acceptance
+    # and it is the largest such threshold: any higher score accepts too few
+    higher = scores[scores > t]
+    if len(higher):
+        assert np.mean(scores >= higher.min()) < acceptance
+
+
+def test_open_set_curve_matches_brute_force() -> None:
+    rng = np.random.default_rng(2)
+    known = rng.normal(1.0, 1.0, 200)
+    correct = rng.random(200) < 0.8
+    unknown = rng.normal(-0.5, 1.0, 300)
+    curve = openset.open_set_curve(known, correct, unknown)
+    for i in range(0, len(curve["threshold"]), 37):
+        r = openset.rates_at(curve["threshold"][i], known, correct, unknown)
+        assert curve["fpir"][i] == pytest.approx(r.fpir)
+        assert curve["dir"][i] == pytest.approx(r.dir)
+    at = openset.dir_at_fpir(known, correct, unknown, 0.01)
+    assert at.fpir <= 0.01
+    # the next lower threshold would exceed the FPIR target
+    lower = curve["threshold"][curve["threshold"] < at.threshold]
+    assert openset.rates_at(lower.max(), known, correct, unknown).fpir > 0.01
+
+
+def test_auroc_like_separation_from_rates() -> None:
+    from sklearn.metrics import roc_curve
+
+    rng = np.random.default_rng(3)
+    known, unknown = rng.normal(1, 1, 50), rng.normal(0, 1, 60)
+    correct = np.ones(50, dtype=bool)
+    curve = openset.open_set_curve(known, correct, unknown)
+    fpr, tpr, thresholds = roc_curve(
+        np.r_[np.ones(50), np.zeros(60)], np.r_[known, unknown], drop_intermediate=False
+    )
+    # With every known answer correct, DIR/FPIR is the ROC curve.
+    for f, t, th in zip(fpr[1:], tpr[1:], thresholds[1:], strict=True):
+        i = np.flatnonzero(curve["threshold"] == th)[0]
+        assert (curve["fpir"][i], curve["dir"][i]) == pytest.approx((f, t))
+
+
+def test_fit_scale_minimises_nll() -> None:
+    rng = np.random.default_rng(4)
+    targets = rng.integers(0, 4, 300)
+    cos = rng.normal(0, 0.1, (300, 4))
+    cos[np.arange(300), targets] += 0.3
+    best = openset.fit_scale(cos, targets)
+
+    def nll(s: float) -> float:
+        z = s * cos
+        return float(np.mean(scipy_logsumexp(z, 1) - z[np.arange(300), targets]))
+
+    assert nll(best) <= min(nll(best * 0.8), nll(best * 1.25)) + 1e-9
+
+
+def test_calibrate_sets_thresholds_on_correct_validation_answers() -> None:
+    rng = np.random.default_rng(5)
+    num_classes, dim = 4, 6
+    means = rng.normal(size=(num_classes, dim)) * 3
+    train_t = np.repeat(np.arange(num_classes), 20)
+    val_t = np.repeat(np.arange(num_classes), 10)
+    train_f = means[train_t] + rng.normal(size=(80, dim))
+    val_f = means[val_t] + rng.normal(size=(40, dim))
+    val_logits = val_f @ means.T
+    cal = openset.calibrate(train_f, train_t, val_logits, val_f, val_t, num_classes)
+    correct = val_logits.argmax(1) == val_t
+    for method in openset.METHODS:
+        s = openset.scores(method, val_logits, val_f, cal.centroids)[correct]
+        assert np.mean(s >= cal.thresholds[method]) >= 0.95
+    meta = cal.meta()
+    assert meta["method"] == "msp" and meta["threshold"] == cal.thresholds["msp"]
+    assert meta["calibration"]["validation_correct"] == int(correct.sum())
