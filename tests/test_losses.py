@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from facecls.config import ConfigError, TrainConfig, from_dict, imbalance_of
+from facecls.config import ConfigError, TrainConfig, from_dict, imbalance_of, resolve
 from facecls.data.samplers import SampledBatches, class_probabilities
 from facecls.losses import build_loss, class_weights, log_prior, posthoc_adjust
 
@@ -138,6 +138,17 @@ def test_posthoc_adjustment() -> None:
 def test_invalid_remedies_are_refused(values: dict, fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
         from_dict(values)
+
+
+def test_fast_recipe_learning_rates_for_fine_tuning() -> None:
+    def lr(**train: object) -> float | None:
+        return resolve(from_dict({"train": train})).train.lr
+
+    assert lr() == 2e-3
+    assert lr(weights="w.safetensors") == lr(pretrained=True) == 1e-3
+    assert lr(weights="w.safetensors", freeze="backbone") == 1e-2  # a linear probe
+    assert lr(weights="w.safetensors", freeze="backbone", lr=5e-4) == 5e-4  # given wins
+    assert lr(recipe="report", freeze="backbone") == 1e-4
 
 
 def test_consistent_alias_is_accepted() -> None:

@@ -196,6 +196,9 @@ RECIPES: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 # Fine-tuning pretrained weights wants a smaller step than training from scratch.
 FAST_PRETRAINED_LR = 1e-3
+# A linear probe (--freeze backbone) trains one Linear layer: a larger step converges in a few
+# epochs (FaceNet embeddings of LFW-8: 0.95 balanced accuracy after 1 epoch at 1e-2, 0.33 at 1e-3).
+FAST_PROBE_LR = 1e-2
 
 
 def resolve(config: RunConfig) -> RunConfig:
@@ -204,7 +207,9 @@ def resolve(config: RunConfig) -> RunConfig:
     if t.recipe not in RECIPES:
         raise ConfigError(f"train.recipe must be one of {sorted(RECIPES)}, got {t.recipe!r}")
     defaults = dict(RECIPES[t.recipe])
-    if t.recipe == "fast" and (t.pretrained or t.weights):
+    if t.recipe == "fast" and t.freeze == "backbone":
+        defaults["lr"] = FAST_PROBE_LR
+    elif t.recipe == "fast" and (t.pretrained or t.weights):
         defaults["lr"] = FAST_PRETRAINED_LR
     filled = {k: v for k, v in defaults.items() if getattr(t, k) is None}
     return validate(dataclasses.replace(config, train=dataclasses.replace(t, **filled)))
