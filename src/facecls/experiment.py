@@ -685,6 +685,21 @@ def _finish(
     return RunResult(run_dir, result_metrics, folds)
 
 
+def _begin(
+    config: RunConfig, log: Log, show_progress: bool, command: str, resume: Path | str | None
+) -> tuple[RunConfig, _Run, Log, bool]:
+    """Resolve the recipe, join the process group (under torchrun) and start the run; ranks
+    other than 0 log nothing and show no progress."""
+    config = resolve(config)
+    dist = dist_context(config.train.device)
+    if not dist.is_main:
+        log, show_progress = _silent, False
+    run = _start(
+        config, dist, log, show_progress, command, None if resume is None else Path(resume)
+    )
+    return config, run, log, show_progress
+
+
 def fit(
     config: RunConfig,
     log: Log = print,
@@ -704,13 +719,8 @@ def fit(
         Interrupted: on SIGINT/SIGTERM, after saving where the run stood.
     """
     started = time.perf_counter()
-    config = resolve(config)
-    dist = dist_context(config.train.device)
-    if not dist.is_main:
-        log, show_progress = _silent, False
-    resume = None if resume is None else Path(resume)
-    run = _start(config, dist, log, show_progress, "train", resume)
-    dataset, split = run.dataset, run.split
+    config, run, log, show_progress = _begin(config, log, show_progress, "train", resume)
+    dataset, split, dist = run.dataset, run.split, run.dist
     if run.folds is not None:
         val = run.folds[0]
     else:
@@ -754,13 +764,8 @@ def cross_validate(
         Interrupted: on SIGINT/SIGTERM, after saving where the run stood.
     """
     started = time.perf_counter()
-    config = resolve(config)
-    dist = dist_context(config.train.device)
-    if not dist.is_main:
-        log, show_progress = _silent, False
-    resume = None if resume is None else Path(resume)
-    run = _start(config, dist, log, show_progress, "cv", resume)
-    dataset, split = run.dataset, run.split
+    config, run, log, show_progress = _begin(config, log, show_progress, "cv", resume)
+    dataset, split, dist = run.dataset, run.split, run.dist
     k = config.train.folds
     folds = run.folds
     if folds is None:
