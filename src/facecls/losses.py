@@ -153,10 +153,3 @@ def posthoc_adjust(logits: np.ndarray, train_counts: np.ndarray, tau: float) -> 
     if tau == 0:
         return logits
     return logits - tau * log_prior(train_counts).numpy()[None, :].astype(logits.dtype)
-
-
-def make_loss(
-    weights: torch.Tensor | None, device: torch.device, label_smoothing: float = 0.0
-) -> nn.Module:
-    """Mean cross-entropy over logits, optionally class-weighted and label-smoothed."""
-    return LongTailLoss(weight=weights, label_smoothing=label_smoothing).to(device)
