@@ -149,3 +149,13 @@ def test_enroll_detect_crops_the_largest_face(tmp_path: Path) -> None:
     assert model.enrolled_names == ["Aaron_Peirsol"]
     assert model.meta["enrolled"]["images"] == [1]
     assert any("blank.png" in m and "no face" in m for m in messages)
+
+
+def test_crop_face_applies_the_training_crop() -> None:
+    """``crop`` cuts the LFW-layout square to its centre, as ``--crop`` cut the training photos."""
+    photo = np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    box = Box(80, 70, 40, 40)
+    assert np.array_equal(
+        crop_face(photo, box, 32, crop=0.5), crop_face(photo, box, 32, enlarge=1.1)
+    )
+    assert not np.array_equal(crop_face(photo, box, 32, crop=0.5), crop_face(photo, box, 32))

@@ -270,3 +270,26 @@ def test_predict_memory_does_not_grow_with_the_number_of_images(tmp_path: Path) 
             assert sum(1 for _ in f) == n + 1
     print(f"peak RSS: {peaks[1_000]:.0f} MiB for 1,000 images, {peaks[total]:.0f} MiB for 10,000")
     assert peaks[total] <= peaks[1_000] * 1.05 + 16, peaks
+
+
+def test_prediction_cuts_photos_as_training_did(run: Path, people: dict[str, Path], tmp_path):
+    """A model trained with ``--crop`` sees the same centre crop at prediction and enrollment."""
+    from facecls.data.images import load_rgb
+
+    bundle = tmp_path / "cropped"
+    shutil.copytree(run / "model", bundle)
+    meta_path = bundle / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["crop"] = 0.6  # as if trained with --crop 0.6
+    meta_path.write_text(json.dumps(meta))
+    model = facecls.load_model(bundle, device="cpu")
+    files = sorted((people["train"] / "person_01").iterdir())[:3]
+    expected = np.stack([load_rgb(f, 32, 0.6).transpose(2, 0, 1) for f in files])
+    assert np.array_equal(model.to_batch(files), expected)
+    assert np.array_equal(model.to_batch([load_rgb(f) for f in files]), expected)
+    uncropped = np.stack([load_rgb(f, 32).transpose(2, 0, 1) for f in files])
+    assert not np.array_equal(expected, uncropped)
+    by_file = model.predict(files)
+    logits, features = model.outputs(expected)
+    for answer, direct in zip(by_file, model.decide(logits, features), strict=True):
+        assert answer.score == pytest.approx(direct.score, abs=1e-5)

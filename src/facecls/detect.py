@@ -79,13 +79,19 @@ class FaceDetector:
         return sorted(boxes, key=lambda b: (-b.w * b.h, b.x, b.y))
 
 
-def crop_face(photo: np.ndarray, box: Box, size: int, enlarge: float = ENLARGE) -> np.ndarray:
+def crop_face(
+    photo: np.ndarray, box: Box, size: int, enlarge: float = ENLARGE, crop: float = 1.0
+) -> np.ndarray:
     """The square of side ``enlarge`` x the box's, centred on it, resized to ``size``.
+
+    ``crop`` is the model's training centre crop (``--crop``): the square LFW's layout would
+    have, cut to its centre ``crop`` as training cut LFW's photos, so a face in a group photo
+    fills the frame as the training faces did.
 
     Returns:
         uint8 ``(size, size, 3)``, resized as :func:`facecls.data.images.load_rgb` resizes.
     """
-    side = max(1, round(enlarge * max(box.w, box.h)))
+    side = max(1, round(enlarge * crop * max(box.w, box.h)))
     cx, cy = box.x + box.w / 2, box.y + box.h / 2
     left, top = round(cx - side / 2), round(cy - side / 2)
     height, width = photo.shape[:2]

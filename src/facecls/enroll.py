@@ -48,14 +48,15 @@ def _embed_identities(
         for ref in scan.refs[start : start + chunk_size]:
             try:
                 if detector is None:
-                    faces.append(load_rgb(ref.path, model.image_size))
+                    faces.append(model.load_face(ref.path))
                 else:
                     photo = load_rgb(ref.path)
                     boxes = detector(photo)
                     if not boxes:
                         skipped.append({"path": ref.relpath, "reason": "no face found"})
                         continue
-                    faces.append(crop_face(photo, boxes[0], model.image_size))  # the largest
+                    # the largest face, cut as in training
+                    faces.append(crop_face(photo, boxes[0], model.image_size, crop=model.crop))
                 names.append(ref.identity)
             except ImageError as error:
                 skipped.append({"path": ref.relpath, "reason": str(error)})

@@ -65,14 +65,15 @@ class Prediction:
     reason: str = ""
 
 
-def as_square(image: np.ndarray, size: int) -> np.ndarray:
-    """An RGB uint8 ``(H, W, 3)`` array as the model sees it: centre square resized to ``size``.
+def as_square(image: np.ndarray, size: int, crop: float = 1.0) -> np.ndarray:
+    """An RGB uint8 ``(H, W, 3)`` array as the model sees it: the centre square of side ``crop``
+    × the shorter side, resized to ``size``.
 
-    The same resize as :func:`facecls.data.images.load_rgb`, so arrays and files match.
+    The same crop and resize as :func:`facecls.data.images.load_rgb`, so arrays and files match.
     """
-    if image.shape[:2] == (size, size):
+    if image.shape[:2] == (size, size) and crop == 1.0:
         return image
-    return np.asarray(_resize_centre_square(Image.fromarray(image), size))
+    return np.asarray(_resize_centre_square(Image.fromarray(image), size, crop))
 
 
 class _TorchRunner:
@@ -115,6 +116,8 @@ class FaceModel:
         self.trained_names: list[str] = list(meta["class_names"])
         self.enrolled_names: list[str] = list((meta.get("enrolled") or {}).get("names", []))
         self.image_size: int = int(meta["image_size"])
+        # The centre crop of training (``--crop``): every photo is cut the same way here.
+        self.crop: float = float(meta.get("crop", 1.0))
         self._trained_centroids = centroids.get("trained")
         enrolled = centroids.get("enrolled")
         if self.enrolled_names and (enrolled is None or len(enrolled) != len(self.enrolled_names)):
@@ -203,20 +206,32 @@ class FaceModel:
         if isinstance(images, torch.Tensor):
             if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
                 raise ValueError("a tensor must be uint8 (N, 3, S, S)")
-            images = [as_square(x, self.image_size) for x in images.permute(0, 2, 3, 1).numpy()]
+            images = [self.face(x) for x in images.permute(0, 2, 3, 1).numpy()]
         out = np.empty((len(images), 3, self.image_size, self.image_size), dtype=np.uint8)
         for i, item in enumerate(images):
             if isinstance(item, (str, Path)):
-                rgb = load_rgb(Path(item), self.image_size)
+                rgb = self.load_face(Path(item))
             elif isinstance(item, Image.Image):
-                rgb = as_square(np.asarray(item.convert("RGB")), self.image_size)
+                rgb = self.face(np.asarray(item.convert("RGB")))
             else:
                 rgb = np.asarray(item)
                 if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
                     raise ValueError("an image array must be uint8 RGB (H, W, 3)")
-                rgb = as_square(rgb, self.image_size)
+                rgb = self.face(rgb)
             out[i] = rgb.transpose(2, 0, 1)
         return out
+
+    def load_face(self, path: Path) -> np.ndarray:
+        """A face photo file as the model saw its training images: RGB uint8 ``(S, S, 3)``.
+
+        Raises:
+            ImageError: the file cannot be read as an image (the message names it).
+        """
+        return load_rgb(path, self.image_size, self.crop)
+
+    def face(self, rgb: np.ndarray) -> np.ndarray:
+        """An in-memory face photo (RGB uint8 ``(H, W, 3)``) cut and resized as in training."""
+        return as_square(rgb, self.image_size, self.crop)
 
     def predict(
         self,

@@ -53,7 +53,7 @@ class _Item:
 
 
 def _items(
-    paths: Iterable[Path], size: int, detect: Callable[[np.ndarray], list] | None
+    paths: Iterable[Path], model: FaceModel, detect: Callable[[np.ndarray], list] | None
 ) -> Iterator[_Item]:
     from facecls.detect import crop_face
     from facecls.inference import Prediction
@@ -61,7 +61,7 @@ def _items(
     for path in paths:
         try:
             if detect is None:
-                pixels = load_rgb(path, size)
+                pixels = model.load_face(path)
                 yield _Item(Prediction("", path=str(path)), pixels.transpose(2, 0, 1))
                 continue
             photo = load_rgb(path)
@@ -72,7 +72,7 @@ def _items(
         if not boxes:
             yield _Item(Prediction("no_face", path=str(path), faces=0, reason="no face found"))
         for i, box in enumerate(boxes):
-            face = crop_face(photo, box, size)
+            face = crop_face(photo, box, model.image_size, crop=model.crop)
             row = Prediction("", path=str(path), face=i, faces=len(boxes), box=box.as_tuple())
             yield _Item(row, face.transpose(2, 0, 1))
 
@@ -118,7 +118,7 @@ def predict_files(
         pending.clear()
 
     paths = expand_paths(inputs, images_only=False)  # other files become error rows
-    for item in _items(paths, model.image_size, detector):
+    for item in _items(paths, model, detector):
         pending.append(item)
         if len(pending) >= chunk_size:  # error rows count too, so memory stays bounded
             yield from flush()
