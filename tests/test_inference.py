@@ -293,3 +293,35 @@ def test_prediction_cuts_photos_as_training_did(run: Path, people: dict[str, Pat
     logits, features = model.outputs(expected)
     for answer, direct in zip(by_file, model.decide(logits, features), strict=True):
         assert answer.score == pytest.approx(direct.score, abs=1e-5)
+
+
+def test_evaluate_strangers_measures_the_unknown_decision(
+    run: Path, people: dict[str, Path], tmp_path: Path
+) -> None:
+    """``evaluate --strangers``: FPIR at the calibrated threshold is the share of strangers that
+    ``predict`` names; the figures land in openset.json and the report shows the curve."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    strangers = tmp_path / "strangers"
+    shutil.copytree(people["probe"], strangers)
+    (strangers / "broken.jpg").write_bytes(b"not a jpeg")
+    trained_name = sorted(p.name for p in people["train"].iterdir())[0]
+    shutil.copytree(people["train"] / trained_name, strangers / trained_name)  # not strangers
+    code = main(["--quiet", "evaluate", str(copy), "--strangers", str(strangers)])
+    assert code == 0
+    result = json.loads((copy / "openset.json").read_text())
+    photos = [p for p in strangers.rglob("*.png") if p.parent.name != trained_name]
+    assert result["strangers"]["images"] == len(photos)
+    assert result["strangers"]["left_out_named_like_trained"] == len(
+        list((strangers / trained_name).iterdir())
+    )
+    assert [s["path"] for s in result["strangers"]["skipped"]] == [str(strangers / "broken.jpg")]
+    assert set(result["methods"]) == {"msp", "energy", "centroid"}
+    named = [p.decision == "known" for p in facecls.load_model(copy).predict(photos)]
+    assert result["methods"]["msp"]["fpir"] == pytest.approx(np.mean(named))
+    for row in result["methods"].values():
+        assert 0.0 <= row["dir_at_fpir_1pct"] <= 1.0 and 0.0 <= row["auroc"] <= 1.0
+        assert row["curve"]["fpir"][0] <= row["curve"]["fpir"][-1] == 1.0
+    html = (copy / "report.html").read_text()
+    assert 'id="openset-table"' in html and "DIR at FPIR 1 %" in html
+    assert "Open-set curve" in (copy / "report.md").read_text()

@@ -199,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path, help="run folder")
     p.add_argument("--data", help="evaluate on this source instead of the run's")
     p.add_argument(
+        "--strangers", nargs="+", metavar="PHOTOS",
+        help="photos or folders of people not trained on: measure the unknown decision "
+        "(FPIR, FNIR, DIR at FPIR 1%%) into openset.json and the report",
+    )  # fmt: skip
+    p.add_argument(
         "--trust-pickle", action="store_true",
         help="allow a .pt/.pth weights file (pickles can run code; it is still read with "
         "torch.load(weights_only=True))",
@@ -315,10 +320,16 @@ def _run(args: argparse.Namespace) -> int:
         table = facecls.evaluate(
             args.run, data=args.data, log=log, show_progress=progress,
             trust_pickle=args.trust_pickle, logit_adjust=args.logit_adjust,
+            strangers=args.strangers,
         )  # fmt: skip
         shown = {"test": table["summary"], "intervals_95": table["intervals_95"]}
         if "groups" in table:
             shown["groups"] = table["groups"]
+        if "openset" in table:
+            shown["openset"] = {
+                method: {k: v for k, v in row.items() if k != "curve"}
+                for method, row in table["openset"]["methods"].items()
+            }
         print(json.dumps(shown, indent=2))
     elif args.command == "report":
         for run in args.runs:

@@ -22,7 +22,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -877,6 +877,7 @@ def evaluate_run(
     show_progress: bool = False,
     trust_pickle: bool = False,
     logit_adjust: float | None = None,
+    strangers: Sequence[str | Path] | None = None,
 ) -> dict[str, Any]:
     """Re-evaluate a run's saved model on its test part (or on another source's test split).
 
@@ -888,8 +889,13 @@ def evaluate_run(
             ``logits − τ·log π`` with π the model's training prior (``train_counts`` in the
             bundle). τ = 0 (or ``None``) evaluates the logits as they are. The reported loss
             stays that of the unadjusted logits.
+        strangers: photos (files, folders) of people the model was not trained on: the
+            open-set decision is measured against them with the test part as the known faces
+            (:mod:`facecls.strangers`); the figures go to ``openset.json`` in the run folder
+            and into its report, which is rewritten.
 
-    Reads ``config.yaml``, ``folds.json`` and the model bundle; writes nothing into the run.
+    Reads ``config.yaml``, ``folds.json`` and the model bundle; writes nothing into the run
+    unless ``strangers`` are given.
     """
     from facecls.bundle import load_bundle
     from facecls.config import replace
@@ -931,4 +937,15 @@ def evaluate_run(
     counts = None if train_counts is None else np.asarray(train_counts)
     table = evaluation_metrics(result, bundle.class_names, config.train.seed, counts)
     table["logit_adjust_tau"] = float(logit_adjust or 0.0)
+    if strangers:
+        from facecls.strangers import evaluate_strangers, summary_lines
+
+        test = torch.from_numpy(split.test)
+        table["openset"] = evaluate_strangers(
+            run_dir, strangers, dataset.images[test].numpy(), dataset.targets[test].numpy(),
+            log, device=str(device),
+        )  # fmt: skip
+        for line in summary_lines(table["openset"]):
+            log(line)
+        write_report_safely(run_dir, log, dataset)  # now with the open-set curve
     return table

@@ -195,6 +195,19 @@ def per_class_rows(run: RunData, cm: np.ndarray) -> list[dict[str, Any]]:
     return rows
 
 
+def openset_rows(run: RunData) -> list[dict[str, Any]]:
+    """One row per open-set score of ``openset.json``, the score in use first; ``[]`` without."""
+    if not run.openset.get("methods"):
+        return []
+    in_use = run.openset.get("method")
+    rows = [
+        {"method": method, "in_use": method == in_use,
+         **{k: row.get(k) for k in ("threshold", "fpir", "fnir", "dir_at_fpir_1pct", "auroc")}}
+        for method, row in run.openset["methods"].items()
+    ]  # fmt: skip
+    return sorted(rows, key=lambda r: not r["in_use"])
+
+
 def build_run_page(run: RunData, shareable: bool) -> RunPage:
     """Tables and figures of a run's report (face pictures are added by ``report.py``)."""
     cm = run.confusion()
@@ -247,6 +260,22 @@ def build_run_page(run: RunData, shareable: bool) -> RunPage:
         ax.figure,
         "Test recall against training images per identity",
     )
+    context["openset"] = openset_rows(run)
+    context["openset_counts"] = {
+        "knowns": run.openset.get("knowns", {}).get("images"),
+        "strangers": run.openset.get("strangers", {}).get("images"),
+    }
+    if context["openset"]:
+        methods = run.openset["methods"]
+        ax = plots.plot_open_set(
+            {m: (np.array(r["curve"]["fpir"]), np.array(r["curve"]["dir"])) for m, r in methods.items()},
+            {m: (r["fpir"], r["dir"]) for m, r in methods.items() if "fpir" in r},
+        )  # fmt: skip
+        page.figures["open_set"] = (
+            ax.figure,
+            "Known faces named correctly (DIR) against strangers given a name (FPIR); dots: the "
+            "calibrated thresholds",
+        )
     order = clustered_classes(cm)
     context["heatmap_classes"] = len(order)
     if order:

@@ -1,7 +1,8 @@
 """Read a run folder back into memory for reports and comparisons; nothing here writes.
 
 A run folder (see ``experiment.py``) holds ``config.yaml``, ``metrics.json``, ``data_report.json``,
-``folds.json``, ``history.csv`` and ``predictions.csv``. :func:`load_run` reads them once and
+``folds.json``, ``history.csv`` and ``predictions.csv`` (and ``openset.json`` once
+``facecls evaluate --strangers`` measured the open-set decision). :func:`load_run` reads them once and
 checks that they are there, so report code never touches the disk layout itself.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ class RunData:
         history: ``history.csv`` rows with numbers parsed.
         folds: ``folds.json`` (test/pool/fold paths and how the split was made), or ``{}``.
         data_report: ``data_report.json``, or ``{}`` when missing.
+        openset: ``openset.json`` (``facecls evaluate --strangers``), or ``{}`` when missing.
     """
 
     run_dir: Path
@@ -63,6 +65,7 @@ class RunData:
     history: list[dict[str, float]]
     predictions: list[Prediction]
     class_names: list[str]
+    openset: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -140,4 +143,5 @@ def load_run(run_dir: Path) -> RunData:
         history=_read_history(run_dir / "history.csv"),
         predictions=_read_predictions(run_dir / "predictions.csv"),
         class_names=class_names,
+        openset=_read_json(run_dir / "openset.json"),
     )
