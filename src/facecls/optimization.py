@@ -23,9 +23,11 @@ class Runtime:
     channels_last: bool = False
 
     @classmethod
-    def default(cls, device: torch.device) -> Runtime:
-        """Inference settings: bf16 autocast on CUDA, fp32 on the CPU, contiguous NCHW."""
-        return cls(device, torch.bfloat16 if device.type == "cuda" else None)
+    def default(cls, device: torch.device, architecture: str = "") -> Runtime:
+        """Inference settings: bf16 autocast on CUDA, fp32 on the CPU; channels-last on CUDA
+        and for ``architecture``s that are faster so on the CPU (as in training)."""
+        channels_last = device.type == "cuda" or architecture.startswith(_CHANNELS_LAST_CPU)
+        return cls(device, torch.bfloat16 if device.type == "cuda" else None, channels_last)
 
     def autocast(self) -> torch.autocast:
         """The autocast context of this runtime (disabled for fp32)."""
