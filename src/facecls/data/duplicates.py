@@ -62,14 +62,29 @@ class Duplicates:
         }
 
 
-def phash(images: torch.Tensor, chunk: int = 2048) -> np.ndarray:
-    """64-bit perceptual hashes of uint8 images ``(N, 3, H, W)`` as ``(N,)`` uint64."""
+# Float working memory of one hashing chunk. Small on purpose: the allocator keeps freed large
+# temporaries, so 2,048-image chunks left LFW-8 at 112 px (173 MiB of uint8) with +0.8 GiB of
+# resident memory, 4 MiB chunks with +24 MiB (measured with /proc/self/statm).
+_CHUNK_BYTES = 4 * 2**20
+
+
+def phash(images: torch.Tensor, chunk: int | None = None) -> np.ndarray:
+    """64-bit perceptual hashes of uint8 images ``(N, 3, H, W)`` as ``(N,)`` uint64.
+
+    ``chunk`` images are converted to float at a time (default: about 4 MiB of float grey).
+    """
     out = np.empty(images.shape[0], dtype=np.uint64)
-    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    weights = (0.299, 0.587, 0.114)
     powers = (np.uint64(1) << np.arange(64, dtype=np.uint64)).astype(np.uint64)
+    if chunk is None:
+        chunk = max(1, _CHUNK_BYTES // (4 * images.shape[2] * images.shape[3]))
     for start in range(0, images.shape[0], chunk):
-        x = images[start : start + chunk].float().cpu()
-        grey = (x * weights).sum(1, keepdim=True)  # (B, 1, H, W)
+        x = images[start : start + chunk].cpu()
+        # Channel by channel (same order of float operations as a weighted sum over channels),
+        # so no float copy of all three channels is ever made.
+        grey = x[:, 0:1].float() * weights[0]  # (B, 1, H, W)
+        grey += x[:, 1:2].float() * weights[1]
+        grey += x[:, 2:3].float() * weights[2]
         thumb = F.interpolate(
             grey, size=(_THUMB, _THUMB), mode="bilinear", antialias=True, align_corners=False
         )
