@@ -62,6 +62,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--pretrained", action="store_true", help="ImageNet weights (torchvision API)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/benchmark-lfw", help="run folders and results.json")
     imbalance_study.add_arguments(p)
@@ -93,7 +94,7 @@ def main() -> None:
                 train=TrainConfig(
                     model=model, epochs=epochs, batch_size=args.batch_size, recipe=args.recipe,
                     lr=args.lr, class_weights=weights, seed=args.seed, device=args.device,
-                    pretrained=args.pretrained,
+                    pretrained=args.pretrained, precision=args.precision,
                 ),
             )  # fmt: skip
             started = time.perf_counter()
@@ -112,7 +113,7 @@ def main() -> None:
         "| BCR | aggregated | epochs (best) | training time | wall time |"
     )
     print(f"\nLFW-{args.min_images} test split, {args.size} px, seed {args.seed}, "
-          f"recipe {args.recipe}; {hardware(args.device)}\n")  # fmt: skip
+          f"recipe {args.recipe}, precision {args.precision}; {hardware(args.device)}\n")  # fmt: skip
     print(header)
     print("|---|---|" + "---:|" * 10)
     for r in rows:

@@ -113,3 +113,14 @@ def test_calibrate_sets_thresholds_on_correct_validation_answers() -> None:
     meta = cal.meta()
     assert meta["method"] == "msp" and meta["threshold"] == cal.thresholds["msp"]
     assert meta["calibration"]["validation_correct"] == int(correct.sum())
+
+
+def test_auroc_matches_scikit_learn_with_ties() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    known = rng.integers(0, 20, 300).astype(float)  # many ties, within and across the groups
+    unknown = rng.integers(-5, 15, 500).astype(float)
+    expected = roc_auc_score(np.r_[np.ones(300), np.zeros(500)], np.r_[known, unknown])
+    assert openset.auroc(known, unknown) == pytest.approx(expected, abs=1e-12)
+    assert openset.auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0

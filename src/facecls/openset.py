@@ -185,6 +185,22 @@ def dir_at_fpir(
     return rates_at(threshold, known_scores, known_correct, unknown_scores)
 
 
+def auroc(known: np.ndarray, unknown: np.ndarray) -> float:
+    """AUROC of known versus stranger on the score alone: P(a known face scores higher than a
+    stranger), ties counted half (the Mann-Whitney U statistic)."""
+    both = np.concatenate([known, unknown])
+    order = np.argsort(both, kind="stable")
+    ranks = np.empty(len(both))
+    ranks[order] = np.arange(1, len(both) + 1)
+    # Average the ranks of tied scores so ties count half.
+    _, inverse, counts = np.unique(both, return_inverse=True, return_counts=True)
+    sums = np.zeros(len(counts))
+    np.add.at(sums, inverse, ranks)
+    ranks = (sums / counts)[inverse]
+    u = ranks[: len(known)].sum() - len(known) * (len(known) + 1) / 2
+    return float(u / (len(known) * len(unknown)))
+
+
 @dataclass
 class Calibration:
     """What calibration learns from a model's training and validation parts.

@@ -30,21 +30,6 @@ TARGET_FPIR = 0.01
 CURVE_POINTS = 300  # enough for a smooth plot, small enough for a JSON file
 
 
-def _auroc(known: np.ndarray, unknown: np.ndarray) -> float:
-    """P(score of a known face > score of a stranger), ties counted half (Mann-Whitney U)."""
-    both = np.concatenate([known, unknown])
-    order = np.argsort(both, kind="stable")
-    ranks = np.empty(len(both))
-    ranks[order] = np.arange(1, len(both) + 1)
-    # Average the ranks of tied scores so ties count half.
-    _, inverse, counts = np.unique(both, return_inverse=True, return_counts=True)
-    sums = np.zeros(len(counts))
-    np.add.at(sums, inverse, ranks)
-    ranks = (sums / counts)[inverse]
-    u = ranks[: len(known)].sum() - len(known) * (len(known) + 1) / 2
-    return float(u / (len(known) * len(unknown)))
-
-
 def _thin(curve: dict[str, np.ndarray], points: int = CURVE_POINTS) -> dict[str, list[float]]:
     """At most ``points`` points of a curve, its two ends kept, rounded for the JSON file."""
     n = len(curve["fpir"])
@@ -81,7 +66,7 @@ def open_set_figures(
         row.update(
             dir_at_fpir_1pct=at_target.dir,
             threshold_at_fpir_1pct=at_target.threshold,
-            auroc=_auroc(known, unknown),
+            auroc=openset.auroc(known, unknown),
             curve=_thin(openset.open_set_curve(known, correct, unknown)),
         )
         out[method] = row
