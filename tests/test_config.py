@@ -53,3 +53,23 @@ def test_invalid_values_raise(values: dict, fragment: str) -> None:
 def test_int_accepted_for_float() -> None:
     assert from_dict({"train": {"lr": 1}}).train.lr == 1.0
     assert isinstance(to_dict(resolve(from_dict({})))["train"]["lr"], float)
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_has_it(tmp_path, monkeypatch) -> None:
+    import torch
+
+    from facecls import optimization
+
+    with_bf16, without = tmp_path / "with", tmp_path / "without"
+    with_bf16.write_text("flags\t\t: fpu sse2 avx512f avx512_bf16 avx512_vnni\n")
+    without.write_text("flags\t\t: fpu sse2 avx2 avx512f\n")
+    check = optimization.cpu_has_native_bf16.__wrapped__
+    assert check(str(with_bf16)) and not check(str(without))
+    assert not check(str(tmp_path / "missing"))  # no /proc (macOS, Windows): fp32
+    cpu = torch.device("cpu")
+    for native in (True, False):
+        monkeypatch.setattr(optimization, "cpu_has_native_bf16", lambda native=native: native)
+        assert optimization.autocast_dtype("auto", cpu) == (torch.bfloat16 if native else None)
+        assert optimization.autocast_dtype("fp32", cpu) is None
+        assert optimization.autocast_dtype("bf16", cpu) == torch.bfloat16
+        assert optimization.autocast_dtype("auto", torch.device("cuda")) == torch.bfloat16

@@ -67,9 +67,14 @@ class _CapturingModel:
     """Stands in for a :class:`~facecls.inference.FaceModel`: records every batch it is fed."""
 
     image_size = SIZE
+    crop = 1.0
     class_names = ["alice", "bob"]
 
     def __init__(self) -> None:
+        from facecls.inference import FaceModel
+
+        # The real file reader of FaceModel, so the test covers predict's own path to pixels.
+        self.load_face = FaceModel.load_face.__get__(self)
         self.batches: list[np.ndarray] = []
 
     def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -137,14 +142,17 @@ def test_predict_loads_through_the_one_loader_at_the_bundle_size(
 ) -> None:
     import importlib
 
-    module = importlib.import_module("facecls.predict")  # facecls.predict is also a function
+    # predict reads face photos through FaceModel.load_face, which calls the one loader with
+    # the bundle's size and training crop.
+    module = importlib.import_module("facecls.inference")
     _write_modes(tmp_path / "modes")
-    calls: list[tuple[str, int | None]] = []
+    calls: list[tuple[str, int | None, float]] = []
 
-    def spy(path: Path, size: int | None = None) -> np.ndarray:
-        calls.append((Path(path).name, size))
-        return load_rgb(path, size)
+    def spy(path: Path, size: int | None = None, crop: float = 1.0) -> np.ndarray:
+        calls.append((Path(path).name, size, crop))
+        return load_rgb(path, size, crop)
 
     monkeypatch.setattr(module, "load_rgb", spy)
     _predict_pixels(tmp_path / "modes", tmp_path / "cache")
-    assert sorted(calls) == sorted((Path(p).name, SIZE) for p in _write_modes(tmp_path / "x"))
+    expected = [(Path(p).name, SIZE, 1.0) for p in _write_modes(tmp_path / "x")]
+    assert sorted(calls) == sorted(expected)

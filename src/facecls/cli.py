@@ -116,7 +116,11 @@ def _add_run_options(p: argparse.ArgumentParser, folds: bool) -> None:
     )  # fmt: skip
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    g.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="auto: bf16 on CUDA")
+    g.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        help="auto: bf16 on CUDA and on CPUs with native bf16 (AVX-512 BF16, AMX), else fp32",
+    )
     g.add_argument(
         "--channels-last", action=argparse.BooleanOptionalAction, default=None,
         help="NHWC memory format (default: on for CUDA and ResNet-style models)",

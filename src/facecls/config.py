@@ -114,7 +114,8 @@ class TrainConfig:
             loaded with strict key matching, the classifier head excepted.
         seed: seeds splits, initialisation, batch order and augmentation.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        precision: ``auto`` (bf16 autocast on CUDA, fp32 on the CPU), ``bf16`` or ``fp32``.
+        precision: ``auto`` (bf16 autocast on CUDA and on CPUs with native bf16 — AVX-512
+            BF16 or AMX — fp32 elsewhere), ``bf16`` or ``fp32``.
         channels_last: NHWC memory format; ``None`` means on for CUDA and ResNet-style models.
         compile: ``torch.compile`` the model once and reuse it across folds.
         folds: k of the stratified k-fold in ``cv``.

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from facecls.bundle import facecls_version
+from facecls.optimization import cpu_has_native_bf16
 
 # Distributions whose versions change results; recorded as installed (None when absent).
 LIBRARIES = (
@@ -78,6 +79,8 @@ def environment(seed: int | None = None) -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(),
+        # Decides what --precision auto means on the CPU (optimization.autocast_dtype).
+        "cpu_native_bf16": cpu_has_native_bf16(),
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
     }

@@ -595,10 +595,11 @@ def _start(
     else:
         run_dir = resume
     processes = f"; {dist.world_size} processes" if dist.distributed else ""
+    precision = "bf16" if runtime_for(config.train, device).dtype is not None else "fp32"
     log(
         f"Data: {len(dataset)} images of {dataset.num_classes} identities "
         f"({dataset.info['kind']}: {dataset.info['location']}); test part {len(split.test)} "
-        f"images ({split.how}); device {device}{processes}; run folder {run_dir}"
+        f"images ({split.how}); device {device} ({precision}){processes}; run folder {run_dir}"
     )
     return _Run(device, dataset, split, images, targets, run_dir, dist, folds)
 

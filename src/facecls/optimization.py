@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -36,12 +39,38 @@ class Runtime:
         )
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU does bf16 arithmetic in hardware (AVX-512 BF16 or AMX-BF16 flags).
+
+    There bf16 autocast trained TronNet 1.8x and ResNet-18 1.3x faster at 64 px with the same
+    test accuracy (README, Performance); elsewhere bf16 is emulated and slower than fp32.
+    Machines without ``/proc/cpuinfo`` (macOS, Windows) answer ``False``.
+    """
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return False
+    return re.search(r"\b(avx512_bf16|amx_bf16)\b", text) is not None
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a training ``precision`` on ``device`` (``None`` = fp32).
+
+    ``auto`` is bf16 on CUDA and on CPUs with native bf16, fp32 elsewhere.
+    """
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto" and (
+        device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+    ):
+        return torch.bfloat16
+    return None
+
+
 def runtime_for(config: TrainConfig, device: torch.device) -> Runtime:
-    """bf16 autocast on CUDA (and on the CPU when asked); channels-last where it is faster."""
-    if config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda"):
-        dtype: torch.dtype | None = torch.bfloat16
-    else:
-        dtype = None
+    """The training runtime: autocast dtype (:func:`autocast_dtype`), channels-last where faster."""
+    dtype = autocast_dtype(config.precision, device)
     channels_last = config.channels_last
     if channels_last is None:
         channels_last = device.type == "cuda" or config.model.startswith(_CHANNELS_LAST_CPU)
