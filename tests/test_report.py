@@ -327,6 +327,40 @@ def test_report_in_chromium(runs: dict[str, Path], browser, tmp_path: Path) -> N
     assert shot.stat().st_size > 20_000
 
 
+def test_strangers_section_in_chromium(runs: dict[str, Path], browser, tmp_path: Path) -> None:
+    """The open-set section (openset.json from evaluate --strangers) renders self-contained,
+    also in the shareable version, which names no stranger photo."""
+    from facecls.atomic import write_json
+    from facecls.strangers import open_set_figures
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["plain"], run)
+    rng = np.random.default_rng(0)
+    known_logits, stranger_logits = rng.normal(size=(40, 5)) * 3, rng.normal(size=(60, 5))
+    methods = open_set_figures(
+        known_logits, rng.normal(size=(40, 8)), known_logits.argmax(1),
+        stranger_logits, rng.normal(size=(60, 8)), None, {"msp": 0.5, "energy": 2.0},
+    )  # fmt: skip
+    secret = "/secret/strangers/face.jpg"
+    write_json(run / "openset.json", {
+        "knowns": {"images": 40, "accuracy": 1.0},
+        "strangers": {"images": 60, "skipped": [{"path": secret, "reason": "x"}],
+                      "left_out_named_like_trained": 0},
+        "method": "msp", "acceptance": 0.95, "target_fpir": 0.01, "methods": methods,
+    })  # fmt: skip
+    for shareable in (False, True):
+        page = write_report(run, tmp_path / f"out-{shareable}", shareable=shareable)
+        browser.open(page)
+        assert browser.problems() == []
+        assert [u for u in browser.requests() if not u.startswith(("data:", "file:"))] == []
+        rows = browser.evaluate("document.querySelectorAll('#openset-table tbody tr').length")
+        assert rows == 2  # msp and energy: this model has no centroids
+        assert browser.evaluate("document.querySelector('#openset img.plot') !== null")
+        assert browser.evaluate("document.querySelector('nav a[href=\"#openset\"]') !== null")
+        assert secret not in read(page)
+    browser.screenshot(tmp_path / "strangers.png")
+
+
 def test_comparison_in_chromium(runs: dict[str, Path], browser, tmp_path: Path) -> None:
     page = write_comparison([runs["plain"], runs["weighted"]], tmp_path / "cmp")
     browser.open(page)
