@@ -325,3 +325,47 @@ def test_evaluate_strangers_measures_the_unknown_decision(
     html = (copy / "report.html").read_text()
     assert 'id="openset-table"' in html and "DIR at FPIR 1 %" in html
     assert "Open-set curve" in (copy / "report.md").read_text()
+    # A threshold set by hand is the one predict applies, so it is the one measured.
+    assert main(["--quiet", "calibrate", str(copy), "--threshold", "0.6"]) == 0
+    assert main(["--quiet", "evaluate", str(copy), "--strangers", str(strangers)]) == 0
+    result = json.loads((copy / "openset.json").read_text())
+    assert result["threshold_set_by_hand"] and result["methods"]["msp"]["threshold"] == 0.6
+    named = [p.decision == "known" for p in facecls.load_model(copy).predict(photos)]
+    assert result["methods"]["msp"]["fpir"] == pytest.approx(np.mean(named))
+    with pytest.raises(ValueError, match="leave out --data"):
+        facecls.evaluate(copy, data=str(people["train"]), strangers=[strangers], log=print)
+
+
+def test_dir_at_fpir_when_a_stranger_has_the_top_score(tmp_path: Path) -> None:
+    """No threshold keeps FPIR at 1 % when a stranger outscores every known face: the figures
+    say so (DIR 0, no threshold) and still go to JSON."""
+    from facecls.atomic import write_json
+    from facecls.strangers import open_set_figures
+
+    known = np.array([[2.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
+    stranger = np.array([[9.0, 0.0], [0.0, 0.1], [0.2, 0.0]])
+    features = np.ones((3, 4))
+    methods = open_set_figures(known, features, np.array([0, 1, 0]), stranger, features, None, {})
+    for row in methods.values():
+        assert row["dir_at_fpir_1pct"] == 0.0 and row["threshold_at_fpir_1pct"] is None
+        assert "fpir" not in row  # no threshold given: no rates at one
+    write_json(tmp_path / "openset.json", methods)  # no infinity in the file
+
+
+def test_training_calibrates_on_the_outputs_predict_computes(
+    people: dict[str, Path], tmp_path: Path
+) -> None:
+    """With mirror averaging (the fast recipe), the thresholds stored at the end of training
+    equal those of recalibrating the saved model on the same parts, as predict scores."""
+    code = main([
+        "--quiet", "train", "--data", str(people["train"]), "--image-size", "32", "--epochs",
+        "3", "--batch-size", "16", "--runs-dir", str(tmp_path), "--name", "fast",
+    ])  # fmt: skip
+    assert code == 0
+    meta = json.loads((tmp_path / "fast" / "model" / "model.json").read_text())
+    assert meta["flip_tta"] is True
+    stored = meta["openset"]["thresholds"]
+    assert main(["--quiet", "calibrate", str(tmp_path / "fast")]) == 0
+    again = json.loads((tmp_path / "fast" / "model" / "model.json").read_text())
+    for method, value in stored.items():
+        assert again["openset"]["thresholds"][method] == pytest.approx(value, rel=1e-4, abs=1e-5)

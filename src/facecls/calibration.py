@@ -84,17 +84,24 @@ def calibrate_model(
 
 
 def calibrate_trained(
-    folder: Path, trained: Any, dataset: Any, log: Callable[[str], None] = print
+    folder: Path,
+    trained: Any,
+    dataset: Any,
+    log: Callable[[str], None] = print,
+    flip_tta: bool = False,
 ) -> None:
     """Calibrate a just-trained model (``experiment.TrainedModel``) on its own train/val parts
-    and store the result in its bundle ``folder``; called at the end of ``train`` and ``cv``."""
+    and store the result in its bundle ``folder``; called at the end of ``train`` and ``cv``.
+
+    ``flip_tta`` must be the bundle's: thresholds are set on the outputs ``predict`` computes.
+    """
     if trained.train_idx is None or trained.val_idx is None or len(trained.val_idx) == 0:
         log("Open set: not calibrated (no validation part); use facecls calibrate --threshold")
         return
     device = next(trained.model.parameters()).device
     calibration = calibrate_model(
         trained.model, dataset.images, dataset.targets.numpy(), trained.train_idx,
-        trained.val_idx, trained.mean, trained.std, device, dataset.num_classes,
+        trained.val_idx, trained.mean, trained.std, device, dataset.num_classes, flip_tta,
     )  # fmt: skip
     write_calibration(folder, calibration)
     log(describe(calibration.meta()))

@@ -44,6 +44,7 @@ from facecls.checkpoint import (
     save_checkpoint,
 )
 from facecls.config import RunConfig, load_yaml, resolve, save_yaml, to_dict
+from facecls.config import replace as replace_config
 from facecls.data.augment import channel_stats
 from facecls.data.batches import IndexBatches, resident
 from facecls.data.dataset import FaceDataset, load_dataset
@@ -71,7 +72,7 @@ from facecls.finetune import set_backbone_frozen as _set_frozen
 from facecls.interrupt import Interrupted, StopRequest, signal_hook_for_tests, stop_signals
 from facecls.losses import build_loss, posthoc_adjust
 from facecls.models import create_model, model_info
-from facecls.optimization import build_optimizer, build_scheduler, runtime_for
+from facecls.optimization import autocast_dtype, build_optimizer, build_scheduler, runtime_for
 from facecls.report import write_report_safely, write_run_files
 from facecls.resume import check_resume
 
@@ -665,7 +666,8 @@ def _finish(
                           "train_counts": [int(c) for c in final.train_counts]}),
             run_dir / "model",
         )  # fmt: skip
-        calibrate_trained(run_dir / "model", final, dataset, log)  # open set: centroids, threshold
+        # open set: centroids and thresholds, on the outputs predict computes (mirror averaging)
+        calibrate_trained(run_dir / "model", final, dataset, log, bool(config.train.flip_tta))
         history = [row for trained in folds for row in trained.history]
         write_run_files(run_dir, dataset, split, history, result_metrics, test, final.model)
         write_json(run_dir / "data_report.json", _data_report(dataset, split))
@@ -693,6 +695,10 @@ def _begin(
     other than 0 log nothing and show no progress."""
     config = resolve(config)
     dist = dist_context(config.train.device)
+    if resume is None and config.train.precision == "auto":
+        # Store what auto chose on this machine, so evaluate and resume elsewhere use the same.
+        dtype = autocast_dtype("auto", dist.device)
+        config = replace_config(config, train={"precision": "fp32" if dtype is None else "bf16"})
     if not dist.is_main:
         log, show_progress = _silent, False
     run = _start(
@@ -902,6 +908,11 @@ def evaluate_run(
     from facecls.config import replace
 
     path = Path(run_dir)
+    if strangers and (data is not None or logit_adjust):
+        raise ValueError(
+            "--strangers measures the run's own model on its own test part: leave out "
+            + ("--data" if data is not None else "--logit-adjust")
+        )
     bundle = load_bundle(path, "cpu", trust_pickle=trust_pickle)  # refuses pickles first
     run_dir = _run_dir_of(path)
     config = load_yaml(run_dir / "config.yaml")
@@ -939,12 +950,12 @@ def evaluate_run(
     table = evaluation_metrics(result, bundle.class_names, config.train.seed, counts)
     table["logit_adjust_tau"] = float(logit_adjust or 0.0)
     if strangers:
-        from facecls.strangers import evaluate_strangers, summary_lines
+        from facecls.strangers import OPENSET_FILE, evaluate_strangers, summary_lines
 
         test = torch.from_numpy(split.test)
         table["openset"] = evaluate_strangers(
-            run_dir, strangers, dataset.images[test].numpy(), dataset.targets[test].numpy(),
-            log, device=str(device),
+            path, strangers, dataset.images[test].numpy(), dataset.targets[test].numpy(),
+            log, device=str(device), out=run_dir / OPENSET_FILE, trust_pickle=trust_pickle,
         )  # fmt: skip
         for line in summary_lines(table["openset"]):
             log(line)

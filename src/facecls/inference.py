@@ -125,6 +125,8 @@ class FaceModel:
         self.image_size: int = int(meta["image_size"])
         # The centre crop of training (``--crop``): every photo is cut the same way here.
         self.crop: float = float(meta.get("crop", 1.0))
+        if not 0.0 < self.crop <= 1.0:
+            raise BundleError(f"{folder}: crop in model.json must be in (0, 1], not {self.crop}")
         self._trained_centroids = centroids.get("trained")
         enrolled = centroids.get("enrolled")
         if self.enrolled_names and (enrolled is None or len(enrolled) != len(self.enrolled_names)):
@@ -209,10 +211,12 @@ class FaceModel:
         return results
 
     def to_batch(self, images: Sequence[Any] | np.ndarray | torch.Tensor) -> np.ndarray:
-        """uint8 ``(N, 3, S, S)`` from paths, RGB arrays ``(H, W, 3)``, PIL images or a tensor."""
+        """uint8 ``(N, 3, S, S)`` from face photos: paths, RGB arrays ``(H, W, 3)``, PIL images
+        or a uint8 tensor ``(N, 3, H, W)``. Each is cut (``crop``) and resized as training cut
+        its photos; images already prepared that way go to :meth:`outputs` directly."""
         if isinstance(images, torch.Tensor):
             if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-                raise ValueError("a tensor must be uint8 (N, 3, S, S)")
+                raise ValueError("a tensor of photos must be uint8 (N, 3, H, W)")
             images = [self.face(x) for x in images.permute(0, 2, 3, 1).numpy()]
         out = np.empty((len(images), 3, self.image_size, self.image_size), dtype=np.uint8)
         for i, item in enumerate(images):

@@ -9,8 +9,8 @@ reports in ISO/IEC 19795-1 terms:
 - DIR (= 1 - FNIR) at FPIR 1 %, and the whole DIR/FPIR curve;
 - AUROC of known-versus-stranger on the score alone.
 
-The result is written to ``openset.json`` in the run folder, where the report shows it as a
-curve. Photos in folders named like a trained identity are left out (they are not strangers),
+``evaluate`` writes the result to ``openset.json`` in the run folder, where the report shows it
+as a curve. It is a snapshot: after ``facecls calibrate`` changes a threshold, run it again. Photos in folders named like a trained identity are left out (they are not strangers),
 as are files that cannot be read; both are counted and the unreadable ones listed with why.
 """
 
@@ -46,7 +46,8 @@ def open_set_figures(
     centroids: np.ndarray | None,
     thresholds: dict[str, float],
 ) -> dict[str, dict[str, Any]]:
-    """Per open-set method: rates at the calibrated threshold and at FPIR 1 %, AUROC, curve.
+    """Per open-set method: rates at its threshold in ``thresholds`` (if any) and at FPIR 1 %,
+    AUROC and the DIR/FPIR curve.
 
     ``centroid`` is left out when the model has no centroids.
     """
@@ -65,7 +66,10 @@ def open_set_figures(
         at_target = openset.dir_at_fpir(known, correct, unknown, TARGET_FPIR)
         row.update(
             dir_at_fpir_1pct=at_target.dir,
-            threshold_at_fpir_1pct=at_target.threshold,
+            # No threshold keeps FPIR that low when a stranger has the top score: accept nothing.
+            threshold_at_fpir_1pct=at_target.threshold
+            if np.isfinite(at_target.threshold)
+            else None,
             auroc=openset.auroc(known, unknown),
             curve=_thin(openset.open_set_curve(known, correct, unknown)),
         )
@@ -73,15 +77,19 @@ def open_set_figures(
     return out
 
 
-def _stranger_files(
-    model: Any, inputs: Sequence[str | Path], log: Callable[[str], None]
-) -> tuple[np.ndarray, list[dict[str, str]], int]:
-    """Decoded stranger faces ``(N, 3, S, S)``, the unreadable files with why, and how many
-    files were left out for sitting in a folder named like a trained identity."""
+def _stranger_outputs(
+    model: Any, inputs: Sequence[str | Path], log: Callable[[str], None], chunk: int = 128
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]], int]:
+    """Logits and embeddings of the stranger photos, decoded ``chunk`` at a time (memory does
+    not grow with their number), the unreadable files with why, and how many files were left
+    out for sitting in a folder named like a trained identity."""
     from facecls.predict import expand_paths
 
     trained = set(model.trained_names)
-    faces, skipped, known_named = [], [], 0
+    faces: list[np.ndarray] = []
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    skipped: list[dict[str, str]] = []
+    known_named = 0
     for path in expand_paths(inputs):
         if path.parent.name in trained:
             known_named += 1
@@ -90,6 +98,11 @@ def _stranger_files(
             faces.append(model.load_face(path).transpose(2, 0, 1))
         except ImageError as error:
             skipped.append({"path": str(path), "reason": str(error)})
+        if len(faces) == chunk:
+            parts.append(model.outputs(np.stack(faces)))
+            faces.clear()
+    if faces:
+        parts.append(model.outputs(np.stack(faces)))
     for row in skipped[:5]:
         log(f"Strangers: skipped {row['path']}: {row['reason']}")
     if len(skipped) > 5:
@@ -99,9 +112,18 @@ def _stranger_files(
             f"Strangers: left out {known_named} photo(s) in folders named like a trained identity "
             "(they are not strangers)"
         )
-    size = model.image_size
-    images = np.stack(faces) if faces else np.zeros((0, 3, size, size), np.uint8)
-    return images, skipped, known_named
+    if not parts:
+        where = ", ".join(str(s) for s in inputs)
+        raise ValueError(
+            f"{where}: no stranger photo to score ({len(skipped)} unreadable, {known_named} in "
+            "folders named like a trained identity)"
+        )
+    return (
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        skipped,
+        known_named,
+    )
 
 
 def _outputs(model: Any, images: np.ndarray, batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
@@ -110,45 +132,53 @@ def _outputs(model: Any, images: np.ndarray, batch: int = 128) -> tuple[np.ndarr
 
 
 def evaluate_strangers(
-    run_dir: Path,
+    model_path: Path,
     strangers: Sequence[str | Path],
     known_images: np.ndarray,
     known_targets: np.ndarray,
     log: Callable[[str], None] = print,
     device: str = "auto",
+    out: Path | None = None,
+    trust_pickle: bool = False,
 ) -> dict[str, Any]:
-    """Open-set figures of a run's model: its test part as knowns, ``strangers`` as unknowns.
+    """Open-set figures of a model: its run's test part as knowns, ``strangers`` as unknowns.
+
+    The threshold ``predict`` uses (calibrated, or set by hand with ``facecls calibrate
+    --threshold``) gives the in-use method's FPIR and FNIR; the other methods use their
+    calibrated thresholds. DIR at FPIR 1 %, AUROC and the curve need no threshold, so an
+    uncalibrated model gets those alone.
 
     Args:
-        run_dir: the run folder (its ``model/`` bundle must be calibrated: train and cv do it).
+        model_path: the run folder, bundle or weights file that was evaluated.
         strangers: photo files and folders (walked recursively) of people not trained on.
         known_images: the run's test images, uint8 ``(N, 3, S, S)`` as the model takes them.
         known_targets: their class indices in the model's order.
+        out: where to write ``openset.json`` (default: not written).
 
     Returns:
-        The content of ``openset.json`` (also written into ``run_dir``).
+        The content of ``openset.json``.
 
     Raises:
-        ValueError: no readable stranger photo, or the model was never calibrated.
+        ValueError: no readable stranger photo.
     """
     from facecls.atomic import write_json
     from facecls.inference import load_model
 
-    model = load_model(Path(run_dir) / "model", device=device)
+    model = load_model(model_path, device=device, trust_pickle=trust_pickle)
     calibrated = model.meta.get("openset") or {}
-    if not calibrated.get("thresholds"):
-        raise ValueError(
-            f"{run_dir}: the model has no calibrated open-set thresholds; run facecls calibrate"
+    thresholds = dict(calibrated.get("thresholds") or {})
+    if model.threshold is not None:
+        thresholds[model.method] = model.threshold  # what predict applies, hand-set or not
+    s_logits, s_features, skipped, known_named = _stranger_outputs(model, strangers, log)
+    if len(s_logits) < 1 / TARGET_FPIR:
+        log(
+            f"Strangers: only {len(s_logits)} photos, so FPIR 1 % means no stranger accepted; "
+            f"give at least {round(1 / TARGET_FPIR)} for a meaningful DIR at FPIR 1 %"
         )
-    images, skipped, known_named = _stranger_files(model, strangers, log)
-    if len(images) == 0:
-        where = ", ".join(str(s) for s in strangers)
-        raise ValueError(f"{where}: no readable stranger photo found")
     k_logits, k_features = _outputs(model, known_images)
-    s_logits, s_features = _outputs(model, images)
     methods = open_set_figures(
         k_logits, k_features, known_targets, s_logits, s_features,
-        model.trained_centroids, calibrated["thresholds"],
+        model.trained_centroids, thresholds,
     )  # fmt: skip
     result = {
         "knowns": {
@@ -156,16 +186,18 @@ def evaluate_strangers(
             "accuracy": float(np.mean(k_logits.argmax(axis=1) == known_targets)),
         },
         "strangers": {
-            "images": len(images),
+            "images": len(s_logits),
             "skipped": skipped,
             "left_out_named_like_trained": known_named,
         },
-        "method": calibrated.get("method", openset.DEFAULT_METHOD),
+        "method": model.method,
+        "threshold_set_by_hand": bool(calibrated.get("set_by_hand", False)),
         "acceptance": calibrated.get("acceptance"),
         "target_fpir": TARGET_FPIR,
         "methods": methods,
     }
-    write_json(Path(run_dir) / OPENSET_FILE, result)
+    if out is not None:
+        write_json(Path(out), result)
     return result
 
 
@@ -179,7 +211,7 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     for method, row in result["methods"].items():
         mark = " (in use)" if method == result["method"] else ""
         lines.append(
-            f"  {method:<9} {row.get('threshold', float('nan')):>9.4f} "
+            f"  {method:<9} {row.get('threshold', float('nan')):>9.4g} "
             f"{row.get('fpir', float('nan')):>6.3f} {row.get('fnir', float('nan')):>6.3f}  "
             f"{row['dir_at_fpir_1pct']:>10.3f}  {row['auroc']:.3f}{mark}"
         )
