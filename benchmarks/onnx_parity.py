@@ -40,10 +40,8 @@ def main() -> None:
         model = load_model(args.run, device="cpu", backend=backend)
         model.outputs(images[:8])  # warm up
         start = time.perf_counter()
-        parts = [model.outputs(images[s : s + 256]) for s in range(0, len(images), 256)]
+        logits, features = model.outputs(images)
         seconds = time.perf_counter() - start
-        logits = np.concatenate([p[0] for p in parts])
-        features = np.concatenate([p[1] for p in parts])
         decisions = [p.identity for p in model.decide(logits, features)]
         outputs[backend] = (logits, features, decisions, seconds)
     (tl, tf, td, ts), (ol, of, od, os_) = outputs["torch"], outputs["onnx"]

@@ -38,6 +38,7 @@ from facecls.experiment import fit
 from facecls.inference import load_model
 from facecls.plots import plot_open_set
 from facecls.report import save_figure
+from facecls.strangers import open_set_figures
 
 REPO = Path(__file__).resolve().parents[1]
 # ../shared beside the repository (a git worktree one level deeper looks one more level up).
@@ -49,12 +50,6 @@ SHARED = next(
     ),
     REPO.parent / "shared" / "datasets",
 )
-
-
-def outputs(model, images: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and embeddings of uint8 images (N, 3, S, S), in batches."""
-    parts = [model.outputs(images[s : s + batch]) for s in range(0, len(images), batch)]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def main() -> None:
@@ -104,12 +99,9 @@ def main() -> None:
     known_targets = np.array([names.index(known_refs[i].identity) for i in kept])
     stranger_images, _, _ = decode_cached(stranger_refs, size, cache, quiet, crop=model.crop)
 
-    k_logits, k_features = outputs(model, known_images)
-    u_logits, u_features = outputs(model, stranger_images)
-    centroids = model.trained_centroids
-    calibrated = model.meta["openset"]["thresholds"]
-    predicted = k_logits.argmax(1)
-    correct = predicted == known_targets
+    k_logits, k_features = model.outputs(known_images)
+    u_logits, u_features = model.outputs(stranger_images)
+    correct = k_logits.argmax(1) == known_targets
     print(f"Open set on LFW: model {model.meta['architecture']} @ {size} px trained on LFW-8 "
           f"train split ({run}); hardware: {platform.machine()} CPU, "
           f"{torch.get_num_threads()} threads, no GPU")  # fmt: skip
@@ -118,18 +110,19 @@ def main() -> None:
           f"{len({r.identity for r in stranger_refs})} people with < 8 images")  # fmt: skip
     print(f"  {'score':<9} {'threshold':>9} {'FPIR':>6} {'FNIR':>6}   {'DIR@FPIR1%':>10} "
           f"{'(threshold)':>11}   AUROC")  # fmt: skip
+    # The same figures as `facecls evaluate RUN --strangers` (one function computes both).
+    figures = open_set_figures(
+        k_logits, k_features, known_targets, u_logits, u_features, model.trained_centroids,
+        model.meta["openset"]["thresholds"],
+    )  # fmt: skip
     curves, marks = {}, {}
-    for method in openset.METHODS:
-        ks = openset.scores(method, k_logits, k_features, centroids, predicted)
-        us = openset.scores(method, u_logits, u_features, centroids)
-        at_cal = openset.rates_at(calibrated[method], ks, correct, us)
-        at_1 = openset.dir_at_fpir(ks, correct, us, 0.01)
-        curve = openset.open_set_curve(ks, correct, us)
-        curves[method] = (curve["fpir"], curve["dir"])
-        marks[method] = (at_cal.fpir, at_cal.dir)
-        auroc = openset.auroc(ks, us)
-        print(f"  {method:<9} {at_cal.threshold:>9.4f} {at_cal.fpir:>6.3f} {at_cal.fnir:>6.3f}   "
-              f"{at_1.dir:>10.3f} {at_1.threshold:>11.4f}   {auroc:.3f}")  # fmt: skip
+    for method, row in figures.items():
+        curves[method] = (np.array(row["curve"]["fpir"]), np.array(row["curve"]["dir"]))
+        marks[method] = (row["fpir"], row["dir"])
+        at_1 = row["threshold_at_fpir_1pct"]
+        print(f"  {method:<9} {row['threshold']:>9.4f} {row['fpir']:>6.3f} {row['fnir']:>6.3f}   "
+              f"{row['dir_at_fpir_1pct']:>10.3f} {at_1 if at_1 is not None else float('inf'):>11.4f}"
+              f"   {row['auroc']:.3f}")  # fmt: skip
     ax = plot_open_set(curves, marks)
     ax.set_title(f"LFW-8 knowns vs LFW strangers ({model.meta['architecture']}, {size} px)")
     save_figure(ax.figure, args.out / "openset_curve.png")
@@ -161,7 +154,7 @@ def main() -> None:
         ("trained people (LFW-8 test)", known_images, known_targets),
         ("enrolled people (other images)", probe_images, probe_targets),
     ):
-        logits, features = outputs(enrolled, images)
+        logits, features = enrolled.outputs(images)
         cos = openset.cosine(features, enrolled.centroids)
         top1 = cos.argmax(1)
         accuracy = float(np.mean(top1 == targets))

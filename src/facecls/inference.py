@@ -179,9 +179,16 @@ class FaceModel:
             f"{self.backend}, open set: {self.method} >= {self.threshold})"
         )
 
-    def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Logits ``(N, C)`` and raw embeddings ``(N, D)`` of uint8 images ``(N, 3, S, S)``."""
-        return self._runner(np.ascontiguousarray(images, dtype=np.uint8))
+    def outputs(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """Logits ``(N, C)`` and raw embeddings ``(N, D)`` of uint8 images ``(N, 3, S, S)``,
+        prepared as :meth:`to_batch` prepares photos; run ``batch_size`` at a time."""
+        images = np.ascontiguousarray(images, dtype=np.uint8)
+        if len(images) <= batch_size:
+            return self._runner(images)
+        parts = [
+            self._runner(images[s : s + batch_size]) for s in range(0, len(images), batch_size)
+        ]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def decide(self, logits: np.ndarray, features: np.ndarray, top_k: int = 5) -> list[Prediction]:
         """Top-k names, open-set score and decision for each row of model outputs."""

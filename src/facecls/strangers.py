@@ -10,8 +10,9 @@ reports in ISO/IEC 19795-1 terms:
 - AUROC of known-versus-stranger on the score alone.
 
 ``evaluate`` writes the result to ``openset.json`` in the run folder, where the report shows it
-as a curve. It is a snapshot: after ``facecls calibrate`` changes a threshold, run it again. Photos in folders named like a trained identity are left out (they are not strangers),
-as are files that cannot be read; both are counted and the unreadable ones listed with why.
+as a curve. It is a snapshot: after ``facecls calibrate`` changes a threshold, run it again.
+Photos in folders named like a trained identity are left out (they are not strangers), as are
+files that cannot be read; both are counted and the unreadable ones listed with why.
 """
 
 from __future__ import annotations
@@ -126,11 +127,6 @@ def _stranger_outputs(
     )
 
 
-def _outputs(model: Any, images: np.ndarray, batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    parts = [model.outputs(images[s : s + batch]) for s in range(0, len(images), batch)]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-
 def evaluate_strangers(
     model_path: Path,
     strangers: Sequence[str | Path],
@@ -175,7 +171,7 @@ def evaluate_strangers(
             f"Strangers: only {len(s_logits)} photos, so FPIR 1 % means no stranger accepted; "
             f"give at least {round(1 / TARGET_FPIR)} for a meaningful DIR at FPIR 1 %"
         )
-    k_logits, k_features = _outputs(model, known_images)
+    k_logits, k_features = model.outputs(known_images)
     methods = open_set_figures(
         k_logits, k_features, known_targets, s_logits, s_features,
         model.trained_centroids, thresholds,
