@@ -89,18 +89,22 @@ def calibrate_trained(
     dataset: Any,
     log: Callable[[str], None] = print,
     flip_tta: bool = False,
+    images: torch.Tensor | None = None,
 ) -> None:
     """Calibrate a just-trained model (``experiment.TrainedModel``) on its own train/val parts
     and store the result in its bundle ``folder``; called at the end of ``train`` and ``cv``.
 
     ``flip_tta`` must be the bundle's: thresholds are set on the outputs ``predict`` computes.
+    ``images``: the dataset's images where training keeps them (on the device when they fit);
+    default ``dataset.images``.
     """
     if trained.train_idx is None or trained.val_idx is None or len(trained.val_idx) == 0:
         log("Open set: not calibrated (no validation part); use facecls calibrate --threshold")
         return
     device = next(trained.model.parameters()).device
     calibration = calibrate_model(
-        trained.model, dataset.images, dataset.targets.numpy(), trained.train_idx,
+        trained.model, dataset.images if images is None else images, dataset.targets.numpy(),
+        trained.train_idx,
         trained.val_idx, trained.mean, trained.std, device, dataset.num_classes, flip_tta,
     )  # fmt: skip
     write_calibration(folder, calibration)

@@ -110,7 +110,8 @@ def save_checkpoint(
     """
     tensors = {f"model.{k}": v for k, v in cpu_copy(model.state_dict()).items()}
     if state.best_state is not None:
-        tensors.update({f"best.{k}": v for k, v in cpu_copy(state.best_state).items()})
+        # best_state is already a detached CPU copy (cpu_copy when kept, or read from a file)
+        tensors.update({f"best.{k}": v for k, v in state.best_state.items()})
     optim_doc, optim_tensors = _flatten_optimizer(optimizer.state_dict())
     tensors.update(optim_tensors)
     tensors["rng.torch"] = torch.get_rng_state()

@@ -23,6 +23,7 @@ from facecls.config import (
     load_yaml,
     to_dict,
 )
+from facecls.openset import METHODS
 
 # argparse destination → (config section, key). Options left unset keep the config's value.
 _OPTIONS: dict[str, tuple[str, str]] = {
@@ -256,7 +257,7 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write")
     p.add_argument("--detect", action="store_true", help="find and crop faces first (OpenCV)")
     p.add_argument("--threshold", type=float, help="open-set threshold (default: calibrated)")
-    p.add_argument("--method", choices=["msp", "energy", "centroid"], help="open-set score")
+    p.add_argument("--method", choices=list(METHODS), help="open-set score")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda (torch backend)")
     p.add_argument("--batch-size", type=int, default=64, help="faces per forward pass")
@@ -277,7 +278,7 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check", nargs="+", type=Path, help="photos for the parity check")
     p = sub.add_parser("calibrate", help="set the open-set (unknown) threshold of a model")
     p.add_argument("model", type=Path, help="run folder (recalibrate from data) or bundle")
-    p.add_argument("--method", choices=["msp", "energy", "centroid"], help="open-set score")
+    p.add_argument("--method", choices=list(METHODS), help="open-set score")
     p.add_argument("--acceptance", type=float, default=0.95,
                    help="share of correctly named validation faces to accept (default 0.95)")  # fmt: skip
     p.add_argument("--threshold", type=float, help="set this threshold by hand (no data needed)")

@@ -20,16 +20,15 @@ def final_linear(model: nn.Module) -> nn.Linear:
     Raises:
         ValueError: when the model has no Linear layer.
     """
-    last = None
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            last = module
-    if last is None:
+    from facecls.finetune import head_name  # the one definition of "the head"
+
+    try:
+        return model.get_submodule(head_name(model))
+    except ValueError as error:
         raise ValueError(
             f"{type(model).__name__} has no nn.Linear layer; embeddings are the input of the "
             "final Linear classifier layer"
-        )
-    return last
+        ) from error
 
 
 def logits_and_features(

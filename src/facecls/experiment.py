@@ -667,7 +667,9 @@ def _finish(
             run_dir / "model",
         )  # fmt: skip
         # open set: centroids and thresholds, on the outputs predict computes (mirror averaging)
-        calibrate_trained(run_dir / "model", final, dataset, log, bool(config.train.flip_tta))
+        calibrate_trained(
+            run_dir / "model", final, dataset, log, bool(config.train.flip_tta), run.images
+        )
         history = [row for trained in folds for row in trained.history]
         write_run_files(run_dir, dataset, split, history, result_metrics, test, final.model)
         write_json(run_dir / "data_report.json", _data_report(dataset, split))

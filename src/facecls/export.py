@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from facecls.atomic import atomic_path
 from facecls.embedding import forward_tta
 
 OPSET = 17
@@ -132,8 +133,8 @@ def export_onnx(
     wrapper = _Exportable(bundle.model, bundle.mean, bundle.std, bundle.flip_tta).eval()
     size = bundle.image_size
     example = torch.full((2, 3, size, size), 128.0)
-    tmp = target.with_name(f".{target.name}.tmp")
-    with warnings.catch_warnings():
+    # Written, checked, fsynced and renamed: a failed export leaves no partial file behind.
+    with atomic_path(target) as tmp, warnings.catch_warnings():
         # The TorchScript-based exporter needs no extra package (the dynamo one needs onnxscript).
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -141,8 +142,7 @@ def export_onnx(
             input_names=["images"], output_names=["logits", "embedding"],
             dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}, "embedding": {0: "batch"}},
         )  # fmt: skip
-    onnx.checker.check_model(str(tmp))
-    tmp.replace(target)
+        onnx.checker.check_model(str(tmp))
 
     reference = load_model(folder, device="cpu")
     batch, checked_on = _check_images(reference, check_images)

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 
 from facecls import plots
 from facecls.atomic import atomic_path, write_json, write_text
+from facecls.openset import softmax
 from facecls.report_render import render
 from facecls.run_data import RunData, load_run
 
@@ -49,13 +50,6 @@ def save_figure(figure: Figure, path: Path, dpi: int = 110) -> None:
     """Save a matplotlib figure as PNG atomically."""
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=dpi)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, stable for large logits."""
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def predictions_rows(

@@ -17,9 +17,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from facecls.config import SAMPLERS as config_samplers
 from facecls.data.batches import IndexBatches, Shard
 
-SAMPLERS = ("class-balanced", "sqrt")
+SAMPLERS = tuple(s for s in config_samplers if s != "none")  # the schemes drawn here
 
 
 def class_probabilities(counts: np.ndarray, scheme: str) -> np.ndarray:
