@@ -34,12 +34,14 @@ class Duplicates:
         exact: groups of indices with identical pixels (each of two or more images).
         near: groups of indices joined by near-duplicate pairs that are not all exact copies.
         conflicts: groups (exact or near) whose images are filed under different identities.
+        max_distance: the pHash bits a near duplicate could differ in (negative: none sought).
     """
 
     groups: np.ndarray
     exact: list[list[int]] = field(default_factory=list)
     near: list[list[int]] = field(default_factory=list)
     conflicts: list[list[int]] = field(default_factory=list)
+    max_distance: int = NEAR_DISTANCE
 
     def report(self, paths: list[str], identities: list[str]) -> dict[str, Any]:
         """The ``duplicates`` section of ``data_report.json`` (paths, not indices)."""
@@ -48,7 +50,8 @@ class Duplicates:
             return [[paths[i] for i in g] for g in groups]
 
         return {
-            "method": f"identical decoded pixels; pHash within {NEAR_DISTANCE} of 64 bits",
+            "method": "identical decoded pixels"
+            + (f"; pHash within {self.max_distance} of 64 bits" if self.max_distance >= 0 else ""),
             "exact_groups": len(self.exact),
             "exact_images": sum(len(g) for g in self.exact),
             "near_groups": len(self.near),
@@ -174,4 +177,4 @@ def find_duplicates(
     exact = _members(exact_labels)
     near = [g for g in all_groups if len(set(exact_labels[g].tolist())) > 1]
     conflicts = [g for g in all_groups if len(set(targets[g].tolist())) > 1]
-    return Duplicates(groups, exact, near, conflicts)
+    return Duplicates(groups, exact, near, conflicts, max_distance)
