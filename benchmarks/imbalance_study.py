@@ -43,10 +43,10 @@ from facecls.data.dataset import FaceDataset, load_dataset
 from facecls.data.samplers import SampledBatches
 from facecls.data.sources import default_cache_dir, scan_source
 from facecls.data.splits import holdout, split_test
-from facecls.experiment import group_metrics
-from facecls.losses import build_loss, posthoc_adjust
 from facecls.models import create_model
 from facecls.models.facenet import NORMALIZATION, WEIGHTS_FILE, FaceNet
+from facecls.training.evaluate import group_metrics
+from facecls.training.losses import build_loss, posthoc_adjust
 
 # Remedy name → TrainConfig fields. "posthoc" re-evaluates the "none" model.
 METHODS: dict[str, dict[str, Any]] = {

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from facecls.data.sources import default_cache_dir, scan_source
-from facecls.inference import load_model
+from facecls.inference.model import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 # ../shared beside the repository (a git worktree one level deeper looks one more level up).

@@ -21,8 +21,8 @@ import torch
 
 from facecls.config import load_yaml
 from facecls.data.dataset import load_dataset
-from facecls.export import export_onnx
-from facecls.inference import load_model
+from facecls.inference.export import export_onnx
+from facecls.inference.model import load_model
 
 
 def main() -> None:

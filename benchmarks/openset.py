@@ -33,12 +33,12 @@ from facecls import openset
 from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
 from facecls.data.cache import decode_cached
 from facecls.data.sources import default_cache_dir, scan_source
-from facecls.enroll import enroll
-from facecls.experiment import fit
-from facecls.inference import load_model
-from facecls.plots import plot_open_set
-from facecls.report import save_figure
-from facecls.strangers import open_set_figures
+from facecls.inference.enroll import enroll
+from facecls.inference.model import load_model
+from facecls.inference.strangers import open_set_figures
+from facecls.report.plots import plot_open_set
+from facecls.report.write import save_figure
+from facecls.training.run import fit
 
 REPO = Path(__file__).resolve().parents[1]
 # ../shared beside the repository (a git worktree one level deeper looks one more level up).

@@ -31,7 +31,7 @@ import torch
 
 from facecls.config import DataConfig
 from facecls.data.dataset import load_dataset
-from facecls.distributed import cpu_cores
+from facecls.training.distributed import cpu_cores
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

@@ -33,9 +33,10 @@ from facecls.data.augment import channel_stats
 from facecls.data.batches import IndexBatches, resident
 from facecls.data.dataset import load_dataset
 from facecls.data.sources import default_cache_dir, scan_source
-from facecls.engine import train_one_epoch
 from facecls.models import create_model
-from facecls.optimization import Runtime, build_optimizer, runtime_for
+from facecls.runtime import Runtime, runtime_for
+from facecls.training.engine import train_one_epoch
+from facecls.training.optimization import build_optimizer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

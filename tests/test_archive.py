@@ -12,12 +12,7 @@ from pathlib import Path
 import pytest
 
 from facecls.data import archive as archive_module
-from facecls.data.archive import (
-    ArchiveError,
-    archive_digest,
-    extract_archive,
-    is_archive,
-)
+from facecls.data.archive import ArchiveError, archive_digest, extract_archive, is_archive
 
 FILES = {"alice/1.jpg": b"a" * 1000, "alice/2.jpg": b"b" * 500, "bob/1.jpg": b"c" * 2000}
 

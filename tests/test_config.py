@@ -58,7 +58,7 @@ def test_int_accepted_for_float() -> None:
 def test_auto_precision_is_bf16_only_where_the_cpu_has_it(tmp_path, monkeypatch) -> None:
     import torch
 
-    from facecls import optimization
+    from facecls import runtime as optimization
 
     with_bf16, without = tmp_path / "with", tmp_path / "without"
     with_bf16.write_text("flags\t\t: fpu sse2 avx512f avx512_bf16 avx512_vnni\n")

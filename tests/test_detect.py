@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from facecls.detect import Box, crop_face
+from facecls.inference.detect import Box, crop_face
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,7 +73,7 @@ def test_crop_is_centred_square_and_pads_outside() -> None:
 
 def test_haar_finds_a_pasted_lfw_face() -> None:
     pytest.importorskip("cv2")
-    from facecls.detect import FaceDetector
+    from facecls.inference.detect import FaceDetector
 
     face = lfw_face()
     canvas = np.full((600, 800, 3), 90, np.uint8)
@@ -127,8 +127,7 @@ def test_predict_detect_rows(tmp_path: Path) -> None:
 def test_enroll_detect_crops_the_largest_face(tmp_path: Path) -> None:
     pytest.importorskip("cv2")
     import facecls
-    from facecls.bundle import Bundle, save_bundle
-    from facecls.calibration import write_centroids
+    from facecls.bundle import Bundle, save_bundle, write_centroids
     from facecls.models import create_model
 
     folder = save_bundle(

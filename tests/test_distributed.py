@@ -22,7 +22,7 @@ import torch.nn as nn
 from facecls.config import AugmentConfig
 from facecls.data.augment import augment
 from facecls.data.batches import IndexBatches, Shard
-from facecls.distributed import DistContext, env_ranks
+from facecls.training.distributed import DistContext, env_ranks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -116,8 +116,8 @@ def _tiny_model() -> nn.Module:
 
 def _train_tiny(context: DistContext) -> dict[str, torch.Tensor]:
     """Two epochs of the engine on random images; returns weights and the evaluation."""
-    from facecls.engine import evaluate, train_one_epoch
-    from facecls.optimization import Runtime
+    from facecls.runtime import Runtime
+    from facecls.training.engine import evaluate, train_one_epoch
 
     torch.set_num_threads(1)
     images, targets = _images(50)
@@ -152,7 +152,7 @@ def _worker(rank: int, port: int, out: str) -> None:
         RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2",
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
     )  # fmt: skip
-    from facecls.distributed import context, process_group
+    from facecls.training.distributed import context, process_group
 
     with process_group():
         here = context("cpu")
@@ -203,7 +203,7 @@ def _torchrun(*args: str) -> subprocess.CompletedProcess:
 def _one_process(*args: str) -> None:
     """The reference run in this process, with the threads each torchrun process gets."""
     from facecls.cli import main
-    from facecls.distributed import cpu_cores
+    from facecls.training.distributed import cpu_cores
 
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, cpu_cores() // 2))

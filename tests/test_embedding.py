@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from facecls.embedding import embed, final_linear, logits_and_features
 from facecls.models import create_model
+from facecls.models.embedding import embed, final_linear, logits_and_features
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -15,16 +15,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from facecls.config import TrainConfig
-from facecls.finetune import (
-    frozen_at,
-    head_name,
-    load_backbone_weights,
-    param_groups,
-    set_backbone_frozen,
-    split_parameters,
-)
 from facecls.models import create_model, model_info
+from facecls.models.embedding import head_name, load_backbone_weights, split_parameters
 from facecls.models.facenet import NORMALIZATION, WEIGHTS_FILE, FaceNet
+from facecls.training.finetune import frozen_at, param_groups, set_backbone_frozen
 from tests.conftest import SHARED
 
 WEIGHTS = SHARED / "weights" / WEIGHTS_FILE

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from facecls.config import ConfigError, TrainConfig, from_dict, imbalance_of, resolve
 from facecls.data.samplers import SampledBatches, class_probabilities
-from facecls.losses import build_loss, class_weights, log_prior, posthoc_adjust
+from facecls.training.losses import build_loss, class_weights, log_prior, posthoc_adjust
 
 # Two samples, three classes with 6, 3 and 1 training images.
 LOGITS = [[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]]

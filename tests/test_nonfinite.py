@@ -12,10 +12,10 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file
 
-import facecls.experiment
-from facecls.checkpoint import checkpoint_path, read_checkpoint
+import facecls.training.fold
 from facecls.cli import main
-from facecls.experiment import epoch_seed
+from facecls.training.checkpoint import checkpoint_path, read_checkpoint
+from facecls.training.fold import epoch_seed
 
 
 @pytest.fixture(autouse=True)
@@ -44,14 +44,14 @@ class NaNAtStep(nn.Module):
 
 def _poison_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int, steps: set[int]) -> None:
     """Give fold 0's ``epoch`` a loss that is NaN at ``steps``."""
-    real = facecls.experiment.train_one_epoch
+    real = facecls.training.fold.train_one_epoch
 
     def poisoned(*args: object, **kwargs: object):
-        if args[7] == epoch_seed(0, 0, epoch):
-            args = (*args[:3], NaNAtStep(args[3], steps), *args[4:])  # type: ignore[arg-type]
+        if kwargs["epoch_seed"] == epoch_seed(0, 0, epoch):
+            kwargs["loss_fn"] = NaNAtStep(kwargs["loss_fn"], steps)  # type: ignore[arg-type]
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(facecls.experiment, "train_one_epoch", poisoned)
+    monkeypatch.setattr(facecls.training.fold, "train_one_epoch", poisoned)
 
 
 def _args(data: Path, runs: Path, *extra: str) -> list[str]:
@@ -97,18 +97,18 @@ def test_nan_weights_with_a_finite_loss_are_never_kept(
     capsys: pytest.CaptureFixture,
 ) -> None:  # fmt: skip
     """BatchNorm running statistics do not enter the training loss, but they are weights."""
-    real = facecls.experiment.train_one_epoch
+    real = facecls.training.fold.train_one_epoch
 
     def corrupt_after_epoch_2(*args: object, **kwargs: object):
         stats = real(*args, **kwargs)
-        if args[7] == epoch_seed(0, 0, 2):
+        if kwargs["epoch_seed"] == epoch_seed(0, 0, 2):
             model = args[0]
             next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d)).running_var.fill_(
                 float("nan")
             )
         return stats
 
-    monkeypatch.setattr(facecls.experiment, "train_one_epoch", corrupt_after_epoch_2)
+    monkeypatch.setattr(facecls.training.fold, "train_one_epoch", corrupt_after_epoch_2)
     assert main(_args(synthetic_folder, tmp_path)) == 1
     assert "fold 0, epoch 2: weight 'features.3.running_var' holds NaN" in capsys.readouterr().err
     doc, tensors = read_checkpoint(checkpoint_path(tmp_path / "nan", 0))

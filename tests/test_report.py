@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from facecls.cli import main
-from facecls.report import write_comparison, write_report, write_report_safely
-from facecls.report_content import clustered_classes
-from facecls.report_render import REPORT_CSP, md_escape
+from facecls.report.content import clustered_classes
+from facecls.report.render import REPORT_CSP, md_escape
+from facecls.report.write import write_comparison, write_report, write_report_safely
 
 EVIL = "<img src=x onerror=alert(1)>"
 QUOTES = 'Tom "T" & Jerry\'s'
@@ -331,7 +331,7 @@ def test_strangers_section_in_chromium(runs: dict[str, Path], browser, tmp_path:
     """The open-set section (openset.json from evaluate --strangers) renders self-contained,
     also in the shareable version, which names no stranger photo."""
     from facecls.atomic import write_json
-    from facecls.strangers import open_set_figures
+    from facecls.inference.strangers import open_set_figures
 
     run = tmp_path / "run"
     shutil.copytree(runs["plain"], run)
@@ -372,8 +372,8 @@ def test_comparison_in_chromium(runs: dict[str, Path], browser, tmp_path: Path) 
 
 def test_findings_name_collapse_and_unfinished_training() -> None:
     from facecls.config import RunConfig, TrainConfig
-    from facecls.report_findings import findings
-    from facecls.run_data import RunData
+    from facecls.report.findings import findings
+    from facecls.report.run_data import RunData
 
     def run(best_epochs: list[int], epochs: int = 10) -> RunData:
         return RunData(

@@ -22,10 +22,12 @@ import torch
 from safetensors.torch import load_file
 
 import facecls.atomic
-import facecls.checkpoint
-import facecls.experiment
+import facecls.training.checkpoint
+import facecls.training.fold
 from facecls.atomic import WriteError
-from facecls.checkpoint import (
+from facecls.cli import main
+from facecls.models import create_model
+from facecls.training.checkpoint import (
     CheckpointError,
     TrainingState,
     checkpoint_path,
@@ -33,9 +35,7 @@ from facecls.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from facecls.cli import main
-from facecls.interrupt import TEST_SIGNAL_ENV
-from facecls.models import create_model
+from facecls.training.interrupt import TEST_SIGNAL_ENV
 from tests.conftest import REPO
 
 TIMING = {"wall_seconds"}  # metrics.json keys that measure time
@@ -187,15 +187,15 @@ def test_cv_killed_in_fold_3_of_5_resumes_without_retraining_finished_folds(
         True, True, False,
     ]  # fmt: skip
     trained: list[int] = []  # epoch seeds of the epochs the resumed run trains
-    real = facecls.experiment.train_one_epoch
+    real = facecls.training.fold.train_one_epoch
 
     def counting(*args: object, **kwargs: object):
-        trained.append(args[7])  # epoch_seed
+        trained.append(kwargs["epoch_seed"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(facecls.experiment, "train_one_epoch", counting)
+    monkeypatch.setattr(facecls.training.fold, "train_one_epoch", counting)
     assert run_cli("cv", "--resume", str(run)) == 0
-    seed = facecls.experiment.epoch_seed
+    seed = facecls.training.fold.epoch_seed
     assert trained == [seed(0, 2, 2), seed(0, 3, 1), seed(0, 3, 2), seed(0, 4, 1), seed(0, 4, 2)]
     assert_same_result(tmp_path / "ref", run)
 
@@ -205,7 +205,7 @@ def test_full_disk_keeps_previous_checkpoint_and_names_the_folder(
     synthetic_folder: Path, session_cache: Path, tmp_path: Path, reference: Path,
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
 ) -> None:  # fmt: skip
-    real_save = facecls.checkpoint.save_file
+    real_save = facecls.training.checkpoint.save_file
     calls = 0
 
     def full_disk_at_epoch_2(tensors: dict, filename: str, metadata: dict) -> None:
@@ -216,7 +216,7 @@ def test_full_disk_keeps_previous_checkpoint_and_names_the_folder(
             raise OSError(errno.ENOSPC, "No space left on device")
         real_save(tensors, filename, metadata=metadata)
 
-    monkeypatch.setattr(facecls.checkpoint, "save_file", full_disk_at_epoch_2)
+    monkeypatch.setattr(facecls.training.checkpoint, "save_file", full_disk_at_epoch_2)
     args = train_args(synthetic_folder, tmp_path, session_cache, "--name", "full")
     assert run_cli(*args) == 1
     run = tmp_path / "full"
@@ -225,7 +225,7 @@ def test_full_disk_keeps_previous_checkpoint_and_names_the_folder(
     assert "previous file (if any) is unchanged" in err
     assert read_checkpoint(checkpoint_path(run, 0))[0]["epoch"] == 1  # still loadable
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["fold0-last.safetensors"]
-    monkeypatch.setattr(facecls.checkpoint, "save_file", real_save)
+    monkeypatch.setattr(facecls.training.checkpoint, "save_file", real_save)
     assert run_cli("train", "--resume", str(run)) == 0  # space freed: continue from epoch 1
     assert_same_result(reference, run)
 
@@ -345,7 +345,7 @@ def test_full_disk_error_names_the_directory(
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(facecls.checkpoint, "save_file", full)
+    monkeypatch.setattr(facecls.training.checkpoint, "save_file", full)
     with pytest.raises(WriteError, match=f"no space left on the disk of {path.parent}"):
         save_checkpoint(path, model, optimizer, TrainingState(epoch=2))
     assert read_checkpoint(path)[0]["epoch"] == 1
@@ -355,7 +355,7 @@ def test_full_disk_error_names_the_directory(
 def test_signal_handlers_only_in_the_main_thread_and_restored() -> None:
     import threading
 
-    from facecls.interrupt import stop_signals
+    from facecls.training.interrupt import stop_signals
 
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     with stop_signals() as request:

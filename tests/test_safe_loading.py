@@ -17,9 +17,9 @@ from PIL import Image
 
 import facecls.bundle
 from facecls.bundle import Bundle, BundleError, load_bundle, save_bundle
-from facecls.checkpoint import CheckpointError, read_checkpoint
 from facecls.cli import main
 from facecls.models import create_model
+from facecls.training.checkpoint import CheckpointError, read_checkpoint
 
 
 class _Payload:

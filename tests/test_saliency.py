@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from facecls.models import create_model
-from facecls.saliency import grad_cam, last_conv, overlay
+from facecls.report.saliency import grad_cam, last_conv, overlay
 
 
 class ConvPoolLinear(nn.Module):
@@ -59,7 +59,7 @@ def test_no_conv_layer() -> None:
 
 
 def test_explained_layer_skips_one_pixel_maps() -> None:
-    from facecls.saliency import explained_layer
+    from facecls.report.saliency import explained_layer
 
     model = create_model("baseline", num_classes=5, image_size=32).eval()
     # At 32 px the baseline's last convolution is 1×1; the one before it is 4×4.

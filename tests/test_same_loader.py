@@ -64,14 +64,14 @@ def _training_pixels(root: Path, cache: Path) -> dict[str, np.ndarray]:
 
 
 class _CapturingModel:
-    """Stands in for a :class:`~facecls.inference.FaceModel`: records every batch it is fed."""
+    """Stands in for a :class:`~facecls.inference.model.FaceModel`: records every batch it is fed."""
 
     image_size = SIZE
     crop = 1.0
     class_names = ["alice", "bob"]
 
     def __init__(self) -> None:
-        from facecls.inference import FaceModel
+        from facecls.inference.model import FaceModel
 
         # The real file reader of FaceModel, so the test covers predict's own path to pixels.
         self.load_face = FaceModel.load_face.__get__(self)
@@ -82,13 +82,13 @@ class _CapturingModel:
         return np.zeros((len(images), 2), np.float32), np.zeros((len(images), 4), np.float32)
 
     def decide(self, logits: np.ndarray, features: np.ndarray, top_k: int = 5) -> list:
-        from facecls.inference import Prediction
+        from facecls.inference.faces import Prediction
 
         return [Prediction("known", "alice") for _ in logits]
 
 
 def _predict_pixels(root: Path, cache: Path) -> dict[str, np.ndarray]:
-    from facecls.predict import predict_files
+    from facecls.inference.model import predict_files
 
     model = _CapturingModel()
     rows = list(predict_files(model, [root], chunk_size=4))  # type: ignore[arg-type]
@@ -144,7 +144,7 @@ def test_predict_loads_through_the_one_loader_at_the_bundle_size(
 
     # predict reads face photos through FaceModel.load_face, which calls the one loader with
     # the bundle's size and training crop.
-    module = importlib.import_module("facecls.inference")
+    module = importlib.import_module("facecls.inference.model")
     _write_modes(tmp_path / "modes")
     calls: list[tuple[str, int | None, float]] = []
 

@@ -14,19 +14,20 @@ The public API mirrors the command line; each command is one call::
 
 from __future__ import annotations
 
-from facecls.calibration import calibrate_command as calibrate
 from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
 from facecls.demo import demo
-from facecls.enroll import enroll
-from facecls.experiment import RunResult
-from facecls.experiment import cross_validate as cross_validate
-from facecls.experiment import evaluate_run as evaluate
-from facecls.experiment import fit as train
-from facecls.export import export_onnx
-from facecls.inference import FaceModel, Prediction, load_model
+from facecls.inference.calibration import calibrate_command as calibrate
+from facecls.inference.enroll import enroll
+from facecls.inference.export import export_onnx
+from facecls.inference.faces import Prediction
+from facecls.inference.model import FaceModel, load_model
+from facecls.inference.predict import predict
 from facecls.models import create_model, list_models
-from facecls.predict import predict
-from facecls.report import write_comparison, write_report
+from facecls.report.write import write_comparison, write_report
+from facecls.training.evaluate import evaluate_run as evaluate
+from facecls.training.run import RunResult
+from facecls.training.run import cross_validate as cross_validate
+from facecls.training.run import fit as train
 
 __all__ = [
     "AugmentConfig",

@@ -6,10 +6,12 @@ disk raises an error that names the directory and leaves the previous file intac
 
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -53,3 +55,27 @@ def write_text(path: Path, text: str) -> None:
 def write_json(path: Path, data: Any) -> None:
     """Atomically write ``data`` as indented JSON (NaN is refused: metrics must be finite)."""
     write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+def write_csv_stream(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+    """Write a CSV atomically, row by row as ``rows`` yields them (memory stays flat).
+
+    Returns:
+        The number of data rows written.
+    """
+    count = 0
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow(row)
+            count += 1
+    return count
+
+
+def csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-import torch.nn as nn
+from safetensors import numpy as safetensors_numpy
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from facecls.atomic import atomic_path, write_json
 from facecls.models import create_model
@@ -196,3 +198,37 @@ def load_bundle(
         flip_tta=bool(meta.get("flip_tta", False)),
         extra={k: v for k, v in meta.items() if k not in known},
     )
+
+
+CENTROIDS_NAME = "centroids.safetensors"
+
+
+def read_centroids(folder: Path) -> dict[str, np.ndarray]:
+    """The bundle's ``centroids.safetensors`` tensors (``trained``, maybe ``enrolled``), or {}."""
+    path = Path(folder) / CENTROIDS_NAME
+    if not path.exists():
+        return {}
+    try:
+        return safetensors_numpy.load_file(str(path))
+    except Exception as error:  # safetensors raises its own error types
+        raise BundleError(f"{path}: not a readable safetensors file ({error})") from error
+
+
+def write_centroids(folder: Path, tensors: dict[str, np.ndarray]) -> None:
+    """Write ``centroids.safetensors`` atomically (float32, contiguous)."""
+    arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
+    with atomic_path(Path(folder) / CENTROIDS_NAME) as tmp:
+        safetensors_numpy.save_file(arrays, str(tmp), metadata={"format": "facecls-centroids"})
+
+
+def update_meta(folder: Path, **entries: Any) -> dict[str, Any]:
+    """Merge ``entries`` into the bundle's ``model.json`` (a ``None`` value removes the key)."""
+    path = Path(folder) / META_NAME
+    meta = json.loads(path.read_text())
+    for key, value in entries.items():
+        if value is None:
+            meta.pop(key, None)
+        else:
+            meta[key] = value
+    write_json(path, meta)
+    return meta

@@ -383,9 +383,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from facecls.atomic import WriteError
     from facecls.bundle import BundleError
     from facecls.data.sources import DataError
-    from facecls.distributed import process_group
-    from facecls.experiment import NonFiniteError
-    from facecls.interrupt import Interrupted
+    from facecls.training.distributed import process_group
+    from facecls.training.fold import NonFiniteError
+    from facecls.training.interrupt import Interrupted
 
     args = build_parser().parse_args(argv)
     try:

@@ -10,8 +10,8 @@ import torch
 
 from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
 from facecls.data.sources import LFW_ARCHIVE_NAME, default_cache_dir
-from facecls.experiment import cross_validate
-from facecls.report import table5_text
+from facecls.report.write import table5_text
+from facecls.training.run import cross_validate
 
 DEMO_MODELS = ("baseline", "tronnet", "resnet18")
 

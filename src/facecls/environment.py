@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from facecls.bundle import facecls_version
-from facecls.optimization import cpu_has_native_bf16
+from facecls.runtime import cpu_has_native_bf16
 
 # Distributions whose versions change results; recorded as installed (None when absent).
 LIBRARIES = (

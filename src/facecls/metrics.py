@@ -360,3 +360,22 @@ def group_recall(cm: np.ndarray, groups: Sequence[str] | np.ndarray) -> dict[str
         if mask.any():
             out[group] = float(per["recall"][mask].mean())
     return out
+
+
+@dataclass
+class EvalResult:
+    """Predictions of one evaluation pass, on the CPU.
+
+    Attributes:
+        logits: float32 ``(N, C)``.
+        targets: int64 ``(N,)``.
+        loss: mean loss over the images (with the training loss's class weights).
+    """
+
+    logits: np.ndarray
+    targets: np.ndarray
+    loss: float
+
+    @property
+    def preds(self) -> np.ndarray:
+        return self.logits.argmax(axis=1)

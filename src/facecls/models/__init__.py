@@ -6,14 +6,8 @@ Importing this package registers every model (``seed`` and ``tv`` register on im
 from __future__ import annotations
 
 from facecls.models import facenet, seed, tv
-from facecls.models.registry import (
-    ModelFactory,
-    ModelInfo,
-    create_model,
-    list_models,
-    model_info,
-    register_model,
-)
+from facecls.models.factory import create_model
+from facecls.models.registry import ModelFactory, ModelInfo, list_models, model_info, register_model
 from facecls.models.seed import SeedCNN, feature_shapes, min_image_size
 from facecls.models.tv import replace_classifier, torchvision_model_names
 

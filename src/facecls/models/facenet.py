@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from facecls.finetune import load_backbone_weights
+from facecls.models.embedding import load_backbone_weights
 from facecls.models.registry import register_model
 
 WEIGHTS_FILE = "facenet-inception-resnet-v1-casia-webface.safetensors"

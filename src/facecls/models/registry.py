@@ -1,4 +1,4 @@
-"""A tiny model registry: ``register_model``, ``create_model`` and ``list_models``.
+"""A tiny model registry: ``register_model``, ``list_models`` and ``model_info`` (a leaf).
 
 Modelled on torchvision's ``models/_api.py``: factories register themselves with a decorator
 when their module is imported (``facecls.models`` imports them all), and callers build models
@@ -100,49 +100,6 @@ def model_info(name: str) -> ModelInfo | None:
     return entry[0] if entry else None
 
 
-def create_model(
-    name: str,
-    num_classes: int,
-    image_size: int = 224,
-    pretrained: bool = False,
-    **kwargs: object,
-) -> nn.Module:
-    """Build a model by name.
-
-    Args:
-        name: A registered name (see ``list_models``) or any torchvision classification
-            model name.
-        num_classes: Number of output logits.
-        image_size: Side of the square input images in pixels; the seed CNNs size their first
-            linear layer from it.
-        pretrained: Start from ImageNet weights (torchvision models only).
-        **kwargs: Passed on to the factory (e.g. ``final_relu`` for ``baseline``).
-
-    Returns:
-        The model, in train mode, on the CPU.
-
-    Raises:
-        ValueError: If the name is unknown, ``pretrained`` is asked of a model without
-            pretrained weights, ``num_classes`` < 1, or the image size is too small.
-        RuntimeError: If pretrained weights are neither cached nor downloadable.
-    """
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
-    if name in _REGISTRY:
-        info, factory = _REGISTRY[name]
-        if pretrained and not info.pretrained_ok:
-            raise ValueError(f"model {name!r} has no pretrained weights; use pretrained=False")
-        if info.pretrained_ok:
-            kwargs["pretrained"] = pretrained
-        return factory(num_classes=num_classes, image_size=image_size, **kwargs)
-
-    # Imported here, not at the top: tv.py imports this module to register its models.
-    from facecls.models import tv
-
-    if name in tv.torchvision_model_names():
-        return tv.build_torchvision(name, num_classes, image_size, pretrained, **kwargs)
-    known = ", ".join(info.name for info in list_models())
-    raise ValueError(
-        f"unknown model {name!r}; registered models: {known}; "
-        "any torchvision classification model name (e.g. 'resnet50') also works"
-    )
+def registered(name: str) -> tuple[ModelInfo, ModelFactory] | None:
+    """The record and factory of a registered ``name``, or ``None`` (torchvision names)."""
+    return _REGISTRY.get(name)

@@ -9,10 +9,8 @@ the jinja2 templates in ``templates/`` (HTML autoescaped).
 from __future__ import annotations
 
 import base64
-import csv
-import io
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,24 +18,19 @@ import numpy as np
 import torch.nn as nn
 from matplotlib.figure import Figure
 
-from facecls import plots
-from facecls.atomic import atomic_path, write_json, write_text
+from facecls.atomic import atomic_path, csv_text, write_json, write_text
+from facecls.metrics import EvalResult
 from facecls.openset import softmax
-from facecls.report_render import render
-from facecls.run_data import RunData, load_run
+from facecls.report import faces as report_faces
+from facecls.report import plots
+from facecls.report.compare import build_comparison
+from facecls.report.content import build_run_page
+from facecls.report.render import render
+from facecls.report.run_data import RunData, load_run
 
 if TYPE_CHECKING:
     from facecls.data.dataset import FaceDataset
     from facecls.data.splits import TestSplit
-    from facecls.engine import EvalResult
-
-
-def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -108,7 +101,7 @@ def write_run_files(
     if history:
         header = list(history[0])
         write_text(
-            run_dir / "history.csv", _csv_text(header, [[r[h] for h in header] for r in history])
+            run_dir / "history.csv", csv_text(header, [[r[h] for h in header] for r in history])
         )
     write_json(run_dir / "metrics.json", result_metrics)
     per_class = result_metrics["test"]["per_class"]
@@ -116,11 +109,11 @@ def write_run_files(
         header = list(per_class[0])
         write_text(
             run_dir / "per_class.csv",
-            _csv_text(header, [[r[h] for h in header] for r in per_class]),
+            csv_text(header, [[r[h] for h in header] for r in per_class]),
         )
     paths = [dataset.paths[i] for i in split.test]
     header, rows = predictions_rows(test, paths, dataset.class_names)
-    write_text(run_dir / "predictions.csv", _csv_text(header, rows))
+    write_text(run_dir / "predictions.csv", csv_text(header, rows))
     save_figure(plots.plot_loss_curves(history).figure, run_dir / "loss_curves.png")
     save_figure(plots.plot_accuracy_curves(history).figure, run_dir / "accuracy_curves.png")
     write_kernels(model, run_dir / "kernels")
@@ -146,22 +139,6 @@ def table5_text(results: dict[str, dict[str, Any]]) -> str:
         cells = [f"{results[n]['test'][section][key]:.3f}" for n in names]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def write_csv_stream(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
-    """Write a CSV atomically, row by row as ``rows`` yields them (memory stays flat).
-
-    Returns:
-        The number of data rows written.
-    """
-    count = 0
-    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(header)
-        for row in rows:
-            writer.writerow(row)
-            count += 1
-    return count
 
 
 # ---- HTML and Markdown reports ------------------------------------------------------------------
@@ -209,7 +186,6 @@ def _run_pictures(run_dir: Path, out: Path) -> tuple[dict[str, dict], list[dict]
 
 def _add_faces(context: dict[str, Any], run: RunData, dataset: FaceDataset | None) -> None:
     """Pair examples, the error gallery and Grad-CAM; a page without them if the data is gone."""
-    from facecls import report_faces
 
     try:
         faces = report_faces.FaceImages(run, dataset, log=lambda _message: None)
@@ -241,7 +217,6 @@ def write_report(
     Returns:
         The HTML file's path.
     """
-    from facecls.report_content import build_run_page
 
     run = load_run(run_dir)
     out = Path(out) if out is not None else run.run_dir
@@ -285,7 +260,6 @@ def write_comparison(
     Returns:
         The HTML file's path.
     """
-    from facecls.compare import build_comparison
 
     runs = [load_run(Path(d)) for d in run_dirs]
     if len(runs) < 2:

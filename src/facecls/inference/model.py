@@ -9,8 +9,8 @@ after that (top-k, nearest-class-mean head, the ``unknown`` decision) is shared 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,80 +23,18 @@ from facecls.bundle import (
     META_NAME,
     BundleError,
     bundle_folder,
-    load_bundle,
+    read_centroids,
     refuse_pickle,
 )
-from facecls.calibration import read_centroids
-from facecls.data.augment import normalize
-from facecls.data.images import _resize_centre_square, load_rgb
-from facecls.embedding import forward_tta
+from facecls.data.images import load_rgb
+from facecls.inference.backends import OnnxRunner, TorchRunner, as_square
+from facecls.inference.detect import FaceDetector
+from facecls.inference.faces import FaceItem, Prediction, expand_paths, face_items
 from facecls.openset import METHODS, cosine, l2_normalize, scores, softmax
-from facecls.optimization import Runtime
+from facecls.runtime import resolve_device
 
 ONNX_NAME = "model.onnx"
 BACKENDS = ("torch", "onnx")
-
-
-@dataclass
-class Prediction:
-    """The answer for one face.
-
-    Attributes:
-        decision: ``known`` (named), ``unknown`` (rejected by the open-set threshold), ``error``
-            (the file could not be read) or ``no_face`` (``--detect`` found none).
-        identity: the name when known, ``unknown`` when rejected, empty otherwise.
-        score: the open-set score (higher = more like a known person); NaN without a face.
-        top_k: ``(name, probability)`` pairs, most likely first.
-        path: the file, when the input was a file.
-        face: index of the face in its photo (``--detect``; largest first), else ``None``.
-        faces: faces found in the photo (``--detect``), else ``None``.
-        box: ``(x, y, w, h)`` of the detected face in the photo's pixels (``--detect``).
-        reason: why there is no answer (``error``/``no_face``).
-    """
-
-    decision: str
-    identity: str = ""
-    score: float = float("nan")
-    top_k: list[tuple[str, float]] = field(default_factory=list)
-    path: str | None = None
-    face: int | None = None
-    faces: int | None = None
-    box: tuple[int, int, int, int] | None = None
-    reason: str = ""
-
-
-def as_square(image: np.ndarray, size: int, crop: float = 1.0) -> np.ndarray:
-    """An RGB uint8 ``(H, W, 3)`` array as the model sees it: the centre square of side ``crop``
-    × the shorter side, resized to ``size``.
-
-    The same crop and resize as :func:`facecls.data.images.load_rgb`, so arrays and files match.
-    """
-    if image.shape[:2] == (size, size) and crop == 1.0:
-        return image
-    return np.asarray(_resize_centre_square(Image.fromarray(image), size, crop))
-
-
-class _TorchRunner:
-    def __init__(self, path: Path, device: torch.device, trust_pickle: bool = False) -> None:
-        bundle = load_bundle(path, device, trust_pickle=trust_pickle)
-        self.model, self.device = bundle.model, device
-        self.mean, self.std, self.flip_tta = bundle.mean, bundle.std, bundle.flip_tta
-        # Channels-last where training used it: FaceNet runs 1.35x faster so on these CPUs.
-        self.runtime = Runtime.default(device, bundle.architecture)
-        self.memory_format = (
-            torch.channels_last if self.runtime.channels_last else torch.contiguous_format
-        )
-        self.model = self.model.to(memory_format=self.memory_format)
-
-    @torch.no_grad()
-    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        batch = torch.from_numpy(images).to(self.device)
-        with self.runtime.autocast():
-            pixels = normalize(batch, self.mean, self.std).contiguous(
-                memory_format=self.memory_format
-            )
-            logits, features = forward_tta(self.model, pixels, self.flip_tta)
-        return logits.float().cpu().numpy(), features.float().cpu().numpy()
 
 
 class FaceModel:
@@ -260,8 +198,6 @@ class FaceModel:
     ) -> list[Prediction]:
         """Predict faces given as files or folders (streamed; bad files come back as ``error``)
         or as in-memory images (RGB arrays, PIL images, a uint8 tensor)."""
-        from facecls.predict import predict_files
-
         if isinstance(images, (str, Path)):
             images = [images]
         if all(isinstance(x, (str, Path)) for x in images):
@@ -281,18 +217,6 @@ class FaceModel:
             for s in range(0, len(images), batch_size)
         ]
         return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
-
-    def enroll(self, data: str | Path, out: str | Path | None = None, **kwargs: Any) -> FaceModel:
-        """Enroll the identities of a class-per-folder ``data`` into a copy; returns the copy."""
-        from facecls.enroll import enroll
-
-        return load_model(enroll(self.folder, data, out, **kwargs), backend=self.backend)
-
-    def export(self, out: str | Path | None = None, **kwargs: Any) -> Any:
-        """Export to ONNX next to the bundle (see :func:`facecls.export.export_onnx`)."""
-        from facecls.export import export_onnx
-
-        return export_onnx(self.folder, out, **kwargs)
 
 
 def read_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -333,17 +257,59 @@ def load_model(
     Raises:
         BundleError: when the bundle or its ONNX file cannot be used.
     """
-    from facecls.experiment import resolve_device
-
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     refuse_pickle(Path(path), trust_pickle)  # before anything else is read
     folder, meta = read_meta(path)
     if backend == "onnx":
-        from facecls.export import OnnxRunner
-
         runner: Any = OnnxRunner(folder / ONNX_NAME, meta)
     else:
         # the path as given: a trusted .pt is loaded, not the folder's safetensors
-        runner = _TorchRunner(Path(path), resolve_device(device), trust_pickle)
+        runner = TorchRunner(Path(path), resolve_device(device), trust_pickle)
     return FaceModel(folder, meta, runner, read_centroids(folder), backend, method, threshold)
+
+
+def predict_files(
+    model: FaceModel,
+    inputs: Iterable[str | Path],
+    top_k: int = 5,
+    chunk_size: int = 64,
+    detect: bool = False,
+) -> Iterator[Prediction]:
+    """Predictions for files and folders, in input order, ``chunk_size`` faces at a time.
+
+    Args:
+        model: a loaded :class:`~facecls.inference.model.FaceModel`.
+        inputs: files and folders (folders are walked recursively).
+        detect: find faces with OpenCV's Haar cascade (the ``facecls[detect]`` extra) and crop
+            each as LFW is cropped; otherwise each file is taken to be a face photo.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    detector = None
+    if detect:
+        detector = FaceDetector()
+    pending: list[FaceItem] = []
+
+    def flush() -> Iterator[Prediction]:
+        faces = [item for item in pending if item.pixels is not None]
+        if faces:
+            batch = np.stack([item.pixels for item in faces])
+            answers = iter(model.decide(*model.outputs(batch), top_k=top_k))
+        for item in pending:
+            if item.pixels is None:
+                yield item.template
+            else:
+                answer = next(answers)
+                yield replace(
+                    answer, path=item.template.path, face=item.template.face,
+                    faces=item.template.faces, box=item.template.box,
+                )  # fmt: skip
+        pending.clear()
+
+    paths = expand_paths(inputs, images_only=False)  # other files become error rows
+    for item in face_items(paths, model, detector):
+        pending.append(item)
+        if len(pending) >= chunk_size:  # error rows count too, so memory stays bounded
+            yield from flush()
+    yield from flush()

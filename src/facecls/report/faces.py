@@ -16,9 +16,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from facecls.bundle import load_bundle
 from facecls.data.augment import normalize
 from facecls.data.dataset import FaceDataset, load_dataset
-from facecls.run_data import Prediction, RunData
+from facecls.report.run_data import Prediction, RunData
+from facecls.report.saliency import explained_layer, grad_cam, overlay
 
 THUMB_SIDE = 96  # larger images are shrunk; a page of ~100 thumbnails stays well under 2 MB
 
@@ -127,8 +129,6 @@ def saliency_panels(
 
     Each panel holds the image (``uri``) and the map over it (``cam_uri``).
     """
-    from facecls.bundle import load_bundle
-    from facecls.saliency import explained_layer, grad_cam, overlay
 
     bundle = load_bundle(faces.run.run_dir)
     usable = [p for p in faces.run.predictions if p.path in faces.index]

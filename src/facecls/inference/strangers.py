@@ -24,7 +24,10 @@ from typing import Any
 import numpy as np
 
 from facecls import openset
+from facecls.atomic import write_json
 from facecls.data.images import ImageError
+from facecls.inference.faces import expand_paths
+from facecls.inference.model import load_model
 
 OPENSET_FILE = "openset.json"
 TARGET_FPIR = 0.01
@@ -84,7 +87,6 @@ def _stranger_outputs(
     """Logits and embeddings of the stranger photos, decoded ``chunk`` at a time (memory does
     not grow with their number), the unreadable files with why, and how many files were left
     out for sitting in a folder named like a trained identity."""
-    from facecls.predict import expand_paths
 
     trained = set(model.trained_names)
     faces: list[np.ndarray] = []
@@ -157,8 +159,6 @@ def evaluate_strangers(
     Raises:
         ValueError: no readable stranger photo.
     """
-    from facecls.atomic import write_json
-    from facecls.inference import load_model
 
     model = load_model(model_path, device=device, trust_pickle=trust_pickle)
     calibrated = model.meta.get("openset") or {}

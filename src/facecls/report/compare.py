@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from facecls import plots
 from facecls.config import to_dict
 from facecls.paired import corrected_fold_t, holm, mcnemar, paired_bootstrap
-from facecls.report_content import CLASS_AVERAGES, PATH_KEYS, WITHHELD, RunPage, headline_rows
-from facecls.report_render import format_p
-from facecls.run_data import RunData
+from facecls.report import plots
+from facecls.report.content import CLASS_AVERAGES, PATH_KEYS, WITHHELD, RunPage, headline_rows
+from facecls.report.render import format_p
+from facecls.report.run_data import RunData
 
 ALPHA = 0.05
 

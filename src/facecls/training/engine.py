@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -23,8 +22,9 @@ import torch.nn as nn
 from facecls.config import AugmentConfig
 from facecls.data.augment import augment, normalize
 from facecls.data.batches import IndexBatches
-from facecls.distributed import average_buffers, gather_rows
-from facecls.optimization import Runtime
+from facecls.metrics import EvalResult
+from facecls.runtime import Runtime
+from facecls.training.distributed import average_buffers, gather_rows
 
 
 @dataclass
@@ -42,25 +42,6 @@ class EpochStats:
     seconds: float
     nonfinite_step: int | None = None
     skipped: int = 0
-
-
-@dataclass
-class EvalResult:
-    """Predictions of one evaluation pass, on the CPU.
-
-    Attributes:
-        logits: float32 ``(N, C)``.
-        targets: int64 ``(N,)``.
-        loss: mean loss over the images (with the training loss's class weights).
-    """
-
-    logits: np.ndarray
-    targets: np.ndarray
-    loss: float
-
-    @property
-    def preds(self) -> np.ndarray:
-        return self.logits.argmax(axis=1)
 
 
 def train_one_epoch(

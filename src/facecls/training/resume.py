@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from facecls.config import ConfigError, RunConfig, load_yaml, to_dict
+from facecls.environment import environment
 
 
 def _differences(saved: dict[str, Any], given: dict[str, Any], prefix: str = "") -> list[str]:
@@ -29,7 +30,6 @@ def _differences(saved: dict[str, Any], given: dict[str, Any], prefix: str = "")
 
 def _warn_if_environment_changed(run_dir: Path, log: Callable[[str], None]) -> None:
     """Other library versions or hardware can change the last bits of every result."""
-    from facecls.environment import environment
 
     path = run_dir / "environment.json"
     if not path.is_file():

@@ -11,6 +11,8 @@ from typing import Any
 
 import jinja2
 
+from facecls.bundle import facecls_version
+
 # The page may load nothing: images only as data: URIs, no script or style file, no font, no fetch.
 REPORT_CSP = (
     "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
@@ -56,7 +58,6 @@ def environment(html: bool) -> jinja2.Environment:
 
 
 def _version() -> str:
-    from facecls.bundle import facecls_version
 
     return facecls_version()
 

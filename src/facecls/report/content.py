@@ -14,11 +14,12 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from facecls import metrics, plots
+from facecls import metrics
 from facecls.config import to_dict
 from facecls.paired import bootstrap_mean_ci
-from facecls.report_findings import findings
-from facecls.run_data import RunData
+from facecls.report import plots
+from facecls.report.findings import findings
+from facecls.report.run_data import RunData
 
 HEADLINE = (
     ("Accuracy", "accuracy"),

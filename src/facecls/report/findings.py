@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from facecls.run_data import RunData
+from facecls.report.run_data import RunData
 
 
 def _collapse(run: RunData, cm: np.ndarray) -> str | None:

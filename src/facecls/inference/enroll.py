@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from facecls.atomic import atomic_path, write_json
-from facecls.bundle import META_NAME, WEIGHTS_NAME, BundleError
-from facecls.calibration import write_centroids
+from facecls.bundle import META_NAME, WEIGHTS_NAME, BundleError, read_centroids, write_centroids
 from facecls.data.images import ImageError, load_rgb
 from facecls.data.sources import DataError, default_cache_dir, scan_source
+from facecls.inference.detect import FaceDetector, crop_face
+from facecls.inference.model import load_model
 from facecls.openset import l2_normalize
 
 
@@ -40,8 +41,6 @@ def _embed_identities(
     counts: dict[str, int] = defaultdict(int)
     detector = None
     if detect:
-        from facecls.detect import FaceDetector, crop_face
-
         detector = FaceDetector()
     for start in range(0, len(scan.refs), chunk_size):
         faces, names = [], []
@@ -92,9 +91,6 @@ def enroll(
         BundleError: when the bundle has no trained centroids.
         DataError: when no usable photo is found or a name is one of the trained identities.
     """
-    from facecls.calibration import read_centroids
-    from facecls.inference import load_model
-
     model = load_model(model_path, device="auto")
     folder = model.folder
     centroids = read_centroids(folder)

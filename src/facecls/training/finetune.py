@@ -15,60 +15,11 @@ Three schedules (``TrainConfig.freeze``):
 from __future__ import annotations
 
 import types
-from pathlib import Path
 
-from safetensors.torch import load_file
 from torch import nn
 
 from facecls.config import TrainConfig
-
-
-def head_name(model: nn.Module) -> str:
-    """Module path of the final ``nn.Linear`` (the classifier head)."""
-    names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not names:
-        raise ValueError(f"{type(model).__name__} has no nn.Linear head to fine-tune")
-    return names[-1]
-
-
-def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """``(backbone, head)`` parameters; the head is :func:`head_name`'s module."""
-    prefix = head_name(model) + "."
-    backbone, head = [], []
-    for name, param in model.named_parameters():
-        (head if name.startswith(prefix) else backbone).append(param)
-    return backbone, head
-
-
-def load_backbone_weights(
-    model: nn.Module, path: str | Path, drop_prefixes: tuple[str, ...] = ()
-) -> nn.Module:
-    """Load a safetensors state dict into ``model``: strict key matching, the head excepted.
-
-    Keys under ``drop_prefixes`` (another model's head) are ignored; every other key of the file
-    must exist in the model with the same shape and every backbone key of the model must be in
-    the file. The head keeps its fresh initialisation.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: not a safetensors file, or the keys or shapes differ (named in the message).
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: weights file not found")
-    try:
-        state = load_file(str(path))
-    except Exception as error:  # safetensors raises its own error types
-        raise ValueError(f"{path}: not a readable safetensors file ({error})") from error
-    head = head_name(model) + "."
-    own = model.state_dict()
-    state = {k: v for k, v in state.items() if not k.startswith((*drop_prefixes, head))}
-    state.update({k: v for k, v in own.items() if k.startswith(head)})
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise ValueError(f"{path}: weights do not match {type(model).__name__}: {error}") from error
-    return model
+from facecls.models.embedding import split_parameters
 
 
 def backbone_frozen(model: nn.Module) -> bool:

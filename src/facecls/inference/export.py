@@ -21,22 +21,14 @@ import torch
 from torch import nn
 
 from facecls.atomic import atomic_path
-from facecls.embedding import forward_tta
+from facecls.bundle import load_bundle
+from facecls.data.synthetic import SyntheticSpec, render_synthetic
+from facecls.inference.backends import require_onnx
+from facecls.inference.faces import expand_paths
+from facecls.inference.model import ONNX_NAME, load_model, read_meta
+from facecls.models.embedding import forward_tta
 
 OPSET = 17
-
-
-def require_onnx() -> tuple[Any, Any]:
-    """Import onnx and onnxruntime or explain how to install the extra."""
-    try:
-        import onnx
-        import onnxruntime
-    except ImportError as error:
-        raise ImportError(
-            "ONNX export and the onnx backend need onnx and onnxruntime: "
-            "pip install 'facecls[onnx]'"
-        ) from error
-    return onnx, onnxruntime
 
 
 class _Exportable(nn.Module):
@@ -51,27 +43,6 @@ class _Exportable(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return forward_tta(self.model, images * self.scale + self.shift, self.flip)
-
-
-class OnnxRunner:
-    """Runs ``model.onnx`` on uint8 batches; the counterpart of the PyTorch runner."""
-
-    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
-        from facecls.bundle import BundleError
-
-        _, onnxruntime = require_onnx()
-        if not Path(path).is_file():
-            raise BundleError(f"{path}: no ONNX file; make it with facecls export MODEL")
-        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        outputs = {o.name: o.shape for o in self.session.get_outputs()}
-        if outputs.get("logits", [None, None])[-1] != len(meta["class_names"]):
-            raise BundleError(f"{path}: its outputs do not match the bundle's identities")
-
-    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, features = self.session.run(
-            ["logits", "embedding"], {"images": images.astype(np.float32)}
-        )
-        return logits, features
 
 
 @dataclass
@@ -94,11 +65,8 @@ class ExportResult:
 def _check_images(model: Any, images: Sequence[str | Path] | None) -> tuple[np.ndarray, str]:
     """uint8 batch for the parity check: the given photos, else synthetic faces."""
     if images:
-        from facecls.predict import expand_paths
-
         paths = list(expand_paths(images))[:256]
         return model.to_batch(paths), f"{len(paths)} given image(s)"
-    from facecls.data.synthetic import SyntheticSpec, render_synthetic
 
     spec = SyntheticSpec(
         num_classes=8, max_per_class=4, min_per_class=4, image_size=model.image_size
@@ -122,8 +90,6 @@ def export_onnx(
         check_images: photos (files or folders) for the parity check; default synthetic faces.
         opset: ONNX opset version.
     """
-    from facecls.bundle import load_bundle
-    from facecls.inference import ONNX_NAME, load_model, read_meta
 
     onnx, onnxruntime = require_onnx()
     folder, meta = read_meta(model_path)

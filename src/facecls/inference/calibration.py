@@ -15,18 +15,26 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file, save_file
 from torch import nn
 
-from facecls.atomic import atomic_path, write_json
-from facecls.bundle import META_NAME, BundleError, bundle_folder
+from facecls.bundle import (
+    CENTROIDS_NAME,
+    META_NAME,
+    BundleError,
+    bundle_folder,
+    load_bundle,
+    read_centroids,
+    update_meta,
+    write_centroids,
+)
+from facecls.config import load_yaml, replace
 from facecls.data.augment import normalize
 from facecls.data.batches import IndexBatches
-from facecls.embedding import forward_tta
+from facecls.data.dataset import load_dataset
+from facecls.data.splits import folds_from_document
+from facecls.models.embedding import forward_tta
 from facecls.openset import DEFAULT_ACCEPTANCE, DEFAULT_METHOD, METHODS, Calibration, calibrate
-from facecls.optimization import Runtime
-
-CENTROIDS_NAME = "centroids.safetensors"
+from facecls.runtime import Runtime, resolve_device
 
 
 @torch.no_grad()
@@ -111,37 +119,6 @@ def calibrate_trained(
     log(describe(calibration.meta()))
 
 
-def read_centroids(folder: Path) -> dict[str, np.ndarray]:
-    """The bundle's ``centroids.safetensors`` tensors (``trained``, maybe ``enrolled``), or {}."""
-    path = Path(folder) / CENTROIDS_NAME
-    if not path.exists():
-        return {}
-    try:
-        return load_file(str(path))
-    except Exception as error:  # safetensors raises its own error types
-        raise BundleError(f"{path}: not a readable safetensors file ({error})") from error
-
-
-def write_centroids(folder: Path, tensors: dict[str, np.ndarray]) -> None:
-    """Write ``centroids.safetensors`` atomically (float32, contiguous)."""
-    arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
-    with atomic_path(Path(folder) / CENTROIDS_NAME) as tmp:
-        save_file(arrays, str(tmp), metadata={"format": "facecls-centroids"})
-
-
-def update_meta(folder: Path, **entries: Any) -> dict[str, Any]:
-    """Merge ``entries`` into the bundle's ``model.json`` (a ``None`` value removes the key)."""
-    path = Path(folder) / META_NAME
-    meta = json.loads(path.read_text())
-    for key, value in entries.items():
-        if value is None:
-            meta.pop(key, None)
-        else:
-            meta[key] = value
-    write_json(path, meta)
-    return meta
-
-
 def write_calibration(folder: Path, calibration: Calibration) -> None:
     """Store a calibration in a bundle folder (centroids first, then the JSON that names them)."""
     tensors = read_centroids(folder)
@@ -195,11 +172,6 @@ def calibrate_run(
     Returns:
         The new ``openset`` entry.
     """
-    from facecls.bundle import load_bundle
-    from facecls.config import load_yaml, replace
-    from facecls.data.dataset import load_dataset
-    from facecls.data.splits import folds_from_document
-    from facecls.experiment import resolve_device
 
     run_dir = Path(run_dir)
     for name in ("config.yaml", "folds.json", "metrics.json"):

@@ -1,0 +1,104 @@
+"""Predict identities for image files, streamed in chunks, into rows of a CSV.
+
+Paths are expanded lazily and read one chunk at a time with the one image loader
+(:func:`facecls.data.images.load_rgb`), so memory does not grow with the number of photos. A file
+that cannot be read becomes an ``error`` row with the reason; with ``detect`` every face of a
+photo becomes a row with its box, and a photo without a face a ``no_face`` row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facecls.atomic import write_csv_stream
+from facecls.inference.faces import Prediction
+from facecls.inference.model import FaceModel, load_model, predict_files
+
+
+def prediction_header(top_k: int) -> list[str]:
+    """Columns of ``predictions.csv``."""
+    header = ["path", "face", "faces", "box", "decision", "identity", "score"]
+    for r in range(1, top_k + 1):
+        header += [f"top{r}", f"top{r}_probability"]
+    return [*header, "reason"]
+
+
+def prediction_row(prediction: Prediction, top_k: int) -> list[Any]:
+    """One CSV row; missing top-k cells (error rows, fewer identities than k) are empty."""
+    p = prediction
+    box = "" if p.box is None else " ".join(str(v) for v in p.box)
+    score = "" if np.isnan(p.score) else f"{p.score:.6f}"
+    row: list[Any] = [p.path or "", "" if p.face is None else p.face,
+                      "" if p.faces is None else p.faces, box, p.decision, p.identity, score]  # fmt: skip
+    for r in range(top_k):
+        row += [p.top_k[r][0], f"{p.top_k[r][1]:.6f}"] if r < len(p.top_k) else ["", ""]
+    return [*row, p.reason]
+
+
+def predict_to_csv(
+    model: FaceModel,
+    inputs: Sequence[str | Path],
+    out: Path,
+    top_k: int = 5,
+    chunk_size: int = 64,
+    detect: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, int]:
+    """Stream predictions of ``inputs`` into the CSV ``out``; returns counts per decision."""
+
+    k = min(top_k, len(model.class_names))
+    counts: dict[str, int] = {}
+    multi = 0
+
+    def rows() -> Iterator[list[Any]]:
+        nonlocal multi
+        for prediction in predict_files(model, inputs, top_k, chunk_size, detect):
+            counts[prediction.decision] = counts.get(prediction.decision, 0) + 1
+            if prediction.decision == "error":
+                log(f"  {prediction.path}: {prediction.reason}")
+            if prediction.face == 1:
+                multi += 1
+            yield prediction_row(prediction, k)
+
+    write_csv_stream(Path(out), prediction_header(k), rows())
+    summary = ", ".join(f"{n} {d}" for d, n in sorted(counts.items())) or "no images"
+    extra = f"; {multi} photo(s) with several faces" if detect and multi else ""
+    log(f"Predictions: {summary}{extra} -> {out}")
+    return counts
+
+
+def predict(
+    model: str | Path | FaceModel,
+    inputs: Sequence[str | Path],
+    out: str | Path = "predictions.csv",
+    top_k: int = 5,
+    detect: bool = False,
+    backend: str = "torch",
+    threshold: float | None = None,
+    method: str | None = None,
+    device: str = "auto",
+    chunk_size: int = 64,
+    log: Callable[[str], None] = print,
+    trust_pickle: bool = False,
+) -> dict[str, int]:
+    """``facecls predict``: load a model and write the predictions of files/folders to a CSV.
+
+    Args:
+        model: a run folder, a bundle, or a loaded :class:`~facecls.inference.model.FaceModel`.
+        threshold: open-set threshold instead of the calibrated one (score >= it is known).
+        method: open-set score instead of the bundle's (``msp``, ``energy``, ``centroid``).
+        trust_pickle: allow ``.pt``/``.pth`` weights (read with ``torch.load(weights_only=True)``);
+            refused otherwise.
+
+    Returns:
+        Rows per decision (``known``, ``unknown``, ``error``, ``no_face``).
+    """
+
+    if not isinstance(model, FaceModel):
+        model = load_model(model, device, backend, method, threshold, trust_pickle)
+    log(f"Model: {model!r}")
+    return predict_to_csv(model, inputs, Path(out), top_k, chunk_size, detect, log)

@@ -1,0 +1,377 @@
+"""One model's training: ``train_model`` runs the epochs of one fold (checkpoints, signals,
+non-finite checks), ``ModelSource`` makes the fresh (or compiled) model of each fold, and
+``share_folds`` hands folds trained on other ranks to every rank."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from facecls import metrics
+from facecls.config import RunConfig
+from facecls.data.augment import channel_stats
+from facecls.data.batches import IndexBatches
+from facecls.data.dataset import FaceDataset
+from facecls.data.samplers import SampledBatches
+from facecls.models import create_model, model_info
+from facecls.models.embedding import load_backbone_weights
+from facecls.runtime import runtime_for
+from facecls.training.checkpoint import (
+    TrainingState,
+    cpu_copy,
+    load_checkpoint,
+    save_checkpoint,
+)
+from facecls.training.distributed import (
+    DistContext,
+    broadcast_array,
+    broadcast_module,
+    broadcast_object,
+)
+from facecls.training.engine import EpochStats, EvalResult, evaluate, train_one_epoch
+from facecls.training.finetune import describe, frozen_at, param_groups
+from facecls.training.finetune import set_backbone_frozen as _set_frozen
+from facecls.training.interrupt import StopRequest, signal_hook_for_tests
+from facecls.training.losses import build_loss
+from facecls.training.optimization import build_optimizer, build_scheduler
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class TrainedModel:
+    """One trained model (the best epoch by validation loss) and how it got there."""
+
+    model: nn.Module
+    mean: list[float]
+    std: list[float]
+    history: list[dict[str, Any]]
+    best_epoch: int
+    val: EvalResult
+    train_counts: np.ndarray
+    train_idx: np.ndarray | None = None
+    val_idx: np.ndarray | None = None
+
+
+class NonFiniteError(ValueError):
+    """Training produced a NaN or infinite loss or weights; the message says where."""
+
+
+def epoch_seed(seed: int, fold: int, epoch: int) -> int:
+    """Batch order and augmentation of an epoch depend only on (seed, fold, epoch)."""
+    return (seed * 1_000_003 + fold * 10_007 + epoch) % (2**63)
+
+
+def _global_seed(seed: int, fold: int, epoch: int) -> int:
+    """Seed of the global torch RNG for an epoch (dropout draws from it), distinct from the
+    augmentation generator's stream."""
+    return (epoch_seed(seed, fold, epoch) + 0x9E3779B97F4A7C15) % (2**63)
+
+
+def _first_nonfinite(state: dict[str, torch.Tensor]) -> str | None:
+    """Name of the first floating-point tensor holding a NaN or infinity, else ``None``."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
+
+
+def _check_epoch(stats: EpochStats, val_loss: float, model: nn.Module, fold: int, epoch: int):
+    """Refuse to go on (or keep a model) after a non-finite loss or weight."""
+    where = f"fold {fold}, epoch {epoch}"
+    if stats.nonfinite_step is not None:
+        raise NonFiniteError(
+            f"the training loss became NaN or infinite in {where}, step "
+            f"{stats.nonfinite_step}. Lower --lr, check the data, or pass --skip-nonfinite to "
+            "skip such batches. Checkpoints of earlier epochs are kept."
+        )
+    bad = _first_nonfinite(model.state_dict())
+    if bad is not None:
+        raise NonFiniteError(f"{where}: weight {bad!r} holds NaN or infinite values")
+    if not math.isfinite(val_loss):
+        raise NonFiniteError(f"{where}: the validation loss is {val_loss}")
+
+
+def _batch_callback(
+    bar: tqdm, stop: StopRequest | None, fold: int, epoch: int
+) -> Callable[[int], None]:
+    """Called after each step: progress, the test hook, then a stop if a signal came."""
+    hook = signal_hook_for_tests(fold, epoch)
+    step = 0
+
+    def on_batch(size: int) -> None:
+        nonlocal step
+        step += 1
+        bar.update(size)
+        if hook is not None:
+            hook(step)
+        if stop is not None:
+            stop.check(fold, epoch, step)
+
+    return on_batch
+
+
+def train_model(
+    dataset: FaceDataset,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    config: RunConfig,
+    device: torch.device,
+    models: ModelSource,
+    fold: int = 0,
+    log: Log = print,
+    show_progress: bool = False,
+    checkpoint: Path | None = None,
+    stop: StopRequest | None = None,
+    dist: DistContext | None = None,
+) -> TrainedModel:
+    """Train one model on ``train_idx``, keep the epoch with the lowest validation loss.
+
+    Args:
+        images: the dataset's uint8 images, already resident (device or pinned host memory).
+        targets: the dataset's targets on the same device as ``images``.
+        checkpoint: saved at the end of every epoch; when it exists, training continues from
+            it (a complete fold trains no further).
+        stop: checked after every step and epoch; raises :class:`Interrupted` once set.
+        dist: this rank; with several, every rank calls this and trains the same model
+            (``models`` must wrap it in DistributedDataParallel), each on its rows of every
+            batch, and rank 0 writes the checkpoint. ``None``: one process.
+
+    Raises:
+        NonFiniteError: a loss or weight became NaN or infinite (the checkpoint keeps the last
+            good epoch).
+    """
+    t = config.train
+    dist = dist or DistContext(device=device)
+    shard = dist.shard()
+    runtime = runtime_for(t, device)
+    model, module = models.get(fold)  # module: the nn.Module (model may be its compiled form)
+    mean, std = input_normalization(dataset, train_idx, t.model)
+    counts = dataset.class_counts(train_idx)
+    loss_fn = build_loss(t, counts, device, t.label_smoothing or 0.0)
+    # Validation loss (checkpoint selection) is never smoothed, and for DRW is the re-weighted
+    # loss of the last phase in every epoch, so the best epoch is chosen on one scale.
+    val_loss_fn = loss_fn.selection_loss()
+    pretrained = bool(t.pretrained or t.weights)
+    optimizer = build_optimizer(
+        module, t, device, param_groups(module, t.lr, t.backbone_lr_scale if pretrained else 1.0)
+    )
+    drop_last = len(train_idx) > t.batch_size
+    train_batches: IndexBatches = (
+        SampledBatches(images, targets, torch.from_numpy(train_idx), t.batch_size, device,
+                       t.sampler, dataset.num_classes, drop_last, shard=shard)
+        if t.sampler != "none"
+        else IndexBatches(images, targets, torch.from_numpy(train_idx), t.batch_size, device,
+                          shuffle=True, drop_last=drop_last, shard=shard)
+    )  # fmt: skip
+    scheduler = build_scheduler(optimizer, t, len(train_batches))
+    if fold == 0 and (t.freeze != "none" or pretrained):
+        log(f"Fine-tuning: {describe(t, pretrained)}")
+    val_batches = IndexBatches(
+        images, targets, torch.from_numpy(val_idx), t.eval_batch_size, device, shard=shard
+    )
+    facts = {"fold": fold, "class_names": dataset.class_names, "model": t.model}
+    state = TrainingState()
+    if checkpoint is not None and checkpoint.exists():
+        state = load_checkpoint(checkpoint, module, optimizer, scheduler, expect=facts)
+        log(
+            f"fold {fold}: complete in {checkpoint.name}, not retrained" if state.complete
+            else f"fold {fold}: resuming from {checkpoint.name} after epoch {state.epoch}"
+        )  # fmt: skip
+    for epoch in range(state.epoch + 1, t.epochs + 1):
+        torch.manual_seed(_global_seed(t.seed, fold, epoch))
+        loss_fn.set_epoch(epoch)
+        if t.freeze != "none":
+            _set_frozen(module, frozen_at(t, epoch))
+        bar = tqdm(
+            total=len(train_batches) * t.batch_size, unit="img", leave=False,
+            desc=f"fold {fold} epoch {epoch}/{t.epochs}", disable=not show_progress,
+        )  # fmt: skip
+        try:
+            stats = train_one_epoch(
+                model, train_batches, optimizer, loss_fn=loss_fn, mean=mean, std=std,
+                augment_config=config.augment, epoch_seed=epoch_seed(t.seed, fold, epoch),
+                runtime=runtime, scheduler=scheduler,
+                on_batch=_batch_callback(bar, stop, fold, epoch), skip_nonfinite=t.skip_nonfinite,
+            )  # fmt: skip
+        finally:
+            bar.close()
+        val = evaluate(model, val_batches, mean, std, val_loss_fn, bool(t.flip_tta), runtime)
+        _check_epoch(stats, val.loss, module, fold, epoch)
+        summary = metrics.summary(
+            metrics.confusion_matrix(val.targets, val.preds, dataset.num_classes)
+        )
+        row = {
+            "fold": fold,
+            "epoch": epoch,
+            "train_loss": round(stats.loss, 6),
+            "val_loss": round(val.loss, 6),
+            "val_accuracy": round(summary["accuracy"], 6),
+            "val_balanced_accuracy": round(summary["balanced_accuracy"], 6),
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": round(stats.seconds, 3),
+            "images_per_second": round(stats.images / max(stats.seconds, 1e-9), 1),
+        }
+        if t.skip_nonfinite:
+            row["skipped_batches"] = stats.skipped
+        state.history.append(row)
+        log(
+            f"fold {fold} epoch {epoch:>3}/{t.epochs}  train loss {stats.loss:.4f}  "
+            f"val loss {val.loss:.4f}  val acc {summary['accuracy']:.3f}  "
+            f"bal acc {summary['balanced_accuracy']:.3f}  {row['images_per_second']:.0f} img/s"
+            + (f"  skipped {stats.skipped} non-finite batch(es)" if stats.skipped else "")
+        )
+        if val.loss < state.best_loss:
+            state.best_loss, state.best_epoch = val.loss, epoch
+            state.best_state = cpu_copy(module.state_dict())
+        state.epoch, state.complete = epoch, epoch == t.epochs
+        if checkpoint is not None:  # rank 0 writes, then every rank goes on
+            dist.main_writes(
+                lambda: save_checkpoint(checkpoint, module, optimizer, state, scheduler, info=facts)
+            )
+        if stop is not None:
+            stop.check(fold, epoch, None)
+    assert state.best_state is not None
+    module.load_state_dict(state.best_state)
+    val = evaluate(model, val_batches, mean, std, val_loss_fn, bool(t.flip_tta), runtime)
+    # Keep a detached copy: with --compile the same module object is reused by the next fold.
+    kept = copy.deepcopy(module) if t.compile else module
+    return TrainedModel(
+        kept, mean, std, state.history, state.best_epoch, val, counts, train_idx, val_idx
+    )
+
+
+class ModelSource:
+    """Fresh, seeded models for each fold; with ``compile`` one compiled module is reused.
+
+    Compiling costs tens of seconds, so under ``--compile`` the module is built and compiled
+    once and every later fold loads freshly initialised weights into it (same parameters
+    objects, so the compiled graph stays valid) instead of compiling again.
+
+    With a ``dist`` of several ranks the callable model is a DistributedDataParallel replica
+    (its BatchNorm synchronised when ``train.sync_bn``); the module is the bare model, whose
+    ``state_dict`` is what gets saved.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        num_classes: int,
+        device: torch.device,
+        dist: DistContext | None = None,
+    ) -> None:
+        self.config, self.num_classes, self.device = config, num_classes, device
+        self.dist = dist or DistContext(device=device)
+        self._compiled: tuple[nn.Module, nn.Module] | None = None
+
+    def _fresh(self, fold: int) -> nn.Module:
+        t = self.config.train
+        torch.manual_seed(t.seed + fold)
+        # FaceNet loads --weights itself (and holds its folded batch norm); any other model
+        # gets them through the generic strict loader (head excepted).
+        own = {"weights": t.weights} if t.weights and t.model == "facenet" else {}
+        model = create_model(
+            t.model, num_classes=self.num_classes, image_size=self.config.data.image_size,
+            pretrained=t.pretrained and not t.weights, **own,
+        )  # fmt: skip
+        if t.weights and not own:
+            load_backbone_weights(model, t.weights)
+        model = model.to(self.device)
+        if runtime_for(t, self.device).channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.dist.distributed and t.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return model
+
+    def _replica(self, module: nn.Module) -> nn.Module:
+        """``module`` itself in one process; a DistributedDataParallel replica under several."""
+        if not self.dist.distributed:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # Buffers are synchronised at the start, not before every step: the engine averages
+        # them once per epoch (older torch releases only know broadcast_buffers).
+        new = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+        buffers = {"forward_sync_buffers" if new else "broadcast_buffers": False}
+        return DistributedDataParallel(module, device_ids=ids, **buffers)
+
+    def get(self, fold: int) -> tuple[nn.Module, nn.Module]:
+        """``(callable model, its nn.Module)``: the same object unless compiled or replicated."""
+        fresh = self._fresh(fold)
+        if not self.config.train.compile:
+            return self._replica(fresh), fresh
+        if self._compiled is None:
+            self._compiled = (torch.compile(self._replica(fresh)), fresh)
+        else:
+            self._compiled[1].load_state_dict(fresh.state_dict())
+        return self._compiled
+
+
+def input_normalization(
+    dataset: FaceDataset, train_idx: np.ndarray, model: str
+) -> tuple[list[float], list[float]]:
+    """The model's fixed normalisation when its weights expect one (FaceNet's
+    ``(x − 127.5) / 128``), else the training part's statistics (report eq. 6)."""
+    info = model_info(model)
+    if info is not None and info.normalization is not None:
+        mean, std = info.normalization
+        return list(mean), list(std)
+    return channel_stats(dataset.images[torch.from_numpy(train_idx)])
+
+
+def share_folds(
+    mine: list[TrainedModel], parts: list[tuple[np.ndarray, np.ndarray]], num_classes: int,
+    models: ModelSource,
+    dist: DistContext, log: Log,
+) -> list[TrainedModel]:  # fmt: skip
+    """Every fold's result on every rank, after rank ``f % world_size`` trained fold ``f``.
+
+    The owner sends its history and numbers (a small JSON-like object), validation logits and
+    targets, and the weights tensor by tensor into a fresh model of the same architecture.
+    """
+    owned = iter(mine)
+    shared: list[TrainedModel] = []
+    for fold, (train_idx, val_idx) in enumerate(parts):
+        owner = fold % dist.world_size
+        trained = next(owned) if owner == dist.rank else None
+        facts = None if trained is None else {
+            "mean": trained.mean, "std": trained.std, "history": trained.history,
+            "best_epoch": trained.best_epoch, "loss": trained.val.loss,
+            "train_counts": trained.train_counts.tolist(),
+        }  # fmt: skip
+        facts = broadcast_object(facts, dist, owner)
+        logits = broadcast_array(
+            None if trained is None else trained.val.logits, (len(val_idx), num_classes),
+            np.dtype(np.float32), dist, owner,
+        )  # fmt: skip
+        val_targets = broadcast_array(
+            None if trained is None else trained.val.targets, (len(val_idx),),
+            np.dtype(np.int64), dist, owner,
+        )  # fmt: skip
+        model = models._fresh(fold) if trained is None else trained.model
+        broadcast_module(model, dist, owner)
+        if trained is None:
+            trained = TrainedModel(
+                model, facts["mean"], facts["std"], facts["history"], facts["best_epoch"],
+                EvalResult(logits, val_targets, facts["loss"]), np.array(facts["train_counts"]),
+                train_idx, val_idx,
+            )  # fmt: skip
+            log(
+                f"fold {fold} trained on rank {owner}: best epoch {trained.best_epoch}, "
+                f"val loss {trained.val.loss:.4f}"
+            )
+        shared.append(trained)
+    return shared
