@@ -99,7 +99,7 @@ def calibrate_trained(
     flip_tta: bool = False,
     images: torch.Tensor | None = None,
 ) -> None:
-    """Calibrate a just-trained model (``experiment.TrainedModel``) on its own train/val parts
+    """Calibrate a just-trained model (``training.fold.TrainedModel``) on its own train/val parts
     and store the result in its bundle ``folder``; called at the end of ``train`` and ``cv``.
 
     ``flip_tta`` must be the bundle's: thresholds are set on the outputs ``predict`` computes.

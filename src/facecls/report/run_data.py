@@ -1,6 +1,6 @@
 """Read a run folder back into memory for reports and comparisons; nothing here writes.
 
-A run folder (see ``experiment.py``) holds ``config.yaml``, ``metrics.json``, ``data_report.json``,
+A run folder (see ``training/run.py``) holds ``config.yaml``, ``metrics.json``, ``data_report.json``,
 ``folds.json``, ``history.csv`` and ``predictions.csv`` (and ``openset.json`` once
 ``facecls evaluate --strangers`` measured the open-set decision). :func:`load_run` reads them once and
 checks that they are there, so report code never touches the disk layout itself.

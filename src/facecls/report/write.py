@@ -1,6 +1,6 @@
 """The files of a run folder that people read: metrics, tables, predictions, pictures, reports.
 
-Checkpoints and model bundles are written by ``experiment.py``/``bundle.py``; everything a person
+Checkpoints and model bundles are written by ``training/`` and ``bundle.py``; everything a person
 reads (JSON, CSV, PNG, the HTML and Markdown reports) is written here, atomically. What the reports
 show is assembled in ``report_content.py``, ``report_faces.py`` and ``compare.py``; the pages are
 the jinja2 templates in ``templates/`` (HTML autoescaped).

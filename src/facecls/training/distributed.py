@@ -6,7 +6,7 @@ reads them into a frozen :class:`DistContext` and starts the process group (NCCL
 on the CPU) when there is more than one process and none is running yet. A process group cannot
 be started again in the same process once destroyed, so it lives as long as the process (or
 the caller's :func:`process_group` block: the CLI wraps every command in one). Everything that
-differs between ranks is decided from the context passed down by ``experiment.py``: there is no
+differs between ranks is decided from the context passed down by ``training/run.py``: there is no
 module-level state.
 
 The rules the rest of facecls follows with it:

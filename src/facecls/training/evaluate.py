@@ -136,7 +136,7 @@ def evaluate_run(
             stays that of the unadjusted logits.
         strangers: photos (files, folders) of people the model was not trained on: the
             open-set decision is measured against them with the test part as the known faces
-            (:mod:`facecls.strangers`); the figures go to ``openset.json`` in the run folder
+            (:mod:`facecls.inference.strangers`); the figures go to ``openset.json`` in the run folder
             and into its report, which is rewritten.
 
     Reads ``config.yaml``, ``folds.json`` and the model bundle; writes nothing into the run
