@@ -14,7 +14,8 @@ import torch
 from PIL import Image, ImageOps
 
 from facecls.data.align import TEMPLATE_112, align_face, box_crop, similarity_transform
-from facecls.data.mtcnn import MTCNN, Detections, load_nets
+from facecls.data.mtcnn import MTCNN, Detections
+from facecls.data.mtcnn_nets import load_nets
 
 ARCHIVE = (
     Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "lfw-deepfunneled.tgz"
@@ -154,6 +155,7 @@ def test_no_face_no_crash(detector: MTCNN) -> None:
         np.full((200, 300, 3), 255, np.uint8),
         np.zeros((120, 120, 3), np.uint8),
         np.full((10, 10, 3), 128, np.uint8),
+        np.zeros((0, 0, 3), np.uint8),
     ]
     for found in detector.detect(images):
         assert found.boxes.shape == (0, 4) and found.scores.shape == (0,)

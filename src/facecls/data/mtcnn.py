@@ -1,9 +1,10 @@
 """MTCNN face detector with 5-point landmarks, offline, on any torch device.
 
-The three cascaded nets of Zhang et al. 2016 (P-Net proposes 12 px windows over an image pyramid,
-R-Net re-scores 24 px crops, O-Net re-scores 48 px crops and places the landmarks) with the
-weights of facenet-pytorch 2.6.0, shipped as package data in ``facecls/weights/mtcnn.safetensors``
-(MIT, see ``MTCNN-LICENSE.txt``; regenerate with ``scripts/convert_mtcnn.py``).
+The three cascaded nets of Zhang et al. 2016 (:mod:`facecls.data.mtcnn_nets`): P-Net proposes
+12 px windows over an image pyramid, R-Net re-scores 24 px crops, O-Net re-scores 48 px crops and
+places the landmarks. Weights: facenet-pytorch 2.6.0's, shipped as package data in
+``facecls/weights/mtcnn.safetensors`` (MIT, see ``MTCNN-LICENSE.txt``; regenerate with
+``scripts/convert_mtcnn.py``).
 
 Conventions: boxes are ``x1, y1, x2, y2`` in image pixels, half-open (``x2 - x1`` is the width),
 not clipped to the image, so a face cut by the border keeps its full box. Crops of boxes that
@@ -20,105 +21,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load as load_safetensors
+from PIL import Image
 from torch import nn
 from torchvision.ops import batched_nms
 
-
-def _nhwc(x: torch.Tensor) -> torch.Tensor:
-    # Channels-last: CPU max-pooling of these small maps is ~10x faster than in NCHW, and the
-    # nets ~3x overall (O-Net on 40 crops: 60 -> 19 ms on one core). Values are unchanged.
-    return x.contiguous(memory_format=torch.channels_last)
-
-
-class PNet(nn.Module):
-    """Proposal net: fully convolutional, one 12 px window per output cell (stride 2)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1, self.prelu1 = nn.Conv2d(3, 10, 3), nn.PReLU(10)
-        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
-        self.conv2, self.prelu2 = nn.Conv2d(10, 16, 3), nn.PReLU(16)
-        self.conv3, self.prelu3 = nn.Conv2d(16, 32, 3), nn.PReLU(32)
-        self.conv4_1 = nn.Conv2d(32, 2, 1)  # face / not-face logits
-        self.conv4_2 = nn.Conv2d(32, 4, 1)  # box regression
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(N, 3, H, W)`` normalised -> regression ``(N, 4, h, w)``, probabilities ``(N, 2, h, w)``."""
-        x = self.pool1(self.prelu1(self.conv1(_nhwc(x))))
-        x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
-        return self.conv4_2(x), F.softmax(self.conv4_1(x), dim=1)
-
-
-class RNet(nn.Module):
-    """Refinement net on 24 x 24 crops."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1, self.prelu1 = nn.Conv2d(3, 28, 3), nn.PReLU(28)
-        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv2, self.prelu2 = nn.Conv2d(28, 48, 3), nn.PReLU(48)
-        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv3, self.prelu3 = nn.Conv2d(48, 64, 2), nn.PReLU(64)
-        self.dense4, self.prelu4 = nn.Linear(576, 128), nn.PReLU(128)
-        self.dense5_1 = nn.Linear(128, 2)
-        self.dense5_2 = nn.Linear(128, 4)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(N, 3, 24, 24)`` -> regression ``(N, 4)``, probabilities ``(N, 2)``."""
-        x = self.pool1(self.prelu1(self.conv1(_nhwc(x))))
-        x = self.pool2(self.prelu2(self.conv2(x)))
-        x = self.prelu3(self.conv3(x))  # (N, 64, 3, 3)
-        # The weights come from Caffe via TF: dense4 expects (W, H, C) flattening order.
-        x = self.prelu4(self.dense4(x.permute(0, 3, 2, 1).flatten(1)))
-        return self.dense5_2(x), F.softmax(self.dense5_1(x), dim=1)
-
-
-class ONet(nn.Module):
-    """Output net on 48 x 48 crops: score, box regression and five landmarks."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1, self.prelu1 = nn.Conv2d(3, 32, 3), nn.PReLU(32)
-        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv2, self.prelu2 = nn.Conv2d(32, 64, 3), nn.PReLU(64)
-        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv3, self.prelu3 = nn.Conv2d(64, 64, 3), nn.PReLU(64)
-        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
-        self.conv4, self.prelu4 = nn.Conv2d(64, 128, 2), nn.PReLU(128)
-        self.dense5, self.prelu5 = nn.Linear(1152, 256), nn.PReLU(256)
-        self.dense6_1 = nn.Linear(256, 2)
-        self.dense6_2 = nn.Linear(256, 4)
-        self.dense6_3 = nn.Linear(256, 10)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(N, 3, 48, 48)`` -> regression ``(N, 4)``, landmarks ``(N, 10)`` (5 x then 5 y,
-        fractions of the box), probabilities ``(N, 2)``."""
-        x = self.pool1(self.prelu1(self.conv1(_nhwc(x))))
-        x = self.pool2(self.prelu2(self.conv2(x)))
-        x = self.pool3(self.prelu3(self.conv3(x)))
-        x = self.prelu4(self.conv4(x))  # (N, 128, 3, 3)
-        x = self.prelu5(self.dense5(x.permute(0, 3, 2, 1).flatten(1)))
-        return self.dense6_2(x), self.dense6_3(x), F.softmax(self.dense6_1(x), dim=1)
-
-
-def load_nets(device: str | torch.device = "cpu") -> tuple[PNet, RNet, ONet]:
-    """The three nets with the packaged weights, in eval mode on ``device``."""
-    # read_bytes works from a zipped install too, where there is no file path to open.
-    raw = resources.files("facecls").joinpath("weights/mtcnn.safetensors").read_bytes()
-    tensors = load_safetensors(raw)
-    nets = (PNet(), RNet(), ONet())
-    for name, net in zip(("pnet", "rnet", "onet"), nets, strict=True):
-        prefix = f"{name}."
-        state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-        net.load_state_dict(state, strict=True)
-        net.to(device=device, memory_format=torch.channels_last).eval().requires_grad_(False)
-    return nets
+from facecls.data.mtcnn_nets import ONet, PNet, RNet, load_nets
 
 
 @dataclass(frozen=True)
@@ -169,11 +80,13 @@ def _crops(
     ):
         image = images[i]  # (3, H, W) float 0..255
         h, w = image.shape[1:]
-        # Zero-filled canvas of the whole box; the part inside the image is copied in.
-        canvas = image.new_zeros(1, 3, y2 - y1, x2 - x1)
         ya, yb, xa, xb = max(y1, 0), min(y2, h), max(x1, 0), min(x2, w)
-        if yb > ya and xb > xa:
-            canvas[0, :, ya - y1 : yb - y1, xa - x1 : xb - x1] = image[:, ya:yb, xa:xb]
+        if (ya, yb, xa, xb) == (y1, y2, x1, x2):
+            canvas = image[None, :, y1:y2, x1:x2]
+        else:  # zero-filled canvas of the whole box; the part inside the image is copied in
+            canvas = image.new_zeros(1, 3, y2 - y1, x2 - x1)
+            if yb > ya and xb > xa:
+                canvas[0, :, ya - y1 : yb - y1, xa - x1 : xb - x1] = image[:, ya:yb, xa:xb]
         mode = "area" if y2 - y1 >= size else "bilinear"
         out[k] = F.interpolate(canvas, size=(size, size), mode=mode)[0]
     return _normalise(out)
@@ -237,13 +150,12 @@ class MTCNN:
         for array in images:
             if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
                 raise ValueError(f"expected RGB uint8 (H, W, 3), got {array.dtype} {array.shape}")
+            s = min(1.0, self.max_side / max(1, *array.shape[:2]))
+            if s < 1.0:  # shrink in uint8 (box filter) before a float copy of a huge photo exists
+                size = (max(1, round(array.shape[1] * s)), max(1, round(array.shape[0] * s)))
+                array = np.asarray(Image.fromarray(array).resize(size, Image.Resampling.BOX))
             image = torch.tensor(array, device=self.device)  # a copy: the input may be read-only
-            image = image.permute(2, 0, 1).float()  # (3, H, W), 0..255
-            s = min(1.0, self.max_side / max(array.shape[:2]))
-            if s < 1.0:
-                size = (max(1, round(array.shape[0] * s)), max(1, round(array.shape[1] * s)))
-                image = F.interpolate(image[None], size=size, mode="area")[0]
-            tensors.append(image)
+            tensors.append(image.permute(2, 0, 1).float())  # (3, H, W), 0..255
             shrink.append(s)
         boxes, owner = self._propose(tensors)  # (K, 4), (K,)
         if len(boxes):
@@ -279,12 +191,13 @@ class MTCNN:
         found = [torch.empty(0, 9, device=self.device)]  # rows: x1 y1 x2 y2 score reg(4)
         owners = [torch.empty(0, dtype=torch.long, device=self.device)]
         for (h, w), members in by_size.items():
+            scales = self._scales(h, w)  # none for images under 12 px: no face there
             # Same-size images share a batch, capped at ~16 M input pixels per P-Net pass.
-            step = max(1, 16_000_000 // (h * w))
+            step = max(1, 16_000_000 // max(1, h * w))
             for start in range(0, len(members), step):
                 ids = torch.tensor(members[start : start + step], device=self.device)
                 batch = torch.stack([images[i] for i in ids.tolist()])  # (B, 3, H, W)
-                for scale in self._scales(h, w):
+                for scale in scales:
                     size = (int(h * scale + 1), int(w * scale + 1))
                     reg, prob = pnet(_normalise(F.interpolate(batch, size=size, mode="area")))
                     # Cells with a face: (M, 3) rows of (batch index, y, x).
@@ -322,13 +235,8 @@ class MTCNN:
             return empty.view(0, 4), empty, empty.view(0, 5, 2), owner[:0]
         reg, marks, prob = _chunked(self.nets()[2], _crops(images, boxes, owner, 48))
         keep = prob[:, 1] > self.thresholds[2]
-        boxes, owner, reg, score, marks = (
-            boxes[keep],
-            owner[keep],
-            reg[keep],
-            prob[keep, 1],
-            marks[keep],
-        )
+        boxes, owner, reg, marks = (t[keep] for t in (boxes, owner, reg, marks))
+        score = prob[keep, 1]
         # Landmarks are fractions of the (square) O-Net input box: (n, 5, 2) of x, y.
         size = boxes[:, 2:4] - boxes[:, 0:2]  # (n, 2)
         points = boxes[:, None, 0:2] + torch.stack([marks[:, :5], marks[:, 5:]], 2) * size[:, None]
