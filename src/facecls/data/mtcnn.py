@@ -146,6 +146,8 @@ class MTCNN:
     @torch.inference_mode()
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """Find the faces in RGB uint8 ``(H, W, 3)`` photos (sizes may differ); one result each."""
+        if isinstance(images, np.ndarray) and images.ndim == 3:
+            raise TypeError("detect takes a sequence of images: pass [image] for one photo")
         tensors, shrink = [], []
         for array in images:
             if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
