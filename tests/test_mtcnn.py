@@ -237,8 +237,8 @@ def test_huge_photo_is_capped_and_scaled_back(detector: MTCNN, lfw: dict[str, np
     side = small.boxes[0, 2] - small.boxes[0, 0]
     np.testing.assert_allclose(large.boxes[0] / 8, small.boxes[0], atol=0.1 * side)
     np.testing.assert_allclose(large.landmarks[0] / 8, small.landmarks[0], atol=0.05 * side)
-    # align_face box-filters the big photo down 14x before warping; the geometry must not move: the
-    # same crop as from the 250 px photo at the same points (pixel centres map as (p + 0.5) * 8 - 0.5).
+    # align_face box-filters the big photo down 14x before warping; the geometry must not move:
+    # the same crop as from the 250 px photo at the same points (centres: (p + 0.5) * 8 - 0.5).
     from_big = align_face(big, large.landmarks[0], 112).astype(np.float32)
     same_points = (large.landmarks[0] + 0.5) / 8 - 0.5
     from_small = align_face(photo, same_points, 112).astype(np.float32)

@@ -34,7 +34,10 @@ class PNet(nn.Module):
         self.conv4_2 = nn.Conv2d(32, 4, 1)  # box regression
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(N, 3, H, W)`` normalised -> regression ``(N, 4, h, w)``, probabilities ``(N, 2, h, w)``."""
+        """``(N, 3, H, W)`` -> regression ``(N, 4, h, w)``, probabilities ``(N, 2, h, w)``.
+
+        ``h = ceil((H - 2) / 2) - 4``: one cell per 12 px window, stride 2.
+        """
         x = self.pool1(self.prelu1(self.conv1(_nhwc(x))))
         x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
         return self.conv4_2(x), F.softmax(self.conv4_1(x), dim=1)
