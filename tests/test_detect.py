@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from facecls.data.faces import LFW_ENLARGE
 from facecls.inference.detect import Box, crop_face
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,17 +25,8 @@ def _one_thread():
     synchronisation makes small steps many times slower (measured: 40 s vs 263 s wall)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    try:
-        import cv2
-    except ImportError:
-        cv2 = None
-    cv2_before = cv2.getNumThreads() if cv2 else 0
-    if cv2:
-        cv2.setNumThreads(1)
     yield
     torch.set_num_threads(before)
-    if cv2:
-        cv2.setNumThreads(cv2_before)
 
 
 def lfw_archive_path() -> Path:
@@ -71,27 +63,27 @@ def test_crop_is_centred_square_and_pads_outside() -> None:
     assert corner.shape == (44, 44, 3) and corner[:5, :5].min() > 200
 
 
-def test_haar_finds_a_pasted_lfw_face() -> None:
-    pytest.importorskip("cv2")
-    from facecls.inference.detect import FaceDetector
+def test_mtcnn_boxes_frame_a_pasted_lfw_face_as_lfw_does() -> None:
+    from facecls.data.mtcnn import MTCNN
+    from facecls.inference.detect import lfw_faces
 
     face = lfw_face()
     canvas = np.full((600, 800, 3), 90, np.uint8)
     top, left = 220, 430
     canvas[top : top + 250, left : left + 250] = face
-    boxes = FaceDetector()(canvas)
-    assert len(boxes) == 1
-    box = boxes[0]
+    (found,) = MTCNN().detect([canvas])
+    assert len(found) == 1
+    box = Box.from_corners(found.boxes[0])
     centre = (box.x + box.w / 2, box.y + box.h / 2)
     assert centre == pytest.approx((left + 125, top + 125), abs=12)
     # The crop frames the face as LFW does: a square about as large as the 250 px photo.
-    assert 2.2 * max(box.w, box.h) == pytest.approx(250, rel=0.15)
-    assert crop_face(canvas, box, 64).shape == (64, 64, 3)
-    assert FaceDetector()(np.full((300, 300, 3), 128, np.uint8)) == []
+    (cut,) = lfw_faces(canvas, found, 250)
+    assert cut.pixels.shape == (250, 250, 3)
+    assert np.abs(cut.pixels.astype(int) - face.astype(int)).mean() < 40
+    assert len(MTCNN().detect([np.full((300, 300, 3), 128, np.uint8)])[0]) == 0
 
 
 def test_predict_detect_rows(tmp_path: Path) -> None:
-    pytest.importorskip("cv2")
     # A tiny model bundle is enough: detection and rows are under test, not accuracy.
     from facecls.bundle import Bundle, save_bundle
     from facecls.cli import main
@@ -125,7 +117,6 @@ def test_predict_detect_rows(tmp_path: Path) -> None:
 
 
 def test_enroll_detect_crops_the_largest_face(tmp_path: Path) -> None:
-    pytest.importorskip("cv2")
     import facecls
     from facecls.bundle import Bundle, save_bundle, write_centroids
     from facecls.models import create_model
@@ -155,6 +146,6 @@ def test_crop_face_applies_the_training_crop() -> None:
     photo = np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8)
     box = Box(80, 70, 40, 40)
     assert np.array_equal(
-        crop_face(photo, box, 32, crop=0.5), crop_face(photo, box, 32, enlarge=1.1)
+        crop_face(photo, box, 32, crop=0.5), crop_face(photo, box, 32, enlarge=0.5 * LFW_ENLARGE)
     )
     assert not np.array_equal(crop_face(photo, box, 32, crop=0.5), crop_face(photo, box, 32))

@@ -90,7 +90,7 @@ def test_predict_csv_columns_and_bad_files(run: Path, people: dict[str, Path], t
     assert main(["--quiet", "predict", str(run), *inputs, "--out", str(out), "--top-k", "3"]) == 0
     table = rows(out)
     assert list(table[0]) == [
-        "path", "face", "faces", "box", "decision", "identity", "score", "top1",
+        "path", "face", "faces", "box", "landmarks", "decision", "identity", "score", "top1",
         "top1_probability", "top2", "top2_probability", "top3", "top3_probability", "reason",
     ]  # fmt: skip
     errors = {Path(r["path"]).name: r["reason"] for r in table if r["decision"] == "error"}

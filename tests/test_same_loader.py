@@ -71,7 +71,11 @@ class _CapturingModel:
     class_names = ["alice", "bob"]
 
     def __init__(self) -> None:
+        from facecls.data.faces import FaceCutter
         from facecls.inference.model import FaceModel
+
+        self.cutter = FaceCutter("centre", SIZE)
+        self.detects = False
 
         # The real file reader of FaceModel, so the test covers predict's own path to pixels.
         self.load_face = FaceModel.load_face.__get__(self)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from facecls.config import (
+    FACES,
     FREEZE,
     IMBALANCE,
     SAMPLERS,
@@ -53,6 +54,7 @@ _OPTIONS: dict[str, tuple[str, str]] = {
     "backbone_lr_scale": ("train", "backbone_lr_scale"),
     "weights": ("train", "weights"),
     "crop": ("data", "crop"),
+    "faces": ("data", "faces"),
     "recipe": ("train", "recipe"),
     "optimizer": ("train", "optimizer"),
     "schedule": ("train", "schedule"),
@@ -88,6 +90,11 @@ def _add_run_options(p: argparse.ArgumentParser, folds: bool) -> None:
         "--crop", type=float,
         help="keep the centre square of this fraction of the shorter side before resizing "
         "(default 1; 0.64 keeps LFW's centre 160 of 250 px, the face)",
+    )  # fmt: skip
+    g.add_argument(
+        "--faces", choices=list(FACES),
+        help="face pipeline: centre (default: centre crop of photos that are faces), align "
+        "(find faces with MTCNN, align on 5 landmarks) or box (MTCNN box + margin)",
     )  # fmt: skip
     g.add_argument("--rotation", type=float, help="random rotation range in degrees (default 10)")
     g = p.add_argument_group("model and training (unset values come from --recipe)")
@@ -255,7 +262,15 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", type=Path, help="image files and/or folders")
     p.add_argument("--top-k", type=int, default=5, help="identities listed per face (default 5)")
     p.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write")
-    p.add_argument("--detect", action="store_true", help="find and crop faces first (OpenCV)")
+    p.add_argument(
+        "--detect", action="store_true",
+        help="find every face in each photo (MTCNN); always on for models trained with "
+        "--faces align/box",
+    )  # fmt: skip
+    p.add_argument(
+        "--annotate", type=Path, metavar="DIR",
+        help="write each photo with boxes and names drawn on it into DIR",
+    )  # fmt: skip
     p.add_argument("--threshold", type=float, help="open-set threshold (default: calibrated)")
     p.add_argument("--method", choices=list(METHODS), help="open-set score")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
@@ -270,7 +285,10 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", type=Path, help="run folder or model bundle")
     p.add_argument("--data", required=True, help="folder or archive: <name>/<photo>")
     p.add_argument("--out", type=Path, help="new bundle folder (default <bundle>-enrolled)")
-    p.add_argument("--detect", action="store_true", help="crop the largest face of each photo")
+    p.add_argument(
+        "--detect", action="store_true",
+        help="cut the largest face of each photo (MTCNN; always so for --faces align/box models)",
+    )  # fmt: skip
     p = sub.add_parser("export", help="export a model to ONNX and check it against PyTorch")
     p.add_argument("model", type=Path, help="run folder or model bundle")
     p.add_argument("--format", choices=["onnx"], default="onnx")
@@ -362,6 +380,7 @@ def _use(args: argparse.Namespace, log: Any, progress: bool) -> None:
         facecls.predict(
             args.model, args.images, args.out, args.top_k, args.detect, args.backend,
             args.threshold, args.method, args.device, args.batch_size, log, args.trust_pickle,
+            args.annotate,
         )  # fmt: skip
     elif args.command == "enroll":
         facecls.enroll(args.model, args.data, args.out, args.detect, log=log)

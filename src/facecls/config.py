@@ -39,7 +39,11 @@ class DataConfig:
             ``~/.cache/facecls``.
         crop: side of the centre square kept before resizing, as a fraction of the image's
             shorter side (1.0 keeps it all; 0.64 keeps LFW's centre 160 of 250 px, the face).
-            Applies to decoded files (the synthetic source ignores it).
+            Applies to decoded files with ``faces: centre`` (the synthetic source ignores it).
+        faces: the face pipeline (:mod:`facecls.data.faces`): ``centre`` (the centre crop
+            above; photos that are already faces), ``align`` (MTCNN + 5-point alignment) or
+            ``box`` (MTCNN box + margin). Detection runs once, at decode time; a photo without
+            a face is skipped and listed, one with several keeps the largest.
         synthetic_classes: identities drawn by the ``synthetic`` source.
         synthetic_max: images of the most frequent synthetic identity.
         synthetic_min: images of the rarest synthetic identity.
@@ -56,6 +60,7 @@ class DataConfig:
     val_fraction: float = 0.15
     cache_dir: str | None = None
     crop: float = 1.0
+    faces: str = "centre"
     synthetic_classes: int = 20
     synthetic_max: int = 60
     synthetic_min: int = 8
@@ -176,6 +181,8 @@ CLASS_WEIGHTS = ("none", "inverse")
 IMBALANCE = ("none", "inverse", "sqrt", "effective", "drw", "balanced-softmax", "logit-adjust")
 SAMPLERS = ("none", "class-balanced", "sqrt")
 FREEZE = ("none", "backbone", "backbone-then-unfreeze")
+# The face pipelines of facecls.data.faces (kept here so config needs no torch import).
+FACES = ("centre", "align", "box")
 
 
 def imbalance_of(train: TrainConfig) -> str:
@@ -264,6 +271,7 @@ def validate(config: RunConfig) -> RunConfig:
             f"train.class_weights must be one of {CLASS_WEIGHTS}, got {t.class_weights!r}",
         ),
         (0.0 < d.crop <= 1.0, f"data.crop must be in (0, 1], got {d.crop}"),
+        (d.faces in FACES, f"data.faces must be one of {', '.join(FACES)}, got {d.faces!r}"),
         (
             t.imbalance in IMBALANCE,
             f"train.imbalance must be one of {IMBALANCE}, got {t.imbalance!r}",

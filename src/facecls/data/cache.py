@@ -1,8 +1,10 @@
-"""Decode once: images are decoded a single time per (files, image size) into a uint8 cache.
+"""Decode once: images are decoded a single time per (files, image size, face pipeline) into a
+uint8 cache.
 
-The cache key covers every file's relative path, byte size and modification time, the image size
-and the loader version, so editing, adding or removing a file rebuilds it. Entries live in the
-cache directory (never beside the user's data) and are written atomically.
+The cache key covers every file's relative path, byte size and modification time, the image size,
+the face pipeline and the loader version, so editing, adding or removing a file rebuilds it.
+Face detection (``align``/``box`` pipelines) runs here, once, not in training. Entries live in
+the cache directory (never beside the user's data) and are written atomically.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from facecls.data.faces import ALIGN_SCALE, BOX_MARGIN, FaceCutter
 from facecls.data.images import ImageError, load_rgb
 from facecls.data.sources import ImageRef
 
@@ -24,10 +27,15 @@ from facecls.data.sources import ImageRef
 LOADER_VERSION = 1
 
 
-def cache_key(refs: Sequence[ImageRef], image_size: int, crop: float = 1.0) -> str:
-    """A digest of the file list (path, size, mtime), the image size, the centre crop and the
-    loader version (a crop of 1.0 keeps the keys of caches made before crops existed)."""
+def cache_key(
+    refs: Sequence[ImageRef], image_size: int, crop: float = 1.0, faces: str = "centre"
+) -> str:
+    """A digest of the file list (path, size, mtime), the image size, the face pipeline (centre
+    crop or detector) and the loader version (a centre crop of 1.0 keeps the keys of caches made
+    before crops and pipelines existed)."""
     tag = f"v{LOADER_VERSION}:{image_size}" + (f":crop{crop!r}" if crop != 1.0 else "")
+    if faces != "centre":
+        tag += f":faces-{faces}-a{ALIGN_SCALE!r}-m{BOX_MARGIN!r}"
     h = hashlib.sha256(tag.encode())
     for ref in refs:
         stat = ref.path.stat()
@@ -67,6 +75,50 @@ def _decode_all(
     return images[: len(kept)], kept.tolist(), skipped
 
 
+def _photo(ref: ImageRef) -> np.ndarray | str:
+    try:
+        return load_rgb(ref.path)
+    except ImageError as error:
+        return str(error)
+
+
+def _detect_all(
+    refs: Sequence[ImageRef], cutter: FaceCutter, show_progress: bool, chunk: int = 16
+) -> tuple[np.ndarray, list[int], list[dict[str, str]], int]:
+    """Find and cut the largest face of each photo, ``chunk`` photos per detector batch.
+
+    Returns ``_decode_all``'s three results and the number of photos with several faces.
+    """
+    size = cutter.size
+    images = np.empty((len(refs), 3, size, size), dtype=np.uint8)
+    kept: list[int] = []
+    skipped: list[dict[str, str]] = []
+    several = 0
+    workers = max(1, min(8, os.cpu_count() or 1))
+    bar = tqdm(total=len(refs), desc="finding faces", unit="img", disable=not show_progress)
+    with ThreadPoolExecutor(workers) as pool:
+        for start in range(0, len(refs), chunk):
+            part = list(range(start, min(start + chunk, len(refs))))
+            photos = list(pool.map(lambda i: _photo(refs[i]), part))
+            readable = [i for i, p in zip(part, photos, strict=True) if not isinstance(p, str)]
+            for i, p in zip(part, photos, strict=True):
+                if isinstance(p, str):
+                    skipped.append({"path": refs[i].relpath, "reason": p})
+            arrays = [photos[i - start] for i in readable]
+            for i, photo, found in zip(readable, arrays, cutter.detect(arrays), strict=True):
+                if len(found) == 0:
+                    skipped.append({"path": refs[i].relpath, "reason": "no face found"})
+                    continue
+                several += len(found) > 1
+                (face,) = cutter.faces_of(photo, found, every_face=False)
+                images[len(kept)] = face.pixels.transpose(2, 0, 1)
+                kept.append(i)
+            bar.update(len(part))
+    bar.close()
+    skipped.sort(key=lambda item: item["path"])
+    return images[: len(kept)], kept, skipped, several
+
+
 def _save_npy(path: Path, array: np.ndarray) -> None:
     with path.open("wb") as f:
         np.save(f, array)
@@ -87,25 +139,43 @@ def decode_cached(
     log: Callable[[str], None] = print,
     show_progress: bool = False,
     crop: float = 1.0,
-) -> tuple[np.ndarray, list[int], list[dict[str, str]]]:
-    """Decoded images of ``refs`` at ``image_size`` (centre ``crop``), from the cache when current.
+    faces: str = "centre",
+    device: str = "cpu",
+) -> tuple[np.ndarray, list[int], list[dict[str, str]], int]:
+    """Decoded faces of ``refs`` at ``image_size``, from the cache when current.
+
+    Args:
+        crop: the ``centre`` pipeline's share of the shorter side.
+        faces: the face pipeline (:mod:`facecls.data.faces`); ``align`` and ``box`` run the
+            detector once here and keep each photo's largest face.
+        device: where the detector runs.
 
     Returns:
-        ``(images, kept, skipped)``: uint8 images ``(K, 3, S, S)`` of the decodable files, the
-        indices into ``refs`` they come from, and ``{"path", "reason"}`` for each file skipped.
+        ``(images, kept, skipped, several)``: uint8 images ``(K, 3, S, S)`` of the usable files,
+        the indices into ``refs`` they come from, ``{"path", "reason"}`` for each file skipped
+        (unreadable, or no face found), and how many photos held several faces.
     """
-    key = cache_key(refs, image_size, crop)
+    key = cache_key(refs, image_size, crop, faces)
     folder = cache_dir / "decoded"
     array_path, meta_path = folder / f"{key}.npy", folder / f"{key}.json"
     if array_path.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
-        return np.load(array_path), meta["kept"], meta["skipped"]
-    what = f"{image_size} px" + (f", centre crop {crop:g}" if crop != 1.0 else "")
-    log(f"Decoding {len(refs)} images at {what} once into the cache ({folder}) ...")
-    images, kept, skipped = _decode_all(refs, image_size, show_progress, crop)
+        return np.load(array_path), meta["kept"], meta["skipped"], meta.get("several_faces", 0)
+    cutter = FaceCutter(faces, image_size, crop, device)
+    log(
+        f"Decoding {len(refs)} images at {image_size} px ({cutter.describe()}) once into the "
+        f"cache ({folder}) ..."
+    )
+    several = 0
+    if cutter.detects:
+        images, kept, skipped, several = _detect_all(refs, cutter, show_progress)
+        log(f"Faces: found in {len(kept)} of {len(refs)} photos; {several} with several faces "
+            "(the largest kept)")  # fmt: skip
+    else:
+        images, kept, skipped = _decode_all(refs, image_size, show_progress, crop)
     folder.mkdir(parents=True, exist_ok=True)
     _atomic_save(array_path, lambda p: _save_npy(p, images))
     meta = {"kept": kept, "skipped": skipped, "image_size": image_size, "count": len(refs),
-            "crop": crop}  # fmt: skip
+            "crop": crop, "faces": faces, "several_faces": several}  # fmt: skip
     _atomic_save(meta_path, lambda p: p.write_text(json.dumps(meta)))
-    return images, kept, skipped
+    return images, kept, skipped, several

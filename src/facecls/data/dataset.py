@@ -86,9 +86,14 @@ def _synthetic(config: DataConfig) -> FaceDataset:
 
 
 def load_dataset(
-    config: DataConfig, log: Callable[[str], None] = print, show_progress: bool = False
+    config: DataConfig,
+    log: Callable[[str], None] = print,
+    show_progress: bool = False,
+    device: str = "cpu",
 ) -> FaceDataset:
     """Scan, check and decode a source (from the decode cache when current).
+
+    ``device``: where the face detector runs when ``config.faces`` detects faces.
 
     Files that cannot be read are skipped and listed, never fatal. Identities with fewer than
     ``config.min_images`` usable images are dropped.
@@ -105,8 +110,15 @@ def load_dataset(
         # still drop an identity below the threshold, so it is applied again after decoding.
         files_per_identity = Counter(ref.identity for ref in scan.refs)
         refs = [r for r in scan.refs if files_per_identity[r.identity] >= config.min_images]
-        images, kept, skipped = decode_cached(
-            refs, config.image_size, cache_dir, log, show_progress, config.crop
+        images, kept, skipped, several = decode_cached(
+            refs,
+            config.image_size,
+            cache_dir,
+            log,
+            show_progress,
+            config.crop,
+            config.faces,
+            device,
         )
         refs = [refs[i] for i in kept]
         usable = Counter(r.identity for r in refs)
@@ -124,7 +136,12 @@ def load_dataset(
             paths=[r.relpath for r in refs],
             presplit=[r.split for r in refs] if is_presplit else None,
             skipped=scan.skipped + skipped,
-            info={"kind": scan.kind, "location": scan.location, "files_found": len(scan.refs)},
+            info={
+                "kind": scan.kind,
+                "location": scan.location,
+                "files_found": len(scan.refs),
+                "photos_with_several_faces": several,
+            },  # fmt: skip
         )
     if len(dataset) == 0 or dataset.num_classes == 0:
         hint = f" with at least {config.min_images} images" if config.min_images > 1 else ""
@@ -144,6 +161,7 @@ def load_dataset(
     dataset.info.update(
         image_size=config.image_size,
         crop=config.crop,
+        faces=config.faces,
         min_images=config.min_images,
         images=len(dataset),
         identities=dataset.num_classes,

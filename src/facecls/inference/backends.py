@@ -8,27 +8,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from facecls.bundle import (
     BundleError,
     load_bundle,
 )
 from facecls.data.augment import normalize
-from facecls.data.images import _resize_centre_square
 from facecls.models.embedding import forward_tta
 from facecls.runtime import Runtime
-
-
-def as_square(image: np.ndarray, size: int, crop: float = 1.0) -> np.ndarray:
-    """An RGB uint8 ``(H, W, 3)`` array as the model sees it: the centre square of side ``crop``
-    × the shorter side, resized to ``size``.
-
-    The same crop and resize as :func:`facecls.data.images.load_rgb`, so arrays and files match.
-    """
-    if image.shape[:2] == (size, size) and crop == 1.0:
-        return image
-    return np.asarray(_resize_centre_square(Image.fromarray(image), size, crop))
 
 
 class TorchRunner:

@@ -1,41 +1,22 @@
-"""Find faces in raw photos and crop them the way LFW's training images are cropped.
+"""Faces in group photos for ``centre`` models: MTCNN boxes cut the way LFW's photos are cut.
 
-The detector is OpenCV's frontal-face Haar cascade, the ``facecls[detect]`` extra
-(``opencv-python-headless<5``). Chosen over MTCNN (whose weights ship in the ``facenet-pytorch``
-wheel) because it installs as a plain wheel with no ``--no-deps`` trick and no torch pin, runs on
-the CPU offline (the cascade XML is inside the wheel, ``cv2.data.haarcascades``) and is fast; it
-finds frontal faces only, which matches what the classifiers are trained on.
-
-Crops follow LFW's layout: a square centred on the detection, ``ENLARGE`` times its side. On 400
-LFW deep-funneled photos the cascade's box is 1/2.17 of the 250 px image (median; 10-90 %
-1.98-2.36) and centred within 3 px, so 2.2 x the box reproduces the training framing. Parts of the
-square outside the photo are filled by repeating the edge pixels.
+A model trained with the ``centre`` pipeline saw LFW-style photos: a face in the middle of a
+square about twice its size. Given a photo with faces anywhere (``predict --detect``,
+``enroll --detect``), each MTCNN box is grown to that square (:data:`LFW_ENLARGE`) and cut as
+training cut its photos. Models trained with ``align``/``box`` cut their faces with their own
+pipeline (:class:`facecls.data.faces.FaceCutter`) instead.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from facecls.data.faces import LFW_ENLARGE, Face
 from facecls.data.images import _resize_centre_square
-
-ENLARGE = 2.2
-CASCADE = "haarcascade_frontalface_default.xml"
-
-
-def require_cv2() -> Any:
-    """Import OpenCV or explain how to install the extra."""
-    try:
-        import cv2
-    except ImportError as error:
-        raise ImportError(
-            "face detection needs OpenCV: pip install 'facecls[detect]' "
-            "(or pip install 'opencv-python-headless<5')"
-        ) from error
-    return cv2
+from facecls.data.mtcnn import Detections
 
 
 @dataclass(frozen=True)
@@ -50,37 +31,15 @@ class Box:
     def as_tuple(self) -> tuple[int, int, int, int]:
         return (self.x, self.y, self.w, self.h)
 
-
-class FaceDetector:
-    """OpenCV's Haar cascade; call it on an RGB uint8 photo ``(H, W, 3)`` to get its faces.
-
-    Args:
-        scale_factor: image pyramid step (smaller finds more, slower).
-        min_neighbors: overlapping detections needed to keep a face (higher: fewer false faces).
-        min_size: smallest face side in pixels.
-    """
-
-    def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5, min_size: int = 24):
-        cv2 = require_cv2()
-        self._cv2 = cv2
-        self._cascade = cv2.CascadeClassifier(cv2.data.haarcascades + CASCADE)
-        if self._cascade.empty():
-            raise RuntimeError(f"OpenCV could not load its {CASCADE} cascade")
-        self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, min_size
-
-    def __call__(self, photo: np.ndarray) -> list[Box]:
-        """Faces of ``photo``, the largest first."""
-        grey = self._cv2.cvtColor(np.ascontiguousarray(photo), self._cv2.COLOR_RGB2GRAY)
-        found = self._cascade.detectMultiScale(
-            grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
-            minSize=(self.min_size, self.min_size),
-        )  # fmt: skip
-        boxes = [Box(int(x), int(y), int(w), int(h)) for x, y, w, h in found]
-        return sorted(boxes, key=lambda b: (-b.w * b.h, b.x, b.y))
+    @classmethod
+    def from_corners(cls, corners: np.ndarray | tuple[float, ...]) -> Box:
+        """A box from MTCNN's ``x1, y1, x2, y2``."""
+        x1, y1, x2, y2 = (float(v) for v in corners)
+        return cls(round(x1), round(y1), max(1, round(x2 - x1)), max(1, round(y2 - y1)))
 
 
 def crop_face(
-    photo: np.ndarray, box: Box, size: int, enlarge: float = ENLARGE, crop: float = 1.0
+    photo: np.ndarray, box: Box, size: int, enlarge: float = LFW_ENLARGE, crop: float = 1.0
 ) -> np.ndarray:
     """The square of side ``enlarge`` x the box's, centred on it, resized to ``size``.
 
@@ -100,3 +59,20 @@ def crop_face(
         photo = np.pad(photo, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
     square = photo[top + pad : top + pad + side, left + pad : left + pad + side]
     return np.asarray(_resize_centre_square(Image.fromarray(square), size))
+
+
+def lfw_faces(
+    photo: np.ndarray, found: Detections, size: int, crop: float = 1.0, every_face: bool = True
+) -> list[Face]:
+    """The detected faces of ``photo`` cut LFW-style (largest first) for a ``centre`` model."""
+    areas = (found.boxes[:, 2] - found.boxes[:, 0]) * (found.boxes[:, 3] - found.boxes[:, 1])
+    order = np.argsort(-areas, kind="stable")[: None if every_face else 1]
+    return [
+        Face(
+            crop_face(photo, Box.from_corners(found.boxes[i]), size, crop=crop),
+            tuple(float(v) for v in found.boxes[i]),
+            found.landmarks[i].copy(),
+            float(found.scores[i]),
+        )  # fmt: skip
+        for i in order.tolist()
+    ]

@@ -21,7 +21,6 @@ from facecls.atomic import atomic_path, write_json
 from facecls.bundle import META_NAME, WEIGHTS_NAME, BundleError, read_centroids, write_centroids
 from facecls.data.images import ImageError, load_rgb
 from facecls.data.sources import DataError, default_cache_dir, scan_source
-from facecls.inference.detect import FaceDetector, crop_face
 from facecls.inference.model import load_model
 from facecls.openset import l2_normalize
 
@@ -39,23 +38,19 @@ def _embed_identities(
     skipped = list(scan.skipped)
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = defaultdict(int)
-    detector = None
-    if detect:
-        detector = FaceDetector()
+    detect = detect or model.detects  # a model trained on detected faces always detects
     for start in range(0, len(scan.refs), chunk_size):
         faces, names = [], []
         for ref in scan.refs[start : start + chunk_size]:
             try:
-                if detector is None:
+                if not detect:
                     faces.append(model.load_face(ref.path))
                 else:
-                    photo = load_rgb(ref.path)
-                    boxes = detector(photo)
-                    if not boxes:
+                    found = model.faces_in(load_rgb(ref.path), every_face=False)
+                    if not found:
                         skipped.append({"path": ref.relpath, "reason": "no face found"})
                         continue
-                    # the largest face, cut as in training
-                    faces.append(crop_face(photo, boxes[0], model.image_size, crop=model.crop))
+                    faces.append(found[0].pixels)  # the largest face, cut as in training
                 names.append(ref.identity)
             except ImageError as error:
                 skipped.append({"path": ref.relpath, "reason": str(error)})
@@ -85,7 +80,8 @@ def enroll(
         out: the new bundle folder (default ``<bundle folder>-enrolled`` beside the original).
             Enrolling into a bundle that already has enrolled people keeps them; a name enrolled
             again is replaced.
-        detect: crop the largest face of each photo first (``facecls[detect]``).
+        detect: cut the largest face of each photo first (MTCNN); always so for a model
+            trained with the ``align``/``box`` face pipeline.
 
     Raises:
         BundleError: when the bundle has no trained centroids.

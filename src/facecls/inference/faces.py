@@ -7,20 +7,20 @@ file that cannot be read becomes an ``error`` row instead of stopping the run.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from facecls.data.faces import Face
 from facecls.data.images import (
     IMAGE_EXTENSIONS,
     ImageError,
     is_junk,
     load_rgb,
 )
-from facecls.inference.detect import crop_face
 
 
 @dataclass
@@ -34,9 +34,10 @@ class Prediction:
         score: the open-set score (higher = more like a known person); NaN without a face.
         top_k: ``(name, probability)`` pairs, most likely first.
         path: the file, when the input was a file.
-        face: index of the face in its photo (``--detect``; largest first), else ``None``.
-        faces: faces found in the photo (``--detect``), else ``None``.
-        box: ``(x, y, w, h)`` of the detected face in the photo's pixels (``--detect``).
+        face: index of the face in its photo (when faces are detected; largest first).
+        faces: faces found in the photo (when faces are detected), else ``None``.
+        box: ``(x, y, w, h)`` of the detected face in the photo's pixels.
+        landmarks: eyes, nose and mouth corners ``((x, y), ...)`` in the photo's pixels.
         reason: why there is no answer (``error``/``no_face``).
     """
 
@@ -48,6 +49,7 @@ class Prediction:
     face: int | None = None
     faces: int | None = None
     box: tuple[int, int, int, int] | None = None
+    landmarks: tuple[tuple[float, float], ...] | None = None
     reason: str = ""
 
 
@@ -81,6 +83,8 @@ class FaceSource(Protocol):
 
     def load_face(self, path: Path) -> np.ndarray: ...
 
+    def faces_in(self, photo: np.ndarray, every_face: bool = True) -> list[Face]: ...
+
 
 @dataclass
 class FaceItem:
@@ -90,17 +94,15 @@ class FaceItem:
     pixels: np.ndarray | None = None  # uint8 (3, S, S)
 
 
-def face_items(
-    paths: Iterable[Path], model: FaceSource, detect: Callable[[np.ndarray], list] | None
-) -> Iterator[FaceItem]:
+def face_items(paths: Iterable[Path], model: FaceSource, detect: bool) -> Iterator[FaceItem]:
     """Each photo as the faces to classify, or as a finished ``error``/``no_face`` row.
 
     Without ``detect`` a photo is one face, cut as training cut it (``model.load_face``);
-    with it every detected face is cut from the photo.
+    with it every face found in the photo is cut (``model.faces_in``), largest first.
     """
     for path in paths:
         try:
-            if detect is None:
+            if not detect:
                 pixels = model.load_face(path)
                 yield FaceItem(Prediction("", path=str(path)), pixels.transpose(2, 0, 1))
                 continue
@@ -108,10 +110,15 @@ def face_items(
         except ImageError as error:
             yield FaceItem(Prediction("error", path=str(path), reason=str(error)))
             continue
-        boxes = detect(photo)
-        if not boxes:
+        faces = model.faces_in(photo)
+        if not faces:
             yield FaceItem(Prediction("no_face", path=str(path), faces=0, reason="no face found"))
-        for i, box in enumerate(boxes):
-            face = crop_face(photo, box, model.image_size, crop=model.crop)
-            row = Prediction("", path=str(path), face=i, faces=len(boxes), box=box.as_tuple())
-            yield FaceItem(row, face.transpose(2, 0, 1))
+        for i, face in enumerate(faces):
+            x1, y1, x2, y2 = face.box
+            box = (round(x1), round(y1), round(x2 - x1), round(y2 - y1))
+            points = None
+            if face.landmarks is not None:
+                points = tuple((round(float(x), 1), round(float(y), 1)) for x, y in face.landmarks)
+            row = Prediction("", path=str(path), face=i, faces=len(faces), box=box,
+                             landmarks=points)  # fmt: skip
+            yield FaceItem(row, face.pixels.transpose(2, 0, 1))

@@ -26,9 +26,10 @@ from facecls.bundle import (
     read_centroids,
     refuse_pickle,
 )
-from facecls.data.images import load_rgb
-from facecls.inference.backends import OnnxRunner, TorchRunner, as_square
-from facecls.inference.detect import FaceDetector
+from facecls.data.faces import Face, FaceCutter, as_square
+from facecls.data.images import ImageError, load_rgb
+from facecls.inference.backends import OnnxRunner, TorchRunner
+from facecls.inference.detect import lfw_faces
 from facecls.inference.faces import FaceItem, Prediction, expand_paths, face_items
 from facecls.openset import METHODS, cosine, l2_normalize, scores, softmax
 from facecls.runtime import resolve_device
@@ -55,6 +56,7 @@ class FaceModel:
         backend: str,
         method: str | None = None,
         threshold: float | None = None,
+        device: str = "cpu",
     ) -> None:
         self.folder, self.meta, self.backend = folder, meta, backend
         self._runner = runner
@@ -65,6 +67,12 @@ class FaceModel:
         self.crop: float = float(meta.get("crop", 1.0))
         if not 0.0 < self.crop <= 1.0:
             raise BundleError(f"{folder}: crop in model.json must be in (0, 1], not {self.crop}")
+        # The face pipeline of training; bundles from before pipelines existed used the crop.
+        self.faces: str = str(meta.get("faces", "centre"))
+        try:
+            self.cutter = FaceCutter(self.faces, self.image_size, self.crop, device)
+        except ValueError as error:
+            raise BundleError(f"{folder}: faces in model.json: {error}") from error
         self._trained_centroids = centroids.get("trained")
         enrolled = centroids.get("enrolled")
         if self.enrolled_names and (enrolled is None or len(enrolled) != len(self.enrolled_names)):
@@ -178,16 +186,46 @@ class FaceModel:
         return out
 
     def load_face(self, path: Path) -> np.ndarray:
-        """A face photo file as the model saw its training images: RGB uint8 ``(S, S, 3)``.
+        """A photo file's face as the model saw its training images: RGB uint8 ``(S, S, 3)``
+        (the largest face, for a model trained with a detecting pipeline).
 
         Raises:
-            ImageError: the file cannot be read as an image (the message names it).
+            ImageError: the file cannot be read as an image, or holds no face (the message
+                names it).
         """
-        return load_rgb(path, self.image_size, self.crop)
+        if not self.cutter.detects:
+            return load_rgb(path, self.image_size, self.crop)
+        faces = self.faces_in(load_rgb(path), every_face=False)
+        if not faces:
+            raise ImageError("no face found", path)
+        return faces[0].pixels
 
     def face(self, rgb: np.ndarray) -> np.ndarray:
-        """An in-memory face photo (RGB uint8 ``(H, W, 3)``) cut and resized as in training."""
-        return as_square(rgb, self.image_size, self.crop)
+        """An in-memory photo (RGB uint8 ``(H, W, 3)``) cut and resized as in training.
+
+        Raises:
+            ValueError: a detecting pipeline found no face in it.
+        """
+        if not self.cutter.detects:
+            return as_square(rgb, self.image_size, self.crop)
+        faces = self.faces_in(rgb, every_face=False)
+        if not faces:
+            raise ValueError("no face found in the image")
+        return faces[0].pixels
+
+    @property
+    def detects(self) -> bool:
+        """Whether the model's own face pipeline finds faces (``align``/``box``)."""
+        return self.cutter.detects
+
+    def faces_in(self, photo: np.ndarray, every_face: bool = True) -> list[Face]:
+        """The faces of an RGB uint8 photo, the largest first, cut as this model needs them:
+        with its own pipeline when it detects, else MTCNN boxes cut LFW-style (a ``centre``
+        model given group photos)."""
+        if self.cutter.detects:
+            return self.cutter.cut([photo], every_face)[0]
+        (found,) = self.cutter.detect([photo])
+        return lfw_faces(photo, found, self.image_size, self.crop, every_face)
 
     def predict(
         self,
@@ -266,7 +304,11 @@ def load_model(
     else:
         # the path as given: a trusted .pt is loaded, not the folder's safetensors
         runner = TorchRunner(Path(path), resolve_device(device), trust_pickle)
-    return FaceModel(folder, meta, runner, read_centroids(folder), backend, method, threshold)
+    # The face detector runs where the model does (the ONNX backend: on the CPU).
+    where = str(runner.device) if backend == "torch" else "cpu"
+    return FaceModel(
+        folder, meta, runner, read_centroids(folder), backend, method, threshold, where
+    )
 
 
 def predict_files(
@@ -281,14 +323,11 @@ def predict_files(
     Args:
         model: a loaded :class:`~facecls.inference.model.FaceModel`.
         inputs: files and folders (folders are walked recursively).
-        detect: find faces with OpenCV's Haar cascade (the ``facecls[detect]`` extra) and crop
-            each as LFW is cropped; otherwise each file is taken to be a face photo.
+        detect: find every face of each photo (MTCNN) even when the model's own pipeline is the
+            centre crop; a model trained with ``align``/``box`` always does.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-    detector = None
-    if detect:
-        detector = FaceDetector()
     pending: list[FaceItem] = []
 
     def flush() -> Iterator[Prediction]:
@@ -304,11 +343,12 @@ def predict_files(
                 yield replace(
                     answer, path=item.template.path, face=item.template.face,
                     faces=item.template.faces, box=item.template.box,
+                    landmarks=item.template.landmarks,
                 )  # fmt: skip
         pending.clear()
 
     paths = expand_paths(inputs, images_only=False)  # other files become error rows
-    for item in face_items(paths, model, detector):
+    for item in face_items(paths, model, detect or model.detects):
         pending.append(item)
         if len(pending) >= chunk_size:  # error rows count too, so memory stays bounded
             yield from flush()

@@ -15,13 +15,14 @@ from typing import Any
 import numpy as np
 
 from facecls.atomic import write_csv_stream
+from facecls.inference.annotate import Annotator
 from facecls.inference.faces import Prediction
 from facecls.inference.model import FaceModel, load_model, predict_files
 
 
 def prediction_header(top_k: int) -> list[str]:
     """Columns of ``predictions.csv``."""
-    header = ["path", "face", "faces", "box", "decision", "identity", "score"]
+    header = ["path", "face", "faces", "box", "landmarks", "decision", "identity", "score"]
     for r in range(1, top_k + 1):
         header += [f"top{r}", f"top{r}_probability"]
     return [*header, "reason"]
@@ -31,9 +32,11 @@ def prediction_row(prediction: Prediction, top_k: int) -> list[Any]:
     """One CSV row; missing top-k cells (error rows, fewer identities than k) are empty."""
     p = prediction
     box = "" if p.box is None else " ".join(str(v) for v in p.box)
+    points = "" if p.landmarks is None else " ".join(f"{x:g} {y:g}" for x, y in p.landmarks)
     score = "" if np.isnan(p.score) else f"{p.score:.6f}"
     row: list[Any] = [p.path or "", "" if p.face is None else p.face,
-                      "" if p.faces is None else p.faces, box, p.decision, p.identity, score]  # fmt: skip
+                      "" if p.faces is None else p.faces, box, points, p.decision, p.identity,
+                      score]  # fmt: skip
     for r in range(top_k):
         row += [p.top_k[r][0], f"{p.top_k[r][1]:.6f}"] if r < len(p.top_k) else ["", ""]
     return [*row, p.reason]
@@ -47,8 +50,19 @@ def predict_to_csv(
     chunk_size: int = 64,
     detect: bool = False,
     log: Callable[[str], None] = print,
+    annotate: Path | None = None,
 ) -> dict[str, int]:
-    """Stream predictions of ``inputs`` into the CSV ``out``; returns counts per decision."""
+    """Stream predictions of ``inputs`` into the CSV ``out``; returns counts per decision.
+
+    ``annotate``: a folder that receives each photo with its boxes and names drawn on it.
+    """
+    annotator = None if annotate is None else Annotator(annotate, inputs)
+    photo: list[Prediction] = []  # the rows of the photo being read, for the annotator
+
+    def draw() -> None:
+        if annotator is not None and photo and photo[0].path:
+            annotator.write(photo[0].path, photo)
+        photo.clear()
 
     k = min(top_k, len(model.class_names))
     counts: dict[str, int] = {}
@@ -62,12 +76,18 @@ def predict_to_csv(
                 log(f"  {prediction.path}: {prediction.reason}")
             if prediction.face == 1:
                 multi += 1
+            if photo and photo[0].path != prediction.path:
+                draw()
+            photo.append(prediction)
             yield prediction_row(prediction, k)
+        draw()
 
     write_csv_stream(Path(out), prediction_header(k), rows())
     summary = ", ".join(f"{n} {d}" for d, n in sorted(counts.items())) or "no images"
-    extra = f"; {multi} photo(s) with several faces" if detect and multi else ""
+    extra = f"; {multi} photo(s) with several faces" if multi else ""
     log(f"Predictions: {summary}{extra} -> {out}")
+    if annotator is not None:
+        log(f"Annotated photos -> {annotator.folder}")
     return counts
 
 
@@ -84,6 +104,7 @@ def predict(
     chunk_size: int = 64,
     log: Callable[[str], None] = print,
     trust_pickle: bool = False,
+    annotate: str | Path | None = None,
 ) -> dict[str, int]:
     """``facecls predict``: load a model and write the predictions of files/folders to a CSV.
 
@@ -93,6 +114,9 @@ def predict(
         method: open-set score instead of the bundle's (``msp``, ``energy``, ``centroid``).
         trust_pickle: allow ``.pt``/``.pth`` weights (read with ``torch.load(weights_only=True)``);
             refused otherwise.
+        detect: find every face of each photo (MTCNN), also for a ``centre`` model; a model
+            trained with the ``align``/``box`` pipeline always does.
+        annotate: a folder for copies of the photos with boxes and names drawn on them.
 
     Returns:
         Rows per decision (``known``, ``unknown``, ``error``, ``no_face``).
@@ -101,4 +125,5 @@ def predict(
     if not isinstance(model, FaceModel):
         model = load_model(model, device, backend, method, threshold, trust_pickle)
     log(f"Model: {model!r}")
-    return predict_to_csv(model, inputs, Path(out), top_k, chunk_size, detect, log)
+    folder = None if annotate is None else Path(annotate)
+    return predict_to_csv(model, inputs, Path(out), top_k, chunk_size, detect, log, folder)

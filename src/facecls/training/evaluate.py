@@ -156,7 +156,7 @@ def evaluate_run(
         config = replace(config, data={"source": data})
     device = resolve_device(config.train.device)
     model = bundle.model.to(device)
-    dataset = load_dataset(config.data, log, show_progress)
+    dataset = load_dataset(config.data, log, show_progress, str(device))
     document = json.loads((run_dir / "folds.json").read_text())
     split, _ = folds_from_document(dataset, document)
     images = resident(dataset.images, device)

@@ -118,9 +118,9 @@ def _start(
         check_resume(resume, config, command, log)
     device = dist.device
     # Rank 0 decodes (and extracts) into the cache first; the other ranks then read the cache.
-    dataset = dist.main_writes(lambda: load_dataset(config.data, log, show_progress))
+    dataset = dist.main_writes(lambda: load_dataset(config.data, log, show_progress, str(device)))
     if dataset is None:
-        dataset = load_dataset(config.data, log, show_progress)
+        dataset = load_dataset(config.data, log, show_progress, str(device))
     folds = None
     if resume is None:
         split = split_test(dataset, config.data, config.train.seed)
@@ -208,6 +208,7 @@ def _finish(
             Bundle(final.model, config.train.model, dataset.class_names, config.data.image_size,
                    final.mean, final.std, bool(config.train.flip_tta),
                    extra={"config": to_dict(config), "crop": config.data.crop,
+                          "faces": config.data.faces,
                           "train_counts": [int(c) for c in final.train_counts]}),
             run_dir / "model",
         )  # fmt: skip

@@ -1,0 +1,152 @@
+"""The face pipeline: how a photo becomes the square face a model sees.
+
+One pipeline serves training (at decode time, into the decode cache), prediction, enrollment,
+calibration, the stranger check and the ONNX backend, and the bundle's ``model.json`` records
+which one a model was trained with:
+
+- ``centre``: the centre square of ``crop`` x the shorter side (LFW-style photos that are
+  already face crops); no detector. Bundles written before pipelines existed use it.
+- ``align``: MTCNN finds the faces and their five landmarks; a similarity transform puts the
+  landmarks on the ArcFace template (:func:`facecls.data.align.align_face`): tilted heads come
+  out upright.
+- ``box``: MTCNN's box plus a margin, resized (:func:`facecls.data.align.box_crop`) — the
+  framing FaceNet's CASIA-WebFace weights were trained on.
+
+A photo holds any number of faces; training keeps the largest (and counts photos with more),
+prediction answers for every face.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from facecls.config import FACES as PIPELINES
+from facecls.data.align import align_face, box_crop
+from facecls.data.images import _resize_centre_square
+from facecls.data.mtcnn import MTCNN, Detections
+
+# Context around the face, measured on LFW pairs with FaceNet (benchmarks/face_pipeline.py):
+# align zooms the ArcFace template out to this share of the output; box adds this share of the
+# output side as margin.
+ALIGN_SCALE = 0.9
+BOX_MARGIN = 0.1
+# MTCNN boxes of LFW's 250 px deep-funneled photos: median longest side 123 px, so the square of
+# 2.04 x the box reproduces LFW's framing for ``centre`` models given group photos.
+LFW_ENLARGE = 2.04
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face cut from a photo.
+
+    Attributes:
+        pixels: uint8 ``(size, size, 3)``, what the model sees.
+        box: ``(x1, y1, x2, y2)`` in photo pixels (the centre square for ``centre``).
+        landmarks: ``(5, 2)`` eyes, nose, mouth corners in photo pixels; ``None`` for ``centre``.
+        score: the detector's face probability (1.0 for ``centre``).
+    """
+
+    pixels: np.ndarray
+    box: tuple[float, float, float, float]
+    landmarks: np.ndarray | None = None
+    score: float = 1.0
+
+
+def as_square(image: np.ndarray, size: int, crop: float = 1.0) -> np.ndarray:
+    """An RGB uint8 ``(H, W, 3)`` array's centre square of side ``crop`` x the shorter side,
+    resized to ``size`` — the same cut as :func:`facecls.data.images.load_rgb`."""
+    if image.shape[:2] == (size, size) and crop == 1.0:
+        return image
+    return np.asarray(_resize_centre_square(Image.fromarray(image), size, crop))
+
+
+def centre_box(height: int, width: int, crop: float) -> tuple[float, float, float, float]:
+    """The centre square ``as_square`` keeps, as a box in photo pixels."""
+    side = min(height, width) * crop
+    x1, y1 = (width - side) / 2, (height - side) / 2
+    return (x1, y1, x1 + side, y1 + side)
+
+
+def check_pipeline(name: str) -> str:
+    """``name`` if it is a face pipeline, else a ValueError that lists them."""
+    if name not in PIPELINES:
+        raise ValueError(f"unknown face pipeline {name!r}; choose one of {', '.join(PIPELINES)}")
+    return name
+
+
+class FaceCutter:
+    """Cuts faces out of RGB uint8 photos as a model was trained to see them.
+
+    Args:
+        pipeline: ``centre``, ``align`` or ``box`` (see the module notes).
+        size: side of the square faces in pixels (the model's input size).
+        crop: ``centre`` only: share of the shorter side kept.
+        device: where MTCNN runs (``align``/``box``).
+        min_face_size: smallest face MTCNN looks for, in pixels.
+    """
+
+    def __init__(
+        self,
+        pipeline: str,
+        size: int,
+        crop: float = 1.0,
+        device: str = "cpu",
+        min_face_size: int = 20,
+    ) -> None:
+        self.pipeline, self.size, self.crop = check_pipeline(pipeline), size, crop
+        self.device, self.min_face_size = device, min_face_size
+        self._detector: MTCNN | None = None
+
+    @property
+    def detects(self) -> bool:
+        """Whether this pipeline runs the face detector."""
+        return self.pipeline != "centre"
+
+    def detector(self) -> MTCNN:
+        """The MTCNN detector, made on first use (its weights load then)."""
+        if self._detector is None:
+            self._detector = MTCNN(self.device, min_face_size=self.min_face_size)
+        return self._detector
+
+    def detect(self, photos: Sequence[np.ndarray]) -> list[Detections]:
+        """MTCNN's faces of each photo (any pipeline: ``predict --detect`` uses it too)."""
+        return self.detector().detect(photos)
+
+    def cut(self, photos: Sequence[np.ndarray], every_face: bool = True) -> list[list[Face]]:
+        """The faces of each photo, the largest first (only the largest without
+        ``every_face``); a photo without a face gives an empty list."""
+        if not self.detects:
+            return [
+                [Face(as_square(p, self.size, self.crop), centre_box(*p.shape[:2], self.crop))]
+                for p in photos
+            ]
+        return [
+            self.faces_of(photo, found, every_face)
+            for photo, found in zip(photos, self.detect(photos), strict=True)
+        ]
+
+    def faces_of(self, photo: np.ndarray, found: Detections, every_face: bool) -> list[Face]:
+        """Cut the detected faces of one photo, the largest box first."""
+        areas = (found.boxes[:, 2] - found.boxes[:, 0]) * (found.boxes[:, 3] - found.boxes[:, 1])
+        order = np.argsort(-areas, kind="stable")[: None if every_face else 1]
+        faces = []
+        for i in order.tolist():
+            box, points = found.boxes[i], found.landmarks[i]
+            if self.pipeline == "align":
+                pixels = align_face(photo, points, self.size, scale=ALIGN_SCALE)
+            else:
+                pixels = box_crop(photo, box, self.size, margin=BOX_MARGIN * self.size)
+            faces.append(
+                Face(pixels, tuple(float(v) for v in box), points.copy(), float(found.scores[i]))
+            )
+        return faces
+
+    def describe(self) -> str:
+        """One line for logs and reports."""
+        if self.pipeline == "centre":
+            return "centre crop" + (f" {self.crop:g}" if self.crop != 1.0 else "")
+        return {"align": "MTCNN + 5-point alignment", "box": "MTCNN box + margin"}[self.pipeline]

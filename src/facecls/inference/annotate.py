@@ -1,0 +1,80 @@
+"""Photos with their answers drawn on them: a box per face, the name (or ``unknown``) above it.
+
+``facecls predict RUN photos/ --annotate out/`` writes one JPEG per photo into ``out/``, never
+beside the user's photos; the photo itself is only read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from facecls.data.images import ImageError, load_rgb
+from facecls.inference.faces import Prediction
+
+# Known faces in green, strangers in orange: both stay legible on skin, sky and dark clothes.
+COLOURS = {"known": (46, 204, 64), "unknown": (255, 133, 27)}
+
+
+def draw_answers(photo: np.ndarray, predictions: Sequence[Prediction]) -> Image.Image:
+    """The RGB photo with a box and a label for every prediction that has a box."""
+    image = Image.fromarray(photo)
+    draw = ImageDraw.Draw(image)
+    side = max(image.size)
+    width = max(2, side // 250)
+    font = ImageFont.load_default(size=max(12, side // 40))
+    for p in predictions:
+        if p.box is None:
+            continue
+        x, y, w, h = p.box
+        colour = COLOURS.get(p.decision, (200, 200, 200))
+        draw.rectangle([x, y, x + w, y + h], outline=colour, width=width)
+        label = p.identity if p.decision == "known" else "unknown"
+        label = f"{label} {p.score:.2f}" if np.isfinite(p.score) else label
+        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+        tw, th = right - left, bottom - top
+        # Above the box where there is room, else inside its top edge.
+        ty = y - th - 2 * width if y - th - 2 * width >= 0 else y + width
+        draw.rectangle([x, ty, x + tw + 2 * width, ty + th + 2 * width], fill=colour)
+        draw.text((x + width - left, ty + width - top), label, fill=(0, 0, 0), font=font)
+    return image
+
+
+class Annotator:
+    """Writes annotated copies of photos into one folder, each name used once."""
+
+    def __init__(self, folder: Path, inputs: Sequence[str | Path] = ()) -> None:
+        folder = Path(folder)
+        for item in inputs:
+            if Path(item).is_dir() and Path(item).resolve() == folder.resolve():
+                raise ValueError(
+                    f"--annotate {folder}: that is a folder of input photos; choose another folder "
+                    "so nothing is written among your photos"
+                )
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"--annotate {folder}: exists and is not a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self._used: set[str] = set()
+
+    def _name(self, path: Path) -> Path:
+        stem, n = path.stem, 1
+        name = f"{stem}.jpg"
+        while name in self._used:
+            n += 1
+            name = f"{stem}-{n}.jpg"
+        self._used.add(name)
+        return self.folder / name
+
+    def write(self, path: str | Path, predictions: Sequence[Prediction]) -> Path | None:
+        """Draw the predictions of one photo; ``None`` when the photo cannot be read."""
+        try:
+            photo = load_rgb(Path(path))
+        except ImageError:
+            return None
+        target = self._name(Path(path))
+        draw_answers(photo, predictions).save(target, quality=92)
+        return target

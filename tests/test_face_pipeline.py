@@ -1,0 +1,175 @@
+"""One face pipeline from training to prediction: raw photos in, faces found once, cut alike.
+
+Real faces are needed (the synthetic faces are drawings MTCNN does not take for faces), so the
+photos are LFW's, pasted at random places and sizes onto larger canvases: "raw" photos with the
+face anywhere in the frame.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import facecls
+from facecls.cli import main
+from facecls.data.faces import FaceCutter, centre_box
+from tests.test_detect import lfw_archive_path
+
+PEOPLE = {"Abdullah_Gul": 8, "Adrien_Brody": 8, "Al_Gore": 8}
+STRANGER = "Al_Sharpton"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # small nets on a busy 2-core machine: one thread is faster
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def lfw_photos() -> dict[str, list[np.ndarray]]:
+    """The first photos of a few people near the start of the archive (read once)."""
+    wanted = {**PEOPLE, STRANGER: 2}
+    photos: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
+    with tarfile.open(lfw_archive_path()) as tar:
+        for member in tar:
+            parts = member.name.split("/")
+            person = parts[1] if len(parts) == 3 else ""
+            if member.isfile() and person in wanted and len(photos[person]) < wanted[person]:
+                data = tar.extractfile(member).read()
+                photos[person].append(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+            if all(len(photos[n]) >= k for n, k in wanted.items()):
+                break
+    return photos
+
+
+def paste(face: np.ndarray, canvas: np.ndarray, left: int, top: int, side: int) -> None:
+    canvas[top : top + side, left : left + side] = np.asarray(
+        Image.fromarray(face).resize((side, side), Image.Resampling.BILINEAR)
+    )
+
+
+@pytest.fixture(scope="module")
+def raw_folder(tmp_path_factory: pytest.TempPathFactory, lfw_photos) -> Path:
+    """root/<person>/<photo>.jpg: each face somewhere on a 420 x 320 grey canvas."""
+    root = tmp_path_factory.mktemp("raw")
+    rng = np.random.default_rng(0)
+    for name in PEOPLE:
+        (root / name).mkdir()
+        for i, face in enumerate(lfw_photos[name]):
+            canvas = np.full((320, 420, 3), 100, np.uint8)
+            side = int(rng.integers(200, 300))
+            paste(
+                face,
+                canvas,
+                int(rng.integers(0, 420 - side)),
+                int(rng.integers(0, 320 - side)),
+                side,
+            )
+            Image.fromarray(canvas).save(root / name / f"{name}_{i}.jpg", quality=95)
+    # A photo with no face at all is skipped and listed, never fatal.
+    Image.fromarray(np.full((200, 300, 3), 160, np.uint8)).save(root / "Al_Gore" / "wall.jpg")
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(raw_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("runs")
+    code = main([
+        "--quiet", "train", "--data", str(raw_folder), "--faces", "align", "--image-size", "32",
+        "--model", "baseline", "--epochs", "3", "--batch-size", "8", "--test-fraction", "0.25",
+        "--cache-dir", str(base / "cache"), "--runs-dir", str(base), "--name", "raw",
+    ])  # fmt: skip
+    assert code == 0
+    return base / "raw"
+
+
+def test_training_from_raw_photos_detects_once_and_records_the_pipeline(run: Path) -> None:
+    meta = json.loads((run / "model" / "model.json").read_text())
+    assert meta["faces"] == "align"
+    report = json.loads((run / "data_report.json").read_text())
+    assert report["faces"] == "align"
+    assert report["images"] == sum(PEOPLE.values())  # every pasted face was found
+    assert [s["reason"] for s in report["skipped_files"]] == ["no face found"]
+    assert report["skipped_files"][0]["path"].endswith("wall.jpg")
+
+
+def test_predict_names_every_face_of_a_group_photo_and_draws_them(
+    run: Path, lfw_photos, tmp_path: Path
+) -> None:
+    group = np.full((400, 900, 3), 90, np.uint8)
+    spots = [(30, 60, 220), (330, 120, 150), (560, 40, 300)]  # left, top, side
+    faces = [
+        lfw_photos["Abdullah_Gul"][-1],
+        lfw_photos["Adrien_Brody"][-1],
+        lfw_photos[STRANGER][0],
+    ]
+    for face, (left, top, side) in zip(faces, spots, strict=True):
+        paste(face, group, left, top, side)
+    Image.fromarray(group).save(tmp_path / "group.jpg")
+    out, drawn = tmp_path / "p.csv", tmp_path / "annotated"
+    assert main(["--quiet", "predict", str(run), str(tmp_path / "group.jpg"),
+                 "--out", str(out), "--annotate", str(drawn)]) == 0  # fmt: skip
+    with out.open() as f:
+        rows = list(csv.DictReader(f))
+    # LFW photos hold background people too: every face found lies in a pasted photo, and each
+    # pasted photo's largest face is centred in it.
+    assert len(rows) >= 3 and {r["faces"] for r in rows} == {str(len(rows))}
+    assert [r["face"] for r in rows] == [str(i) for i in range(len(rows))]
+    boxes = [tuple(int(v) for v in r["box"].split()) for r in rows]
+    for left, top, side in spots:
+        inside = [
+            (w * h, (x + w / 2, y + h / 2))
+            for x, y, w, h in boxes
+            if left <= x + w / 2 <= left + side and top <= y + h / 2 <= top + side
+        ]
+        assert inside, f"no face found in the photo pasted at {left, top}"
+        assert max(inside)[1] == pytest.approx((left + side / 2, top + side / 2), abs=0.12 * side)
+    assert sum(len(b) for b in boxes) == 4 * len(rows)
+    assert all(len(r["landmarks"].split()) == 10 for r in rows)
+    assert {r["decision"] for r in rows} <= {"known", "unknown"}
+    picture = np.asarray(Image.open(drawn / "group.jpg"))
+    assert picture.shape == group.shape
+    assert np.abs(picture.astype(int) - group.astype(int)).max() > 100  # boxes were drawn
+
+
+def test_a_photo_rotated_by_exif_is_found(run: Path, lfw_photos, tmp_path: Path) -> None:
+    face = lfw_photos["Adrien_Brody"][0]
+    canvas = np.full((300, 400, 3), 100, np.uint8)
+    paste(face, canvas, 90, 30, 240)
+    sideways = Image.fromarray(np.rot90(canvas, k=1).copy())  # stored as a camera would
+    exif = Image.Exif()
+    exif[274] = 6  # "rotate 90° clockwise to view": undoes the rotation above
+    sideways.save(tmp_path / "phone.jpg", exif=exif.tobytes())
+    model = facecls.load_model(run, device="cpu")
+    found = model.faces_in(np.asarray(Image.open(tmp_path / "phone.jpg")))
+    assert found == []  # sideways, as stored, MTCNN finds no upright face
+    assert model.load_face(tmp_path / "phone.jpg").shape == (32, 32, 3)  # EXIF applied: found
+
+
+def test_a_bundle_without_a_pipeline_uses_the_centre_crop(run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(run / "model", old)
+    meta = json.loads((old / "model.json").read_text())
+    del meta["faces"]
+    (old / "model.json").write_text(json.dumps(meta))
+    model = facecls.load_model(old, device="cpu")
+    assert model.faces == "centre" and not model.detects
+    photo = np.random.default_rng(1).integers(0, 256, (50, 80, 3), dtype=np.uint8)
+    assert np.array_equal(model.face(photo), FaceCutter("centre", 32).cut([photo])[0][0].pixels)
+
+
+def test_centre_box_is_the_square_the_centre_crop_keeps() -> None:
+    assert centre_box(100, 200, 1.0) == (50.0, 0.0, 150.0, 100.0)
+    assert centre_box(100, 100, 0.5) == (25.0, 25.0, 75.0, 75.0)
