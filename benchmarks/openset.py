@@ -95,9 +95,13 @@ def main() -> None:
         }
     known_refs = [r for r in scan.refs if r.relpath in test_keys]
     stranger_refs = [r for r in scan.refs if per_person[r.identity] < 8]
-    known_images, kept, _, _ = decode_cached(known_refs, size, cache, quiet, crop=model.crop)
+    known_images, kept, _, _ = decode_cached(
+        known_refs, size, cache, quiet, crop=model.crop, faces=model.faces
+    )
     known_targets = np.array([names.index(known_refs[i].identity) for i in kept])
-    stranger_images, _, _, _ = decode_cached(stranger_refs, size, cache, quiet, crop=model.crop)
+    stranger_images, _, _, _ = decode_cached(
+        stranger_refs, size, cache, quiet, crop=model.crop, faces=model.faces
+    )
 
     k_logits, k_features = model.outputs(known_images)
     u_logits, u_features = model.outputs(stranger_images)
@@ -144,7 +148,9 @@ def main() -> None:
     enroll_seconds = time.perf_counter() - t0
     enrolled = load_model(enrolled_dir, device="cpu")
     all_names = enrolled.class_names
-    probe_images, kept, _, _ = decode_cached(probe_refs, size, cache, quiet, crop=model.crop)
+    probe_images, kept, _, _ = decode_cached(
+        probe_refs, size, cache, quiet, crop=model.crop, faces=model.faces
+    )
     probe_targets = np.array([all_names.index(probe_refs[i].identity) for i in kept])
     threshold = enrolled.threshold
     print(f"Enrollment without retraining: {len(new_people)} LFW people with 5-7 images enrolled "
