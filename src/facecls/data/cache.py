@@ -15,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from facecls.data.images import ImageError, load_rgb
 from facecls.data.sources import ImageRef
+from facecls.progress import track
 
 # Bump when decoding changes (resize filter, mode handling) so stale caches are not reused.
 LOADER_VERSION = 1
@@ -52,7 +52,7 @@ def _decode_all(
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
         results = pool.map(lambda r: _decode_one(r, image_size, crop), refs, chunksize=32)
-        bar = tqdm(results, total=len(refs), desc="decoding", unit="img", disable=not show_progress)
+        bar = track(results, len(refs), "decoding", show_progress)
         for i, result in enumerate(bar):
             if isinstance(result, str):
                 skipped.append({"path": refs[i].relpath, "reason": result})
