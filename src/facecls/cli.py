@@ -365,9 +365,12 @@ def _use(args: argparse.Namespace, log: Any, progress: bool) -> None:
         facecls.predict(
             args.model, args.images, args.out, args.top_k, args.detect, args.backend,
             args.threshold, args.method, args.device, args.batch_size, log, args.trust_pickle,
+            show_progress=progress,
         )  # fmt: skip
     elif args.command == "enroll":
-        facecls.enroll(args.model, args.data, args.out, args.detect, log=log)
+        facecls.enroll(
+            args.model, args.data, args.out, args.detect, log=log, show_progress=progress
+        )
     elif args.command == "export":
         result = facecls.export_onnx(args.model, args.out, args.check)
         print(

@@ -24,6 +24,7 @@ from facecls.data.sources import DataError, default_cache_dir, scan_source
 from facecls.inference.detect import FaceDetector, crop_face
 from facecls.inference.model import load_model
 from facecls.openset import l2_normalize
+from facecls.progress import bar as progress_bar
 
 
 def _copy(source: Path, target: Path) -> None:
@@ -32,7 +33,12 @@ def _copy(source: Path, target: Path) -> None:
 
 
 def _embed_identities(
-    model: Any, data: str | Path, chunk_size: int, detect: bool, log: Callable[[str], None]
+    model: Any,
+    data: str | Path,
+    chunk_size: int,
+    detect: bool,
+    log: Callable[[str], None],
+    show_progress: bool = False,
 ) -> tuple[dict[str, np.ndarray], dict[str, int], list[dict[str, str]]]:
     """Sum of unit embeddings and image count per identity, streamed ``chunk_size`` at a time."""
     scan = scan_source(str(data), default_cache_dir(), log)
@@ -42,7 +48,9 @@ def _embed_identities(
     detector = None
     if detect:
         detector = FaceDetector()
+    bar = progress_bar(len(scan.refs), "enroll", show_progress)
     for start in range(0, len(scan.refs), chunk_size):
+        bar.update(len(scan.refs[start : start + chunk_size]))
         faces, names = [], []
         for ref in scan.refs[start : start + chunk_size]:
             try:
@@ -66,6 +74,7 @@ def _embed_identities(
         for name, vector in zip(names, unit, strict=True):
             sums[name] = sums.get(name, 0.0) + vector
             counts[name] += 1
+    bar.close()
     return sums, dict(counts), skipped
 
 
@@ -76,6 +85,7 @@ def enroll(
     detect: bool = False,
     chunk_size: int = 64,
     log: Callable[[str], None] = print,
+    show_progress: bool = False,
 ) -> Path:
     """Write a copy of a bundle with the identities of ``data`` enrolled; returns its folder.
 
