@@ -318,7 +318,7 @@ def _run(args: argparse.Namespace) -> int:
     import facecls
 
     log, progress = _console(args)
-    if args.command in ("completion", "tune", "lr-find"):
+    if args.command in ("completion", "tune"):
         _comfort(args, log, progress)
     elif args.command in ("train", "cv"):
         config = config_from_args(args, args.command)
@@ -417,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-# --- comfort (issue 16): --version, --verbose, completion, --tensorboard, tune, lr-find -------
+# --- comfort (issue 16): --version, --verbose, completion, --tensorboard, tune ----------------
 
 
 def _add_comfort_options(parser: argparse.ArgumentParser) -> None:
@@ -452,9 +452,6 @@ def _add_comfort_commands(sub: argparse._SubParsersAction) -> None:
         "--mode", choices=["holdout", "cv"], default="holdout",
         help="score: validation balanced accuracy (holdout) or pooled out-of-fold (cv)",
     )  # fmt: skip
-    p = sub.add_parser("lr-find", help="learning-rate range test with its plot")
-    _add_run_options(p, False)
-    p.add_argument("--steps", type=int, default=100, help="steps of the range test")
 
 
 def _console(args: argparse.Namespace) -> tuple[Any, bool]:
@@ -477,16 +474,11 @@ def _comfort(args: argparse.Namespace, log: Any, progress: bool) -> None:
         return
     import facecls
 
-    config = config_from_args(args, args.command)
-    if args.command == "tune":
-        result = facecls.tune(
-            config, trials=args.trials, mode=args.mode, resume=resume_dir(args), log=log,
-            show_progress=progress,
-        )  # fmt: skip
-        print(f"Best configuration: {result.best_config} (train with --config)")
-    else:
-        found = facecls.lr_find(config, steps=args.steps, log=log, show_progress=progress)
-        print(f"Suggested --lr {found.suggested_lr:.2e}; plot: {found.plot}")
+    result = facecls.tune(
+        config_from_args(args, "tune"), trials=args.trials, mode=args.mode,
+        resume=resume_dir(args), log=log, show_progress=progress,
+    )  # fmt: skip
+    print(f"Best configuration: {result.best_config} (train with --config)")
 
 
 if __name__ == "__main__":

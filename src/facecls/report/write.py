@@ -28,6 +28,7 @@ from facecls.report.compare import build_comparison
 from facecls.report.content import build_run_page
 from facecls.report.render import render
 from facecls.report.run_data import RunData, load_run
+from facecls.report.tuning import tuning_pages
 
 if TYPE_CHECKING:
     from facecls.data.dataset import FaceDataset
@@ -238,6 +239,14 @@ def write_model_card(run_dir: Path) -> Path:
     path = Path(run_dir) / "model" / CARD_NAME
     write_text(path, model_card(run_dir))
     return path
+
+
+def write_tuning_page(run_dir: Path, rows: list[dict[str, Any]], best: int) -> Path:
+    """``tuning.md`` and ``tuning.html`` of a ``facecls tune`` folder; returns the HTML."""
+    md, html = tuning_pages(rows, best)
+    write_text(Path(run_dir) / "tuning.md", md)
+    write_text(Path(run_dir) / "tuning.html", html)
+    return Path(run_dir) / "tuning.html"
 
 
 def write_report_safely(
