@@ -302,11 +302,10 @@ def fit(
     Returns:
         The run folder and its metrics (also written to ``metrics.json``).
 
-    tensorboard and on_epoch (both commands): live curves in ``run_dir/tensorboard``
-    (``pip install 'facecls[tensorboard]'``); a callable given each epoch's history row, its
-    validation confusion matrix and the training counts per identity (tuning prunes with it).
-    Every run folder gains ``run.log`` (all messages, timestamps, the resolved config) and
-    ``model/MODEL_CARD.md``.
+    ``tensorboard`` writes live curves to ``run_dir/tensorboard`` (``facecls[tensorboard]``);
+    ``on_epoch`` is called with each epoch's history row, validation confusion matrix and
+    training images per identity (tuning prunes with it). The run folder gains ``run.log``
+    (every message, timestamps, the resolved config) and ``model/MODEL_CARD.md``.
 
     Raises:
         Interrupted: on SIGINT/SIGTERM, after saving where the run stood.
@@ -363,11 +362,10 @@ def cross_validate(
     Args:
         resume: a run folder of an unfinished ``cv`` run; finished folds are not retrained.
 
-    tensorboard and on_epoch (both commands): live curves in ``run_dir/tensorboard``
-    (``pip install 'facecls[tensorboard]'``); a callable given each epoch's history row, its
-    validation confusion matrix and the training counts per identity (tuning prunes with it).
-    Every run folder gains ``run.log`` (all messages, timestamps, the resolved config) and
-    ``model/MODEL_CARD.md``.
+    ``tensorboard`` writes live curves to ``run_dir/tensorboard`` (``facecls[tensorboard]``);
+    ``on_epoch`` is called with each epoch's history row, validation confusion matrix and
+    training images per identity (tuning prunes with it). The run folder gains ``run.log``
+    (every message, timestamps, the resolved config) and ``model/MODEL_CARD.md``.
 
     Raises:
         Interrupted: on SIGINT/SIGTERM, after saving where the run stood.
