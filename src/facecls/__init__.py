@@ -28,6 +28,7 @@ from facecls.training.evaluate import evaluate_run as evaluate
 from facecls.training.run import RunResult
 from facecls.training.run import cross_validate as cross_validate
 from facecls.training.run import fit as train
+from facecls.training.tune import tune
 
 __all__ = [
     "AugmentConfig",
@@ -48,6 +49,7 @@ __all__ = [
     "load_model",
     "predict",
     "train",
+    "tune",
     "write_comparison",
     "write_report",
 ]

@@ -202,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, cross-validate and evaluate CNN face-identity classifiers.",
     )
     parser.add_argument("--quiet", action="store_true", help="print only errors and results")
+    _add_comfort_options(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run_options(
         sub.add_parser("train", help="train one model, evaluate on the test part"), False
@@ -241,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="use this source instead of choosing one")
     p.add_argument("--runs-dir", default="runs", help="where run folders go (default runs)")
     _add_use_commands(sub)
+    _add_comfort_commands(sub)
     return parser
 
 
@@ -333,12 +335,13 @@ def config_from_args(args: argparse.Namespace, command: str) -> RunConfig:
 def _run(args: argparse.Namespace) -> int:
     import facecls
 
-    log = (lambda _msg: None) if args.quiet else print
-    progress = sys.stderr.isatty() and not args.quiet
-    if args.command in ("train", "cv"):
+    log, progress = _console(args)
+    if args.command in ("completion", "tune"):
+        _comfort(args, log, progress)
+    elif args.command in ("train", "cv"):
         config = config_from_args(args, args.command)
         call = facecls.train if args.command == "train" else facecls.cross_validate
-        call(config, log=log, show_progress=progress, resume=resume_dir(args))
+        call(config, log=log, show_progress=progress, resume=resume_dir(args), **_extras(args))
     elif args.command == "evaluate":
         table = facecls.evaluate(
             args.run, data=args.data, log=log, show_progress=progress,
@@ -381,9 +384,12 @@ def _use(args: argparse.Namespace, log: Any, progress: bool) -> None:
             args.model, args.images, args.out, args.top_k, args.detect, args.backend,
             args.threshold, args.method, args.device, args.batch_size, log, args.trust_pickle,
             args.annotate,
+            show_progress=progress,
         )  # fmt: skip
     elif args.command == "enroll":
-        facecls.enroll(args.model, args.data, args.out, args.detect, log=log)
+        facecls.enroll(
+            args.model, args.data, args.out, args.detect, log=log, show_progress=progress
+        )
     elif args.command == "export":
         result = facecls.export_onnx(args.model, args.out, args.check)
         print(
@@ -399,6 +405,7 @@ def _use(args: argparse.Namespace, log: Any, progress: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``facecls`` command; returns the process exit code."""
+    args = build_parser().parse_args(argv)  # before the imports below: --version needs no torch
     from facecls.atomic import WriteError
     from facecls.bundle import BundleError
     from facecls.data.sources import DataError
@@ -406,7 +413,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from facecls.training.fold import NonFiniteError
     from facecls.training.interrupt import Interrupted
 
-    args = build_parser().parse_args(argv)
     try:
         with process_group():  # under torchrun: ended once the command is done
             return _run(args)
@@ -428,6 +434,70 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("facecls: interrupted", file=sys.stderr)
         return 130
+
+
+# --- comfort (issue 16): --version, --verbose, completion, --tensorboard, tune ----------------
+
+
+def _add_comfort_options(parser: argparse.ArgumentParser) -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("facecls")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        installed = "unknown (not installed)"
+    parser.add_argument("--version", action="version", version=f"facecls {installed}")
+    parser.add_argument(
+        "--verbose", action="store_true", help="also print debug detail (always in run.log)"
+    )
+
+
+def _add_comfort_commands(sub: argparse._SubParsersAction) -> None:
+    for command in ("train", "cv"):
+        sub.choices[command].add_argument(
+            "--tensorboard", action="store_true",
+            help="write live curves to RUN_DIR/tensorboard (pip install 'facecls[tensorboard]')",
+        )  # fmt: skip
+    p = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
+    p.add_argument("shell", choices=["bash", "zsh"])
+    p = sub.add_parser(
+        "tune",
+        help="search lr, weight decay, imbalance remedy and sampler (Optuna; docs/comfort.md)",
+    )
+    _add_run_options(p, True)
+    g = p.add_argument_group("tuning")
+    g.add_argument("--trials", type=int, default=30, help="trials in the study (default 30)")
+    g.add_argument(
+        "--mode", choices=["holdout", "cv"], default="holdout",
+        help="score: validation balanced accuracy (holdout) or pooled out-of-fold (cv)",
+    )  # fmt: skip
+
+
+def _console(args: argparse.Namespace) -> tuple[Any, bool]:
+    """The ``log`` callable (records of the ``facecls`` logger) and whether to show progress."""
+    from facecls.logs import configure_console, log_to
+
+    configure_console(quiet=args.quiet, verbose=getattr(args, "verbose", False))
+    return log_to(), not args.quiet
+
+
+def _extras(args: argparse.Namespace) -> dict[str, Any]:
+    return {"tensorboard": True} if getattr(args, "tensorboard", False) else {}
+
+
+def _comfort(args: argparse.Namespace, log: Any, progress: bool) -> None:
+    if args.command == "completion":
+        import shtab
+
+        print(shtab.complete(build_parser(), shell=args.shell))
+        return
+    import facecls
+
+    result = facecls.tune(
+        config_from_args(args, "tune"), trials=args.trials, mode=args.mode,
+        resume=resume_dir(args), log=log, show_progress=progress,
+    )  # fmt: skip
+    print(f"Best configuration: {result.best_config} (train with --config)")
 
 
 if __name__ == "__main__":

@@ -17,11 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from facecls.data.faces import ALIGN_SCALE, BOX_MARGIN, FaceCutter
 from facecls.data.images import ImageError, load_rgb
 from facecls.data.sources import ImageRef
+from facecls.progress import bar, track
 
 # Bump when decoding changes (resize filter, mode handling) so stale caches are not reused.
 LOADER_VERSION = 1
@@ -60,7 +60,7 @@ def _decode_all(
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
         results = pool.map(lambda r: _decode_one(r, image_size, crop), refs, chunksize=32)
-        bar = tqdm(results, total=len(refs), desc="decoding", unit="img", disable=not show_progress)
+        bar = track(results, len(refs), "decoding", show_progress)
         for i, result in enumerate(bar):
             if isinstance(result, str):
                 skipped.append({"path": refs[i].relpath, "reason": result})
@@ -95,7 +95,7 @@ def _detect_all(
     skipped: list[dict[str, str]] = []
     several = 0
     workers = max(1, min(8, os.cpu_count() or 1))
-    bar = tqdm(total=len(refs), desc="finding faces", unit="img", disable=not show_progress)
+    counter = bar(len(refs), "finding faces", show_progress)
     with ThreadPoolExecutor(workers) as pool:
         for start in range(0, len(refs), chunk):
             part = list(range(start, min(start + chunk, len(refs))))
@@ -113,8 +113,8 @@ def _detect_all(
                 (face,) = cutter.faces_of(photo, found, every_face=False)
                 images[len(kept)] = face.pixels.transpose(2, 0, 1)
                 kept.append(i)
-            bar.update(len(part))
-    bar.close()
+            counter.update(len(part))
+    counter.close()
     skipped.sort(key=lambda item: item["path"])
     return images[: len(kept)], kept, skipped, several
 

@@ -23,6 +23,7 @@ from facecls.data.images import ImageError, load_rgb
 from facecls.data.sources import DataError, default_cache_dir, scan_source
 from facecls.inference.model import load_model
 from facecls.openset import l2_normalize
+from facecls.progress import bar as progress_bar
 
 
 def _copy(source: Path, target: Path) -> None:
@@ -31,7 +32,12 @@ def _copy(source: Path, target: Path) -> None:
 
 
 def _embed_identities(
-    model: Any, data: str | Path, chunk_size: int, detect: bool, log: Callable[[str], None]
+    model: Any,
+    data: str | Path,
+    chunk_size: int,
+    detect: bool,
+    log: Callable[[str], None],
+    show_progress: bool = False,
 ) -> tuple[dict[str, np.ndarray], dict[str, int], list[dict[str, str]]]:
     """Sum of unit embeddings and image count per identity, streamed ``chunk_size`` at a time."""
     scan = scan_source(str(data), default_cache_dir(), log)
@@ -39,7 +45,9 @@ def _embed_identities(
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = defaultdict(int)
     detect = detect or model.detects  # a model trained on detected faces always detects
+    bar = progress_bar(len(scan.refs), "enroll", show_progress)
     for start in range(0, len(scan.refs), chunk_size):
+        bar.update(len(scan.refs[start : start + chunk_size]))
         faces, names = [], []
         for ref in scan.refs[start : start + chunk_size]:
             try:
@@ -61,6 +69,7 @@ def _embed_identities(
         for name, vector in zip(names, unit, strict=True):
             sums[name] = sums.get(name, 0.0) + vector
             counts[name] += 1
+    bar.close()
     return sums, dict(counts), skipped
 
 
@@ -71,6 +80,7 @@ def enroll(
     detect: bool = False,
     chunk_size: int = 64,
     log: Callable[[str], None] = print,
+    show_progress: bool = False,
 ) -> Path:
     """Write a copy of a bundle with the identities of ``data`` enrolled; returns its folder.
 

@@ -16,8 +16,9 @@ import numpy as np
 
 from facecls.atomic import write_csv_stream
 from facecls.inference.annotate import Annotator
-from facecls.inference.faces import Prediction
+from facecls.inference.faces import Prediction, expand_paths
 from facecls.inference.model import FaceModel, load_model, predict_files
+from facecls.progress import bar as progress_bar
 
 
 def prediction_header(top_k: int) -> list[str]:
@@ -51,6 +52,7 @@ def predict_to_csv(
     detect: bool = False,
     log: Callable[[str], None] = print,
     annotate: Path | None = None,
+    show_progress: bool = False,
 ) -> dict[str, int]:
     """Stream predictions of ``inputs`` into the CSV ``out``; returns counts per decision.
 
@@ -68,9 +70,16 @@ def predict_to_csv(
     counts: dict[str, int] = {}
     multi = 0
 
+    paths = list(expand_paths(inputs, images_only=False))  # counted first, for the progress
+    bar = progress_bar(len(paths), "predict", show_progress, unit="photo")
+    last: str | None = None
+
     def rows() -> Iterator[list[Any]]:
-        nonlocal multi
-        for prediction in predict_files(model, inputs, top_k, chunk_size, detect):
+        nonlocal multi, last
+        for prediction in predict_files(model, paths, top_k, chunk_size, detect):
+            if prediction.path != last:  # a photo's faces come one after another
+                last = prediction.path
+                bar.update(1)
             counts[prediction.decision] = counts.get(prediction.decision, 0) + 1
             if prediction.decision == "error":
                 log(f"  {prediction.path}: {prediction.reason}")
@@ -82,7 +91,10 @@ def predict_to_csv(
             yield prediction_row(prediction, k)
         draw()
 
-    write_csv_stream(Path(out), prediction_header(k), rows())
+    try:
+        write_csv_stream(Path(out), prediction_header(k), rows())
+    finally:
+        bar.close()
     summary = ", ".join(f"{n} {d}" for d, n in sorted(counts.items())) or "no images"
     extra = f"; {multi} photo(s) with several faces" if multi else ""
     log(f"Predictions: {summary}{extra} -> {out}")
@@ -105,6 +117,7 @@ def predict(
     log: Callable[[str], None] = print,
     trust_pickle: bool = False,
     annotate: str | Path | None = None,
+    show_progress: bool = False,
 ) -> dict[str, int]:
     """``facecls predict``: load a model and write the predictions of files/folders to a CSV.
 
@@ -126,4 +139,14 @@ def predict(
         model = load_model(model, device, backend, method, threshold, trust_pickle)
     log(f"Model: {model!r}")
     folder = None if annotate is None else Path(annotate)
-    return predict_to_csv(model, inputs, Path(out), top_k, chunk_size, detect, log, folder)
+    return predict_to_csv(
+        model,
+        inputs,
+        Path(out),
+        top_k,
+        chunk_size,
+        detect,
+        log,
+        annotate=folder,
+        show_progress=show_progress,
+    )

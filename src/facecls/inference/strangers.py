@@ -28,6 +28,7 @@ from facecls.atomic import write_json
 from facecls.data.images import ImageError
 from facecls.inference.faces import expand_paths
 from facecls.inference.model import load_model
+from facecls.progress import track
 
 OPENSET_FILE = "openset.json"
 TARGET_FPIR = 0.01
@@ -82,7 +83,11 @@ def open_set_figures(
 
 
 def _stranger_outputs(
-    model: Any, inputs: Sequence[str | Path], log: Callable[[str], None], chunk: int = 128
+    model: Any,
+    inputs: Sequence[str | Path],
+    log: Callable[[str], None],
+    chunk: int = 128,
+    show_progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]], int]:
     """Logits and embeddings of the stranger photos, decoded ``chunk`` at a time (memory does
     not grow with their number), the unreadable files with why, and how many files were left
@@ -93,7 +98,8 @@ def _stranger_outputs(
     parts: list[tuple[np.ndarray, np.ndarray]] = []
     skipped: list[dict[str, str]] = []
     known_named = 0
-    for path in expand_paths(inputs):
+    paths = list(expand_paths(inputs))
+    for path in track(paths, len(paths), "strangers", show_progress):
         if path.parent.name in trained:
             known_named += 1
             continue
@@ -138,6 +144,7 @@ def evaluate_strangers(
     device: str = "auto",
     out: Path | None = None,
     trust_pickle: bool = False,
+    show_progress: bool = False,
 ) -> dict[str, Any]:
     """Open-set figures of a model: its run's test part as knowns, ``strangers`` as unknowns.
 
@@ -165,7 +172,9 @@ def evaluate_strangers(
     thresholds = dict(calibrated.get("thresholds") or {})
     if model.threshold is not None:
         thresholds[model.method] = model.threshold  # what predict applies, hand-set or not
-    s_logits, s_features, skipped, known_named = _stranger_outputs(model, strangers, log)
+    s_logits, s_features, skipped, known_named = _stranger_outputs(
+        model, strangers, log, show_progress=show_progress
+    )
     if len(s_logits) < 1 / TARGET_FPIR:
         log(
             f"Strangers: only {len(s_logits)} photos, so FPIR 1 % means no stranger accepted; "

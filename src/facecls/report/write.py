@@ -23,10 +23,12 @@ from facecls.metrics import EvalResult
 from facecls.openset import softmax
 from facecls.report import faces as report_faces
 from facecls.report import plots
+from facecls.report.card import CARD_NAME, model_card
 from facecls.report.compare import build_comparison
 from facecls.report.content import build_run_page
 from facecls.report.render import render
 from facecls.report.run_data import RunData, load_run
+from facecls.report.tuning import tuning_pages
 
 if TYPE_CHECKING:
     from facecls.data.dataset import FaceDataset
@@ -230,6 +232,21 @@ def write_report(
     write_text(out / f"{stem}.md", render("run.md.j2", context))
     write_text(out / f"{stem}.html", render("run.html.j2", context))
     return out / f"{stem}.html"
+
+
+def write_model_card(run_dir: Path) -> Path:
+    """``model/MODEL_CARD.md`` of a finished run (:func:`facecls.report.card.model_card`)."""
+    path = Path(run_dir) / "model" / CARD_NAME
+    write_text(path, model_card(run_dir))
+    return path
+
+
+def write_tuning_page(run_dir: Path, rows: list[dict[str, Any]], best: int) -> Path:
+    """``tuning.md`` and ``tuning.html`` of a ``facecls tune`` folder; returns the HTML."""
+    md, html = tuning_pages(rows, best)
+    write_text(Path(run_dir) / "tuning.md", md)
+    write_text(Path(run_dir) / "tuning.html", html)
+    return Path(run_dir) / "tuning.html"
 
 
 def write_report_safely(

@@ -190,6 +190,7 @@ def evaluate_run(
         table["openset"] = evaluate_strangers(
             path, strangers, dataset.images[test].numpy(), dataset.targets[test].numpy(),
             log, device=str(device), out=run_dir / OPENSET_FILE, trust_pickle=trust_pickle,
+            show_progress=show_progress,
         )  # fmt: skip
         for line in summary_lines(table["openset"]):
             log(line)

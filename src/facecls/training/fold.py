@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from facecls import metrics
 from facecls.config import RunConfig
@@ -25,6 +24,7 @@ from facecls.data.dataset import FaceDataset
 from facecls.data.samplers import SampledBatches
 from facecls.models import create_model, model_info
 from facecls.models.embedding import load_backbone_weights
+from facecls.progress import bar as progress_bar
 from facecls.runtime import runtime_for
 from facecls.training.checkpoint import (
     TrainingState,
@@ -46,6 +46,9 @@ from facecls.training.losses import build_loss
 from facecls.training.optimization import build_optimizer, build_scheduler
 
 Log = Callable[[str], None]
+# Called after each epoch with its history row, the (C, C) validation confusion matrix and the
+# training images per identity: live curves and tuning's pruning listen here.
+EpochHook = Callable[[dict[str, Any], np.ndarray, np.ndarray], None]
 
 
 @dataclass
@@ -103,7 +106,7 @@ def _check_epoch(stats: EpochStats, val_loss: float, model: nn.Module, fold: int
 
 
 def _batch_callback(
-    bar: tqdm, stop: StopRequest | None, fold: int, epoch: int
+    bar: Any, stop: StopRequest | None, fold: int, epoch: int
 ) -> Callable[[int], None]:
     """Called after each step: progress, the test hook, then a stop if a signal came."""
     hook = signal_hook_for_tests(fold, epoch)
@@ -136,6 +139,7 @@ def train_model(
     checkpoint: Path | None = None,
     stop: StopRequest | None = None,
     dist: DistContext | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> TrainedModel:
     """Train one model on ``train_idx``, keep the epoch with the lowest validation loss.
 
@@ -195,9 +199,10 @@ def train_model(
         loss_fn.set_epoch(epoch)
         if t.freeze != "none":
             _set_frozen(module, frozen_at(t, epoch))
-        bar = tqdm(
-            total=len(train_batches) * t.batch_size, unit="img", leave=False,
-            desc=f"fold {fold} epoch {epoch}/{t.epochs}", disable=not show_progress,
+        # The end of each epoch is logged; off a terminal the bar stays silent (lines=False).
+        bar = progress_bar(
+            len(train_batches) * t.batch_size, f"fold {fold} epoch {epoch}/{t.epochs}",
+            show_progress, lines=False,
         )  # fmt: skip
         try:
             stats = train_one_epoch(
@@ -210,9 +215,8 @@ def train_model(
             bar.close()
         val = evaluate(model, val_batches, mean, std, val_loss_fn, bool(t.flip_tta), runtime)
         _check_epoch(stats, val.loss, module, fold, epoch)
-        summary = metrics.summary(
-            metrics.confusion_matrix(val.targets, val.preds, dataset.num_classes)
-        )
+        cm = metrics.confusion_matrix(val.targets, val.preds, dataset.num_classes)
+        summary = metrics.summary(cm)
         row = {
             "fold": fold,
             "epoch": epoch,
@@ -241,6 +245,8 @@ def train_model(
             dist.main_writes(
                 lambda: save_checkpoint(checkpoint, module, optimizer, state, scheduler, info=facts)
             )
+        if on_epoch is not None:
+            on_epoch(row, cm, counts)
         if stop is not None:
             stop.check(fold, epoch, None)
     assert state.best_state is not None

@@ -35,8 +35,10 @@ from facecls.data.splits import (
 )
 from facecls.environment import environment
 from facecls.inference.calibration import calibrate_trained
+from facecls.logs import RunLog, debug
 from facecls.models import model_info
-from facecls.report.write import write_report_safely, write_run_files
+from facecls.progress import bar
+from facecls.report.write import write_model_card, write_report_safely, write_run_files
 from facecls.runtime import autocast_dtype, runtime_for
 from facecls.training.checkpoint import (
     checkpoint_path,
@@ -48,8 +50,16 @@ from facecls.training.distributed import (
 from facecls.training.distributed import context as dist_context
 from facecls.training.engine import EvalResult
 from facecls.training.evaluate import evaluate_on_test, evaluation_metrics, groups_text
-from facecls.training.fold import Log, ModelSource, TrainedModel, share_folds, train_model
+from facecls.training.fold import (
+    EpochHook,
+    Log,
+    ModelSource,
+    TrainedModel,
+    share_folds,
+    train_model,
+)
 from facecls.training.interrupt import Interrupted, stop_signals
+from facecls.training.live import epoch_hooks
 from facecls.training.resume import check_resume
 
 
@@ -152,7 +162,7 @@ def _start(
 
 def _train_folds(
     run: _Run, config: RunConfig, command: str, parts: list[tuple[np.ndarray, np.ndarray]],
-    log: Log, show_progress: bool,
+    log: Log, show_progress: bool, on_epoch: EpochHook | None = None,
 ) -> list[TrainedModel]:  # fmt: skip
     """Train one model per ``(train, val)`` part with checkpoints, stopping on SIGINT/SIGTERM.
 
@@ -166,6 +176,14 @@ def _train_folds(
     trained: list[TrainedModel] = []
     fold_dist = dist.alone() if parallel else dist
     models = ModelSource(config, run.dataset.num_classes, run.device, fold_dist)
+    mine = len(parts) if not parallel else len(range(dist.rank, len(parts), dist.world_size))
+    whole = bar(mine * config.train.epochs, command, show_progress, unit="epoch", leave=True)
+
+    def epoch_done(row: dict[str, Any], cm: np.ndarray, counts: np.ndarray) -> None:
+        whole.update(1)
+        if on_epoch is not None:
+            on_epoch(row, cm, counts)
+
     with stop_signals() as stop:
         try:
             for fold, (train_idx, val_idx) in enumerate(parts):
@@ -181,6 +199,7 @@ def _train_folds(
                     run.dataset, run.images, run.targets, train_idx, val_idx, config,
                     run.device, models, fold, log, show_progress,
                     checkpoint=checkpoint_path(run.run_dir, fold), stop=stop, dist=fold_dist,
+                    on_epoch=epoch_done,
                 ))  # fmt: skip
                 stop.check(fold, config.train.epochs, None)
         except Interrupted as stopped:
@@ -188,6 +207,8 @@ def _train_folds(
             if dist.is_main:
                 write_json(run.run_dir / "checkpoints" / "interrupted.json", stopped.describe())
             raise
+        finally:
+            whole.close()
     if parallel:
         trained = share_folds(trained, parts, run.dataset.num_classes, models, dist, log)
     return trained
@@ -219,6 +240,7 @@ def _finish(
         history = [row for trained in folds for row in trained.history]
         write_run_files(run_dir, dataset, split, history, result_metrics, test, final.model)
         write_json(run_dir / "data_report.json", data_report(dataset, split))
+        write_model_card(run_dir)
         # metrics.json marks the run finished; the per-epoch checkpoints are no longer needed.
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
 
@@ -237,10 +259,12 @@ def _finish(
 
 
 def _begin(
-    config: RunConfig, log: Log, show_progress: bool, command: str, resume: Path | str | None
-) -> tuple[RunConfig, _Run, Log, bool]:
+    config: RunConfig, record: RunLog, show_progress: bool, command: str,
+    resume: Path | str | None,
+) -> tuple[RunConfig, _Run, Log, bool]:  # fmt: skip
     """Resolve the recipe, join the process group (under torchrun) and start the run; ranks
-    other than 0 log nothing and show no progress."""
+    other than 0 log nothing, show no progress and keep no run.log."""
+    log: Log = record.log
     config = resolve(config)
     dist = dist_context(config.train.device)
     if resume is None and config.train.precision == "auto":
@@ -252,6 +276,13 @@ def _begin(
     run = _start(
         config, dist, log, show_progress, command, None if resume is None else Path(resume)
     )
+    if dist.is_main:
+        record.open(run.run_dir)
+        debug(f"facecls {command}{' (resumed)' if resume else ''}; resolved config:\n"
+              + json.dumps(to_dict(config), indent=2))  # fmt: skip
+        debug("environment:\n" + json.dumps(environment(config.train.seed), indent=2))
+    else:
+        record.discard()
     return config, run, log, show_progress
 
 
@@ -260,6 +291,8 @@ def fit(
     log: Log = print,
     show_progress: bool = False,
     resume: Path | str | None = None,
+    tensorboard: bool = False,
+    on_epoch: EpochHook | None = None,
 ) -> RunResult:
     """Train one model: split off the test part, hold out validation, train, evaluate on test.
 
@@ -270,11 +303,24 @@ def fit(
     Returns:
         The run folder and its metrics (also written to ``metrics.json``).
 
+    ``tensorboard`` writes live curves to ``run_dir/tensorboard`` (``facecls[tensorboard]``);
+    ``on_epoch`` is called with each epoch's history row, validation confusion matrix and
+    training images per identity (tuning prunes with it). The run folder gains ``run.log``
+    (every message, timestamps, the resolved config) and ``model/MODEL_CARD.md``.
+
     Raises:
         Interrupted: on SIGINT/SIGTERM, after saving where the run stood.
     """
     started = time.perf_counter()
-    config, run, log, show_progress = _begin(config, log, show_progress, "train", resume)
+    with RunLog(log) as record:
+        config, run, log, show_progress = _begin(config, record, show_progress, "train", resume)
+        with epoch_hooks(run.run_dir, tensorboard and run.dist.is_main, on_epoch) as hook:
+            return _fit(config, run, log, show_progress, hook, started)
+
+
+def _fit(
+    config: RunConfig, run: _Run, log: Log, show_progress: bool, hook: EpochHook, started: float
+) -> RunResult:
     dataset, split, dist = run.dataset, run.split, run.dist
     if run.folds is not None:
         val = run.folds[0]
@@ -286,7 +332,7 @@ def fit(
         if dist.is_main:
             write_json(run.run_dir / "folds.json", folds_document(dataset, split, [val]))
     train_idx = np.setdiff1d(split.pool, val)
-    (trained,) = _train_folds(run, config, "train", [(train_idx, val)], log, show_progress)
+    (trained,) = _train_folds(run, config, "train", [(train_idx, val)], log, show_progress, hook)
     test_metrics, test = evaluate_on_test(
         dataset, trained, run.images, run.targets, split.test, config, run.device, dist
     )
@@ -306,6 +352,8 @@ def cross_validate(
     log: Log = print,
     show_progress: bool = False,
     resume: Path | str | None = None,
+    tensorboard: bool = False,
+    on_epoch: EpochHook | None = None,
 ) -> RunResult:
     """Stratified k-fold over the train part; the best fold's model is evaluated on the test part.
 
@@ -315,11 +363,24 @@ def cross_validate(
     Args:
         resume: a run folder of an unfinished ``cv`` run; finished folds are not retrained.
 
+    ``tensorboard`` writes live curves to ``run_dir/tensorboard`` (``facecls[tensorboard]``);
+    ``on_epoch`` is called with each epoch's history row, validation confusion matrix and
+    training images per identity (tuning prunes with it). The run folder gains ``run.log``
+    (every message, timestamps, the resolved config) and ``model/MODEL_CARD.md``.
+
     Raises:
         Interrupted: on SIGINT/SIGTERM, after saving where the run stood.
     """
     started = time.perf_counter()
-    config, run, log, show_progress = _begin(config, log, show_progress, "cv", resume)
+    with RunLog(log) as record:
+        config, run, log, show_progress = _begin(config, record, show_progress, "cv", resume)
+        with epoch_hooks(run.run_dir, tensorboard and run.dist.is_main, on_epoch) as hook:
+            return _cross_validate(config, run, log, show_progress, hook, started)
+
+
+def _cross_validate(
+    config: RunConfig, run: _Run, log: Log, show_progress: bool, hook: EpochHook, started: float
+) -> RunResult:
     dataset, split, dist = run.dataset, run.split, run.dist
     k = config.train.folds
     folds = run.folds
@@ -331,7 +392,7 @@ def cross_validate(
         if dist.is_main:
             write_json(run.run_dir / "folds.json", folds_document(dataset, split, folds))
     parts = [(np.setdiff1d(split.pool, val_idx), val_idx) for val_idx in folds]
-    trained_folds = _train_folds(run, config, "cv", parts, log, show_progress)
+    trained_folds = _train_folds(run, config, "cv", parts, log, show_progress, hook)
     fold_metrics = [
         evaluation_metrics(t.val, dataset.class_names, config.train.seed)["summary"]
         for t in trained_folds

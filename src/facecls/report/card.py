@@ -1,0 +1,168 @@
+"""The model card (``model/MODEL_CARD.md``): what a trained bundle is for and where it fails.
+
+Face models handle personal data, so every bundle says what it recognises, how well (the test
+numbers of ``metrics.json`` with their intervals), where it is weak (the report's findings),
+how faces must be cut for it, and under which terms its starting weights came.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facecls.bundle import META_NAME
+from facecls.report.findings import findings
+from facecls.report.run_data import RunData, load_run
+
+CARD_NAME = "MODEL_CARD.md"
+_HEADLINE = (
+    ("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"),
+    ("macro-F1", "macro_f1"), ("top-5 accuracy", "top5_accuracy"),
+)  # fmt: skip
+
+_INTENDED = """\
+- Naming which of the identities listed above appears in a face photo, on photos like those it
+  was trained on (the same kind of camera, pose, light and crop), with a person checking the
+  answer where it matters.
+- Saying "unknown" for people it was not trained on, at the operating point below.
+- Research and teaching on imbalanced face-identity classification."""
+_OUT_OF_SCOPE = """\
+- Any decision with legal or similarly significant effects on a person (access, policing,
+  employment, credit) without human review; face recognition of people who have not agreed to
+  it; surveillance of public spaces. Check the law that applies (e.g. GDPR art. 9: biometric
+  data used to identify a person is a special category).
+- People not in the list above: the model has never seen them and can only call them unknown
+  (or mistake them for someone it knows, at the open-set error rates below).
+- Photos unlike the training photos (other crops, profiles, masks, children, other cameras):
+  the numbers below do not hold there.
+- Inferring anything but identity (age, gender, emotion, ethnicity): it was not trained to."""
+
+
+def _licence(config: dict[str, Any]) -> str:
+    """The terms of the weights training started from."""
+    t = config.get("train", {})
+    model, weights, pretrained = t.get("model", ""), t.get("weights"), t.get("pretrained")
+    if model == "facenet" and (weights or pretrained):
+        return (
+            "Backbone: FaceNet Inception-ResNet-v1 weights trained on CASIA-WebFace, as "
+            "published by facenet-pytorch (code under the MIT licence). CASIA-WebFace was "
+            "released for non-commercial research; check its terms before any other use of "
+            "weights derived from it."
+        )
+    if weights:
+        return f"Backbone: weights from {Path(str(weights)).name}; their terms are those of that file's source."
+    if pretrained:
+        return (
+            "Backbone: torchvision ImageNet weights (torchvision code: BSD-3-Clause). The weights "
+            "were trained on ImageNet, whose terms allow non-commercial research and education; "
+            "check them before commercial use."
+        )
+    return (
+        "No third-party weights: every weight was trained from random initialisation on your data."
+    )
+
+
+def _pipeline(meta: dict[str, Any]) -> str:
+    crop = float(meta.get("crop", 1.0) or 1.0)
+    cut = (
+        "the whole photo" if crop >= 1.0
+        else f"the centre square of {crop:.0%} of the shorter side"
+    )  # fmt: skip
+    mean = ", ".join(f"{m:.3f}" for m in meta.get("mean", []))
+    std = ", ".join(f"{s:.3f}" for s in meta.get("std", []))
+    tta = " Logits are averaged with the mirrored image." if meta.get("flip_tta") else ""
+    return (
+        f"Each photo is decoded to RGB (EXIF orientation applied), {cut} is kept and resized "
+        f"to {meta.get('image_size')} × {meta.get('image_size')} px, then normalised with mean "
+        f"({mean}) and std ({std}).{tta} `facecls predict` and the ONNX export apply the same "
+        "steps from `model.json`. With `--detect` faces are first found by OpenCV's Haar cascade "
+        "(opencv-python-headless, Apache-2.0; the cascade file is under OpenCV's BSD-style "
+        "Intel licence); the model was trained without it unless the photos were cut that way."
+    )
+
+
+def _quality(run: RunData) -> list[str]:
+    test = run.metrics["test"]
+    s, ci = test["summary"], test.get("intervals_95", {})
+    lines = [f"Test part: {s.get('images')} images never used in training or model selection.", ""]
+    lines += ["| metric | value | 95 % interval |", "| --- | --- | --- |"]
+    for label, key in _HEADLINE:
+        if key in s:
+            low_high = ci.get(key)
+            interval = f"{low_high[0]:.3f} – {low_high[1]:.3f}" if low_high else "—"
+            lines.append(f"| {label} | {s[key]:.3f} | {interval} |")
+    groups = test.get("groups")
+    if groups:
+        lines += [
+            "",
+            "Recall by training images per identity (head ≥ 20, medium 8–19, few < 8):",
+            "",
+        ]
+        lines += ["| group | identities | recall |", "| --- | --- | --- |"]
+        for g, recall in groups["recall"].items():
+            lines.append(f"| {g} | {groups['identities'][g]} | {recall:.3f} |")
+    cv = run.metrics.get("cv")
+    if cv:
+        b = cv["mean_std"]["balanced_accuracy"]
+        lines += ["", f"Cross-validation: balanced accuracy {b[0]:.3f} ± {b[1]:.3f} over "
+                  f"{len(cv['folds'])} folds."]  # fmt: skip
+    return lines
+
+
+def _open_set(meta: dict[str, Any], run: RunData) -> list[str]:
+    openset = meta.get("openset")
+    if not openset:
+        return ["Not calibrated: every face is named (no unknown decision)."]
+    stats = openset.get("calibration", {})
+    lines = [
+        f"Score {openset['method']}, threshold {openset['threshold']:.4f}: accepts "
+        f"{openset.get('acceptance', 0):.0%} of the correctly named validation faces "
+        f"({stats.get('validation_correct', '?')} faces); faces below it are called unknown."
+    ]
+    row = run.openset.get("methods", {}).get(run.openset.get("method", ""), {})
+    if row:
+        lines.append(
+            f"On strangers (`evaluate --strangers`): FPIR {row.get('fpir', float('nan')):.3f}, "
+            f"FNIR {row.get('fnir', float('nan')):.3f}."
+        )
+    else:
+        lines.append(
+            "Not yet measured on strangers: run `facecls evaluate RUN --strangers PHOTOS`."
+        )
+    return lines
+
+
+def model_card(run_dir: Path) -> str:
+    """The Markdown model card of a finished run (its bundle, metrics and findings)."""
+    run = load_run(run_dir)
+    meta = json.loads((Path(run_dir) / "model" / META_NAME).read_text())
+    names = meta.get("class_names", run.class_names)
+    counts = meta.get("train_counts") or [0] * len(names)
+    test = run.metrics["test"]
+    cm = run.confusion()
+    weak = findings(run, cm, (test.get("groups") or {}).get("recall", {}))
+    worst = ", ".join(f"{r['name']} {r['recall']:.2f}" for r in test.get("worst5", []))
+    weak += [f"Weakest test identities (recall): {worst}."] if worst else []
+    lines = [
+        f"# Model card: {run.name}", "",
+        f"`{meta.get('architecture')}` trained by `facecls {run.command}` "
+        f"(facecls {meta.get('facecls_version', '?')}); the run folder's report has the details.",
+        "", "## What it recognises", "",
+        f"{len(names)} identities; training images per identity: min {int(np.min(counts))}, "
+        f"median {int(np.median(counts))}, max {int(np.max(counts))}.", "",
+        "| identity | training images |", "| --- | --- |",
+        *[f"| {name} | {int(c)} |" for name, c in zip(names, counts, strict=False)],
+        "", "## Intended uses", "", _INTENDED, "", "## Out of scope", "", _OUT_OF_SCOPE,
+        "", "## Measured quality", "", *_quality(run),
+        "", "## Open-set operating point", "", *_open_set(meta, run),
+        "", "## Known weaknesses", "",
+        *([f"- {w}" for w in weak] or ["- None flagged by the report's rules on this test part."]),
+        "- Face photos of under-represented groups may be recognised less well; the test part "
+        "measures only the people and photos it holds.",
+        "", "## Face pipeline", "", _pipeline(meta),
+        "", "## Licences of the weights", "", _licence(run.metrics.get("config") or {}), "",
+    ]  # fmt: skip
+    return "\n".join(lines)
