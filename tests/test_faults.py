@@ -1,0 +1,139 @@
+"""Bad input and faults (issue 13): one clear line, no traceback, nothing accepted silently.
+
+Every case here failed before: a traceback, a silent acceptance, a whole run stopped by one bad
+file, or debris left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from facecls.bundle import (
+    DIGEST_KEY,
+    META_NAME,
+    Bundle,
+    BundleError,
+    BundleWarning,
+    load_bundle,
+    save_bundle,
+    validate_meta,
+)
+from facecls.cli import main
+from facecls.inference.model import load_model, read_meta
+from facecls.models import create_model
+
+
+def _bundle(folder: Path, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    model = create_model("baseline", num_classes=3, image_size=32)
+    save_bundle(Bundle(model, "baseline", ["a", "b", "c"], 32, [0.5] * 3, [0.25] * 3), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _bundle(tmp_path_factory.mktemp("bundle") / "model")
+
+
+def _edited(bundle_dir: Path, tmp_path: Path, **changes: Any) -> Path:
+    """A copy of the bundle whose model.json has ``changes`` (a value of ... removes a key)."""
+    folder = tmp_path / "edited"
+    shutil.copytree(bundle_dir, folder)
+    meta = json.loads((folder / META_NAME).read_text())
+    for key, value in changes.items():
+        if value is ...:
+            meta.pop(key)
+        else:
+            meta[key] = value
+    (folder / META_NAME).write_text(json.dumps(meta))
+    return folder
+
+
+BAD_META = {
+    "num_classes missing": ({"num_classes": ...}, "'num_classes' is missing"),
+    "num_classes a string": ({"num_classes": "3"}, "'num_classes' must be a int"),
+    "huge num_classes": ({"num_classes": 10**9}, "num_classes 1000000000 is outside"),
+    "huge image": ({"image_size": 10**9}, "image_size 1000000000 is outside"),
+    "zero image": ({"image_size": 0}, "image_size 0 is outside"),
+    "extra class name": ({"class_names": ["a", "b", "c", "d"]}, "class_names must be 3 strings"),
+    "name twice": ({"class_names": ["a", "a", "c"]}, "class_names has a name twice"),
+    "nan std": ({"std": [0.25, float("nan"), 0.25]}, "std must be three positive finite"),
+    "zero std": ({"std": [0.25, 0.0, 0.25]}, "std must be three positive finite"),
+    "two means": ({"mean": [0.5, 0.5]}, "mean must be three finite numbers"),
+    "mean of strings": ({"mean": ["a", "b", "c"]}, "mean must be three finite numbers"),
+    "architecture a number": ({"architecture": 7}, "'architecture' must be a str"),
+    "openset a list": ({"openset": [1, 2]}, "openset must be a JSON object"),
+    "openset nan threshold": (
+        {"openset": {"method": "msp", "threshold": float("nan")}},
+        "openset threshold must be a finite number",
+    ),
+    "openset unknown method": ({"openset": {"method": "magic"}}, "openset method must be one of"),
+    "facenet too small": ({"architecture": "facenet"}, "image_size 32 is outside 75..4096"),
+    "digest not hex": ({DIGEST_KEY: "xyz"}, "weights_sha256 must be 64 hex digits"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_META))
+def test_every_loader_refuses_a_bad_model_json_with_one_line(
+    case: str, bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    changes, expected = BAD_META[case]
+    folder = _edited(bundle_dir, tmp_path, **changes)
+    for load in (load_bundle, read_meta, load_model):
+        with pytest.raises(BundleError) as caught:
+            load(folder)
+        assert str(folder / META_NAME) in str(caught.value) and expected in str(caught.value)
+    photo = tmp_path / "x.png"
+    photo.write_bytes(b"")
+    for argv in (
+        ["predict", str(folder), str(photo), "--out", str(tmp_path / "p.csv")],
+        ["export", str(folder)],
+        ["calibrate", str(folder), "--threshold", "0.5"],
+        ["evaluate", str(folder)],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and err.count("\n") == 1, (argv, err)
+        assert err.startswith("facecls: error: ") and expected in err, (argv, err)
+
+
+@pytest.mark.parametrize("document", [[1, 2, 3], "model", 42, None])
+def test_model_json_that_is_not_an_object_is_refused(document: Any, tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="must hold a JSON object"):
+        validate_meta(document, tmp_path / META_NAME)
+
+
+def test_save_records_the_weights_digest_and_load_checks_it(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    meta = json.loads((bundle_dir / META_NAME).read_text())
+    assert len(meta[DIGEST_KEY]) == 64
+    other = _bundle(tmp_path / "other", seed=1)
+    swapped = _edited(bundle_dir, tmp_path)
+    shutil.copy(other / "model.safetensors", swapped / "model.safetensors")
+    for load in (load_bundle, load_model):
+        with pytest.raises(BundleError, match="sha256 differs"):
+            load(swapped)
+    load_bundle(bundle_dir)  # the untouched bundle still loads
+
+
+def test_a_bundle_without_a_digest_loads_with_a_warning(bundle_dir: Path, tmp_path: Path) -> None:
+    old = _edited(bundle_dir, tmp_path, **{DIGEST_KEY: ...})
+    with pytest.warns(BundleWarning, match="no weights_sha256 recorded"):
+        bundle = load_bundle(old)
+    assert bundle.class_names == ["a", "b", "c"]
+
+
+def test_threshold_nan_is_refused(bundle_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(ValueError, match="finite"):
+        load_model(bundle_dir, device="cpu", threshold=math.nan)
+    assert main(["calibrate", str(bundle_dir), "--threshold", "nan"]) == 2
+    assert "finite" in capsys.readouterr().err
+    assert "openset" not in json.loads((bundle_dir / META_NAME).read_text())
