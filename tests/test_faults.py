@@ -137,3 +137,83 @@ def test_threshold_nan_is_refused(bundle_dir: Path, capsys: pytest.CaptureFixtur
     assert main(["calibrate", str(bundle_dir), "--threshold", "nan"]) == 2
     assert "finite" in capsys.readouterr().err
     assert "openset" not in json.loads((bundle_dir / META_NAME).read_text())
+
+
+# --- the backstop (item 6) ---------------------------------------------------------------------
+
+
+def _explode(*_args: Any, **_kwargs: Any) -> Any:
+    return {}["no such key"]  # a KeyError no command anticipates
+
+
+def test_an_unexpected_error_is_one_line_and_exit_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import facecls
+
+    monkeypatch.delenv("FACECLS_DEBUG", raising=False)
+    monkeypatch.setattr(facecls, "list_models", _explode)
+    assert main(["models"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("facecls: error: KeyError: 'no such key'") and "--debug" in err
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_debug_shows_the_traceback(
+    how: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import facecls
+
+    monkeypatch.setattr(facecls, "list_models", _explode)
+    if how == "env":
+        monkeypatch.setenv("FACECLS_DEBUG", "1")
+    assert main(["--debug", "models"] if how == "flag" else ["models"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "_explode" in err and "facecls: error: KeyError" in err
+
+
+def _train_args(data: Path, runs: Path, *extra: str) -> list[str]:
+    return [
+        "--quiet", "train", "--data", str(data), "--image-size", "32", "--epochs", "1",
+        "--batch-size", "8", "--runs-dir", str(runs), "--name", "run", "--device", "cpu", *extra,
+    ]  # fmt: skip
+
+
+def test_missing_weights_are_refused_before_data_and_before_a_run_folder(
+    synthetic_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:  # fmt: skip
+    import facecls.training.run as run_module
+
+    monkeypatch.setattr(run_module, "load_dataset", _explode)  # must not be reached
+    runs = tmp_path / "runs"
+    missing = tmp_path / "nowhere.safetensors"
+    assert main(_train_args(synthetic_folder, runs, "--weights", str(missing))) == 2
+    err = capsys.readouterr().err
+    assert f"{missing}: weights file not found (--weights)" in err and err.count("\n") == 1
+    assert not runs.exists()
+
+
+def test_a_failed_start_leaves_no_half_made_run_folder(
+    synthetic_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:  # fmt: skip
+    import facecls.training.fold as fold_module
+
+    monkeypatch.setattr(fold_module, "create_model", _explode)  # fails building the first model
+    runs = tmp_path / "runs"
+    assert main(_train_args(synthetic_folder, runs)) == 1
+    assert "facecls: error: KeyError" in capsys.readouterr().err
+    assert runs.is_dir() and list(runs.iterdir()) == []
+
+
+def test_enroll_refuses_a_pickle_naming_an_option_it_has(
+    bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    weights = tmp_path / "model.pt"
+    torch.save(load_bundle(bundle_dir).model.state_dict(), weights)
+    shutil.copy(bundle_dir / META_NAME, tmp_path / META_NAME)
+    assert main(["enroll", str(weights), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "as MODEL" in err and "--trust-pickle" not in err

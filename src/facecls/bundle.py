@@ -251,9 +251,10 @@ def _resolve(path: Path) -> tuple[Path, Path]:
     return path, path.with_name(META_NAME)
 
 
-def refuse_pickle(path: Path, trust_pickle: bool) -> tuple[Path, Path]:
+def refuse_pickle(path: Path, trust_pickle: bool, remedy: str | None = None) -> tuple[Path, Path]:
     """Weights and sidecar paths of ``path``; a pickle-based weights file is refused unless
-    ``trust_pickle``.
+    ``trust_pickle``. ``remedy`` replaces the ``--trust-pickle`` advice for a command that has
+    no such option.
 
     Raises:
         BundleError: for a ``.pt``/``.pth``/… file without ``trust_pickle``.
@@ -263,8 +264,12 @@ def refuse_pickle(path: Path, trust_pickle: bool) -> tuple[Path, Path]:
         raise BundleError(
             f"{weights_path}: refusing to load a pickle-based file ({weights_path.suffix}); "
             "pickles can run code when loaded. facecls bundles are model.safetensors + "
-            "model.json. If you trust this file, pass --trust-pickle (it is then read with "
-            "torch.load(weights_only=True))."
+            "model.json. "
+            + (
+                remedy
+                or "If you trust this file, pass --trust-pickle (it is then read with "
+                "torch.load(weights_only=True))."
+            )
         )
     return weights_path, meta_path
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -195,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, cross-validate and evaluate CNN face-identity classifiers.",
     )
     parser.add_argument("--quiet", action="store_true", help="print only errors and results")
+    parser.add_argument(
+        "--debug", action="store_true",
+        help="show the Python traceback of an unexpected error (or set FACECLS_DEBUG=1)",
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run_options(
         sub.add_parser("train", help="train one model, evaluate on the test part"), False
@@ -409,6 +415,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("facecls: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # the backstop: one line, the traceback only when asked for
+        return _unexpected(error, getattr(args, "debug", False))
+
+
+def _unexpected(error: Exception, debug: bool) -> int:
+    """Report an error no command anticipated: one line, or the traceback with ``--debug``."""
+    debug = debug or os.environ.get("FACECLS_DEBUG", "") not in ("", "0")
+    if debug:
+        traceback.print_exception(error)
+    where = "" if debug else "; run with --debug (or FACECLS_DEBUG=1) for the traceback"
+    print(f"facecls: error: {type(error).__name__}: {error}{where}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":
