@@ -217,3 +217,105 @@ def test_enroll_refuses_a_pickle_naming_an_option_it_has(
     assert main(["enroll", str(weights), "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "as MODEL" in err and "--trust-pickle" not in err
+
+
+# --- options and config (item 4) ----------------------------------------------------------------
+
+
+def _one_error_line(capsys: pytest.CaptureFixture) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize("command", ["train", "predict"])
+def test_device_is_checked_when_parsed(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import facecls.training.run as run_module
+
+    monkeypatch.setattr(run_module, "load_dataset", _explode)
+    argv = [command, "--data", "synthetic"] if command == "train" else ["predict", "m", "x"]
+    with pytest.raises(SystemExit) as stopped:
+        main([*argv, "--device", "gpu0"])
+    assert stopped.value.code == 2
+    assert "device 'gpu0' is not one of auto, cpu, mps, cuda or cuda:N" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "says"),
+    [
+        ("data:\n  source: [unclosed\ntrain: {}\n", 3, "not valid YAML"),
+        ("train:\n  seed: !!python/object/apply:os.system ['touch pwned']\n", 2, "constructor"),
+        ("data:\n\tsource: x\n", 2, "not valid YAML"),
+    ],
+)
+def test_a_malformed_config_is_one_line_naming_file_and_line(
+    text: str, line: int, says: str, tmp_path: Path, capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    assert main(["train", "--config", str(config)]) == 2
+    err = _one_error_line(capsys)
+    assert f"{config}, line {line}: " in err and says in err
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_binary_config_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_bytes(b"\xff\xfe\x00\x81binary")
+    assert main(["train", "--config", str(config)]) == 2
+    assert f"{config}: not a YAML text file" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32), str(10**30)])
+def test_seed_out_of_range_is_refused(seed: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", "--data", "synthetic", "--seed", seed]) == 2
+    assert f"train.seed must be in [0, 4294967295], got {seed}" in _one_error_line(capsys)
+
+
+def test_test_fraction_too_small_is_explained_in_facecls_words(
+    synthetic_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    runs = tmp_path / "runs"
+    assert main(_train_args(synthetic_folder, runs, "--test-fraction", "0.01")) == 2
+    err = _one_error_line(capsys)
+    assert "--test-fraction 0.01 gives 1 test images for 6 identities" in err
+    assert "use --test-fraction 0.1" in err and "should be greater" not in err
+    assert not runs.exists()
+
+
+def test_too_many_folds_are_explained(
+    synthetic_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    args = _train_args(synthetic_folder, tmp_path / "runs", "--folds", "40")
+    args[args.index("train")] = "cv"
+    assert main(args) == 2
+    err = _one_error_line(capsys)
+    assert "fewer than the 40 folds asked for: use --folds" in err
+
+
+def test_a_binary_split_file_is_named(
+    synthetic_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    split = tmp_path / "split.csv"
+    split.write_bytes(bytes(range(256)) * 4)
+    assert main(_train_args(synthetic_folder, tmp_path / "runs", "--split-file", str(split))) == 2
+    assert f"{split}: not a CSV text file" in _one_error_line(capsys)
+
+
+def test_predict_refuses_a_missing_input_and_a_bad_out(
+    bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"")
+    missing = tmp_path / "no-such-folder"
+    assert main(["predict", str(bundle_dir), str(missing), "--out", str(tmp_path / "p.csv")]) == 2
+    assert f"{missing}: no such file or folder" in _one_error_line(capsys)
+    assert main(["predict", str(bundle_dir), str(photo), "--out", str(tmp_path)]) == 2
+    assert f"{tmp_path}: is a folder; --out names the CSV file" in _one_error_line(capsys)
+    blocked = photo / "p.csv"  # under a file: cannot be written
+    assert main(["predict", str(bundle_dir), str(photo), "--out", str(blocked)]) == 2
+    assert f"{blocked}: cannot write the CSV there" in _one_error_line(capsys)

@@ -21,6 +21,7 @@ from facecls.config import (
     SAMPLERS,
     ConfigError,
     RunConfig,
+    device_name,
     from_dict,
     load_yaml,
     to_dict,
@@ -74,6 +75,14 @@ _OPTIONS: dict[str, tuple[str, str]] = {
 }
 
 
+def _device(name: str) -> str:
+    """argparse type of ``--device``: refused when parsed, not after the data is loaded."""
+    try:
+        return device_name(name)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
 def _add_run_options(p: argparse.ArgumentParser, folds: bool) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--data", help="folder, archive (.tgz/.tar.gz/.tar/.zip), 'lfw' or 'synthetic'")
@@ -118,7 +127,7 @@ def _add_run_options(p: argparse.ArgumentParser, folds: bool) -> None:
         help="the report's name for --imbalance inverse",
     )  # fmt: skip
     g.add_argument("--seed", type=int)
-    g.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    g.add_argument("--device", type=_device, help="auto (default), cpu, cuda or cuda:N")
     g.add_argument(
         "--precision",
         choices=["auto", "bf16", "fp32"],
@@ -265,7 +274,9 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, help="open-set threshold (default: calibrated)")
     p.add_argument("--method", choices=list(METHODS), help="open-set score")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda (torch backend)")
+    p.add_argument(
+        "--device", type=_device, default="auto", help="auto (default), cpu, cuda (torch backend)"
+    )
     p.add_argument("--batch-size", type=int, default=64, help="faces per forward pass")
     p.add_argument(
         "--trust-pickle", action="store_true",

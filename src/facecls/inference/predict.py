@@ -8,6 +8,8 @@ photo becomes a row with its box, and a photo without a face a ``no_face`` row.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from facecls.atomic import write_csv_stream
+from facecls.data.sources import DataError
 from facecls.inference.faces import Prediction
 from facecls.inference.model import FaceModel, load_model, predict_files
 
@@ -71,6 +74,25 @@ def predict_to_csv(
     return counts
 
 
+def check_inputs(inputs: Sequence[str | Path], out: Path) -> None:
+    """Refuse a photo argument that does not exist, and an ``out`` that cannot be written.
+
+    Raises:
+        DataError: naming the path and the problem.
+    """
+    for item in inputs:
+        if not os.path.lexists(item):
+            raise DataError(f"{item}: no such file or folder")
+    if out.is_dir():
+        raise DataError(f"{out}: is a folder; --out names the CSV file to write")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as error:
+        raise DataError(f"{out}: cannot write the CSV there ({error.strerror or error})") from error
+
+
 def predict(
     model: str | Path | FaceModel,
     inputs: Sequence[str | Path],
@@ -98,6 +120,7 @@ def predict(
         Rows per decision (``known``, ``unknown``, ``error``, ``no_face``).
     """
 
+    check_inputs(inputs, Path(out))  # before the model is loaded
     if not isinstance(model, FaceModel):
         model = load_model(model, device, backend, method, threshold, trust_pickle)
     log(f"Model: {model!r}")
