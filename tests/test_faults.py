@@ -6,9 +6,12 @@ file, or debris left behind.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+import os
 import shutil
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,8 @@ from facecls.bundle import (
     validate_meta,
 )
 from facecls.cli import main
+from facecls.data.images import ImageError, file_problem, load_rgb
+from facecls.data.sources import scan_source
 from facecls.inference.model import load_model, read_meta
 from facecls.models import create_model
 
@@ -319,3 +324,133 @@ def test_predict_refuses_a_missing_input_and_a_bad_out(
     blocked = photo / "p.csv"  # under a file: cannot be written
     assert main(["predict", str(bundle_dir), str(photo), "--out", str(blocked)]) == 2
     assert f"{blocked}: cannot write the CSV there" in _one_error_line(capsys)
+
+
+# --- one bad file never stops a run (item 2) ----------------------------------------------------
+
+BAD_NAME = "bad\udcff.png"  # the bytes b"bad\xff.png": not valid UTF-8
+SHOWN = "bad\\xff.png"
+
+
+def _add_bad_files(folder: Path, good: bytes) -> dict[str, str]:
+    """Put a non-UTF-8 name, a dangling symlink, a symlink loop, a FIFO and a folder named like
+    an image into ``folder``; returns file name (as shown) → what the reason must say."""
+    (folder / BAD_NAME).write_bytes(good)
+    (folder / "dangling.png").symlink_to(folder / "gone.png")
+    (folder / "loop.png").symlink_to(folder / "loop.png")
+    os.mkfifo(folder / "pipe.png")
+    return {
+        SHOWN: "file name is not valid UTF-8",
+        "dangling.png": "dangling symlink",
+        "loop.png": "symlink loop",
+        "pipe.png": "not a regular file",
+    }
+
+
+def test_file_problem_names_each_case(tmp_path: Path) -> None:
+    expected = _add_bad_files(tmp_path, b"x")
+    (tmp_path / "folder.jpg").mkdir()
+    expected["folder.jpg"] = "a folder, not an image file"
+    expected["missing.png"] = "no such file or folder"
+    for name, reason in expected.items():
+        path = tmp_path / (BAD_NAME if name == SHOWN else name)
+        assert reason in file_problem(path), name
+        with pytest.raises(ImageError, match=reason):
+            load_rgb(path, 32)  # the FIFO would block forever if it were opened
+    assert file_problem(tmp_path / BAD_NAME.replace("\udcff", "")) == "no such file or folder"
+
+
+def _unreadable(monkeypatch: pytest.MonkeyPatch, victim: Path) -> None:
+    """Make one file unreadable for root (tests run as root; chmod 000 stops nobody)."""
+    real_open = Path.open
+
+    def guarded(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self == victim:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", guarded)
+
+
+@pytest.mark.slow
+def test_bad_files_are_listed_and_every_command_goes_on(
+    synthetic_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:  # fmt: skip
+    data = tmp_path / "faces"
+    shutil.copytree(synthetic_folder, data)
+    ident = sorted(data.iterdir())[0]
+    good, locked = sorted(ident.glob("*.png"))[:2]
+    expected = _add_bad_files(ident, good.read_bytes())
+    _unreadable(monkeypatch, locked)
+    expected[locked.name] = "cannot read file (Permission denied)"
+    alien = data / "\udcffidentity"  # a whole identity folder whose name is not UTF-8
+    alien.mkdir()
+    (alien / "a.png").write_bytes(good.read_bytes())
+    runs = tmp_path / "runs"
+    assert main([a for a in _train_args(data, runs) if a != "--quiet"]) == 0
+    out = capsys.readouterr().out
+    listed = {
+        item["path"]: item["reason"]
+        for item in json.loads((runs / "run" / "data_report.json").read_text())["skipped_files"]
+    }
+    for name, reason in expected.items():
+        assert reason in listed[f"{ident.name}/{name}"] and f"{ident.name}/{name}: " in out
+    assert "not valid UTF-8" in listed["\\xffidentity/"]
+    args = _train_args(data, runs, "--folds", "2")
+    args[args.index("train")], args[args.index("run")] = "cv", "cv"
+    assert main(args) == 0
+    cv_report = json.loads((runs / "cv" / "data_report.json").read_text())
+    assert {i["path"] for i in cv_report["skipped_files"]} == set(listed)
+
+    csv_path = tmp_path / "p.csv"
+    assert main(["--quiet", "predict", str(runs / "run"), str(data), "--out", str(csv_path)]) == 0
+    with csv_path.open(newline="", encoding="utf-8") as f:
+        rows = {Path(r["path"]).name: r for r in csv.DictReader(f)}
+    for name, reason in expected.items():
+        assert rows[name]["decision"] == "error" and reason in rows[name]["reason"], name
+    assert rows[good.name]["decision"] in ("known", "unknown")
+
+    strangers = tmp_path / "strangers" / "newcomer"
+    strangers.mkdir(parents=True)
+    for i, photo in enumerate(sorted(sorted(data.iterdir())[1].glob("*.png"))[:3]):
+        shutil.copy(photo, strangers / f"s{i}.png")
+    _add_bad_files(strangers, good.read_bytes())
+    capsys.readouterr()
+    assert main(["evaluate", str(runs / "run"), "--strangers", str(strangers.parent)]) == 0
+    out = capsys.readouterr().out
+    assert "Strangers: skipped" in out and "symlink" in out
+    assert main(["enroll", str(runs / "run"), "--data", str(strangers.parent)]) == 0
+    out = capsys.readouterr().out
+    assert "dangling symlink" in out and SHOWN in out and "Enrolled 1 identity" in out
+
+
+def test_when_nothing_usable_is_left_the_skipped_files_come_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    data = tmp_path / "faces"
+    for ident in ("ann", "bob"):
+        (data / ident).mkdir(parents=True)
+        _add_bad_files(data / ident, b"not an image")
+    args = [a for a in _train_args(data, tmp_path / "runs") if a != "--quiet"]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert "Skipped 8 file(s) that could not be used:" in captured.out
+    assert f"ann/{SHOWN}: file name is not valid UTF-8" in captured.out
+    assert "no usable image" in captured.err and "8 file(s) skipped, listed above" in captured.err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_non_utf8_name_in_an_archive_is_skipped_and_shown_escaped(
+    synthetic_folder: Path, tmp_path: Path
+) -> None:
+    archive = tmp_path / "faces.tar"
+    with tarfile.open(archive, "w", encoding="utf-8", errors="surrogateescape") as tar:
+        for ident in sorted(synthetic_folder.iterdir())[:2]:
+            for photo in sorted(ident.glob("*.png"))[:3]:
+                tar.add(photo, arcname=f"faces/{ident.name}/{photo.name}")
+            tar.add(photo, arcname=f"faces/{ident.name}/{BAD_NAME}")
+    scan = scan_source(str(archive), tmp_path / "cache", log=lambda _m: None)
+    assert len(scan.refs) == 6
+    assert {s["path"].split("/")[-1] for s in scan.skipped} == {SHOWN}
+    json.dumps(scan.skipped).encode("utf-8")  # reports can write it

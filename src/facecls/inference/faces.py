@@ -19,6 +19,7 @@ from facecls.data.images import (
     ImageError,
     is_junk,
     load_rgb,
+    printable,
 )
 from facecls.inference.detect import crop_face
 
@@ -99,19 +100,20 @@ def face_items(
     with it every detected face is cut from the photo.
     """
     for path in paths:
+        shown = printable(str(path))  # a non-UTF-8 name, escaped for the CSV and the log
         try:
             if detect is None:
                 pixels = model.load_face(path)
-                yield FaceItem(Prediction("", path=str(path)), pixels.transpose(2, 0, 1))
+                yield FaceItem(Prediction("", path=shown), pixels.transpose(2, 0, 1))
                 continue
             photo = load_rgb(path)
         except ImageError as error:
-            yield FaceItem(Prediction("error", path=str(path), reason=str(error)))
+            yield FaceItem(Prediction("error", path=shown, reason=str(error)))
             continue
         boxes = detect(photo)
         if not boxes:
-            yield FaceItem(Prediction("no_face", path=str(path), faces=0, reason="no face found"))
+            yield FaceItem(Prediction("no_face", path=shown, faces=0, reason="no face found"))
         for i, box in enumerate(boxes):
             face = crop_face(photo, box, model.image_size, crop=model.crop)
-            row = Prediction("", path=str(path), face=i, faces=len(boxes), box=box.as_tuple())
+            row = Prediction("", path=shown, face=i, faces=len(boxes), box=box.as_tuple())
             yield FaceItem(row, face.transpose(2, 0, 1))
