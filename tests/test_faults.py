@@ -7,6 +7,7 @@ file, or debris left behind.
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
 import os
@@ -15,9 +16,13 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
+import facecls.bundle
+import facecls.data.cache as cache_module
+from facecls.atomic import WriteError
 from facecls.bundle import (
     DIGEST_KEY,
     META_NAME,
@@ -29,8 +34,10 @@ from facecls.bundle import (
     validate_meta,
 )
 from facecls.cli import main
+from facecls.data.archive import archive_digest, extract_archive
+from facecls.data.cache import decode_cached
 from facecls.data.images import ImageError, file_problem, load_rgb
-from facecls.data.sources import scan_source
+from facecls.data.sources import scan_folder, scan_source
 from facecls.inference.model import load_model, read_meta
 from facecls.models import create_model
 
@@ -454,3 +461,100 @@ def test_a_non_utf8_name_in_an_archive_is_skipped_and_shown_escaped(
     assert len(scan.refs) == 6
     assert {s["path"].split("/")[-1] for s in scan.skipped} == {SHOWN}
     json.dumps(scan.skipped).encode("utf-8")  # reports can write it
+
+
+# --- full disk and caches (item 3) --------------------------------------------------------------
+
+
+def _disk_full(*_args: Any, **_kwargs: Any) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_full_disk_while_caching_leaves_no_temporary_file(
+    synthetic_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refs = scan_folder(synthetic_folder).refs
+    monkeypatch.setattr(cache_module.np, "save", _disk_full)
+    with pytest.raises(WriteError) as caught:
+        decode_cached(refs, 32, tmp_path, log=lambda _m: None)
+    folder = tmp_path / "decoded"
+    assert f"no space left on the disk of {folder}" in str(caught.value)
+    assert "MiB of free space is needed" in str(caught.value)
+    assert list(folder.iterdir()) == []  # no .npy.tmpPID
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "meta"])
+def test_a_damaged_cache_entry_is_discarded_and_rebuilt(
+    damage: str, synthetic_folder: Path, tmp_path: Path
+) -> None:
+    refs = scan_folder(synthetic_folder).refs
+    images, kept, _ = decode_cached(refs, 32, tmp_path, log=lambda _m: None)
+    (entry,) = (tmp_path / "decoded").glob("*.npy")
+    raw = bytearray(entry.read_bytes())
+    if damage == "truncate":
+        entry.write_bytes(raw[: len(raw) // 2])
+    elif damage == "flip":
+        raw[-100] ^= 0xFF  # same size, one pixel changed
+        entry.write_bytes(raw)
+    else:
+        entry.with_suffix(".json").write_text("{not json")
+    said: list[str] = []
+    again, kept_again, _ = decode_cached(refs, 32, tmp_path, log=said.append)
+    assert any("damaged; discarding it" in m and str(entry) in m for m in said)
+    assert np.array_equal(again, images) and kept_again == kept
+    said.clear()
+    decode_cached(refs, 32, tmp_path, log=said.append)
+    assert said == []  # the rebuilt entry is whole
+
+
+def _dead_pid() -> int:
+    pid = 4_000_000
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        pid += 1
+
+
+def test_a_killed_extractions_staging_folder_is_cleaned_by_the_next_run(
+    synthetic_folder: Path, tmp_path: Path
+) -> None:
+    archive = tmp_path / "faces.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(synthetic_folder, arcname="faces")
+    parent = tmp_path / "cache" / "archives"
+    name = archive_digest(archive)[:16]
+    killed = parent / f".{name}.partial-{_dead_pid()}-x1"
+    alive = parent / f".{name}.partial-{os.getppid()}-x2"  # an extraction still running
+    for staging in (killed, alive):
+        (staging / "faces").mkdir(parents=True)
+    extract_archive(archive, tmp_path / "cache")
+    assert not killed.exists() and alive.exists()
+
+
+def test_full_disk_while_saving_the_model_names_folder_and_space(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(facecls.bundle, "save_file", _disk_full)
+    with pytest.raises(WriteError) as caught:
+        _bundle(tmp_path / "model")
+    message = str(caught.value)
+    assert f"no space left on the disk of {tmp_path / 'model'}" in message
+    assert "MiB of free space is needed" in message
+    assert [p.name for p in (tmp_path / "model").iterdir()] == []
+
+
+def test_full_disk_while_checkpointing_is_one_line_and_exit_1(
+    synthetic_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:  # fmt: skip
+    import facecls.training.checkpoint as checkpoint_module
+
+    monkeypatch.setattr(checkpoint_module, "save_file", _disk_full)
+    assert main(_train_args(synthetic_folder, tmp_path / "runs")) == 1
+    err = _one_error_line(capsys)
+    folder = tmp_path / "runs" / "run" / "checkpoints"
+    assert f"no space left on the disk of {folder} while writing fold0-last" in err
+    assert "MiB of free space is needed" in err
+    assert list(folder.iterdir()) == []

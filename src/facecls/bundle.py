@@ -206,7 +206,8 @@ class Bundle:
 def save_bundle(bundle: Bundle, folder: Path) -> Path:
     """Write ``model.safetensors`` and ``model.json`` into ``folder`` atomically; returns folder."""
     state = {k: v.detach().cpu().contiguous() for k, v in bundle.model.state_dict().items()}
-    with atomic_path(folder / WEIGHTS_NAME) as tmp:
+    size = sum(v.numel() * v.element_size() for v in state.values())
+    with atomic_path(folder / WEIGHTS_NAME, size) as tmp:
         save_file(state, str(tmp), metadata={"format": BUNDLE_FORMAT})
         digest = weights_digest(tmp)
     write_json(folder / META_NAME, {**bundle.meta(), DIGEST_KEY: digest})
