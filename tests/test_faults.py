@@ -40,6 +40,7 @@ from facecls.data.images import ImageError, file_problem, load_rgb
 from facecls.data.sources import scan_folder, scan_source
 from facecls.inference.model import load_model, read_meta
 from facecls.models import create_model
+from facecls.training.interrupt import TEST_SIGNAL_ENV
 
 
 def _bundle(folder: Path, seed: int = 0) -> Path:
@@ -558,3 +559,32 @@ def test_full_disk_while_checkpointing_is_one_line_and_exit_1(
     assert f"no space left on the disk of {folder} while writing fold0-last" in err
     assert "MiB of free space is needed" in err
     assert list(folder.iterdir()) == []
+
+
+# --- changed data on resume (item 5) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("change", ["gained", "lost"])
+def test_resume_refuses_data_that_gained_or_lost_images(
+    change: str, synthetic_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:  # fmt: skip
+    data = tmp_path / "faces"
+    shutil.copytree(synthetic_folder, data)
+    monkeypatch.setenv(TEST_SIGNAL_ENV, "0:1:1:TERM")  # stop after epoch 1, step 1
+    args = _train_args(data, tmp_path / "runs", "--epochs", "2")
+    assert main(args) == 143
+    run = tmp_path / "runs" / "run"
+    assert json.loads((run / "data_files.json").read_text())["images"] > 0
+    monkeypatch.delenv(TEST_SIGNAL_ENV)
+    ident = sorted(data.iterdir())[0]
+    photo = sorted(ident.glob("*.png"))[0]
+    if change == "gained":
+        shutil.copy(photo, ident / "new.png")
+    else:
+        photo.unlink()
+    capsys.readouterr()
+    assert main(["--quiet", "train", "--resume", str(run)]) == 2
+    err = _one_error_line(capsys)
+    assert f"--resume {run}: the data changed since the run started" in err
+    assert not (run / "metrics.json").exists()

@@ -51,7 +51,12 @@ from facecls.training.engine import EvalResult
 from facecls.training.evaluate import evaluate_on_test, evaluation_metrics, groups_text
 from facecls.training.fold import Log, ModelSource, TrainedModel, share_folds, train_model
 from facecls.training.interrupt import Interrupted, stop_signals
-from facecls.training.resume import check_resume
+from facecls.training.resume import (
+    DATA_FILES_NAME,
+    check_resume,
+    check_same_data,
+    data_fingerprint,
+)
 
 
 def _silent(_message: str) -> None:
@@ -147,6 +152,7 @@ def _start(
     if resume is None:
         split = split_test(dataset, config.data, config.train.seed)
     else:
+        check_same_data(resume, dataset.paths)
         document = json.loads((resume / "folds.json").read_text())
         split, folds = folds_from_document(dataset, document)
     report_data_problems(dataset, split, log)
@@ -160,6 +166,7 @@ def _start(
         if dist.is_main:
             save_yaml(config, run_dir / "config.yaml")
             write_json(run_dir / "environment.json", environment(config.train.seed))
+            write_json(run_dir / DATA_FILES_NAME, data_fingerprint(dataset.paths))
     else:
         run_dir = resume
     processes = f"; {dist.world_size} processes" if dist.distributed else ""
