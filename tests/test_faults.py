@@ -90,6 +90,8 @@ BAD_META = {
     "openset unknown method": ({"openset": {"method": "magic"}}, "openset method must be one of"),
     "facenet too small": ({"architecture": "facenet"}, "image_size 32 is outside 75..4096"),
     "digest not hex": ({DIGEST_KEY: "xyz"}, "weights_sha256 must be 64 hex digits"),
+    "enrolled a list": ({"enrolled": ["x"]}, "enrolled must be a JSON object"),
+    "crop above one": ({"crop": 2}, "crop must be a number in (0, 1]"),
 }
 
 

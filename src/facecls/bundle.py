@@ -85,10 +85,14 @@ def _meta_problem(meta: Any) -> str | None:
         isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)
     ):
         return f"{DIGEST_KEY} must be 64 hex digits"
-    return _openset_problem(meta.get("openset"), num)
+    enrolled = meta.get("enrolled", {})
+    names = enrolled.get("names", []) if isinstance(enrolled, dict) else None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return "enrolled must be a JSON object whose names are strings"
+    return _openset_problem(meta.get("openset"))
 
 
-def _openset_problem(openset: Any, num_classes: int) -> str | None:
+def _openset_problem(openset: Any) -> str | None:
     """What is wrong with the ``openset`` block (absent is fine)."""
     if openset is None:
         return None

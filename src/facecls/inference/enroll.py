@@ -42,13 +42,11 @@ def _embed_identities(
     model: Any, data: str | Path, chunk_size: int, detect: bool, log: Callable[[str], None]
 ) -> tuple[dict[str, np.ndarray], dict[str, int], list[dict[str, str]]]:
     """Sum of unit embeddings and image count per identity, streamed ``chunk_size`` at a time."""
+    detector = FaceDetector() if detect else None  # the optional extra, before any data is read
     scan = scan_source(str(data), default_cache_dir(), log)
     skipped = list(scan.skipped)
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = defaultdict(int)
-    detector = None
-    if detect:
-        detector = FaceDetector()
     for start in range(0, len(scan.refs), chunk_size):
         faces, names = [], []
         for ref in scan.refs[start : start + chunk_size]:
