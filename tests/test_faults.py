@@ -326,9 +326,12 @@ def test_predict_refuses_a_missing_input_and_a_bad_out(
 ) -> None:
     photo = tmp_path / "photo.png"
     photo.write_bytes(b"")
-    missing = tmp_path / "no-such-folder"
-    assert main(["predict", str(bundle_dir), str(missing), "--out", str(tmp_path / "p.csv")]) == 2
-    assert f"{missing}: no such file or folder" in _one_error_line(capsys)
+    missing = tmp_path / "no-such-folder"  # one error row, as for any bad file
+    out = tmp_path / "p.csv"
+    assert main(["--quiet", "predict", str(bundle_dir), str(missing), "--out", str(out)]) == 0
+    with out.open(newline="", encoding="utf-8") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["path"] == str(missing) and row["reason"] == "no such file or folder"
     assert main(["predict", str(bundle_dir), str(photo), "--out", str(tmp_path)]) == 2
     assert f"{tmp_path}: is a folder; --out names the CSV file" in _one_error_line(capsys)
     blocked = photo / "p.csv"  # under a file: cannot be written

@@ -8,7 +8,6 @@ photo becomes a row with its box, and a photo without a face a ``no_face`` row.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -74,15 +73,13 @@ def predict_to_csv(
     return counts
 
 
-def check_inputs(inputs: Sequence[str | Path], out: Path) -> None:
-    """Refuse a photo argument that does not exist, and an ``out`` that cannot be written.
+def check_out(out: Path) -> None:
+    """Refuse an ``out`` that is a folder or cannot be written, before any work is done. (A
+    missing photo or folder is an ``error`` row, "no such file or folder", like any bad file.)
 
     Raises:
         DataError: naming the path and the problem.
     """
-    for item in inputs:
-        if not os.path.lexists(item):
-            raise DataError(f"{item}: no such file or folder")
     if out.is_dir():
         raise DataError(f"{out}: is a folder; --out names the CSV file to write")
     try:
@@ -120,7 +117,7 @@ def predict(
         Rows per decision (``known``, ``unknown``, ``error``, ``no_face``).
     """
 
-    check_inputs(inputs, Path(out))  # before the model is loaded
+    check_out(Path(out))  # before the model is loaded
     if not isinstance(model, FaceModel):
         model = load_model(model, device, backend, method, threshold, trust_pickle)
     log(f"Model: {model!r}")
