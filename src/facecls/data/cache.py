@@ -71,7 +71,7 @@ def _decode_all(
 
 def _checksum(array: np.ndarray) -> int:
     """crc32 of the pixels: cheap (about 1 GB/s) and catches a damaged or truncated entry."""
-    return zlib.crc32(memoryview(np.ascontiguousarray(array)).cast("B"))
+    return zlib.crc32(np.ascontiguousarray(array, dtype=np.uint8).reshape(-1))
 
 
 def _read_entry(
