@@ -95,7 +95,9 @@ def test_predict_csv_columns_and_bad_files(run: Path, people: dict[str, Path], t
     ]  # fmt: skip
     errors = {Path(r["path"]).name: r["reason"] for r in table if r["decision"] == "error"}
     assert set(errors) == {"broken.jpg", "missing.png"}
-    assert "not an image" in errors["broken.jpg"] and "No such file" in errors["missing.png"]
+    assert (
+        "not an image" in errors["broken.jpg"] and "no such file or folder" in errors["missing.png"]
+    )
     faces = [r for r in table if r["decision"] != "error"]
     assert len(faces) == len(list((people["train"] / "person_00").iterdir()))
     for r in faces:

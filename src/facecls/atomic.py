@@ -22,8 +22,11 @@ class WriteError(OSError):
 
 
 @contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it is fsynced and renamed onto ``path``."""
+def atomic_path(path: Path, size: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it is fsynced and renamed onto ``path``.
+
+    ``size`` (bytes, when known) lets a full disk be reported with the free space needed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -35,10 +38,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except OSError as error:
         tmp.unlink(missing_ok=True)
         if error.errno == errno.ENOSPC:
+            needed = f"; about {size / 2**20:,.1f} MiB of free space is needed" if size else ""
             raise WriteError(
                 errno.ENOSPC,
                 f"no space left on the disk of {path.parent} while writing "
-                f"{path.name}; the previous file (if any) is unchanged",
+                f"{path.name}{needed}; the previous file (if any) is unchanged",
             ) from error
         raise
     except BaseException:

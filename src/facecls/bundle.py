@@ -6,7 +6,6 @@ training-part normalisation, so a bundle can be used with no other file.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,18 +18,19 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from facecls.atomic import atomic_path, write_json
+from facecls.bundle_meta import BUNDLE_FORMAT as BUNDLE_FORMAT
+from facecls.bundle_meta import DIGEST_KEY, BundleError, check_digest, read_sidecar, weights_digest
+from facecls.bundle_meta import MAX_CLASSES as MAX_CLASSES
+from facecls.bundle_meta import MAX_IMAGE_SIZE as MAX_IMAGE_SIZE
+from facecls.bundle_meta import BundleWarning as BundleWarning
+from facecls.bundle_meta import validate_meta as validate_meta
 from facecls.models import create_model
 
-BUNDLE_FORMAT = "facecls-model"
 BUNDLE_VERSION = 1
 WEIGHTS_NAME, META_NAME = "model.safetensors", "model.json"
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".bin")
 # torch.load(weights_only=True) could run code before torch 2.6 (CVE-2025-32434).
 MIN_TORCH_FOR_PICKLE = (2, 6)
-
-
-class BundleError(ValueError):
-    """A model file cannot be loaded; the message names it and why."""
 
 
 def facecls_version() -> str:
@@ -74,9 +74,11 @@ class Bundle:
 def save_bundle(bundle: Bundle, folder: Path) -> Path:
     """Write ``model.safetensors`` and ``model.json`` into ``folder`` atomically; returns folder."""
     state = {k: v.detach().cpu().contiguous() for k, v in bundle.model.state_dict().items()}
-    with atomic_path(folder / WEIGHTS_NAME) as tmp:
+    size = sum(v.numel() * v.element_size() for v in state.values())
+    with atomic_path(folder / WEIGHTS_NAME, size) as tmp:
         save_file(state, str(tmp), metadata={"format": BUNDLE_FORMAT})
-    write_json(folder / META_NAME, bundle.meta())
+        digest = weights_digest(tmp)
+    write_json(folder / META_NAME, {**bundle.meta(), DIGEST_KEY: digest})
     return folder
 
 
@@ -118,9 +120,10 @@ def _resolve(path: Path) -> tuple[Path, Path]:
     return path, path.with_name(META_NAME)
 
 
-def refuse_pickle(path: Path, trust_pickle: bool) -> tuple[Path, Path]:
+def refuse_pickle(path: Path, trust_pickle: bool, remedy: str | None = None) -> tuple[Path, Path]:
     """Weights and sidecar paths of ``path``; a pickle-based weights file is refused unless
-    ``trust_pickle``.
+    ``trust_pickle``. ``remedy`` replaces the ``--trust-pickle`` advice for a command that has
+    no such option.
 
     Raises:
         BundleError: for a ``.pt``/``.pth``/… file without ``trust_pickle``.
@@ -130,8 +133,12 @@ def refuse_pickle(path: Path, trust_pickle: bool) -> tuple[Path, Path]:
         raise BundleError(
             f"{weights_path}: refusing to load a pickle-based file ({weights_path.suffix}); "
             "pickles can run code when loaded. facecls bundles are model.safetensors + "
-            "model.json. If you trust this file, pass --trust-pickle (it is then read with "
-            "torch.load(weights_only=True))."
+            "model.json. "
+            + (
+                remedy
+                or "If you trust this file, pass --trust-pickle (it is then read with "
+                "torch.load(weights_only=True))."
+            )
         )
     return weights_path, meta_path
 
@@ -162,14 +169,7 @@ def load_bundle(
     weights_path, meta_path = refuse_pickle(Path(path), trust_pickle)
     if not weights_path.exists():
         raise BundleError(f"{weights_path}: model weights not found")
-    if not meta_path.exists():
-        raise BundleError(f"{meta_path}: the bundle's JSON sidecar is missing")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise BundleError(f"{meta_path}: not valid JSON ({error})") from error
-    if meta.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{meta_path}: not a facecls model sidecar")
+    meta = read_sidecar(meta_path)
     if weights_path.suffix.lower() in PICKLE_SUFFIXES:
         state = _load_trusted_pickle(weights_path)
     else:
@@ -179,15 +179,21 @@ def load_bundle(
             raise BundleError(
                 f"{weights_path}: not a readable safetensors file ({error})"
             ) from error
-    model = create_model(
-        meta["architecture"], num_classes=meta["num_classes"], image_size=meta["image_size"]
-    )
+        check_digest(meta, weights_path, meta_path)
+    try:
+        model = create_model(
+            meta["architecture"], num_classes=meta["num_classes"], image_size=meta["image_size"]
+        )
+    except (ValueError, RuntimeError) as error:  # unknown name, a size the model cannot take
+        raise BundleError(
+            f"{meta_path}: cannot build {meta['architecture']!r} ({error})"
+        ) from error
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise BundleError(f"{weights_path}: weights do not match {meta['architecture']}") from error
     known = {"format", "format_version", "facecls_version", "architecture", "num_classes",
-             "class_names", "image_size", "mean", "std", "flip_tta"}  # fmt: skip
+             "class_names", "image_size", "mean", "std", "flip_tta", DIGEST_KEY}  # fmt: skip
     return Bundle(
         model=model.to(device).eval(),
         architecture=meta["architecture"],
@@ -224,7 +230,7 @@ def write_centroids(folder: Path, tensors: dict[str, np.ndarray]) -> None:
 def update_meta(folder: Path, **entries: Any) -> dict[str, Any]:
     """Merge ``entries`` into the bundle's ``model.json`` (a ``None`` value removes the key)."""
     path = Path(folder) / META_NAME
-    meta = json.loads(path.read_text())
+    meta = read_sidecar(path)
     for key, value in entries.items():
         if value is None:
             meta.pop(key, None)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from facecls.config import (
     SAMPLERS,
     ConfigError,
     RunConfig,
+    device_name,
     from_dict,
     load_yaml,
     to_dict,
@@ -74,6 +77,14 @@ _OPTIONS: dict[str, tuple[str, str]] = {
 }
 
 
+def _device(name: str) -> str:
+    """argparse type of ``--device``: refused when parsed, not after the data is loaded."""
+    try:
+        return device_name(name)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
 def _add_run_options(p: argparse.ArgumentParser, folds: bool) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--data", help="folder, archive (.tgz/.tar.gz/.tar/.zip), 'lfw' or 'synthetic'")
@@ -123,7 +134,7 @@ def _add_run_options(p: argparse.ArgumentParser, folds: bool) -> None:
         help="the report's name for --imbalance inverse",
     )  # fmt: skip
     g.add_argument("--seed", type=int)
-    g.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    g.add_argument("--device", type=_device, help="auto (default), cpu, cuda or cuda:N")
     g.add_argument(
         "--precision",
         choices=["auto", "bf16", "fp32"],
@@ -203,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--quiet", action="store_true", help="print only errors and results")
     _add_comfort_options(parser)
+    parser.add_argument(
+        "--debug", action="store_true",
+        help="show the Python traceback of an unexpected error (or set FACECLS_DEBUG=1)",
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run_options(
         sub.add_parser("train", help="train one model, evaluate on the test part"), False
@@ -276,7 +291,9 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, help="open-set threshold (default: calibrated)")
     p.add_argument("--method", choices=list(METHODS), help="open-set score")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda (torch backend)")
+    p.add_argument(
+        "--device", type=_device, default="auto", help="auto (default), cpu, cuda (torch backend)"
+    )
     p.add_argument("--batch-size", type=int, default=64, help="faces per forward pass")
     p.add_argument(
         "--trust-pickle", action="store_true",
@@ -434,6 +451,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("facecls: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # the backstop: one line, the traceback only when asked for
+        return _unexpected(error, getattr(args, "debug", False))
+
+
+def _unexpected(error: Exception, debug: bool) -> int:
+    """Report an error no command anticipated: one line, or the traceback with ``--debug``."""
+    debug = debug or os.environ.get("FACECLS_DEBUG", "") not in ("", "0")
+    if debug:
+        traceback.print_exception(error)
+    where = "" if debug else "; run with --debug (or FACECLS_DEBUG=1) for the traceback"
+    print(f"facecls: error: {type(error).__name__}: {error}{where}", file=sys.stderr)
+    return 1
 
 
 # --- comfort (issue 16): --version, --verbose, completion, --tensorboard, tune ----------------

@@ -8,6 +8,7 @@ Unknown keys and values of the wrong type raise :class:`ConfigError` instead of 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +22,22 @@ from facecls.atomic import write_text
 
 class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names it."""
+
+
+# What --device accepts; checked when parsed, so a typo fails before any work is done.
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
+
+
+def device_name(name: str) -> str:
+    """``name`` when it names a device (auto, cpu, mps, cuda, cuda:N).
+
+    Raises:
+        ConfigError: for anything else.
+    """
+    if not isinstance(name, str) or not _DEVICE.fullmatch(name):
+        raise ConfigError(f"device {name!r} is not one of auto, cpu, mps, cuda or cuda:N")
+    return name
 
 
 @dataclass(frozen=True)
@@ -266,6 +283,11 @@ def validate(config: RunConfig) -> RunConfig:
             f"train.precision: auto, bf16 or fp32, not {t.precision!r}",
         ),
         (t.folds >= 2, f"train.folds must be >= 2, got {t.folds}"),
+        (0 <= t.seed <= MAX_SEED, f"train.seed must be in [0, {MAX_SEED}], got {t.seed}"),
+        (
+            bool(_DEVICE.fullmatch(t.device)),
+            f"train.device: auto, cpu, cuda or cuda:N, not {t.device!r}",
+        ),
         (
             t.class_weights in CLASS_WEIGHTS,
             f"train.class_weights must be one of {CLASS_WEIGHTS}, got {t.class_weights!r}",
@@ -385,7 +407,17 @@ def save_yaml(config: RunConfig, path: Path) -> None:
 
 def load_yaml(path: Path) -> RunConfig:
     """Read a config written by :func:`save_yaml` (``yaml.safe_load``: no objects are built)."""
-    values = yaml.safe_load(path.read_text()) or {}
+    try:
+        values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read this config ({error.strerror or error})") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not a YAML text file (not UTF-8)") from error
+    except yaml.YAMLError as error:  # a python/object tag is refused here too (safe_load)
+        mark = getattr(error, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{path}{where}: not valid YAML ({problem})") from error
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return from_dict(values)

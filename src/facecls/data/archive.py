@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 import lzma
 import os
+import re
 import shutil
 import stat
 import tarfile
 import tempfile
+import time
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
@@ -88,8 +90,12 @@ def extract_archive(archive: Path, cache_dir: Path, max_bytes: int = MAX_ARCHIVE
         return target
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    # A hidden sibling on the same file system, so os.replace() is an atomic rename.
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    _remove_abandoned_staging(target)
+    # A hidden sibling on the same file system, so os.replace() is an atomic rename. Its name
+    # carries the process id, so a later run can tell a killed extraction from a live one.
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{target.name}.partial-{os.getpid()}-", dir=target.parent)
+    )
     try:
         try:
             if _is_zip(archive):
@@ -105,6 +111,31 @@ def extract_archive(archive: Path, cache_dir: Path, max_bytes: int = MAX_ARCHIVE
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _remove_abandoned_staging(target: Path) -> None:
+    """Delete staging folders of ``target`` left by a killed extraction (its process is gone;
+    one without a process id in its name, from an older facecls, once a day old)."""
+    for staging in target.parent.glob(f".{target.name}.partial-*"):
+        match = re.match(rf"\.{target.name}\.partial-(\d+)-", staging.name)
+        if match is None:
+            abandoned = time.time() - staging.stat().st_mtime > 86400
+        else:
+            abandoned = not _process_alive(int(match.group(1)))
+        if abandoned:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own earlier, abandoned attempt
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by someone else
+    return True
 
 
 def _is_zip(archive: Path) -> bool:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from facecls.data.dataset import FaceDataset
+from facecls.data.sources import log_skipped
 from facecls.data.splits import (
     TestSplit,
 )
@@ -50,12 +51,7 @@ def groups_across(dataset: FaceDataset, split: TestSplit) -> int:
 def report_data_problems(
     dataset: FaceDataset, split: TestSplit, log: Callable[[str], None]
 ) -> None:
-    if dataset.skipped:
-        log(f"Skipped {len(dataset.skipped)} file(s) that could not be used:")
-        for item in dataset.skipped[:20]:
-            log(f"  {item['path']}: {item['reason']}")
-        if len(dataset.skipped) > 20:
-            log(f"  … and {len(dataset.skipped) - 20} more (all listed in data_report.json)")
+    log_skipped(dataset.skipped, log)
     d = dataset.duplicates
     if d is not None:
         across = groups_across(dataset, split)

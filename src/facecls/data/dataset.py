@@ -14,7 +14,7 @@ import torch
 from facecls.config import DataConfig
 from facecls.data.cache import decode_cached
 from facecls.data.duplicates import find_duplicates
-from facecls.data.sources import DataError, default_cache_dir, scan_source
+from facecls.data.sources import DataError, default_cache_dir, log_skipped, scan_source
 from facecls.data.synthetic import SyntheticSpec, render_synthetic
 
 
@@ -143,11 +143,14 @@ def load_dataset(
                 "photos_with_several_faces": several,
             },  # fmt: skip
         )
+    if len(dataset) == 0 or dataset.num_classes < 2:
+        log_skipped(dataset.skipped, log, limit=len(dataset.skipped))  # before saying so
     if len(dataset) == 0 or dataset.num_classes == 0:
         hint = f" with at least {config.min_images} images" if config.min_images > 1 else ""
         raise DataError(
             f"{config.source}: no usable image of any identity{hint}. Expected "
-            "root/<identity>/<image> (or root/train/…, root/test/…); see the skipped files above."
+            "root/<identity>/<image> (or root/train/…, root/test/…)"
+            + (f"; {len(dataset.skipped)} file(s) skipped, listed above" if dataset.skipped else "")
         )
     if dataset.num_classes < 2:
         raise DataError(

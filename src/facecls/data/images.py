@@ -9,7 +9,10 @@ data checks can list next to the file name.
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import stat
 from pathlib import Path
 from typing import BinaryIO
 
@@ -71,6 +74,38 @@ def is_junk(path: Path) -> bool:
     return name.startswith(".") or name.lower() in _JUNK_NAMES
 
 
+def printable(text: str) -> str:
+    """``text`` safe to print and write as UTF-8: bytes of a non-UTF-8 file name (kept by
+    Python as surrogate escapes) are shown as ``\\xNN``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as an image file, before opening it, or ``None``.
+
+    Catches what would otherwise stop a run or block it: a name that is not valid UTF-8, a
+    dangling symlink, a symlink loop, a folder, a FIFO or device (opening a FIFO waits forever).
+    """
+    path = Path(path)
+    if printable(path.name) != path.name:
+        return "file name is not valid UTF-8 (rename the file)"
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symlink loop (the link points to itself)"
+        if path.is_symlink():
+            return f"dangling symlink (its target {printable(os.readlink(path))} does not exist)"
+        if error.errno == errno.ENOENT:
+            return "no such file or folder"
+        return f"cannot read file ({error.strerror or error})"
+    if stat.S_ISDIR(mode):
+        return "a folder, not an image file"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (a FIFO, socket or device)"
+    return None
+
+
 def load_rgb(path: Path, size: int | None = None, crop: float = 1.0) -> np.ndarray:
     """Decode one image file into RGB pixels.
 
@@ -93,6 +128,9 @@ def load_rgb(path: Path, size: int | None = None, crop: float = 1.0) -> np.ndarr
     if not 0.0 < crop <= 1.0:
         raise ValueError(f"crop must be in (0, 1], got {crop!r}")
     path = Path(path)
+    problem = file_problem(path)
+    if problem is not None:
+        raise ImageError(problem, path)
     suffix = path.suffix.lower()
     if suffix not in IMAGE_EXTENSIONS:
         raise ImageError(f"unsupported file type: {suffix or '(no extension)'}", path)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facecls.data.archive import ArchiveError, extract_archive, is_archive
-from facecls.data.images import IMAGE_EXTENSIONS, is_junk
+from facecls.data.images import IMAGE_EXTENSIONS, file_problem, is_junk, printable
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -61,6 +61,17 @@ class Scan:
     skipped: list[dict[str, str]] = field(default_factory=list)
 
 
+def log_skipped(skipped: list[dict[str, str]], log: Callable[[str], None], limit: int = 20) -> None:
+    """List the files that could not be used, with why (the first ``limit`` of them)."""
+    if not skipped:
+        return
+    log(f"Skipped {len(skipped)} file(s) that could not be used:")
+    for item in skipped[:limit]:
+        log(f"  {item['path']}: {item['reason']}")
+    if len(skipped) > limit:
+        log(f"  … and {len(skipped) - limit} more (all listed in data_report.json)")
+
+
 def default_cache_dir() -> Path:
     """``$FACECLS_CACHE`` if set, else ``~/.cache/facecls`` (decoded images, extracted archives)."""
     env = os.environ.get("FACECLS_CACHE")
@@ -75,9 +86,16 @@ def _scan_identities(identity_root: Path, split: str | None, scan: Scan) -> None
     """Add every image under ``identity_root/<identity>/`` (recursively) to ``scan``."""
     prefix = f"{split}/" if split else ""
     for child in _visible_children(identity_root):
+        if printable(child.name) != child.name and child.is_dir():
+            reason = "folder name is not valid UTF-8, so its files are skipped (rename it)"
+            scan.skipped.append({"path": prefix + printable(child.name) + "/", "reason": reason})
+            continue
         if child.is_file():
             scan.skipped.append(
-                {"path": prefix + child.name, "reason": "not inside an identity folder; ignored"}
+                {
+                    "path": prefix + printable(child.name),
+                    "reason": "not inside an identity folder; ignored",
+                }
             )
             continue
         if not child.is_dir():
@@ -89,7 +107,11 @@ def _scan_identities(identity_root: Path, split: str | None, scan: Scan) -> None
                 file = Path(dirpath) / name
                 if is_junk(file):
                     continue
-                rel = file.relative_to(identity_root).as_posix()
+                rel = printable(file.relative_to(identity_root).as_posix())
+                problem = file_problem(file)  # one bad file is listed, never fatal
+                if problem is not None:
+                    scan.skipped.append({"path": prefix + rel, "reason": problem})
+                    continue
                 if file.suffix.lower() not in IMAGE_EXTENSIONS:
                     reason = f"unsupported file type: {file.suffix or '(no extension)'}"
                     scan.skipped.append({"path": prefix + rel, "reason": reason})

@@ -8,6 +8,7 @@ data holds duplicate groups (``data/duplicates.py``), every group stays on one s
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,16 +41,19 @@ def _from_split_file(dataset: FaceDataset, config: DataConfig) -> dict[str, str]
     path = Path(config.split_file or "")
     if not path.is_file():
         raise DataError(f"{path}: split file not found")
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        column = config.split_column or f"lfw{config.min_images}"
-        if "path" not in columns or column not in columns:
-            raise DataError(
-                f"{path}: needs a 'path' column and the split column {column!r} "
-                f"(columns: {columns}); choose one with --split-column"
-            )
-        return {_key(row["path"]): (row[column] or "").strip() for row in reader}
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            columns = reader.fieldnames or []
+            column = config.split_column or f"lfw{config.min_images}"
+            if "path" not in columns or column not in columns:
+                raise DataError(
+                    f"{path}: needs a 'path' column and the split column {column!r} "
+                    f"(columns: {columns}); choose one with --split-column"
+                )
+            return {_key(row["path"] or ""): (row[column] or "").strip() for row in reader}
+    except (UnicodeDecodeError, csv.Error) as error:  # a binary file given as --split-file
+        raise DataError(f"{path}: not a CSV text file ({error})") from error
 
 
 def _has_groups(groups: np.ndarray | None, indices: np.ndarray) -> bool:
@@ -112,6 +116,7 @@ def split_test(dataset: FaceDataset, config: DataConfig, seed: int) -> TestSplit
             f"a stratified test split needs at least 2 per identity ({len(small)} such). "
             "Use --min-images 2 (or more), or give a pre-split folder."
         )
+    _check_test_fraction(config.test_fraction, n, dataset.num_classes)
     _, test = train_test_split(
         np.arange(n),
         test_size=config.test_fraction,
@@ -124,6 +129,24 @@ def split_test(dataset: FaceDataset, config: DataConfig, seed: int) -> TestSplit
         is_test = follow_first_member(is_test, dataset.groups)
         how += ", duplicates kept together"
     return TestSplit(np.flatnonzero(~is_test), np.flatnonzero(is_test), None, how)
+
+
+def _check_test_fraction(fraction: float, n: int, num_classes: int) -> None:
+    """Say in facecls's words when a stratified test part cannot hold one image per identity
+    (scikit-learn takes ``ceil(fraction × n)`` test images)."""
+    n_test = math.ceil(fraction * n)
+    if n_test < num_classes:
+        raise DataError(
+            f"--test-fraction {fraction:g} gives {n_test} test images for {num_classes} "
+            f"identities; a stratified split needs one per identity: use --test-fraction "
+            f"{math.ceil(100 * num_classes / n) / 100:g} or more, or fewer identities "
+            "(--min-images)"
+        )
+    if n - n_test < num_classes:
+        raise DataError(
+            f"--test-fraction {fraction:g} leaves {n - n_test} training images for "
+            f"{num_classes} identities; use a smaller --test-fraction"
+        )
 
 
 def holdout(
@@ -179,6 +202,13 @@ def stratified_folds(
             "higher value to drop small identities."
         )
     if groups is not None and _has_groups(groups, indices):
+        distinct = len(np.unique(groups[indices]))
+        if distinct < k:
+            raise DataError(
+                f"{k} folds need at least {k} distinct images, but the {len(indices)} training "
+                f"images hold only {distinct} after near-duplicates are grouped: use --folds "
+                f"{max(2, distinct)} or fewer"
+            )
         grouped = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
         parts = grouped.split(indices, targets[indices], groups[indices])
         return [np.sort(indices[val]) for _, val in parts]

@@ -9,6 +9,7 @@ file holding the trained identities' embedding centroids (plus enrolled ones, se
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from facecls.bundle import (
     bundle_folder,
     load_bundle,
     read_centroids,
+    read_sidecar,
     update_meta,
     write_centroids,
 )
@@ -138,7 +140,7 @@ def set_threshold(
         The new ``openset`` entry.
     """
     folder = bundle_folder(model_path)
-    meta = json.loads((folder / META_NAME).read_text())
+    meta = read_sidecar(folder / META_NAME)
     openset = dict(meta.get("openset") or {})
     if method is not None:
         if method not in METHODS:
@@ -151,6 +153,8 @@ def set_threshold(
                 raise BundleError(f"{folder}: no calibrated {method} threshold; give --threshold")
             openset["threshold"] = openset["thresholds"][method]
     if threshold is not None:
+        if not math.isfinite(threshold):
+            raise ValueError(f"--threshold must be a finite number, not {threshold}")
         openset.setdefault("method", method or "msp")
         openset["threshold"] = float(threshold)
         openset["set_by_hand"] = True

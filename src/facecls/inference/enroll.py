@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 
 from facecls.atomic import atomic_path, write_json
-from facecls.bundle import META_NAME, WEIGHTS_NAME, BundleError, read_centroids, write_centroids
+from facecls.bundle import (
+    META_NAME,
+    WEIGHTS_NAME,
+    BundleError,
+    read_centroids,
+    refuse_pickle,
+    write_centroids,
+)
 from facecls.data.images import ImageError, load_rgb
 from facecls.data.sources import DataError, default_cache_dir, scan_source
 from facecls.inference.model import load_model
@@ -97,6 +104,8 @@ def enroll(
         BundleError: when the bundle has no trained centroids.
         DataError: when no usable photo is found or a name is one of the trained identities.
     """
+    # enroll copies model.safetensors into the new bundle, so a pickle can never be enrolled
+    refuse_pickle(Path(model_path), False, "Give enroll the run folder or bundle folder as MODEL.")
     model = load_model(model_path, device="auto")
     folder = model.folder
     centroids = read_centroids(folder)

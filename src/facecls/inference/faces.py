@@ -20,6 +20,7 @@ from facecls.data.images import (
     ImageError,
     is_junk,
     load_rgb,
+    printable,
 )
 
 
@@ -101,24 +102,25 @@ def face_items(paths: Iterable[Path], model: FaceSource, detect: bool) -> Iterat
     with it every face found in the photo is cut (``model.faces_in``), largest first.
     """
     for path in paths:
+        shown = printable(str(path))  # a non-UTF-8 name, escaped for the CSV and the log
         try:
             if not detect:
                 pixels = model.load_face(path)
-                yield FaceItem(Prediction("", path=str(path)), pixels.transpose(2, 0, 1))
+                yield FaceItem(Prediction("", path=shown), pixels.transpose(2, 0, 1))
                 continue
             photo = load_rgb(path)
         except ImageError as error:
-            yield FaceItem(Prediction("error", path=str(path), reason=str(error)))
+            yield FaceItem(Prediction("error", path=shown, reason=str(error)))
             continue
         faces = model.faces_in(photo)
         if not faces:
-            yield FaceItem(Prediction("no_face", path=str(path), faces=0, reason="no face found"))
+            yield FaceItem(Prediction("no_face", path=shown, faces=0, reason="no face found"))
         for i, face in enumerate(faces):
             x1, y1, x2, y2 = face.box
             box = (round(x1), round(y1), round(x2 - x1), round(y2 - y1))
             points = None
             if face.landmarks is not None:
                 points = tuple((round(float(x), 1), round(float(y), 1)) for x, y in face.landmarks)
-            row = Prediction("", path=str(path), face=i, faces=len(faces), box=box,
+            row = Prediction("", path=shown, face=i, faces=len(faces), box=box,
                              landmarks=points)  # fmt: skip
             yield FaceItem(row, face.pixels.transpose(2, 0, 1))

@@ -8,7 +8,6 @@ after that (top-k, nearest-class-mean head, the ``unknown`` decision) is shared 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -19,11 +18,11 @@ import torch
 from PIL import Image
 
 from facecls.bundle import (
-    BUNDLE_FORMAT,
     META_NAME,
     BundleError,
     bundle_folder,
     read_centroids,
+    read_sidecar,
     refuse_pickle,
 )
 from facecls.data.faces import Face, FaceCutter, as_square
@@ -99,6 +98,8 @@ class FaceModel:
             stored = openset.get("thresholds", {})
             same = openset.get("method") == self.method and "threshold" in openset
             threshold = openset["threshold"] if same else stored.get(self.method)
+        if threshold is not None and not np.isfinite(threshold):
+            raise ValueError(f"the open-set threshold must be a finite number, not {threshold}")
         self.threshold: float | None = None if threshold is None else float(threshold)
         self.ncm_scale: float = float(openset.get("ncm_scale", 16.0))
 
@@ -258,18 +259,10 @@ class FaceModel:
 
 
 def read_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
-    """A bundle's folder and its ``model.json`` content (checked to be a facecls sidecar)."""
+    """A bundle's folder and its ``model.json`` content, validated by
+    :func:`facecls.bundle.validate_meta` (the one check every loader shares)."""
     folder = bundle_folder(Path(path))
-    meta_path = folder / META_NAME
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise BundleError(
-            f"{meta_path}: cannot read the bundle's JSON sidecar ({error})"
-        ) from error
-    if meta.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{meta_path}: not a facecls model sidecar")
-    return folder, meta
+    return folder, read_sidecar(folder / META_NAME)
 
 
 def load_model(

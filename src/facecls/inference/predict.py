@@ -8,6 +8,7 @@ photo becomes a row with its box, and a photo without a face a ``no_face`` row.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from facecls.atomic import write_csv_stream
+from facecls.data.sources import DataError
 from facecls.inference.annotate import Annotator
 from facecls.inference.faces import Prediction, expand_paths
 from facecls.inference.model import FaceModel, load_model, predict_files
@@ -103,6 +105,23 @@ def predict_to_csv(
     return counts
 
 
+def check_out(out: Path) -> None:
+    """Refuse an ``out`` that is a folder or cannot be written, before any work is done. (A
+    missing photo or folder is an ``error`` row, "no such file or folder", like any bad file.)
+
+    Raises:
+        DataError: naming the path and the problem.
+    """
+    if out.is_dir():
+        raise DataError(f"{out}: is a folder; --out names the CSV file to write")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as error:
+        raise DataError(f"{out}: cannot write the CSV there ({error.strerror or error})") from error
+
+
 def predict(
     model: str | Path | FaceModel,
     inputs: Sequence[str | Path],
@@ -135,6 +154,7 @@ def predict(
         Rows per decision (``known``, ``unknown``, ``error``, ``no_face``).
     """
 
+    check_out(Path(out))  # before the model is loaded
     if not isinstance(model, FaceModel):
         model = load_model(model, device, backend, method, threshold, trust_pickle)
     log(f"Model: {model!r}")

@@ -25,7 +25,7 @@ import numpy as np
 
 from facecls import openset
 from facecls.atomic import write_json
-from facecls.data.images import ImageError
+from facecls.data.images import ImageError, printable
 from facecls.inference.faces import expand_paths
 from facecls.inference.model import load_model
 from facecls.progress import track
@@ -106,7 +106,7 @@ def _stranger_outputs(
         try:
             faces.append(model.load_face(path).transpose(2, 0, 1))
         except ImageError as error:
-            skipped.append({"path": str(path), "reason": str(error)})
+            skipped.append({"path": printable(str(path)), "reason": str(error)})
         if len(faces) == chunk:
             parts.append(model.outputs(np.stack(faces)))
             faces.clear()

@@ -131,7 +131,8 @@ def save_checkpoint(
         **(info or {}),
     }
     metadata = {_META_KEY: json.dumps(doc, allow_nan=False)}
-    with atomic_path(path) as tmp:
+    size = sum(t.numel() * t.element_size() for t in tensors.values())
+    with atomic_path(path, size) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
 
 

@@ -8,13 +8,43 @@ its config. Checkpoints themselves are checked against the data when they are lo
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from facecls.config import ConfigError, RunConfig, load_yaml, to_dict
+from facecls.data.sources import DataError
 from facecls.environment import environment
+
+# The fingerprint of a run's image list, written when it starts and checked on --resume.
+DATA_FILES_NAME = "data_files.json"
+
+
+def data_fingerprint(paths: Sequence[str]) -> dict[str, Any]:
+    """The number of images and a sha256 of their sorted ``identity/file`` paths."""
+    digest = hashlib.sha256("\n".join(sorted(paths)).encode("utf-8")).hexdigest()
+    return {"images": len(paths), "sha256": digest}
+
+
+def check_same_data(run_dir: Path, paths: Sequence[str]) -> None:
+    """Refuse to resume a run whose data gained or lost images since it started (its folds and
+    checkpoints belong to the old file list). A run folder from before fingerprints passes.
+
+    Raises:
+        DataError: saying how many images there were and are.
+    """
+    path = run_dir / DATA_FILES_NAME
+    if not path.is_file():
+        return
+    saved, now = json.loads(path.read_text()), data_fingerprint(paths)
+    if saved.get("sha256") != now["sha256"]:
+        raise DataError(
+            f"--resume {run_dir}: the data changed since the run started ({saved.get('images')} "
+            f"images then, {now['images']} now, other files); its folds and checkpoints belong "
+            "to the old files. Restore the data as it was, or start a new run without --resume."
+        )
 
 
 def _differences(saved: dict[str, Any], given: dict[str, Any], prefix: str = "") -> list[str]:

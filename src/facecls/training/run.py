@@ -37,6 +37,7 @@ from facecls.environment import environment
 from facecls.inference.calibration import calibrate_trained
 from facecls.logs import RunLog, debug
 from facecls.models import model_info
+from facecls.models.facenet import default_weights_path
 from facecls.progress import bar
 from facecls.report.write import write_model_card, write_report_safely, write_run_files
 from facecls.runtime import autocast_dtype, runtime_for
@@ -60,7 +61,12 @@ from facecls.training.fold import (
 )
 from facecls.training.interrupt import Interrupted, stop_signals
 from facecls.training.live import epoch_hooks
-from facecls.training.resume import check_resume
+from facecls.training.resume import (
+    DATA_FILES_NAME,
+    check_resume,
+    check_same_data,
+    data_fingerprint,
+)
 
 
 def _silent(_message: str) -> None:
@@ -112,11 +118,32 @@ def _check_processes(config: RunConfig, dist: DistContext) -> None:
         )
 
 
+def check_prerequisites(config: RunConfig) -> None:
+    """Refuse a run whose weights file is missing, before data is loaded or a folder is made.
+
+    Raises:
+        FileNotFoundError: ``--weights`` (or FaceNet's default weights) is not a file.
+    """
+    t = config.train
+    if t.weights:
+        wanted, option = Path(t.weights).expanduser(), "--weights"
+    elif t.model == "facenet" and t.pretrained:
+        wanted, option = default_weights_path(), "--pretrained (FaceNet's default weights)"
+    else:
+        return
+    if not wanted.is_file():
+        raise FileNotFoundError(
+            f"{wanted}: weights file not found ({option}); nothing was loaded and no run "
+            "folder was made. Pass --weights PATH (docs/models.md says where to get FaceNet's)"
+        )
+
+
 def _start(
     config: RunConfig, dist: DistContext, log: Log, show_progress: bool, command: str,
     resume: Path | None,
 ) -> _Run:  # fmt: skip
     _check_processes(config, dist)
+    check_prerequisites(config)
     info = model_info(config.train.model)
     if info is not None and info.min_size and config.data.image_size < info.min_size:
         # Say so before decoding the data, not after.
@@ -135,6 +162,7 @@ def _start(
     if resume is None:
         split = split_test(dataset, config.data, config.train.seed)
     else:
+        check_same_data(resume, dataset.paths)
         document = json.loads((resume / "folds.json").read_text())
         split, folds = folds_from_document(dataset, document)
     report_data_problems(dataset, split, log)
@@ -148,6 +176,7 @@ def _start(
         if dist.is_main:
             save_yaml(config, run_dir / "config.yaml")
             write_json(run_dir / "environment.json", environment(config.train.seed))
+            write_json(run_dir / DATA_FILES_NAME, data_fingerprint(dataset.paths))
     else:
         run_dir = resume
     processes = f"; {dist.world_size} processes" if dist.distributed else ""
@@ -206,6 +235,12 @@ def _train_folds(
             stopped.run_dir, stopped.command = run.run_dir, command
             if dist.is_main:
                 write_json(run.run_dir / "checkpoints" / "interrupted.json", stopped.describe())
+            raise
+        except Exception:
+            # A failed start (no epoch saved yet) leaves no half-made run folder behind.
+            saved = (run.run_dir / "checkpoints").is_dir()
+            if run.folds is None and dist.is_main and not saved:
+                shutil.rmtree(run.run_dir, ignore_errors=True)
             raise
         finally:
             whole.close()
