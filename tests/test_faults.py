@@ -496,7 +496,7 @@ def test_a_damaged_cache_entry_is_discarded_and_rebuilt(
     damage: str, synthetic_folder: Path, tmp_path: Path
 ) -> None:
     refs = scan_folder(synthetic_folder).refs
-    images, kept, _ = decode_cached(refs, 32, tmp_path, log=lambda _m: None)
+    images, kept, _, _ = decode_cached(refs, 32, tmp_path, log=lambda _m: None)
     (entry,) = (tmp_path / "decoded").glob("*.npy")
     raw = bytearray(entry.read_bytes())
     if damage == "truncate":
@@ -507,7 +507,7 @@ def test_a_damaged_cache_entry_is_discarded_and_rebuilt(
     else:
         entry.with_suffix(".json").write_text("{not json")
     said: list[str] = []
-    again, kept_again, _ = decode_cached(refs, 32, tmp_path, log=said.append)
+    again, kept_again, _, _ = decode_cached(refs, 32, tmp_path, log=said.append)
     assert any("damaged; discarding it" in m and str(entry) in m for m in said)
     assert np.array_equal(again, images) and kept_again == kept
     said.clear()
