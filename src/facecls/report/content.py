@@ -8,14 +8,15 @@ bootstrapped from ``predictions.csv``. ``report.py`` renders and writes what thi
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from facecls import metrics
-from facecls.config import to_dict
+from facecls.config import RunConfig, resolve, to_dict
+from facecls.config import replace as replace_config
 from facecls.paired import bootstrap_mean_ci
 from facecls.report import plots
 from facecls.report.findings import findings
@@ -27,8 +28,9 @@ HEADLINE = (
     ("Macro-F1", "macro_f1"),
     ("Top-5 accuracy", "top5_accuracy"),
 )
+# The report's Table 5 rows (its per-class accuracy is correct / samples of the class, = recall).
 CLASS_AVERAGES = (
-    ("Accuracy (one-vs-rest)", "class_avg_accuracy"),
+    ("Accuracy", "class_avg_accuracy"),
     ("Precision", "class_avg_precision"),
     ("Recall", "class_avg_recall"),
     ("BCR", "class_avg_bcr"),
@@ -97,6 +99,42 @@ def settings_rows(run: RunData, shareable: bool) -> list[dict[str, Any]]:
     return out
 
 
+def recipe_defaults(run: RunData) -> dict[str, Any]:
+    """The settings a run would have had with nothing given but its recipe (and model choice)."""
+    t = run.config.train
+    try:
+        base = resolve(replace_config(RunConfig(), train={
+            "recipe": t.recipe, "model": t.model, "freeze": t.freeze,
+            "pretrained": t.pretrained, "weights": t.weights,
+        }))  # fmt: skip
+    except Exception:  # a recipe this facecls no longer knows: show every setting
+        return {}
+    return to_dict(base)
+
+
+def changed_settings(run: RunData, shareable: bool) -> list[dict[str, Any]]:
+    """Settings that differ from the recipe's defaults (name and runs folder aside), each with
+    the recipe's value: what makes this run this run, shown before the full configuration."""
+    defaults = recipe_defaults(run)
+    if not defaults:
+        return []
+    out = []
+    for section, body in to_dict(run.config).items():
+        items = body.items() if isinstance(body, dict) else [(section, body)]
+        base = defaults.get(section, {}) if isinstance(body, dict) else defaults
+        where = section if isinstance(body, dict) else ""
+        for key, value in items:
+            if where == "" and key in ("name", "runs_dir"):
+                continue
+            if repr(value) != repr(base.get(key)):
+                out.append({
+                    "key": f"{where}.{key}" if where else key,
+                    "value": _redacted(where, key, value, shareable),
+                    "recipe": _redacted(where, key, base.get(key), shareable),
+                })  # fmt: skip
+    return out
+
+
 def environment_rows(run: RunData) -> list[tuple[str, Any]]:
     env = dict(run.metrics.get("environment", {}))
     device = env.pop("cuda_device", None) or f"CPU ({env.get('cpu_threads', '?')} threads)"
@@ -105,7 +143,11 @@ def environment_rows(run: RunData) -> list[tuple[str, Any]]:
     rows += [(k, v) for k, v in env.items()]
     if libraries:  # one line instead of a nested dict
         rows.append(("libraries", ", ".join(f"{k} {v}" for k, v in libraries.items() if v)))
-    rows.append(("wall time", f"{run.metrics.get('wall_seconds', 0):.1f} s"))
+    wall = run.metrics.get("wall_seconds", 0)
+    if "report_seconds" in run.metrics:  # the whole command, its own report included
+        rows.append(("wall time", f"{wall:.1f} s (the whole command, its report included)"))
+    else:  # written by the run itself, before its own report
+        rows.append(("wall time", f"{wall:.1f} s (the whole command up to writing this page)"))
     return rows
 
 
@@ -175,24 +217,37 @@ def fold_rows(run: RunData) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def train_counts(run: RunData) -> np.ndarray | None:
+    """Training images per identity of the kept model (its fold's training part, validation left
+    out): the one count behind ``metrics.json``'s ``groups``, the terminal, the page and its
+    plots. ``None`` for a run written before facecls stored it."""
+    counts = run.metrics.get("final_model", {}).get("train_counts")
+    return None if counts is None else np.asarray(counts, dtype=np.int64)
+
+
 def per_class_rows(run: RunData, cm: np.ndarray) -> list[dict[str, Any]]:
-    """The per-identity table: test metrics, train images, group and the most frequent mistake."""
-    per_identity = run.data_report.get("images_per_identity", {})
+    """The per-identity table: test metrics, train images, group and the most frequent mistake.
+
+    The metrics are recomputed from the confusion matrix of ``predictions.csv`` (the same
+    figures as ``metrics.json``'s, and the current definitions for a run written before them).
+    """
+    counts = train_counts(run)
     off = cm.copy()
     np.fill_diagonal(off, 0)
     rows = []
-    for c, row in enumerate(run.metrics["test"]["per_class"]):
-        total = per_identity.get(row["name"])
+    for c, row in enumerate(asdict(m) for m in metrics.per_class(cm, run.class_names)):
         j = int(off[c].argmax())
         rows.append({
             **row,
-            "train": None if total is None else int(total) - int(row["support"]),
+            "train": None if counts is None else int(counts[c]),
             "confused_with": run.class_names[j] if off[c, j] else "",
             "confused_count": int(off[c, j]),
         })  # fmt: skip
     train = np.array([r["train"] if r["train"] is not None else 0 for r in rows])
-    for r, group in zip(rows, metrics.head_medium_few(train), strict=True):
-        r["group"] = str(group)
+    for r, group in zip(
+        rows, metrics.head_medium_few(train, metrics.GROUP_THRESHOLDS), strict=True
+    ):
+        r["group"] = str(group) if counts is not None else "?"
     return rows
 
 
@@ -213,9 +268,11 @@ def build_run_page(run: RunData, shareable: bool) -> RunPage:
     """Tables and figures of a run's report (face pictures are added by ``report.py``)."""
     cm = run.confusion()
     per_class = per_class_rows(run, cm)
-    test = run.metrics["test"]
+    test = {**run.metrics["test"], **metrics.metrics_table(cm, run.class_names)}
+    test["summary"] = {**run.metrics["test"]["summary"], **test["summary"]}
     groups = np.array([r["group"] for r in per_class])
-    group_recall = metrics.group_recall(cm, groups)
+    # No stored counts (an older run): no head/medium/few rather than a second definition.
+    group_recall = metrics.group_recall(cm, groups) if train_counts(run) is not None else {}
     context: dict[str, Any] = {
         "name": run.name,
         "command": run.command,
@@ -224,6 +281,9 @@ def build_run_page(run: RunData, shareable: bool) -> RunPage:
         "run_dir": None if shareable else str(run.run_dir.resolve()),
         "data": data_section(run, shareable),
         "settings": settings_rows(run, shareable),
+        "settings_changed": changed_settings(run, shareable),
+        "recipe": run.config.train.recipe,
+        "architecture": run.metrics.get("final_model", {}).get("architecture"),
         "environment": environment_rows(run),
         "headline": headline_rows(run),
         "test_images": test["summary"].get("images", len(run.predictions)),
@@ -232,6 +292,8 @@ def build_run_page(run: RunData, shareable: bool) -> RunPage:
         "top5": test["top5"],
         "worst5": test["worst5"],
         "class_averages": [(label, test["summary"][key]) for label, key in CLASS_AVERAGES],
+        "ovr_accuracy": test["summary"].get("class_avg_ovr_accuracy"),
+        "aggregated": test["aggregated"],
         "group_recall": group_recall,
         "findings": findings(run, cm, group_recall),
         "group_sizes": Counter(groups.tolist()),
