@@ -80,7 +80,9 @@ def paired_tests(a: RunData, b: RunData, seed: int = 0) -> dict[str, Any]:
         if support[c] and recall_a[c] != recall_b[c]
     ]  # fmt: skip
     boot = asdict(paired_bootstrap(targets, preds_a, preds_b, len(names), seed=seed))
-    boot.update(delta=-boot["difference"], delta_low=-boot["high"], delta_high=-boot["low"])
+    # + 0.0 turns -0.0 into 0.0, so an unchanged score does not read "-0.000".
+    boot.update(delta=-boot["difference"] + 0.0, delta_low=-boot["high"] + 0.0,
+                delta_high=-boot["low"] + 0.0)  # fmt: skip
     return {
         "mcnemar": asdict(mcnemar(preds_a == targets, preds_b == targets)),
         "bootstrap": boot,

@@ -21,6 +21,15 @@ def _axes(ax: Axes | None, figsize: tuple[float, float] = (6.4, 4.0)) -> Axes:
     return Figure(figsize=figsize, layout="constrained").subplots()
 
 
+def _epoch_axis(ax: Axes) -> None:
+    """Whole epochs on the x axis, also for a run of one epoch (no 0.995 … 1.005 ticks)."""
+    low, high = ax.get_xlim()
+    if high - low < 2:
+        middle = round((low + high) / 2)
+        ax.set_xlim(middle - 1, middle + 1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def plot_loss_curves(history: Sequence[dict[str, Any]], ax: Axes | None = None) -> Axes:
     """Train (solid) and validation (dashed) loss per epoch, one colour per fold.
 
@@ -38,7 +47,7 @@ def plot_loss_curves(history: Sequence[dict[str, Any]], ax: Axes | None = None) 
                 label=f"{label} train".strip())  # fmt: skip
         ax.plot(epochs, [float(r["val_loss"]) for r in rows], color=colour, linestyle="--",
                 label=f"{label} validation".strip())  # fmt: skip
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _epoch_axis(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy loss")
     ax.set_title("Training (solid) and validation (dashed) loss")
@@ -57,7 +66,7 @@ def plot_accuracy_curves(history: Sequence[dict[str, Any]], ax: Axes | None = No
                 label=f"fold {fold} accuracy")  # fmt: skip
         ax.plot(epochs, [float(r["val_balanced_accuracy"]) for r in rows], color=f"C{i % 10}",
                 linestyle=":", label=f"fold {fold} balanced")  # fmt: skip
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _epoch_axis(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation score")
     ax.set_ylim(0, 1)
@@ -135,7 +144,7 @@ def plot_fold_loss(
             label="validation")  # fmt: skip
     if best_epoch is not None:
         ax.axvline(best_epoch, color="0.5", linestyle=":", label=f"kept (epoch {best_epoch})")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _epoch_axis(ax)
     ax.set_title(f"fold {fold}", fontsize="medium")
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy loss")
@@ -224,11 +233,11 @@ def plot_loss_overlay(
         if not rows:
             continue
         epochs = [int(r["epoch"]) for r in rows]
-        ax.plot(epochs, [float(r["train_loss"]) for r in rows], color=f"C{i % 10}",
+        ax.plot(epochs, [float(r["train_loss"]) for r in rows], color=f"C{i % 10}", marker=".",
                 label=f"{_text(name)} train")  # fmt: skip
         ax.plot(epochs, [float(r["val_loss"]) for r in rows], color=f"C{i % 10}", linestyle="--",
-                label=f"{_text(name)} validation")  # fmt: skip
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                marker=".", label=f"{_text(name)} validation")  # fmt: skip
+    _epoch_axis(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy loss")
     ax.set_title("Loss of each run's tested fold: training (solid), validation (dashed)")
