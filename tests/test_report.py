@@ -492,3 +492,26 @@ def test_findings_name_collapse_and_unfinished_training() -> None:
     assert findings(run([3, 4]), healthy, {"head": 0.9, "few": 0.85})[0].startswith(
         "The validation loss was lowest at epoch 3, 4 of 10"
     )
+
+
+def test_table5_text_has_the_reports_accuracy_row_and_intervals() -> None:
+    """demo's closing table: Table 5's Accuracy is the class average (correct / images of the
+    identity), not overall accuracy, and each figure carries its 95 % interval where one exists."""
+    from facecls.report.write import table5_text
+
+    def result(class_avg: float, overall: float) -> dict:
+        summary = {
+            "class_avg_accuracy": class_avg, "class_avg_precision": 0.5, "class_avg_recall": class_avg,
+            "class_avg_bcr": 0.4, "class_avg_aggregated": 0.45, "accuracy": overall,
+            "balanced_accuracy": class_avg, "macro_f1": 0.3, "top5_accuracy": 0.9,
+        }  # fmt: skip
+        return {"test": {"summary": summary, "intervals_95": {"class_avg_accuracy": [0.05, 0.2]}}}
+
+    text = table5_text({"a": result(0.125, 0.975), "b": result(0.5, 0.6)})
+    lines = text.splitlines()
+    assert lines[0] == "| Metric | a | b |"
+    assert lines[2] == "| Accuracy (class avg.) | 0.125 [0.050, 0.200] | 0.500 [0.050, 0.200] |"
+    assert "| Overall accuracy (correct / images) | 0.975 | 0.600 |" in lines
+    old = result(0.1, 0.2)
+    del old["test"]["summary"]["class_avg_accuracy"]  # a run written before the key existed
+    assert "| Accuracy (class avg.) | – |" in table5_text({"old": old})
