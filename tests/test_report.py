@@ -501,8 +501,8 @@ def test_table5_text_has_the_reports_accuracy_row_and_intervals() -> None:
 
     def result(class_avg: float, overall: float) -> dict:
         summary = {
-            "class_avg_accuracy": class_avg, "class_avg_precision": 0.5, "class_avg_recall": class_avg,
-            "class_avg_bcr": 0.4, "class_avg_aggregated": 0.45, "accuracy": overall,
+            "class_avg_accuracy": class_avg, "class_avg_precision": 0.5,
+            "class_avg_recall": class_avg, "class_avg_bcr": 0.4, "class_avg_aggregated": 0.45, "accuracy": overall,
             "balanced_accuracy": class_avg, "macro_f1": 0.3, "top5_accuracy": 0.9,
         }  # fmt: skip
         return {"test": {"summary": summary, "intervals_95": {"class_avg_accuracy": [0.05, 0.2]}}}

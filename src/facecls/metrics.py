@@ -135,7 +135,7 @@ def _class_arrays(cms: np.ndarray) -> dict[str, np.ndarray]:
     bcr = (precision + recall) / 2.0
     return {
         "support": support,
-        "accuracy": recall,  # the report's per-class accuracy, TP / support, is recall by definition
+        "accuracy": recall,  # the report's per-class accuracy, TP / support: recall by definition
         "ovr_accuracy": _safe_div(tp + tn, total),
         "precision": precision,
         "recall": recall,

@@ -1,9 +1,10 @@
 """Calibrate a model's open-set threshold and class centroids, and store them in its bundle.
 
 Called at the end of ``train``/``cv`` with the final model's validation logits (``msp`` and
-``energy`` only, no pass over the data), or later by ``facecls calibrate`` (from a run folder's saved split, or by setting a threshold by
-hand). The bundle gains an ``openset`` entry in ``model.json`` and a ``centroids.safetensors``
-file holding the trained identities' embedding centroids (plus enrolled ones, see ``enroll.py``).
+``energy`` only, no pass over the data), or later by ``facecls calibrate`` (all three scores and
+the centroids, from a run folder's saved split, or by setting a threshold by hand). The bundle
+gains an ``openset`` entry in ``model.json`` and a ``centroids.safetensors`` file holding the
+trained identities' embedding centroids (plus enrolled ones, see ``enroll.py``).
 """
 
 from __future__ import annotations

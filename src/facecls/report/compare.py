@@ -19,9 +19,10 @@ from facecls import metrics
 from facecls.config import to_dict
 from facecls.paired import corrected_fold_t, holm, mcnemar, paired_bootstrap
 from facecls.report import plots
-from facecls.report.content import CLASS_AVERAGES, PATH_KEYS, WITHHELD, RunPage, headline_rows
+from facecls.report.content import CLASS_AVERAGES, RunPage, headline_rows
 from facecls.report.render import format_p
 from facecls.report.run_data import RunData
+from facecls.report.settings import PATH_KEYS, WITHHELD
 
 ALPHA = 0.05
 WRONG_RECALL = 0.2  # an identity "every run gets wrong": recall at most this in each run

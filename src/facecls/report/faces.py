@@ -95,7 +95,8 @@ def face_grid(faces: FaceImages, n: int = 24) -> list[dict[str, Any]]:
     first = faces.first_images()
     names = faces.dataset.class_names
     return [
-        {"name": names[c], "images": int(counts[c]), "uri": png_data_uri(faces.picture(first[names[c]]))}
+        {"name": names[c], "images": int(counts[c]),
+         "uri": png_data_uri(faces.picture(first[names[c]]))}
         for c in order if names[c] in first
     ]  # fmt: skip
 

@@ -205,6 +205,7 @@ def _finish(
     # metrics.json's groups, the terminal and the report all use.
     result_metrics["final_model"]["train_counts"] = [int(c) for c in final.train_counts]
     result_metrics["final_model"]["architecture"] = architecture(final.model)
+    result_metrics["wall_seconds"] = round(time.perf_counter() - started, 2)  # updated below
 
     def write() -> None:
         save_bundle(
