@@ -22,7 +22,8 @@ from facecls.report.write import write_comparison, write_report, write_report_sa
 
 EVIL = "<img src=x onerror=alert(1)>"
 QUOTES = 'Tom "T" & Jerry\'s'
-SECTIONS = ("summary", "data", "settings", "training", "results", "identities", "errors", "learned")
+SECTIONS = ("summary", "data", "settings", "model", "training", "results", "identities",
+            "errors", "learned")  # fmt: skip
 
 
 class Page(HTMLParser):
