@@ -194,7 +194,7 @@ def test_train_counts_agree_on_page_metrics_and_terminal(runs: dict[str, Path]) 
     for g, recall in groups["recall"].items():
         assert f"{g} {recall:.3f} ({groups['identities'][g]} ids)" in line
     # The page's wall time is the command's up to its own writing; metrics.json adds the report.
-    assert "up to writing this page" in html
+    assert "until its results were saved" in html
     assert metrics["wall_seconds"] >= metrics["report_seconds"] > 0
     assert "Run folder:" in terminal and "wall time" in terminal
 

@@ -87,5 +87,11 @@ def environment_rows(run: RunData) -> list[tuple[str, Any]]:
     if "report_seconds" in run.metrics:  # the whole command, its own report included
         rows.append(("wall time", f"{wall:.1f} s (the whole command, its report included)"))
     else:  # written by the run itself, before its own report
-        rows.append(("wall time", f"{wall:.1f} s (the whole command up to writing this page)"))
+        rows.append(
+            (
+                "wall time",
+                f"{wall:.1f} s (the whole command until its results were "
+                "saved; metrics.json's wall_seconds adds writing them and this page)",
+            )
+        )
     return rows
