@@ -30,9 +30,11 @@ import numpy as np
 import torch
 
 from facecls import openset
+from facecls.bundle import CENTROIDS_NAME
 from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
 from facecls.data.cache import decode_cached
 from facecls.data.sources import default_cache_dir, scan_source
+from facecls.inference.calibration import calibrate_run
 from facecls.inference.enroll import enroll
 from facecls.inference.model import load_model
 from facecls.inference.strangers import open_set_figures
@@ -80,6 +82,8 @@ def main() -> None:
         )  # fmt: skip
         run = fit(config, log=quiet).run_dir
     train_seconds = time.perf_counter() - started
+    if not (Path(run) / "model" / CENTROIDS_NAME).is_file():
+        calibrate_run(Path(run), log=quiet)  # train leaves the centroid score to calibrate
     model = load_model(run, device="cpu")
     size = model.image_size
     names = model.trained_names

@@ -76,11 +76,14 @@ def test_per_class_matches_sklearn(case: tuple[np.ndarray, np.ndarray, int]) -> 
     np.testing.assert_array_equal([m.support for m in rows], s)
     # One-vs-rest accuracy is plain binary accuracy of "is class c" against "predicted c".
     ovr = [skm.accuracy_score(targets == c, preds == c) for c in range(k)]
-    np.testing.assert_allclose([m.accuracy for m in rows], ovr)
-    np.testing.assert_allclose([m.class_accuracy for m in rows], r)
+    np.testing.assert_allclose([m.ovr_accuracy for m in rows], ovr)
+    # The report's per-class accuracy: correct predictions of c / samples of c, i.e. recall.
+    own = [skm.accuracy_score(targets[targets == c], preds[targets == c]) if s[c] else 0.0
+           for c in range(k)]  # fmt: skip
+    np.testing.assert_allclose([m.accuracy for m in rows], own)
     np.testing.assert_allclose([m.bcr for m in rows], (p + r) / 2)
     np.testing.assert_allclose(
-        [m.aggregated for m in rows], (np.array(ovr) + p + r + (p + r) / 2) / 4
+        [m.aggregated for m in rows], (np.array(own) + p + r + (p + r) / 2) / 4
     )
 
 
@@ -99,8 +102,10 @@ def test_summary_matches_sklearn(case: tuple[np.ndarray, np.ndarray, int]) -> No
     assert got["macro_precision"] == pytest.approx(skm.precision_score(targets, preds, **macro))
     assert got["macro_recall"] == pytest.approx(skm.recall_score(targets, preds, **macro))
     rows = metrics.per_class(metrics.confusion_matrix(targets, preds, k), [str(i) for i in labels])
-    for key in ("accuracy", "precision", "recall", "bcr", "aggregated"):
+    for key in ("accuracy", "ovr_accuracy", "precision", "recall", "bcr", "aggregated"):
         assert got[f"class_avg_{key}"] == pytest.approx(np.mean([getattr(m, key) for m in rows]))
+    # Table 5's Accuracy row is the mean per-class accuracy, the macro recall over all K labels.
+    assert got["class_avg_accuracy"] == pytest.approx(got["macro_recall"])
 
 
 def test_empty_matrix_gives_zeros_not_nan() -> None:
@@ -112,15 +117,45 @@ def test_report_table3_worked_numbers() -> None:
     # Class 0 ("Sheikh Hasina", Nnet column): TP=5, FP=3, FN=0 gives precision 0.625, recall 1.0.
     cm = np.array([[5, 0, 0], [2, 4, 0], [1, 0, 3]])
     row = metrics.per_class(cm, ["hasina", "b", "c"])[0]
-    assert (row.precision, row.recall, row.class_accuracy) == (0.625, 1.0, 1.0)
+    assert (row.accuracy, row.precision, row.recall) == (1.0, 0.625, 1.0)
     assert row.bcr == 0.8125
-    # One-vs-rest accuracy: (TP + TN) / N = (5 + 7) / 15.
-    assert row.accuracy == pytest.approx(12 / 15)
-    assert row.aggregated == pytest.approx((12 / 15 + 0.625 + 1.0 + 0.8125) / 4)
-    # The report's Agg uses its per-class accuracy (= recall here, 1.0): 0.859375, printed 0.859.
-    assert (
-        metrics.aggregated_score(row.class_accuracy, row.precision, row.recall, row.bcr) == 0.859375
-    )
+    # The report's Agg, (1 + 0.625 + 1 + 0.8125) / 4 = 0.859375, printed 0.859.
+    assert row.aggregated == 0.859375
+    # One-vs-rest accuracy, (TP + TN) / N = (5 + 7) / 15, is kept under its own name only.
+    assert row.ovr_accuracy == pytest.approx(12 / 15)
+
+
+def test_report_table4_theo_epstein_row() -> None:
+    """Table 4, Nnet column: Theo Epstein, Acc 0.182, P 1.0, R 0.182, BCR 0.591, Agg 0.489.
+
+    2 of his 11 test images named right (2 / 11 = 0.182) and nobody else taken for him.
+    """
+    cm = np.zeros((3, 3), dtype=np.int64)
+    cm[0, 0], cm[0, 1], cm[0, 2] = 2, 5, 4
+    cm[1, 1], cm[2, 2], cm[2, 1] = 30, 20, 3
+    theo = metrics.per_class(cm, ["theo", "b", "c"])[0]
+    assert theo.precision == 1.0
+    assert round(theo.accuracy, 3) == round(theo.recall, 3) == 0.182
+    assert round(theo.bcr, 3) == 0.591
+    assert round(theo.aggregated, 3) == 0.489
+    # The one-vs-rest figure would say 0.84 for a man recognised twice in eleven tries.
+    assert theo.ovr_accuracy == pytest.approx((2 + 53) / 64)
+
+
+def test_never_recognised_identity_scores_zero() -> None:
+    """A zero-recall identity aggregates to 0 and is ranked worst, the larger one first."""
+    cm = np.array([[0, 6, 0, 0], [0, 10, 0, 0], [0, 0, 0, 2], [0, 0, 0, 8]])
+    rows = metrics.per_class(cm, ["never6", "b", "never2", "d"])
+    assert rows[0].aggregated == rows[2].aggregated == 0.0
+    assert rows[0].ovr_accuracy > 0.7  # what the one-vs-rest reading would have shown
+    assert [m.name for m in metrics.ranked(rows, n=2, worst=True)] == ["never6", "never2"]
+    table = metrics.metrics_table(cm, ["never6", "b", "never2", "d"])
+    assert [r["name"] for r in table["worst5"][:2]] == ["never6", "never2"]
+    assert table["summary"]["class_avg_accuracy"] == pytest.approx((0 + 1 + 0 + 1) / 4)
+    aggregated = sorted(m.aggregated for m in rows)
+    assert table["aggregated"]["median_aggregated"] == pytest.approx(np.median(aggregated))
+    assert table["aggregated"]["above"] == sum(a > 0.9 for a in aggregated)
+    assert "per_class.accuracy" in table["definitions"]
 
 
 def test_top_k_accuracy_matches_sklearn() -> None:
@@ -139,8 +174,8 @@ def test_top_k_accuracy_matches_sklearn() -> None:
         metrics.top_k_accuracy(np.zeros((2, 3)), np.zeros(3, int))
 
 
-def _row(name: str, aggregated: float) -> metrics.ClassMetrics:
-    return metrics.ClassMetrics(name, 1, 0.0, 0.0, 0.0, 0.0, 0.0, aggregated, 0.0)
+def _row(name: str, aggregated: float, support: int = 1) -> metrics.ClassMetrics:
+    return metrics.ClassMetrics(name, support, 0.0, 0.0, 0.0, 0.0, 0.0, aggregated, 0.0)
 
 
 def test_ranked_order_and_ties() -> None:
@@ -148,6 +183,10 @@ def test_ranked_order_and_ties() -> None:
     assert [m.name for m in metrics.ranked(rows, n=3)] == ["a", "b", "d"]
     assert [m.name for m in metrics.ranked(rows, n=3, worst=True)] == ["c", "d", "e"]
     assert [m.name for m in metrics.ranked(rows[::-1], n=3)] == ["a", "b", "d"]
+    # Support breaks ties before the name does.
+    tied = [_row("a", 0.0, 2), _row("z", 0.0, 9), _row("m", 1.0, 3), _row("b", 1.0, 7)]
+    assert [m.name for m in metrics.ranked(tied, n=2, worst=True)] == ["z", "a"]
+    assert [m.name for m in metrics.ranked(tied, n=2)] == ["b", "m"]
     assert len(metrics.ranked(rows, n=10)) == 5
     with pytest.raises(ValueError):
         metrics.ranked(rows, key="name")
@@ -212,7 +251,15 @@ def test_metrics_table_is_json_and_skips_untested_classes() -> None:
     names = [f"person {i}" for i in range(25)]
     table = metrics.metrics_table(metrics.confusion_matrix(targets, preds, 25), names)
     json.dumps(table, allow_nan=False)
-    assert set(table) == {"summary", "per_class", "top5", "worst5", "confused_pairs"}
+    assert set(table) == {
+        "summary",
+        "per_class",
+        "top5",
+        "worst5",
+        "aggregated",
+        "definitions",
+        "confused_pairs",
+    }
     assert len(table["per_class"]) == 25 and len(table["top5"]) == 5
     assert all(row["support"] > 0 for row in table["worst5"])
 

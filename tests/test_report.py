@@ -3,8 +3,11 @@ and the page in a real headless Chromium (skipped only when Chromium is not inst
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
+import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -19,7 +22,8 @@ from facecls.report.write import write_comparison, write_report, write_report_sa
 
 EVIL = "<img src=x onerror=alert(1)>"
 QUOTES = 'Tom "T" & Jerry\'s'
-SECTIONS = ("summary", "data", "settings", "training", "results", "identities", "errors", "learned")
+SECTIONS = ("summary", "data", "settings", "model", "training", "results", "identities",
+            "errors", "learned")  # fmt: skip
 
 
 class Page(HTMLParser):
@@ -60,8 +64,15 @@ def runs(synthetic_folder: Path, session_cache: Path, tmp_path_factory) -> dict[
     assert (
         main(["--quiet", "train", *common, "--class-weights", "inverse", "--name", "weighted"]) == 0
     )
-    assert main(["--quiet", "cv", *common, "--folds", "2", "--name", "cv"]) == 0
-    return {"data": data, **{name: root / "runs" / name for name in ("plain", "weighted", "cv")}}
+    terminal = io.StringIO()
+    with contextlib.redirect_stdout(terminal):  # what a user reads in the terminal
+        assert main(["cv", *common, "--folds", "2", "--name", "cv"]) == 0
+    (root / "cv-terminal.txt").write_text(terminal.getvalue())
+    return {
+        "data": data,
+        "cv_terminal": root / "cv-terminal.txt",
+        **{name: root / "runs" / name for name in ("plain", "weighted", "cv")},
+    }
 
 
 def read(path: Path) -> str:
@@ -134,8 +145,87 @@ def test_report_numbers_match_metrics(runs: dict[str, Path]) -> None:
     s = test["summary"]
     assert f"| Accuracy | {s['accuracy']:.3f} | [{test['intervals_95']['accuracy'][0]:.3f}, " in md
     assert f"| Aggregated | {s['class_avg_aggregated']:.3f} |" in md
+    # Table 5's Accuracy row is the report's: mean per-identity accuracy (correct / its images).
+    assert f"| Accuracy | {s['class_avg_accuracy']:.3f} |" in md
+    assert s["class_avg_accuracy"] == pytest.approx(s["macro_recall"])
     for r in test["worst5"]:
         assert f"{md_escape(r['name'])} ({r['support']})" in md
+
+
+def test_train_counts_agree_on_page_metrics_and_terminal(runs: dict[str, Path]) -> None:
+    """One count of training images per identity: the kept model's training part (its fold's
+    validation images left out), in metrics.json, the page's table and groups, and the terminal."""
+    run = runs["cv"]
+    metrics = json.loads(read(run / "metrics.json"))
+    folds = json.loads(read(run / "folds.json"))
+    kept = metrics["final_model"]["fold"]
+    # By hand from folds.json: the pool less the kept fold, counted per identity folder.
+    paths = {p if isinstance(p, str) else p[0] for p in folds["pool"]}
+    paths -= {p if isinstance(p, str) else p[0] for p in folds["folds"][kept]}
+    names = [r["name"] for r in metrics["test"]["per_class"]]
+    by_hand = [sum(Path(p).parent.name == n for p in paths) for n in names]
+    assert metrics["final_model"]["train_counts"] == by_hand
+    page = Page(read(run / "report.html"))
+    rows = [i for i, (t, a) in enumerate(page.tags) if t == "tr" and "data-support" in a]
+    assert len(rows) == len(names)
+    # Each row's cells with a value: test images, then train images, then the metrics.
+    train_cells = [
+        int(
+            [a for t, a in page.tags[i + 1 : i + 8] if t == "td" and "data-value" in a][1][
+                "data-value"
+            ]
+        )
+        for i in rows
+    ]
+    assert train_cells == by_hand
+    groups = metrics["test"]["groups"]
+    html = read(run / "report.html")
+    shown = dict(
+        re.findall(r'<tr><td>(head|medium|few) \(.*?</td><td class="num">(\d+)</td>', html)
+    )
+    assert {g: int(n) for g, n in shown.items()} == groups["identities"]
+    recalls = dict(re.findall(
+        r'<tr><td>(head|medium|few) \(.*?</td><td class="num">\d+</td><td class="num" '
+        r'data-value="([0-9.e-]+)"', html
+    ))  # fmt: skip
+    assert {g: float(v) for g, v in recalls.items()} == pytest.approx(groups["recall"])
+    terminal = read(runs["cv_terminal"])
+    line = next(x for x in terminal.splitlines() if x.startswith("Test recall by training images"))
+    for g, recall in groups["recall"].items():
+        assert f"{g} {recall:.3f} ({groups['identities'][g]} ids)" in line
+    # The page's wall time is the command's up to its own writing; metrics.json adds the report.
+    assert "until its results were saved" in html
+    assert metrics["wall_seconds"] >= metrics["report_seconds"] > 0
+    assert "Run folder:" in terminal and "wall time" in terminal
+
+
+def test_run_page_shows_faces_layers_and_recipe_changes(runs: dict[str, Path]) -> None:
+    run = runs["plain"]
+    metrics = json.loads(read(run / "metrics.json"))
+    html = read(run / "report.html")
+    page = Page(html)
+    identities = len(metrics["test"]["per_class"])
+    grid = [a for a in page.find("img", **{"class": "face"}) if a["alt"].startswith("a face of")]
+    assert len(grid) == min(identities, 24)
+    assert len(page.find("img", **{"class": "thumb"})) == identities
+    architecture = metrics["final_model"]["architecture"]
+    assert architecture["parameters"] > 0 and architecture["layers"]
+    assert f"{architecture['parameters']:,}" in html
+    changed = html[
+        html.index('id="settings-changed"') : html.index(
+            "</table>", html.index('id="settings-changed"')
+        )
+    ]
+    assert "train.epochs" in changed and "<b>1</b>" in changed  # --epochs 1 against the recipe's 30
+    assert page.find("details", id="settings-all")
+    assert page.find("details", id="deeper-kernels")  # kernels past the first layer are folded
+    assert "Median aggregated score" in html
+    aggregated = sorted(r["aggregated"] for r in metrics["test"]["per_class"] if r["support"])
+    assert metrics["test"]["aggregated"]["median_aggregated"] == pytest.approx(
+        np.median(aggregated)
+    )
+    shareable = read(write_report(run, shareable=True))
+    assert "a face of" not in shareable and 'class="thumb"' not in shareable
 
 
 def test_hostile_identity_names_are_text(runs: dict[str, Path]) -> None:
@@ -221,6 +311,13 @@ def test_comparison_pairs_runs_on_the_same_images(runs: dict[str, Path], tmp_pat
     text = "".join(Page(read(out)).text)
     assert "Significant difference" in text or "No significant difference" in text
     assert "train.class_weights" in text  # what differs between the runs is named
+    # Differences read B minus A: the change from the first run to the second.
+    boot = page.find("tr", **{"class": "bootstrap"})[0]
+    assert "weighted − plain" in text and float(boot["data-diff"]) is not None
+    assert page.find("section", id="always-wrong") and page.find("section", id="groups")
+    assert (tmp_path / "cmp" / "figures" / "losses.png").is_file()
+    links = [a["href"] for a in page.find("a", **{"class": "run-page"})]
+    assert len(links) == 3 and all((tmp_path / "cmp" / h).resolve().is_file() for h in links)
     metrics = json.loads(read(plain / "metrics.json"))
     cell = page.find(
         "td", **{"class": "num", "data-value": str(metrics["test"]["summary"]["accuracy"])}
@@ -367,7 +464,10 @@ def test_comparison_in_chromium(runs: dict[str, Path], browser, tmp_path: Path) 
     assert browser.problems() == []
     assert [u for u in browser.requests() if not u.startswith(("data:", "file:"))] == []
     assert "plain vs weighted" in browser.evaluate("document.body.innerText")
-    browser.screenshot(tmp_path / "comparison.png")
+    assert browser.evaluate("document.querySelectorAll('a.run-page').length") == 2
+    assert browser.evaluate("document.querySelector('#losses img.plot') !== null")
+    shot = browser.screenshot(tmp_path / "comparison.png")
+    assert shot.stat().st_size > 20_000
 
 
 def test_findings_name_collapse_and_unfinished_training() -> None:
@@ -393,3 +493,26 @@ def test_findings_name_collapse_and_unfinished_training() -> None:
     assert findings(run([3, 4]), healthy, {"head": 0.9, "few": 0.85})[0].startswith(
         "The validation loss was lowest at epoch 3, 4 of 10"
     )
+
+
+def test_table5_text_has_the_reports_accuracy_row_and_intervals() -> None:
+    """demo's closing table: Table 5's Accuracy is the class average (correct / images of the
+    identity), not overall accuracy, and each figure carries its 95 % interval where one exists."""
+    from facecls.report.write import table5_text
+
+    def result(class_avg: float, overall: float) -> dict:
+        summary = {
+            "class_avg_accuracy": class_avg, "class_avg_precision": 0.5,
+            "class_avg_recall": class_avg, "class_avg_bcr": 0.4, "class_avg_aggregated": 0.45, "accuracy": overall,
+            "balanced_accuracy": class_avg, "macro_f1": 0.3, "top5_accuracy": 0.9,
+        }  # fmt: skip
+        return {"test": {"summary": summary, "intervals_95": {"class_avg_accuracy": [0.05, 0.2]}}}
+
+    text = table5_text({"a": result(0.125, 0.975), "b": result(0.5, 0.6)})
+    lines = text.splitlines()
+    assert lines[0] == "| Metric | a | b |"
+    assert lines[2] == "| Accuracy (class avg.) | 0.125 [0.050, 0.200] | 0.500 [0.050, 0.200] |"
+    assert "| Overall accuracy (correct / images) | 0.975 | 0.600 |" in lines
+    old = result(0.1, 0.2)
+    del old["test"]["summary"]["class_avg_accuracy"]  # a run written before the key existed
+    assert "| Accuracy (class avg.) | – |" in table5_text({"old": old})

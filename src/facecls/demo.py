@@ -10,7 +10,7 @@ import torch
 
 from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
 from facecls.data.sources import LFW_ARCHIVE_NAME, default_cache_dir
-from facecls.report.write import table5_text
+from facecls.report.write import table5_text, write_comparison
 from facecls.training.run import cross_validate
 
 DEMO_MODELS = ("baseline", "tronnet", "resnet18")
@@ -77,7 +77,8 @@ def demo(
     log: Callable[[str], None] = print,
     show_progress: bool = False,
 ) -> dict[str, Any]:
-    """Cross-validate ``baseline``, ``tronnet`` and ``resnet18`` and print a Table-5 comparison.
+    """Cross-validate ``baseline``, ``tronnet`` and ``resnet18``, print a Table-5 comparison with
+    95 % intervals, write the comparison page and say where every page is.
 
     Returns:
         ``{model: metrics.json content}`` of the three runs.
@@ -91,9 +92,19 @@ def demo(
         result = cross_validate(config, log=log, show_progress=show_progress)
         results[config.train.model] = result.metrics
         run_dirs[config.train.model] = result.run_dir
-    print("\nTest-part comparison (the report's Table 5 form, plus balanced accuracy):\n")
+    print(
+        "\nTest-part comparison (the report's Table 5 form, [95 % bootstrap interval]; its "
+        "Accuracy is per identity, correct / test images of the identity, averaged):\n"
+    )
     print(table5_text(results))
-    print("\nRun folders:")
+    print("\nReports (open in a browser; they work offline):")
     for model, path in run_dirs.items():
-        print(f"  {model:<10} {path}")
+        page = path / "report.html"
+        print(f"  {model:<10} {page if page.is_file() else path}")
+    try:
+        comparison = write_comparison(list(run_dirs.values()))
+        print(f"  {'compare':<10} {comparison}")
+    except Exception as error:  # the runs are complete; a comparison failure costs only the page
+        print(f"  compare    not written ({type(error).__name__}: {error}); try: facecls compare "
+              + " ".join(str(p) for p in run_dirs.values()))  # fmt: skip
     return results

@@ -12,15 +12,17 @@ and TN = N - TP - FP - FN. From them:
 * ``bcr`` = (precision + recall) / 2. This is the seed report's definition (Table 3: P = 0.625,
   R = 1.0 gives BCR = 0.8125), not the textbook balanced classification rate
   (sensitivity + specificity) / 2.
-* ``accuracy`` = (TP + TN) / N, one-vs-rest, as the issue specification asks.
-* ``class_accuracy`` = TP / support. The report's §5.4 calls per-class accuracy "the fraction of
-  correctly predicted samples for the given class, divided by the number of samples", and in its
-  Nnet/TronNet tables "Acc" always equals Recall, so this is what those tables show. The two readings
-  disagree; both are kept so a report can show either. (The report's TransferNet column fits neither:
-  Acc = 0.671 with Recall = 0.345 over 200 classes.)
-* ``aggregated`` = mean(accuracy, precision, recall, bcr) using the one-vs-rest ``accuracy``. The
-  report's "Agg" column is reproduced by the same mean with ``class_accuracy`` in its place
-  (Table 3: (1 + 0.625 + 1 + 0.8125) / 4 = 0.859); see :func:`aggregated_score`.
+* ``accuracy`` = TP / support: the seed report's per-class accuracy, "the fraction of correctly
+  predicted samples for the given class, divided by the number of samples" (§5.4). It equals
+  ``recall`` by definition, as "Acc" equals "Recall" in every row of the report's Nnet and TronNet
+  columns (Table 4, Theo Epstein: Acc 0.182, Recall 0.182).
+* ``ovr_accuracy`` = (TP + TN) / N, the one-vs-rest accuracy of the class as a binary task. Kept
+  under this name only: it is 0.93-0.99 even for an identity never recognised, because TN
+  dominates, so no table ranks or aggregates by it. (The report's TransferNet column fits neither
+  reading: Acc 0.671 with Recall 0.345 for Kaia Gerber; see docs/reports.md.)
+* ``aggregated`` = mean(accuracy, precision, recall, bcr) with the report's ``accuracy``, as the
+  report's "Agg" column: Table 3, (1 + 0.625 + 1 + 0.8125) / 4 = 0.859; Table 4, Theo Epstein,
+  (0.182 + 1.0 + 0.182 + 0.591) / 4 = 0.489. An identity never recognised scores 0.
 
 Any ratio whose denominator is zero is 0.0, like scikit-learn's ``zero_division=0``, so no metric is
 ever NaN and every result is JSON-serialisable.
@@ -45,13 +47,28 @@ class ClassMetrics:
     name: str
     support: int
     accuracy: float
-    class_accuracy: float
+    ovr_accuracy: float
     precision: float
     recall: float
     bcr: float
     aggregated: float
     f1: float
 
+
+# Written into metrics.json beside the tables, so a reader of the file knows which figure is which.
+DEFINITIONS = {
+    "per_class.accuracy": "the seed report's per-class accuracy: correct predictions of the class "
+    "/ its test images (= recall)",
+    "per_class.ovr_accuracy": "one-vs-rest accuracy (TP + TN) / N; near 1 for every class when "
+    "there are many classes, so nothing is ranked or aggregated by it",
+    "per_class.bcr": "(precision + recall) / 2, the seed report's BCR",
+    "per_class.aggregated": "mean of accuracy, precision, recall and bcr (the report's Agg)",
+    "summary.accuracy": "correct test images / test images (overall)",
+    "summary.class_avg_accuracy": "Table 5's Accuracy row: mean per-class accuracy over all "
+    "classes (= macro_recall)",
+    "summary.class_avg_ovr_accuracy": "mean one-vs-rest accuracy over all classes",
+    "top5/worst5": "ranked by aggregated, ties broken by larger support, then name",
+}
 
 _RANK_KEYS = tuple(f.name for f in fields(ClassMetrics) if f.name != "name")
 
@@ -115,16 +132,15 @@ def _class_arrays(cms: np.ndarray) -> dict[str, np.ndarray]:
     tn = total - tp - fp - fn
     precision = _safe_div(tp, tp + fp)
     recall = _safe_div(tp, support)
-    accuracy = _safe_div(tp + tn, total)
     bcr = (precision + recall) / 2.0
     return {
         "support": support,
-        "accuracy": accuracy,
-        "class_accuracy": recall,  # TP / support is recall by definition; kept under the report's name
+        "accuracy": recall,  # the report's per-class accuracy, TP / support: recall by definition
+        "ovr_accuracy": _safe_div(tp + tn, total),
         "precision": precision,
         "recall": recall,
         "bcr": bcr,
-        "aggregated": aggregated_score(accuracy, precision, recall, bcr),
+        "aggregated": aggregated_score(recall, precision, recall, bcr),
         "f1": _safe_div(2 * tp, 2 * tp + fp + fn),
     }
 
@@ -142,7 +158,7 @@ def _summary_arrays(cms: np.ndarray) -> dict[str, np.ndarray]:
         "macro_precision": per["precision"].mean(-1),
         "macro_recall": per["recall"].mean(-1),
     }
-    for key in ("accuracy", "precision", "recall", "bcr", "aggregated"):
+    for key in ("accuracy", "ovr_accuracy", "precision", "recall", "bcr", "aggregated"):
         out[f"class_avg_{key}"] = per[key].mean(-1)
     return out
 
@@ -176,9 +192,10 @@ def summary(cm: np.ndarray) -> dict[str, float]:
     Keys: ``accuracy`` (trace / N); ``balanced_accuracy`` (mean recall over classes with support,
     as scikit-learn); ``macro_f1``, ``macro_precision``, ``macro_recall`` (over all K classes with
     zero_division=0, as scikit-learn with ``labels=range(K)``); and the report's Table 5 class
-    averages ``class_avg_accuracy`` (one-vs-rest), ``class_avg_precision``, ``class_avg_recall``,
-    ``class_avg_bcr``, ``class_avg_aggregated``, also over all K classes. The report's Table 5
-    "Accuracy" row (its Acc equals Recall) is ``macro_recall``.
+    averages ``class_avg_accuracy`` (the report's per-class accuracy, TP / support, so equal to
+    ``macro_recall``), ``class_avg_precision``, ``class_avg_recall``, ``class_avg_bcr``,
+    ``class_avg_aggregated``, and ``class_avg_ovr_accuracy`` (one-vs-rest, labelled as such), all
+    over all K classes. ``accuracy`` (trace / N) is the usual overall accuracy, not a Table 5 row.
     """
     return {key: float(value) for key, value in _summary_arrays(_check_cm(cm)).items()}
 
@@ -211,12 +228,28 @@ def ranked(
 ) -> list[ClassMetrics]:
     """The best (or worst) n classes by one metric, as in the report's Tables 3 and 4.
 
-    Ties break by class name so the order never depends on input order.
+    Ties break by support, larger first (among identities never recognised, the one with the most
+    test images missed is the worst; among perfect ones, the best-attested is the best), then by
+    name, so the order never depends on input order.
     """
     if key not in _RANK_KEYS:
         raise ValueError(f"unknown key {key!r}; choose from {', '.join(_RANK_KEYS)}")
     sign = 1.0 if worst else -1.0
-    return sorted(metrics, key=lambda m: (sign * getattr(m, key), m.name))[: max(n, 0)]
+    return sorted(metrics, key=lambda m: (sign * getattr(m, key), -m.support, m.name))[: max(n, 0)]
+
+
+def median_and_above(metrics: Sequence[ClassMetrics], threshold: float = 0.9) -> dict[str, float]:
+    """The report's §5.1 figures: median aggregated score and how many identities exceed 0.9.
+
+    Only identities with test support count (as in Tables 3 and 4).
+    """
+    scores = np.array([m.aggregated for m in metrics if m.support > 0], dtype=np.float64)
+    return {
+        "median_aggregated": float(np.median(scores)) if scores.size else 0.0,
+        "above": int((scores > threshold).sum()),
+        "threshold": float(threshold),
+        "identities": int(scores.size),
+    }
 
 
 def confused_pairs(cm: np.ndarray, class_names: Sequence[str], n: int = 20) -> list[dict]:
@@ -306,13 +339,15 @@ def metrics_table(cm: np.ndarray, class_names: Sequence[str]) -> dict:
     """Everything above in one JSON-serialisable dict.
 
     Keys: ``summary``, ``per_class`` (one dict per class), ``top5`` and ``worst5`` (by aggregated
-    score, among classes present in the test data, so a class never tested is not called "worst"),
-    and ``confused_pairs``.
+    score, support breaking ties, among classes present in the test data, so a class never tested
+    is not called "worst"), ``aggregated`` (:func:`median_and_above`) and ``confused_pairs``.
     """
     classes = per_class(cm, class_names)
     tested = [m for m in classes if m.support > 0]
     return {
         "summary": summary(cm),
+        "aggregated": median_and_above(classes),
+        "definitions": DEFINITIONS,
         "per_class": [asdict(m) for m in classes],
         "top5": [asdict(m) for m in ranked(tested, n=5)],
         "worst5": [asdict(m) for m in ranked(tested, n=5, worst=True)],
@@ -320,7 +355,13 @@ def metrics_table(cm: np.ndarray, class_names: Sequence[str]) -> dict:
     }
 
 
-def head_medium_few(train_counts: np.ndarray, thresholds: tuple[int, int] = (20, 8)) -> np.ndarray:
+# Training images per identity: head >= 20, medium 8-19, few < 8.
+GROUP_THRESHOLDS = (20, 8)
+
+
+def head_medium_few(
+    train_counts: np.ndarray, thresholds: tuple[int, int] = GROUP_THRESHOLDS
+) -> np.ndarray:
     """Label each class by how many training images it has.
 
     Args:

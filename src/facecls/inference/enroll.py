@@ -28,6 +28,7 @@ from facecls.bundle import (
 )
 from facecls.data.images import ImageError, load_rgb
 from facecls.data.sources import DataError, default_cache_dir, scan_source
+from facecls.inference.calibration import calibrate_run
 from facecls.inference.model import load_model
 from facecls.openset import l2_normalize
 from facecls.progress import bar as progress_bar
@@ -92,7 +93,8 @@ def enroll(
     """Write a copy of a bundle with the identities of ``data`` enrolled; returns its folder.
 
     Args:
-        model_path: a run folder or bundle (its trained centroids must be calibrated).
+        model_path: a run folder or bundle. A run's model without trained centroids (``train``
+            and ``cv`` leave them out) is calibrated first, once, as ``facecls calibrate``.
         data: a folder or archive ``<name>/<photo>``; unreadable photos are listed and skipped.
         out: the new bundle folder (default ``<bundle folder>-enrolled`` beside the original).
             Enrolling into a bundle that already has enrolled people keeps them; a name enrolled
@@ -109,6 +111,13 @@ def enroll(
     model = load_model(model_path, device="auto")
     folder = model.folder
     centroids = read_centroids(folder)
+    run_dir = folder.parent
+    if "trained" not in centroids and (run_dir / "folds.json").is_file():
+        # train/cv leave the centroids to the first use that needs them (a pass over the data).
+        log(f"{run_dir}: computing the trained identities' centroids once (facecls calibrate)")
+        calibrate_run(run_dir, log=log)
+        model = load_model(model_path, device="auto")
+        centroids = read_centroids(folder)
     if "trained" not in centroids:
         raise BundleError(
             f"{folder}: no trained-identity centroids; run facecls calibrate RUN_FOLDER first"

@@ -15,14 +15,17 @@ from typing import Any
 
 import numpy as np
 
+from facecls import metrics
 from facecls.config import to_dict
 from facecls.paired import corrected_fold_t, holm, mcnemar, paired_bootstrap
 from facecls.report import plots
-from facecls.report.content import CLASS_AVERAGES, PATH_KEYS, WITHHELD, RunPage, headline_rows
+from facecls.report.content import CLASS_AVERAGES, RunPage, headline_rows
 from facecls.report.render import format_p
 from facecls.report.run_data import RunData
+from facecls.report.settings import PATH_KEYS, WITHHELD
 
 ALPHA = 0.05
+WRONG_RECALL = 0.2  # an identity "every run gets wrong": recall at most this in each run
 
 
 def pairing(a: RunData, b: RunData) -> tuple[bool, str]:
@@ -48,12 +51,18 @@ def _fold_test(a: RunData, b: RunData) -> dict[str, Any] | None:
     sizes = [len(f) for f in a.folds["folds"]]
     pool = len(a.folds.get("pool", [])) or sum(sizes)
     ratio = float(np.mean([s / max(pool - s, 1) for s in sizes]))
-    diffs = [x["balanced_accuracy"] - y["balanced_accuracy"] for x, y in zip(fa, fb, strict=True)]
+    # B minus A, as everywhere on the page: a positive difference means B did better.
+    diffs = [y["balanced_accuracy"] - x["balanced_accuracy"] for x, y in zip(fa, fb, strict=True)]
     return asdict(corrected_fold_t(diffs, ratio))
 
 
 def paired_tests(a: RunData, b: RunData, seed: int = 0) -> dict[str, Any]:
-    """McNemar and the paired bootstrap of balanced accuracy on shared test images (A minus B)."""
+    """McNemar and the paired bootstrap of balanced accuracy on shared test images.
+
+    The bootstrap's ``difference`` is A minus B as :func:`facecls.paired.paired_bootstrap` gives
+    it; the page shows B minus A (``delta``, ``delta_low``, ``delta_high``), the change from the
+    first run to the second, as do the per-identity recall changes (``moved``).
+    """
     names = sorted(set(a.class_names) | set(b.class_names))
     index = {n: i for i, n in enumerate(names)}
     by_path = {p.path: p for p in b.predictions}
@@ -67,13 +76,17 @@ def paired_tests(a: RunData, b: RunData, seed: int = 0) -> dict[str, Any]:
     support = np.bincount(targets, minlength=len(names))
     moved = [
         {"name": names[c], "support": int(support[c]), "a": float(recall_a[c]),
-         "b": float(recall_b[c]), "delta": float(recall_a[c] - recall_b[c])}
+         "b": float(recall_b[c]), "delta": float(recall_b[c] - recall_a[c])}
         for c in np.argsort(-np.abs(recall_a - recall_b), kind="stable")[:10]
         if support[c] and recall_a[c] != recall_b[c]
     ]  # fmt: skip
+    boot = asdict(paired_bootstrap(targets, preds_a, preds_b, len(names), seed=seed))
+    # + 0.0 turns -0.0 into 0.0, so an unchanged score does not read "-0.000".
+    boot.update(delta=-boot["difference"] + 0.0, delta_low=-boot["high"] + 0.0,
+                delta_high=-boot["low"] + 0.0)  # fmt: skip
     return {
         "mcnemar": asdict(mcnemar(preds_a == targets, preds_b == targets)),
-        "bootstrap": asdict(paired_bootstrap(targets, preds_a, preds_b, len(names), seed=seed)),
+        "bootstrap": boot,
         "folds": _fold_test(a, b),
         "moved": moved,
     }
@@ -144,6 +157,35 @@ def _config_differences(runs: list[RunData], shareable: bool) -> list[dict[str, 
     return [{"key": k, "cells": [f.get(k) for f in flat]} for k in keys]
 
 
+def always_wrong(runs: list[RunData], n: int = 20) -> list[dict[str, Any]]:
+    """Identities every run gets wrong: tested in all runs and recalled at most 0.2 by each
+    (the seed report's §5.2, "all three also struggled to identify Theo Epstein"), worst first."""
+    recalls: list[dict[str, tuple[float, int]]] = []
+    for run in runs:
+        rows = metrics.per_class(run.confusion(), run.class_names)
+        recalls.append({r.name: (r.recall, r.support) for r in rows if r.support > 0})
+    shared = set.intersection(*(set(r) for r in recalls))
+    out = [
+        {"name": name, "support": recalls[0][name][1], "recalls": [r[name][0] for r in recalls]}
+        for name in shared if all(r[name][0] <= WRONG_RECALL for r in recalls)
+    ]  # fmt: skip
+    return sorted(out, key=lambda r: (sum(r["recalls"]), -r["support"], r["name"]))[:n]
+
+
+def group_rows(runs: list[RunData]) -> list[dict[str, Any]]:
+    """Mean recall of head / medium / few identities per run (``metrics.json``'s groups)."""
+    groups = [r.metrics["test"].get("groups") or {} for r in runs]
+    rows = []
+    for g in ("head", "medium", "few"):
+        cells = [
+            {"recall": x.get("recall", {}).get(g), "identities": x.get("identities", {}).get(g)}
+            for x in groups
+        ]
+        if any(c["recall"] is not None for c in cells):
+            rows.append({"group": g, "cells": cells})
+    return rows
+
+
 def build_comparison(runs: list[RunData], shareable: bool) -> RunPage:
     """Tables, tests and the interval figure of a comparison page."""
     names = [r.name for r in runs]
@@ -152,8 +194,10 @@ def build_comparison(runs: list[RunData], shareable: bool) -> RunPage:
         {"label": label, "key": key, "cells": [h[key] for h in headlines]}
         for label, key in ((row["label"], row["key"]) for row in headline_rows(runs[0]))
     ]
+    # Per-identity tables from each run's predictions: the current definitions for every run.
+    tables = [metrics.metrics_table(r.confusion(), r.class_names) for r in runs]
     averages = [
-        {"label": label, "numbers": [r.metrics["test"]["summary"][key] for r in runs]}
+        {"label": label, "numbers": [t["summary"][key] for t in tables]}
         for label, key in CLASS_AVERAGES
     ]
     couples = []
@@ -178,8 +222,14 @@ def build_comparison(runs: list[RunData], shareable: bool) -> RunPage:
         "test_images": [len(r.predictions) for r in runs],
         "rows": rows,
         "averages": averages,
-        "top5": [r.metrics["test"]["top5"] for r in runs],
-        "worst5": [r.metrics["test"]["worst5"] for r in runs],
+        "top5": [t["top5"] for t in tables],
+        "worst5": [t["worst5"] for t in tables],
+        "aggregated": [t["aggregated"] for t in tables],
+        "groups": group_rows(runs),
+        "always_wrong": always_wrong(runs),
+        "wrong_recall": WRONG_RECALL,
+        # Each run's own page, relative to where comparison.html is written (write.py sets it).
+        "run_pages": [None] * len(runs),
         "differences": _config_differences(runs, shareable),
         "couples": couples,
         "holm": len(tested) > 1,
@@ -190,4 +240,9 @@ def build_comparison(runs: list[RunData], shareable: bool) -> RunPage:
         if all(c["low"] is not None for c in row["cells"])
     }
     ax = plots.plot_interval_comparison(names, intervals)
-    return RunPage(context, {"intervals": (ax.figure, "Test scores with 95 % bootstrap intervals")})
+    figures = {"intervals": (ax.figure, "Test scores with 95 % bootstrap intervals")}
+    if any(r.history for r in runs):
+        tested = {r.name: int(r.metrics.get("final_model", {}).get("fold", 0)) for r in runs}
+        ax = plots.plot_loss_overlay({r.name: r.history for r in runs}, tested)
+        figures["losses"] = (ax.figure, "Loss curves of the runs together (each run's tested fold)")
+    return RunPage(context, figures)

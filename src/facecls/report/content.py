@@ -8,18 +8,24 @@ bootstrapped from ``predictions.csv``. ``report.py`` renders and writes what thi
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from facecls import metrics
-from facecls.config import to_dict
 from facecls.paired import bootstrap_mean_ci
 from facecls.report import plots
 from facecls.report.findings import findings
 from facecls.report.run_data import RunData
+from facecls.report.settings import (
+    NOT_PATHS,
+    WITHHELD,
+    changed_settings,
+    environment_rows,
+    settings_rows,
+)
 
 HEADLINE = (
     ("Accuracy", "accuracy"),
@@ -27,17 +33,14 @@ HEADLINE = (
     ("Macro-F1", "macro_f1"),
     ("Top-5 accuracy", "top5_accuracy"),
 )
+# The report's Table 5 rows (its per-class accuracy is correct / samples of the class, = recall).
 CLASS_AVERAGES = (
-    ("Accuracy (one-vs-rest)", "class_avg_accuracy"),
+    ("Accuracy", "class_avg_accuracy"),
     ("Precision", "class_avg_precision"),
     ("Recall", "class_avg_recall"),
     ("BCR", "class_avg_bcr"),
     ("Aggregated", "class_avg_aggregated"),
 )
-# Config values that hold a path on the user's machine; a shareable report leaves them out.
-PATH_KEYS = {("data", "source"), ("data", "split_file"), ("data", "cache_dir"), ("", "runs_dir")}
-NOT_PATHS = {"synthetic", "lfw", None}
-WITHHELD = "(path withheld)"
 
 
 @dataclass
@@ -71,42 +74,6 @@ def clustered_classes(cm: np.ndarray, max_classes: int = 40, max_pairs: int = 60
     sub = cm[np.ix_(classes, classes)] / np.maximum(cm[classes].sum(axis=1), 1)[:, None]
     tree = linkage(sub + sub.T, method="average", metric="euclidean", optimal_ordering=True)
     return [classes[k] for k in leaves_list(tree)]
-
-
-def _redacted(section: str, key: str, value: Any, shareable: bool) -> Any:
-    if shareable and (section, key) in PATH_KEYS and value not in NOT_PATHS:
-        return WITHHELD
-    return value
-
-
-def settings_rows(run: RunData, shareable: bool) -> list[dict[str, Any]]:
-    """The resolved config as ``{"section", "rows": [(key, value)]}``, paths withheld if asked."""
-    values = to_dict(run.config)
-    top = [
-        (k, _redacted("", k, v, shareable)) for k, v in values.items() if not isinstance(v, dict)
-    ]
-    out = [{"section": "run", "rows": top}]
-    synthetic = run.config.data.source == "synthetic"
-    for section, body in values.items():
-        if isinstance(body, dict):
-            rows = [
-                (k, _redacted(section, k, v, shareable)) for k, v in body.items()
-                if synthetic or not k.startswith("synthetic_")  # unused by other sources
-            ]  # fmt: skip
-            out.append({"section": section, "rows": rows})
-    return out
-
-
-def environment_rows(run: RunData) -> list[tuple[str, Any]]:
-    env = dict(run.metrics.get("environment", {}))
-    device = env.pop("cuda_device", None) or f"CPU ({env.get('cpu_threads', '?')} threads)"
-    rows = [("device", device), ("requested device", run.config.train.device)]
-    libraries = env.pop("libraries", None) or {}
-    rows += [(k, v) for k, v in env.items()]
-    if libraries:  # one line instead of a nested dict
-        rows.append(("libraries", ", ".join(f"{k} {v}" for k, v in libraries.items() if v)))
-    rows.append(("wall time", f"{run.metrics.get('wall_seconds', 0):.1f} s"))
-    return rows
 
 
 def data_section(run: RunData, shareable: bool) -> dict[str, Any]:
@@ -175,24 +142,37 @@ def fold_rows(run: RunData) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def train_counts(run: RunData) -> np.ndarray | None:
+    """Training images per identity of the kept model (its fold's training part, validation left
+    out): the one count behind ``metrics.json``'s ``groups``, the terminal, the page and its
+    plots. ``None`` for a run written before facecls stored it."""
+    counts = run.metrics.get("final_model", {}).get("train_counts")
+    return None if counts is None else np.asarray(counts, dtype=np.int64)
+
+
 def per_class_rows(run: RunData, cm: np.ndarray) -> list[dict[str, Any]]:
-    """The per-identity table: test metrics, train images, group and the most frequent mistake."""
-    per_identity = run.data_report.get("images_per_identity", {})
+    """The per-identity table: test metrics, train images, group and the most frequent mistake.
+
+    The metrics are recomputed from the confusion matrix of ``predictions.csv`` (the same
+    figures as ``metrics.json``'s, and the current definitions for a run written before them).
+    """
+    counts = train_counts(run)
     off = cm.copy()
     np.fill_diagonal(off, 0)
     rows = []
-    for c, row in enumerate(run.metrics["test"]["per_class"]):
-        total = per_identity.get(row["name"])
+    for c, row in enumerate(asdict(m) for m in metrics.per_class(cm, run.class_names)):
         j = int(off[c].argmax())
         rows.append({
             **row,
-            "train": None if total is None else int(total) - int(row["support"]),
+            "train": None if counts is None else int(counts[c]),
             "confused_with": run.class_names[j] if off[c, j] else "",
             "confused_count": int(off[c, j]),
         })  # fmt: skip
     train = np.array([r["train"] if r["train"] is not None else 0 for r in rows])
-    for r, group in zip(rows, metrics.head_medium_few(train), strict=True):
-        r["group"] = str(group)
+    for r, group in zip(
+        rows, metrics.head_medium_few(train, metrics.GROUP_THRESHOLDS), strict=True
+    ):
+        r["group"] = str(group) if counts is not None else "?"
     return rows
 
 
@@ -213,9 +193,11 @@ def build_run_page(run: RunData, shareable: bool) -> RunPage:
     """Tables and figures of a run's report (face pictures are added by ``report.py``)."""
     cm = run.confusion()
     per_class = per_class_rows(run, cm)
-    test = run.metrics["test"]
+    test = {**run.metrics["test"], **metrics.metrics_table(cm, run.class_names)}
+    test["summary"] = {**run.metrics["test"]["summary"], **test["summary"]}
     groups = np.array([r["group"] for r in per_class])
-    group_recall = metrics.group_recall(cm, groups)
+    # No stored counts (an older run): no head/medium/few rather than a second definition.
+    group_recall = metrics.group_recall(cm, groups) if train_counts(run) is not None else {}
     context: dict[str, Any] = {
         "name": run.name,
         "command": run.command,
@@ -224,6 +206,9 @@ def build_run_page(run: RunData, shareable: bool) -> RunPage:
         "run_dir": None if shareable else str(run.run_dir.resolve()),
         "data": data_section(run, shareable),
         "settings": settings_rows(run, shareable),
+        "settings_changed": changed_settings(run, shareable),
+        "recipe": run.config.train.recipe,
+        "architecture": run.metrics.get("final_model", {}).get("architecture"),
         "environment": environment_rows(run),
         "headline": headline_rows(run),
         "test_images": test["summary"].get("images", len(run.predictions)),
@@ -232,6 +217,8 @@ def build_run_page(run: RunData, shareable: bool) -> RunPage:
         "top5": test["top5"],
         "worst5": test["worst5"],
         "class_averages": [(label, test["summary"][key]) for label, key in CLASS_AVERAGES],
+        "ovr_accuracy": test["summary"].get("class_avg_ovr_accuracy"),
+        "aggregated": test["aggregated"],
         "group_recall": group_recall,
         "findings": findings(run, cm, group_recall),
         "group_sizes": Counter(groups.tolist()),

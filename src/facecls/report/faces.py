@@ -23,6 +23,8 @@ from facecls.report.run_data import Prediction, RunData
 from facecls.report.saliency import explained_layer, grad_cam, overlay
 
 THUMB_SIDE = 96  # larger images are shrunk; a page of ~100 thumbnails stays well under 2 MB
+ROW_THUMB_SIDE = 40  # one per row of the per-identity table: ~2 kB each
+MAX_ROW_THUMBS = 400  # past this many identities the table shows names only
 
 
 def png_data_uri(image: np.ndarray, max_side: int = THUMB_SIDE) -> str:
@@ -71,6 +73,40 @@ class FaceImages:
             if len(hits):
                 return png_data_uri(self.picture(int(hits[0])))
         return None
+
+    def first_images(self) -> dict[str, int]:
+        """Each identity's first image (dataset order), as a dataset index."""
+        targets = self.dataset.targets.numpy()
+        classes, first = np.unique(targets, return_index=True)
+        return {self.dataset.class_names[c]: int(i) for c, i in zip(classes, first, strict=True)}
+
+
+def face_grid(faces: FaceImages, n: int = 24) -> list[dict[str, Any]]:
+    """One face per identity, the report's Figure 1: the largest classes, then the smallest.
+
+    With more than ``n`` identities, the ``n // 2`` with the most images and the rest from those
+    with the fewest, so the page shows both ends of the long tail. Each tile: ``name``,
+    ``images`` (the identity's images in the data) and ``uri``.
+    """
+    counts = np.bincount(faces.dataset.targets.numpy(), minlength=faces.dataset.num_classes)
+    order = np.argsort(-counts, kind="stable").tolist()
+    if len(order) > n:
+        order = order[: n // 2] + order[len(order) - (n - n // 2) :]
+    first = faces.first_images()
+    names = faces.dataset.class_names
+    return [
+        {"name": names[c], "images": int(counts[c]),
+         "uri": png_data_uri(faces.picture(first[names[c]]))}
+        for c in order if names[c] in first
+    ]  # fmt: skip
+
+
+def row_thumbnails(faces: FaceImages) -> dict[str, str]:
+    """A small face for each identity of the per-identity table (none past MAX_ROW_THUMBS)."""
+    first = faces.first_images()
+    if len(first) > MAX_ROW_THUMBS:
+        return {}
+    return {name: png_data_uri(faces.picture(i), ROW_THUMB_SIDE) for name, i in first.items()}
 
 
 def pair_examples(faces: FaceImages, pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:

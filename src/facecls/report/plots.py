@@ -21,6 +21,15 @@ def _axes(ax: Axes | None, figsize: tuple[float, float] = (6.4, 4.0)) -> Axes:
     return Figure(figsize=figsize, layout="constrained").subplots()
 
 
+def _epoch_axis(ax: Axes) -> None:
+    """Whole epochs on the x axis, also for a run of one epoch (no 0.995 … 1.005 ticks)."""
+    low, high = ax.get_xlim()
+    if high - low < 2:
+        middle = round((low + high) / 2)
+        ax.set_xlim(middle - 1, middle + 1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def plot_loss_curves(history: Sequence[dict[str, Any]], ax: Axes | None = None) -> Axes:
     """Train (solid) and validation (dashed) loss per epoch, one colour per fold.
 
@@ -38,6 +47,7 @@ def plot_loss_curves(history: Sequence[dict[str, Any]], ax: Axes | None = None) 
                 label=f"{label} train".strip())  # fmt: skip
         ax.plot(epochs, [float(r["val_loss"]) for r in rows], color=colour, linestyle="--",
                 label=f"{label} validation".strip())  # fmt: skip
+    _epoch_axis(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy loss")
     ax.set_title("Training (solid) and validation (dashed) loss")
@@ -56,6 +66,7 @@ def plot_accuracy_curves(history: Sequence[dict[str, Any]], ax: Axes | None = No
                 label=f"fold {fold} accuracy")  # fmt: skip
         ax.plot(epochs, [float(r["val_balanced_accuracy"]) for r in rows], color=f"C{i % 10}",
                 linestyle=":", label=f"fold {fold} balanced")  # fmt: skip
+    _epoch_axis(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation score")
     ax.set_ylim(0, 1)
@@ -100,7 +111,7 @@ def plot_long_tail(
         ax.bar(ranks, c[order], width=1.0, color="C0", label="images")
     else:
         t = np.asarray(test_counts, dtype=np.int64)[order]
-        ax.bar(ranks, c[order] - t, width=1.0, color="C0", label="train part")
+        ax.bar(ranks, c[order] - t, width=1.0, color="C0", label="train part (with validation)")
         ax.bar(ranks, t, bottom=c[order] - t, width=1.0, color="C1", label="test part")
     if len(c) and c.max() > 20 * max(c.min(), 1):
         ax.set_yscale("log")
@@ -133,7 +144,7 @@ def plot_fold_loss(
             label="validation")  # fmt: skip
     if best_epoch is not None:
         ax.axvline(best_epoch, color="0.5", linestyle=":", label=f"kept (epoch {best_epoch})")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _epoch_axis(ax)
     ax.set_title(f"fold {fold}", fontsize="medium")
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy loss")
@@ -207,6 +218,30 @@ def plot_recall_vs_train_images(
     ax.set_xlabel("training images of the identity")
     ax.set_ylabel("test recall")
     ax.set_title("Recall per identity against its training images")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_loss_overlay(
+    histories: dict[str, Sequence[dict[str, Any]]], folds: dict[str, int], ax: Axes | None = None
+) -> Axes:
+    """Several runs' loss curves on one axis: each run's tested fold, train solid, validation
+    dashed, one colour per run."""
+    ax = _axes(ax)
+    for i, (name, history) in enumerate(histories.items()):
+        rows = [r for r in history if int(r["fold"]) == folds.get(name, 0)]
+        if not rows:
+            continue
+        epochs = [int(r["epoch"]) for r in rows]
+        ax.plot(epochs, [float(r["train_loss"]) for r in rows], color=f"C{i % 10}", marker=".",
+                label=f"{_text(name)} train")  # fmt: skip
+        ax.plot(epochs, [float(r["val_loss"]) for r in rows], color=f"C{i % 10}", linestyle="--",
+                marker=".", label=f"{_text(name)} validation")  # fmt: skip
+    _epoch_axis(ax)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy loss")
+    ax.set_title("Loss of each run's tested fold: training (solid), validation (dashed)")
+    ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     return ax
 

@@ -9,6 +9,7 @@ the jinja2 templates in ``templates/`` (HTML autoescaped).
 from __future__ import annotations
 
 import base64
+import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -77,6 +78,28 @@ def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
 
 
+def architecture(model: nn.Module, max_rows: int = 60) -> dict[str, Any]:
+    """The model's layers and parameter counts, for ``metrics.json`` and the report.
+
+    Rows are the leaf modules in definition order (``name``, ``layer`` as PyTorch prints it,
+    ``parameters``); a model with more than ``max_rows`` leaves is listed by its top-level blocks.
+    """
+    leaves = [(n, m) for n, m in model.named_modules() if n and not any(m.children())]
+    if len(leaves) > max_rows:
+        leaves = list(model.named_children())
+    rows = [
+        {"name": name, "layer": " ".join(repr(m).split())[:120],
+         "parameters": sum(p.numel() for p in m.parameters())}
+        for name, m in leaves
+    ]  # fmt: skip
+    return {
+        "class": type(model).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "layers": rows,
+    }
+
+
 def write_kernels(model: nn.Module, folder: Path) -> list[Path]:
     """One kernel picture per convolution layer: ``kernels/<NN>_<layer>.png``."""
     written = []
@@ -121,24 +144,36 @@ def write_run_files(
     write_kernels(model, run_dir / "kernels")
 
 
+# The report's Table 5 (averages over identities; its Accuracy is the mean per-class accuracy,
+# correct / samples of the class), then the whole-test-part scores facecls adds.
 TABLE5_ROWS = (
-    ("Accuracy", "summary", "accuracy"),
-    ("Balanced accuracy", "summary", "balanced_accuracy"),
-    ("Macro-F1", "summary", "macro_f1"),
-    ("Top-5 accuracy", "summary", "top5_accuracy"),
-    ("Class avg. precision", "summary", "class_avg_precision"),
-    ("Class avg. recall", "summary", "class_avg_recall"),
-    ("Class avg. BCR", "summary", "class_avg_bcr"),
-    ("Class avg. aggregated", "summary", "class_avg_aggregated"),
+    ("Accuracy (class avg.)", "class_avg_accuracy"),
+    ("Precision (class avg.)", "class_avg_precision"),
+    ("Recall (class avg.)", "class_avg_recall"),
+    ("BCR (class avg.)", "class_avg_bcr"),
+    ("Aggregated (class avg.)", "class_avg_aggregated"),
+    ("Overall accuracy (correct / images)", "accuracy"),
+    ("Balanced accuracy", "balanced_accuracy"),
+    ("Macro-F1", "macro_f1"),
+    ("Top-5 accuracy", "top5_accuracy"),
 )
 
 
 def table5_text(results: dict[str, dict[str, Any]]) -> str:
-    """A Markdown table in the report's Table 5 form: one column per run, test-part metrics."""
+    """A Markdown table in the report's Table 5 form: one column per run, test-part metrics, each
+    with its 95 % bootstrap interval where the run has one (``metrics.json``'s ``intervals_95``)."""
     names = list(results)
     lines = ["| Metric | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    for label, section, key in TABLE5_ROWS:
-        cells = [f"{results[n]['test'][section][key]:.3f}" for n in names]
+    for label, key in TABLE5_ROWS:
+        cells = []
+        for n in names:
+            test = results[n]["test"]
+            value = test["summary"].get(key)
+            if value is None:  # a run written before this key existed
+                cells.append("–")
+                continue
+            low, high = test.get("intervals_95", {}).get(key, (None, None))
+            cells.append(f"{value:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None else ""))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -196,6 +231,10 @@ def _add_faces(context: dict[str, Any], run: RunData, dataset: FaceDataset | Non
             f"Face pictures are not shown: the data could not be reloaded ({error})."
         )
         return
+    context["face_grid"] = report_faces.face_grid(faces)
+    thumbs = report_faces.row_thumbnails(faces)
+    for row in context["per_class"]:
+        row["thumb"] = thumbs.get(row["name"])
     context["pairs"] = report_faces.pair_examples(faces, context["pairs"])
     context["gallery"] = report_faces.error_gallery(faces)
     try:
@@ -264,6 +303,11 @@ def write_report_safely(
     return path
 
 
+def _relative_link(target: Path, start: Path) -> str:
+    """``target`` as a link from a page in ``start`` (relative, so folders can move together)."""
+    return Path(os.path.relpath(target.resolve(), start.resolve())).as_posix()
+
+
 def write_comparison(
     run_dirs: Sequence[Path], out: Path | None = None, shareable: bool = False
 ) -> Path:
@@ -291,6 +335,12 @@ def write_comparison(
     context = page.context
     context["figures"] = _save_figures(page.figures, out)
     stem = "comparison-shareable" if shareable else "comparison"
+    page_name = "report-shareable.html" if shareable else "report.html"
+    context["run_pages"] = [  # no link in a shareable page: a link is a path
+        _relative_link(r.run_dir / page_name, out)
+        if not shareable and (r.run_dir / page_name).is_file() else None
+        for r in runs
+    ]  # fmt: skip
     write_text(out / f"{stem}.md", render("compare.md.j2", context))
     write_text(out / f"{stem}.html", render("compare.html.j2", context))
     return out / f"{stem}.html"

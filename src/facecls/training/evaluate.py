@@ -63,13 +63,14 @@ def evaluation_metrics(
     table["summary"]["images"] = int(len(result.targets))
     table["intervals_95"] = {
         name: list(metrics.bootstrap_ci(result.targets, result.preds, k, name, seed=seed))
-        for name in ("accuracy", "balanced_accuracy", "macro_f1")
-    }
+        for name in ("accuracy", "balanced_accuracy", "macro_f1", "class_avg_accuracy",
+                     "class_avg_aggregated")
+    }  # fmt: skip
     return table
 
 
 # Training images per identity: head >= 20, medium 8-19, few < 8 (metrics.head_medium_few).
-GROUP_THRESHOLDS = (20, 8)
+GROUP_THRESHOLDS = metrics.GROUP_THRESHOLDS
 
 
 def group_metrics(cm: np.ndarray, train_counts: np.ndarray) -> dict[str, Any]:

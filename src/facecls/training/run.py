@@ -39,7 +39,12 @@ from facecls.logs import RunLog, debug
 from facecls.models import model_info
 from facecls.models.facenet import default_weights_path
 from facecls.progress import bar
-from facecls.report.write import write_model_card, write_report_safely, write_run_files
+from facecls.report.write import (
+    architecture,
+    write_model_card,
+    write_report_safely,
+    write_run_files,
+)
 from facecls.runtime import autocast_dtype, runtime_for
 from facecls.training.checkpoint import (
     checkpoint_path,
@@ -256,8 +261,12 @@ def _finish(
     run_dir, dataset, split, dist = run.run_dir, run.dataset, run.split, run.dist
     result_metrics["environment"] = environment(config.train.seed)
     result_metrics["environment"]["processes"] = dist.world_size
-    result_metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
     result_metrics["config"] = to_dict(config)
+    # The one count of training images per identity (the kept model's training part) that
+    # metrics.json's groups, the terminal and the report all use.
+    result_metrics["final_model"]["train_counts"] = [int(c) for c in final.train_counts]
+    result_metrics["final_model"]["architecture"] = architecture(final.model)
+    result_metrics["wall_seconds"] = round(time.perf_counter() - started, 2)  # updated below
 
     def write() -> None:
         save_bundle(
@@ -268,10 +277,10 @@ def _finish(
                           "train_counts": [int(c) for c in final.train_counts]}),
             run_dir / "model",
         )  # fmt: skip
-        # open set: centroids and thresholds, on the outputs predict computes (mirror averaging)
-        calibrate_trained(
-            run_dir / "model", final, dataset, log, bool(config.train.flip_tta), run.images
-        )
+        # open set: msp/energy thresholds from the validation logits already computed
+        calibrate_trained(run_dir / "model", final, log)
+        # Up to here; the report adds its own time below (report_seconds).
+        result_metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
         history = [row for trained in folds for row in trained.history]
         write_run_files(run_dir, dataset, split, history, result_metrics, test, final.model)
         write_json(run_dir / "data_report.json", data_report(dataset, split))
@@ -288,8 +297,13 @@ def _finish(
     if groups_text(result_metrics["test"]):
         log(f"Test {groups_text(result_metrics['test'])}")
     if dist.is_main:
+        before = time.perf_counter()
         write_report_safely(run_dir, log, dataset)  # a report failure is logged, never fatal
-    log(f"Run folder: {run_dir}")
+        # The command's whole wall time, report included, for metrics.json and later pages.
+        result_metrics["report_seconds"] = round(time.perf_counter() - before, 2)
+        result_metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
+        write_json(run_dir / "metrics.json", result_metrics)
+    log(f"Run folder: {run_dir} (wall time {time.perf_counter() - started:.1f} s)")
     return RunResult(run_dir, result_metrics, folds)
 
 
