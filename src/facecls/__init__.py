@@ -22,6 +22,9 @@ from facecls.inference.export import export_onnx
 from facecls.inference.faces import Prediction
 from facecls.inference.model import FaceModel, load_model
 from facecls.inference.predict import predict
+from facecls.inference.search import search
+from facecls.inference.serve import serve
+from facecls.inference.verify import embed, verify
 from facecls.models import create_model, list_models
 from facecls.report.write import write_comparison, write_report
 from facecls.training.evaluate import evaluate_run as evaluate
@@ -41,13 +44,17 @@ __all__ = [
     "create_model",
     "cross_validate",
     "demo",
+    "embed",
     "enroll",
     "evaluate",
     "export_onnx",
     "list_models",
     "load_model",
     "predict",
+    "search",
+    "serve",
     "train",
+    "verify",
     "write_comparison",
     "write_report",
 ]

@@ -94,6 +94,12 @@ class FaceModel:
         self.threshold: float | None = None if threshold is None else float(threshold)
         self.ncm_scale: float = float(openset.get("ncm_scale", 16.0))
 
+    def with_bundle(self, folder: Path) -> FaceModel:
+        """The same network with the identities of another bundle folder of the same weights
+        (an enrolled version): nothing but its JSON and centroids is read."""
+        folder, meta = read_meta(folder)
+        return FaceModel(folder, meta, self._runner, read_centroids(folder), self.backend)
+
     @property
     def class_names(self) -> list[str]:
         """Every identity the model can name: trained, then enrolled."""

@@ -1,0 +1,75 @@
+"""Uploaded photos: size and pixel limits, content sniffed, faces cut as the model cuts them.
+
+Uploads stay in memory and are dropped after the request; only an enrollment keeps anything,
+and then only the person's embedding centroid, never the photo.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from facecls.data.images import ImageError, decode_bytes
+from facecls.inference.detect import Box, FaceDetector, crop_face
+from facecls.inference.model import FaceModel
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+MAX_UPLOAD_PIXELS = 40_000_000
+
+
+class UploadError(ValueError):
+    """An upload refused, with the HTTP status to answer (413 too big, 422 not usable)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Photo:
+    """A decoded upload: RGB pixels ``(H, W, 3)`` and the faces to classify with their boxes."""
+
+    rgb: np.ndarray
+    faces: np.ndarray  # uint8 (F, 3, S, S)
+    boxes: list[tuple[int, int, int, int]]
+
+
+def decode_upload(data: bytes, name: str, max_pixels: int = MAX_UPLOAD_PIXELS) -> np.ndarray:
+    """RGB pixels of an upload; :class:`UploadError` 422 if it is no image or too many pixels."""
+    label = name or "upload"
+    try:
+        with Image.open(io.BytesIO(data)) as probe:  # reads the header only
+            width, height = probe.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        raise UploadError(422, f"{label}: not an image Pillow can read") from error
+    if width * height > max_pixels:
+        raise UploadError(
+            422, f"{label}: {width}x{height} pixels is over the {max_pixels:,}-pixel limit"
+        )
+    try:
+        return decode_bytes(data, label)
+    except ImageError as error:
+        raise UploadError(422, f"{label}: {error}") from error
+
+
+def centre_box(width: int, height: int, crop: float) -> tuple[int, int, int, int]:
+    """The square the model's centre crop takes from a ``width`` × ``height`` photo."""
+    side = max(1, round(min(width, height) * crop))
+    return ((width - side) // 2, (height - side) // 2, side, side)
+
+
+def photo_faces(model: FaceModel, rgb: np.ndarray, detector: FaceDetector | None) -> Photo:
+    """Every face of a photo (with ``detector``), else the photo as one face (centre crop)."""
+    size = model.image_size
+    if detector is None:
+        height, width = rgb.shape[:2]
+        face = model.face(rgb).transpose(2, 0, 1)[None]
+        return Photo(rgb, np.ascontiguousarray(face), [centre_box(width, height, model.crop)])
+    boxes: list[Box] = detector(rgb)
+    faces = np.zeros((len(boxes), 3, size, size), np.uint8)
+    for i, box in enumerate(boxes):
+        faces[i] = crop_face(rgb, box, size, crop=model.crop).transpose(2, 0, 1)
+    return Photo(rgb, faces, [b.as_tuple() for b in boxes])
