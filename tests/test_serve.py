@@ -199,3 +199,71 @@ def test_crash_mid_enrollment_loses_nothing(tiny_run, people, tmp_path, monkeypa
     assert again.model.enrolled_names == ["Ada"]
     again.enroll("Bo", faces(folders[1]))  # the half-written version does not get in the way
     assert again.model.enrolled_names == ["Ada", "Bo"]
+
+
+# ---- in a real browser ---------------------------------------------------------------------
+
+
+@pytest.fixture()
+def live_server(tiny_run: Path, tmp_path: Path):
+    """The service on a free loopback port, run by uvicorn in a thread."""
+    import socket
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = build_app(tiny_run, store=tmp_path / "store", device="cpu")
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        threading.Event().wait(0.05)
+    assert server.started
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_page_names_an_uploaded_photo_in_chromium(live_server, tiny_run, people, tmp_path):
+    from tests.browser import Chromium, find_chromium
+
+    binary = find_chromium()
+    if binary is None:
+        pytest.skip(
+            "Chromium is not installed: `make test` installs Debian's chromium package with "
+            "apt-get when it can; install it (apt-get install chromium) to run the browser checks"
+        )
+    model = facecls.load_model(tiny_run)
+    # a photo the model names (not unknown), so the page has a name to show
+    photo = next(
+        p for p in photos_of(people["train"] / "person_02", 20)
+        if model.predict([str(p)])[0].identity == "person_02"
+    )  # fmt: skip
+    browser = Chromium(binary, tmp_path / "profile")
+    try:
+        browser.send("Page.navigate", {"url": live_server}, session=True)
+        browser.wait_for("Page.loadEventFired")
+        browser.settle(0.5)
+        listed = browser.evaluate("document.getElementById('names').children.length")
+        assert listed == serve_fixtures.TRAINED
+        node = browser.send("Runtime.evaluate", {"expression": "document.getElementById('photo')"},
+                            session=True)["result"]["objectId"]  # fmt: skip
+        browser.send("DOM.setFileInputFiles", {"files": [str(photo)], "objectId": node},
+                     session=True)  # fmt: skip
+        found = ""
+        for _ in range(100):
+            found = browser.evaluate("document.getElementById('names-found').textContent")
+            if found:
+                break
+            browser.settle(0.1)
+        assert found == "person_02"
+        assert browser.evaluate("document.getElementById('canvas').width") == 40
+        assert browser.problems() == []  # no console error, CSP violation or exception
+        assert all(u.startswith((live_server, "blob:")) for u in browser.requests())
+        browser.screenshot(tmp_path / "page.png")
+    finally:
+        browser.close()

@@ -16,7 +16,7 @@ h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem}
 section{border:1px solid #ccc;border-radius:6px;padding:.5rem 1rem;margin:1rem 0}
 .drop{border:2px dashed #999;padding:1rem;text-align:center;border-radius:6px}
 .drop.over{background:#eef}
-canvas{max-width:100%;display:block;margin:.5rem 0}
+canvas{width:min(100%,480px);height:auto;display:block;margin:.5rem 0}
 .err{color:#b00}.ok{color:#070}
 ul#names{columns:3}
 """
