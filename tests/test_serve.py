@@ -18,6 +18,7 @@ from facecls.cli import main
 from facecls.inference.serve import build_app, check_bind, is_loopback
 from facecls.inference.service import Settings, create_app
 from facecls.inference.store import CURRENT, ModelStore
+from facecls.openset import shot_threshold
 from tests import serve_fixtures
 
 people, tiny_run = serve_fixtures.people, serve_fixtures.tiny_run  # session-scoped fixtures
@@ -143,6 +144,11 @@ def test_enrollment_persists_and_names_the_person(client: TestClient, people, ti
     assert answer.status_code == 200, answer.text
     assert answer.json()["photos"] == 4 and answer.json()["version"] == "v000001"
     assert client.get("/identities").json()["enrolled"] == ["Ada"]
+    # Ada (4 photos) is judged against the threshold calibrated for few-photo centroids
+    model = client.app.state.service.store.model
+    table = model.meta["openset"]["enrolled_thresholds"]
+    assert model.threshold_of(len(model.trained_names)) == shot_threshold(table, 4)
+    assert model.threshold_of(0) == model.threshold
     later = photos_of(new, 12)[6:]
     named = [
         client.post("/predict", files={"file": ("p", png(p))}).json()["faces"][0]["identity"]

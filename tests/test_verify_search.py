@@ -51,6 +51,8 @@ def test_training_stores_the_verify_threshold(tiny_run: Path) -> None:
     assert entry["far"] == 0.01 and -1.0 <= entry["threshold"] <= 1.0 + 1e-6
     assert entry["calibration"]["false_accept_rate"] <= 0.01
     assert entry["calibration"]["impostor_pairs"] > 0
+    # and thresholds for people enrolled from few photos, at least for one photo
+    assert "1" in meta["openset"]["enrolled_thresholds"]
 
 
 def test_embed_writes_unit_vectors_and_an_index(tiny_run, people, tmp_path, capsys) -> None:
@@ -131,3 +133,46 @@ def test_search_finds_the_photo_and_caches_the_gallery(tiny_run, people, tmp_pat
     assert again.embedded == 1 and len(again.faces) == photos
     top = again.nearest(model.embed([str(gallery / "newcomer.png")])[0], 1)
     assert top[0].path == str(gallery / "newcomer.png")
+
+
+def test_few_shot_thresholds_accept_enrolled_people_like_trained_ones() -> None:
+    """Identities enrolled from k photos: the k-shot threshold accepts about ``acceptance`` of
+    their other photos (fresh draws), where the trained-centroid threshold accepts far fewer."""
+    from facecls.openset import (
+        class_centroids,
+        cosine,
+        few_shot_thresholds,
+        shot_threshold,
+        threshold_at_acceptance,
+    )
+
+    rng = np.random.default_rng(2)
+    classes, dim = 20, 32
+    centres = rng.normal(size=(classes, dim)) * 2
+
+    def sample(n: int) -> tuple[np.ndarray, np.ndarray]:
+        targets = np.repeat(np.arange(classes), n)
+        return centres[targets] + rng.normal(size=(classes * n, dim)), targets
+
+    train, train_t = sample(40)
+    val, val_t = sample(12)
+    centroids = class_centroids(train, train_t, classes)
+    own = cosine(val, centroids)[np.arange(len(val_t)), val_t]
+    trained_threshold = threshold_at_acceptance(own, 0.95)
+    table = few_shot_thresholds(val, val_t, centroids, 0.95)
+    assert set(table) == {"1", "2", "3", "5", "10"}
+    assert table["1"] < table["3"] < table["10"] < trained_threshold  # noisier centroid, lower
+    # fresh people enrolled from 3 photos, probed with 9 others
+    fresh, fresh_t = sample(12)
+    accepted_own, accepted_trained = [], []
+    for c in range(classes):
+        rows = fresh[fresh_t == c]
+        shot = rows[:3].mean(axis=0)
+        shot /= np.linalg.norm(shot)  # centroids are unit vectors
+        cos = cosine(rows[3:], shot[None])[:, 0]
+        accepted_own.append(cos >= shot_threshold(table, 3))
+        accepted_trained.append(cos >= trained_threshold)
+    assert abs(np.mean(accepted_own) - 0.95) < 0.05
+    assert np.mean(accepted_trained) < 0.8
+    assert shot_threshold(table, 4) == table["3"] and shot_threshold(table, 50) == table["10"]
+    assert shot_threshold({}, 3) is None
