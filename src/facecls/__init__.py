@@ -25,6 +25,7 @@ from facecls.inference.predict import predict
 from facecls.inference.search import search
 from facecls.inference.serve import serve
 from facecls.inference.verify import embed, verify
+from facecls.inference.video import predict_video
 from facecls.models import create_model, list_models
 from facecls.report.write import write_comparison, write_report
 from facecls.training.evaluate import evaluate_run as evaluate
@@ -51,6 +52,7 @@ __all__ = [
     "list_models",
     "load_model",
     "predict",
+    "predict_video",
     "search",
     "serve",
     "train",

@@ -253,7 +253,10 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
     """predict, enroll, export and calibrate: using a trained model (see docs/inference.md)."""
     p = sub.add_parser("predict", help="name the faces in photos (CSV; unknown for strangers)")
     p.add_argument("model", type=Path, help="run folder or model bundle")
-    p.add_argument("images", nargs="+", type=Path, help="image files and/or folders")
+    p.add_argument("images", nargs="*", type=Path, help="image files and/or folders")
+    p.add_argument("--video", help="a video file or a webcam index (0) instead of images")
+    p.add_argument("--every", type=int, default=1, help="with --video: every N-th frame")
+    p.add_argument("--annotate", type=Path, help="with --video: write it with boxes and names")
     p.add_argument("--top-k", type=int, default=5, help="identities listed per face (default 5)")
     p.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write")
     p.add_argument("--detect", action="store_true", help="find and crop faces first (OpenCV)")
@@ -410,7 +413,12 @@ def _run(args: argparse.Namespace) -> int:
 def _use(args: argparse.Namespace, log: Any, progress: bool) -> None:
     import facecls
 
-    if args.command == "predict":
+    if args.command == "predict" and args.video is not None:
+        facecls.predict_video(args.model, args.video, args.out, args.every, args.annotate,
+                              args.detect, args.device, log)  # fmt: skip
+    elif args.command == "predict" and not args.images:
+        raise ValueError("predict needs image files or folders, or --video FILE|CAMERA")
+    elif args.command == "predict":
         facecls.predict(
             args.model, args.images, args.out, args.top_k, args.detect, args.backend,
             args.threshold, args.method, args.device, args.batch_size, log, args.trust_pickle,
