@@ -131,6 +131,10 @@ def test_search_finds_the_photo_and_caches_the_gallery(tiny_run, people, tmp_pat
     sorted((gallery / "person_00").iterdir())[0].unlink()
     again = facecls.inference.search.Gallery(model, gallery).refresh()
     assert again.embedded == 1 and len(again.faces) == photos
+    # a gallery kept in memory (the service's) sees the same changes without reading the cache
+    assert gallery_object.refresh().embedded == 1 and len(gallery_object.faces) == photos
+    assert gallery_object.refresh().embedded == 0
+    assert sorted(f.path for f in gallery_object.faces) == sorted(f.path for f in again.faces)
     top = again.nearest(model.embed([str(gallery / "newcomer.png")])[0], 1)
     assert top[0].path == str(gallery / "newcomer.png")
 

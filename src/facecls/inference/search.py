@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors import numpy as safetensors_numpy
 
 from facecls.atomic import atomic_path
-from facecls.bundle import META_NAME, WEIGHTS_NAME
+from facecls.bundle import WEIGHTS_NAME
 from facecls.data.sources import DataError, default_cache_dir
 from facecls.inference.faces import Prediction, expand_paths
 from facecls.inference.model import FaceModel, load_model
@@ -56,14 +56,19 @@ class SearchResult:
     skipped: list[tuple[str, str]]
 
 
+# model.json entries that change embeddings (enrolling people or recalibrating does not)
+EMBEDDING_KEYS = ("architecture", "image_size", "crop", "mean", "std", "flip_tta")
+
+
 def model_key(model: FaceModel) -> str:
-    """What embeddings depend on: the weights file (size, mtime) and the model's JSON sidecar."""
+    """What embeddings depend on: the weights file (inode, size, mtime; the service's enrolled
+    versions share it as a hard link) and the preprocessing in ``model.json``."""
     digest = hashlib.sha256()
-    digest.update((model.folder / META_NAME).read_bytes())
+    digest.update(json.dumps([model.meta.get(k) for k in EMBEDDING_KEYS]).encode())
     weights = model.folder / WEIGHTS_NAME
     if weights.exists():
         stat = weights.stat()
-        digest.update(f"{weights.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        digest.update(f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     digest.update(model.backend.encode())
     return digest.hexdigest()
 
@@ -92,14 +97,16 @@ class Gallery:
         self.model, self.folder, self.detect = model, Path(folder), detect
         if not self.folder.is_dir():
             raise DataError(f"{self.folder}: the gallery must be a folder of photos")
+        self.model_key = model_key(model)
         key = hashlib.sha256(
-            f"{self.folder.resolve()}|{detect}|{model_key(model)}".encode()
+            f"{self.folder.resolve()}|{detect}|{self.model_key}".encode()
         ).hexdigest()[:24]
         self.cache = (cache_dir or default_cache_dir()) / "gallery" / f"{key}.safetensors"
         self.faces: list[Prediction] = []
         self.vectors = np.zeros((0, 0), np.float32)
         self.skipped: list[tuple[str, str]] = []
         self.embedded = 0  # photos embedded by the last refresh (0: all from the cache)
+        self._rows: list[dict[str, Any]] | None = None  # after a refresh: the cache, in memory
 
     def _read_cache(self) -> tuple[list[dict[str, Any]], np.ndarray]:
         try:
@@ -114,7 +121,10 @@ class Gallery:
 
     def refresh(self) -> Gallery:
         """Bring the embeddings up to date with the folder; re-embed only changed files."""
-        rows, vectors = self._read_cache()
+        if self._rows is None:
+            rows, vectors = self._read_cache()
+        else:  # refreshed before: only the folder is looked at again
+            rows, vectors = self._rows, self.vectors
         files = [p for p in expand_paths([self.folder], images_only=False)]
         stamps = {str(p): _stamp(p) for p in files}
         keep = [
@@ -160,6 +170,7 @@ class Gallery:
         self.skipped = [(r["path"], r["reason"]) for r in bad_rows]
         if todo or len(keep) != len(rows):
             self._write_cache(all_rows + bad_rows)
+        self._rows = all_rows + bad_rows
         return self
 
     def _write_cache(self, rows: list[dict[str, Any]]) -> None:

@@ -29,7 +29,7 @@ from facecls.data.sources import DataError
 from facecls.inference.batching import Batcher
 from facecls.inference.detect import FaceDetector
 from facecls.inference.page import CSP, PAGE
-from facecls.inference.search import Gallery
+from facecls.inference.search import Gallery, model_key
 from facecls.inference.store import ModelStore
 from facecls.inference.uploads import (
     MAX_UPLOAD_BYTES,
@@ -95,9 +95,10 @@ class Service:
         if self.settings.gallery is None:
             raise UploadError(404, "no gallery: start the service with --gallery DIR")
         with self._gallery_lock:
-            if self._gallery is None or self._gallery.model is not self.store.model:
-                self._gallery = Gallery(self.store.model, self.settings.gallery,
-                                        self.settings.detect)  # fmt: skip
+            model = self.store.model
+            # a new enrolled version shares the network: the same gallery, nothing re-embedded
+            if self._gallery is None or self._gallery.model_key != model_key(model):
+                self._gallery = Gallery(model, self.settings.gallery, self.settings.detect)
             return self._gallery.refresh()
 
 
