@@ -39,14 +39,20 @@ function draw(file, result) {
     canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
     const ctx = canvas.getContext("2d");
     ctx.drawImage(img, 0, 0);
-    const line = Math.max(2, Math.round(canvas.width / 200));
-    ctx.lineWidth = line; ctx.font = (8 * line) + "px sans-serif";
+    const line = Math.max(1, Math.round(canvas.width / 300));
+    const size = Math.max(10, 6 * line);
+    ctx.lineWidth = line; ctx.font = size + "px sans-serif"; ctx.textBaseline = "top";
     for (const face of result.faces) {
       const [x, y, w, h] = face.box;
-      ctx.strokeStyle = face.decision === "known" ? "#0a0" : "#d00";
+      const colour = face.decision === "known" ? "#080" : "#c00";
+      ctx.strokeStyle = colour;
       ctx.strokeRect(x, y, w, h);
-      ctx.fillStyle = ctx.strokeStyle;
-      ctx.fillText(face.identity, x + line, Math.max(8 * line, y - line));
+      // the name on a filled tag above the box (below it at the top edge), inside the photo
+      const width = ctx.measureText(face.identity).width + 2 * line;
+      const left = Math.max(0, Math.min(x, canvas.width - width));
+      const top = y >= size + 2 * line ? y - size - 2 * line : Math.min(y + h, canvas.height - size);
+      ctx.fillStyle = colour; ctx.fillRect(left, top, width, size + 2 * line);
+      ctx.fillStyle = "#fff"; ctx.fillText(face.identity, left + line, top + line);
     }
     URL.revokeObjectURL(url);
   };
