@@ -119,6 +119,17 @@ def test_upload_limits_and_bad_uploads(client: TestClient, people, tmp_path: Pat
     # a PNG named .txt is judged by its content
     named = client.post("/predict", files={"file": ("notes.txt", png(good))})
     assert named.status_code == 200 and len(named.json()["faces"]) == 1
+
+    # a body that does not declare its length is cut off as it streams in
+    def chunks():
+        yield b'--x\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n'
+        for _ in range(50):
+            yield b"\0" * 100_000
+
+    streamed = client.post(
+        "/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"}
+    )
+    assert streamed.status_code == 413
     assert client.get("/health").status_code == 200  # the service lives on
 
 

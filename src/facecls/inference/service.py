@@ -34,6 +34,7 @@ from facecls.inference.store import ModelStore
 from facecls.inference.uploads import (
     MAX_UPLOAD_BYTES,
     MAX_UPLOAD_PIXELS,
+    BodyLimit,
     Photo,
     UploadError,
     decode_upload,
@@ -130,6 +131,9 @@ def create_app(store: ModelStore, settings: Settings | None = None) -> FastAPI:
         if length and length.isdigit() and int(length) > settings.max_bytes * MAX_ENROLL_PHOTOS:
             return JSONResponse({"detail": "request too large"}, 413)
         return await call_next(request)
+
+    # and a body that does not say its length is cut off as it streams in
+    app.add_middleware(BodyLimit, limit=settings.max_bytes * MAX_ENROLL_PHOTOS + 65536)
 
     @app.exception_handler(UploadError)
     async def upload_error(_: Request, error: UploadError) -> JSONResponse:

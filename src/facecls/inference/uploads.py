@@ -7,7 +7,9 @@ and then only the person's embedding centroid, never the photo.
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -73,3 +75,53 @@ def photo_faces(model: FaceModel, rgb: np.ndarray, detector: FaceDetector | None
     for i, box in enumerate(boxes):
         faces[i] = crop_face(rgb, box, size, crop=model.crop).transpose(2, 0, 1)
     return Photo(rgb, faces, [b.as_tuple() for b in boxes])
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes is refused (413) as it streams in,
+    whether or not it declares its length, so an oversized upload is never read whole.
+
+    Reading stops with an error at the limit; whatever the app then answers (the form parser
+    turns errors into 400) is replaced by the 413.
+    """
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        seen, over, answered = 0, False, False
+        detail = json.dumps({"detail": f"request over the {self.limit:,}-byte limit"}).encode()
+
+        async def refuse() -> None:
+            nonlocal answered
+            if not answered:
+                answered = True
+                await send({"type": "http.response.start", "status": 413,
+                            "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+                await send({"type": "http.response.body", "body": detail})
+
+        async def limited() -> dict[str, Any]:
+            nonlocal seen, over
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    over = True
+                    raise UploadError(413, detail.decode())
+            return message
+
+        async def guarded(message: dict[str, Any]) -> None:
+            if over:
+                await refuse()  # instead of the app's answer
+            else:
+                await send(message)
+
+        try:
+            await self.app(scope, limited, guarded)
+        except UploadError:
+            if not over:
+                raise
+            await refuse()
