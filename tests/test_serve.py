@@ -284,3 +284,30 @@ def test_page_names_an_uploaded_photo_in_chromium(live_server, tiny_run, people,
         browser.screenshot(tmp_path / "page.png")
     finally:
         browser.close()
+
+
+def test_batcher_groups_requests_that_arrive_together() -> None:
+    from facecls.inference.batching import Batcher
+
+    gate = threading.Event()
+    sizes: list[int] = []
+
+    def run(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        gate.wait(5)  # the first batch waits until every request is queued
+        sizes.append(len(faces))
+        flat = faces.reshape(len(faces), -1).astype(np.float32)
+        return flat[:, :1], flat * 2
+
+    batcher = Batcher(run, max_faces=32)
+    requests = [np.full((n, 3, 2, 2), i, np.uint8) for i, n in enumerate((1, 2, 1, 3, 1))]
+    futures = [batcher.submit(r) for r in requests]
+    gate.set()
+    for request, future in zip(requests, futures, strict=True):
+        logits, features = future.result(5)
+        assert len(logits) == len(request) and np.all(features == 2 * request[0, 0, 0, 0])
+    assert sum(sizes) == 8 and len(sizes) < len(requests)  # fewer passes than requests
+    failing = Batcher(lambda faces: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        failing.submit(requests[0]).result(5)
+    batcher.close()
+    failing.close()
