@@ -123,7 +123,13 @@ def main() -> None:
                     time.sleep(0.1)
             print(f"Service load on {platform.machine()} with {os.cpu_count()} CPUs; load "
                   f"average before: {os.getloadavg()[0]:.2f}; model {run}")  # fmt: skip
-            hammer(url, photos, 20, [], [])  # warm-up: first requests pay for start-up
+            # warm-up, concurrent too: the first pass of each batch size pays for kernel set-up
+            warm = [threading.Thread(target=hammer, args=(url, photos, 25, [], []))
+                    for _ in range(args.clients)]  # fmt: skip
+            for t in warm:
+                t.start()
+            for t in warm:
+                t.join()
             latencies: list[float] = []
             errors: list[str] = []
             threads = [

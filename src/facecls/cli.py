@@ -318,6 +318,7 @@ def _add_compare_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--gallery", type=Path, help="folder of photos /search looks in")
     p.add_argument("--detect", action="store_true", help="find faces in uploads (OpenCV)")
+    p.add_argument("--threads", type=int, help="PyTorch threads (default: half the cores)")
 
 
 def _compare(args: argparse.Namespace, log: Any) -> None:
@@ -335,7 +336,7 @@ def _compare(args: argparse.Namespace, log: Any) -> None:
             print(f"{rank}. {match.similarity:.4f}  {match.path}{face}")
     else:
         facecls.serve(args.model, args.host, args.port, args.token, args.store, args.gallery,
-                      args.detect, log=log)  # fmt: skip
+                      args.detect, log=log, threads=args.threads)  # fmt: skip
 
 
 def config_from_args(args: argparse.Namespace, command: str) -> RunConfig:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import importlib
 import ipaddress
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import torch
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -67,10 +70,21 @@ def build_app(
     return service.create_app(model_store, settings)
 
 
+def default_threads() -> int:
+    """Threads for the network in a service: half the cores (at least one).
+
+    The requests in flight already run as one batch, and decoding, HTTP and the event loop need
+    cores too. Measured on a loaded 2-core CPU (``benchmarks/serve_load.py``): 2 intra-op
+    threads spin against those and /predict ran at 20-50 requests/s with 1 s stalls; 1 thread,
+    about 200 requests/s.
+    """
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 def serve(
     model: str | Path, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
     store: str | Path | None = None, gallery: str | Path | None = None, detect: bool = False,
-    device: str = "auto", log: Callable[[str], None] = print,
+    device: str = "auto", log: Callable[[str], None] = print, threads: int | None = None,
 ) -> None:  # fmt: skip
     """``facecls serve``: run the service until stopped (Ctrl-C).
 
@@ -81,6 +95,8 @@ def serve(
         gallery: folder of photos ``/search`` looks in.
         detect: find faces in uploads with OpenCV (``facecls[detect]``); otherwise each upload
             is one face, cut as training cut its photos.
+        threads: PyTorch threads for the network (default :func:`default_threads`); this sets
+            the process-wide ``torch.set_num_threads``, as a server owns its process.
 
     Raises:
         ValueError: a non-loopback ``host`` without ``token``.
@@ -88,6 +104,9 @@ def serve(
     """
     check_bind(host, token)  # before anything is loaded
     _, uvicorn = require_serve()
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads or default_threads())
     app = build_app(model, token, store, gallery, detect, device, log)
     shown = f"[{host}]" if ":" in host else host
     log(f"Serving on http://{shown}:{port}/ (API docs: /docs); Ctrl-C stops")
