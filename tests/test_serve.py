@@ -15,7 +15,7 @@ from PIL import Image
 
 import facecls
 from facecls.cli import main
-from facecls.inference.serve import build_app, check_bind, is_loopback
+from facecls.inference.serve import build_app, check_bind, is_loopback, resolve_token
 from facecls.inference.service import Settings, create_app
 from facecls.inference.store import CURRENT, ModelStore
 from facecls.openset import shot_threshold
@@ -53,6 +53,13 @@ def test_loopback_rule() -> None:
         check_bind("0.0.0.0", None)
     with pytest.raises(ValueError, match="empty"):
         check_bind("0.0.0.0", " ")
+
+
+def test_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FACECLS_TOKEN", raising=False)
+    assert resolve_token(None) is None and resolve_token("given") == "given"
+    monkeypatch.setenv("FACECLS_TOKEN", "from-env")
+    assert resolve_token(None) == "from-env" and resolve_token("given") == "given"
 
 
 def test_serve_refuses_other_hosts_without_token(tiny_run: Path, capsys) -> None:

@@ -312,7 +312,8 @@ def _add_compare_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", type=Path, help="run folder or model bundle")
     p.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--token", help="bearer token every request must carry (required off loopback)")
+    p.add_argument("--token", help="bearer token every request must carry (required off "
+                   "loopback; default $FACECLS_TOKEN)")  # fmt: skip
     p.add_argument(
         "--store", type=Path, help="folder of enrolled versions (default <bundle>.served)"
     )

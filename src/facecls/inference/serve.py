@@ -29,6 +29,11 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
+def resolve_token(token: str | None) -> str | None:
+    """``token``, else ``$FACECLS_TOKEN`` (a token on the command line shows in ``ps``)."""
+    return token if token is not None else os.environ.get("FACECLS_TOKEN") or None
+
+
 def check_bind(host: str, token: str | None) -> None:
     """Refuse to listen beyond this machine without a token.
 
@@ -90,7 +95,7 @@ def serve(
 
     Args:
         host: the address to listen on; anything but loopback requires ``token``.
-        token: bearer token every request must carry.
+        token: bearer token every request must carry (default ``$FACECLS_TOKEN``).
         store: folder of enrolled versions (default ``<bundle>.served`` beside the bundle).
         gallery: folder of photos ``/search`` looks in.
         detect: find faces in uploads with OpenCV (``facecls[detect]``); otherwise each upload
@@ -102,6 +107,7 @@ def serve(
         ValueError: a non-loopback ``host`` without ``token``.
         ImportError: the ``serve`` extra is not installed.
     """
+    token = resolve_token(token)
     check_bind(host, token)  # before anything is loaded
     _, uvicorn = require_serve()
     if threads is not None and threads < 1:

@@ -219,7 +219,7 @@ def stored_threshold(model: FaceModel, threshold: float | None) -> tuple[float, 
     if "threshold" not in entry:
         raise BundleError(
             f"{model.folder}: no calibrated verification threshold in model.json (models trained "
-            "before facecls verify had none); give --threshold"
+            "before facecls verify had none); give --threshold (the service: a threshold field)"
         )
     return float(entry["threshold"]), entry.get("far")
 
