@@ -62,7 +62,8 @@ def test_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_token(None) == "from-env" and resolve_token("given") == "given"
 
 
-def test_serve_refuses_other_hosts_without_token(tiny_run: Path, capsys) -> None:
+def test_serve_refuses_other_hosts_without_token(tiny_run: Path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("FACECLS_TOKEN", raising=False)
     assert main(["serve", str(tiny_run), "--host", "0.0.0.0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--token" in err[0]
