@@ -274,7 +274,7 @@ def calibrate(
     }
     return Calibration(
         centroids, fit_scale(cos, val_targets), thresholds, method, acceptance, stats,
-        few_shot_thresholds(val_features, val_targets, centroids, acceptance),
+        few_shot_thresholds(val_features, val_targets, subset, acceptance),
     )  # fmt: skip
 
 
@@ -285,7 +285,7 @@ SHOTS: tuple[int, ...] = (1, 2, 3, 5, 10)
 def few_shot_thresholds(
     features: np.ndarray,
     targets: np.ndarray,
-    centroids: np.ndarray,
+    probes: np.ndarray | None = None,
     acceptance: float = DEFAULT_ACCEPTANCE,
     shots: tuple[int, ...] = SHOTS,
     draws: int = 5,
@@ -297,17 +297,18 @@ def few_shot_thresholds(
     other photos sit at a lower cosine to it; one threshold for both would reject enrolled
     people more often than trained ones. Enrollment is simulated on the validation part (photos
     the model never trained on, as enrolled photos are): for each person, ``k`` photos make a
-    centroid that replaces the trained one, the person's other photos are the probes, and the
-    threshold accepts ``acceptance`` of the probes the nearest-class-mean head names correctly
-    (as :func:`calibrate` does for trained identities). ``k`` with fewer than 10 such probes is
-    left out.
+    centroid, and the cosines of the person's other photos to it set the threshold that accepts
+    ``acceptance`` of them, as :func:`calibrate` sets the trained one. ``probes`` (a boolean
+    mask) limits the photos scored to those the trained threshold is set on (the correctly
+    named ones), so both thresholds answer the same question. ``k`` with fewer than 10 scored
+    photos is left out.
 
     Returns:
         ``{str(k): threshold}`` (string keys: it is stored in JSON).
     """
     rng = np.random.default_rng(seed)
     unit = l2_normalize(np.asarray(features, dtype=np.float64))
-    base = unit @ np.asarray(centroids, dtype=np.float64).T  # (N, C) cosines to trained centroids
+    scored = np.ones(len(targets), bool) if probes is None else np.asarray(probes, bool)
     table: dict[str, float] = {}
     for k in shots:
         accepted: list[np.ndarray] = []
@@ -318,11 +319,8 @@ def few_shot_thresholds(
             for _ in range(draws):
                 order = rng.permutation(members)
                 shot = l2_normalize(unit[order[:k]].sum(axis=0, keepdims=True))[0]
-                probes = order[k:]
-                cos = base[probes].copy()
-                cos[:, c] = unit[probes] @ shot
-                named = cos.argmax(axis=1) == c
-                accepted.append(cos[named, c])
+                rest = order[k:][scored[order[k:]]]
+                accepted.append(unit[rest] @ shot)
         scores_k = np.concatenate(accepted) if accepted else np.zeros(0)
         if len(scores_k) >= 10:
             table[str(k)] = threshold_at_acceptance(scores_k, acceptance)
