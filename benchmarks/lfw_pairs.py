@@ -111,6 +111,17 @@ def main() -> None:
     print(f"  verification accuracy {accuracies.mean():.4f} ± {accuracies.std(ddof=1):.4f} "
           f"(std over folds; standard error {accuracies.std(ddof=1) / np.sqrt(len(accuracies)):.4f})")  # fmt: skip
     print(f"  per fold: {' '.join(f'{a:.3f}' for a in accuracies)}")
+    # the threshold `facecls verify` uses: calibrated at training on validation pairs (FAR 1 %)
+    calibrated = (model.meta.get("verify") or {}).get("threshold")
+    if calibrated is None:
+        print("  calibrated verify threshold: none in this bundle (trained before facecls verify)")
+    else:
+        decided = similarity >= calibrated
+        print(f"  at the calibrated verify threshold {calibrated:.4f} (FAR "
+              f"{model.meta['verify']['far']:.1%} on validation pairs): accuracy "
+              f"{np.mean(decided == same):.4f}, false accepts {np.mean(decided[~same]):.4f}, "
+              f"true accepts {np.mean(decided[same]):.4f} (best-threshold 10-fold: "
+              f"{accuracies.mean():.4f})")  # fmt: skip
     print(f"  note: {seen} of {len(pairs)} pairs involve a person this model was trained on "
           f"({len(trained)} identities); LFW's protocol assumes no such overlap, so the figure "
           "is optimistic for models trained on LFW")  # fmt: skip

@@ -22,6 +22,10 @@ from facecls.inference.export import export_onnx
 from facecls.inference.faces import Prediction
 from facecls.inference.model import FaceModel, load_model
 from facecls.inference.predict import predict
+from facecls.inference.search import search
+from facecls.inference.serve import serve
+from facecls.inference.verify import embed, verify
+from facecls.inference.video import predict_video
 from facecls.models import create_model, list_models
 from facecls.report.write import write_comparison, write_report
 from facecls.training.evaluate import evaluate_run as evaluate
@@ -42,14 +46,19 @@ __all__ = [
     "create_model",
     "cross_validate",
     "demo",
+    "embed",
     "enroll",
     "evaluate",
     "export_onnx",
     "list_models",
     "load_model",
     "predict",
+    "predict_video",
+    "search",
+    "serve",
     "train",
     "tune",
+    "verify",
     "write_comparison",
     "write_report",
 ]

@@ -258,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", default="runs", help="where run folders go (default runs)")
     _add_use_commands(sub)
     _add_comfort_commands(sub)
+    _add_compare_commands(sub)
     return parser
 
 
@@ -276,7 +277,9 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
     """predict, enroll, export and calibrate: using a trained model (see docs/inference.md)."""
     p = sub.add_parser("predict", help="name the faces in photos (CSV; unknown for strangers)")
     p.add_argument("model", type=Path, help="run folder or model bundle")
-    p.add_argument("images", nargs="+", type=Path, help="image files and/or folders")
+    p.add_argument("images", nargs="*", type=Path, help="image files and/or folders")
+    p.add_argument("--video", help="a video file or a webcam index (0) instead of images")
+    p.add_argument("--every", type=int, default=1, help="with --video: every N-th frame")
     p.add_argument("--top-k", type=int, default=5, help="identities listed per face (default 5)")
     p.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write")
     p.add_argument(
@@ -285,8 +288,9 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
         "--faces align/box",
     )  # fmt: skip
     p.add_argument(
-        "--annotate", type=Path, metavar="DIR",
-        help="write each photo with boxes and names drawn on it into DIR",
+        "--annotate", type=Path, metavar="DIR|OUT.mp4",
+        help="write each photo with boxes and names drawn on it into DIR (with --video: the "
+        "video, to OUT.mp4)",
     )  # fmt: skip
     p.add_argument("--threshold", type=float, help="open-set threshold (default: calibrated)")
     p.add_argument("--method", choices=list(METHODS), help="open-set score")
@@ -320,6 +324,57 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
                    help="share of correctly named validation faces to accept (default 0.95)")  # fmt: skip
     p.add_argument("--threshold", type=float, help="set this threshold by hand (no data needed)")
     p.add_argument("--data", help="recalibrate on this source instead of the run's")
+
+
+def _add_compare_commands(sub: argparse._SubParsersAction) -> None:
+    """embed, verify, search and serve (see docs/serve.md)."""
+    p = sub.add_parser("embed", help="write one embedding per face (safetensors + CSV index)")
+    p.add_argument("model", type=Path, help="run folder or model bundle")
+    p.add_argument("photos", nargs="+", type=Path, help="image files and/or folders")
+    p.add_argument("--out", type=Path, required=True, help="safetensors file (index: .csv)")
+    p.add_argument("--detect", action="store_true", help="every detected face (OpenCV)")
+    p = sub.add_parser("verify", help="are two photos the same person? (cosine similarity)")
+    p.add_argument("model", type=Path, help="run folder or model bundle")
+    p.add_argument("a", type=Path, help="first photo")
+    p.add_argument("b", type=Path, help="second photo")
+    p.add_argument("--threshold", type=float, help="similarity threshold (default: calibrated)")
+    p.add_argument("--detect", action="store_true", help="compare the largest detected faces")
+    p = sub.add_parser("search", help="the gallery faces closest to a photo's face")
+    p.add_argument("model", type=Path, help="run folder or model bundle")
+    p.add_argument("photo", type=Path, help="the photo to look for")
+    p.add_argument("--gallery", type=Path, required=True, help="folder of photos (cached)")
+    p.add_argument("--top-k", type=int, default=5, help="faces listed (default 5)")
+    p.add_argument("--detect", action="store_true", help="every detected face (OpenCV)")
+    p = sub.add_parser("serve", help="local HTTP service and web page (facecls[serve])")
+    p.add_argument("model", type=Path, help="run folder or model bundle")
+    p.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--token", help="bearer token every request must carry (required off "
+                   "loopback; default $FACECLS_TOKEN)")  # fmt: skip
+    p.add_argument(
+        "--store", type=Path, help="folder of enrolled versions (default <bundle>.served)"
+    )
+    p.add_argument("--gallery", type=Path, help="folder of photos /search looks in")
+    p.add_argument("--detect", action="store_true", help="find faces in uploads (OpenCV)")
+    p.add_argument("--threads", type=int, help="PyTorch threads (default: half the cores)")
+
+
+def _compare(args: argparse.Namespace, log: Any) -> None:
+    import facecls
+
+    if args.command == "embed":
+        facecls.embed(args.model, args.photos, args.out, args.detect, log=log)
+    elif args.command == "verify":
+        print(facecls.verify(args.model, args.a, args.b, args.threshold, args.detect).line())
+    elif args.command == "search":
+        result = facecls.search(args.model, args.photo, args.gallery, args.top_k, args.detect,
+                                log=log)  # fmt: skip
+        for rank, match in enumerate(result.matches, 1):
+            face = "" if match.face is None else f" face {match.face}"
+            print(f"{rank}. {match.similarity:.4f}  {match.path}{face}")
+    else:
+        facecls.serve(args.model, args.host, args.port, args.token, args.store, args.gallery,
+                      args.detect, log=log, threads=args.threads)  # fmt: skip
 
 
 def config_from_args(args: argparse.Namespace, command: str) -> RunConfig:
@@ -388,6 +443,8 @@ def _run(args: argparse.Namespace) -> int:
         )
     elif args.command in ("predict", "enroll", "export", "calibrate"):
         _use(args, log, progress)
+    elif args.command in ("embed", "verify", "search", "serve"):
+        _compare(args, log)
     elif args.command == "demo":
         facecls.demo(data=args.data, runs_dir=args.runs_dir, log=log, show_progress=progress)
     return 0
@@ -396,7 +453,12 @@ def _run(args: argparse.Namespace) -> int:
 def _use(args: argparse.Namespace, log: Any, progress: bool) -> None:
     import facecls
 
-    if args.command == "predict":
+    if args.command == "predict" and args.video is not None:
+        facecls.predict_video(args.model, args.video, args.out, args.every, args.annotate,
+                              args.detect, args.device, log)  # fmt: skip
+    elif args.command == "predict" and not args.images:
+        raise ValueError("predict needs image files or folders, or --video FILE|CAMERA")
+    elif args.command == "predict":
         facecls.predict(
             args.model, args.images, args.out, args.top_k, args.detect, args.backend,
             args.threshold, args.method, args.device, args.batch_size, log, args.trust_pickle,

@@ -411,11 +411,13 @@ class EvalResult:
         logits: float32 ``(N, C)``.
         targets: int64 ``(N,)``.
         loss: mean loss over the images (with the training loss's class weights).
+        features: float32 ``(N, D)`` embeddings when the pass kept them, else ``None``.
     """
 
     logits: np.ndarray
     targets: np.ndarray
     loss: float
+    features: np.ndarray | None = None
 
     @property
     def preds(self) -> np.ndarray:

@@ -220,10 +220,11 @@ class Calibration:
     method: str = DEFAULT_METHOD
     acceptance: float = DEFAULT_ACCEPTANCE
     stats: dict[str, Any] = field(default_factory=dict)
+    enrolled_thresholds: dict[str, float] = field(default_factory=dict)
 
     def meta(self) -> dict[str, Any]:
         """The ``openset`` entry of a bundle's ``model.json`` (centroids live in safetensors)."""
-        return {
+        entry = {
             "method": self.method,
             "threshold": self.thresholds[self.method],
             "thresholds": self.thresholds,
@@ -231,6 +232,9 @@ class Calibration:
             "ncm_scale": self.scale,
             "calibration": self.stats,
         }
+        if self.enrolled_thresholds:
+            entry["enrolled_thresholds"] = self.enrolled_thresholds
+        return entry
 
 
 def calibrate(
@@ -269,5 +273,66 @@ def calibrate(
         "ncm_validation_accuracy": float((cos.argmax(axis=1) == val_targets).mean()),
     }
     return Calibration(
-        centroids, fit_scale(cos, val_targets), thresholds, method, acceptance, stats
-    )
+        centroids, fit_scale(cos, val_targets), thresholds, method, acceptance, stats,
+        few_shot_thresholds(val_features, val_targets, subset, acceptance),
+    )  # fmt: skip
+
+
+# Photos per person an enrolled centroid is simulated from (``few_shot_thresholds``).
+SHOTS: tuple[int, ...] = (1, 2, 3, 5, 10)
+
+
+def few_shot_thresholds(
+    features: np.ndarray,
+    targets: np.ndarray,
+    probes: np.ndarray | None = None,
+    acceptance: float = DEFAULT_ACCEPTANCE,
+    shots: tuple[int, ...] = SHOTS,
+    draws: int = 5,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Centroid-cosine thresholds for identities enrolled from ``k`` photos, per ``k``.
+
+    A centroid of a few photos is noisier than one of a whole training part, so the person's
+    other photos sit at a lower cosine to it; one threshold for both would reject enrolled
+    people more often than trained ones. Enrollment is simulated on the validation part (photos
+    the model never trained on, as enrolled photos are): for each person, ``k`` photos make a
+    centroid, and the cosines of the person's other photos to it set the threshold that accepts
+    ``acceptance`` of them, as :func:`calibrate` sets the trained one. ``probes`` (a boolean
+    mask) limits the photos scored to those the trained threshold is set on (the correctly
+    named ones), so both thresholds answer the same question. ``k`` with fewer than 10 scored
+    photos is left out.
+
+    Returns:
+        ``{str(k): threshold}`` (string keys: it is stored in JSON).
+    """
+    rng = np.random.default_rng(seed)
+    unit = l2_normalize(np.asarray(features, dtype=np.float64))
+    scored = np.ones(len(targets), bool) if probes is None else np.asarray(probes, bool)
+    table: dict[str, float] = {}
+    for k in shots:
+        accepted: list[np.ndarray] = []
+        for c in np.unique(targets):
+            members = np.flatnonzero(targets == c)
+            if len(members) < k + 1:
+                continue
+            for _ in range(draws):
+                order = rng.permutation(members)
+                shot = l2_normalize(unit[order[:k]].sum(axis=0, keepdims=True))[0]
+                rest = order[k:][scored[order[k:]]]
+                accepted.append(unit[rest] @ shot)
+        scores_k = np.concatenate(accepted) if accepted else np.zeros(0)
+        if len(scores_k) >= 10:
+            table[str(k)] = threshold_at_acceptance(scores_k, acceptance)
+    return table
+
+
+def shot_threshold(table: dict[str, float], photos: int) -> float | None:
+    """The threshold of ``table`` (:func:`few_shot_thresholds`) for an identity enrolled from
+    ``photos`` photos: that of the largest simulated ``k`` not above it (the smallest ``k``
+    when it is below all); ``None`` for an empty table."""
+    if not table:
+        return None
+    ks = sorted(int(k) for k in table)
+    fitting = [k for k in ks if k <= photos]
+    return float(table[str(fitting[-1] if fitting else ks[0])])

@@ -10,6 +10,7 @@ data checks can list next to the file name.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
 import stat
@@ -142,6 +143,14 @@ def load_rgb(path: Path, size: int | None = None, crop: float = 1.0) -> np.ndarr
     except OSError as error:
         # Missing file, permission denied, a folder named like an image...
         raise ImageError(f"cannot read file ({error.strerror or error})", path) from error
+
+
+def decode_bytes(data: bytes, name: str = "upload", size: int | None = None) -> np.ndarray:
+    """Decode an image held in memory (an upload) as :func:`load_rgb` decodes a file: the
+    content decides the format, never the name (``name`` only labels errors)."""
+    if not data:
+        raise ImageError("empty file (0 bytes)", Path(name))
+    return _decode(io.BytesIO(data), Path(name), size)
 
 
 def _decode(handle: BinaryIO, path: Path, size: int | None, crop: float = 1.0) -> np.ndarray:

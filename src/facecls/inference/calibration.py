@@ -35,6 +35,7 @@ from facecls.data.augment import normalize
 from facecls.data.batches import IndexBatches
 from facecls.data.dataset import load_dataset
 from facecls.data.splits import folds_from_document
+from facecls.inference.verify import DEFAULT_FAR, calibrate_verification
 from facecls.models.embedding import forward_tta
 from facecls.openset import (
     DEFAULT_ACCEPTANCE,
@@ -97,12 +98,36 @@ def calibrate_model(
     acceptance: float = DEFAULT_ACCEPTANCE,
 ) -> Calibration:
     """Class centroids from ``train_idx``, thresholds and the NCM scale from ``val_idx``."""
+    return calibrate_with_verify(
+        model, images, targets, train_idx, val_idx, mean, std, device, num_classes, flip_tta,
+        method, acceptance,
+    )[0]  # fmt: skip
+
+
+def calibrate_with_verify(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: np.ndarray,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    mean: list[float],
+    std: list[float],
+    device: torch.device,
+    num_classes: int,
+    flip_tta: bool = False,
+    method: str = DEFAULT_METHOD,
+    acceptance: float = DEFAULT_ACCEPTANCE,
+    far: float = DEFAULT_FAR,
+) -> tuple[Calibration, dict[str, Any] | None]:
+    """:func:`calibrate_model`, plus the ``verify`` threshold at false-accept rate ``far`` on
+    pairs of the same validation embeddings (``None`` when the part has no usable pair)."""
     _, train_features = model_outputs(model, images, train_idx, mean, std, device, flip_tta)
     val_logits, val_features = model_outputs(model, images, val_idx, mean, std, device, flip_tta)
-    return calibrate(
+    calibration = calibrate(
         train_features, targets[train_idx], val_logits, val_features, targets[val_idx],
         num_classes, method, acceptance,
     )  # fmt: skip
+    return calibration, calibrate_verification(val_features, targets[val_idx], far)
 
 
 def calibrate_trained(folder: Path, trained: Any, log: Callable[[str], None] = print) -> None:
@@ -141,19 +166,42 @@ def calibrate_trained(folder: Path, trained: Any, log: Callable[[str], None] = p
         },
         "deferred": "centroid: run facecls calibrate on the run folder",
     }
-    update_meta(folder, openset=openset)
+    # The verify threshold, from the validation embeddings of the same last evaluation.
+    features = getattr(val, "features", None)
+    verification = None if features is None else calibrate_verification(features, val.targets)
+    update_meta(folder, openset=openset, **({"verify": verification} if verification else {}))
     log(
         describe(openset) + ". The centroid score and class centroids (for enroll) take a pass "
         "over the training part: facecls calibrate RUN_FOLDER computes them when wanted"
     )
+    if verification is not None:
+        log(describe_verify(verification))
 
 
-def write_calibration(folder: Path, calibration: Calibration) -> None:
-    """Store a calibration in a bundle folder (centroids first, then the JSON that names them)."""
+def write_calibration(
+    folder: Path, calibration: Calibration, verification: dict[str, Any] | None = None
+) -> None:
+    """Store a calibration in a bundle folder (centroids first, then the JSON that names them);
+    ``verification`` (see :func:`~facecls.inference.verify.calibrate_verification`), when given,
+    becomes the ``verify`` entry of ``model.json``."""
     tensors = read_centroids(folder)
     tensors["trained"] = calibration.centroids
     write_centroids(folder, tensors)
-    update_meta(folder, openset=calibration.meta())
+    entries: dict[str, Any] = {"openset": calibration.meta()}
+    if verification is not None:
+        entries["verify"] = verification
+    update_meta(folder, **entries)
+
+
+def describe_verify(verification: dict[str, Any]) -> str:
+    """One line on the verification threshold for logs."""
+    stats = verification["calibration"]
+    return (
+        f"Verify: threshold {verification['threshold']:.4f} (cosine) at FAR "
+        f"{verification['far']:.1%} on {stats['impostor_pairs']} validation pairs of different "
+        f"people; accepts {stats['true_accept_rate']:.1%} of {stats['genuine_pairs']} same-person "
+        "pairs"
+    )
 
 
 def set_threshold(
@@ -222,12 +270,14 @@ def calibrate_run(
     fold = json.loads((run_dir / "metrics.json").read_text()).get("final_model", {}).get("fold", 0)
     val_idx = folds[int(fold)]
     train_idx = np.setdiff1d(split.pool, val_idx)
-    calibration = calibrate_model(
+    calibration, verification = calibrate_with_verify(
         bundle.model, dataset.images, dataset.targets.numpy(), train_idx, val_idx, bundle.mean,
         bundle.std, device, len(bundle.class_names), bundle.flip_tta, method, acceptance,
     )  # fmt: skip
-    write_calibration(bundle_folder(run_dir), calibration)
+    write_calibration(bundle_folder(run_dir), calibration, verification)
     log(describe(calibration.meta()))
+    if verification is not None:
+        log(describe_verify(verification))
     return calibration.meta()
 
 

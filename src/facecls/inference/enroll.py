@@ -9,6 +9,7 @@ training part, stored by calibration) and the enrolled ones; the original bundle
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections import defaultdict
 from collections.abc import Callable
@@ -133,6 +134,33 @@ def enroll(
             f"{data}: {clash[0]!r} is already one of the model's trained identities "
             f"({len(clash)} such); rename the folder or leave it out"
         )
+    target = Path(out) if out is not None else folder.with_name(folder.name + "-enrolled")
+    if target.resolve() == folder.resolve():
+        raise ValueError(f"{target}: enroll writes a copy; choose another --out than the model")
+    names = write_enrolled(model, sums, counts, target)
+    log(
+        f"Enrolled {len(sums)} identit{'y' if len(sums) == 1 else 'ies'} "
+        f"({sum(counts.values())} photos, {len(skipped)} skipped) into {target}; it now names "
+        f"{len(model.trained_names)} trained + {len(names)} enrolled identities"
+    )
+    return target
+
+
+def write_enrolled(
+    model: Any,
+    sums: dict[str, np.ndarray],
+    counts: dict[str, int],
+    target: Path,
+    link_weights: bool = False,
+) -> list[str]:
+    """Write the bundle ``target``: ``model``'s bundle with the identities of ``sums`` (sum of
+    unit embeddings per name) enrolled besides those it already has; returns the enrolled names.
+
+    ``link_weights`` hard-links the unchanged weights instead of copying them where the file
+    system allows (the service's bundle versions share one weights file).
+    """
+    folder = model.folder
+    centroids = read_centroids(folder)
     names = list(model.enrolled_names)
     vectors = list(centroids.get("enrolled", np.zeros((0, centroids["trained"].shape[1]))))
     previous = dict(model.meta.get("enrolled") or {})
@@ -145,13 +173,10 @@ def enroll(
             names.append(name)
             vectors.append(vector)
         images[name] = counts[name]
-    target = Path(out) if out is not None else folder.with_name(folder.name + "-enrolled")
-    if target.resolve() == folder.resolve():
-        raise ValueError(f"{target}: enroll writes a copy; choose another --out than the model")
     target.mkdir(parents=True, exist_ok=True)
-    _copy(folder / WEIGHTS_NAME, target / WEIGHTS_NAME)
-    if (folder / "model.onnx").exists():
-        _copy(folder / "model.onnx", target / "model.onnx")  # the graph does not change
+    for name in (WEIGHTS_NAME, "model.onnx"):  # the graph does not change
+        if (folder / name).exists():
+            _link_or_copy(folder / name, target / name, link_weights)
     write_centroids(target, {"trained": centroids["trained"], "enrolled": np.stack(vectors)})
     meta = dict(model.meta)
     meta["enrolled"] = {
@@ -160,9 +185,14 @@ def enroll(
         "head": "nearest class mean (cosine) over trained and enrolled centroids",
     }
     write_json(target / META_NAME, meta)
-    log(
-        f"Enrolled {len(sums)} identit{'y' if len(sums) == 1 else 'ies'} "
-        f"({sum(counts.values())} photos, {len(skipped)} skipped) into {target}; it now names "
-        f"{len(model.trained_names)} trained + {len(names)} enrolled identities"
-    )
-    return target
+    return names
+
+
+def _link_or_copy(source: Path, target: Path, link: bool) -> None:
+    if link:
+        try:
+            os.link(source.resolve(), target)
+            return
+        except OSError:
+            pass  # another file system, or links not allowed: copy
+    _copy(source, target)

@@ -30,7 +30,7 @@ from facecls.data.images import ImageError, load_rgb
 from facecls.inference.backends import OnnxRunner, TorchRunner
 from facecls.inference.detect import lfw_faces
 from facecls.inference.faces import FaceItem, Prediction, expand_paths, face_items
-from facecls.openset import METHODS, cosine, l2_normalize, scores, softmax
+from facecls.openset import METHODS, cosine, l2_normalize, scores, shot_threshold, softmax
 from facecls.runtime import resolve_device
 
 ONNX_NAME = "model.onnx"
@@ -94,6 +94,10 @@ class FaceModel:
             raise BundleError(
                 f"{folder}: the centroid method needs class centroids; run facecls calibrate"
             )
+        # an explicit threshold applies to everyone; else enrolled people get their own
+        by_hand = threshold is not None or openset.get("set_by_hand", False)
+        self._enrolled_thresholds = {} if by_hand else openset.get("enrolled_thresholds", {})
+        self._enrolled_images = list((meta.get("enrolled") or {}).get("images", []))
         if threshold is None and openset:
             stored = openset.get("thresholds", {})
             same = openset.get("method") == self.method and "threshold" in openset
@@ -102,6 +106,26 @@ class FaceModel:
             raise ValueError(f"the open-set threshold must be a finite number, not {threshold}")
         self.threshold: float | None = None if threshold is None else float(threshold)
         self.ncm_scale: float = float(openset.get("ncm_scale", 16.0))
+
+    def threshold_of(self, index: int) -> float | None:
+        """The open-set threshold for a face named ``class_names[index]``: an identity enrolled
+        from *k* photos has its own (calibrated for *k*-photo centroids, when the bundle has
+        ``enrolled_thresholds``); the others share :attr:`threshold`."""
+        trained = len(self.trained_names)
+        if index < trained or not self._enrolled_thresholds or self.threshold is None:
+            return self.threshold
+        photos = (
+            self._enrolled_images[index - trained]
+            if index - trained < len(self._enrolled_images)
+            else 1
+        )
+        return shot_threshold(self._enrolled_thresholds, int(photos))
+
+    def with_bundle(self, folder: Path) -> FaceModel:
+        """The same network with the identities of another bundle folder of the same weights
+        (an enrolled version): nothing but its JSON and centroids is read."""
+        folder, meta = read_meta(folder)
+        return FaceModel(folder, meta, self._runner, read_centroids(folder), self.backend)
 
     @property
     def class_names(self) -> list[str]:
@@ -153,7 +177,8 @@ class FaceModel:
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         results = []
         for i in range(len(chosen)):
-            known = self.threshold is None or bool(score[i] >= self.threshold)
+            limit = self.threshold_of(int(chosen[i]))
+            known = limit is None or bool(score[i] >= limit)
             results.append(
                 Prediction(
                     decision="known" if known else "unknown",

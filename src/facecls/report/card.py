@@ -67,20 +67,34 @@ def _licence(config: dict[str, Any]) -> str:
 
 def _pipeline(meta: dict[str, Any]) -> str:
     crop = float(meta.get("crop", 1.0) or 1.0)
-    cut = (
-        "the whole photo" if crop >= 1.0
-        else f"the centre square of {crop:.0%} of the shorter side"
-    )  # fmt: skip
+    faces = meta.get("faces", "centre")
+    mtcnn = (
+        "MTCNN (Zhang et al. 2016; weights of facenet-pytorch 2.6.0, MIT licence, shipped in "
+        "facecls)"
+    )
+    if faces == "align":
+        cut = f"every face is found by {mtcnn} and aligned on its five landmarks; the largest"
+    elif faces == "box":
+        cut = f"every face is found by {mtcnn} and cut as its box plus a margin; the largest"
+    else:
+        cut = (
+            "the whole photo" if crop >= 1.0
+            else f"the centre square of {crop:.0%} of the shorter side"
+        )  # fmt: skip
     mean = ", ".join(f"{m:.3f}" for m in meta.get("mean", []))
     std = ", ".join(f"{s:.3f}" for s in meta.get("std", []))
     tta = " Logits are averaged with the mirrored image." if meta.get("flip_tta") else ""
+    detect = (
+        " `facecls predict` answers for every face of a photo."
+        if faces != "centre"
+        else " With `--detect`, faces in group photos are first found by MTCNN and cut as LFW's "
+        "photos are; the model was trained on photos that were already faces."
+    )
     return (
         f"Each photo is decoded to RGB (EXIF orientation applied), {cut} is kept and resized "
         f"to {meta.get('image_size')} × {meta.get('image_size')} px, then normalised with mean "
         f"({mean}) and std ({std}).{tta} `facecls predict` and the ONNX export apply the same "
-        "steps from `model.json`. With `--detect` faces are first found by OpenCV's Haar cascade "
-        "(opencv-python-headless, Apache-2.0; the cascade file is under OpenCV's BSD-style "
-        "Intel licence); the model was trained without it unless the photos were cut that way."
+        f"steps from `model.json`.{detect}"
     )
 
 

@@ -23,6 +23,7 @@ from facecls.config import AugmentConfig
 from facecls.data.augment import augment, normalize
 from facecls.data.batches import IndexBatches
 from facecls.metrics import EvalResult
+from facecls.models.embedding import forward_tta
 from facecls.runtime import Runtime
 from facecls.training.distributed import average_buffers, gather_rows
 
@@ -125,6 +126,7 @@ def evaluate(
     loss_fn: nn.Module | None = None,
     flip_tta: bool = False,
     runtime: Runtime | None = None,
+    features: bool = False,
 ) -> EvalResult:
     """Logits for every image of ``batches`` in order, with no augmentation.
 
@@ -133,27 +135,39 @@ def evaluate(
 
     Args:
         flip_tta: average the logits of each image and its mirror image.
+        features: also keep the embeddings (the input of the final Linear layer, mirror-averaged
+            with ``flip_tta``), so calibration needs no second pass; ``model`` must then be the
+            bare module (a forward hook finds its head).
     """
     model.eval()
     runtime = runtime or Runtime(batches.device)
     device = runtime.device
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
-    all_logits, all_targets = [], []
+    all_logits, all_targets, all_features = [], [], []
     loss_sum = torch.zeros((), device=device)
     for images, targets in batches.epoch():
         inputs = normalize(images, mean, std).contiguous(memory_format=memory_format)
         with runtime.autocast():
-            logits = model(inputs).float()
-            if flip_tta:
-                logits = (logits + model(inputs.flip(3)).float()) / 2
+            if features:
+                logits, embedded = forward_tta(model, inputs, flip_tta)
+                logits = logits.float()
+                all_features.append(embedded.float())
+            else:
+                logits = model(inputs).float()
+                if flip_tta:
+                    logits = (logits + model(inputs.flip(3)).float()) / 2
         if loss_fn is not None:
             loss_sum += loss_fn(logits, targets) * targets.shape[0]
         all_logits.append(logits)
         all_targets.append(targets)
     logits_t, targets_t = torch.cat(all_logits), torch.cat(all_targets)
+    features_t = torch.cat(all_features) if features else None
     if batches.sharded:
         logits_t = gather_rows(logits_t, batches.global_count, batches.shard)
         targets_t = gather_rows(targets_t, batches.global_count, batches.shard)
+        if features_t is not None:
+            features_t = gather_rows(features_t, batches.global_count, batches.shard)
         dist.all_reduce(loss_sum)
     logits, targets_np = logits_t.cpu().numpy(), targets_t.cpu().numpy()
-    return EvalResult(logits, targets_np, float(loss_sum) / max(len(targets_np), 1))
+    embedded_np = None if features_t is None else features_t.cpu().numpy()
+    return EvalResult(logits, targets_np, float(loss_sum) / max(len(targets_np), 1), embedded_np)

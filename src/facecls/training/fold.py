@@ -251,7 +251,10 @@ def train_model(
             stop.check(fold, epoch, None)
     assert state.best_state is not None
     module.load_state_dict(state.best_state)
-    val = evaluate(model, val_batches, mean, std, val_loss_fn, bool(t.flip_tta), runtime)
+    # The bare module, keeping embeddings: calibration (open set, verify) reuses this pass.
+    val = evaluate(
+        module, val_batches, mean, std, val_loss_fn, bool(t.flip_tta), runtime, features=True
+    )
     # Keep a detached copy: with --compile the same module object is reused by the next fold.
     kept = copy.deepcopy(module) if t.compile else module
     return TrainedModel(

@@ -1,0 +1,147 @@
+"""The service's web page: one self-contained HTML document (no CDN, no external file).
+
+Its one script and one style sheet are inline and allowed by hash in a strict Content-Security-
+Policy: nothing else runs, and the page can only talk to its own origin. Photos are shown from
+``blob:`` URLs made in the browser; they leave it only as uploads to this service.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+STYLE = """
+body{font:15px/1.4 system-ui,sans-serif;margin:0 auto;max-width:960px;padding:1rem;color:#222}
+h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem}
+section{border:1px solid #ccc;border-radius:6px;padding:.5rem 1rem;margin:1rem 0}
+.drop{border:2px dashed #999;padding:1rem;text-align:center;border-radius:6px}
+.drop.over{background:#eef}
+canvas{width:min(100%,480px);height:auto;display:block;margin:.5rem 0}
+.err{color:#b00}.ok{color:#070}
+ul#names{columns:3}
+"""
+
+SCRIPT = r"""
+"use strict";
+const $ = (id) => document.getElementById(id);
+async function call(path, form) {
+  const response = await fetch(path, {method: form ? "POST" : "GET", body: form});
+  const body = await response.json().catch(() => ({detail: response.statusText}));
+  if (!response.ok) throw new Error(body.detail || ("HTTP " + response.status));
+  return body;
+}
+function show(id, text, bad) { const el = $(id); el.textContent = text; el.className = bad ? "err" : "ok"; }
+function draw(file, result) {
+  const img = new Image();
+  const url = URL.createObjectURL(file);
+  img.onload = () => {
+    const canvas = $("canvas");
+    canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+    const ctx = canvas.getContext("2d");
+    ctx.drawImage(img, 0, 0);
+    const line = Math.max(1, Math.round(canvas.width / 300));
+    const size = Math.max(10, 6 * line);
+    ctx.lineWidth = line; ctx.font = size + "px sans-serif"; ctx.textBaseline = "top";
+    for (const face of result.faces) {
+      const [x, y, w, h] = face.box;
+      const colour = face.decision === "known" ? "#080" : "#c00";
+      ctx.strokeStyle = colour;
+      ctx.strokeRect(x, y, w, h);
+      // the name on a filled tag above the box (below it at the top edge), inside the photo
+      const width = ctx.measureText(face.identity).width + 2 * line;
+      const left = Math.max(0, Math.min(x, canvas.width - width));
+      const top = y >= size + 2 * line ? y - size - 2 * line : Math.min(y + h, canvas.height - size);
+      ctx.fillStyle = colour; ctx.fillRect(left, top, width, size + 2 * line);
+      ctx.fillStyle = "#fff"; ctx.fillText(face.identity, left + line, top + line);
+    }
+    URL.revokeObjectURL(url);
+  };
+  img.src = url;
+}
+async function predict(file) {
+  if (!file) return;
+  const form = new FormData(); form.append("file", file);
+  try {
+    const result = await call("predict", form);
+    draw(file, result);
+    const names = result.faces.map((f) => f.identity);
+    $("names-found").textContent = names.length ? names.join(", ") : (result.message || "no face");
+    show("predict-status", result.faces.length + " face(s)", false);
+  } catch (e) { show("predict-status", e.message, true); }
+}
+async function compare() {
+  const a = $("a").files[0], b = $("b").files[0];
+  if (!a || !b) { show("verify-status", "choose two photos", true); return; }
+  const form = new FormData(); form.append("a", a); form.append("b", b);
+  try {
+    const r = await call("verify", form);
+    show("verify-status", (r.same ? "same person" : "different people") +
+      " (similarity " + r.similarity.toFixed(3) + ", threshold " + r.threshold.toFixed(3) + ")", false);
+  } catch (e) { show("verify-status", e.message, true); }
+}
+async function enroll() {
+  const files = $("enroll-files").files, name = $("enroll-name").value;
+  if (!name || !files.length) { show("enroll-status", "give a name and photos", true); return; }
+  const form = new FormData(); form.append("name", name);
+  for (const f of files) form.append("files", f);
+  try {
+    const r = await call("enroll", form);
+    show("enroll-status", "enrolled " + r.name + " from " + r.photos + " photo(s)", false);
+    await identities();
+  } catch (e) { show("enroll-status", e.message, true); }
+}
+async function identities() {
+  try {
+    const r = await call("identities");
+    const list = $("names"); list.textContent = "";
+    for (const n of r.trained.concat(r.enrolled)) {
+      const li = document.createElement("li"); li.textContent = n; list.appendChild(li);
+    }
+    $("count").textContent = r.trained.length + " trained, " + r.enrolled.length + " enrolled";
+  } catch (e) { $("count").textContent = e.message; }
+}
+const drop = $("drop");
+drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (e) => {
+  e.preventDefault(); drop.classList.remove("over"); predict(e.dataTransfer.files[0]);
+});
+$("photo").addEventListener("change", (e) => predict(e.target.files[0]));
+$("compare").addEventListener("click", compare);
+$("enroll").addEventListener("click", enroll);
+identities();
+"""
+
+_BODY = """<h1>facecls</h1>
+<p>Everything runs on this machine; photos are not kept unless you enroll someone.</p>
+<section><h2>Who is in this photo?</h2>
+<div id="drop" class="drop">Drop a photo here or <input type="file" id="photo" accept="image/*"></div>
+<p id="predict-status"></p><p>Names: <span id="names-found"></span></p><canvas id="canvas" width="0" height="0"></canvas>
+</section>
+<section><h2>Same person?</h2>
+<input type="file" id="a" accept="image/*"> <input type="file" id="b" accept="image/*">
+<button id="compare">Compare</button><p id="verify-status"></p></section>
+<section><h2>Enroll a person</h2>
+<input id="enroll-name" placeholder="name" maxlength="64">
+<input type="file" id="enroll-files" accept="image/*" multiple>
+<button id="enroll">Enroll</button><p id="enroll-status"></p></section>
+<section><h2>People the model knows</h2><p id="count"></p><ul id="names"></ul></section>
+"""
+
+
+def _hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+PAGE = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+    '<meta name="viewport" content="width=device-width,initial-scale=1">'
+    f"<title>facecls</title><style>{STYLE}</style></head><body>{_BODY}"
+    f"<script>{SCRIPT}</script></body></html>"
+)
+# Only the inline script and style above, photos from blob: URLs, requests to this origin.
+CSP = (
+    f"default-src 'none'; script-src {_hash(SCRIPT)}; style-src {_hash(STYLE)}; "
+    "img-src blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)

@@ -1,0 +1,119 @@
+"""``facecls serve``: check where it may listen, then run the service with uvicorn.
+
+Bound to a loopback address (127.0.0.1, the default) only this machine can reach it. Any other
+address exposes face recognition to the network, so it refuses to start without a token, and
+every request must then carry ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import ipaddress
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (only this machine can connect)."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def resolve_token(token: str | None) -> str | None:
+    """``token``, else ``$FACECLS_TOKEN`` (a token on the command line shows in ``ps``)."""
+    return token if token is not None else os.environ.get("FACECLS_TOKEN") or None
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse to listen beyond this machine without a token.
+
+    Raises:
+        ValueError: ``host`` is not loopback and no (non-empty) token is given.
+    """
+    if token is not None and not token.strip():
+        raise ValueError("--token must not be empty")
+    if not is_loopback(host) and not token:
+        raise ValueError(
+            f"--host {host} would let other machines send faces to this service; give --token "
+            "(every request must then send 'Authorization: Bearer TOKEN') or bind 127.0.0.1"
+        )
+
+
+def require_serve() -> tuple[Any, Any]:
+    """Import FastAPI and uvicorn, or explain how to install the extra."""
+    try:
+        return importlib.import_module("fastapi"), importlib.import_module("uvicorn")
+    except ImportError as error:
+        raise ImportError(
+            f"facecls serve needs FastAPI and uvicorn ({error.name} is missing): "
+            "pip install 'facecls[serve]'"
+        ) from error
+
+
+def build_app(
+    model: str | Path, token: str | None = None, store: str | Path | None = None,
+    gallery: str | Path | None = None, detect: bool = False, device: str = "auto",
+    log: Callable[[str], None] = print,
+) -> Any:  # fmt: skip
+    """The FastAPI app serving ``model`` (see :mod:`facecls.inference.service`)."""
+    require_serve()
+    service = importlib.import_module("facecls.inference.service")  # needs the extra
+    models = importlib.import_module("facecls.inference.store")
+    model_store = models.ModelStore(model, store, device, log)
+    settings = service.Settings(token=token, gallery=None if gallery is None else Path(gallery),
+                                detect=detect)  # fmt: skip
+    return service.create_app(model_store, settings)
+
+
+def default_threads() -> int:
+    """Threads for the network in a service: half the cores (at least one).
+
+    The requests in flight already run as one batch, and decoding, HTTP and the event loop need
+    cores too. Measured on a loaded 2-core CPU (``benchmarks/serve_load.py``): 2 intra-op
+    threads spin against those and /predict ran at 20-50 requests/s with 1 s stalls; 1 thread,
+    about 200 requests/s.
+    """
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def serve(
+    model: str | Path, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
+    store: str | Path | None = None, gallery: str | Path | None = None, detect: bool = False,
+    device: str = "auto", log: Callable[[str], None] = print, threads: int | None = None,
+) -> None:  # fmt: skip
+    """``facecls serve``: run the service until stopped (Ctrl-C).
+
+    Args:
+        host: the address to listen on; anything but loopback requires ``token``.
+        token: bearer token every request must carry (default ``$FACECLS_TOKEN``).
+        store: folder of enrolled versions (default ``<bundle>.served`` beside the bundle).
+        gallery: folder of photos ``/search`` looks in.
+        detect: find faces in uploads with OpenCV (``facecls[detect]``); otherwise each upload
+            is one face, cut as training cut its photos.
+        threads: PyTorch threads for the network (default :func:`default_threads`); this sets
+            the process-wide ``torch.set_num_threads``, as a server owns its process.
+
+    Raises:
+        ValueError: a non-loopback ``host`` without ``token``.
+        ImportError: the ``serve`` extra is not installed.
+    """
+    token = resolve_token(token)
+    check_bind(host, token)  # before anything is loaded
+    _, uvicorn = require_serve()
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads or default_threads())
+    app = build_app(model, token, store, gallery, detect, device, log)
+    shown = f"[{host}]" if ":" in host else host
+    log(f"Serving on http://{shown}:{port}/ (API docs: /docs); Ctrl-C stops")
+    uvicorn.run(app, host=host, port=port, log_level="warning")

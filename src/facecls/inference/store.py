@@ -1,0 +1,122 @@
+"""The served model and its enrolled people, kept as numbered bundle versions on disk.
+
+``facecls serve MODEL`` never changes ``MODEL``. Enrollments go to a store folder (default
+``<bundle>.served`` beside it): each enrollment writes a complete new bundle ``v000002/``...
+(weights hard-linked, centroids and ``model.json`` new) into a temporary folder, renames it into
+place, then points the file ``CURRENT`` at it (an atomic rename). A crash at any step leaves
+``CURRENT`` naming the last complete version, so nothing enrolled before is lost; a restart picks
+up where it was. Enrollments are serialised by a lock, so two at once both land, one after the
+other.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from facecls.atomic import write_text
+from facecls.bundle import BundleError, read_centroids
+from facecls.data.sources import DataError
+from facecls.inference.enroll import write_enrolled
+from facecls.inference.model import FaceModel, load_model
+from facecls.openset import l2_normalize
+
+CURRENT = "CURRENT"
+KEEP_VERSIONS = 3  # older versions are removed once a newer one is current
+_VERSION = re.compile(r"^v(\d{6})$")
+_NAME = re.compile(r"^[\w][\w .'-]{0,63}$")
+
+
+def check_name(name: str) -> str:
+    """A person's name as a folder-safe label (letters, digits, space, ``.'-_``; ≤ 64)."""
+    name = name.strip()
+    if not _NAME.match(name):
+        raise DataError(
+            f"{name!r}: a name is 1-64 letters, digits, spaces or . ' - _ (starting with a "
+            "letter or digit)"
+        )
+    return name
+
+
+class ModelStore:
+    """The current model of a service and its persistent enrollments.
+
+    Args:
+        model_path: the trained run folder or bundle (read only).
+        store: the folder of versions (default ``<bundle folder>.served``).
+        device: torch device for the network.
+    """
+
+    def __init__(
+        self, model_path: str | Path, store: str | Path | None = None, device: str = "auto",
+        log: Callable[[str], None] = print,
+    ) -> None:  # fmt: skip
+        base = load_model(model_path, device=device)
+        if "trained" not in read_centroids(base.folder):
+            log(f"{base.folder}: no trained centroids; /enroll is unavailable (calibrate first)")
+        self.root = Path(store) if store else base.folder.with_name(base.folder.name + ".served")
+        self._lock = threading.Lock()
+        version = self._current_version()
+        self._model = base.with_bundle(self.root / version) if version else base
+        self.version = version or "original"
+
+    @property
+    def model(self) -> FaceModel:
+        """The model to use now (swapped whole after each enrollment)."""
+        return self._model
+
+    def _current_version(self) -> str | None:
+        pointer = self.root / CURRENT
+        if not pointer.is_file():
+            return None
+        version = pointer.read_text().strip()
+        if not _VERSION.match(version) or not (self.root / version).is_dir():
+            raise BundleError(f"{pointer}: names {version!r}, which is not a complete version")
+        return version
+
+    def _versions(self) -> list[int]:
+        if not self.root.is_dir():
+            return []
+        found = (_VERSION.match(p.name) for p in self.root.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def enroll(self, name: str, faces: np.ndarray) -> dict[str, object]:
+        """Enroll ``name`` from uint8 faces ``(N, 3, S, S)`` (prepared as ``to_batch`` does) into
+        a new version; a name enrolled before is replaced. Returns a summary.
+
+        Raises:
+            DataError: a bad name, a trained identity's name, or no face.
+        """
+        name = check_name(name)
+        if len(faces) == 0:
+            raise DataError("no face to enroll")
+        model = self._model
+        if name in model.trained_names:
+            raise DataError(f"{name!r} is one of the model's trained identities")
+        if "trained" not in read_centroids(model.folder):
+            raise BundleError(f"{model.folder}: no trained centroids; run facecls calibrate first")
+        unit = l2_normalize(model.outputs(faces)[1].astype(np.float64))
+        with self._lock:  # one writer at a time; each builds on the version before it
+            model = self._model
+            number = max(self._versions(), default=0) + 1
+            version = f"v{number:06d}"
+            staging = self.root / f".{version}.partial"
+            shutil.rmtree(staging, ignore_errors=True)  # left by a crash: never current
+            write_enrolled(model, {name: unit.sum(axis=0)}, {name: len(unit)}, staging, True)
+            staging.rename(self.root / version)
+            write_text(self.root / CURRENT, version + "\n")  # the commit point
+            self._model = model.with_bundle(self.root / version)
+            self.version = version
+            self._prune(number)
+        return {"name": name, "photos": int(len(unit)), "version": version,
+                "enrolled": list(self._model.enrolled_names)}  # fmt: skip
+
+    def _prune(self, current: int) -> None:
+        for number in self._versions():
+            if number <= current - KEEP_VERSIONS:
+                shutil.rmtree(self.root / f"v{number:06d}", ignore_errors=True)

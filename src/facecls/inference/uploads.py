@@ -1,0 +1,130 @@
+"""Uploaded photos: size and pixel limits, content sniffed, faces cut as the model cuts them.
+
+Uploads stay in memory and are dropped after the request; only an enrollment keeps anything,
+and then only the person's embedding centroid, never the photo.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from facecls.data.images import ImageError, decode_bytes
+from facecls.inference.model import FaceModel
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+MAX_UPLOAD_PIXELS = 40_000_000
+
+
+class UploadError(ValueError):
+    """An upload refused, with the HTTP status to answer (413 too big, 422 not usable)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Photo:
+    """A decoded upload: RGB pixels ``(H, W, 3)`` and the faces to classify with their boxes."""
+
+    rgb: np.ndarray
+    faces: np.ndarray  # uint8 (F, 3, S, S)
+    boxes: list[tuple[int, int, int, int]]
+
+
+def decode_upload(data: bytes, name: str, max_pixels: int = MAX_UPLOAD_PIXELS) -> np.ndarray:
+    """RGB pixels of an upload; :class:`UploadError` 422 if it is no image or too many pixels."""
+    label = name or "upload"
+    try:
+        with Image.open(io.BytesIO(data)) as probe:  # reads the header only
+            width, height = probe.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        raise UploadError(422, f"{label}: not an image Pillow can read") from error
+    if width * height > max_pixels:
+        raise UploadError(
+            422, f"{label}: {width}x{height} pixels is over the {max_pixels:,}-pixel limit"
+        )
+    try:
+        return decode_bytes(data, label)
+    except ImageError as error:
+        raise UploadError(422, f"{label}: {error}") from error
+
+
+def centre_box(width: int, height: int, crop: float) -> tuple[int, int, int, int]:
+    """The square the model's centre crop takes from a ``width`` × ``height`` photo."""
+    side = max(1, round(min(width, height) * crop))
+    return ((width - side) // 2, (height - side) // 2, side, side)
+
+
+def photo_faces(model: FaceModel, rgb: np.ndarray, detect: bool) -> Photo:
+    """Every face of a photo (``detect``, or a model trained on detected faces), else the photo
+    as one face (the model's centre crop)."""
+    size = model.image_size
+    if not (detect or model.detects):
+        height, width = rgb.shape[:2]
+        face = model.face(rgb).transpose(2, 0, 1)[None]
+        return Photo(rgb, np.ascontiguousarray(face), [centre_box(width, height, model.crop)])
+    found = model.faces_in(rgb)
+    faces = np.zeros((len(found), 3, size, size), np.uint8)
+    boxes = []
+    for i, face in enumerate(found):
+        faces[i] = face.pixels.transpose(2, 0, 1)
+        x1, y1, x2, y2 = face.box
+        boxes.append((round(x1), round(y1), round(x2 - x1), round(y2 - y1)))
+    return Photo(rgb, faces, boxes)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes is refused (413) as it streams in,
+    whether or not it declares its length, so an oversized upload is never read whole.
+
+    Reading stops with an error at the limit; whatever the app then answers (the form parser
+    turns errors into 400) is replaced by the 413.
+    """
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        seen, over, answered = 0, False, False
+        detail = json.dumps({"detail": f"request over the {self.limit:,}-byte limit"}).encode()
+
+        async def refuse() -> None:
+            nonlocal answered
+            if not answered:
+                answered = True
+                await send({"type": "http.response.start", "status": 413,
+                            "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+                await send({"type": "http.response.body", "body": detail})
+
+        async def limited() -> dict[str, Any]:
+            nonlocal seen, over
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    over = True
+                    raise UploadError(413, detail.decode())
+            return message
+
+        async def guarded(message: dict[str, Any]) -> None:
+            if over:
+                await refuse()  # instead of the app's answer
+            else:
+                await send(message)
+
+        try:
+            await self.app(scope, limited, guarded)
+        except UploadError:
+            if not over:
+                raise
+            await refuse()

@@ -1,0 +1,259 @@
+"""Embeddings of the faces in photos, and 1:1 verification: "is this the same person?".
+
+``facecls embed`` writes one L2-normalised embedding per face (the model's own face pipeline:
+the training centre crop, or ``--detect``) to safetensors plus a CSV index. ``facecls verify``
+compares two photos by the cosine similarity of their faces' embeddings, against a threshold
+calibrated when the model was trained: on every pair of validation-part images, the lowest
+similarity that accepts at most ``far`` (1 % by default) of the pairs of different people. It is
+stored as the ``verify`` entry of the bundle's ``model.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import numpy as safetensors_numpy
+
+from facecls.atomic import atomic_path, write_csv_stream
+from facecls.bundle import BundleError
+from facecls.data.sources import DataError
+from facecls.inference.faces import Prediction, expand_paths, face_items
+from facecls.inference.model import FaceModel, load_model
+from facecls.openset import l2_normalize
+
+DEFAULT_FAR = 0.01
+# Pairs of different people drawn at most, so calibration stays fast on big validation parts.
+MAX_IMPOSTOR_PAIRS = 2_000_000
+
+
+@dataclass
+class FaceEmbeddings:
+    """Faces found in photos and their unit embeddings.
+
+    Attributes:
+        faces: one ``Prediction`` row per face (``path``, ``face``, ``box``; no decision).
+        vectors: float32 ``(len(faces), D)``, L2-normalised.
+        skipped: ``error``/``no_face`` rows of photos without a usable face.
+    """
+
+    faces: list[Prediction]
+    vectors: np.ndarray
+    skipped: list[Prediction]
+
+
+def embed_photos(
+    model: FaceModel,
+    inputs: Iterable[str | Path],
+    detect: bool = False,
+    chunk_size: int = 64,
+    images_only: bool = True,
+) -> FaceEmbeddings:
+    """Embed every face of the photos and folders ``inputs``, ``chunk_size`` faces per pass.
+
+    Args:
+        detect: every face MTCNN finds (always so for a model trained with ``--faces
+            align``/``box``); otherwise a photo is one face, cut as training cut it.
+        images_only: under folders, skip files without an image extension silently (otherwise
+            they become ``skipped`` rows).
+    """
+    faces: list[Prediction] = []
+    chunks: list[np.ndarray] = []
+    skipped: list[Prediction] = []
+    pending: list[np.ndarray] = []
+
+    def flush() -> None:
+        if pending:
+            chunks.append(l2_normalize(model.outputs(np.stack(pending))[1]).astype(np.float32))
+            pending.clear()
+
+    for item in face_items(expand_paths(inputs, images_only), model, detect or model.detects):
+        if item.pixels is None:
+            skipped.append(item.template)
+            continue
+        faces.append(item.template)
+        pending.append(item.pixels)
+        if len(pending) >= chunk_size:
+            flush()
+    flush()
+    vectors = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+    return FaceEmbeddings(faces, vectors, skipped)
+
+
+def box_text(box: tuple[int, int, int, int] | None) -> str:
+    """``"x y w h"`` of a detection box, empty for a whole-photo face."""
+    return "" if box is None else " ".join(str(v) for v in box)
+
+
+def write_embeddings(found: FaceEmbeddings, out: Path) -> tuple[Path, Path]:
+    """``out`` (safetensors, tensor ``embeddings``) and ``out`` with ``.csv``: one row per face
+    (``row, photo, face, box``), row *i* of the CSV being row *i* of the tensor."""
+    out = Path(out)
+    index = out.with_suffix(".csv")
+    with atomic_path(out) as tmp:
+        safetensors_numpy.save_file(
+            {"embeddings": np.ascontiguousarray(found.vectors, dtype=np.float32)}, str(tmp),
+            metadata={"format": "facecls-embeddings", "index": index.name},
+        )  # fmt: skip
+    rows = (
+        [i, f.path, "" if f.face is None else f.face, box_text(f.box)]
+        for i, f in enumerate(found.faces)
+    )
+    write_csv_stream(index, ["row", "photo", "face", "box"], rows)
+    return out, index
+
+
+def embed(
+    model: str | Path | FaceModel,
+    photos: Sequence[str | Path],
+    out: str | Path,
+    detect: bool = False,
+    device: str = "auto",
+    log: Callable[[str], None] = print,
+) -> FaceEmbeddings:
+    """``facecls embed``: embed the faces of ``photos`` into ``out`` (+ a ``.csv`` index).
+
+    Unreadable files are listed and skipped. Raises :class:`DataError` when no face is left.
+    """
+    from_model = model if isinstance(model, FaceModel) else _load(model, device)
+    found = embed_photos(from_model, photos, detect, images_only=True)
+    for row in found.skipped:
+        log(f"  skipped {row.path}: {row.reason}")
+    if not found.faces:
+        raise DataError(f"no face to embed in {', '.join(map(str, photos))}")
+    vectors, index = write_embeddings(found, Path(out))
+    log(
+        f"Embedded {len(found.faces)} face(s) ({found.vectors.shape[1]} dimensions, "
+        f"{len(found.skipped)} skipped) -> {vectors} + {index.name}"
+    )
+    return found
+
+
+def _load(path: str | Path, device: str) -> FaceModel:
+    return load_model(path, device=device)
+
+
+# ---- 1:1 verification ----------------------------------------------------------------------
+
+
+def pair_similarities(vectors: np.ndarray, targets: np.ndarray, seed: int = 0):
+    """Cosine similarities of every pair of unit ``vectors``: ``(same-person, different)``.
+
+    Different-person pairs beyond :data:`MAX_IMPOSTOR_PAIRS` are sampled (fixed seed).
+    """
+    vectors = l2_normalize(np.asarray(vectors, dtype=np.float64))
+    targets = np.asarray(targets)
+    i, j = np.triu_indices(len(targets), k=1)
+    same = targets[i] == targets[j]
+    diff_i, diff_j = i[~same], j[~same]
+    if len(diff_i) > MAX_IMPOSTOR_PAIRS:
+        pick = np.random.default_rng(seed).choice(len(diff_i), MAX_IMPOSTOR_PAIRS, replace=False)
+        diff_i, diff_j = diff_i[pick], diff_j[pick]
+    genuine = np.einsum("nd,nd->n", vectors[i[same]], vectors[j[same]])
+    impostor = np.einsum("nd,nd->n", vectors[diff_i], vectors[diff_j])
+    return genuine, impostor
+
+
+def threshold_at_far(impostor: np.ndarray, far: float) -> float:
+    """The lowest similarity that accepts at most ``far`` of the ``impostor`` pairs (``>=``)."""
+    if not 0.0 <= far < 1.0:
+        raise ValueError(f"the false-accept rate must be in [0, 1), got {far}")
+    ranked = np.sort(np.asarray(impostor, dtype=np.float64))[::-1]
+    allowed = int(np.floor(far * len(ranked)))  # impostor pairs that may be accepted
+    return float(np.nextafter(ranked[allowed], np.inf))
+
+
+def calibrate_verification(
+    vectors: np.ndarray, targets: np.ndarray, far: float = DEFAULT_FAR
+) -> dict[str, Any] | None:
+    """The ``verify`` entry of ``model.json`` from validation embeddings, or ``None`` when the
+    validation part has no pair of the same person or none of different people."""
+    genuine, impostor = pair_similarities(vectors, targets)
+    if len(genuine) == 0 or len(impostor) == 0:
+        return None
+    threshold = threshold_at_far(impostor, far)
+    return {
+        "threshold": threshold,
+        "far": far,
+        "similarity": "cosine of L2-normalised embeddings",
+        "calibration": {
+            "part": "validation",
+            "genuine_pairs": int(len(genuine)),
+            "impostor_pairs": int(len(impostor)),
+            "false_accept_rate": float(np.mean(impostor >= threshold)),
+            "true_accept_rate": float(np.mean(genuine >= threshold)),
+        },
+    }
+
+
+@dataclass
+class Verification:
+    """The answer of :func:`verify`: similarity, the threshold used and the decision."""
+
+    similarity: float
+    threshold: float
+    same: bool
+    far: float | None
+    faces: tuple[Prediction, Prediction]
+
+    def line(self) -> str:
+        """One human line."""
+        answer = "same person" if self.same else "different people"
+        at = f" (FAR {self.far:.1%})" if self.far is not None else ""
+        return f"{answer}: similarity {self.similarity:.4f}, threshold {self.threshold:.4f}{at}"
+
+
+def stored_threshold(model: FaceModel, threshold: float | None) -> tuple[float, float | None]:
+    """``threshold`` if given, else the bundle's calibrated one with its FAR.
+
+    Raises:
+        BundleError: no threshold given and none calibrated in the bundle.
+    """
+    if threshold is not None:
+        return float(threshold), None
+    entry = model.meta.get("verify") or {}
+    if "threshold" not in entry:
+        raise BundleError(
+            f"{model.folder}: no calibrated verification threshold in model.json (models trained "
+            "before facecls verify had none); give --threshold (the service: a threshold field)"
+        )
+    return float(entry["threshold"]), entry.get("far")
+
+
+def first_face(model: FaceModel, photo: str | Path, detect: bool) -> tuple[Prediction, np.ndarray]:
+    """The (largest) face of one photo and its unit embedding.
+
+    Raises:
+        DataError: the photo cannot be read or holds no face (the message names it).
+    """
+    found = embed_photos(model, [photo], detect, images_only=False)
+    if not found.faces:
+        reason = found.skipped[0].reason if found.skipped else "no face found"
+        raise DataError(f"{photo}: {reason}")
+    return found.faces[0], found.vectors[0]
+
+
+def verify(
+    model: str | Path | FaceModel,
+    a: str | Path,
+    b: str | Path,
+    threshold: float | None = None,
+    detect: bool = False,
+    device: str = "auto",
+) -> Verification:
+    """``facecls verify``: are the faces of photos ``a`` and ``b`` the same person?
+
+    Args:
+        threshold: cosine similarity at or above which they are; default the bundle's calibrated
+            one (``model.json`` ``verify``).
+        detect: compare the largest detected face of each photo.
+    """
+    model = model if isinstance(model, FaceModel) else _load(model, device)
+    limit, far = stored_threshold(model, threshold)
+    face_a, vec_a = first_face(model, a, detect)
+    face_b, vec_b = first_face(model, b, detect)
+    similarity = float(np.dot(vec_a.astype(np.float64), vec_b.astype(np.float64)))
+    return Verification(similarity, limit, similarity >= limit, far, (face_a, face_b))

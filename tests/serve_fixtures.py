@@ -1,0 +1,53 @@
+"""A tiny trained run shared by the verify, search and service tests (session-scoped fixtures).
+
+Six synthetic people are trained on (32 px, a few epochs); three more are never trained on: they
+are enrolled through the service or used as strangers. Import the fixtures into a test module.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from facecls.cli import main
+
+TRAINED, NEW = 6, 3
+
+
+@pytest.fixture(scope="session")
+def people(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """``train/`` (6 people), ``new/`` (3 people never trained on), and ``base`` (their parent)."""
+    from facecls.data.synthetic import SyntheticSpec, write_synthetic_folder
+
+    base = tmp_path_factory.mktemp("serve-people")
+    spec = SyntheticSpec(
+        num_classes=TRAINED + NEW, max_per_class=24, min_per_class=20, image_size=40, seed=5
+    )
+    root = write_synthetic_folder(base / "all", spec)
+    names = sorted(p.name for p in root.iterdir())
+    for name in names[:TRAINED]:
+        shutil.copytree(root / name, base / "train" / name)
+    for name in names[TRAINED:]:
+        shutil.copytree(root / name, base / "new" / name)
+    return {"train": base / "train", "new": base / "new", "base": base}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(people: dict[str, Path]) -> Path:
+    """The run folder of a small baseline trained on ``people['train']`` (one thread: faster on
+    a busy 2-core machine for a model this small)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        code = main([
+            "--quiet", "train", "--data", str(people["train"]), "--image-size", "32",
+            "--epochs", "20", "--batch-size", "16", "--lr", "1e-3", "--recipe", "report",
+            "--runs-dir", str(people["base"] / "runs"), "--name", "serve",
+        ])  # fmt: skip
+    finally:
+        torch.set_num_threads(before)
+    assert code == 0
+    return people["base"] / "runs" / "serve"

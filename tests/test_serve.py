@@ -1,0 +1,321 @@
+"""The local service: every endpoint through FastAPI's TestClient on a tiny trained model, the
+token rule, upload limits, persistent and concurrent enrollment; the page in a real Chromium."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+import facecls
+from facecls.cli import main
+from facecls.inference.serve import build_app, check_bind, is_loopback, resolve_token
+from facecls.inference.service import Settings, create_app
+from facecls.inference.store import CURRENT, ModelStore
+from facecls.openset import shot_threshold
+from tests import serve_fixtures
+
+people, tiny_run = serve_fixtures.people, serve_fixtures.tiny_run  # session-scoped fixtures
+
+
+def png(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def photos_of(folder: Path, n: int) -> list[Path]:
+    return sorted(folder.iterdir())[:n]
+
+
+@pytest.fixture()
+def client(tiny_run: Path, people: dict[str, Path], tmp_path: Path) -> TestClient:
+    gallery = tmp_path / "gallery"
+    gallery.mkdir()
+    for photo in photos_of(people["train"] / "person_03", 3):
+        (gallery / photo.name).write_bytes(photo.read_bytes())
+    store = ModelStore(tiny_run, tmp_path / "store", device="cpu")
+    settings = Settings(gallery=gallery, max_bytes=200_000, max_pixels=500_000)
+    with TestClient(create_app(store, settings)) as test_client:
+        yield test_client
+
+
+def test_loopback_rule() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+    check_bind("127.0.0.1", None)
+    check_bind("0.0.0.0", "secret")
+    with pytest.raises(ValueError, match="--token"):
+        check_bind("0.0.0.0", None)
+    with pytest.raises(ValueError, match="empty"):
+        check_bind("0.0.0.0", " ")
+
+
+def test_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FACECLS_TOKEN", raising=False)
+    assert resolve_token(None) is None and resolve_token("given") == "given"
+    monkeypatch.setenv("FACECLS_TOKEN", "from-env")
+    assert resolve_token(None) == "from-env" and resolve_token("given") == "given"
+
+
+def test_serve_refuses_other_hosts_without_token(tiny_run: Path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("FACECLS_TOKEN", raising=False)
+    assert main(["serve", str(tiny_run), "--host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--token" in err[0]
+
+
+def test_health_identities_and_page(client: TestClient, tiny_run: Path) -> None:
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["identities"] == serve_fixtures.TRAINED
+    names = client.get("/identities").json()
+    assert names == {"trained": facecls.load_model(tiny_run).trained_names, "enrolled": []}
+    page = client.get("/")
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "connect-src 'self'" in csp
+    assert "<script>" in page.text and "http" not in page.text.split("<body>")[1]
+    assert client.get("/openapi.json").json()["paths"].keys() >= {
+        "/predict", "/verify", "/search", "/enroll", "/health", "/identities"
+    }  # fmt: skip
+
+
+def test_predict_names_a_trained_person(client: TestClient, people) -> None:
+    hits = []
+    for photo in photos_of(people["train"] / "person_02", 6):
+        answer = client.post("/predict", files={"file": ("x.bin", png(photo))}).json()
+        (face,) = answer["faces"]
+        assert face["box"] == [0, 0, answer["width"], answer["height"]]  # the whole 40 px photo
+        assert face["identity"] in ("person_02", "unknown") or face["decision"] == "known"
+        hits.append(face["identity"] == "person_02")
+    assert np.mean(hits) >= 0.5
+
+
+def test_verify_and_search(client: TestClient, people, tiny_run: Path) -> None:
+    a, b = photos_of(people["train"] / "person_01", 2)
+    other = photos_of(people["train"] / "person_05", 1)[0]
+    same = client.post("/verify", files={"a": ("a", png(a)), "b": ("b", png(b))}).json()
+    diff = client.post("/verify", files={"a": ("a", png(a)), "b": ("b", png(other))}).json()
+    assert same["similarity"] > diff["similarity"]
+    expected = facecls.verify(tiny_run, a, b)
+    assert same["similarity"] == pytest.approx(expected.similarity, abs=1e-3)
+    assert same["same"] == (same["similarity"] >= same["threshold"]) and same["far"] == 0.01
+    query = photos_of(people["train"] / "person_03", 2)[1]  # in the gallery
+    found = client.post("/search", files={"file": ("q", png(query))}, data={"top_k": "2"})
+    matches = found.json()["matches"]
+    assert len(matches) == 2 and Path(matches[0]["path"]).name == query.name
+    assert matches[0]["similarity"] > 0.999
+
+
+def test_upload_limits_and_bad_uploads(client: TestClient, people, tmp_path: Path) -> None:
+    good = photos_of(people["train"] / "person_00", 1)[0]
+    big = client.post("/predict", files={"file": ("big.png", b"\0" * 200_001)})
+    assert big.status_code == 413 and "limit" in big.json()["detail"]
+    buffer = io.BytesIO()
+    Image.new("RGB", (1000, 1000)).save(buffer, "PNG")  # small file, too many pixels
+    many = client.post("/predict", files={"file": ("wide.png", buffer.getvalue())})
+    assert many.status_code == 422 and "pixel" in many.json()["detail"]
+    text = client.post("/predict", files={"file": ("face.jpg", b"hello, not an image")})
+    assert text.status_code == 422 and "not an image" in text.json()["detail"]
+    empty = client.post("/predict", files={"file": ("e.png", b"")})
+    assert empty.status_code == 422
+    truncated = client.post("/predict", files={"file": ("t.png", png(good)[:60])})
+    assert truncated.status_code == 422
+    # a PNG named .txt is judged by its content
+    named = client.post("/predict", files={"file": ("notes.txt", png(good))})
+    assert named.status_code == 200 and len(named.json()["faces"]) == 1
+
+    # a body that does not declare its length is cut off as it streams in
+    def chunks():
+        yield b'--x\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n'
+        for _ in range(50):
+            yield b"\0" * 100_000
+
+    streamed = client.post(
+        "/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"}
+    )
+    assert streamed.status_code == 413
+    assert client.get("/health").status_code == 200  # the service lives on
+
+
+def test_token_required_when_given(tiny_run: Path, tmp_path: Path, people) -> None:
+    app = build_app(tiny_run, token="s3cret", store=tmp_path / "store", device="cpu")
+    photo = png(photos_of(people["train"] / "person_00", 1)[0])
+    with TestClient(app) as c:
+        assert c.get("/health").status_code == 401
+        assert c.get("/", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert c.post("/predict", files={"file": ("p", photo)}).status_code == 401
+        ok = {"Authorization": "Bearer s3cret"}
+        assert c.get("/health", headers=ok).status_code == 200
+        assert c.post("/predict", files={"file": ("p", photo)}, headers=ok).status_code == 200
+
+
+def enroll_files(folder: Path, n: int = 4) -> list[tuple[str, tuple[str, bytes]]]:
+    return [("files", (p.name, p.read_bytes())) for p in photos_of(folder, n)]
+
+
+def test_enrollment_persists_and_names_the_person(client: TestClient, people, tiny_run) -> None:
+    new = sorted(people["new"].iterdir())[0]
+    answer = client.post("/enroll", data={"name": "Ada"}, files=enroll_files(new))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["photos"] == 4 and answer.json()["version"] == "v000001"
+    assert client.get("/identities").json()["enrolled"] == ["Ada"]
+    # Ada (4 photos) is judged against the threshold calibrated for few-photo centroids
+    model = client.app.state.service.store.model
+    table = model.meta["openset"]["enrolled_thresholds"]
+    assert model.threshold_of(len(model.trained_names)) == shot_threshold(table, 4)
+    assert model.threshold_of(0) == model.threshold
+    later = photos_of(new, 12)[6:]
+    named = [
+        client.post("/predict", files={"file": ("p", png(p))}).json()["faces"][0]["identity"]
+        for p in later
+    ]
+    assert named.count("Ada") >= len(later) // 2
+    # a restart (a new store on the same folder) still knows Ada; the original bundle does not
+    root = client.app.state.service.store.root
+    assert ModelStore(tiny_run, root, device="cpu").model.enrolled_names == ["Ada"]
+    assert facecls.load_model(tiny_run).enrolled_names == []
+    bad = client.post("/enroll", data={"name": "../etc"}, files=enroll_files(new, 1))
+    assert bad.status_code == 422
+    trained = client.post("/enroll", data={"name": "person_00"}, files=enroll_files(new, 1))
+    assert trained.status_code == 422
+
+
+def test_two_concurrent_enrollments_both_land(client: TestClient, people) -> None:
+    first, second = sorted(people["new"].iterdir())[1:3]
+    answers: list[int] = []
+
+    def enroll(name: str, folder: Path) -> None:
+        reply = client.post("/enroll", data={"name": name}, files=enroll_files(folder, 3))
+        answers.append(reply.status_code)
+
+    threads = [threading.Thread(target=enroll, args=a) for a in (("Bo", first), ("Cy", second))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert answers == [200, 200]
+    assert sorted(client.get("/identities").json()["enrolled"]) == ["Bo", "Cy"]
+    root = client.app.state.service.store.root
+    assert (root / CURRENT).read_text().strip() == "v000002"
+    meta = json.loads((root / "v000002" / "model.json").read_text())
+    assert sorted(meta["enrolled"]["names"]) == ["Bo", "Cy"]
+
+
+def test_crash_mid_enrollment_loses_nothing(tiny_run, people, tmp_path, monkeypatch) -> None:
+    store = ModelStore(tiny_run, tmp_path / "store", device="cpu")
+    folders = sorted(people["new"].iterdir())
+    model = store.model
+    faces = lambda folder: model.to_batch([str(p) for p in photos_of(folder, 3)])  # noqa: E731
+    store.enroll("Ada", faces(folders[0]))
+
+    def crash(*_args, **_kwargs):
+        raise OSError("power cut")
+
+    monkeypatch.setattr("facecls.inference.enroll.write_json", crash)
+    with pytest.raises(OSError):
+        store.enroll("Bo", faces(folders[1]))
+    monkeypatch.undo()
+    assert store.model.enrolled_names == ["Ada"]
+    again = ModelStore(tiny_run, tmp_path / "store", device="cpu")  # a restart after the crash
+    assert again.model.enrolled_names == ["Ada"]
+    again.enroll("Bo", faces(folders[1]))  # the half-written version does not get in the way
+    assert again.model.enrolled_names == ["Ada", "Bo"]
+
+
+# ---- in a real browser ---------------------------------------------------------------------
+
+
+@pytest.fixture()
+def live_server(tiny_run: Path, tmp_path: Path):
+    """The service on a free loopback port, run by uvicorn in a thread."""
+    import socket
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = build_app(tiny_run, store=tmp_path / "store", device="cpu")
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        threading.Event().wait(0.05)
+    assert server.started
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_page_names_an_uploaded_photo_in_chromium(live_server, tiny_run, people, tmp_path):
+    from tests.browser import Chromium, find_chromium
+
+    binary = find_chromium()
+    if binary is None:
+        pytest.skip(
+            "Chromium is not installed: `make test` installs Debian's chromium package with "
+            "apt-get when it can; install it (apt-get install chromium) to run the browser checks"
+        )
+    model = facecls.load_model(tiny_run)
+    # a photo the model names (not unknown), so the page has a name to show
+    photo = next(
+        p for p in photos_of(people["train"] / "person_02", 20)
+        if model.predict([str(p)])[0].identity == "person_02"
+    )  # fmt: skip
+    browser = Chromium(binary, tmp_path / "profile")
+    try:
+        browser.send("Page.navigate", {"url": live_server}, session=True)
+        browser.wait_for("Page.loadEventFired")
+        browser.settle(0.5)
+        listed = browser.evaluate("document.getElementById('names').children.length")
+        assert listed == serve_fixtures.TRAINED
+        node = browser.send("Runtime.evaluate", {"expression": "document.getElementById('photo')"},
+                            session=True)["result"]["objectId"]  # fmt: skip
+        browser.send("DOM.setFileInputFiles", {"files": [str(photo)], "objectId": node},
+                     session=True)  # fmt: skip
+        found = ""
+        for _ in range(100):
+            found = browser.evaluate("document.getElementById('names-found').textContent")
+            if found:
+                break
+            browser.settle(0.1)
+        assert found == "person_02"
+        assert browser.evaluate("document.getElementById('canvas').width") == 40
+        assert browser.problems() == []  # no console error, CSP violation or exception
+        assert all(u.startswith((live_server, "blob:")) for u in browser.requests())
+        browser.screenshot(tmp_path / "page.png")
+    finally:
+        browser.close()
+
+
+def test_batcher_groups_requests_that_arrive_together() -> None:
+    from facecls.inference.batching import Batcher
+
+    gate = threading.Event()
+    sizes: list[int] = []
+
+    def run(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        gate.wait(5)  # the first batch waits until every request is queued
+        sizes.append(len(faces))
+        flat = faces.reshape(len(faces), -1).astype(np.float32)
+        return flat[:, :1], flat * 2
+
+    batcher = Batcher(run, max_faces=32)
+    requests = [np.full((n, 3, 2, 2), i, np.uint8) for i, n in enumerate((1, 2, 1, 3, 1))]
+    futures = [batcher.submit(r) for r in requests]
+    gate.set()
+    for request, future in zip(requests, futures, strict=True):
+        logits, features = future.result(5)
+        assert len(logits) == len(request) and np.all(features == 2 * request[0, 0, 0, 0])
+    assert sum(sizes) == 8 and len(sizes) < len(requests)  # fewer passes than requests
+    failing = Batcher(lambda faces: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        failing.submit(requests[0]).result(5)
+    batcher.close()
+    failing.close()

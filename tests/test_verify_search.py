@@ -1,0 +1,185 @@
+"""embed, verify and search: embeddings of faces, the calibrated verification threshold, a
+cached gallery search; bad photos listed and skipped, an unreadable one a clear error."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+import facecls
+from facecls.cli import main
+from facecls.inference.verify import calibrate_verification, threshold_at_far
+from tests import serve_fixtures
+
+people, tiny_run = serve_fixtures.people, serve_fixtures.tiny_run  # session-scoped fixtures
+
+
+def test_threshold_at_far_accepts_at_most_that_share_of_impostors() -> None:
+    rng = np.random.default_rng(0)
+    impostor = rng.normal(0.1, 0.2, 1000)
+    for far in (0.0, 0.01, 0.05, 0.2):
+        t = threshold_at_far(impostor, far)
+        assert np.mean(impostor >= t) <= far
+        # the lowest such threshold: one impostor pair more is accepted just below it
+        assert np.mean(impostor >= np.nextafter(t, -np.inf)) > far or t <= impostor.min()
+    with pytest.raises(ValueError):
+        threshold_at_far(impostor, 1.0)
+
+
+def test_calibrate_verification_on_separable_people() -> None:
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(5, 16))
+    targets = np.repeat(np.arange(5), 8)
+    vectors = centres[targets] + 0.05 * rng.normal(size=(40, 16))
+    entry = calibrate_verification(vectors, targets, far=0.01)
+    stats = entry["calibration"]
+    assert stats["genuine_pairs"] == 5 * 28 and stats["impostor_pairs"] == 40 * 39 // 2 - 140
+    assert stats["false_accept_rate"] <= 0.01 and stats["true_accept_rate"] > 0.95
+    assert calibrate_verification(vectors[:1], targets[:1]) is None  # no pair at all
+
+
+def test_training_stores_the_verify_threshold(tiny_run: Path) -> None:
+    meta = json.loads((tiny_run / "model" / "model.json").read_text())
+    entry = meta["verify"]
+    assert entry["far"] == 0.01 and -1.0 <= entry["threshold"] <= 1.0 + 1e-6
+    assert entry["calibration"]["false_accept_rate"] <= 0.01
+    assert entry["calibration"]["impostor_pairs"] > 0
+    # and thresholds for people enrolled from few photos, at least for one photo
+    assert "1" in meta["openset"]["enrolled_thresholds"]
+
+
+def test_embed_writes_unit_vectors_and_an_index(tiny_run, people, tmp_path, capsys) -> None:
+    photos = sorted((people["train"] / "person_00").iterdir())[:3]
+    (tmp_path / "broken.jpg").write_text("not a jpeg")
+    out = tmp_path / "e.safetensors"
+    args = ["embed", str(tiny_run), *map(str, photos), str(tmp_path / "broken.jpg")]
+    assert main([*args, "--out", str(out)]) == 0
+    vectors = load_file(str(out))["embeddings"]
+    with (tmp_path / "e.csv").open(newline="") as f:
+        index = list(csv.DictReader(f))
+    assert [r["photo"] for r in index] == [str(p) for p in photos]
+    assert vectors.shape[0] == 3 and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+    assert "broken.jpg" in capsys.readouterr().out  # listed as skipped
+    # the same vectors as the model's own embed
+    expected = facecls.load_model(tiny_run).embed([str(p) for p in photos])
+    assert np.allclose(vectors, expected, atol=1e-4)
+
+
+def test_verify_same_and_different_people(tiny_run, people, capsys) -> None:
+    a, b = sorted((people["train"] / "person_01").iterdir())[:2]
+    other = sorted((people["train"] / "person_04").iterdir())[0]
+    same = facecls.verify(tiny_run, a, b)
+    different = facecls.verify(tiny_run, a, other)
+    assert same.similarity > different.similarity
+    assert same.threshold == pytest.approx(
+        json.loads((tiny_run / "model" / "model.json").read_text())["verify"]["threshold"]
+    )
+    assert facecls.verify(tiny_run, a, other, threshold=-1.0).same  # --threshold overrides
+    assert main(["verify", str(tiny_run), str(a), str(b), "--threshold", "2"]) == 0
+    assert "different people: similarity" in capsys.readouterr().out
+
+
+def test_verify_bad_photo_and_uncalibrated_bundle(tiny_run, people, tmp_path, capsys) -> None:
+    a = sorted((people["train"] / "person_01").iterdir())[0]
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    assert main(["verify", str(tiny_run), str(a), str(tmp_path / "empty.jpg")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "empty.jpg" in err[0] and "Traceback" not in err[0]
+    bundle = tmp_path / "old"
+    shutil.copytree(tiny_run / "model", bundle)
+    meta = json.loads((bundle / "model.json").read_text())
+    del meta["verify"]
+    (bundle / "model.json").write_text(json.dumps(meta))
+    assert main(["verify", str(bundle), str(a), str(a)]) == 2
+    assert "--threshold" in capsys.readouterr().err
+    assert main(["verify", str(bundle), str(a), str(a), "--threshold", "0.5"]) == 0
+
+
+def test_search_finds_the_photo_and_caches_the_gallery(tiny_run, people, tmp_path) -> None:
+    gallery = tmp_path / "gallery"
+    for name in ("person_00", "person_02", "person_03"):
+        shutil.copytree(people["train"] / name, gallery / name)
+    (gallery / "corrupt.png").write_bytes(b"\x89PNG not really")
+    (gallery / "notes.txt").write_text("not a photo")
+    query = sorted((gallery / "person_02").iterdir())[3]
+    model = facecls.load_model(tiny_run)
+    logged: list[str] = []
+    first = facecls.search(model, query, gallery, top_k=5, log=logged.append)
+    assert first.matches[0].path == str(query) and first.matches[0].similarity > 0.999
+    sims = [m.similarity for m in first.matches]
+    assert sims == sorted(sims, reverse=True) and len(sims) == 5
+    assert {Path(p).name for p, _ in first.skipped} == {"corrupt.png", "notes.txt"}
+    assert any("corrupt.png" in line for line in logged)
+    photos = sum(1 for _ in gallery.rglob("*.png")) - 1
+    assert first.gallery_faces == photos
+    caches = list((Path(os.environ["FACECLS_CACHE"]) / "gallery").glob("*.safetensors"))
+    assert caches
+
+    gallery_object = facecls.inference.search.Gallery(model, gallery)
+    assert gallery_object.refresh().embedded == 0  # nothing changed: all from the cache
+    assert len(gallery_object.faces) == photos
+    # one new photo and one removed: only the new one is embedded
+    new = sorted((people["train"] / "person_05").iterdir())[0]
+    shutil.copy(new, gallery / "newcomer.png")
+    sorted((gallery / "person_00").iterdir())[0].unlink()
+    again = facecls.inference.search.Gallery(model, gallery).refresh()
+    assert again.embedded == 1 and len(again.faces) == photos
+    # a gallery kept in memory (the service's) sees the same changes without reading the cache
+    assert gallery_object.refresh().embedded == 1 and len(gallery_object.faces) == photos
+    assert gallery_object.refresh().embedded == 0
+    assert sorted(f.path for f in gallery_object.faces) == sorted(f.path for f in again.faces)
+    top = again.nearest(model.embed([str(gallery / "newcomer.png")])[0], 1)
+    assert top[0].path == str(gallery / "newcomer.png")
+
+
+def test_few_shot_thresholds_accept_enrolled_people_like_trained_ones() -> None:
+    """Identities enrolled from k photos: the k-shot threshold accepts about ``acceptance`` of
+    their other photos (fresh draws), where the trained-centroid threshold accepts far fewer."""
+    from facecls.openset import (
+        class_centroids,
+        cosine,
+        few_shot_thresholds,
+        shot_threshold,
+        threshold_at_acceptance,
+    )
+
+    rng = np.random.default_rng(2)
+    classes, dim = 20, 32
+    centres = rng.normal(size=(classes, dim)) * 2
+
+    def sample(n: int) -> tuple[np.ndarray, np.ndarray]:
+        targets = np.repeat(np.arange(classes), n)
+        return centres[targets] + rng.normal(size=(classes * n, dim)), targets
+
+    train, train_t = sample(40)
+    val, val_t = sample(12)
+    centroids = class_centroids(train, train_t, classes)
+    own = cosine(val, centroids)[np.arange(len(val_t)), val_t]
+    trained_threshold = threshold_at_acceptance(own, 0.95)
+    table = few_shot_thresholds(val, val_t, None, 0.95)
+    assert set(table) == {"1", "2", "3", "5", "10"}
+    assert table["1"] < table["3"] < table["10"] < trained_threshold  # noisier centroid, lower
+    # fresh people enrolled from 3 photos, probed with 9 others
+    fresh, fresh_t = sample(12)
+    accepted_own, accepted_trained = [], []
+    for c in range(classes):
+        rows = fresh[fresh_t == c]
+        shot = rows[:3].mean(axis=0)
+        shot /= np.linalg.norm(shot)  # centroids are unit vectors
+        cos = cosine(rows[3:], shot[None])[:, 0]
+        accepted_own.append(cos >= shot_threshold(table, 3))
+        accepted_trained.append(cos >= trained_threshold)
+    assert abs(np.mean(accepted_own) - 0.95) < 0.05
+    assert np.mean(accepted_trained) < 0.8
+    assert shot_threshold(table, 4) == table["3"] and shot_threshold(table, 50) == table["10"]
+    assert shot_threshold({}, 3) is None
+    # only the photos marked as probes are scored: the easiest half gives a higher threshold
+    easy = cosine(val, centroids)[np.arange(len(val_t)), val_t] > np.median(own)
+    assert few_shot_thresholds(val, val_t, easy, 0.95)["3"] > table["3"]

@@ -1,0 +1,66 @@
+"""predict --video: CSV rows per sampled frame with frame number and time, an annotated copy,
+and clear errors for an unreadable video or a camera that is not there."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from facecls.cli import main
+from tests import serve_fixtures
+
+people, tiny_run = serve_fixtures.people, serve_fixtures.tiny_run  # session-scoped fixtures
+FPS = 5.0
+
+
+def make_clip(photos: list[Path], path: Path) -> Path:
+    """An MJPG clip, one 64 px frame per photo."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (64, 64))
+    for photo in photos:
+        rgb = np.asarray(Image.open(photo).convert("RGB").resize((64, 64), Image.BICUBIC))
+        writer.write(np.ascontiguousarray(rgb[:, :, ::-1]))
+    writer.release()
+    return path
+
+
+def test_video_rows_and_annotated_copy(tiny_run: Path, people, tmp_path: Path) -> None:
+    import cv2
+
+    photos = sorted((people["train"] / "person_02").iterdir())[:10]
+    clip = make_clip(photos, tmp_path / "clip.avi")
+    out, annotated = tmp_path / "video.csv", tmp_path / "boxes.avi"
+    args = ["predict", str(tiny_run), "--video", str(clip), "--every", "3", "--out", str(out)]
+    assert main([*args, "--annotate", str(annotated)]) == 0
+    with out.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["frame"]) for r in rows] == [0, 3, 6, 9]
+    assert [float(r["time_s"]) for r in rows] == [0.0, 0.6, 1.2, 1.8]
+    assert all(r["box"] == "0 0 64 64" and r["decision"] in ("known", "unknown") for r in rows)
+    assert sum(r["identity"] == "person_02" for r in rows) >= 2
+    copy = cv2.VideoCapture(str(annotated))
+    assert int(copy.get(cv2.CAP_PROP_FRAME_COUNT)) == 10
+    ok, frame = copy.read()
+    copy.release()
+    assert ok and frame.shape == (64, 64, 3)
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_bad_video_and_missing_camera(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "clip.mp4").write_text("not a video")
+    for source, expected in (
+        (str(tmp_path / "clip.mp4"), "not a video"),
+        (str(tmp_path / "missing.mp4"), "no such video file"),
+        ("9", "no camera at index 9"),
+    ):
+        out = tmp_path / "v.csv"
+        assert main(["predict", str(tiny_run), "--video", source, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], err
+        assert not out.exists()
+    assert main(["predict", str(tiny_run)]) == 2  # neither images nor --video
+    assert "--video" in capsys.readouterr().err
