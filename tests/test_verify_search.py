@@ -51,8 +51,21 @@ def test_training_stores_the_verify_threshold(tiny_run: Path) -> None:
     assert entry["far"] == 0.01 and -1.0 <= entry["threshold"] <= 1.0 + 1e-6
     assert entry["calibration"]["false_accept_rate"] <= 0.01
     assert entry["calibration"]["impostor_pairs"] > 0
-    # and thresholds for people enrolled from few photos, at least for one photo
+
+
+def test_calibrating_adds_thresholds_for_people_enrolled_from_few_photos(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    """Training defers the centroid pass; facecls calibrate (or the first enroll) makes it,
+    with a threshold for people enrolled from one photo, two, ..."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    assert main(["--quiet", "calibrate", str(run)]) == 0
+    meta = json.loads((run / "model" / "model.json").read_text())
     assert "1" in meta["openset"]["enrolled_thresholds"]
+    assert "verify" in meta
 
 
 def test_embed_writes_unit_vectors_and_an_index(tiny_run, people, tmp_path, capsys) -> None:

@@ -319,3 +319,20 @@ def calibrate_command(
             "needs the run the model came from. Give --threshold to set one by hand."
         )
     return calibrate_run(path, method or DEFAULT_METHOD, acceptance, data, log, show_progress)
+
+
+def ensure_centroids(folder: Path, log: Callable[[str], None] = print) -> bool:
+    """Compute a run's trained-identity centroids once if its bundle lacks them.
+
+    ``train``/``cv`` leave the centroids (a pass over the training part) to the first use that
+    needs them: enrolling people, or the service's ``/enroll``. Returns whether the bundle has
+    them now (a bundle outside a run folder cannot be calibrated from data).
+    """
+    if "trained" in read_centroids(folder):
+        return True
+    run_dir = Path(folder).parent
+    if not (run_dir / "folds.json").is_file():
+        return False
+    log(f"{run_dir}: computing the trained identities' centroids once (facecls calibrate)")
+    calibrate_run(run_dir, log=log)
+    return "trained" in read_centroids(folder)

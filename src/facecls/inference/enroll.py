@@ -29,7 +29,7 @@ from facecls.bundle import (
 )
 from facecls.data.images import ImageError, load_rgb
 from facecls.data.sources import DataError, default_cache_dir, scan_source
-from facecls.inference.calibration import calibrate_run
+from facecls.inference.calibration import ensure_centroids
 from facecls.inference.model import load_model
 from facecls.openset import l2_normalize
 from facecls.progress import bar as progress_bar
@@ -111,14 +111,9 @@ def enroll(
     refuse_pickle(Path(model_path), False, "Give enroll the run folder or bundle folder as MODEL.")
     model = load_model(model_path, device="auto")
     folder = model.folder
-    centroids = read_centroids(folder)
-    run_dir = folder.parent
-    if "trained" not in centroids and (run_dir / "folds.json").is_file():
-        # train/cv leave the centroids to the first use that needs them (a pass over the data).
-        log(f"{run_dir}: computing the trained identities' centroids once (facecls calibrate)")
-        calibrate_run(run_dir, log=log)
+    if "trained" not in read_centroids(folder) and ensure_centroids(folder, log):
         model = load_model(model_path, device="auto")
-        centroids = read_centroids(folder)
+    centroids = read_centroids(folder)
     if "trained" not in centroids:
         raise BundleError(
             f"{folder}: no trained-identity centroids; run facecls calibrate RUN_FOLDER first"

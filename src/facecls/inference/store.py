@@ -22,6 +22,7 @@ import numpy as np
 from facecls.atomic import write_text
 from facecls.bundle import BundleError, read_centroids
 from facecls.data.sources import DataError
+from facecls.inference.calibration import ensure_centroids
 from facecls.inference.enroll import write_enrolled
 from facecls.inference.model import FaceModel, load_model
 from facecls.openset import l2_normalize
@@ -58,7 +59,12 @@ class ModelStore:
     ) -> None:  # fmt: skip
         base = load_model(model_path, device=device)
         if "trained" not in read_centroids(base.folder):
-            log(f"{base.folder}: no trained centroids; /enroll is unavailable (calibrate first)")
+            if ensure_centroids(base.folder, log):
+                base = load_model(model_path, device=device)  # with what calibration added
+            else:
+                log(
+                    f"{base.folder}: no trained centroids; /enroll is unavailable (calibrate first)"
+                )
         self.root = Path(store) if store else base.folder.with_name(base.folder.name + ".served")
         self._lock = threading.Lock()
         version = self._current_version()
