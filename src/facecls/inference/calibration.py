@@ -110,11 +110,21 @@ def calibrate_trained(
         log("Open set: not calibrated (no validation part); use facecls calibrate --threshold")
         return
     device = next(trained.model.parameters()).device
-    calibration = calibrate_model(
-        trained.model, dataset.images if images is None else images, dataset.targets.numpy(),
-        trained.train_idx,
-        trained.val_idx, trained.mean, trained.std, device, dataset.num_classes, flip_tta,
-    )  # fmt: skip
+    probe = getattr(trained, "head_only", None)
+    if probe is not None:  # a linear probe: its cached embeddings, not the backbone again
+        targets, runtime = dataset.targets.numpy(), Runtime.default(device)
+        _, train_features = probe.outputs(trained.train_idx, runtime)
+        val_logits, val_features = probe.outputs(trained.val_idx, runtime)
+        calibration = calibrate(
+            train_features, targets[trained.train_idx], val_logits, val_features,
+            targets[trained.val_idx], dataset.num_classes, DEFAULT_METHOD, DEFAULT_ACCEPTANCE,
+        )  # fmt: skip
+    else:
+        calibration = calibrate_model(
+            trained.model, dataset.images if images is None else images,
+            dataset.targets.numpy(), trained.train_idx, trained.val_idx, trained.mean,
+            trained.std, device, dataset.num_classes, flip_tta,
+        )  # fmt: skip
     write_calibration(folder, calibration)
     log(describe(calibration.meta()))
 

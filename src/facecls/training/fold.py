@@ -23,6 +23,7 @@ from facecls.data.augment import channel_stats
 from facecls.data.batches import IndexBatches
 from facecls.data.dataset import FaceDataset
 from facecls.data.samplers import SampledBatches
+from facecls.data.sources import default_cache_dir
 from facecls.models import create_model, model_info
 from facecls.models.embedding import load_backbone_weights
 from facecls.runtime import runtime_for
@@ -44,6 +45,7 @@ from facecls.training.finetune import set_backbone_frozen as _set_frozen
 from facecls.training.interrupt import StopRequest, signal_hook_for_tests
 from facecls.training.losses import build_loss
 from facecls.training.optimization import build_optimizer, build_scheduler
+from facecls.training.probe import HeadOnly, embed_once, views_needed
 
 Log = Callable[[str], None]
 
@@ -61,6 +63,9 @@ class TrainedModel:
     train_counts: np.ndarray
     train_idx: np.ndarray | None = None
     val_idx: np.ndarray | None = None
+    # A linear probe's cached embeddings of every image (``probe.py``): evaluation and
+    # calibration read them instead of running the frozen backbone again.
+    head_only: HeadOnly | None = None
 
 
 class NonFiniteError(ValueError):
@@ -136,6 +141,7 @@ def train_model(
     checkpoint: Path | None = None,
     stop: StopRequest | None = None,
     dist: DistContext | None = None,
+    embed_frozen: bool = True,
 ) -> TrainedModel:
     """Train one model on ``train_idx``, keep the epoch with the lowest validation loss.
 
@@ -148,6 +154,9 @@ def train_model(
         dist: this rank; with several, every rank calls this and trains the same model
             (``models`` must wrap it in DistributedDataParallel), each on its rows of every
             batch, and rank 0 writes the checkpoint. ``None``: one process.
+        embed_frozen: while the backbone is frozen, train the head on its embeddings computed
+            once (``probe.py``; one process, not compiled); ``False``: run the backbone in
+            every step, as a fine-tuned model does.
 
     Raises:
         NonFiniteError: a loss or weight became NaN or infinite (the checkpoint keeps the last
@@ -169,19 +178,26 @@ def train_model(
         module, t, device, param_groups(module, t.lr, t.backbone_lr_scale if pretrained else 1.0)
     )
     drop_last = len(train_idx) > t.batch_size
-    train_batches: IndexBatches = (
-        SampledBatches(images, targets, torch.from_numpy(train_idx), t.batch_size, device,
-                       t.sampler, dataset.num_classes, drop_last, shard=shard)
-        if t.sampler != "none"
-        else IndexBatches(images, targets, torch.from_numpy(train_idx), t.batch_size, device,
-                          shuffle=True, drop_last=drop_last, shard=shard)
-    )  # fmt: skip
+
+    def batches_of(rows: torch.Tensor) -> tuple[IndexBatches, IndexBatches]:
+        """Training and validation batches drawn from ``rows`` (images or embeddings)."""
+        labels = targets.to(rows.device)
+        train: IndexBatches = (
+            SampledBatches(rows, labels, torch.from_numpy(train_idx), t.batch_size, device,
+                           t.sampler, dataset.num_classes, drop_last, shard=shard)
+            if t.sampler != "none"
+            else IndexBatches(rows, labels, torch.from_numpy(train_idx), t.batch_size, device,
+                              shuffle=True, drop_last=drop_last, shard=shard)
+        )  # fmt: skip
+        val = IndexBatches(
+            rows, labels, torch.from_numpy(val_idx), t.eval_batch_size, device, shard=shard
+        )
+        return train, val
+
+    train_batches, val_batches = batches_of(images)
     scheduler = build_scheduler(optimizer, t, len(train_batches))
     if fold == 0 and (t.freeze != "none" or pretrained):
         log(f"Fine-tuning: {describe(t, pretrained)}")
-    val_batches = IndexBatches(
-        images, targets, torch.from_numpy(val_idx), t.eval_batch_size, device, shard=shard
-    )
     facts = {"fold": fold, "class_names": dataset.class_names, "model": t.model}
     state = TrainingState()
     if checkpoint is not None and checkpoint.exists():
@@ -190,25 +206,46 @@ def train_model(
             f"fold {fold}: complete in {checkpoint.name}, not retrained" if state.complete
             else f"fold {fold}: resuming from {checkpoint.name} after epoch {state.epoch}"
         )  # fmt: skip
+    probe = None
+    if embed_frozen and frozen_at(t, state.epoch + 1) and not t.compile and not dist.distributed:
+        _set_frozen(module, True)
+        features = embed_once(
+            dataset, module, images, mean, std, runtime,
+            views_needed(config.augment, bool(t.flip_tta)),
+            Path(config.data.cache_dir).expanduser() if config.data.cache_dir
+            else default_cache_dir(),
+            log, t.eval_batch_size, models.embedded,
+        )  # fmt: skip
+        probe = HeadOnly.of(module, features, config.augment, bool(t.flip_tta))
+        probe_batches = batches_of(features)
     for epoch in range(state.epoch + 1, t.epochs + 1):
         torch.manual_seed(_global_seed(t.seed, fold, epoch))
         loss_fn.set_epoch(epoch)
         if t.freeze != "none":
             _set_frozen(module, frozen_at(t, epoch))
+        # While the backbone is frozen only the head trains, on the cached embeddings.
+        on_cache = probe is not None and frozen_at(t, epoch)
+        net, (epoch_batches, epoch_val) = (
+            (probe.head, probe_batches) if on_cache else (model, (train_batches, val_batches))
+        )
         bar = tqdm(
             total=len(train_batches) * t.batch_size, unit="img", leave=False,
             desc=f"fold {fold} epoch {epoch}/{t.epochs}", disable=not show_progress,
         )  # fmt: skip
         try:
             stats = train_one_epoch(
-                model, train_batches, optimizer, loss_fn=loss_fn, mean=mean, std=std,
+                net, epoch_batches, optimizer, loss_fn=loss_fn, mean=mean, std=std,
                 augment_config=config.augment, epoch_seed=epoch_seed(t.seed, fold, epoch),
                 runtime=runtime, scheduler=scheduler,
                 on_batch=_batch_callback(bar, stop, fold, epoch), skip_nonfinite=t.skip_nonfinite,
+                inputs_of=probe.train_inputs if on_cache else None,
             )  # fmt: skip
         finally:
             bar.close()
-        val = evaluate(model, val_batches, mean, std, val_loss_fn, bool(t.flip_tta), runtime)
+        val = evaluate(
+            net, epoch_val, mean, std, val_loss_fn, bool(t.flip_tta), runtime,
+            views=probe.eval_views if on_cache else None,
+        )  # fmt: skip
         _check_epoch(stats, val.loss, module, fold, epoch)
         summary = metrics.summary(
             metrics.confusion_matrix(val.targets, val.preds, dataset.num_classes)
@@ -245,11 +282,18 @@ def train_model(
             stop.check(fold, epoch, None)
     assert state.best_state is not None
     module.load_state_dict(state.best_state)
-    val = evaluate(model, val_batches, mean, std, val_loss_fn, bool(t.flip_tta), runtime)
+    if probe is not None and t.freeze == "backbone":
+        val = evaluate(
+            probe.head, probe_batches[1], mean, std, val_loss_fn, bool(t.flip_tta), runtime,
+            views=probe.eval_views,
+        )  # fmt: skip
+    else:
+        probe = None  # the backbone trained: its embeddings are no longer the cached ones
+        val = evaluate(model, val_batches, mean, std, val_loss_fn, bool(t.flip_tta), runtime)
     # Keep a detached copy: with --compile the same module object is reused by the next fold.
     kept = copy.deepcopy(module) if t.compile else module
     return TrainedModel(
-        kept, mean, std, state.history, state.best_epoch, val, counts, train_idx, val_idx
+        kept, mean, std, state.history, state.best_epoch, val, counts, train_idx, val_idx, probe
     )
 
 
@@ -275,6 +319,7 @@ class ModelSource:
         self.config, self.num_classes, self.device = config, num_classes, device
         self.dist = dist or DistContext(device=device)
         self._compiled: tuple[nn.Module, nn.Module] | None = None
+        self.embedded: dict[str, torch.Tensor] = {}  # a frozen backbone's embeddings, by key
 
     def _fresh(self, fold: int) -> nn.Module:
         t = self.config.train
