@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from facecls.catalog import METHODS, MODELS
 from facecls.config import (
     FREEZE,
     IMBALANCE,
@@ -23,7 +24,6 @@ from facecls.config import (
     load_yaml,
     to_dict,
 )
-from facecls.openset import METHODS
 
 # argparse destination → (config section, key). Options left unset keep the config's value.
 _OPTIONS: dict[str, tuple[str, str]] = {
@@ -343,8 +343,8 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "compare":
         print(facecls.write_comparison(args.runs, out=args.out, shareable=args.shareable))
     elif args.command == "models":
-        for info in facecls.list_models():
-            print(f"{info.name:<16} {info.description}")
+        for name, description in MODELS:  # a static table: no torch import to list names
+            print(f"{name:<16} {description}")
         print(
             "Any torchvision classification model name also works (resnet34, efficientnet_b0, …)."
         )
@@ -380,6 +380,9 @@ def _use(args: argparse.Namespace, log: Any, progress: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``facecls`` command; returns the process exit code."""
+    args = build_parser().parse_args(argv)  # before the imports below: --help needs no torch
+    if args.command == "models":  # a static table: answers without importing torch
+        return _run(args)
     from facecls.atomic import WriteError
     from facecls.bundle import BundleError
     from facecls.data.sources import DataError
@@ -387,7 +390,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from facecls.training.fold import NonFiniteError
     from facecls.training.interrupt import Interrupted
 
-    args = build_parser().parse_args(argv)
     try:
         with process_group():  # under torchrun: ended once the command is done
             return _run(args)
