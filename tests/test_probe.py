@@ -156,3 +156,21 @@ def test_cv_runs_the_backbone_once_per_image(
     assert ran == first  # the second run reads the cache
     assert sum(f"backbone ran on {first} images" in line for line in logs) == 1
     assert (result.run_dir / "model").is_dir() and (result.run_dir / "history.csv").is_file()
+
+
+def test_the_cached_flip_follows_the_coin_augment_draws() -> None:
+    from facecls.data.augment import augment, normalize
+    from facecls.training.probe import HeadOnly
+
+    images = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8)
+    plain = normalize(images, [0.5] * 3, [0.25] * 3)
+    flips_only = AugmentConfig(rotation=0.0, scale=0.0, translate=0.0, hflip=True)
+    warped = augment(images, [0.5] * 3, [0.25] * 3, flips_only, torch.Generator().manual_seed(7))
+    mirrored = [
+        bool(torch.allclose(w, p.flip(2), atol=1e-4)) for w, p in zip(warped, plain, strict=True)
+    ]
+    assert 0 < sum(mirrored) < 16  # some of each
+    rows = torch.stack([torch.zeros(16, 4), torch.ones(16, 4)], 1)  # view 1 marks the mirror
+    probe = HeadOnly(nn.Linear(4, 2), rows, flips_only, flip_tta=False)
+    chosen = probe.train_inputs(rows, torch.Generator().manual_seed(7), (0, 16))
+    assert chosen[:, 0].bool().tolist() == mirrored
