@@ -23,7 +23,6 @@ from facecls.data.augment import channel_stats
 from facecls.data.batches import IndexBatches
 from facecls.data.dataset import FaceDataset
 from facecls.data.samplers import SampledBatches
-from facecls.data.sources import default_cache_dir
 from facecls.models import create_model, model_info
 from facecls.models.embedding import load_backbone_weights
 from facecls.runtime import runtime_for
@@ -45,7 +44,7 @@ from facecls.training.finetune import set_backbone_frozen as _set_frozen
 from facecls.training.interrupt import StopRequest, signal_hook_for_tests
 from facecls.training.losses import build_loss
 from facecls.training.optimization import build_optimizer, build_scheduler
-from facecls.training.probe import HeadOnly, embed_once, views_needed
+from facecls.training.probe import HeadOnly, head_only
 
 Log = Callable[[str], None]
 
@@ -209,15 +208,8 @@ def train_model(
     probe = None
     if embed_frozen and frozen_at(t, state.epoch + 1) and not t.compile and not dist.distributed:
         _set_frozen(module, True)
-        features = embed_once(
-            dataset, module, images, mean, std, runtime,
-            views_needed(config.augment, bool(t.flip_tta)),
-            Path(config.data.cache_dir).expanduser() if config.data.cache_dir
-            else default_cache_dir(),
-            log, t.eval_batch_size, models.embedded,
-        )  # fmt: skip
-        probe = HeadOnly.of(module, features, config.augment, bool(t.flip_tta))
-        probe_batches = batches_of(features)
+        probe = head_only(dataset, module, images, mean, std, runtime, config, log, models.embedded)
+        probe_batches = batches_of(probe.features)
     for epoch in range(state.epoch + 1, t.epochs + 1):
         torch.manual_seed(_global_seed(t.seed, fold, epoch))
         loss_fn.set_epoch(epoch)

@@ -28,10 +28,11 @@ import torch
 from torch import nn
 
 from facecls.atomic import atomic_path
-from facecls.config import AugmentConfig
+from facecls.config import AugmentConfig, RunConfig
 from facecls.data.augment import normalize
 from facecls.data.batches import IndexBatches
 from facecls.data.dataset import FaceDataset
+from facecls.data.sources import default_cache_dir
 from facecls.models.embedding import final_linear, head_name, logits_and_features
 from facecls.runtime import Runtime
 
@@ -195,3 +196,19 @@ class HeadOnly:
 def views_needed(augment: AugmentConfig, flip_tta: bool) -> int:
     """2 when the mirror image is used (flip augmentation or flip TTA), else 1."""
     return 2 if flip_tta or (augment.enabled and augment.hflip) else 1
+
+
+def head_only(
+    dataset: FaceDataset, model: nn.Module, images: torch.Tensor, mean: list[float],
+    std: list[float], runtime: Runtime, config: RunConfig, log: Log = print,
+    memo: dict[str, torch.Tensor] | None = None,
+) -> HeadOnly:  # fmt: skip
+    """The head of a frozen ``model`` with the embeddings it trains on (:func:`embed_once` in
+    the run's cache folder, with the mirror images when the run flips)."""
+    t, data = config.train, config.data
+    cache_dir = Path(data.cache_dir).expanduser() if data.cache_dir else default_cache_dir()
+    views = views_needed(config.augment, bool(t.flip_tta))
+    features = embed_once(
+        dataset, model, images, mean, std, runtime, views, cache_dir, log, t.eval_batch_size, memo
+    )
+    return HeadOnly.of(model, features, config.augment, bool(t.flip_tta))
