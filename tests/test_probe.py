@@ -17,6 +17,7 @@ from facecls.data.dataset import load_dataset
 from facecls.data.sources import default_cache_dir
 from facecls.models.embedding import final_linear
 from facecls.runtime import runtime_for
+from facecls.training.evaluate import evaluate_run
 from facecls.training.fold import ModelSource, input_normalization, train_model
 from facecls.training.probe import embed_once, embedding_key
 from facecls.training.run import cross_validate
@@ -156,6 +157,11 @@ def test_cv_runs_the_backbone_once_per_image(
     assert ran == first  # the second run reads the cache
     assert sum(f"backbone ran on {first} images" in line for line in logs) == 1
     assert (result.run_dir / "model").is_dir() and (result.run_dir / "history.csv").is_file()
+    # The saved whole network, run on the images, gives the test figures of the embeddings.
+    again = evaluate_run(result.run_dir, log=lambda _m: None)["summary"]
+    tested = result.metrics["test"]["summary"]
+    assert again["balanced_accuracy"] == pytest.approx(tested["balanced_accuracy"], abs=1e-9)
+    assert again["loss"] == pytest.approx(tested["loss"], rel=1e-5)
 
 
 def test_the_cached_flip_follows_the_coin_augment_draws() -> None:
