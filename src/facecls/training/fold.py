@@ -24,7 +24,7 @@ from facecls.data.batches import IndexBatches
 from facecls.data.dataset import FaceDataset
 from facecls.data.samplers import SampledBatches
 from facecls.models import create_model, model_info
-from facecls.models.embedding import load_backbone_weights
+from facecls.models.embedding import head_name, load_backbone_weights
 from facecls.runtime import runtime_for
 from facecls.training.checkpoint import (
     TrainingState,
@@ -39,7 +39,7 @@ from facecls.training.distributed import (
     broadcast_object,
 )
 from facecls.training.engine import EpochStats, EvalResult, evaluate, train_one_epoch
-from facecls.training.finetune import describe, frozen_at, param_groups
+from facecls.training.finetune import backbone_frozen, describe, frozen_at, param_groups
 from facecls.training.finetune import set_backbone_frozen as _set_frozen
 from facecls.training.interrupt import StopRequest, signal_hook_for_tests
 from facecls.training.losses import build_loss
@@ -90,6 +90,17 @@ def _first_nonfinite(state: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
+def _changed_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What an epoch can have changed: the whole state, or only the head's while the backbone is
+    frozen (its weights and eval-mode buffers stay as loaded; checking FaceNet's 23 M frozen
+    weights every epoch cost a probe more than its training)."""
+    state = model.state_dict()
+    if not backbone_frozen(model):
+        return state
+    head = head_name(model) + "."
+    return {name: tensor for name, tensor in state.items() if name.startswith(head)}
+
+
 def _check_epoch(stats: EpochStats, val_loss: float, model: nn.Module, fold: int, epoch: int):
     """Refuse to go on (or keep a model) after a non-finite loss or weight."""
     where = f"fold {fold}, epoch {epoch}"
@@ -99,7 +110,7 @@ def _check_epoch(stats: EpochStats, val_loss: float, model: nn.Module, fold: int
             f"{stats.nonfinite_step}. Lower --lr, check the data, or pass --skip-nonfinite to "
             "skip such batches. Checkpoints of earlier epochs are kept."
         )
-    bad = _first_nonfinite(model.state_dict())
+    bad = _first_nonfinite(_changed_state(model))
     if bad is not None:
         raise NonFiniteError(f"{where}: weight {bad!r} holds NaN or infinite values")
     if not math.isfinite(val_loss):
