@@ -43,3 +43,18 @@ def synthetic_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synthetic") / "faces"
     spec = SyntheticSpec(num_classes=6, max_per_class=16, min_per_class=6, image_size=40, seed=3)
     return write_synthetic_folder(root, spec)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` skip, with the reason, where no CUDA device is present (the one
+    allowed kind of skip; ``benchmarks/gpu_check.sh`` runs them on a GPU machine)."""
+    marked = [item for item in items if item.get_closest_marker("cuda")]
+    if not marked:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device: run benchmarks/gpu_check.sh on a GPU")
+    for item in marked:
+        item.add_marker(skip)

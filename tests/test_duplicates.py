@@ -181,3 +181,31 @@ def test_lfw8_data_report_counts_duplicates(lfw_archive: Path) -> None:
     assert report["exact_groups"] == 0 and report["label_conflicts"] == 0
     assert 5 <= report["near_groups"] <= 30
     assert all(len({p.split("/")[0] for p in group}) == 1 for group in report["near"])
+
+
+def test_duplicate_check_is_cached_until_a_file_changes(
+    synthetic_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import facecls.data.duplicates as duplicates
+
+    folder = tmp_path / "faces"
+    shutil.copytree(synthetic_folder, folder)
+    calls = []
+    original = duplicates.find_duplicates
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(duplicates, "find_duplicates", counted)
+    config = DataConfig(source=str(folder), image_size=32, cache_dir=str(tmp_path / "cache"))
+    first = load_dataset(config, log=lambda _m: None)
+    again = load_dataset(config, log=lambda _m: None)
+    assert len(calls) == 1  # the second load read the cached groups
+    np.testing.assert_array_equal(first.groups, again.groups)
+    assert first.duplicates == again.duplicates
+    photo = sorted(folder.rglob("*.png"))[0]
+    photo.write_bytes(sorted(folder.rglob("*.png"))[1].read_bytes())  # now an exact copy
+    changed = load_dataset(config, log=lambda _m: None)
+    assert len(calls) == 2
+    assert changed.duplicates["exact_groups"] == first.duplicates["exact_groups"] + 1

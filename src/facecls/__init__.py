@@ -14,25 +14,75 @@ The public API mirrors the command line; each command is one call::
 
 from __future__ import annotations
 
-from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
-from facecls.demo import demo
-from facecls.inference.calibration import calibrate_command as calibrate
-from facecls.inference.enroll import enroll
-from facecls.inference.export import export_onnx
-from facecls.inference.faces import Prediction
-from facecls.inference.model import FaceModel, load_model
-from facecls.inference.predict import predict
-from facecls.inference.search import search
-from facecls.inference.serve import serve
-from facecls.inference.verify import embed, verify
-from facecls.inference.video import predict_video
-from facecls.models import create_model, list_models
-from facecls.report.write import write_comparison, write_report
-from facecls.training.evaluate import evaluate_run as evaluate
-from facecls.training.run import RunResult
-from facecls.training.run import cross_validate as cross_validate
-from facecls.training.run import fit as train
-from facecls.training.tune import tune
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what the names below are, for type checkers and editors
+    from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
+    from facecls.demo import demo
+    from facecls.inference.calibration import calibrate_command as calibrate
+    from facecls.inference.enroll import enroll
+    from facecls.inference.export import export_onnx
+    from facecls.inference.faces import Prediction
+    from facecls.inference.model import FaceModel, load_model
+    from facecls.inference.predict import predict
+    from facecls.inference.search import search
+    from facecls.inference.serve import serve
+    from facecls.inference.verify import embed, verify
+    from facecls.inference.video import predict_video
+    from facecls.models import create_model, list_models
+    from facecls.report.write import write_comparison, write_report
+    from facecls.training.evaluate import evaluate_run as evaluate
+    from facecls.training.run import RunResult, cross_validate
+    from facecls.training.run import fit as train
+    from facecls.training.tune import tune
+
+# Public name -> (module, attribute). Imported on first use (PEP 562), so that ``import facecls``
+# and ``facecls --help`` do not load torch; ``from facecls import X`` works as before.
+_LAZY: dict[str, tuple[str, str]] = {
+    "AugmentConfig": ("facecls.config", "AugmentConfig"),
+    "DataConfig": ("facecls.config", "DataConfig"),
+    "RunConfig": ("facecls.config", "RunConfig"),
+    "TrainConfig": ("facecls.config", "TrainConfig"),
+    "demo": ("facecls.demo", "demo"),
+    "calibrate": ("facecls.inference.calibration", "calibrate_command"),
+    "enroll": ("facecls.inference.enroll", "enroll"),
+    "export_onnx": ("facecls.inference.export", "export_onnx"),
+    "Prediction": ("facecls.inference.faces", "Prediction"),
+    "FaceModel": ("facecls.inference.model", "FaceModel"),
+    "load_model": ("facecls.inference.model", "load_model"),
+    "predict": ("facecls.inference.predict", "predict"),
+    "search": ("facecls.inference.search", "search"),
+    "serve": ("facecls.inference.serve", "serve"),
+    "embed": ("facecls.inference.verify", "embed"),
+    "verify": ("facecls.inference.verify", "verify"),
+    "predict_video": ("facecls.inference.video", "predict_video"),
+    "create_model": ("facecls.models", "create_model"),
+    "list_models": ("facecls.models", "list_models"),
+    "write_comparison": ("facecls.report.write", "write_comparison"),
+    "write_report": ("facecls.report.write", "write_report"),
+    "evaluate": ("facecls.training.evaluate", "evaluate_run"),
+    "RunResult": ("facecls.training.run", "RunResult"),
+    "cross_validate": ("facecls.training.run", "cross_validate"),
+    "train": ("facecls.training.run", "fit"),
+    "tune": ("facecls.training.tune", "tune"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'facecls' has no attribute {name!r}")
+    module, attribute = _LAZY[name]
+    value = getattr(importlib.import_module(module), attribute)
+    # Kept as a plain attribute: later lookups skip this function, and ``facecls.demo`` stays
+    # the function even though importing the module facecls.demo set the attribute to it.
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "AugmentConfig",

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from facecls.catalog import METHODS, MODELS
 from facecls.config import (
     FACES,
     FREEZE,
@@ -27,7 +28,6 @@ from facecls.config import (
     load_yaml,
     to_dict,
 )
-from facecls.openset import METHODS
 
 # argparse destination → (config section, key). Options left unset keep the config's value.
 _OPTIONS: dict[str, tuple[str, str]] = {
@@ -436,8 +436,8 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "compare":
         print(facecls.write_comparison(args.runs, out=args.out, shareable=args.shareable))
     elif args.command == "models":
-        for info in facecls.list_models():
-            print(f"{info.name:<16} {info.description}")
+        for name, description in MODELS:  # a static table: no torch import to list names
+            print(f"{name:<16} {description}")
         print(
             "Any torchvision classification model name also works (resnet34, efficientnet_b0, …)."
         )
@@ -484,7 +484,11 @@ def _use(args: argparse.Namespace, log: Any, progress: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``facecls`` command; returns the process exit code."""
-    args = build_parser().parse_args(argv)  # before the imports below: --version needs no torch
+    args = build_parser().parse_args(
+        argv
+    )  # before the imports below: --help, --version need no torch
+    if args.command == "models":  # a static table: answers without importing torch
+        return _run(args)
     from facecls.atomic import WriteError
     from facecls.bundle import BundleError
     from facecls.data.sources import DataError

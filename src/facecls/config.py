@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from facecls.atomic import write_text
 
 
@@ -402,11 +400,15 @@ def replace(config: RunConfig, **sections: dict[str, Any]) -> RunConfig:
 
 def save_yaml(config: RunConfig, path: Path) -> None:
     """Write the resolved config as YAML, atomically."""
+    import yaml  # here, not at the top: ``facecls --help`` starts faster without it
+
     write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
 def load_yaml(path: Path) -> RunConfig:
     """Read a config written by :func:`save_yaml` (``yaml.safe_load``: no objects are built)."""
+    import yaml  # here, not at the top: ``facecls --help`` starts faster without it
+
     try:
         values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except OSError as error:

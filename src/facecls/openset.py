@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-METHODS: tuple[str, ...] = ("msp", "energy", "centroid")
+from facecls.catalog import METHODS
+
 DEFAULT_METHOD = "msp"
 DEFAULT_ACCEPTANCE = 0.95
 # Scales tried when fitting the nearest-class-mean softmax temperature (cosine x scale).

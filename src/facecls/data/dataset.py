@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from facecls.config import DataConfig
-from facecls.data.cache import decode_cached
-from facecls.data.duplicates import find_duplicates
+from facecls.data.cache import cache_key, decode_cached
+from facecls.data.duplicates import find_duplicates, find_duplicates_cached
 from facecls.data.sources import DataError, default_cache_dir, log_skipped, scan_source
 from facecls.data.synthetic import SyntheticSpec, render_synthetic
 
@@ -110,6 +110,7 @@ def load_dataset(
         # still drop an identity below the threshold, so it is applied again after decoding.
         files_per_identity = Counter(ref.identity for ref in scan.refs)
         refs = [r for r in scan.refs if files_per_identity[r.identity] >= config.min_images]
+        decode_key = cache_key(refs, config.image_size, config.crop, config.faces)
         images, kept, skipped, several = decode_cached(
             refs,
             config.image_size,
@@ -141,6 +142,8 @@ def load_dataset(
                 "location": scan.location,
                 "files_found": len(scan.refs),
                 "photos_with_several_faces": several,
+                # what later caches (duplicates, embeddings) are keyed by
+                "decode_key": decode_key,
             },  # fmt: skip
         )
     if len(dataset) == 0 or dataset.num_classes < 2:
@@ -157,7 +160,14 @@ def load_dataset(
             f"{config.source}: only one identity ({dataset.class_names[0]!r}) has usable images; "
             "a classifier needs at least two. Add identities or lower --min-images."
         )
-    found = find_duplicates(dataset.images, dataset.targets.numpy(), config.duplicate_distance)
+    targets = dataset.targets.numpy()
+    if dataset.info.get("decode_key"):  # a folder or archive: cached while its files are unchanged
+        found = find_duplicates_cached(
+            dataset.images, targets, config.duplicate_distance, cache_dir,
+            f"{dataset.info['decode_key']}:{config.min_images}",
+        )  # fmt: skip
+    else:
+        found = find_duplicates(dataset.images, targets, config.duplicate_distance)
     dataset.groups = found.groups
     identities = [dataset.class_names[t] for t in dataset.targets.tolist()]
     dataset.duplicates = found.report(dataset.paths, identities)

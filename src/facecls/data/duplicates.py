@@ -11,7 +11,9 @@ components), and the splits keep every group on one side.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,10 +21,14 @@ import torch
 import torch.nn.functional as F
 from scipy.fft import dctn
 
+from facecls.atomic import write_json
+
 # Bits (of 64) two pHashes may differ by and still count as the same picture. 4 is tight: on LFW
 # (aligned faces with similar backgrounds) different photos of one person sit 10+ bits apart.
 NEAR_DISTANCE = 4
 _THUMB, _LOW = 32, 8
+# Bump when the grouping changes, so cached duplicate groups are not reused.
+_CACHE_VERSION = 1
 
 
 @dataclass
@@ -178,3 +184,26 @@ def find_duplicates(
     near = [g for g in all_groups if len(set(exact_labels[g].tolist())) > 1]
     conflicts = [g for g in all_groups if len(set(targets[g].tolist())) > 1]
     return Duplicates(groups, exact, near, conflicts, max_distance)
+
+
+def find_duplicates_cached(
+    images: torch.Tensor, targets: np.ndarray, max_distance: int, cache_dir: Path, data_key: str
+) -> Duplicates:
+    """:func:`find_duplicates`, stored beside the decode cache and reused while the files are
+    unchanged (``data_key`` is the decode cache's key, which covers every file's size and time).
+    """
+    h = hashlib.sha256(f"v{_CACHE_VERSION}:{data_key}:{max_distance}:{images.shape}".encode())
+    h.update(np.ascontiguousarray(targets, dtype=np.int64).tobytes())
+    path = Path(cache_dir) / "duplicates" / f"{h.hexdigest()[:24]}.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        return Duplicates(
+            np.array(saved["groups"], dtype=np.int64), saved["exact"], saved["near"],
+            saved["conflicts"], saved["max_distance"],
+        )  # fmt: skip
+    found = find_duplicates(images, targets, max_distance)
+    write_json(path, {
+        "groups": found.groups.tolist(), "exact": found.exact, "near": found.near,
+        "conflicts": found.conflicts, "max_distance": found.max_distance,
+    })  # fmt: skip
+    return found

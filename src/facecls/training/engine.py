@@ -23,7 +23,7 @@ from facecls.config import AugmentConfig
 from facecls.data.augment import augment, normalize
 from facecls.data.batches import IndexBatches
 from facecls.metrics import EvalResult
-from facecls.models.embedding import forward_tta
+from facecls.models.embedding import logits_and_features
 from facecls.runtime import Runtime
 from facecls.training.distributed import average_buffers, gather_rows
 
@@ -58,6 +58,8 @@ def train_one_epoch(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     on_batch: Callable[[int], None] | None = None,
     skip_nonfinite: bool = False,
+    inputs_of: Callable[[torch.Tensor, torch.Generator, tuple[int, int]], torch.Tensor]
+    | None = None,
 ) -> EpochStats:
     """One pass over ``batches``; the permutation and augmentation depend only on ``epoch_seed``.
 
@@ -69,6 +71,8 @@ def train_one_epoch(
             not sync.
         skip_nonfinite: skip (no update) a batch whose loss is NaN or infinite; this checks the
             loss on the host at every step, which costs a sync per step.
+        inputs_of: the model's inputs from a batch, the epoch's generator and ``rows``; default
+            :func:`augment` (a head trained on cached embeddings passes its own, ``probe.py``).
     """
     model.train()
     device = runtime.device
@@ -80,8 +84,11 @@ def train_one_epoch(
     start = time.perf_counter()
     for step, (images, targets) in enumerate(batches.epoch(epoch_seed)):
         rows = batches.rows(step)  # (first row of this rank, global batch size)
-        inputs = augment(images, mean, std, augment_config, generator, rows)
-        inputs = inputs.contiguous(memory_format=memory_format)
+        if inputs_of is None:
+            inputs = augment(images, mean, std, augment_config, generator, rows)
+            inputs = inputs.contiguous(memory_format=memory_format)
+        else:
+            inputs = inputs_of(images, generator, rows)
         with runtime.autocast():
             logits = model(inputs)
             loss = loss_fn(logits.float(), targets)
@@ -127,6 +134,7 @@ def evaluate(
     flip_tta: bool = False,
     runtime: Runtime | None = None,
     features: bool = False,
+    views: Callable[[torch.Tensor], list[torch.Tensor]] | None = None,
 ) -> EvalResult:
     """Logits for every image of ``batches`` in order, with no augmentation.
 
@@ -135,9 +143,11 @@ def evaluate(
 
     Args:
         flip_tta: average the logits of each image and its mirror image.
-        features: also keep the embeddings (the input of the final Linear layer, mirror-averaged
-            with ``flip_tta``), so calibration needs no second pass; ``model`` must then be the
+        features: also keep the embeddings (the input of the final Linear layer, averaged over
+            the views), so calibration needs no second pass; ``model`` must then be the
             bare module (a forward hook finds its head).
+        views: the model's inputs of a batch, whose logits are averaged (one or two); default
+            the normalised images, and their mirror images under ``flip_tta``.
     """
     model.eval()
     runtime = runtime or Runtime(batches.device)
@@ -146,16 +156,23 @@ def evaluate(
     all_logits, all_targets, all_features = [], [], []
     loss_sum = torch.zeros((), device=device)
     for images, targets in batches.epoch():
-        inputs = normalize(images, mean, std).contiguous(memory_format=memory_format)
+        if views is None:
+            inputs = normalize(images, mean, std).contiguous(memory_format=memory_format)
+            seen = [inputs, inputs.flip(3)] if flip_tta else [inputs]
+        else:
+            seen = views(images)
         with runtime.autocast():
-            if features:
-                logits, embedded = forward_tta(model, inputs, flip_tta)
+            if features:  # the input of the final Linear layer too, averaged like the logits
+                logits, embedded = logits_and_features(model, seen[0])
+                if len(seen) > 1:
+                    second, embedded2 = logits_and_features(model, seen[1])
+                    logits, embedded = (logits + second) / 2, (embedded + embedded2) / 2
                 logits = logits.float()
                 all_features.append(embedded.float())
             else:
-                logits = model(inputs).float()
-                if flip_tta:
-                    logits = (logits + model(inputs.flip(3)).float()) / 2
+                logits = model(seen[0]).float()
+                if len(seen) > 1:
+                    logits = (logits + model(seen[1]).float()) / 2
         if loss_fn is not None:
             loss_sum += loss_fn(logits, targets) * targets.shape[0]
         all_logits.append(logits)

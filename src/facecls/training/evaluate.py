@@ -35,13 +35,16 @@ def evaluate_on_test(
     dataset: FaceDataset, trained: TrainedModel, images: torch.Tensor, targets: torch.Tensor,
     test_idx: np.ndarray, config: RunConfig, device: torch.device, dist: DistContext | None = None,
 ) -> tuple[dict[str, Any], EvalResult]:  # fmt: skip
+    probe = trained.head_only  # a linear probe is evaluated on its cached embeddings
+    rows = images if probe is None else probe.features
     batches = IndexBatches(
-        images, targets, torch.from_numpy(test_idx), config.train.eval_batch_size, device,
-        shard=(dist or DistContext(device=device)).shard(),
+        rows, targets.to(rows.device), torch.from_numpy(test_idx), config.train.eval_batch_size,
+        device, shard=(dist or DistContext(device=device)).shard(),
     )  # fmt: skip
     result = evaluate(
-        trained.model, batches, trained.mean, trained.std, nn.CrossEntropyLoss(),
-        bool(config.train.flip_tta), runtime_for(config.train, device),
+        trained.model if probe is None else probe.head, batches, trained.mean, trained.std,
+        nn.CrossEntropyLoss(), bool(config.train.flip_tta), runtime_for(config.train, device),
+        views=None if probe is None else probe.eval_views,
     )  # fmt: skip
     table = evaluation_metrics(result, dataset.class_names, config.train.seed, trained.train_counts)
     return table, result

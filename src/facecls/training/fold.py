@@ -23,7 +23,7 @@ from facecls.data.batches import IndexBatches
 from facecls.data.dataset import FaceDataset
 from facecls.data.samplers import SampledBatches
 from facecls.models import create_model, model_info
-from facecls.models.embedding import load_backbone_weights
+from facecls.models.embedding import head_name, load_backbone_weights
 from facecls.progress import bar as progress_bar
 from facecls.runtime import runtime_for
 from facecls.training.checkpoint import (
@@ -39,11 +39,12 @@ from facecls.training.distributed import (
     broadcast_object,
 )
 from facecls.training.engine import EpochStats, EvalResult, evaluate, train_one_epoch
-from facecls.training.finetune import describe, frozen_at, param_groups
+from facecls.training.finetune import backbone_frozen, describe, frozen_at, param_groups
 from facecls.training.finetune import set_backbone_frozen as _set_frozen
 from facecls.training.interrupt import StopRequest, signal_hook_for_tests
 from facecls.training.losses import build_loss
 from facecls.training.optimization import build_optimizer, build_scheduler
+from facecls.training.probe import HeadOnly, head_only
 
 Log = Callable[[str], None]
 # Called after each epoch with its history row, the (C, C) validation confusion matrix and the
@@ -64,6 +65,9 @@ class TrainedModel:
     train_counts: np.ndarray
     train_idx: np.ndarray | None = None
     val_idx: np.ndarray | None = None
+    # A linear probe's cached embeddings of every image (``probe.py``): evaluation and
+    # calibration read them instead of running the frozen backbone again.
+    head_only: HeadOnly | None = None
 
 
 class NonFiniteError(ValueError):
@@ -89,6 +93,17 @@ def _first_nonfinite(state: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
+def _changed_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What an epoch can have changed: the whole state, or only the head's while the backbone is
+    frozen (its weights and eval-mode buffers stay as loaded; checking FaceNet's 23 M frozen
+    weights every epoch cost a probe more than its training)."""
+    state = model.state_dict()
+    if not backbone_frozen(model):
+        return state
+    head = head_name(model) + "."
+    return {name: tensor for name, tensor in state.items() if name.startswith(head)}
+
+
 def _check_epoch(stats: EpochStats, val_loss: float, model: nn.Module, fold: int, epoch: int):
     """Refuse to go on (or keep a model) after a non-finite loss or weight."""
     where = f"fold {fold}, epoch {epoch}"
@@ -98,7 +113,7 @@ def _check_epoch(stats: EpochStats, val_loss: float, model: nn.Module, fold: int
             f"{stats.nonfinite_step}. Lower --lr, check the data, or pass --skip-nonfinite to "
             "skip such batches. Checkpoints of earlier epochs are kept."
         )
-    bad = _first_nonfinite(model.state_dict())
+    bad = _first_nonfinite(_changed_state(model))
     if bad is not None:
         raise NonFiniteError(f"{where}: weight {bad!r} holds NaN or infinite values")
     if not math.isfinite(val_loss):
@@ -140,6 +155,7 @@ def train_model(
     stop: StopRequest | None = None,
     dist: DistContext | None = None,
     on_epoch: EpochHook | None = None,
+    embed_frozen: bool = True,
 ) -> TrainedModel:
     """Train one model on ``train_idx``, keep the epoch with the lowest validation loss.
 
@@ -152,6 +168,9 @@ def train_model(
         dist: this rank; with several, every rank calls this and trains the same model
             (``models`` must wrap it in DistributedDataParallel), each on its rows of every
             batch, and rank 0 writes the checkpoint. ``None``: one process.
+        embed_frozen: while the backbone is frozen, train the head on its embeddings computed
+            once (``probe.py``; one process, not compiled); ``False``: run the backbone in
+            every step, as a fine-tuned model does.
 
     Raises:
         NonFiniteError: a loss or weight became NaN or infinite (the checkpoint keeps the last
@@ -173,19 +192,26 @@ def train_model(
         module, t, device, param_groups(module, t.lr, t.backbone_lr_scale if pretrained else 1.0)
     )
     drop_last = len(train_idx) > t.batch_size
-    train_batches: IndexBatches = (
-        SampledBatches(images, targets, torch.from_numpy(train_idx), t.batch_size, device,
-                       t.sampler, dataset.num_classes, drop_last, shard=shard)
-        if t.sampler != "none"
-        else IndexBatches(images, targets, torch.from_numpy(train_idx), t.batch_size, device,
-                          shuffle=True, drop_last=drop_last, shard=shard)
-    )  # fmt: skip
+
+    def batches_of(rows: torch.Tensor) -> tuple[IndexBatches, IndexBatches]:
+        """Training and validation batches drawn from ``rows`` (images or embeddings)."""
+        labels = targets.to(rows.device)
+        train: IndexBatches = (
+            SampledBatches(rows, labels, torch.from_numpy(train_idx), t.batch_size, device,
+                           t.sampler, dataset.num_classes, drop_last, shard=shard)
+            if t.sampler != "none"
+            else IndexBatches(rows, labels, torch.from_numpy(train_idx), t.batch_size, device,
+                              shuffle=True, drop_last=drop_last, shard=shard)
+        )  # fmt: skip
+        val = IndexBatches(
+            rows, labels, torch.from_numpy(val_idx), t.eval_batch_size, device, shard=shard
+        )
+        return train, val
+
+    train_batches, val_batches = batches_of(images)
     scheduler = build_scheduler(optimizer, t, len(train_batches))
     if fold == 0 and (t.freeze != "none" or pretrained):
         log(f"Fine-tuning: {describe(t, pretrained)}")
-    val_batches = IndexBatches(
-        images, targets, torch.from_numpy(val_idx), t.eval_batch_size, device, shard=shard
-    )
     facts = {"fold": fold, "class_names": dataset.class_names, "model": t.model}
     state = TrainingState()
     if checkpoint is not None and checkpoint.exists():
@@ -194,11 +220,21 @@ def train_model(
             f"fold {fold}: complete in {checkpoint.name}, not retrained" if state.complete
             else f"fold {fold}: resuming from {checkpoint.name} after epoch {state.epoch}"
         )  # fmt: skip
+    probe = None
+    if embed_frozen and frozen_at(t, state.epoch + 1) and not t.compile and not dist.distributed:
+        _set_frozen(module, True)
+        probe = head_only(dataset, module, images, mean, std, runtime, config, log, models.embedded)
+        probe_batches = batches_of(probe.features)
     for epoch in range(state.epoch + 1, t.epochs + 1):
         torch.manual_seed(_global_seed(t.seed, fold, epoch))
         loss_fn.set_epoch(epoch)
         if t.freeze != "none":
             _set_frozen(module, frozen_at(t, epoch))
+        # While the backbone is frozen only the head trains, on the cached embeddings.
+        on_cache = probe is not None and frozen_at(t, epoch)
+        net, (epoch_batches, epoch_val) = (
+            (probe.head, probe_batches) if on_cache else (model, (train_batches, val_batches))
+        )
         # The end of each epoch is logged; off a terminal the bar stays silent (lines=False).
         bar = progress_bar(
             len(train_batches) * t.batch_size, f"fold {fold} epoch {epoch}/{t.epochs}",
@@ -206,14 +242,18 @@ def train_model(
         )  # fmt: skip
         try:
             stats = train_one_epoch(
-                model, train_batches, optimizer, loss_fn=loss_fn, mean=mean, std=std,
+                net, epoch_batches, optimizer, loss_fn=loss_fn, mean=mean, std=std,
                 augment_config=config.augment, epoch_seed=epoch_seed(t.seed, fold, epoch),
                 runtime=runtime, scheduler=scheduler,
                 on_batch=_batch_callback(bar, stop, fold, epoch), skip_nonfinite=t.skip_nonfinite,
+                inputs_of=probe.train_inputs if on_cache else None,
             )  # fmt: skip
         finally:
             bar.close()
-        val = evaluate(model, val_batches, mean, std, val_loss_fn, bool(t.flip_tta), runtime)
+        val = evaluate(
+            net, epoch_val, mean, std, val_loss_fn, bool(t.flip_tta), runtime,
+            views=probe.eval_views if on_cache else None,
+        )  # fmt: skip
         _check_epoch(stats, val.loss, module, fold, epoch)
         cm = metrics.confusion_matrix(val.targets, val.preds, dataset.num_classes)
         summary = metrics.summary(cm)
@@ -251,14 +291,21 @@ def train_model(
             stop.check(fold, epoch, None)
     assert state.best_state is not None
     module.load_state_dict(state.best_state)
-    # The bare module, keeping embeddings: calibration (open set, verify) reuses this pass.
-    val = evaluate(
-        module, val_batches, mean, std, val_loss_fn, bool(t.flip_tta), runtime, features=True
-    )
+    # Embeddings kept too: calibration (open set, verify) reuses this pass.
+    if probe is not None and t.freeze == "backbone":
+        val = evaluate(
+            probe.head, probe_batches[1], mean, std, val_loss_fn, bool(t.flip_tta), runtime,
+            views=probe.eval_views, features=True,
+        )  # fmt: skip
+    else:
+        probe = None  # the backbone trained: its embeddings are no longer the cached ones
+        val = evaluate(
+            module, val_batches, mean, std, val_loss_fn, bool(t.flip_tta), runtime, features=True
+        )
     # Keep a detached copy: with --compile the same module object is reused by the next fold.
     kept = copy.deepcopy(module) if t.compile else module
     return TrainedModel(
-        kept, mean, std, state.history, state.best_epoch, val, counts, train_idx, val_idx
+        kept, mean, std, state.history, state.best_epoch, val, counts, train_idx, val_idx, probe
     )
 
 
@@ -284,6 +331,7 @@ class ModelSource:
         self.config, self.num_classes, self.device = config, num_classes, device
         self.dist = dist or DistContext(device=device)
         self._compiled: tuple[nn.Module, nn.Module] | None = None
+        self.embedded: dict[str, torch.Tensor] = {}  # a frozen backbone's embeddings, by key
 
     def _fresh(self, fold: int) -> nn.Module:
         t = self.config.train

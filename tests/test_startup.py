@@ -1,0 +1,60 @@
+"""Start-up: the command line parses, lists models and reports argument errors without torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+_PROBE = """
+import sys
+import facecls.cli
+try:
+    code = facecls.cli.main({argv!r})
+except SystemExit as stop:
+    code = stop.code
+print("exit", code)
+print("torch imported" if "torch" in sys.modules else "no torch")
+"""
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["models"], ["train", "--help"], ["cv", "--bogus"], ["predict"]]
+)
+def test_the_command_line_answers_without_torch(argv: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(argv=argv)], capture_output=True, text=True,
+        env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"}, timeout=120,
+    )  # fmt: skip
+    assert done.stdout.strip().endswith("no torch"), done.stdout + done.stderr
+    if argv == ["models"]:
+        assert "facenet" in done.stdout and "exit 0" in done.stdout
+    else:
+        assert "exit 0" in done.stdout or "exit 2" in done.stdout  # help, or an argument error
+
+
+def test_the_static_model_table_matches_the_registry() -> None:
+    from facecls.catalog import MODELS
+    from facecls.models import list_models
+
+    assert list(MODELS) == [(info.name, info.description) for info in list_models()]
+
+
+def test_every_public_name_resolves_lazily() -> None:
+    import facecls
+    from facecls.inference.model import load_model
+    from facecls.training.run import fit
+
+    assert facecls.train is fit and facecls.load_model is load_model
+    for name in facecls.__all__:
+        assert getattr(facecls, name) is not None, name
+        assert name in dir(facecls)
+    from facecls import RunConfig, demo
+
+    assert callable(demo) and RunConfig().name
+    with pytest.raises(AttributeError):
+        facecls.no_such_name  # noqa: B018
