@@ -100,10 +100,16 @@ def architecture(model: nn.Module, max_rows: int = 60) -> dict[str, Any]:
     }
 
 
+# The seed CNNs have at most 7 convolutions, all drawn; FaceNet has 132, whose pictures cost a
+# probe run more time than training its head and say little past the first layers.
+MAX_KERNEL_LAYERS = 12
+
+
 def write_kernels(model: nn.Module, folder: Path) -> list[Path]:
-    """One kernel picture per convolution layer: ``kernels/<NN>_<layer>.png``."""
+    """One kernel picture per convolution layer, the first :data:`MAX_KERNEL_LAYERS` of them:
+    ``kernels/<NN>_<layer>.png``."""
     written = []
-    for i, (name, conv) in enumerate(conv_layers(model), start=1):
+    for i, (name, conv) in enumerate(conv_layers(model)[:MAX_KERNEL_LAYERS], start=1):
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "conv"
         ax = plots.plot_kernels(conv.weight.detach().float().cpu().numpy(), f"layer {i}: {name}")
         path = folder / f"{i:02d}_{safe}.png"
