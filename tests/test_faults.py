@@ -167,8 +167,8 @@ def test_an_unexpected_error_is_one_line_and_exit_1(
     import facecls
 
     monkeypatch.delenv("FACECLS_DEBUG", raising=False)
-    monkeypatch.setattr(facecls, "list_models", _explode)
-    assert main(["models"]) == 1
+    monkeypatch.setattr(facecls, "write_report", _explode)
+    assert main(["report", "any-run"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("facecls: error: KeyError: 'no such key'") and "--debug" in err
@@ -180,10 +180,10 @@ def test_debug_shows_the_traceback(
 ) -> None:
     import facecls
 
-    monkeypatch.setattr(facecls, "list_models", _explode)
+    monkeypatch.setattr(facecls, "write_report", _explode)
     if how == "env":
         monkeypatch.setenv("FACECLS_DEBUG", "1")
-    assert main(["--debug", "models"] if how == "flag" else ["models"]) == 1
+    assert main(["--debug", "report", "r"] if how == "flag" else ["report", "r"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "_explode" in err and "facecls: error: KeyError" in err
 
