@@ -189,12 +189,12 @@ def cut(variant: str, photo: np.ndarray, found, size: int = 160) -> np.ndarray:
 
 
 @torch.inference_mode()
-def embed(model: torch.nn.Module, faces: np.ndarray, batch: int = 64) -> np.ndarray:
+def embed(model: torch.nn.Module, faces: np.ndarray, bf16: bool, batch: int = 64) -> np.ndarray:
     out = []
     for s in range(0, len(faces), batch):
         x = torch.from_numpy(faces[s : s + batch]).permute(0, 3, 1, 2).float()
         x = ((x - 127.5) / 128.0).contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             _, features = forward_tta(model, x, True)
         out.append(torch.nn.functional.normalize(features.float(), dim=1).numpy())
     return np.concatenate(out)
@@ -215,12 +215,12 @@ def cmd_pairs(args: argparse.Namespace) -> None:
     same = np.array([s for _, _, s, _ in pairs])
     fold = np.array([k for _, _, _, k in pairs])
     print(f"LFW pairs: {len(pairs)} pairs ({args.folds} folds), {len(files)} photos, FaceNet "
-          f"CASIA-WebFace @ 160 px, bf16, mirror-averaged; MTCNN found no face in {missing} "
+          f"CASIA-WebFace @ 160 px, {args.precision}, mirror-averaged; MTCNN found no face in {missing} "
           "(centre crop used for those)")  # fmt: skip
     for variant in args.variants:
         started = time.perf_counter()
         faces = np.stack([cut(variant, photos[f], found.get(f)) for f in files])
-        vectors = embed(model, faces)
+        vectors = embed(model, faces, args.precision == "bf16")
         similarity = np.sum(
             vectors[[index[a] for a, _, _, _ in pairs]]
             * vectors[[index[b] for _, b, _, _ in pairs]],
@@ -239,6 +239,7 @@ def main() -> None:
     p.add_argument("--limit", type=int, help="only the first N photos (not stored)")
     p = sub.add_parser("pairs")
     p.add_argument("--folds", type=int, default=10, help="use the first N of the 10 folds")
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     p.add_argument(
         "--variants", nargs="+", default=["centre", "box0.1", "align0.9"],
         help="centre, boxM (margin M x size) or alignS (template scale S)",

@@ -173,3 +173,16 @@ def test_a_bundle_without_a_pipeline_uses_the_centre_crop(run: Path, tmp_path: P
 def test_centre_box_is_the_square_the_centre_crop_keeps() -> None:
     assert centre_box(100, 200, 1.0) == (50.0, 0.0, 150.0, 100.0)
     assert centre_box(100, 100, 0.5) == (25.0, 25.0, 75.0, 75.0)
+
+
+def test_faces_detect_resolves_to_the_pipeline_that_suits_the_model() -> None:
+    """FaceNet's weights were trained on box crops (better than alignment on LFW pairs)."""
+    from facecls.config import DataConfig, RunConfig, TrainConfig, resolve
+
+    def faces(model: str) -> str:
+        config = RunConfig(data=DataConfig(faces="detect"), train=TrainConfig(model=model))
+        return resolve(config).data.faces
+
+    assert faces("facenet") == "box"
+    assert faces("tronnet") == "align"
+    assert resolve(RunConfig()).data.faces == "centre"

@@ -103,9 +103,10 @@ def _add_run_options(p: argparse.ArgumentParser, folds: bool) -> None:
         "(default 1; 0.64 keeps LFW's centre 160 of 250 px, the face)",
     )  # fmt: skip
     g.add_argument(
-        "--faces", choices=list(FACES),
+        "--faces", choices=[*FACES, "detect"],
         help="face pipeline: centre (default: centre crop of photos that are faces), align "
-        "(find faces with MTCNN, align on 5 landmarks) or box (MTCNN box + margin)",
+        "(find faces with MTCNN, align on 5 landmarks), box (MTCNN box + margin) or detect "
+        "(box for facenet, align otherwise)",
     )  # fmt: skip
     g.add_argument("--rotation", type=float, help="random rotation range in degrees (default 10)")
     g = p.add_argument_group("model and training (unset values come from --recipe)")

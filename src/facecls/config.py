@@ -56,8 +56,9 @@ class DataConfig:
             shorter side (1.0 keeps it all; 0.64 keeps LFW's centre 160 of 250 px, the face).
             Applies to decoded files with ``faces: centre`` (the synthetic source ignores it).
         faces: the face pipeline (:mod:`facecls.data.faces`): ``centre`` (the centre crop
-            above; photos that are already faces), ``align`` (MTCNN + 5-point alignment) or
-            ``box`` (MTCNN box + margin). Detection runs once, at decode time; a photo without
+            above; photos that are already faces), ``align`` (MTCNN + 5-point alignment),
+            ``box`` (MTCNN box + margin) or ``detect`` (resolved to the detecting pipeline that
+            suits the model: ``box`` for FaceNet, ``align`` otherwise). Detection runs once, at decode time; a photo without
             a face is skipped and listed, one with several keeps the largest.
         synthetic_classes: identities drawn by the ``synthetic`` source.
         synthetic_max: images of the most frequent synthetic identity.
@@ -198,6 +199,9 @@ SAMPLERS = ("none", "class-balanced", "sqrt")
 FREEZE = ("none", "backbone", "backbone-then-unfreeze")
 # The face pipelines of facecls.data.faces (kept here so config needs no torch import).
 FACES = ("centre", "align", "box")
+# ``faces: detect`` is the detecting pipeline that suits the model: for FaceNet the box crop its
+# weights were trained on (better than alignment on LFW pairs), else alignment.
+DETECT_PIPELINES = {"facenet": "box"}
 
 
 def imbalance_of(train: TrainConfig) -> str:
@@ -235,7 +239,11 @@ def resolve(config: RunConfig) -> RunConfig:
     elif t.recipe == "fast" and (t.pretrained or t.weights):
         defaults["lr"] = FAST_PRETRAINED_LR
     filled = {k: v for k, v in defaults.items() if getattr(t, k) is None}
-    return validate(dataclasses.replace(config, train=dataclasses.replace(t, **filled)))
+    config = dataclasses.replace(config, train=dataclasses.replace(t, **filled))
+    if config.data.faces == "detect":
+        faces = DETECT_PIPELINES.get(t.model, "align")
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, faces=faces))
+    return validate(config)
 
 
 def validate(config: RunConfig) -> RunConfig:
@@ -291,7 +299,10 @@ def validate(config: RunConfig) -> RunConfig:
             f"train.class_weights must be one of {CLASS_WEIGHTS}, got {t.class_weights!r}",
         ),
         (0.0 < d.crop <= 1.0, f"data.crop must be in (0, 1], got {d.crop}"),
-        (d.faces in FACES, f"data.faces must be one of {', '.join(FACES)}, got {d.faces!r}"),
+        (
+            d.faces in (*FACES, "detect"),
+            f"data.faces must be one of {', '.join(FACES)} or detect, got {d.faces!r}",
+        ),
         (
             t.imbalance in IMBALANCE,
             f"train.imbalance must be one of {IMBALANCE}, got {t.imbalance!r}",
