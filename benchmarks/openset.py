@@ -181,7 +181,9 @@ def main() -> None:
               f"named (DIR) {named:.3f}  (one threshold for all: {single:.3f})")  # fmt: skip
     # strangers: people with < 8 images who were not enrolled
     others = [r for r in stranger_refs if r.identity not in set(new_people)]
-    other_images, _, _ = decode_cached(others, size, cache, quiet, crop=model.crop)
+    other_images, _, _, _ = decode_cached(
+        others, size, cache, quiet, crop=model.crop, faces=model.faces
+    )
     answers = enrolled.decide(*enrolled.outputs(other_images), top_k=1)
     fpir = float(np.mean([a.decision == "known" for a in answers]))
     print(
