@@ -46,6 +46,7 @@ from facecls.openset import (
     scores,
     threshold_at_acceptance,
 )
+from facecls.progress import bar as progress_bar
 from facecls.runtime import Runtime, resolve_device
 
 # The open-set scores computed from logits alone (no embedding, no class centroid).
@@ -62,22 +63,27 @@ def model_outputs(
     device: torch.device,
     flip_tta: bool = False,
     batch_size: int = 256,
+    show_progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Logits ``(N, C)`` and embeddings ``(N, D)`` (float32, CPU) of ``images[indices]``.
 
     Args:
         images: uint8 ``(M, 3, S, S)`` on the CPU, on ``device`` or pinned.
+        show_progress: a bar (a line every 10 % off a terminal) over the images.
     """
     model.eval()
     index = torch.from_numpy(np.asarray(indices, dtype=np.int64))
     targets = torch.zeros(images.shape[0], dtype=torch.int64, device=images.device)
     batches = IndexBatches(images, targets, index, batch_size, device)
     all_logits, all_features = [], []
+    counter = progress_bar(len(index), "calibrate", show_progress)
     for batch, _ in batches.epoch():
         with Runtime.default(device).autocast():
             logits, features = forward_tta(model, normalize(batch, mean, std), flip_tta)
         all_logits.append(logits.float().cpu())
         all_features.append(features.float().cpu())
+        counter.update(len(batch))
+    counter.close()
     if not all_logits:
         return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
     return torch.cat(all_logits).numpy(), torch.cat(all_features).numpy()
@@ -118,11 +124,13 @@ def calibrate_with_verify(
     method: str = DEFAULT_METHOD,
     acceptance: float = DEFAULT_ACCEPTANCE,
     far: float = DEFAULT_FAR,
+    show_progress: bool = False,
 ) -> tuple[Calibration, dict[str, Any] | None]:
     """:func:`calibrate_model`, plus the ``verify`` threshold at false-accept rate ``far`` on
     pairs of the same validation embeddings (``None`` when the part has no usable pair)."""
-    _, train_features = model_outputs(model, images, train_idx, mean, std, device, flip_tta)
-    val_logits, val_features = model_outputs(model, images, val_idx, mean, std, device, flip_tta)
+    seen = {"flip_tta": flip_tta, "show_progress": show_progress}
+    _, train_features = model_outputs(model, images, train_idx, mean, std, device, **seen)
+    val_logits, val_features = model_outputs(model, images, val_idx, mean, std, device, **seen)
     calibration = calibrate(
         train_features, targets[train_idx], val_logits, val_features, targets[val_idx],
         num_classes, method, acceptance,
@@ -273,6 +281,7 @@ def calibrate_run(
     calibration, verification = calibrate_with_verify(
         bundle.model, dataset.images, dataset.targets.numpy(), train_idx, val_idx, bundle.mean,
         bundle.std, device, len(bundle.class_names), bundle.flip_tta, method, acceptance,
+        show_progress=show_progress,
     )  # fmt: skip
     write_calibration(bundle_folder(run_dir), calibration, verification)
     log(describe(calibration.meta()))
