@@ -89,27 +89,6 @@ def model_outputs(
     return torch.cat(all_logits).numpy(), torch.cat(all_features).numpy()
 
 
-def calibrate_model(
-    model: nn.Module,
-    images: torch.Tensor,
-    targets: np.ndarray,
-    train_idx: np.ndarray,
-    val_idx: np.ndarray,
-    mean: list[float],
-    std: list[float],
-    device: torch.device,
-    num_classes: int,
-    flip_tta: bool = False,
-    method: str = DEFAULT_METHOD,
-    acceptance: float = DEFAULT_ACCEPTANCE,
-) -> Calibration:
-    """Class centroids from ``train_idx``, thresholds and the NCM scale from ``val_idx``."""
-    return calibrate_with_verify(
-        model, images, targets, train_idx, val_idx, mean, std, device, num_classes, flip_tta,
-        method, acceptance,
-    )[0]  # fmt: skip
-
-
 def calibrate_with_verify(
     model: nn.Module,
     images: torch.Tensor,
@@ -126,8 +105,9 @@ def calibrate_with_verify(
     far: float = DEFAULT_FAR,
     show_progress: bool = False,
 ) -> tuple[Calibration, dict[str, Any] | None]:
-    """:func:`calibrate_model`, plus the ``verify`` threshold at false-accept rate ``far`` on
-    pairs of the same validation embeddings (``None`` when the part has no usable pair)."""
+    """Class centroids from ``train_idx``, open-set thresholds and the NCM scale from
+    ``val_idx``, and the ``verify`` threshold at false-accept rate ``far`` on pairs of the same
+    validation embeddings (``None`` when the part has no usable pair)."""
     seen = {"flip_tta": flip_tta, "show_progress": show_progress}
     _, train_features = model_outputs(model, images, train_idx, mean, std, device, **seen)
     val_logits, val_features = model_outputs(model, images, val_idx, mean, std, device, **seen)
