@@ -333,7 +333,11 @@ def _add_compare_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", type=Path, help="run folder or model bundle")
     p.add_argument("photos", nargs="+", type=Path, help="image files and/or folders")
     p.add_argument("--out", type=Path, required=True, help="safetensors file (index: .csv)")
-    p.add_argument("--detect", action="store_true", help="every detected face (OpenCV)")
+    p.add_argument(
+        "--detect",
+        action="store_true",
+        help="every face MTCNN finds (always so for --faces align/box models)",
+    )
     p = sub.add_parser("verify", help="are two photos the same person? (cosine similarity)")
     p.add_argument("model", type=Path, help="run folder or model bundle")
     p.add_argument("a", type=Path, help="first photo")
@@ -345,7 +349,11 @@ def _add_compare_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("photo", type=Path, help="the photo to look for")
     p.add_argument("--gallery", type=Path, required=True, help="folder of photos (cached)")
     p.add_argument("--top-k", type=int, default=5, help="faces listed (default 5)")
-    p.add_argument("--detect", action="store_true", help="every detected face (OpenCV)")
+    p.add_argument(
+        "--detect",
+        action="store_true",
+        help="every face MTCNN finds (always so for --faces align/box models)",
+    )
     p = sub.add_parser("serve", help="local HTTP service and web page (facecls[serve])")
     p.add_argument("model", type=Path, help="run folder or model bundle")
     p.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
@@ -356,7 +364,11 @@ def _add_compare_commands(sub: argparse._SubParsersAction) -> None:
         "--store", type=Path, help="folder of enrolled versions (default <bundle>.served)"
     )
     p.add_argument("--gallery", type=Path, help="folder of photos /search looks in")
-    p.add_argument("--detect", action="store_true", help="find faces in uploads (OpenCV)")
+    p.add_argument(
+        "--detect",
+        action="store_true",
+        help="find every face in uploads (MTCNN; always so for --faces align/box models)",
+    )
     p.add_argument("--threads", type=int, help="PyTorch threads (default: half the cores)")
 
 

@@ -86,7 +86,7 @@ class Gallery:
 
     Args:
         folder: the gallery (searched recursively; junk and non-image files skipped).
-        detect: one entry per detected face (``facecls[detect]``) instead of per photo.
+        detect: one entry per face MTCNN finds instead of per photo.
         cache_dir: where the cache lives (default the facecls cache).
     """
 
