@@ -38,8 +38,9 @@ def draw_answers(photo: np.ndarray, predictions: Sequence[Prediction]) -> Image.
         tw, th = right - left, bottom - top
         # Above the box where there is room, else inside its top edge.
         ty = y - th - 2 * width if y - th - 2 * width >= 0 else y + width
-        draw.rectangle([x, ty, x + tw + 2 * width, ty + th + 2 * width], fill=colour)
-        draw.text((x + width - left, ty + width - top), label, fill=(0, 0, 0), font=font)
+        tx = max(0, min(x, image.width - tw - 2 * width))  # kept inside the picture
+        draw.rectangle([tx, ty, tx + tw + 2 * width, ty + th + 2 * width], fill=colour)
+        draw.text((tx + width - left, ty + width - top), label, fill=(0, 0, 0), font=font)
     return image
 
 
