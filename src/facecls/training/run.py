@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -335,6 +336,20 @@ def _begin(
     return config, run, log, show_progress
 
 
+def _command(
+    command: str, body: Callable[..., RunResult], config: RunConfig, log: Log,
+    show_progress: bool, resume: Path | str | None, tensorboard: bool,
+    on_epoch: EpochHook | None,
+) -> RunResult:  # fmt: skip
+    """What ``fit`` and ``cross_validate`` share around their ``body``: the wall clock,
+    ``run.log``, the start of the run and the per-epoch hooks (TensorBoard, tuning)."""
+    started = time.perf_counter()
+    with RunLog(log) as record:
+        config, run, log, show_progress = _begin(config, record, show_progress, command, resume)
+        with epoch_hooks(run.run_dir, tensorboard and run.dist.is_main, on_epoch) as hook:
+            return body(config, run, log, show_progress, hook, started)
+
+
 def fit(
     config: RunConfig,
     log: Log = print,
@@ -360,11 +375,7 @@ def fit(
     Raises:
         Interrupted: on SIGINT/SIGTERM, after saving where the run stood.
     """
-    started = time.perf_counter()
-    with RunLog(log) as record:
-        config, run, log, show_progress = _begin(config, record, show_progress, "train", resume)
-        with epoch_hooks(run.run_dir, tensorboard and run.dist.is_main, on_epoch) as hook:
-            return _fit(config, run, log, show_progress, hook, started)
+    return _command("train", _fit, config, log, show_progress, resume, tensorboard, on_epoch)
 
 
 def _fit(
@@ -420,11 +431,9 @@ def cross_validate(
     Raises:
         Interrupted: on SIGINT/SIGTERM, after saving where the run stood.
     """
-    started = time.perf_counter()
-    with RunLog(log) as record:
-        config, run, log, show_progress = _begin(config, record, show_progress, "cv", resume)
-        with epoch_hooks(run.run_dir, tensorboard and run.dist.is_main, on_epoch) as hook:
-            return _cross_validate(config, run, log, show_progress, hook, started)
+    return _command(
+        "cv", _cross_validate, config, log, show_progress, resume, tensorboard, on_epoch
+    )
 
 
 def _cross_validate(
