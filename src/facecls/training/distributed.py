@@ -26,6 +26,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import numpy as np
@@ -170,9 +171,22 @@ def process_group() -> Iterator[None]:
     running = dist.is_available() and dist.is_initialized()
     try:
         yield
-    finally:
+    except BaseException:
         if not running and dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
+        raise
+    if not running and dist.is_available() and dist.is_initialized():
+        # Every rank reaches this point before any tears its connections down: a rank that
+        # destroyed the group while a peer was still finishing made gloo abort that peer.
+        # Bounded, so a peer that died cannot hold the others here for gloo's 30 minutes.
+        try:
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=timedelta(seconds=120))
+            else:
+                dist.barrier()
+        except RuntimeError:
+            pass  # a peer is gone; ending the group is all that is left to do
+        dist.destroy_process_group()
 
 
 def sum_over_ranks(values: torch.Tensor, context: DistContext) -> torch.Tensor:
