@@ -15,7 +15,13 @@ from PIL import Image
 
 import facecls
 from facecls.cli import main
-from facecls.inference.serve import build_app, check_bind, is_loopback, resolve_token
+from facecls.inference.serve import (
+    build_app,
+    check_bind,
+    is_loopback,
+    page_url,
+    resolve_token,
+)
 from facecls.inference.service import Settings, create_app
 from facecls.inference.store import CURRENT, ModelStore
 from facecls.openset import shot_threshold
@@ -142,15 +148,96 @@ def test_upload_limits_and_bad_uploads(client: TestClient, people, tmp_path: Pat
 
 
 def test_token_required_when_given(tiny_run: Path, tmp_path: Path, people) -> None:
-    app = build_app(tiny_run, token="s3cret", store=tmp_path / "store", device="cpu")
-    photo = png(photos_of(people["train"] / "person_00", 1)[0])
+    gallery = tmp_path / "gallery"
+    gallery.mkdir()
+    photo_path = photos_of(people["train"] / "person_00", 1)[0]
+    (gallery / photo_path.name).write_bytes(photo_path.read_bytes())
+    app = build_app(tiny_run, token="s3cret", store=tmp_path / "store", gallery=gallery,
+                    device="cpu")  # fmt: skip
+    photo = png(photo_path)
+    ok = {"Authorization": "Bearer s3cret"}
+    calls = {  # every endpoint: (method, path, form fields, files)
+        "health": ("GET", "/health", None, None),
+        "identities": ("GET", "/identities", None, None),
+        "docs": ("GET", "/docs", None, None),
+        "openapi": ("GET", "/openapi.json", None, None),
+        "predict": ("POST", "/predict", None, {"file": ("p", photo)}),
+        "verify": ("POST", "/verify", {"threshold": "0.5"}, {"a": ("a", photo), "b": ("b", photo)}),
+        "search": ("POST", "/search", None, {"file": ("p", photo)}),
+        "enroll": ("POST", "/enroll", {"name": "Ada"}, [("files", ("p", photo))]),
+    }
     with TestClient(app) as c:
-        assert c.get("/health").status_code == 401
-        assert c.get("/", headers={"Authorization": "Bearer wrong"}).status_code == 401
-        assert c.post("/predict", files={"file": ("p", photo)}).status_code == 401
-        ok = {"Authorization": "Bearer s3cret"}
-        assert c.get("/health", headers=ok).status_code == 200
-        assert c.post("/predict", files={"file": ("p", photo)}, headers=ok).status_code == 200
+        # the page holds no data: it loads without the token (and asks for it after a 401)
+        page = c.get("/")
+        assert page.status_code == 200 and 'id="token-box"' in page.text
+        assert (
+            "s3cret" not in page.text
+            and "default-src 'none'" in page.headers["content-security-policy"]
+        )
+        for name, (method, path, data, files) in calls.items():
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+                denied = c.request(method, path, data=data, files=files, headers=headers)
+                assert denied.status_code == 401, (name, headers)
+                assert denied.headers["www-authenticate"] == "Bearer"
+        assert c.request("POST", "/", headers={}).status_code == 401  # only GET / is open
+        for name, (method, path, data, files) in calls.items():
+            allowed = c.request(method, path, data=data, files=files, headers=ok)
+            assert allowed.status_code == 200, (name, allowed.text)
+        assert c.get("/identities", headers=ok).json()["enrolled"] == ["Ada"]
+    assert "s3cret" not in repr(app.state.service.settings)
+
+
+def test_serve_prints_the_page_url_with_the_token_once(tiny_run, tmp_path, capsys, monkeypatch):
+    """The page's address carries the token in its fragment, on the console only: no record of
+    the facecls logger (the one run logs are written from) holds it."""
+    import logging
+
+    import torch
+    import uvicorn
+
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    ran: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.append(kw))
+    keep = Keep(logging.DEBUG)
+    logging.getLogger("facecls").addHandler(keep)
+    threads = torch.get_num_threads()  # serve sets the process's threads
+    try:
+        monkeypatch.setenv("FACECLS_TOKEN", "from env/+ä")
+        assert main(["serve", str(tiny_run), "--host", "0.0.0.0", "--port", "8123",
+                     "--store", str(tmp_path / "store")]) == 0  # fmt: skip
+        out = capsys.readouterr().out
+        monkeypatch.delenv("FACECLS_TOKEN")
+        assert main(["serve", str(tiny_run), "--token", "s3cret", "--port", "8124",
+                     "--store", str(tmp_path / "store")]) == 0  # fmt: skip
+        given = capsys.readouterr().out
+        assert main(["serve", str(tiny_run), "--port", "8125",
+                     "--store", str(tmp_path / "store")]) == 0  # fmt: skip
+        without = capsys.readouterr().out
+    finally:
+        logging.getLogger("facecls").removeHandler(keep)
+        torch.set_num_threads(threads)
+    assert [r["port"] for r in ran] == [8123, 8124, 8125]
+    assert [line for line in out.splitlines() if "token=" in line] == [
+        "Open the page with its token: http://127.0.0.1:8123/#token=from%20env%2F%2B%C3%A4"
+    ]
+    assert [line for line in given.splitlines() if "s3cret" in line] == [
+        "Open the page with its token: http://127.0.0.1:8124/#token=s3cret"
+    ]
+    assert "token=" not in without and "Serving on http://127.0.0.1:8125/" in without
+    assert any("Serving on" in r for r in records)  # the logger did see the start-up
+    assert not any("s3cret" in r or "token=" in r or "from env" in r for r in records)
+
+
+def test_page_url() -> None:
+    assert page_url("127.0.0.1", 8000) == "http://127.0.0.1:8000/"
+    assert page_url("0.0.0.0", 80, "a b") == "http://127.0.0.1:80/#token=a%20b"
+    assert page_url("::1", 8000, "t") == "http://[::1]:8000/#token=t"
+    assert page_url("192.168.1.5", 8000, "t#&=") == "http://192.168.1.5:8000/#token=t%23%26%3D"
 
 
 def enroll_files(folder: Path, n: int = 4) -> list[tuple[str, tuple[str, bytes]]]:
@@ -230,8 +317,9 @@ def test_crash_mid_enrollment_loses_nothing(tiny_run, people, tmp_path, monkeypa
 
 
 @pytest.fixture()
-def live_server(tiny_run: Path, tmp_path: Path):
-    """The service on a free loopback port, run by uvicorn in a thread."""
+def live_server(tiny_run: Path, tmp_path: Path, request: pytest.FixtureRequest):
+    """The service on a free loopback port, run by uvicorn in a thread (with the token given by
+    indirect parametrisation, if any)."""
     import socket
 
     import uvicorn
@@ -239,7 +327,8 @@ def live_server(tiny_run: Path, tmp_path: Path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = build_app(tiny_run, store=tmp_path / "store", device="cpu")
+    token = getattr(request, "param", None)
+    app = build_app(tiny_run, token=token, store=tmp_path / "store", device="cpu")
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -253,8 +342,8 @@ def live_server(tiny_run: Path, tmp_path: Path):
     thread.join(timeout=10)
 
 
-def test_page_names_an_uploaded_photo_in_chromium(live_server, tiny_run, people, tmp_path):
-    from tests.browser import Chromium, find_chromium
+def chromium_or_skip() -> str:
+    from tests.browser import find_chromium
 
     binary = find_chromium()
     if binary is None:
@@ -262,34 +351,123 @@ def test_page_names_an_uploaded_photo_in_chromium(live_server, tiny_run, people,
             "Chromium is not installed: `make test` installs Debian's chromium package with "
             "apt-get when it can; install it (apt-get install chromium) to run the browser checks"
         )
+    return binary
+
+
+def named_photo(tiny_run: Path, people: dict[str, Path]) -> Path:
+    """A photo the model names (not unknown), so the page has a name to show."""
     model = facecls.load_model(tiny_run)
-    # a photo the model names (not unknown), so the page has a name to show
-    photo = next(
+    return next(
         p for p in photos_of(people["train"] / "person_02", 20)
         if model.predict([str(p)])[0].identity == "person_02"
     )  # fmt: skip
+
+
+def visit(browser, url: str) -> None:  # noqa: ANN001 - tests.browser.Chromium
+    """Navigate and wait for the page's load and its first requests (events of this visit only)."""
+    browser.events.clear()
+    browser.send("Page.navigate", {"url": url}, session=True)
+    browser.wait_for("Page.loadEventFired")
+    browser.settle(0.5)
+
+
+def wait_text(browser, element: str) -> str:  # noqa: ANN001 - tests.browser.Chromium
+    found = ""
+    for _ in range(100):
+        found = browser.evaluate(f"document.getElementById('{element}').textContent")
+        if found:
+            break
+        browser.settle(0.1)
+    return found
+
+
+def upload(browser, photo: Path) -> str:  # noqa: ANN001 - tests.browser.Chromium
+    """Pick ``photo`` in the page's file field; the names the page then shows."""
+    node = browser.send("Runtime.evaluate", {"expression": "document.getElementById('photo')"},
+                        session=True)["result"]["objectId"]  # fmt: skip
+    browser.send("DOM.setFileInputFiles", {"files": [str(photo)], "objectId": node},
+                 session=True)  # fmt: skip
+    return wait_text(browser, "names-found")
+
+
+def test_page_names_an_uploaded_photo_in_chromium(live_server, tiny_run, people, tmp_path):
+    from tests.browser import Chromium
+
+    binary = chromium_or_skip()
+    photo = named_photo(tiny_run, people)
     browser = Chromium(binary, tmp_path / "profile")
     try:
-        browser.send("Page.navigate", {"url": live_server}, session=True)
-        browser.wait_for("Page.loadEventFired")
-        browser.settle(0.5)
+        visit(browser, live_server)
         listed = browser.evaluate("document.getElementById('names').children.length")
         assert listed == serve_fixtures.TRAINED
-        node = browser.send("Runtime.evaluate", {"expression": "document.getElementById('photo')"},
-                            session=True)["result"]["objectId"]  # fmt: skip
-        browser.send("DOM.setFileInputFiles", {"files": [str(photo)], "objectId": node},
-                     session=True)  # fmt: skip
-        found = ""
-        for _ in range(100):
-            found = browser.evaluate("document.getElementById('names-found').textContent")
-            if found:
-                break
-            browser.settle(0.1)
-        assert found == "person_02"
+        assert browser.evaluate("document.getElementById('token-box').hidden") is True
+        assert upload(browser, photo) == "person_02"
         assert browser.evaluate("document.getElementById('canvas').width") == 40
         assert browser.problems() == []  # no console error, CSP violation or exception
         assert all(u.startswith((live_server, "blob:")) for u in browser.requests())
         browser.screenshot(tmp_path / "page.png")
+    finally:
+        browser.close()
+
+
+TOKEN = "page-t0ken/+="
+
+
+@pytest.mark.parametrize("live_server", [TOKEN], indirect=True)
+def test_page_with_a_token_in_chromium(live_server, tiny_run, people, tmp_path):
+    """With --token: the page takes the token from the URL fragment (which the server never
+    sees), sends it with every request, and asks for it in a field after a 401."""
+    from urllib.parse import quote
+
+    from tests.browser import Chromium
+
+    binary = chromium_or_skip()
+    photo = named_photo(tiny_run, people)
+    browser = Chromium(binary, tmp_path / "profile")
+    try:
+        visit(browser, f"{live_server}#token={quote(TOKEN, safe='')}")
+        assert browser.evaluate("location.href") == live_server  # gone from the address bar
+        assert browser.evaluate("sessionStorage.getItem('facecls-token')") == TOKEN
+        assert browser.evaluate("document.getElementById('names').children.length") == (
+            serve_fixtures.TRAINED
+        )
+        assert browser.evaluate("document.getElementById('token-box').hidden") is True
+        assert upload(browser, photo) == "person_02"
+        assert browser.problems() == []
+        sent = [e["params"]["request"] for e in browser.events
+                if e.get("method") == "Network.requestWillBeSent"]  # fmt: skip
+        assert {r["url"] for r in sent} >= {live_server, live_server + "identities",
+                                            live_server + "predict"}  # fmt: skip
+        for r in sent:  # the token is in no URL; every data request carries it as the header
+            assert "token" not in r["url"] and quote(TOKEN, safe="") not in r["url"]
+            if r["url"].startswith(live_server) and r["url"] != live_server:
+                assert r["headers"].get("Authorization") == f"Bearer {TOKEN}", r["url"]
+
+        # a new tab's session without the token: the page loads, the 401 brings up the field
+        browser.evaluate("sessionStorage.clear()")
+        visit(browser, live_server)
+        assert browser.evaluate("document.getElementById('token-box').hidden") is False
+        assert browser.evaluate("document.getElementById('count').textContent") == (
+            "This service needs its token"
+        )
+        assert browser.evaluate("document.getElementById('names').children.length") == 0
+        # the only complaint is the refused request itself (Chromium logs every 401)
+        assert all("401" in problem for problem in browser.problems()), browser.problems()
+        browser.evaluate(
+            f"document.getElementById('token').value = {json.dumps(TOKEN)};"
+            "document.getElementById('token-form').requestSubmit()"
+        )
+        for _ in range(100):
+            if browser.evaluate("document.getElementById('names').children.length"):
+                break
+            browser.settle(0.1)
+        assert browser.evaluate("document.getElementById('names').children.length") == (
+            serve_fixtures.TRAINED
+        )
+        assert browser.evaluate("document.getElementById('token-box').hidden") is True
+        assert browser.evaluate("location.href") == live_server  # the form went nowhere
+        assert browser.evaluate("sessionStorage.getItem('facecls-token')") == TOKEN
+        browser.screenshot(tmp_path / "page-token.png")
     finally:
         browser.close()
 

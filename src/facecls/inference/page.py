@@ -3,6 +3,12 @@
 Its one script and one style sheet are inline and allowed by hash in a strict Content-Security-
 Policy: nothing else runs, and the page can only talk to its own origin. Photos are shown from
 ``blob:`` URLs made in the browser; they leave it only as uploads to this service.
+
+With a token (``facecls serve --token``) the page loads without it (it holds no data) and sends
+``Authorization: Bearer`` on every request. It takes the token from the URL fragment
+(``/#token=...``: a browser never sends a fragment to the server, so it reaches no server log),
+keeps it in ``sessionStorage`` (this tab only) and removes it from the address bar; after a 401 it
+asks for it in a small field.
 """
 
 from __future__ import annotations
@@ -19,13 +25,32 @@ section{border:1px solid #ccc;border-radius:6px;padding:.5rem 1rem;margin:1rem 0
 canvas{width:min(100%,480px);height:auto;display:block;margin:.5rem 0}
 .err{color:#b00}.ok{color:#070}
 ul#names{columns:3}
+#token-box{border-color:#b00}
 """
 
 SCRIPT = r"""
 "use strict";
 const $ = (id) => document.getElementById(id);
+const TOKEN = "facecls-token";
+// A token in the fragment (#token=...) never reaches the server: keep it for this tab only and
+// take it out of the address bar (and so out of history, bookmarks and screen shares).
+(() => {
+  const found = /(?:^#|&)token=([^&]*)/.exec(location.hash);
+  if (!found) return;
+  let token = found[1];
+  try { token = decodeURIComponent(token); } catch (e) { /* not %-encoded: use it as it is */ }
+  if (token) sessionStorage.setItem(TOKEN, token);
+  history.replaceState(null, "", location.pathname + location.search);
+})();
+function askToken() {
+  $("token-box").hidden = false;
+  $("token").focus();
+}
 async function call(path, form) {
-  const response = await fetch(path, {method: form ? "POST" : "GET", body: form});
+  const token = sessionStorage.getItem(TOKEN);
+  const headers = token ? {Authorization: "Bearer " + token} : {};
+  const response = await fetch(path, {method: form ? "POST" : "GET", body: form, headers});
+  if (response.status === 401) { askToken(); throw new Error("This service needs its token"); }
   const body = await response.json().catch(() => ({detail: response.statusText}));
   if (!response.ok) throw new Error(body.detail || ("HTTP " + response.status));
   return body;
@@ -109,11 +134,23 @@ drop.addEventListener("drop", (e) => {
 $("photo").addEventListener("change", (e) => predict(e.target.files[0]));
 $("compare").addEventListener("click", compare);
 $("enroll").addEventListener("click", enroll);
+$("token-form").addEventListener("submit", (e) => {
+  e.preventDefault();  // nothing is submitted anywhere: the token stays in this tab
+  const token = $("token").value.trim();
+  if (!token) return;
+  sessionStorage.setItem(TOKEN, token);
+  $("token").value = "";
+  $("token-box").hidden = true;
+  identities();
+});
 identities();
 """
 
 _BODY = """<h1>facecls</h1>
 <p>Everything runs on this machine; photos are not kept unless you enroll someone.</p>
+<section id="token-box" hidden><form id="token-form"><label>This service needs its token
+<input type="password" id="token" autocomplete="off" spellcheck="false"></label>
+<button>Use it</button></form></section>
 <section><h2>Who is in this photo?</h2>
 <div id="drop" class="drop">Drop a photo here or <input type="file" id="photo" accept="image/*"></div>
 <p id="predict-status"></p><p>Names: <span id="names-found"></span></p><canvas id="canvas" width="0" height="0"></canvas>

@@ -2,7 +2,8 @@
 
 Bound to a loopback address (127.0.0.1, the default) only this machine can reach it. Any other
 address exposes face recognition to the network, so it refuses to start without a token, and
-every request must then carry ``Authorization: Bearer <token>``.
+every request must then carry ``Authorization: Bearer <token>``; the web page gets it from the
+URL fragment printed at start-up (see :mod:`facecls.inference.page`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import torch
 
@@ -47,6 +49,20 @@ def check_bind(host: str, token: str | None) -> None:
             f"--host {host} would let other machines send faces to this service; give --token "
             "(every request must then send 'Authorization: Bearer TOKEN') or bind 127.0.0.1"
         )
+
+
+def page_url(host: str, port: int, token: str | None = None) -> str:
+    """The page's address; with ``token``, in the fragment (``/#token=...``), which a browser
+    keeps to itself: the page's script reads it, and it never reaches the server or its logs.
+
+    A wildcard host (``0.0.0.0``, ``::``) is not an address to open: the page is shown at
+    127.0.0.1, as this machine reaches it.
+    """
+    if host in ("0.0.0.0", "::", "[::]", ""):
+        host = "127.0.0.1"
+    shown = f"[{host.strip('[]')}]" if ":" in host else host
+    fragment = f"#token={quote(token, safe='')}" if token else ""
+    return f"http://{shown}:{port}/{fragment}"
 
 
 def require_serve() -> tuple[Any, Any]:
@@ -95,7 +111,8 @@ def serve(
 
     Args:
         host: the address to listen on; anything but loopback requires ``token``.
-        token: bearer token every request must carry (default ``$FACECLS_TOKEN``).
+        token: bearer token every request must carry (default ``$FACECLS_TOKEN``); the page's
+            address with it in the fragment is printed once to stdout, never logged.
         store: folder of enrolled versions (default ``<bundle>.served`` beside the bundle).
         gallery: folder of photos ``/search`` looks in.
         detect: find faces in uploads with OpenCV (``facecls[detect]``); otherwise each upload
@@ -115,5 +132,10 @@ def serve(
     torch.set_num_threads(threads or default_threads())
     app = build_app(model, token, store, gallery, detect, device, log)
     shown = f"[{host}]" if ":" in host else host
-    log(f"Serving on http://{shown}:{port}/ (API docs: /docs); Ctrl-C stops")
+    needs = ", with the token" if token else ""
+    log(f"Serving on http://{shown}:{port}/ (API docs: /docs{needs}); Ctrl-C stops")
+    if token:
+        # The token is the caller's own (argument or $FACECLS_TOKEN). Shown once, on the console
+        # only: print, not ``log``, which reaches the facecls logger and whatever files it feeds.
+        print(f"Open the page with its token: {page_url(host, port, token)}", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -6,6 +6,9 @@ gallery), ``POST /enroll`` (a name and a few photos, kept as a new bundle versio
 page), ``GET /docs`` (OpenAPI). The network runs in :class:`~facecls.inference.batching.Batcher`'s
 worker thread, decoding in the thread pool: the event loop only moves bytes. Needs the
 ``facecls[serve]`` extra.
+
+With a token every request but ``GET /`` (the page, which holds no data and asks for the token)
+must carry ``Authorization: Bearer <token>``; /health and the OpenAPI docs included.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import hmac
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -49,7 +52,7 @@ MAX_ENROLL_PHOTOS = 20
 class Settings:
     """What the app serves and its limits."""
 
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # never in a printed or logged repr
     gallery: Path | None = None
     detect: bool = False
     max_bytes: int = MAX_UPLOAD_BYTES
@@ -120,7 +123,9 @@ def create_app(store: ModelStore, settings: Settings | None = None) -> FastAPI:
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Any:
-        if settings.token is not None:
+        # the page itself holds no data and must load to ask for the token; all else needs it
+        is_page = request.method == "GET" and request.url.path == "/"
+        if settings.token is not None and not is_page:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {settings.token}".encode()):
                 return JSONResponse({"detail": "missing or wrong bearer token"}, 401,
