@@ -445,7 +445,8 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "report":
         for run in args.runs:
             out = args.out / run.name if args.out and len(args.runs) > 1 else args.out
-            print(facecls.write_report(run, out=out, shareable=args.shareable))
+            print(facecls.write_report(run, out=out, shareable=args.shareable,
+                                       show_progress=progress))  # fmt: skip
     elif args.command == "compare":
         print(facecls.write_comparison(args.runs, out=args.out, shareable=args.shareable))
     elif args.command == "models":
@@ -483,7 +484,7 @@ def _use(args: argparse.Namespace, log: Any, progress: bool) -> None:
             args.model, args.data, args.out, args.detect, log=log, show_progress=progress
         )
     elif args.command == "export":
-        result = facecls.export_onnx(args.model, args.out, args.check)
+        result = facecls.export_onnx(args.model, args.out, args.check, show_progress=progress)
         print(
             f"Exported {result.path}; parity with PyTorch on {result.checked_on}: max abs "
             f"difference {result.max_abs_diff:.2e}, same top-1 {result.top1_agreement:.1%}"

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from facecls.atomic import atomic_path, csv_text, write_json, write_text
 from facecls.metrics import EvalResult
 from facecls.openset import softmax
+from facecls.progress import bar
 from facecls.report import faces as report_faces
 from facecls.report import plots
 from facecls.report.card import CARD_NAME, model_card
@@ -191,14 +192,19 @@ def _png_uri(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def _save_figures(figures: dict[str, tuple[Figure, str]], out: Path) -> dict[str, dict[str, str]]:
-    """Write each figure as ``out/figures/<key>.png`` and return it as an inlinable picture."""
+def _save_figures(
+    figures: dict[str, tuple[Figure, str]], out: Path, steps: Any = None
+) -> dict[str, dict[str, str]]:
+    """Write each figure as ``out/figures/<key>.png`` and return it as an inlinable picture
+    (``steps``: a progress counter advanced per figure)."""
     pictures = {}
     for key, (figure, caption) in figures.items():
         path = out / "figures" / f"{key}.png"
         save_figure(figure, path)
         pictures[key] = {"uri": _png_uri(path.read_bytes()), "file": f"figures/{key}.png",
                          "caption": caption}  # fmt: skip
+        if steps is not None:
+            steps.update(1)
     return pictures
 
 
@@ -227,8 +233,11 @@ def _run_pictures(run_dir: Path, out: Path) -> tuple[dict[str, dict], list[dict]
     return curves, kernels
 
 
-def _add_faces(context: dict[str, Any], run: RunData, dataset: FaceDataset | None) -> None:
-    """Pair examples, the error gallery and Grad-CAM; a page without them if the data is gone."""
+def _add_faces(
+    context: dict[str, Any], run: RunData, dataset: FaceDataset | None, steps: Any
+) -> None:
+    """Pair examples, the error gallery and Grad-CAM; a page without them if the data is gone.
+    ``steps`` advances by two: the face pictures, then Grad-CAM."""
 
     try:
         faces = report_faces.FaceImages(run, dataset, log=lambda _message: None)
@@ -236,6 +245,7 @@ def _add_faces(context: dict[str, Any], run: RunData, dataset: FaceDataset | Non
         context["faces_note"] = (
             f"Face pictures are not shown: the data could not be reloaded ({error})."
         )
+        steps.update(2)
         return
     context["face_grid"] = report_faces.face_grid(faces)
     thumbs = report_faces.row_thumbnails(faces)
@@ -243,15 +253,17 @@ def _add_faces(context: dict[str, Any], run: RunData, dataset: FaceDataset | Non
         row["thumb"] = thumbs.get(row["name"])
     context["pairs"] = report_faces.pair_examples(faces, context["pairs"])
     context["gallery"] = report_faces.error_gallery(faces)
+    steps.update(1)
     try:
         context["saliency"] = report_faces.saliency_panels(faces)
     except Exception as error:
         context["saliency_note"] = f"Grad-CAM maps are not shown: {error}"
+    steps.update(1)
 
 
 def write_report(
     run_dir: Path, out: Path | None = None, shareable: bool = False,
-    dataset: FaceDataset | None = None,
+    dataset: FaceDataset | None = None, show_progress: bool = False,
 ) -> Path:  # fmt: skip
     """Write a run's ``report.html`` (self-contained) and ``report.md``, plus ``figures/*.png``.
 
@@ -260,6 +272,8 @@ def write_report(
         out: folder for the report; the run folder when ``None``.
         shareable: leave out every face picture and file path (``report-shareable.*``).
         dataset: the run's data when already in memory; reloaded from its config otherwise.
+        show_progress: a bar over the steps (each figure, the run's pictures, the face pictures,
+            Grad-CAM, the pages).
 
     Returns:
         The HTML file's path.
@@ -269,13 +283,17 @@ def write_report(
     out = Path(out) if out is not None else run.run_dir
     page = build_run_page(run, shareable)
     context = page.context
-    context["figures"] = _save_figures(page.figures, out)
-    context["curves"], context["kernels"] = _run_pictures(run.run_dir, out)
-    if not shareable:
-        _add_faces(context, run, dataset)
-    stem = "report-shareable" if shareable else "report"
-    write_text(out / f"{stem}.md", render("run.md.j2", context))
-    write_text(out / f"{stem}.html", render("run.html.j2", context))
+    total = len(page.figures) + 2 + (0 if shareable else 2)
+    with bar(total, "report", show_progress, unit="step") as steps:
+        context["figures"] = _save_figures(page.figures, out, steps)
+        context["curves"], context["kernels"] = _run_pictures(run.run_dir, out)
+        steps.update(1)
+        if not shareable:
+            _add_faces(context, run, dataset, steps)
+        stem = "report-shareable" if shareable else "report"
+        write_text(out / f"{stem}.md", render("run.md.j2", context))
+        write_text(out / f"{stem}.html", render("run.html.j2", context))
+        steps.update(1)
     return out / f"{stem}.html"
 
 
@@ -295,12 +313,13 @@ def write_tuning_page(run_dir: Path, rows: list[dict[str, Any]], best: int) -> P
 
 
 def write_report_safely(
-    run_dir: Path, log: Callable[[str], None], dataset: FaceDataset | None = None
-) -> Path | None:
+    run_dir: Path, log: Callable[[str], None], dataset: FaceDataset | None = None,
+    show_progress: bool = False,
+) -> Path | None:  # fmt: skip
     """:func:`write_report` at the end of a run: a failure is logged, never raised, so the run's
     results are never lost to a reporting problem."""
     try:
-        path = write_report(run_dir, dataset=dataset)
+        path = write_report(run_dir, dataset=dataset, show_progress=show_progress)
     except Exception as error:
         log(f"warning: report not written ({type(error).__name__}: {error}); the run itself is "
             f"complete; try again with: facecls report {run_dir}")  # fmt: skip

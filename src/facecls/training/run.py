@@ -258,6 +258,7 @@ def _train_folds(
 def _finish(
     run: _Run, config: RunConfig, folds: list[TrainedModel], final: TrainedModel,
     test: EvalResult, result_metrics: dict[str, Any], started: float, log: Log,
+    show_progress: bool = False,
 ) -> RunResult:  # fmt: skip
     run_dir, dataset, split, dist = run.run_dir, run.dataset, run.split, run.dist
     result_metrics["environment"] = environment(config.train.seed)
@@ -299,7 +300,8 @@ def _finish(
         log(f"Test {groups_text(result_metrics['test'])}")
     if dist.is_main:
         before = time.perf_counter()
-        write_report_safely(run_dir, log, dataset)  # a report failure is logged, never fatal
+        # a report failure is logged, never fatal
+        write_report_safely(run_dir, log, dataset, show_progress)
         # The command's whole wall time, report included, for metrics.json and later pages.
         result_metrics["report_seconds"] = round(time.perf_counter() - before, 2)
         result_metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
@@ -404,7 +406,9 @@ def _fit(
         ),
         "final_model": {"fold": 0, "epoch": trained.best_epoch},
     }
-    return _finish(run, config, [trained], trained, test, result_metrics, started, log)
+    return _finish(
+        run, config, [trained], trained, test, result_metrics, started, log, show_progress
+    )
 
 
 def cross_validate(
@@ -484,7 +488,9 @@ def _cross_validate(
         "final_model": {"fold": best, "epoch": final.best_epoch, "rule": "lowest validation loss"},
     }
     log("CV: " + "  ".join(f"{k} {m:.3f}±{s:.3f}" for k, (m, s) in mean_std.items() if k != "loss"))
-    return _finish(run, config, trained_folds, final, test, result_metrics, started, log)
+    return _finish(
+        run, config, trained_folds, final, test, result_metrics, started, log, show_progress
+    )
 
 
 def new_run_dir(config: RunConfig) -> Path:
