@@ -310,7 +310,7 @@ def _finish(
     return RunResult(run_dir, result_metrics, folds)
 
 
-def _begin(
+def begin_run(
     config: RunConfig, record: RunLog, show_progress: bool, command: str,
     resume: Path | str | None,
 ) -> tuple[RunConfig, _Run, Log, bool]:  # fmt: skip
@@ -347,7 +347,7 @@ def _command(
     ``run.log``, the start of the run and the per-epoch hooks (TensorBoard, tuning)."""
     started = time.perf_counter()
     with RunLog(log) as record:
-        config, run, log, show_progress = _begin(config, record, show_progress, command, resume)
+        config, run, log, show_progress = begin_run(config, record, show_progress, command, resume)
         with epoch_hooks(run.run_dir, tensorboard and run.dist.is_main, on_epoch) as hook:
             return body(config, run, log, show_progress, hook, started)
 
@@ -387,10 +387,7 @@ def _fit(
     if run.folds is not None:
         val = run.folds[0]
     else:
-        val = split.val if split.val is not None else holdout(
-            dataset.targets.numpy(), split.pool, config.data.val_fraction, config.train.seed,
-            dataset.groups,
-        )  # fmt: skip
+        val = validation_part(dataset, split, config)
         if dist.is_main:
             write_json(run.run_dir / "folds.json", folds_document(dataset, split, [val]))
     train_idx = np.setdiff1d(split.pool, val)
@@ -409,6 +406,16 @@ def _fit(
     return _finish(
         run, config, [trained], trained, test, result_metrics, started, log, show_progress
     )
+
+
+def validation_part(dataset: FaceDataset, split: TestSplit, config: RunConfig) -> np.ndarray:
+    """``train``'s validation images: the split's own, else a stratified share of the pool."""
+    if split.val is not None:
+        return split.val
+    return holdout(
+        dataset.targets.numpy(), split.pool, config.data.val_fraction, config.train.seed,
+        dataset.groups,
+    )  # fmt: skip
 
 
 def cross_validate(
