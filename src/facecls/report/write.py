@@ -28,6 +28,7 @@ from facecls.report import plots
 from facecls.report.card import CARD_NAME, model_card
 from facecls.report.compare import build_comparison
 from facecls.report.content import build_run_page
+from facecls.report.lr_find import plot_lr_find
 from facecls.report.render import render
 from facecls.report.run_data import RunData, load_run
 from facecls.report.tuning import tuning_pages
@@ -151,40 +152,6 @@ def write_run_files(
     write_kernels(model, run_dir / "kernels")
 
 
-# The report's Table 5 (averages over identities; its Accuracy is the mean per-class accuracy,
-# correct / samples of the class), then the whole-test-part scores facecls adds.
-TABLE5_ROWS = (
-    ("Accuracy (class avg.)", "class_avg_accuracy"),
-    ("Precision (class avg.)", "class_avg_precision"),
-    ("Recall (class avg.)", "class_avg_recall"),
-    ("BCR (class avg.)", "class_avg_bcr"),
-    ("Aggregated (class avg.)", "class_avg_aggregated"),
-    ("Overall accuracy (correct / images)", "accuracy"),
-    ("Balanced accuracy", "balanced_accuracy"),
-    ("Macro-F1", "macro_f1"),
-    ("Top-5 accuracy", "top5_accuracy"),
-)
-
-
-def table5_text(results: dict[str, dict[str, Any]]) -> str:
-    """A Markdown table in the report's Table 5 form: one column per run, test-part metrics, each
-    with its 95 % bootstrap interval where the run has one (``metrics.json``'s ``intervals_95``)."""
-    names = list(results)
-    lines = ["| Metric | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    for label, key in TABLE5_ROWS:
-        cells = []
-        for n in names:
-            test = results[n]["test"]
-            value = test["summary"].get(key)
-            if value is None:  # a run written before this key existed
-                cells.append("–")
-                continue
-            low, high = test.get("intervals_95", {}).get(key, (None, None))
-            cells.append(f"{value:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None else ""))
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 # ---- HTML and Markdown reports ------------------------------------------------------------------
 
 
@@ -295,6 +262,18 @@ def write_report(
         write_text(out / f"{stem}.html", render("run.html.j2", context))
         steps.update(1)
     return out / f"{stem}.html"
+
+
+def write_lr_find(
+    run_dir: Path, lrs: Sequence[float], losses: Sequence[float], smoothed: Sequence[float],
+    suggestion: float, min_loss_lr: float,
+) -> None:  # fmt: skip
+    """``lr_find.csv`` (step, lr, loss, smoothed) and ``lr_find.png`` of a range test."""
+    rows = [[i, f"{lr:.6g}", f"{loss:.6g}", f"{smooth:.6g}"]
+            for i, (lr, loss, smooth) in enumerate(zip(lrs, losses, smoothed, strict=True), 1)]  # fmt: skip
+    write_text(run_dir / "lr_find.csv", csv_text(["step", "lr", "loss", "smoothed"], rows))
+    ax = plot_lr_find(lrs, losses, smoothed, suggestion, min_loss_lr)
+    save_figure(ax.figure, run_dir / "lr_find.png")
 
 
 def write_model_card(run_dir: Path) -> Path:
