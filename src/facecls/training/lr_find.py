@@ -219,8 +219,8 @@ def _range_test(
 def _log_result(result: LrFindResult, steps: int, log: Log) -> None:
     taken = len(result.lrs)
     how = (
-        f"stopped at step {taken} of {steps}: the smoothed loss passed {DIVERGED:g}× its minimum"
-        if result.stopped_early else f"{taken} steps"
+        f"stopped at step {taken} of {steps}: the smoothed loss passed {DIVERGED:g}× its "
+        "minimum or was not finite" if result.stopped_early else f"{taken} steps"
     )  # fmt: skip
     log(f"lr-find: lr {result.lrs[0]:.2g} → {result.lrs[-1]:.2g}, {how}; steepest descent at "
         f"lr {result.suggestion:.2g}, lowest smoothed loss at lr {result.min_loss_lr:.2g}")  # fmt: skip
