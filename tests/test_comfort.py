@@ -189,3 +189,23 @@ def test_off_a_terminal_a_line_every_tenth() -> None:
         str(p) for p in range(10, 101, 10)
     ]
     assert "ETA" in lines[0] and "img/s" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("command", "label"), [("export", "ONNX parity check:"), ("report", "report:")]
+)
+def test_export_check_and_report_show_progress_unless_quiet(
+    command: str, label: str, run: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """The ONNX parity check and report writing draw a bar on a terminal (tqdm on stderr);
+    ``--quiet`` draws none."""
+    monkeypatch.setattr("facecls.progress._terminal", lambda: True)
+    where = ["--out", str(tmp_path / ("m.onnx" if command == "export" else "report"))]
+    assert main([command, str(run["dir"]), *where]) == 0
+    shown = capsys.readouterr().err
+    assert label in shown and "%|" in shown
+    assert ("img/s" if command == "export" else "step/s") in shown
+    assert main(["--quiet", command, str(run["dir"]), *where]) == 0
+    quiet = capsys.readouterr().err
+    assert label not in quiet and "%|" not in quiet

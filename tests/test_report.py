@@ -498,7 +498,7 @@ def test_findings_name_collapse_and_unfinished_training() -> None:
 def test_table5_text_has_the_reports_accuracy_row_and_intervals() -> None:
     """demo's closing table: Table 5's Accuracy is the class average (correct / images of the
     identity), not overall accuracy, and each figure carries its 95 % interval where one exists."""
-    from facecls.report.write import table5_text
+    from facecls.report.table5 import table5_text
 
     def result(class_avg: float, overall: float) -> dict:
         summary = {

@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # what the names below are, for type checkers and editors
     from facecls.models import create_model, list_models
     from facecls.report.write import write_comparison, write_report
     from facecls.training.evaluate import evaluate_run as evaluate
+    from facecls.training.lr_find import lr_find
     from facecls.training.run import RunResult, cross_validate
     from facecls.training.run import fit as train
     from facecls.training.tune import tune
@@ -62,6 +63,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "write_comparison": ("facecls.report.write", "write_comparison"),
     "write_report": ("facecls.report.write", "write_report"),
     "evaluate": ("facecls.training.evaluate", "evaluate_run"),
+    "lr_find": ("facecls.training.lr_find", "lr_find"),
     "RunResult": ("facecls.training.run", "RunResult"),
     "cross_validate": ("facecls.training.run", "cross_validate"),
     "train": ("facecls.training.run", "fit"),
@@ -102,6 +104,7 @@ __all__ = [
     "export_onnx",
     "list_models",
     "load_model",
+    "lr_find",
     "predict",
     "predict_video",
     "search",

@@ -85,7 +85,7 @@ def _device(name: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from error
 
 
-def _add_run_options(p: argparse.ArgumentParser, folds: bool) -> None:
+def _add_run_options(p: argparse.ArgumentParser, folds: bool, resume: bool = True) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--data", help="folder, archive (.tgz/.tar.gz/.tar/.zip), 'lfw' or 'synthetic'")
     g.add_argument("--image-size", type=int, help="square input size in pixels (default 64)")
@@ -200,6 +200,8 @@ def _add_run_options(p: argparse.ArgumentParser, folds: bool) -> None:
     g.add_argument("--config", type=Path, help="YAML config (e.g. a run's config.yaml)")
     g.add_argument("--name", help="run folder name under --runs-dir")
     g.add_argument("--runs-dir", help="where run folders go (default runs)")
+    if not resume:
+        return
     g.add_argument(
         "--resume", nargs="?", const="", metavar="RUN_DIR",
         help="continue an interrupted run folder (or runs-dir/name with --name); finished "
@@ -265,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resume_dir(args: argparse.Namespace) -> Path | None:
     """The run folder ``--resume`` names: its value, or ``--runs-dir``/``--name``."""
-    if args.resume is None:
+    if getattr(args, "resume", None) is None:  # lr-find has no --resume
         return None
     if args.resume:
         return Path(args.resume)
@@ -421,7 +423,7 @@ def _run(args: argparse.Namespace) -> int:
     import facecls
 
     log, progress = _console(args)
-    if args.command in ("completion", "tune"):
+    if args.command in ("completion", "tune", "lr-find"):
         _comfort(args, log, progress)
     elif args.command in ("train", "cv"):
         config = config_from_args(args, args.command)
@@ -445,7 +447,8 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "report":
         for run in args.runs:
             out = args.out / run.name if args.out and len(args.runs) > 1 else args.out
-            print(facecls.write_report(run, out=out, shareable=args.shareable))
+            print(facecls.write_report(run, out=out, shareable=args.shareable,
+                                       show_progress=progress))  # fmt: skip
     elif args.command == "compare":
         print(facecls.write_comparison(args.runs, out=args.out, shareable=args.shareable))
     elif args.command == "models":
@@ -483,7 +486,7 @@ def _use(args: argparse.Namespace, log: Any, progress: bool) -> None:
             args.model, args.data, args.out, args.detect, log=log, show_progress=progress
         )
     elif args.command == "export":
-        result = facecls.export_onnx(args.model, args.out, args.check)
+        result = facecls.export_onnx(args.model, args.out, args.check, show_progress=progress)
         print(
             f"Exported {result.path}; parity with PyTorch on {result.checked_on}: max abs "
             f"difference {result.max_abs_diff:.2e}, same top-1 {result.top1_agreement:.1%}"
@@ -544,7 +547,7 @@ def _unexpected(error: Exception, debug: bool) -> int:
     return 1
 
 
-# --- comfort (issue 16): --version, --verbose, completion, --tensorboard, tune ----------------
+# --- comfort (issue 16): --version, --verbose, completion, --tensorboard, tune, lr-find -------
 
 
 def _add_comfort_options(parser: argparse.ArgumentParser) -> None:
@@ -579,6 +582,16 @@ def _add_comfort_commands(sub: argparse._SubParsersAction) -> None:
         "--mode", choices=["holdout", "cv"], default="holdout",
         help="score: validation balanced accuracy (holdout) or pooled out-of-fold (cv)",
     )  # fmt: skip
+    p = sub.add_parser(
+        "lr-find",
+        help="learning-rate range test: loss against a rising lr, a suggested --lr "
+        "(docs/comfort.md)",
+    )
+    _add_run_options(p, False, resume=False)
+    g = p.add_argument_group("range test (the lr rises exponentially; no model is kept)")
+    g.add_argument("--steps", type=int, default=100, help="mini-batches at most (default 100)")
+    g.add_argument("--start-lr", type=float, default=1e-7, help="first lr (default 1e-7)")
+    g.add_argument("--end-lr", type=float, default=10.0, help="last lr (default 10)")
 
 
 def _console(args: argparse.Namespace) -> tuple[Any, bool]:
@@ -601,6 +614,19 @@ def _comfort(args: argparse.Namespace, log: Any, progress: bool) -> None:
         return
     import facecls
 
+    if args.command == "lr-find":
+        config = config_from_args(args, "lr-find")
+        found = facecls.lr_find(
+            config, steps=args.steps, start_lr=args.start_lr, end_lr=args.end_lr, log=log,
+            show_progress=progress,
+        )  # fmt: skip
+        lr = f"{found.suggestion:.2g}"
+        print(
+            f"Suggested --lr {lr} (steepest descent; lowest-loss lr / 10: "
+            f"{found.min_loss_lr / 10:.2g}). Train with: facecls train --config "
+            f"{found.run_dir / 'config.yaml'} --name train-{config.train.model} --lr {lr}"
+        )
+        return
     result = facecls.tune(
         config_from_args(args, "tune"), trials=args.trials, mode=args.mode,
         resume=resume_dir(args), log=log, show_progress=progress,

@@ -10,7 +10,8 @@ import torch
 
 from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
 from facecls.data.sources import LFW_ARCHIVE_NAME, default_cache_dir
-from facecls.report.write import table5_text, write_comparison
+from facecls.report.table5 import table5_text
+from facecls.report.write import write_comparison
 from facecls.training.run import cross_validate
 
 DEMO_MODELS = ("baseline", "tronnet", "resnet18")

@@ -27,8 +27,10 @@ from facecls.inference.backends import require_onnx
 from facecls.inference.faces import expand_paths
 from facecls.inference.model import ONNX_NAME, load_model, read_meta
 from facecls.models.embedding import forward_tta
+from facecls.progress import bar
 
 OPSET = 17
+_CHECK_CHUNK = 32  # check images per comparison: the bar moves, and memory stays small
 
 
 class _Exportable(nn.Module):
@@ -80,6 +82,7 @@ def export_onnx(
     out: str | Path | None = None,
     check_images: Sequence[str | Path] | None = None,
     opset: int = OPSET,
+    show_progress: bool = False,
 ) -> ExportResult:
     """Write ``model.onnx`` (or ``out``) and compare it with PyTorch on real or synthetic images.
 
@@ -89,6 +92,7 @@ def export_onnx(
             ``predict --backend onnx`` looks for it).
         check_images: photos (files or folders) for the parity check; default synthetic faces.
         opset: ONNX opset version.
+        show_progress: a bar over the check images compared.
     """
 
     onnx, onnxruntime = require_onnx()
@@ -112,12 +116,18 @@ def export_onnx(
 
     reference = load_model(folder, device="cpu")
     batch, checked_on = _check_images(reference, check_images)
-    torch_logits, torch_features = reference.outputs(batch)
     session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
-    onnx_logits, onnx_features = session.run(None, {"images": batch.astype(np.float32)})
-    diff = max(
-        float(np.abs(onnx_logits - torch_logits).max()),
-        float(np.abs(onnx_features - torch_features).max()),
-    )
-    agree = float(np.mean(onnx_logits.argmax(1) == torch_logits.argmax(1)))
-    return ExportResult(target, diff, agree, len(batch), checked_on)
+    diff, same = 0.0, 0
+    with bar(len(batch), "ONNX parity check", show_progress) as checked:
+        for start in range(0, len(batch), _CHECK_CHUNK):
+            part = batch[start : start + _CHECK_CHUNK]
+            torch_logits, torch_features = reference.outputs(part)
+            onnx_logits, onnx_features = session.run(None, {"images": part.astype(np.float32)})
+            diff = max(
+                diff,
+                float(np.abs(onnx_logits - torch_logits).max()),
+                float(np.abs(onnx_features - torch_features).max()),
+            )
+            same += int(np.sum(onnx_logits.argmax(1) == torch_logits.argmax(1)))
+            checked.update(len(part))
+    return ExportResult(target, diff, same / len(batch), len(batch), checked_on)

@@ -22,11 +22,13 @@ from matplotlib.figure import Figure
 from facecls.atomic import atomic_path, csv_text, write_json, write_text
 from facecls.metrics import EvalResult
 from facecls.openset import softmax
+from facecls.progress import bar
 from facecls.report import faces as report_faces
 from facecls.report import plots
 from facecls.report.card import CARD_NAME, model_card
 from facecls.report.compare import build_comparison
 from facecls.report.content import build_run_page
+from facecls.report.lr_find import plot_lr_find
 from facecls.report.render import render
 from facecls.report.run_data import RunData, load_run
 from facecls.report.tuning import tuning_pages
@@ -150,40 +152,6 @@ def write_run_files(
     write_kernels(model, run_dir / "kernels")
 
 
-# The report's Table 5 (averages over identities; its Accuracy is the mean per-class accuracy,
-# correct / samples of the class), then the whole-test-part scores facecls adds.
-TABLE5_ROWS = (
-    ("Accuracy (class avg.)", "class_avg_accuracy"),
-    ("Precision (class avg.)", "class_avg_precision"),
-    ("Recall (class avg.)", "class_avg_recall"),
-    ("BCR (class avg.)", "class_avg_bcr"),
-    ("Aggregated (class avg.)", "class_avg_aggregated"),
-    ("Overall accuracy (correct / images)", "accuracy"),
-    ("Balanced accuracy", "balanced_accuracy"),
-    ("Macro-F1", "macro_f1"),
-    ("Top-5 accuracy", "top5_accuracy"),
-)
-
-
-def table5_text(results: dict[str, dict[str, Any]]) -> str:
-    """A Markdown table in the report's Table 5 form: one column per run, test-part metrics, each
-    with its 95 % bootstrap interval where the run has one (``metrics.json``'s ``intervals_95``)."""
-    names = list(results)
-    lines = ["| Metric | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    for label, key in TABLE5_ROWS:
-        cells = []
-        for n in names:
-            test = results[n]["test"]
-            value = test["summary"].get(key)
-            if value is None:  # a run written before this key existed
-                cells.append("–")
-                continue
-            low, high = test.get("intervals_95", {}).get(key, (None, None))
-            cells.append(f"{value:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None else ""))
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 # ---- HTML and Markdown reports ------------------------------------------------------------------
 
 
@@ -191,14 +159,19 @@ def _png_uri(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def _save_figures(figures: dict[str, tuple[Figure, str]], out: Path) -> dict[str, dict[str, str]]:
-    """Write each figure as ``out/figures/<key>.png`` and return it as an inlinable picture."""
+def _save_figures(
+    figures: dict[str, tuple[Figure, str]], out: Path, steps: Any = None
+) -> dict[str, dict[str, str]]:
+    """Write each figure as ``out/figures/<key>.png`` and return it as an inlinable picture
+    (``steps``: a progress counter advanced per figure)."""
     pictures = {}
     for key, (figure, caption) in figures.items():
         path = out / "figures" / f"{key}.png"
         save_figure(figure, path)
         pictures[key] = {"uri": _png_uri(path.read_bytes()), "file": f"figures/{key}.png",
                          "caption": caption}  # fmt: skip
+        if steps is not None:
+            steps.update(1)
     return pictures
 
 
@@ -227,8 +200,11 @@ def _run_pictures(run_dir: Path, out: Path) -> tuple[dict[str, dict], list[dict]
     return curves, kernels
 
 
-def _add_faces(context: dict[str, Any], run: RunData, dataset: FaceDataset | None) -> None:
-    """Pair examples, the error gallery and Grad-CAM; a page without them if the data is gone."""
+def _add_faces(
+    context: dict[str, Any], run: RunData, dataset: FaceDataset | None, steps: Any
+) -> None:
+    """Pair examples, the error gallery and Grad-CAM; a page without them if the data is gone.
+    ``steps`` advances by two: the face pictures, then Grad-CAM."""
 
     try:
         faces = report_faces.FaceImages(run, dataset, log=lambda _message: None)
@@ -236,6 +212,7 @@ def _add_faces(context: dict[str, Any], run: RunData, dataset: FaceDataset | Non
         context["faces_note"] = (
             f"Face pictures are not shown: the data could not be reloaded ({error})."
         )
+        steps.update(2)
         return
     context["face_grid"] = report_faces.face_grid(faces)
     thumbs = report_faces.row_thumbnails(faces)
@@ -243,15 +220,17 @@ def _add_faces(context: dict[str, Any], run: RunData, dataset: FaceDataset | Non
         row["thumb"] = thumbs.get(row["name"])
     context["pairs"] = report_faces.pair_examples(faces, context["pairs"])
     context["gallery"] = report_faces.error_gallery(faces)
+    steps.update(1)
     try:
         context["saliency"] = report_faces.saliency_panels(faces)
     except Exception as error:
         context["saliency_note"] = f"Grad-CAM maps are not shown: {error}"
+    steps.update(1)
 
 
 def write_report(
     run_dir: Path, out: Path | None = None, shareable: bool = False,
-    dataset: FaceDataset | None = None,
+    dataset: FaceDataset | None = None, show_progress: bool = False,
 ) -> Path:  # fmt: skip
     """Write a run's ``report.html`` (self-contained) and ``report.md``, plus ``figures/*.png``.
 
@@ -260,6 +239,8 @@ def write_report(
         out: folder for the report; the run folder when ``None``.
         shareable: leave out every face picture and file path (``report-shareable.*``).
         dataset: the run's data when already in memory; reloaded from its config otherwise.
+        show_progress: a bar over the steps (each figure, the run's pictures, the face pictures,
+            Grad-CAM, the pages).
 
     Returns:
         The HTML file's path.
@@ -269,14 +250,30 @@ def write_report(
     out = Path(out) if out is not None else run.run_dir
     page = build_run_page(run, shareable)
     context = page.context
-    context["figures"] = _save_figures(page.figures, out)
-    context["curves"], context["kernels"] = _run_pictures(run.run_dir, out)
-    if not shareable:
-        _add_faces(context, run, dataset)
-    stem = "report-shareable" if shareable else "report"
-    write_text(out / f"{stem}.md", render("run.md.j2", context))
-    write_text(out / f"{stem}.html", render("run.html.j2", context))
+    total = len(page.figures) + 2 + (0 if shareable else 2)
+    with bar(total, "report", show_progress, unit="step") as steps:
+        context["figures"] = _save_figures(page.figures, out, steps)
+        context["curves"], context["kernels"] = _run_pictures(run.run_dir, out)
+        steps.update(1)
+        if not shareable:
+            _add_faces(context, run, dataset, steps)
+        stem = "report-shareable" if shareable else "report"
+        write_text(out / f"{stem}.md", render("run.md.j2", context))
+        write_text(out / f"{stem}.html", render("run.html.j2", context))
+        steps.update(1)
     return out / f"{stem}.html"
+
+
+def write_lr_find(
+    run_dir: Path, lrs: Sequence[float], losses: Sequence[float], smoothed: Sequence[float],
+    suggestion: float, min_loss_lr: float,
+) -> None:  # fmt: skip
+    """``lr_find.csv`` (step, lr, loss, smoothed) and ``lr_find.png`` of a range test."""
+    rows = [[i, f"{lr:.6g}", f"{loss:.6g}", f"{smooth:.6g}"]
+            for i, (lr, loss, smooth) in enumerate(zip(lrs, losses, smoothed, strict=True), 1)]  # fmt: skip
+    write_text(run_dir / "lr_find.csv", csv_text(["step", "lr", "loss", "smoothed"], rows))
+    ax = plot_lr_find(lrs, losses, smoothed, suggestion, min_loss_lr)
+    save_figure(ax.figure, run_dir / "lr_find.png")
 
 
 def write_model_card(run_dir: Path) -> Path:
@@ -295,12 +292,13 @@ def write_tuning_page(run_dir: Path, rows: list[dict[str, Any]], best: int) -> P
 
 
 def write_report_safely(
-    run_dir: Path, log: Callable[[str], None], dataset: FaceDataset | None = None
-) -> Path | None:
+    run_dir: Path, log: Callable[[str], None], dataset: FaceDataset | None = None,
+    show_progress: bool = False,
+) -> Path | None:  # fmt: skip
     """:func:`write_report` at the end of a run: a failure is logged, never raised, so the run's
     results are never lost to a reporting problem."""
     try:
-        path = write_report(run_dir, dataset=dataset)
+        path = write_report(run_dir, dataset=dataset, show_progress=show_progress)
     except Exception as error:
         log(f"warning: report not written ({type(error).__name__}: {error}); the run itself is "
             f"complete; try again with: facecls report {run_dir}")  # fmt: skip

@@ -60,6 +60,7 @@ def train_one_epoch(
     skip_nonfinite: bool = False,
     inputs_of: Callable[[torch.Tensor, torch.Generator, tuple[int, int]], torch.Tensor]
     | None = None,
+    on_loss: Callable[[torch.Tensor], None] | None = None,
 ) -> EpochStats:
     """One pass over ``batches``; the permutation and augmentation depend only on ``epoch_seed``.
 
@@ -73,6 +74,9 @@ def train_one_epoch(
             loss on the host at every step, which costs a sync per step.
         inputs_of: the model's inputs from a batch, the epoch's generator and ``rows``; default
             :func:`augment` (a head trained on cached embeddings passes its own, ``probe.py``).
+        on_loss: called with each step's (detached) loss after the update, before the scheduler
+            steps, so the optimiser still holds that step's lr; reading it syncs (the lr range
+            test, ``lr_find.py``, does so by design; training never passes it).
     """
     model.train()
     device = runtime.device
@@ -101,6 +105,8 @@ def train_one_epoch(
             step_losses[step] = loss.detach()
             loss_sum += loss.detach() * targets.shape[0]
             seen += targets.shape[0]
+        if on_loss is not None:
+            on_loss(loss.detach())
         if scheduler is not None:  # stepped for skipped batches too: the schedule follows steps
             scheduler.step()
         if on_batch is not None:

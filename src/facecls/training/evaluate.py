@@ -198,5 +198,5 @@ def evaluate_run(
         )  # fmt: skip
         for line in summary_lines(table["openset"]):
             log(line)
-        write_report_safely(run_dir, log, dataset)  # now with the open-set curve
+        write_report_safely(run_dir, log, dataset, show_progress)  # now with the open-set curve
     return table

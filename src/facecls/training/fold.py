@@ -25,7 +25,7 @@ from facecls.data.samplers import SampledBatches
 from facecls.models import create_model, model_info
 from facecls.models.embedding import head_name, load_backbone_weights
 from facecls.progress import bar as progress_bar
-from facecls.runtime import runtime_for
+from facecls.runtime import Runtime, runtime_for
 from facecls.training.checkpoint import (
     TrainingState,
     cpu_copy,
@@ -42,7 +42,7 @@ from facecls.training.engine import EpochStats, EvalResult, evaluate, train_one_
 from facecls.training.finetune import backbone_frozen, describe, frozen_at, param_groups
 from facecls.training.finetune import set_backbone_frozen as _set_frozen
 from facecls.training.interrupt import StopRequest, signal_hook_for_tests
-from facecls.training.losses import build_loss
+from facecls.training.losses import LongTailLoss, build_loss
 from facecls.training.optimization import build_optimizer, build_scheduler
 from facecls.training.probe import HeadOnly, head_only
 
@@ -178,36 +178,14 @@ def train_model(
     """
     t = config.train
     dist = dist or DistContext(device=device)
-    shard = dist.shard()
-    runtime = runtime_for(t, device)
-    model, module = models.get(fold)  # module: the nn.Module (model may be its compiled form)
-    mean, std = input_normalization(dataset, train_idx, t.model)
-    counts = dataset.class_counts(train_idx)
-    loss_fn = build_loss(t, counts, device, t.label_smoothing or 0.0)
+    setup = setup_fold(dataset, targets, train_idx, val_idx, config, device, models, fold, dist)
+    model, module, runtime = setup.model, setup.module, setup.runtime
+    mean, std, counts, loss_fn = setup.mean, setup.std, setup.counts, setup.loss_fn
+    optimizer, batches_of = setup.optimizer, setup.batches_of
     # Validation loss (checkpoint selection) is never smoothed, and for DRW is the re-weighted
     # loss of the last phase in every epoch, so the best epoch is chosen on one scale.
     val_loss_fn = loss_fn.selection_loss()
     pretrained = bool(t.pretrained or t.weights)
-    optimizer = build_optimizer(
-        module, t, device, param_groups(module, t.lr, t.backbone_lr_scale if pretrained else 1.0)
-    )
-    drop_last = len(train_idx) > t.batch_size
-
-    def batches_of(rows: torch.Tensor) -> tuple[IndexBatches, IndexBatches]:
-        """Training and validation batches drawn from ``rows`` (images or embeddings)."""
-        labels = targets.to(rows.device)
-        train: IndexBatches = (
-            SampledBatches(rows, labels, torch.from_numpy(train_idx), t.batch_size, device,
-                           t.sampler, dataset.num_classes, drop_last, shard=shard)
-            if t.sampler != "none"
-            else IndexBatches(rows, labels, torch.from_numpy(train_idx), t.batch_size, device,
-                              shuffle=True, drop_last=drop_last, shard=shard)
-        )  # fmt: skip
-        val = IndexBatches(
-            rows, labels, torch.from_numpy(val_idx), t.eval_batch_size, device, shard=shard
-        )
-        return train, val
-
     train_batches, val_batches = batches_of(images)
     scheduler = build_scheduler(optimizer, t, len(train_batches))
     if fold == 0 and (t.freeze != "none" or pretrained):
@@ -307,6 +285,68 @@ def train_model(
     return TrainedModel(
         kept, mean, std, state.history, state.best_epoch, val, counts, train_idx, val_idx, probe
     )
+
+
+@dataclass
+class FoldSetup:
+    """What one fold trains with before its first epoch (``train_model`` and the lr range test).
+
+    Attributes:
+        model: what is called (the module, or its compiled or replicated form).
+        module: the bare ``nn.Module`` whose ``state_dict`` is saved.
+        batches_of: training and validation batches drawn from rows of images or embeddings.
+    """
+
+    model: nn.Module
+    module: nn.Module
+    runtime: Runtime
+    mean: list[float]
+    std: list[float]
+    counts: np.ndarray
+    loss_fn: LongTailLoss
+    optimizer: torch.optim.Optimizer
+    batches_of: Callable[[torch.Tensor], tuple[IndexBatches, IndexBatches]]
+
+
+def setup_fold(
+    dataset: FaceDataset, targets: torch.Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
+    config: RunConfig, device: torch.device, models: ModelSource, fold: int = 0,
+    dist: DistContext | None = None, lr: float | None = None,
+) -> FoldSetup:  # fmt: skip
+    """A fold's fresh model, normalisation, loss, optimiser and batches, as training builds them.
+
+    Args:
+        lr: the head's starting learning rate (default ``train.lr``; the backbone's is scaled
+            from it as in training).
+    """
+    t = config.train
+    shard = (dist or DistContext(device=device)).shard()
+    model, module = models.get(fold)  # module: the nn.Module (model may be its compiled form)
+    mean, std = input_normalization(dataset, train_idx, t.model)
+    counts = dataset.class_counts(train_idx)
+    loss_fn = build_loss(t, counts, device, t.label_smoothing or 0.0)
+    scale = t.backbone_lr_scale if t.pretrained or t.weights else 1.0
+    groups = param_groups(module, t.lr if lr is None else lr, scale)
+    optimizer = build_optimizer(module, t, device, groups)
+    drop_last = len(train_idx) > t.batch_size
+
+    def batches_of(rows: torch.Tensor) -> tuple[IndexBatches, IndexBatches]:
+        """Training and validation batches drawn from ``rows`` (images or embeddings)."""
+        labels = targets.to(rows.device)
+        train: IndexBatches = (
+            SampledBatches(rows, labels, torch.from_numpy(train_idx), t.batch_size, device,
+                           t.sampler, dataset.num_classes, drop_last, shard=shard)
+            if t.sampler != "none"
+            else IndexBatches(rows, labels, torch.from_numpy(train_idx), t.batch_size, device,
+                              shuffle=True, drop_last=drop_last, shard=shard)
+        )  # fmt: skip
+        val = IndexBatches(
+            rows, labels, torch.from_numpy(val_idx), t.eval_batch_size, device, shard=shard
+        )
+        return train, val
+
+    return FoldSetup(model, module, runtime_for(t, device), mean, std, counts, loss_fn,
+                     optimizer, batches_of)  # fmt: skip
 
 
 class ModelSource:

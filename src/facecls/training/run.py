@@ -258,6 +258,7 @@ def _train_folds(
 def _finish(
     run: _Run, config: RunConfig, folds: list[TrainedModel], final: TrainedModel,
     test: EvalResult, result_metrics: dict[str, Any], started: float, log: Log,
+    show_progress: bool = False,
 ) -> RunResult:  # fmt: skip
     run_dir, dataset, split, dist = run.run_dir, run.dataset, run.split, run.dist
     result_metrics["environment"] = environment(config.train.seed)
@@ -299,7 +300,8 @@ def _finish(
         log(f"Test {groups_text(result_metrics['test'])}")
     if dist.is_main:
         before = time.perf_counter()
-        write_report_safely(run_dir, log, dataset)  # a report failure is logged, never fatal
+        # a report failure is logged, never fatal
+        write_report_safely(run_dir, log, dataset, show_progress)
         # The command's whole wall time, report included, for metrics.json and later pages.
         result_metrics["report_seconds"] = round(time.perf_counter() - before, 2)
         result_metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
@@ -308,7 +310,7 @@ def _finish(
     return RunResult(run_dir, result_metrics, folds)
 
 
-def _begin(
+def begin_run(
     config: RunConfig, record: RunLog, show_progress: bool, command: str,
     resume: Path | str | None,
 ) -> tuple[RunConfig, _Run, Log, bool]:  # fmt: skip
@@ -345,7 +347,7 @@ def _command(
     ``run.log``, the start of the run and the per-epoch hooks (TensorBoard, tuning)."""
     started = time.perf_counter()
     with RunLog(log) as record:
-        config, run, log, show_progress = _begin(config, record, show_progress, command, resume)
+        config, run, log, show_progress = begin_run(config, record, show_progress, command, resume)
         with epoch_hooks(run.run_dir, tensorboard and run.dist.is_main, on_epoch) as hook:
             return body(config, run, log, show_progress, hook, started)
 
@@ -385,10 +387,7 @@ def _fit(
     if run.folds is not None:
         val = run.folds[0]
     else:
-        val = split.val if split.val is not None else holdout(
-            dataset.targets.numpy(), split.pool, config.data.val_fraction, config.train.seed,
-            dataset.groups,
-        )  # fmt: skip
+        val = validation_part(dataset, split, config)
         if dist.is_main:
             write_json(run.run_dir / "folds.json", folds_document(dataset, split, [val]))
     train_idx = np.setdiff1d(split.pool, val)
@@ -404,7 +403,19 @@ def _fit(
         ),
         "final_model": {"fold": 0, "epoch": trained.best_epoch},
     }
-    return _finish(run, config, [trained], trained, test, result_metrics, started, log)
+    return _finish(
+        run, config, [trained], trained, test, result_metrics, started, log, show_progress
+    )
+
+
+def validation_part(dataset: FaceDataset, split: TestSplit, config: RunConfig) -> np.ndarray:
+    """``train``'s validation images: the split's own, else a stratified share of the pool."""
+    if split.val is not None:
+        return split.val
+    return holdout(
+        dataset.targets.numpy(), split.pool, config.data.val_fraction, config.train.seed,
+        dataset.groups,
+    )  # fmt: skip
 
 
 def cross_validate(
@@ -484,7 +495,9 @@ def _cross_validate(
         "final_model": {"fold": best, "epoch": final.best_epoch, "rule": "lowest validation loss"},
     }
     log("CV: " + "  ".join(f"{k} {m:.3f}±{s:.3f}" for k, (m, s) in mean_std.items() if k != "loss"))
-    return _finish(run, config, trained_folds, final, test, result_metrics, started, log)
+    return _finish(
+        run, config, trained_folds, final, test, result_metrics, started, log, show_progress
+    )
 
 
 def new_run_dir(config: RunConfig) -> Path:
