@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -82,29 +83,53 @@ def _dlib_models() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "models"
 
 
-def dlib_descriptors(paths: Sequence[Path], cache: Path | None = None) -> tuple[np.ndarray, float]:
-    """128-d dlib face descriptors ``(N, 128)`` and the seconds they took (0 from the cache)."""
-    if cache is not None and cache.exists():
-        return np.load(cache), 0.0
-    import dlib
+class DlibDescriber:
+    """dlib's ``face_recognition`` pipeline on one photo file: read and decode it, HOG detection
+    (1 up-sampling; the face nearest the centre, else a fixed central box), the 5 landmarks and
+    the 128-d ResNet descriptor (one jitter). The model files are loaded once, here."""
 
-    models = _dlib_models()
-    detector = dlib.get_frontal_face_detector()
-    shapes = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
-    encoder = dlib.face_recognition_model_v1(
-        str(models / "dlib_face_recognition_resnet_model_v1.dat")
-    )
-    started = time.perf_counter()
-    out = np.empty((len(paths), 128), dtype=np.float32)
-    for i, path in enumerate(paths):
+    def __init__(self) -> None:
+        import dlib
+
+        models = _dlib_models()
+        self._rectangle = dlib.rectangle
+        self.detector = dlib.get_frontal_face_detector()
+        self.shapes = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
+        self.encoder = dlib.face_recognition_model_v1(
+            str(models / "dlib_face_recognition_resnet_model_v1.dat")
+        )
+        self.fallbacks = 0  # photos where HOG found no face (the central box was used)
+
+    def __call__(self, path: Path) -> np.ndarray:
         image = np.asarray(Image.open(path).convert("RGB"))
         h, w = image.shape[:2]
-        found = list(detector(image, 1))
+        found = list(self.detector(image, 1))
         if found:  # the face nearest the centre (LFW centres the named person)
             box = min(found, key=lambda r: abs(r.center().x - w / 2) + abs(r.center().y - h / 2))
         else:
-            box = dlib.rectangle(int(w * 0.28), int(h * 0.28), int(w * 0.72), int(h * 0.72))
-        out[i] = np.asarray(encoder.compute_face_descriptor(image, shapes(image, box), 1))
+            self.fallbacks += 1
+            box = self._rectangle(int(w * 0.28), int(h * 0.28), int(w * 0.72), int(h * 0.72))
+        descriptor = self.encoder.compute_face_descriptor(image, self.shapes(image, box), 1)
+        return np.asarray(descriptor, dtype=np.float32)
+
+
+def dlib_descriptors(
+    paths: Sequence[Path], cache: Path | None = None, log: Callable[[str], None] | None = None
+) -> tuple[np.ndarray, float]:
+    """128-d dlib face descriptors ``(N, 128)`` and the seconds they took (0 from the cache);
+    ``log`` gets a line at each tenth done (they take about 0.15 s a photo on one core)."""
+    if cache is not None and cache.exists():
+        return np.load(cache), 0.0
+    describe = DlibDescriber()
+    started = time.perf_counter()
+    out = np.empty((len(paths), 128), dtype=np.float32)
+    tenth = 0
+    for i, path in enumerate(paths):
+        out[i] = describe(path)
+        if log is not None and (i + 1) * 10 // len(paths) > tenth:
+            tenth = (i + 1) * 10 // len(paths)
+            rate = (i + 1) / (time.perf_counter() - started)
+            log(f"dlib descriptors: {tenth * 10}% ({i + 1}/{len(paths)}, {rate:.1f} photos/s)")
     seconds = time.perf_counter() - started
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -112,15 +137,26 @@ def dlib_descriptors(paths: Sequence[Path], cache: Path | None = None) -> tuple[
     return out, seconds
 
 
+def fit_logistic_regression(
+    features: np.ndarray, targets: np.ndarray, c: float | None = None
+) -> Any:
+    """Multinomial logistic regression, C chosen by 3-fold CV (a fitted ``GridSearchCV``: its
+    ``.predict`` is the refitted best model's, ``.best_params_`` the choice); with ``c`` given,
+    one model with that C instead (a choice made earlier on the same features)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+
+    if c is not None:
+        return LogisticRegression(C=c, max_iter=3000).fit(features, targets)
+    search = GridSearchCV(
+        LogisticRegression(max_iter=3000), {"C": [1.0, 10.0, 100.0]}, cv=3, n_jobs=1
+    )
+    return search.fit(features, targets)
+
+
 def logistic_regression(
     features: np.ndarray, targets: np.ndarray, train: np.ndarray, test: np.ndarray
 ) -> tuple[np.ndarray, dict]:
     """Multinomial logistic regression on embeddings; C by 3-fold CV on the train part."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GridSearchCV
-
-    search = GridSearchCV(
-        LogisticRegression(max_iter=3000), {"C": [1.0, 10.0, 100.0]}, cv=3, n_jobs=1
-    )
-    search.fit(features[train], targets[train])
+    search = fit_logistic_regression(features[train], targets[train])
     return search.predict(features[test]), {"best_params": search.best_params_}
