@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 from facecls.data.align import align_face, box_crop
-from facecls.data.faces import as_square
+from facecls.data.faces import as_square, main_first
 from facecls.data.mtcnn import MTCNN
 from facecls.data.sources import default_cache_dir
 from facecls.models import create_model
@@ -63,11 +63,11 @@ def read_lfw(names: set[str] | None = None, limit: int | None = None) -> dict[st
 
 
 def detections_path() -> Path:
-    return default_cache_dir() / "benchmarks" / f"lfw-mtcnn-{ARCHIVE.stat().st_size}.npz"
+    return default_cache_dir() / "benchmarks" / f"lfw-mtcnn-main-{ARCHIVE.stat().st_size}.npz"
 
 
 def detect_all(photos: dict[str, np.ndarray], chunk: int = 32) -> tuple[dict, float]:
-    """Largest face's box and landmarks per photo (``None`` when none); photos per second."""
+    """The main face's box and landmarks per photo (``None`` when none); photos per second."""
     detector = MTCNN()
     found: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
     keys = list(photos)
@@ -78,10 +78,8 @@ def detect_all(photos: dict[str, np.ndarray], chunk: int = 32) -> tuple[dict, fl
             if len(d) == 0:
                 found[key] = None
                 continue
-            areas = (d.boxes[:, 2] - d.boxes[:, 0]) * (d.boxes[:, 3] - d.boxes[:, 1])
-            # LFW's person is the face nearest the centre among the large ones (background
-            # people are smaller and off-centre): largest area, then closest to the middle.
-            i = int(np.argmax(areas))
+            # LFW's person is the photo's main face: large and central (facecls's own rule).
+            i = int(main_first(d.boxes, *photos[key].shape[:2])[0])
             found[key] = (d.boxes[i], d.landmarks[i])
         if s // chunk % 20 == 0:
             print(f"  {s + len(part)}/{len(keys)} photos", flush=True)

@@ -186,3 +186,16 @@ def test_faces_detect_resolves_to_the_pipeline_that_suits_the_model() -> None:
     assert faces("facenet") == "box"
     assert faces("tronnet") == "align"
     assert resolve(RunConfig()).data.faces == "centre"
+
+
+def test_the_main_face_is_large_and_central_not_only_large() -> None:
+    from facecls.data.faces import main_first
+
+    # 250 x 250 photo: a bystander at the edge slightly larger than the subject in the middle
+    bystander = [0, 0, 110, 110]  # area 12,100, centre 70 px off in x and y
+    subject = [75, 75, 175, 175]  # area 10,000, centred
+    assert main_first(np.array([bystander, subject]), 250, 250).tolist() == [1, 0]
+    # both centred: the larger one first; far from the centre both, the larger still wins
+    small, big = [100, 100, 150, 150], [50, 50, 200, 200]
+    assert main_first(np.array([small, big]), 250, 250).tolist() == [1, 0]
+    assert main_first(np.zeros((0, 4)), 250, 250).tolist() == []

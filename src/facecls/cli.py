@@ -313,7 +313,7 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="new bundle folder (default <bundle>-enrolled)")
     p.add_argument(
         "--detect", action="store_true",
-        help="cut the largest face of each photo (MTCNN; always so for --faces align/box models)",
+        help="cut the main face of each photo (MTCNN; always so for --faces align/box models)",
     )  # fmt: skip
     p = sub.add_parser("export", help="export a model to ONNX and check it against PyTorch")
     p.add_argument("model", type=Path, help="run folder or model bundle")
@@ -345,7 +345,7 @@ def _add_compare_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("a", type=Path, help="first photo")
     p.add_argument("b", type=Path, help="second photo")
     p.add_argument("--threshold", type=float, help="similarity threshold (default: calibrated)")
-    p.add_argument("--detect", action="store_true", help="compare the largest detected faces")
+    p.add_argument("--detect", action="store_true", help="compare the main detected faces")
     p = sub.add_parser("search", help="the gallery faces closest to a photo's face")
     p.add_argument("model", type=Path, help="run folder or model bundle")
     p.add_argument("photo", type=Path, help="the photo to look for")

@@ -59,7 +59,7 @@ class DataConfig:
             above; photos that are already faces), ``align`` (MTCNN + 5-point alignment),
             ``box`` (MTCNN box + margin) or ``detect`` (resolved to the detecting pipeline that
             suits the model: ``box`` for FaceNet, ``align`` otherwise). Detection runs once, at decode time; a photo without
-            a face is skipped and listed, one with several keeps the largest.
+            a face is skipped and listed, one with several keeps the main face (largest, most central).
         synthetic_classes: identities drawn by the ``synthetic`` source.
         synthetic_max: images of the most frequent synthetic identity.
         synthetic_min: images of the rarest synthetic identity.

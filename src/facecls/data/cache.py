@@ -27,6 +27,8 @@ from facecls.progress import bar, track
 
 # Bump when decoding changes (resize filter, mode handling) so stale caches are not reused.
 LOADER_VERSION = 1
+# Bump when the choice of a photo's face changes (2: main face instead of the largest).
+FACE_CHOICE_VERSION = 2
 
 
 def cache_key(
@@ -37,7 +39,7 @@ def cache_key(
     before crops and pipelines existed)."""
     tag = f"v{LOADER_VERSION}:{image_size}" + (f":crop{crop!r}" if crop != 1.0 else "")
     if faces != "centre":
-        tag += f":faces-{faces}-a{ALIGN_SCALE!r}-m{BOX_MARGIN!r}"
+        tag += f":faces-{faces}-a{ALIGN_SCALE!r}-m{BOX_MARGIN!r}-c{FACE_CHOICE_VERSION}"
     h = hashlib.sha256(tag.encode())
     for ref in refs:
         stat = ref.path.stat()
@@ -87,7 +89,7 @@ def _photo(ref: ImageRef) -> np.ndarray | str:
 def _detect_all(
     refs: Sequence[ImageRef], cutter: FaceCutter, show_progress: bool, chunk: int = 16
 ) -> tuple[np.ndarray, list[int], list[dict[str, str]], int]:
-    """Find and cut the largest face of each photo, ``chunk`` photos per detector batch.
+    """Find and cut the main face of each photo, ``chunk`` photos per detector batch.
 
     Returns ``_decode_all``'s three results and the number of photos with several faces.
     """
@@ -163,7 +165,8 @@ def decode_cached(
     Args:
         crop: the ``centre`` pipeline's share of the shorter side.
         faces: the face pipeline (:mod:`facecls.data.faces`); ``align`` and ``box`` run the
-            detector once here and keep each photo's largest face.
+            detector once here and keep each photo's main face (the largest, weighted by
+            closeness to the centre).
         device: where the detector runs.
 
     Returns:
@@ -187,7 +190,7 @@ def decode_cached(
     if cutter.detects:
         images, kept, skipped, several = _detect_all(refs, cutter, show_progress)
         log(f"Faces: found in {len(kept)} of {len(refs)} photos; {several} with several faces "
-            "(the largest kept)")  # fmt: skip
+            "(the main face kept)")  # fmt: skip
     else:
         images, kept, skipped = _decode_all(refs, image_size, show_progress, crop)
     # atomic_path leaves no temporary file behind, and names the folder on a full disk

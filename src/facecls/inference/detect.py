@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from facecls.data.faces import LFW_ENLARGE, Face
+from facecls.data.faces import LFW_ENLARGE, Face, main_first
 from facecls.data.images import _resize_centre_square
 from facecls.data.mtcnn import Detections
 
@@ -64,9 +64,8 @@ def crop_face(
 def lfw_faces(
     photo: np.ndarray, found: Detections, size: int, crop: float = 1.0, every_face: bool = True
 ) -> list[Face]:
-    """The detected faces of ``photo`` cut LFW-style (largest first) for a ``centre`` model."""
-    areas = (found.boxes[:, 2] - found.boxes[:, 0]) * (found.boxes[:, 3] - found.boxes[:, 1])
-    order = np.argsort(-areas, kind="stable")[: None if every_face else 1]
+    """The detected faces of ``photo`` cut LFW-style (main face first) for a ``centre`` model."""
+    order = main_first(found.boxes, *photo.shape[:2])[: None if every_face else 1]
     return [
         Face(
             crop_face(photo, Box.from_corners(found.boxes[i]), size, crop=crop),

@@ -67,7 +67,7 @@ def _embed_identities(
                     if not found:
                         skipped.append({"path": ref.relpath, "reason": "no face found"})
                         continue
-                    faces.append(found[0].pixels)  # the largest face, cut as in training
+                    faces.append(found[0].pixels)  # the main face, cut as in training
                 names.append(ref.identity)
             except ImageError as error:
                 skipped.append({"path": ref.relpath, "reason": str(error)})
@@ -100,7 +100,7 @@ def enroll(
         out: the new bundle folder (default ``<bundle folder>-enrolled`` beside the original).
             Enrolling into a bundle that already has enrolled people keeps them; a name enrolled
             again is replaced.
-        detect: cut the largest face of each photo first (MTCNN); always so for a model
+        detect: cut the main face of each photo first (MTCNN); always so for a model
             trained with the ``align``/``box`` face pipeline.
 
     Raises:

@@ -35,7 +35,7 @@ class Prediction:
         score: the open-set score (higher = more like a known person); NaN without a face.
         top_k: ``(name, probability)`` pairs, most likely first.
         path: the file, when the input was a file.
-        face: index of the face in its photo (when faces are detected; largest first).
+        face: index of the face in its photo (when faces are detected; main face first).
         faces: faces found in the photo (when faces are detected), else ``None``.
         box: ``(x, y, w, h)`` of the detected face in the photo's pixels.
         landmarks: eyes, nose and mouth corners ``((x, y), ...)`` in the photo's pixels.
@@ -99,7 +99,7 @@ def face_items(paths: Iterable[Path], model: FaceSource, detect: bool) -> Iterat
     """Each photo as the faces to classify, or as a finished ``error``/``no_face`` row.
 
     Without ``detect`` a photo is one face, cut as training cut it (``model.load_face``);
-    with it every face found in the photo is cut (``model.faces_in``), largest first.
+    with it every face found in the photo is cut (``model.faces_in``), main face first.
     """
     for path in paths:
         shown = printable(str(path))  # a non-UTF-8 name, escaped for the CSV and the log

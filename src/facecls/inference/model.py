@@ -213,7 +213,7 @@ class FaceModel:
 
     def load_face(self, path: Path) -> np.ndarray:
         """A photo file's face as the model saw its training images: RGB uint8 ``(S, S, 3)``
-        (the largest face, for a model trained with a detecting pipeline).
+        (the main face, for a model trained with a detecting pipeline).
 
         Raises:
             ImageError: the file cannot be read as an image, or holds no face (the message
@@ -245,7 +245,8 @@ class FaceModel:
         return self.cutter.detects
 
     def faces_in(self, photo: np.ndarray, every_face: bool = True) -> list[Face]:
-        """The faces of an RGB uint8 photo, the largest first, cut as this model needs them:
+        """The faces of an RGB uint8 photo, the main face first (the largest, weighted by closeness to
+        the centre), cut as this model needs them:
         with its own pipeline when it detects, else MTCNN boxes cut LFW-style (a ``centre``
         model given group photos)."""
         if self.cutter.detects:

@@ -207,7 +207,7 @@ def search(
     device: str = "auto",
     log: Callable[[str], None] = print,
 ) -> SearchResult:
-    """``facecls search``: the ``top_k`` gallery faces closest to the (largest) face of ``photo``.
+    """``facecls search``: the ``top_k`` gallery faces closest to the (main) face of ``photo``.
 
     Raises:
         DataError: the photo cannot be read or has no face; the gallery is not a folder.

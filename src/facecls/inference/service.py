@@ -217,7 +217,7 @@ def create_app(store: ModelStore, settings: Settings | None = None) -> FastAPI:
     async def enroll(
         name: Annotated[str, Form()], files: Annotated[list[UploadFile], File()]
     ) -> dict[str, Any]:
-        """Add a person from a few photos (the largest face of each); kept on disk."""
+        """Add a person from a few photos (the main face of each); kept on disk."""
         if len(files) > MAX_ENROLL_PHOTOS:
             raise UploadError(413, f"at most {MAX_ENROLL_PHOTOS} photos per enrollment")
         faces = []

@@ -224,7 +224,7 @@ def stored_threshold(model: FaceModel, threshold: float | None) -> tuple[float, 
 
 
 def first_face(model: FaceModel, photo: str | Path, detect: bool) -> tuple[Prediction, np.ndarray]:
-    """The (largest) face of one photo and its unit embedding.
+    """The (main) face of one photo and its unit embedding.
 
     Raises:
         DataError: the photo cannot be read or holds no face (the message names it).
@@ -249,7 +249,7 @@ def verify(
     Args:
         threshold: cosine similarity at or above which they are; default the bundle's calibrated
             one (``model.json`` ``verify``).
-        detect: compare the largest detected face of each photo.
+        detect: compare the main detected face of each photo.
     """
     model = model if isinstance(model, FaceModel) else _load(model, device)
     limit, far = stored_threshold(model, threshold)

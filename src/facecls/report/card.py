@@ -73,9 +73,9 @@ def _pipeline(meta: dict[str, Any]) -> str:
         "facecls)"
     )
     if faces == "align":
-        cut = f"every face is found by {mtcnn} and aligned on its five landmarks; the largest"
+        cut = f"every face is found by {mtcnn} and aligned on its five landmarks; the main (largest, most central)"
     elif faces == "box":
-        cut = f"every face is found by {mtcnn} and cut as its box plus a margin; the largest"
+        cut = f"every face is found by {mtcnn} and cut as its box plus a margin; the main (largest, most central)"
     else:
         cut = (
             "the whole photo" if crop >= 1.0
