@@ -32,6 +32,10 @@ class TorchRunner:
 
     @torch.no_grad()
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        step = self.runtime.batch(len(images))
+        if len(images) > step:  # CPU: small forward passes are faster (runtime.CPU_BATCH)
+            parts = [self(images[s : s + step]) for s in range(0, len(images), step)]
+            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         batch = torch.from_numpy(images).to(self.device)
         with self.runtime.autocast():
             pixels = normalize(batch, self.mean, self.std).contiguous(

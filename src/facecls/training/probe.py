@@ -101,7 +101,8 @@ def compute_embeddings(
     targets = torch.zeros(images.shape[0], dtype=torch.int64, device=images.device)
     parts = []
     try:
-        for batch, _ in IndexBatches(images, targets, index, batch_size, runtime.device).epoch():
+        size = runtime.batch(batch_size)
+        for batch, _ in IndexBatches(images, targets, index, size, runtime.device).epoch():
             x = normalize(batch, mean, std).contiguous(memory_format=memory_format)
             seen = [x, x.flip(3)][:views]
             with runtime.autocast():
