@@ -119,11 +119,12 @@ def main() -> None:
         answers.setdefault(p.path, []).append(p)
     seconds = time.perf_counter() - made
     named = known_total = rejected = stranger_total = ghosts = answered = missed = 0
+    by_tilt: dict[bool, list[bool]] = {False: [], True: []}  # known faces: tilted >= 10° or not
     for path, faces in zip(paths, plan, strict=True):
         found = [p for p in answers.get(str(path), []) if p.box is not None]
         answered += len(found)
         used = set()
-        for key, is_known, (cx, cy), _, _ in faces:
+        for key, is_known, (cx, cy), _, angle in faces:
             match = next(
                 (j for j, p in enumerate(found) if j not in used
                  and p.box[0] <= cx <= p.box[0] + p.box[2] and p.box[1] <= cy <= p.box[1] + p.box[3]),
@@ -132,7 +133,9 @@ def main() -> None:
             identity = key.split("/")[0]
             if is_known:
                 known_total += 1
-                named += match is not None and found[match].identity == identity
+                right = match is not None and found[match].identity == identity
+                named += right
+                by_tilt[abs(angle) >= 10].append(right)
             else:
                 stranger_total += 1
                 rejected += match is None or found[match].decision == "unknown"
@@ -144,6 +147,8 @@ def main() -> None:
           f"(LFW-8 test part), {stranger_total} strangers; model {model.meta['architecture']} @ "
           f"{model.image_size} px, face pipeline {model.faces}, trained in {args.run}")  # fmt: skip
     print(f"  known faces named correctly   {named / known_total:.3f}  (goal >= 0.95)")
+    print(f"    tilted < 10°: {np.mean(by_tilt[False]):.3f} of {len(by_tilt[False])}; "
+          f"10-25°: {np.mean(by_tilt[True]):.3f} of {len(by_tilt[True])}")  # fmt: skip
     print(f"  strangers answered unknown    {rejected / stranger_total:.3f}  (goal >= 0.90)")
     print(f"  answers for no face           {ghosts / max(answered, 1):.3f}  (goal <= 0.02; "
           f"{ghosts} of {answered} answers)")  # fmt: skip

@@ -199,3 +199,36 @@ def test_the_main_face_is_large_and_central_not_only_large() -> None:
     small, big = [100, 100, 150, 150], [50, 50, 200, 200]
     assert main_first(np.array([small, big]), 250, 250).tolist() == [1, 0]
     assert main_first(np.zeros((0, 4)), 250, 250).tolist() == []
+
+
+def test_a_tilted_head_is_cut_upright_and_a_small_tilt_is_left_alone() -> None:
+    from facecls.data.align import box_crop, eye_angle, upright_box_crop
+
+    y, x = np.mgrid[0:300, 0:300]
+    base = np.zeros((300, 300, 3), np.uint8)
+    base[..., 0] = (x * 255 / 299).astype(np.uint8)  # left-right and up-down gradients
+    base[..., 1] = (y * 255 / 299).astype(np.uint8)
+    base[120:135, 110:190] = 255  # a bright "eye line"
+    box = np.array([100.0, 100.0, 200.0, 200.0])
+    reference = box_crop(base, box, 64).astype(float)
+    # rotated 25° counter-clockwise about the face centre: the right eye rises
+    tilted = np.asarray(
+        Image.fromarray(base).rotate(25, resample=Image.Resampling.BILINEAR, center=(150, 150))
+    )
+    eyes = np.array([[120.0, 150.0], [180.0, 150.0]])
+    turn = np.radians(25)
+    rotated_eyes = [
+        (150 + (px - 150) * np.cos(turn) + (py - 150) * np.sin(turn),
+         150 - (px - 150) * np.sin(turn) + (py - 150) * np.cos(turn))
+        for px, py in eyes
+    ]  # fmt: skip
+    angle = eye_angle(np.array(rotated_eyes))
+    assert angle == pytest.approx(-25.0, abs=1e-6)
+    upright = upright_box_crop(tilted, box, 64, 0.0, angle).astype(float)
+    plain = box_crop(tilted, box, 64).astype(float)
+    centre = (slice(12, 52), slice(12, 52))  # the corners hold what the rotation brought in
+    assert (
+        np.abs(upright - reference)[centre].mean() < 0.25 * np.abs(plain - reference)[centre].mean()
+    )
+    # under UPRIGHT_FROM degrees the plain box crop is returned as it is
+    assert np.array_equal(upright_box_crop(base, box, 64, 0.0, 5.0), box_crop(base, box, 64))

@@ -27,8 +27,9 @@ from facecls.progress import bar, track
 
 # Bump when decoding changes (resize filter, mode handling) so stale caches are not reused.
 LOADER_VERSION = 1
-# Bump when the choice of a photo's face changes (2: main face instead of the largest).
-FACE_CHOICE_VERSION = 2
+# Bump when the choice of a photo's face changes (2: main face instead of the
+# largest; 3: tilted heads cut upright by the box pipeline).
+FACE_CHOICE_VERSION = 3
 
 
 def cache_key(

@@ -10,7 +10,8 @@ which one a model was trained with:
   landmarks on the ArcFace template (:func:`facecls.data.align.align_face`): tilted heads come
   out upright.
 - ``box``: MTCNN's box plus a margin, resized (:func:`facecls.data.align.box_crop`) — the
-  framing FaceNet's CASIA-WebFace weights were trained on.
+  framing FaceNet's CASIA-WebFace weights were trained on; a head tilted 10° or more is cut
+  along its eye line, so it comes out upright (:func:`facecls.data.align.upright_box_crop`).
 
 A photo holds any number of faces. They are ordered main face first (:func:`main_first`: the
 largest, weighted by closeness to the photo's centre); training keeps the main face (and counts
@@ -26,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from facecls.config import FACES as PIPELINES
-from facecls.data.align import align_face, box_crop
+from facecls.data.align import align_face, eye_angle, upright_box_crop
 from facecls.data.images import _resize_centre_square
 from facecls.data.mtcnn import MTCNN, Detections
 
@@ -156,7 +157,9 @@ class FaceCutter:
             if self.pipeline == "align":
                 pixels = align_face(photo, points, self.size, scale=ALIGN_SCALE)
             else:
-                pixels = box_crop(photo, box, self.size, margin=BOX_MARGIN * self.size)
+                pixels = upright_box_crop(
+                    photo, box, self.size, BOX_MARGIN * self.size, eye_angle(points)
+                )
             faces.append(
                 Face(pixels, tuple(float(v) for v in box), points.copy(), float(found.scores[i]))
             )
