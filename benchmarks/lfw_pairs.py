@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facecls.data.faces import as_square
+from facecls.data.images import ImageError, load_rgb
 from facecls.data.sources import default_cache_dir, scan_source
 from facecls.inference.model import load_model
 
@@ -50,6 +52,28 @@ def read_pairs(path: Path) -> list[list[tuple[str, str, bool]]]:
         fold += [(file(r[0], r[1]), file(r[2], r[3]), False) for r in chunk[per_half:]]
         folds.append(fold)
     return folds
+
+
+def embed_all(model, paths: list[Path], chunk: int = 64) -> tuple[np.ndarray, list[int]]:
+    """Unit embeddings of ``paths`` as ``model.embed`` cuts them; a photo where the model's face
+    pipeline finds no face gives the embedding of its centre square (0.64), and is listed."""
+    out, faceless = [], []
+    for s in range(0, len(paths), chunk):
+        part = paths[s : s + chunk]
+        try:
+            out.append(model.embed(part))
+            continue
+        except ImageError:
+            pass
+        for i, path in enumerate(part):  # one of them has no face: one at a time
+            try:
+                out.append(model.embed([path]))
+            except ImageError:
+                faceless.append(s + i)
+                square = as_square(load_rgb(path), model.image_size, 0.64).transpose(2, 0, 1)
+                features = model.outputs(square[None])[1]
+                out.append(features / np.linalg.norm(features, axis=1, keepdims=True))
+    return np.concatenate(out), faceless
 
 
 def best_threshold(similarity: np.ndarray, same: np.ndarray) -> float:
@@ -87,7 +111,10 @@ def main() -> None:
     missing = [f for f in files if f not in paths]
     if missing:
         raise SystemExit(f"{len(missing)} pair images are not in {args.data}, e.g. {missing[0]}")
-    embeddings = model.embed([paths[f] for f in files])  # (N, D), unit length
+    embeddings, faceless = embed_all(model, [paths[f] for f in files])  # (N, D), unit length
+    if faceless:
+        print(f"  no face found in {len(faceless)} photo(s) (their centre square used): "
+              + ", ".join(files[i] for i in faceless))  # fmt: skip
     index = {f: i for i, f in enumerate(files)}
     pairs = [(a, b, s, k) for k, fold in enumerate(folds) for a, b, s in fold]
     left = embeddings[[index[a] for a, _, _, _ in pairs]]
