@@ -35,16 +35,24 @@ def _config(source: Path, tmp_path: Path, **train) -> RunConfig:
     )  # fmt: skip
 
 
-def test_cached_probe_trains_the_same_head(synthetic_folder: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
+def test_cached_probe_trains_the_same_head(
+    synthetic_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: str
+) -> None:
+    """The head trained on cached embeddings (computed by PyTorch, or by ONNX Runtime as long
+    passes are on the CPU) equals the head trained through the frozen network."""
+    if engine == "onnxruntime":
+        monkeypatch.setattr("facecls.models.cpu_pass.MIN_IMAGES", 1)
+    shutil.rmtree(default_cache_dir() / "embedded", ignore_errors=True)  # computed here
     config = _config(synthetic_folder, tmp_path)
     dataset = load_dataset(config.data, log=lambda _m: None)
     order = np.random.default_rng(0).permutation(len(dataset))
     val, train = order[:20], order[20:]
-    heads, vals = [], []
+    heads, vals, logs = [], [], []
     for cached in (True, False):
         trained = train_model(
             dataset, dataset.images, dataset.targets, train, val, config, torch.device("cpu"),
-            ModelSource(config, dataset.num_classes, torch.device("cpu")), log=lambda _m: None,
+            ModelSource(config, dataset.num_classes, torch.device("cpu")), log=logs.append,
             embed_frozen=cached,
         )  # fmt: skip
         assert (trained.head_only is not None) == cached
@@ -53,6 +61,8 @@ def test_cached_probe_trains_the_same_head(synthetic_folder: Path, tmp_path: Pat
     for key in heads[0]:
         torch.testing.assert_close(heads[0][key], heads[1][key], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(vals[0], vals[1], rtol=1e-4, atol=1e-4)
+    on_onnx = any("runs on ONNX Runtime" in line for line in logs)
+    assert on_onnx == (engine == "onnxruntime")
 
 
 def _key(config: RunConfig, weights: Path | None = None) -> str:

@@ -34,6 +34,7 @@ from facecls.data.augment import normalize
 from facecls.data.batches import IndexBatches
 from facecls.data.dataset import FaceDataset
 from facecls.data.sources import default_cache_dir
+from facecls.models.cpu_pass import onnx_pass
 from facecls.models.embedding import final_linear, head_name, logits_and_features
 from facecls.runtime import Runtime
 
@@ -84,33 +85,40 @@ def embedding_key(
 @torch.no_grad()
 def compute_embeddings(
     model: nn.Module, images: torch.Tensor, mean: list[float], std: list[float],
-    runtime: Runtime, views: int, batch_size: int = 256,
+    runtime: Runtime, views: int, batch_size: int = 256, log: Log | None = None,
 ) -> tuple[torch.Tensor, int]:  # fmt: skip
     """``(N, views, D)`` float32 embeddings (view 1: the mirror image) and the number of images
-    the backbone ran on, counted by a forward hook."""
+    the backbone ran on. An fp32 pass on the CPU runs on ONNX Runtime when it is installed
+    (``models/cpu_pass.py``: 1.7x faster for FaceNet), else on PyTorch."""
     model.eval()
     ran = 0
+    fast = None
+    if runtime.device.type == "cpu" and runtime.dtype is None:
+        fast = onnx_pass(model, int(images.shape[-1]), int(images.shape[0]) * views)
+        if fast is not None and log is not None:
+            log("The frozen backbone runs on ONNX Runtime (faster than PyTorch on the CPU)")
 
-    def count(_module: nn.Module, args: tuple) -> None:
+    def forward(x: torch.Tensor) -> torch.Tensor:
         nonlocal ran
-        ran += int(args[0].shape[0])
+        ran += int(x.shape[0])
+        if fast is not None:
+            return torch.from_numpy(fast(x.contiguous().numpy())[1]).to(x.device)
+        return logits_and_features(model, x)[1].float()
 
-    hook = model.register_forward_pre_hook(count)
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
+    if fast is None:
+        model = model.to(memory_format=memory_format)
     index = torch.arange(images.shape[0])
     targets = torch.zeros(images.shape[0], dtype=torch.int64, device=images.device)
     parts = []
-    try:
-        size = runtime.batch(batch_size)
-        for batch, _ in IndexBatches(images, targets, index, size, runtime.device).epoch():
-            x = normalize(batch, mean, std).contiguous(memory_format=memory_format)
-            seen = [x, x.flip(3)][:views]
-            with runtime.autocast():
-                parts.append(
-                    torch.stack([logits_and_features(model, v)[1].float() for v in seen], 1)
-                )
-    finally:
-        hook.remove()
+    size = runtime.batch(batch_size)
+    for batch, _ in IndexBatches(images, targets, index, size, runtime.device).epoch():
+        x = normalize(batch, mean, std)
+        if fast is None:
+            x = x.contiguous(memory_format=memory_format)
+        seen = [x, x.flip(3)][:views]
+        with runtime.autocast():
+            parts.append(torch.stack([forward(v) for v in seen], 1))
     return torch.cat(parts), ran
 
 
@@ -136,7 +144,9 @@ def embed_once(
     else:
         what = "and its mirror image " if views == 2 else ""
         log(f"Embedding every image {what}once with the frozen backbone (cache: {path.parent})")
-        features, ran = compute_embeddings(model, images, mean, std, runtime, views, batch_size)
+        features, ran = compute_embeddings(
+            model, images, mean, std, runtime, views, batch_size, log
+        )
         with atomic_path(path) as tmp, tmp.open("wb") as f:
             np.save(f, features.cpu().numpy())
         log(f"Embeddings: backbone ran on {ran} images ({features.shape[0]} x {views} views)")

@@ -1,0 +1,85 @@
+"""A frozen network's forward pass on the CPU through ONNX Runtime.
+
+Passes that only read a network (the frozen backbone's embedding pass of a linear probe, the
+calibration pass over a run's training part) run about 1.7x faster on ONNX Runtime's CPU kernels
+than on PyTorch's: FaceNet at 160 px embedded 108 against 64 images/s on the 2-core dev VM (fp32,
+batches of 16, both on 2 threads), with the same embeddings to 1.5e-6. The network is exported in
+memory (TorchScript-based exporter, about 1.5 s for FaceNet); nothing is written to disk.
+
+When ``onnx``/``onnxruntime`` are not installed, or the export fails, :func:`onnx_pass` answers
+``None`` and callers run PyTorch as before.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from facecls.models.embedding import logits_and_features
+
+# (normalised float32 images (N, 3, S, S)) -> (logits (N, C), embeddings (N, D)), float32
+Pass = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+# Passes over fewer images stay on PyTorch: the export costs more than it saves there.
+MIN_IMAGES = 512
+
+
+class _Outputs(nn.Module):
+    """Logits and embeddings of ``model`` as two outputs (what :func:`logits_and_features` gives)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return logits_and_features(self.model, images)
+
+
+def onnx_pass(
+    model: nn.Module, image_size: int, images: int, threads: int | None = None
+) -> Pass | None:
+    """``model`` (eval mode, CPU, fp32) as an ONNX Runtime session on ``threads`` threads
+    (PyTorch's thread count by default) for a pass over ``images`` images, or ``None`` when
+    ONNX Runtime cannot run it or the pass is shorter than :data:`MIN_IMAGES`."""
+    if images < MIN_IMAGES:
+        return None
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    was_training = model.training
+    model.eval()
+    buffer = io.BytesIO()
+    example = torch.zeros(1, 3, image_size, image_size)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the exporter's notes on its own deprecation
+            torch.onnx.export(
+                _Outputs(model).cpu(), (example,), buffer, dynamo=False, opset_version=17,
+                input_names=["images"], output_names=["logits", "embedding"],
+                dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"},
+                              "embedding": {0: "batch"}},
+            )  # fmt: skip
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = int(threads or torch.get_num_threads())
+        options.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(
+            buffer.getvalue(), options, providers=["CPUExecutionProvider"]
+        )
+    except Exception:  # noqa: BLE001 - any exporter/runtime gap: PyTorch runs it instead
+        return None
+    finally:
+        model.train(was_training)
+
+    def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, embedding = session.run(
+            None, {"images": np.ascontiguousarray(images, dtype=np.float32)}
+        )
+        return logits, embedding
+
+    return run
