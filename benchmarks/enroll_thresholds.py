@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facecls.openset import enrolled_table
+
 
 def unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -31,7 +33,7 @@ def main() -> None:
     p.add_argument("meta", type=Path, help="model.json of the enrolled bundle")
     args = p.parse_args()
     d = np.load(args.dump)
-    table = json.loads(args.meta.read_text())["openset"].get("enrolled_thresholds", {})
+    table = enrolled_table(json.loads(args.meta.read_text())["openset"], "centroid")
     known, probes, centroids = unit(d["known"]), unit(d["probes"]), d["centroids"]
     known_t, probe_t, trained = d["known_targets"], d["probe_targets"], int(d["trained"])
     threshold = float(d["threshold"])

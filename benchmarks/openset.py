@@ -6,13 +6,14 @@ Train on LFW-8's train split (the benchmark split file), then probe with
 - knowns: LFW-8's test split (965 images of the 217 trained people);
 - strangers: every image of the LFW people with fewer than 8 images (none of them trained on).
 
-For each open-set score (max softmax probability, energy, centroid cosine) it prints FPIR and
+For each open-set score (max softmax probability, energy, centroid cosine, margin) it prints FPIR and
 FNIR at the threshold calibrated on validation (95 % of correct validation answers accepted), the
 detection-and-identification rate (DIR = 1 - FNIR) at FPIR 1 %, and writes the DIR/FPIR curve.
 
 Enrollment: the people with 5-7 images (outside LFW-8) are enrolled from their first 3 images;
 their remaining images are then identified among all trained + enrolled people, next to the
-trained people's test images under the same nearest-class-mean head.
+trained people's test images under the same nearest-class-mean head, decided by the bundle's
+score (``margin``) and by the plain centroid cosine, each at its calibrated thresholds.
 
     PYTHONPATH=src python benchmarks/openset.py [--run RUN_FOLDER] [--epochs 40] [--out DIR]
 """
@@ -160,36 +161,41 @@ def main() -> None:
     print(f"Enrollment without retraining: {len(new_people)} LFW people with 5-7 images enrolled "
           f"from 3 images each in {enroll_seconds:.1f} s; nearest-class-mean head over "
           f"{len(names)} trained + {len(new_people)} enrolled identities")  # fmt: skip
-    table = enrolled.meta["openset"].get("enrolled_thresholds", {})
-    print(f"  thresholds (centroid cosine): trained {enrolled.threshold:.4f}; enrolled from k "
-          "photos " + (", ".join(f"k={k} {t:.4f}" for k, t in table.items()) or "none (older "
-          "bundle: the trained one)"))  # fmt: skip
     p_logits, p_features = enrolled.outputs(probe_images)
-    for label, logits, features, targets in (
-        # the same network: the trained people's outputs are those computed above
-        ("trained people (LFW-8 test)", k_logits, k_features, known_targets),
-        ("enrolled people (other images)", p_logits, p_features, probe_targets),
-    ):
-        cos = openset.cosine(features, enrolled.centroids)
-        top1 = cos.argmax(1)
-        accuracy = float(np.mean(top1 == targets))
-        # each face against the threshold of the identity it is given (FaceModel.decide)
-        answers = enrolled.decide(logits, features, top_k=1)
-        named = float(
-            np.mean([a.identity == all_names[t] for a, t in zip(answers, targets, strict=True)])
-        )
-        single = float(np.mean((top1 == targets) & (cos.max(1) >= enrolled.threshold)))
-        print(f"  {label:<32} {len(targets):>5} images  top-1 accuracy {accuracy:.3f}  "
-              f"named (DIR) {named:.3f}  (one threshold for all: {single:.3f})")  # fmt: skip
     # strangers: people with < 8 images who were not enrolled
     enrolled_set = set(new_people)
     other = np.array([stranger_refs[i].identity not in enrolled_set for i in stranger_kept], bool)
-    answers = enrolled.decide(u_logits[other], u_features[other], top_k=1)
-    fpir = float(np.mean([a.decision == "known" for a in answers]))
-    print(
-        f"  strangers named as someone (FPIR) {fpir:.3f} of {len(answers)} images of people "
-        "neither trained nor enrolled"
-    )
+    # the bundle's score (margin), then the plain cosine it replaced, on the same outputs
+    for method in dict.fromkeys((enrolled.method, "centroid", "margin")):
+        decider = load_model(enrolled_dir, device="cpu", method=method)
+        table = openset.enrolled_table(decider.meta["openset"], method)
+        print(f"  score {method}{' (the bundle default)' if method == enrolled.method else ''}: "
+              f"thresholds trained {decider.threshold:.4f}; enrolled from k photos "
+              + (", ".join(f"k={k} {t:.4f}" for k, t in table.items()) or "none (older "
+                 "bundle: the trained one)"))  # fmt: skip
+        for label, logits, features, targets in (
+            # the same network: the trained people's outputs are those computed above
+            ("trained people (LFW-8 test)", k_logits, k_features, known_targets),
+            ("enrolled people (other images)", p_logits, p_features, probe_targets),
+        ):
+            top1 = openset.cosine(features, decider.centroids).argmax(1)
+            accuracy = float(np.mean(top1 == targets))
+            # each face against the threshold of the identity it is given (FaceModel.decide)
+            answers = decider.decide(logits, features, top_k=1)
+            named = float(
+                np.mean([a.identity == all_names[t] for a, t in zip(answers, targets, strict=True)])
+            )
+            # the trained people's threshold for everyone
+            one = float(np.mean([
+                a.score >= decider.threshold and top == t
+                for a, top, t in zip(answers, top1, targets, strict=True)
+            ]))  # fmt: skip
+            print(f"    {label:<32} {len(targets):>5} images  top-1 accuracy {accuracy:.3f}  "
+                  f"named (DIR) {named:.3f}  (one threshold for all: {one:.3f})")  # fmt: skip
+        answers = decider.decide(u_logits[other], u_features[other], top_k=1)
+        fpir = float(np.mean([a.decision == "known" for a in answers]))
+        print(f"    strangers named as someone (FPIR) {fpir:.4f} of {len(answers)} images of people "
+              "neither trained nor enrolled")  # fmt: skip
     print(f"  (trained people with the trained linear head: accuracy {correct.mean():.3f})")
     if args.dump:
         # raw embeddings and the enrolled bundle's centroids, to study decision rules offline
@@ -198,7 +204,7 @@ def main() -> None:
             probe_targets=probe_targets, strangers=u_features[other],
             centroids=enrolled.centroids, trained=len(names),
             enrolled_images=np.array(enrolled.meta["enrolled"]["images"]),
-            threshold=enrolled.threshold,
+            threshold=load_model(enrolled_dir, device="cpu", method="centroid").threshold,
         )  # fmt: skip
         print(f"  embeddings: {args.dump}")
     print(f"Wall time {time.perf_counter() - started:.0f} s (training {train_seconds:.0f} s)")

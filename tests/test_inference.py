@@ -86,7 +86,7 @@ def test_training_stores_calibration(run: Path, tmp_path: Path) -> None:
     shutil.copytree(run, copy)
     assert main(["--quiet", "calibrate", str(copy)]) == 0
     again = json.loads((copy / "model" / "model.json").read_text())["openset"]
-    assert set(again["thresholds"]) == {"msp", "energy", "centroid"}
+    assert set(again["thresholds"]) == {"msp", "energy", "centroid", "margin"}
     assert facecls.load_model(copy).centroids.shape[0] == TRAINED
 
 
@@ -333,7 +333,9 @@ def test_evaluate_strangers_measures_the_unknown_decision(
     assert [s["path"] for s in result["strangers"]["skipped"]] == [str(strangers / "broken.jpg")]
     # The centroid score only once the run is calibrated (train leaves the centroids out).
     calibrated = (copy / "model" / "centroids.safetensors").is_file()
-    assert set(result["methods"]) == {"msp", "energy"} | ({"centroid"} if calibrated else set())
+    assert set(result["methods"]) == {"msp", "energy"} | (
+        {"centroid", "margin"} if calibrated else set()
+    )
     named = [p.decision == "known" for p in facecls.load_model(copy).predict(photos)]
     assert result["methods"]["msp"]["fpir"] == pytest.approx(np.mean(named))
     for row in result["methods"].values():

@@ -22,6 +22,14 @@ def test_scores_match_their_definitions() -> None:
     expected = np.sum(unit * centroids[chosen], axis=1)
     got = openset.scores("centroid", logits, features, centroids)
     assert got == pytest.approx(expected, abs=1e-5)
+    # margin: the chosen cosine minus half the best other one (brute force)
+    cos = unit @ centroids.T
+    second = np.array([max(np.delete(row, c)) for row, c in zip(cos, chosen, strict=True)])
+    margin = openset.scores("margin", logits, features, centroids)
+    assert margin == pytest.approx(expected - openset.MARGIN_WEIGHT * second, abs=1e-5)
+    # one identity has no runner-up: the margin is the cosine
+    one = openset.scores("margin", logits[:, :1], features, centroids[:1])
+    assert one == pytest.approx(unit @ centroids[0], abs=1e-5)
     with pytest.raises(ValueError, match="unknown open-set method"):
         openset.scores("odin", logits)
 
@@ -124,3 +132,42 @@ def test_auroc_matches_scikit_learn_with_ties() -> None:
     expected = roc_auc_score(np.r_[np.ones(300), np.zeros(500)], np.r_[known, unknown])
     assert openset.auroc(known, unknown) == pytest.approx(expected, abs=1e-12)
     assert openset.auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
+
+
+def test_margin_thresholds_for_enrolled_people_and_older_bundles() -> None:
+    """Margin thresholds per k accept about the target share of fresh people's photos that
+    their centroid names; older bundles' flat tables read as centroid tables."""
+    rng = np.random.default_rng(3)
+    classes, dim = 30, 32
+    centres = rng.normal(size=(classes + 30, dim)) * 1.5
+
+    def sample(ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        targets = np.repeat(ids, n)
+        return centres[targets] + rng.normal(size=(len(targets), dim)), targets
+
+    train, train_t = sample(np.arange(classes), 30)
+    val, val_t = sample(np.arange(classes), 10)
+    centroids = openset.class_centroids(train, train_t, classes)
+    table = openset.few_shot_thresholds(
+        val, val_t, None, 0.95, method="margin", centroids=centroids
+    )
+    assert set(table) == {"1", "2", "3", "5"}  # 10 photos a person: no k=10 probes left
+    with pytest.raises(ValueError, match="trained centroids"):
+        openset.few_shot_thresholds(val, val_t, None, 0.95, method="margin")
+    fresh, fresh_t = sample(np.arange(classes, classes + 30), 10)
+    # 30 new people, each enrolled from 3 photos beside the trained people, probed with 7 others
+    accepted = []
+    for c in range(classes, classes + 30):
+        rows = fresh_t == c
+        shot = openset.l2_normalize(openset.l2_normalize(fresh[rows][:3]).sum(0, keepdims=True))
+        cos = openset.cosine(fresh[rows][3:], np.concatenate([centroids, shot.astype(np.float32)]))
+        chosen = cos.argmax(1)
+        own = cos[np.arange(len(chosen)), chosen]
+        score = openset.margin_score(own, openset.runner_up(cos, chosen))[chosen == classes]
+        accepted.extend(score >= openset.shot_threshold(table, 3))
+    assert abs(np.mean(accepted) - 0.95) < 0.05
+    flat = {"threshold": 0.5, "enrolled_thresholds": {"1": 0.4, "3": 0.6}}
+    assert openset.enrolled_table(flat, "centroid") == {"1": 0.4, "3": 0.6}
+    assert openset.enrolled_table(flat, "margin") == {}
+    nested = {"enrolled_thresholds": {"centroid": {"3": 0.6}, "margin": {"3": 0.3}}}
+    assert openset.enrolled_table(nested, "margin") == {"3": 0.3}

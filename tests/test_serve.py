@@ -24,7 +24,7 @@ from facecls.inference.serve import (
 )
 from facecls.inference.service import Settings, create_app
 from facecls.inference.store import CURRENT, ModelStore
-from facecls.openset import shot_threshold
+from facecls.openset import enrolled_table, shot_threshold
 from tests import serve_fixtures
 
 people, tiny_run = serve_fixtures.people, serve_fixtures.tiny_run  # session-scoped fixtures
@@ -252,7 +252,8 @@ def test_enrollment_persists_and_names_the_person(client: TestClient, people, ti
     assert client.get("/identities").json()["enrolled"] == ["Ada"]
     # Ada (4 photos) is judged against the threshold calibrated for few-photo centroids
     model = client.app.state.service.store.model
-    table = model.meta["openset"]["enrolled_thresholds"]
+    assert model.method == "margin"  # the enrolled bundle's score
+    table = enrolled_table(model.meta["openset"], "margin")
     assert model.threshold_of(len(model.trained_names)) == shot_threshold(table, 4)
     assert model.threshold_of(0) == model.threshold
     later = photos_of(new, 12)[6:]

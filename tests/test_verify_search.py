@@ -64,7 +64,9 @@ def test_calibrating_adds_thresholds_for_people_enrolled_from_few_photos(
     shutil.copytree(tiny_run, run)
     assert main(["--quiet", "calibrate", str(run)]) == 0
     meta = json.loads((run / "model" / "model.json").read_text())
-    assert "1" in meta["openset"]["enrolled_thresholds"]
+    tables = meta["openset"]["enrolled_thresholds"]
+    assert "1" in tables["centroid"] and "1" in tables["margin"]
+    assert "margin" in meta["openset"]["thresholds"]
     assert "verify" in meta
 
 
@@ -196,3 +198,31 @@ def test_few_shot_thresholds_accept_enrolled_people_like_trained_ones() -> None:
     # only the photos marked as probes are scored: the easiest half gives a higher threshold
     easy = cosine(val, centroids)[np.arange(len(val_t)), val_t] > np.median(own)
     assert few_shot_thresholds(val, val_t, easy, 0.95)["3"] > table["3"]
+
+
+def test_few_shot_thresholds_count_every_person_equally() -> None:
+    """One person with many near-identical photos does not set the k-shot threshold for
+    everyone: the threshold follows the many people with ordinary photos."""
+    from facecls.openset import few_shot_thresholds, threshold_at_acceptance
+
+    rng = np.random.default_rng(4)
+    dim = 32
+    centres = rng.normal(size=(11, dim)) * 2
+    # ten ordinary people with 6 photos each, one with 200 tight photos
+    counts = [6] * 10 + [200]
+    noise = [1.0] * 10 + [0.1]
+    targets = np.repeat(np.arange(11), counts)
+    spread = zip(counts, noise, strict=True)
+    features = np.concatenate(
+        [centres[c] + rng.normal(size=(n, dim)) * s for c, (n, s) in enumerate(spread)]
+    )
+    ordinary = few_shot_thresholds(features[targets < 10], targets[targets < 10], None, 0.95)
+    mixed = few_shot_thresholds(features, targets, None, 0.95)
+    # without weights the tight person's 197 probes per draw would push the threshold up to
+    # their cosines (about 0.99); weighted, it stays near the ordinary people's
+    assert abs(mixed["3"] - ordinary["3"]) < 0.05
+    # the weighted quantile itself: weight 3 on the lowest score rejects nothing at 80 %
+    assert threshold_at_acceptance(np.array([0.1, 0.5, 0.9]), 0.8, np.array([3.0, 1, 1])) == 0.1
+    assert threshold_at_acceptance(np.array([0.1, 0.5, 0.9]), 0.7, np.array([1.0, 1, 3])) == 0.5
+    assert threshold_at_acceptance(np.array([0.1, 0.5, 0.9]), 0.6, np.array([1.0, 1, 3])) == 0.9
+    assert threshold_at_acceptance(np.array([0.3, 0.1, 0.2]), 0.5) == 0.2

@@ -22,4 +22,4 @@ MODELS: tuple[tuple[str, str], ...] = (
 )
 
 # The open-set scores (``openset.py``, which re-exports this tuple).
-METHODS: tuple[str, ...] = ("msp", "energy", "centroid")
+METHODS: tuple[str, ...] = ("msp", "energy", "centroid", "margin")

@@ -30,7 +30,18 @@ from facecls.data.images import ImageError, load_rgb
 from facecls.inference.backends import OnnxRunner, TorchRunner
 from facecls.inference.detect import lfw_faces
 from facecls.inference.faces import FaceItem, Prediction, expand_paths, face_items
-from facecls.openset import METHODS, cosine, l2_normalize, scores, shot_threshold, softmax
+from facecls.openset import (
+    ENROLLED_METHODS,
+    METHODS,
+    cosine,
+    enrolled_table,
+    l2_normalize,
+    margin_score,
+    runner_up,
+    scores,
+    shot_threshold,
+    softmax,
+)
 from facecls.runtime import resolve_device
 
 ONNX_NAME = "model.onnx"
@@ -43,7 +54,8 @@ class FaceModel:
     Build it with :func:`load_model`. ``class_names`` are the trained identities followed by the
     enrolled ones. Once identities are enrolled, predictions come from the nearest-class-mean
     head over every identity's embedding centroid (cosine, softmax with a fitted scale) and the
-    open-set score is the cosine to the chosen centroid; otherwise from the trained classifier.
+    open-set score is ``margin`` on those cosines (``centroid`` for bundles calibrated before
+    it); otherwise from the trained classifier.
     """
 
     def __init__(
@@ -81,22 +93,26 @@ class FaceModel:
         else:
             self._all_centroids = self._trained_centroids
         openset = meta.get("openset") or {}
-        if self.enrolled_names and method not in (None, "centroid"):
+        if self.enrolled_names and method not in (None, *ENROLLED_METHODS):
             raise ValueError(
-                "a model with enrolled identities uses the centroid score; drop the method option"
+                "a model with enrolled identities decides by its centroids: use the method "
+                f"{' or '.join(ENROLLED_METHODS)}, or drop the method option"
             )
-        self.method: str = (
-            "centroid" if self.enrolled_names else method or openset.get("method", "msp")
-        )
+        if self.enrolled_names:
+            # margin where calibration set its thresholds (bundles from before it: centroid)
+            stored = openset.get("thresholds", {})
+            self.method: str = method or ("margin" if "margin" in stored else "centroid")
+        else:
+            self.method = method or openset.get("method", "msp")
         if self.method not in METHODS:
             raise ValueError(f"unknown open-set method {self.method!r}; choose one of {METHODS}")
-        if self.method == "centroid" and self._trained_centroids is None:
+        if self.method in ENROLLED_METHODS and self._trained_centroids is None:
             raise BundleError(
-                f"{folder}: the centroid method needs class centroids; run facecls calibrate"
+                f"{folder}: the {self.method} method needs class centroids; run facecls calibrate"
             )
         # an explicit threshold applies to everyone; else enrolled people get their own
         by_hand = threshold is not None or openset.get("set_by_hand", False)
-        self._enrolled_thresholds = {} if by_hand else openset.get("enrolled_thresholds", {})
+        self._enrolled_thresholds = {} if by_hand else enrolled_table(openset, self.method)
         self._enrolled_images = list((meta.get("enrolled") or {}).get("images", []))
         if threshold is None and openset:
             stored = openset.get("thresholds", {})
@@ -168,6 +184,8 @@ class FaceModel:
             probs = softmax(self.ncm_scale * cos)
             chosen = cos.argmax(axis=1)
             score = cos[np.arange(len(chosen)), chosen]
+            if self.method == "margin":
+                score = margin_score(score, runner_up(cos, chosen))
         else:
             probs = softmax(logits)
             chosen = probs.argmax(axis=1)
