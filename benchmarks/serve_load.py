@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=200, help="per client")
     parser.add_argument("--enrollments", type=int, default=5, help="people per enrolling client")
+    parser.add_argument("--threads", type=int, help="the service's PyTorch threads (its default)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="facecls-serve-load-"))
     try:
@@ -111,7 +112,8 @@ def main() -> None:
         env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
         server = subprocess.Popen(
             [sys.executable, "-m", "facecls", "--quiet", "serve", str(run), "--port", str(port),
-             "--store", str(work / "store"), "--host", "127.0.0.1"],
+             "--store", str(work / "store"), "--host", "127.0.0.1",
+             *(["--threads", str(args.threads)] if args.threads else [])],
             env=env,
         )  # fmt: skip
         try:
@@ -122,7 +124,8 @@ def main() -> None:
                 except httpx.HTTPError:
                     time.sleep(0.1)
             print(f"Service load on {platform.machine()} with {os.cpu_count()} CPUs; load "
-                  f"average before: {os.getloadavg()[0]:.2f}; model {run}")  # fmt: skip
+                  f"average before: {os.getloadavg()[0]:.2f}; model {run}; service threads "
+                  f"{args.threads or 'default'}")  # fmt: skip
             # warm-up, concurrent too: the first pass of each batch size pays for kernel set-up
             warm = [threading.Thread(target=hammer, args=(url, photos, 25, [], []))
                     for _ in range(args.clients)]  # fmt: skip

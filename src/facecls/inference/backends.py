@@ -46,14 +46,14 @@ class TorchRunner:
 
 
 def require_onnx() -> tuple[Any, Any]:
-    """Import onnx and onnxruntime or explain how to install the extra."""
+    """Import onnx and onnxruntime or explain how to install them."""
     try:
         import onnx
         import onnxruntime
     except ImportError as error:
         raise ImportError(
-            "ONNX export and the onnx backend need onnx and onnxruntime: "
-            "pip install 'facecls[onnx]'"
+            "ONNX export and the onnx backend need onnx and onnxruntime (facecls's own "
+            "dependencies; this environment lacks them): pip install onnx onnxruntime"
         ) from error
     return onnx, onnxruntime
 
