@@ -142,6 +142,53 @@ def test_predict_names_every_face_of_a_group_photo_and_draws_them(
     assert np.abs(picture.astype(int) - group.astype(int)).max() > 100  # boxes were drawn
 
 
+def test_the_service_finds_every_face_of_uploads_arriving_together(
+    run: Path, lfw_photos, tmp_path: Path
+) -> None:
+    """A model trained on detected faces: /predict answers for every face of a group photo, and
+    uploads arriving together go through the detector as one batch, each getting its own faces."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastapi.testclient import TestClient
+
+    from facecls.inference.service import Settings, create_app
+    from facecls.inference.store import ModelStore
+
+    group = np.full((400, 900, 3), 90, np.uint8)
+    spots = [(30, 60, 220), (330, 120, 150), (560, 40, 300)]
+    for face, (left, top, side) in zip(
+        [lfw_photos["Abdullah_Gul"][-1], lfw_photos["Adrien_Brody"][-1], lfw_photos[STRANGER][0]],
+        spots,
+        strict=True,
+    ):
+        paste(face, group, left, top, side)
+    single = np.full((300, 400, 3), 100, np.uint8)
+    paste(lfw_photos["Al_Gore"][-1], single, 80, 30, 240)
+    uploads = []
+    for picture in (group, single, group, single):
+        buffer = io.BytesIO()
+        Image.fromarray(picture).save(buffer, format="JPEG", quality=95)
+        uploads.append(buffer.getvalue())
+    store = ModelStore(run, tmp_path / "store", device="cpu")
+    with TestClient(create_app(store, Settings())) as client:
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(
+                lambda data: client.post("/predict", files={"file": ("p.jpg", data)}), uploads
+            ))  # fmt: skip
+        batches = client.app.state.service.detector.batches
+    assert [a.status_code for a in answers] == [200] * 4
+    faces = [a.json()["faces"] for a in answers]
+    # the same photo, the same answer (scores to float noise: batches differ in composition)
+    for a, b in ((faces[0], faces[2]), (faces[1], faces[3])):
+        assert [(f["box"], f["identity"]) for f in a] == [(f["box"], f["identity"]) for f in b]
+        assert [f["score"] for f in a] == pytest.approx([f["score"] for f in b], abs=1e-4)
+    assert len(faces[0]) >= 3 and len(faces[1]) >= 1
+    centres = [(f["box"][0] + f["box"][2] / 2, f["box"][1] + f["box"][3] / 2) for f in faces[0]]
+    for left, top, side in spots:
+        assert any(left <= x <= left + side and top <= y <= top + side for x, y in centres)
+    assert 1 <= batches <= 4
+
+
 def test_a_photo_rotated_by_exif_is_found(run: Path, lfw_photos, tmp_path: Path) -> None:
     face = lfw_photos["Adrien_Brody"][0]
     canvas = np.full((300, 400, 3), 100, np.uint8)

@@ -498,3 +498,26 @@ def test_batcher_groups_requests_that_arrive_together() -> None:
         failing.submit(requests[0]).result(5)
     batcher.close()
     failing.close()
+
+
+def test_photo_batcher_detects_uploads_that_arrive_together() -> None:
+    from facecls.inference.batching import PhotoBatcher
+
+    gate = threading.Event()
+    batches: list[int] = []
+
+    def detect(photos: list[np.ndarray]) -> list[list[int]]:
+        gate.wait(5)  # the first batch waits until every upload is queued
+        batches.append(len(photos))
+        return [[int(p[0, 0, 0])] * int(p[0, 0, 1]) for p in photos]  # "faces" per photo
+
+    detector = PhotoBatcher(detect, max_photos=4)
+    photos = [np.full((3, 3, 3), 0, np.uint8) for _ in range(6)]
+    for i, photo in enumerate(photos):
+        photo[0, 0] = (i, i % 3, 0)  # photo i has i % 3 faces
+    futures = [detector.submit(p) for p in photos]
+    gate.set()
+    for i, future in enumerate(futures):
+        assert future.result(5) == [i] * (i % 3)  # each upload gets its own faces
+    assert sum(batches) == 6 and max(batches) <= 4 and len(batches) < 6
+    detector.close()

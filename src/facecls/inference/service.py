@@ -4,7 +4,8 @@ Endpoints: ``GET /health``, ``GET /identities``, ``POST /predict`` (one photo â†
 names or ``unknown``), ``POST /verify`` (two photos), ``POST /search`` (a photo against the
 gallery), ``POST /enroll`` (a name and a few photos, kept as a new bundle version), ``GET /`` (the
 page), ``GET /docs`` (OpenAPI). The network runs in :class:`~facecls.inference.batching.Batcher`'s
-worker thread, decoding in the thread pool: the event loop only moves bytes. Needs the
+worker thread, the face detector in ``PhotoBatcher``'s (uploads arriving together are detected as
+one batch), decoding in the thread pool: the event loop only moves bytes. Needs the
 ``facecls[serve]`` extra.
 
 With a token every request but ``GET /`` (the page, which holds no data and asks for the token)
@@ -29,7 +30,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from facecls.bundle import BundleError
 from facecls.data.sources import DataError
-from facecls.inference.batching import Batcher
+from facecls.inference.batching import Batcher, PhotoBatcher
 from facecls.inference.page import CSP, PAGE
 from facecls.inference.search import Gallery, model_key
 from facecls.inference.store import ModelStore
@@ -40,7 +41,9 @@ from facecls.inference.uploads import (
     Photo,
     UploadError,
     decode_upload,
+    finds_faces,
     photo_faces,
+    photo_of,
 )
 from facecls.inference.verify import stored_threshold
 from facecls.openset import l2_normalize
@@ -65,6 +68,8 @@ class Service:
     def __init__(self, store: ModelStore, settings: Settings) -> None:
         self.store, self.settings = store, settings
         self.batcher = Batcher(lambda faces: self.store.model.outputs(faces))
+        # uploads arriving together share a run of the face detector, as faces share a pass
+        self.detector = PhotoBatcher(lambda photos: self.store.model.faces_in_photos(photos))
         self.detect = settings.detect
         self._gallery: Gallery | None = None
         self._gallery_lock = threading.Lock()
@@ -77,12 +82,16 @@ class Service:
                 413, f"{upload.filename}: over the {self.settings.max_bytes:,}-byte upload limit"
             )
         model = self.store.model
-
-        def decode() -> Photo:
-            rgb = decode_upload(data, upload.filename or "upload", self.settings.max_pixels)
-            return photo_faces(model, rgb, self.detect)
-
-        return await run_in_threadpool(decode)
+        name = upload.filename or "upload"
+        if not finds_faces(model, self.detect):
+            return await run_in_threadpool(
+                lambda: photo_faces(
+                    model, decode_upload(data, name, self.settings.max_pixels), False
+                )
+            )
+        rgb = await run_in_threadpool(decode_upload, data, name, self.settings.max_pixels)
+        found = await asyncio.wrap_future(self.detector.submit(rgb))
+        return photo_of(model, rgb, found)
 
     async def outputs(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return await asyncio.wrap_future(self.batcher.submit(faces))
@@ -114,6 +123,7 @@ def create_app(store: ModelStore, settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         service.batcher.close()
+        service.detector.close()
 
     app = FastAPI(
         title="facecls", version="1", lifespan=lifespan,

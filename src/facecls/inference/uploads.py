@@ -62,15 +62,25 @@ def centre_box(width: int, height: int, crop: float) -> tuple[int, int, int, int
     return ((width - side) // 2, (height - side) // 2, side, side)
 
 
+def finds_faces(model: FaceModel, detect: bool) -> bool:
+    """Whether uploads go through the face detector (``detect``, or a model trained on
+    detected faces) rather than being taken as one face each."""
+    return detect or model.detects
+
+
 def photo_faces(model: FaceModel, rgb: np.ndarray, detect: bool) -> Photo:
-    """Every face of a photo (``detect``, or a model trained on detected faces), else the photo
-    as one face (the model's centre crop)."""
-    size = model.image_size
-    if not (detect or model.detects):
+    """Every face of a photo (:func:`finds_faces`), else the photo as one face (the model's
+    centre crop)."""
+    if not finds_faces(model, detect):
         height, width = rgb.shape[:2]
         face = model.face(rgb).transpose(2, 0, 1)[None]
         return Photo(rgb, np.ascontiguousarray(face), [centre_box(width, height, model.crop)])
-    found = model.faces_in(rgb)
+    return photo_of(model, rgb, model.faces_in(rgb))
+
+
+def photo_of(model: FaceModel, rgb: np.ndarray, found: list[Any]) -> Photo:
+    """A photo with the faces the detector ``found`` in it (``FaceModel.faces_in``)."""
+    size = model.image_size
     faces = np.zeros((len(found), 3, size, size), np.uint8)
     boxes = []
     for i, face in enumerate(found):
