@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -12,9 +13,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from facecls.bundle import read_centroids
 from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig, resolve
 from facecls.data.dataset import load_dataset
 from facecls.data.sources import default_cache_dir
+from facecls.inference.calibration import calibrate_run
 from facecls.models.embedding import final_linear
 from facecls.runtime import runtime_for
 from facecls.training.evaluate import evaluate_run
@@ -172,6 +175,18 @@ def test_cv_runs_the_backbone_once_per_image(
     tested = result.metrics["test"]["summary"]
     assert again["balanced_accuracy"] == pytest.approx(tested["balanced_accuracy"], abs=1e-9)
     assert again["loss"] == pytest.approx(tested["loss"], rel=1e-5)
+    # The probe calibrated every score from its cached embeddings, as facecls calibrate would
+    # from the photos (centroids for enroll, margin thresholds, per-k tables).
+    folder = result.run_dir / "model"
+    cached = json.loads((folder / "model.json").read_text())["openset"]
+    centroids = read_centroids(folder)["trained"]
+    assert "margin" in cached["thresholds"] and "deferred" not in cached
+    assert set(cached["enrolled_thresholds"]) == {"centroid", "margin"}
+    calibrate_run(result.run_dir, log=lambda _m: None)
+    redone = json.loads((folder / "model.json").read_text())["openset"]
+    for method, value in redone["thresholds"].items():
+        assert cached["thresholds"][method] == pytest.approx(value, abs=1e-4), method
+    np.testing.assert_allclose(centroids, read_centroids(folder)["trained"], atol=1e-5)
 
 
 def test_the_cached_flip_follows_the_coin_augment_draws() -> None:

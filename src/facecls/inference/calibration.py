@@ -139,20 +139,38 @@ def calibrate_with_verify(
     return calibration, calibrate_verification(val_features, targets[val_idx], far)
 
 
-def calibrate_trained(folder: Path, trained: Any, log: Callable[[str], None] = print) -> None:
+def calibrate_trained(
+    folder: Path,
+    trained: Any,
+    log: Callable[[str], None] = print,
+    train_part: tuple[np.ndarray, np.ndarray] | None = None,
+) -> None:
     """Calibrate a just-trained model (``training.fold.TrainedModel``) from what evaluation
     already computed, and store it in its bundle ``folder``; called at the end of ``train``/``cv``.
 
     The ``msp`` and ``energy`` thresholds need only the validation logits, which training kept
     (``trained.val``: the kept epoch's weights, mirror-averaged exactly when the bundle's
     ``flip_tta`` is on, as ``predict`` computes them), so they cost no pass over the data. The
-    ``centroid`` score needs embeddings of the whole training part, a second pass that was a
-    tenth to a third of a run's time; it is left to ``facecls calibrate RUN`` (which redoes all
-    three on the same parts) and said so in the log.
+    ``centroid`` and ``margin`` scores need embeddings of the whole training part, a second pass
+    that was a tenth to a third of a run's time; it is left to ``facecls calibrate RUN`` (which
+    redoes every score on the same parts) and said so in the log, unless ``train_part`` (the
+    training part's embeddings and targets, computed as ``predict`` would) is given: a linear
+    probe has them cached, so it is calibrated completely, as ``facecls calibrate`` would.
     """
     val = getattr(trained, "val", None)
     if trained.val_idx is None or val is None or len(val.targets) == 0:
         log("Open set: not calibrated (no validation part); use facecls calibrate --threshold")
+        return
+    features = getattr(val, "features", None)
+    if train_part is not None and features is not None:
+        calibration = calibrate(
+            train_part[0], train_part[1], val.logits, features, val.targets, val.logits.shape[1]
+        )
+        verification = calibrate_verification(features, val.targets)
+        write_calibration(folder, calibration, verification)
+        log(describe(calibration.meta()) + " (from the cached embeddings)")
+        if verification is not None:
+            log(describe_verify(verification))
         return
     correct = val.preds == val.targets
     # As openset.calibrate: on the correctly named images, all of them when fewer than 10.
@@ -176,7 +194,6 @@ def calibrate_trained(folder: Path, trained: Any, log: Callable[[str], None] = p
         "deferred": "centroid, margin: run facecls calibrate on the run folder",
     }
     # The verify threshold, from the validation embeddings of the same last evaluation.
-    features = getattr(val, "features", None)
     verification = None if features is None else calibrate_verification(features, val.targets)
     update_meta(folder, openset=openset, **({"verify": verification} if verification else {}))
     log(

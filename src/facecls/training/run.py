@@ -46,7 +46,7 @@ from facecls.report.write import (
     write_report_safely,
     write_run_files,
 )
-from facecls.runtime import autocast_dtype, runtime_for
+from facecls.runtime import Runtime, autocast_dtype, runtime_for
 from facecls.training.checkpoint import (
     checkpoint_path,
 )
@@ -255,6 +255,18 @@ def _train_folds(
     return trained
 
 
+def probe_train_part(
+    final: TrainedModel, dataset: FaceDataset
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """A linear probe's training-part embeddings (from its cache, mirror-averaged as ``predict``
+    computes them) and targets, for a complete calibration at no extra pass; else ``None``."""
+    probe, rows = final.head_only, final.train_idx
+    if probe is None or rows is None or len(rows) == 0:
+        return None
+    _, features = probe.outputs(rows, Runtime(probe.features.device))
+    return features, dataset.targets.numpy()[rows]
+
+
 def _finish(
     run: _Run, config: RunConfig, folds: list[TrainedModel], final: TrainedModel,
     test: EvalResult, result_metrics: dict[str, Any], started: float, log: Log,
@@ -279,8 +291,9 @@ def _finish(
                           "train_counts": [int(c) for c in final.train_counts]}),
             run_dir / "model",
         )  # fmt: skip
-        # open set: msp/energy thresholds from the validation logits already computed
-        calibrate_trained(run_dir / "model", final, log)
+        # open set: msp/energy thresholds from the validation logits already computed; every
+        # score and the centroids when a linear probe holds the training part's embeddings
+        calibrate_trained(run_dir / "model", final, log, probe_train_part(final, dataset))
         # Up to here; the report adds its own time below (report_seconds).
         result_metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
         history = [row for trained in folds for row in trained.history]
