@@ -21,6 +21,7 @@ score (``margin``) and by the plain centroid cosine, each at its calibrated thre
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import shutil
 import time
@@ -84,8 +85,12 @@ def main() -> None:
         )  # fmt: skip
         run = fit(config, log=quiet).run_dir
     train_seconds = time.perf_counter() - started
-    if not (Path(run) / "model" / CENTROIDS_NAME).is_file():
-        calibrate_run(Path(run), log=quiet)  # train leaves the centroid score to calibrate
+    stored = json.loads((Path(run) / "model" / "model.json").read_text()).get("openset") or {}
+    if not (Path(run) / "model" / CENTROIDS_NAME).is_file() or "margin" not in stored.get(
+        "thresholds", {}
+    ):
+        # train leaves the centroid scores to calibrate (a probe does them; older runs lack margin)
+        calibrate_run(Path(run), log=quiet)
     model = load_model(run, device="cpu")
     size = model.image_size
     names = model.trained_names

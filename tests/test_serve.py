@@ -521,3 +521,30 @@ def test_photo_batcher_detects_uploads_that_arrive_together() -> None:
         assert future.result(5) == [i] * (i % 3)  # each upload gets its own faces
     assert sum(batches) == 6 and max(batches) <= 4 and len(batches) < 6
     detector.close()
+
+
+def test_a_bad_or_abandoned_submission_spoils_nothing_else() -> None:
+    """One photo the detector fails on fails alone (its error to its caller only); a caller
+    that gave up is skipped; the worker goes on."""
+    from facecls.inference.batching import PhotoBatcher
+
+    gate = threading.Event()
+
+    def detect(photos: list[np.ndarray]) -> list[str]:
+        gate.wait(5)
+        if any(p.sum() == 0 for p in photos):
+            raise ValueError("photo 0 is black")
+        return [f"faces of {int(p[0, 0, 0])}" for p in photos]
+
+    detector = PhotoBatcher(detect, max_photos=8)
+    blocker = detector.submit(np.full((2, 2, 3), 9, np.uint8))  # holds the worker at the gate
+    photos = [np.full((2, 2, 3), i, np.uint8) for i in range(4)]
+    futures = [detector.submit(p) for p in photos]
+    futures[2].cancel()  # its caller gave up while it waited
+    gate.set()
+    assert blocker.result(5) == "faces of 9"
+    with pytest.raises(ValueError, match="black"):
+        futures[0].result(5)
+    assert [futures[i].result(5) for i in (1, 3)] == ["faces of 1", "faces of 3"]
+    assert detector.submit(photos[1]).result(5) == "faces of 1"  # the worker lives on
+    detector.close()

@@ -226,3 +226,37 @@ def test_few_shot_thresholds_count_every_person_equally() -> None:
     assert threshold_at_acceptance(np.array([0.1, 0.5, 0.9]), 0.7, np.array([1.0, 1, 3])) == 0.5
     assert threshold_at_acceptance(np.array([0.1, 0.5, 0.9]), 0.6, np.array([1.0, 1, 3])) == 0.9
     assert threshold_at_acceptance(np.array([0.3, 0.1, 0.2]), 0.5) == 0.2
+
+
+def test_an_enrolled_model_keeps_the_score_and_threshold_it_is_given(
+    tiny_run: Path, people, tmp_path: Path
+) -> None:
+    """Enrolled models decide by margin, unless facecls calibrate set another score or a
+    threshold by hand; a calibrated bundle without a score's threshold refuses that score
+    instead of accepting everyone."""
+    from facecls.bundle import BundleError
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    assert main(["--quiet", "calibrate", str(run)]) == 0
+    newcomer = tmp_path / "new"
+    shutil.copytree(sorted(people["new"].iterdir())[0], newcomer / "Ada")
+    enrolled = facecls.enroll(run, newcomer, tmp_path / "enrolled", log=lambda _m: None)
+    model = facecls.load_model(enrolled)
+    assert model.method == "margin"
+    ada = model.class_names.index("Ada")
+    assert model.threshold_of(ada) != model.threshold  # its own k-photo threshold
+    assert main(["--quiet", "calibrate", str(enrolled), "--method", "centroid",
+                 "--threshold", "0.55"]) == 0  # fmt: skip
+    model = facecls.load_model(enrolled)
+    assert (model.method, model.threshold, model.threshold_of(ada)) == ("centroid", 0.55, 0.55)
+    assert main(["--quiet", "calibrate", str(enrolled), "--threshold", "0.3"]) == 0
+    model = facecls.load_model(enrolled)
+    assert (model.method, model.threshold_of(ada)) == ("centroid", 0.3)
+    # a bundle calibrated before the margin score existed
+    meta_path = run / "model" / "model.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["openset"]["thresholds"]["margin"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="no calibrated margin threshold"):
+        facecls.load_model(run, method="margin")

@@ -72,17 +72,28 @@ class _Worker(Generic[Item, Result]):
                     break
                 group.append(item)
                 size += self._size(item[0])
-            self._run_group(group)
+            # callers that gave up (a cancelled await) are dropped before the work is done
+            waiting = [(item, f) for item, f in group if f.set_running_or_notify_cancel()]
+            if waiting:
+                self._run_group(waiting)
             if stop:
                 return
 
     def _run_group(self, group: list[tuple[Item, Future]]) -> None:
+        """Run a group and answer every caller; the worker outlives any error."""
         try:
             results = self._run_many([item for item, _ in group])
+            if len(results) != len(group):
+                raise RuntimeError(f"{len(results)} results for {len(group)} submissions")
             self.batches += 1
-        except Exception as error:  # every waiting caller gets the error, the worker lives on
-            for _, future in group:
-                future.set_exception(error)
+        except Exception as error:
+            if len(group) > 1:
+                # one bad submission must not fail the others batched with it (nor show them
+                # its error): each runs alone
+                for one in group:
+                    self._run_group([one])
+                return
+            group[0][1].set_exception(error)
             return
         for (_, future), result in zip(group, results, strict=True):
             future.set_result(result)

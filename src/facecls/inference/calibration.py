@@ -1,7 +1,7 @@
 """Calibrate a model's open-set threshold and class centroids, and store them in its bundle.
 
 Called at the end of ``train``/``cv`` with the final model's validation logits (``msp`` and
-``energy`` only, no pass over the data), or later by ``facecls calibrate`` (all three scores and
+``energy`` only, no pass over the data), or later by ``facecls calibrate`` (every score and
 the centroids, from a run folder's saved split, or by setting a threshold by hand). The bundle
 gains an ``openset`` entry in ``model.json`` and a ``centroids.safetensors`` file holding the
 trained identities' embedding centroids (plus enrolled ones, see ``enroll.py``).
@@ -41,6 +41,7 @@ from facecls.models.embedding import forward_tta
 from facecls.openset import (
     DEFAULT_ACCEPTANCE,
     DEFAULT_METHOD,
+    ENROLLED_METHODS,
     METHODS,
     Calibration,
     calibrate,
@@ -257,7 +258,14 @@ def set_threshold(
     if threshold is not None:
         if not math.isfinite(threshold):
             raise ValueError(f"--threshold must be a finite number, not {threshold}")
-        openset.setdefault("method", method or "msp")
+        if method is None:
+            # the score the threshold is for: an enrolled model's (margin, centroid before it)
+            enrolled = bool((meta.get("enrolled") or {}).get("names"))
+            stored = openset.get("thresholds", {})
+            default = ("margin" if "margin" in stored else "centroid") if enrolled else "msp"
+            current = openset.get("method")
+            fits = current in ENROLLED_METHODS if enrolled else current is not None
+            openset["method"] = current if fits else default
         openset["threshold"] = float(threshold)
         openset["set_by_hand"] = True
     update_meta(folder, openset=openset)

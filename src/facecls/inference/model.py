@@ -99,9 +99,12 @@ class FaceModel:
                 f"{' or '.join(ENROLLED_METHODS)}, or drop the method option"
             )
         if self.enrolled_names:
-            # margin where calibration set its thresholds (bundles from before it: centroid)
+            # the bundle's own choice (facecls calibrate --method), else margin where
+            # calibration set its thresholds (bundles from before it: centroid)
             stored = openset.get("thresholds", {})
-            self.method: str = method or ("margin" if "margin" in stored else "centroid")
+            chosen = openset.get("method")
+            default = "margin" if "margin" in stored else "centroid"
+            self.method: str = method or (chosen if chosen in ENROLLED_METHODS else default)
         else:
             self.method = method or openset.get("method", "msp")
         if self.method not in METHODS:
@@ -118,6 +121,12 @@ class FaceModel:
             stored = openset.get("thresholds", {})
             same = openset.get("method") == self.method and "threshold" in openset
             threshold = openset["threshold"] if same else stored.get(self.method)
+            if threshold is None and stored:
+                # a calibrated bundle without this score's threshold would accept everyone
+                raise BundleError(
+                    f"{folder}: no calibrated {self.method} threshold; run facecls calibrate on "
+                    "the run folder, or give a threshold"
+                )
         if threshold is not None and not np.isfinite(threshold):
             raise ValueError(f"the open-set threshold must be a finite number, not {threshold}")
         self.threshold: float | None = None if threshold is None else float(threshold)

@@ -122,8 +122,8 @@ def create_app(store: ModelStore, settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        service.detector.close()  # first: a finishing detection's faces go to the batcher
         service.batcher.close()
-        service.detector.close()
 
     app = FastAPI(
         title="facecls", version="1", lifespan=lifespan,
