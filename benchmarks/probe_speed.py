@@ -218,36 +218,30 @@ def main() -> None:
 
         # The long passes run on ONNX Runtime (models/cpu_pass.py): count what its sessions run
         # too. (Each export traces the network once on one image: the hook counts that.)
-        import facecls.inference.calibration
-        import facecls.training.probe
+        import facecls.models.cpu_pass as cpu_pass
 
-        def counted(make):  # noqa: ANN001, ANN202
-            def wrapper(*a, **k):  # noqa: ANN002, ANN003, ANN202
-                run = make(*a, **k)
-                if run is None:
-                    return None
+        original = cpu_pass.onnx_pass
 
-                def counting(images):  # noqa: ANN001, ANN202
-                    nonlocal ran
-                    ran += int(images.shape[0])
-                    return run(images)
+        def counted(*a, **k):  # noqa: ANN002, ANN003, ANN202
+            run = original(*a, **k)
+            if run is None:
+                return None
 
-                return counting
+            def counting(images):  # noqa: ANN001, ANN202
+                nonlocal ran
+                ran += int(images.shape[0])
+                return run(images)
 
-            return wrapper
+            return counting
 
-        patched = [facecls.training.probe, facecls.inference.calibration]
-        originals = [m.onnx_pass for m in patched]
-        for m, original in zip(patched, originals, strict=True):
-            m.onnx_pass = counted(original)
+        cpu_pass.onnx_pass = counted
         hook = nn.modules.module.register_module_forward_pre_hook(count)
         start, cpu = time.perf_counter(), cpu_seconds()
         try:
             result = facecls.cross_validate(config("probe-cv5"), log=lambda _m: None)
         finally:
             hook.remove()
-            for m, original in zip(patched, originals, strict=True):
-                m.onnx_pass = original
+            cpu_pass.onnx_pass = original
         wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
         mean, std = result.metrics["cv"]["mean_std"]["balanced_accuracy"]
         print(f"cv --folds 5: backbone ran on {ran} images for {len(dataset)} images (each with "

@@ -403,6 +403,16 @@ def few_shot_thresholds(
     return table
 
 
+def enrolled_method(openset: dict[str, Any]) -> str:
+    """The score a model with enrolled people decides by, from its bundle's ``openset`` entry:
+    the one ``facecls calibrate --method`` chose, else ``margin`` where calibration set its
+    thresholds (bundles calibrated before it: ``centroid``)."""
+    chosen = openset.get("method")
+    if chosen in ENROLLED_METHODS:
+        return str(chosen)
+    return "margin" if "margin" in openset.get("thresholds", {}) else "centroid"
+
+
 def enrolled_table(openset: dict[str, Any], method: str) -> dict[str, float]:
     """The ``{str(k): threshold}`` table of ``method`` in a bundle's ``openset`` entry
     (``model.json``); bundles calibrated before ``margin`` hold one flat ``centroid`` table."""

@@ -36,15 +36,14 @@ from facecls.data.batches import IndexBatches
 from facecls.data.dataset import load_dataset
 from facecls.data.splits import folds_from_document
 from facecls.inference.verify import DEFAULT_FAR, calibrate_verification
-from facecls.models.cpu_pass import onnx_pass
-from facecls.models.embedding import forward_tta
+from facecls.models.cpu_pass import FrozenPass
 from facecls.openset import (
     DEFAULT_ACCEPTANCE,
     DEFAULT_METHOD,
-    ENROLLED_METHODS,
     METHODS,
     Calibration,
     calibrate,
+    enrolled_method,
     scores,
     threshold_at_acceptance,
 )
@@ -75,32 +74,23 @@ def model_outputs(
         images: uint8 ``(M, 3, S, S)`` on the CPU, on ``device`` or pinned.
         show_progress: a bar (a line every 10 % off a terminal) over the images.
     """
-    model.eval()
-    # predict's settings: FaceNet's calibration pass ran at 17.6 images/s in NCHW batches of
-    # 256 and runs about 3x faster channels-last in batches of 16 (runtime.CPU_BATCH)
+    # predict's settings (channels-last, CPU batches of 16), on ONNX Runtime for a long CPU
+    # pass: FaceNet's calibration pass went from 17.6 images/s (NCHW batches of 256) to 34
+    # with these settings and to 53 on ONNX Runtime
     runtime = Runtime.default(device, architecture)
     index = torch.from_numpy(np.asarray(indices, dtype=np.int64))
-    # on the CPU a long pass runs on ONNX Runtime when installed (models/cpu_pass.py)
-    fast = None
-    if device.type == "cpu" and runtime.dtype is None:
-        fast = onnx_pass(model, int(images.shape[-1]), len(index) * (2 if flip_tta else 1))
-    memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
-    if fast is None:
-        model = model.to(memory_format=memory_format)
+    views = 2 if flip_tta else 1
+    forward = FrozenPass(model, runtime, int(images.shape[-1]), len(index) * views)
     targets = torch.zeros(images.shape[0], dtype=torch.int64, device=images.device)
     batches = IndexBatches(images, targets, index, runtime.batch(batch_size), device)
     all_logits, all_features = [], []
     counter = progress_bar(len(index), "calibrate", show_progress)
     for batch, _ in batches.epoch():
         pixels = normalize(batch, mean, std)
-        if fast is not None:
-            seen = [fast(v.numpy()) for v in [pixels, pixels.flip(3)][: 2 if flip_tta else 1]]
-            logits = torch.from_numpy(sum(s[0] for s in seen) / len(seen))
-            features = torch.from_numpy(sum(s[1] for s in seen) / len(seen))
-        else:
-            with runtime.autocast():
-                pixels = pixels.contiguous(memory_format=memory_format)
-                logits, features = forward_tta(model, pixels, flip_tta)
+        # averaged with the mirror image under flip TTA, as embedding.forward_tta does
+        seen = [forward(v) for v in [pixels, pixels.flip(3)][:views]]
+        logits = sum(s[0] for s in seen) / views
+        features = sum(s[1] for s in seen) / views
         all_logits.append(logits.float().cpu())
         all_features.append(features.float().cpu())
         counter.update(len(batch))
@@ -258,14 +248,11 @@ def set_threshold(
     if threshold is not None:
         if not math.isfinite(threshold):
             raise ValueError(f"--threshold must be a finite number, not {threshold}")
-        if method is None:
-            # the score the threshold is for: an enrolled model's (margin, centroid before it)
+        if method is None:  # the threshold is for the score the model decides by
             enrolled = bool((meta.get("enrolled") or {}).get("names"))
-            stored = openset.get("thresholds", {})
-            default = ("margin" if "margin" in stored else "centroid") if enrolled else "msp"
-            current = openset.get("method")
-            fits = current in ENROLLED_METHODS if enrolled else current is not None
-            openset["method"] = current if fits else default
+            openset["method"] = (
+                enrolled_method(openset) if enrolled else openset.get("method", DEFAULT_METHOD)
+            )
         openset["threshold"] = float(threshold)
         openset["set_by_hand"] = True
     update_meta(folder, openset=openset)

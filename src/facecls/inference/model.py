@@ -34,6 +34,7 @@ from facecls.openset import (
     ENROLLED_METHODS,
     METHODS,
     cosine,
+    enrolled_method,
     enrolled_table,
     l2_normalize,
     margin_score,
@@ -98,15 +99,8 @@ class FaceModel:
                 "a model with enrolled identities decides by its centroids: use the method "
                 f"{' or '.join(ENROLLED_METHODS)}, or drop the method option"
             )
-        if self.enrolled_names:
-            # the bundle's own choice (facecls calibrate --method), else margin where
-            # calibration set its thresholds (bundles from before it: centroid)
-            stored = openset.get("thresholds", {})
-            chosen = openset.get("method")
-            default = "margin" if "margin" in stored else "centroid"
-            self.method: str = method or (chosen if chosen in ENROLLED_METHODS else default)
-        else:
-            self.method = method or openset.get("method", "msp")
+        default = enrolled_method(openset) if self.enrolled_names else openset.get("method", "msp")
+        self.method: str = method or default
         if self.method not in METHODS:
             raise ValueError(f"unknown open-set method {self.method!r}; choose one of {METHODS}")
         if self.method in ENROLLED_METHODS and self._trained_centroids is None:

@@ -7,7 +7,7 @@ batches of 16, both on 2 threads), with the same embeddings to 1.5e-6. The netwo
 memory (TorchScript-based exporter, about 1.5 s for FaceNet); nothing is written to disk.
 
 When ``onnx``/``onnxruntime`` are not installed, or the export fails, :func:`onnx_pass` answers
-``None`` and callers run PyTorch as before.
+``None``; :class:`FrozenPass`, what the passes call, then runs PyTorch as before.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from facecls.models.embedding import logits_and_features
+from facecls.runtime import Runtime
 
 # (normalised float32 images (N, 3, S, S)) -> (logits (N, C), embeddings (N, D)), float32
 Pass = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -83,3 +84,42 @@ def onnx_pass(
         return logits, embedding
 
     return run
+
+
+class FrozenPass:
+    """A frozen network's forward pass over many batches, on the faster engine: ONNX Runtime for
+    an fp32 pass of at least :data:`MIN_IMAGES` images on the CPU (:func:`onnx_pass`), else
+    PyTorch with the runtime's memory format and autocast.
+
+    Args:
+        images: how many images the whole pass will run (views included).
+    """
+
+    def __init__(self, model: nn.Module, runtime: Runtime, image_size: int, images: int) -> None:
+        self.runtime = runtime
+        self.memory_format = (
+            torch.channels_last if runtime.channels_last else torch.contiguous_format
+        )
+        model.eval()
+        self._onnx = None
+        if runtime.device.type == "cpu" and runtime.dtype is None:
+            self._onnx = onnx_pass(model, image_size, images)
+        self.model = model if self._onnx else model.to(memory_format=self.memory_format)
+
+    @property
+    def on_onnx(self) -> bool:
+        """Whether ONNX Runtime runs this pass."""
+        return self._onnx is not None
+
+    @torch.no_grad()
+    def __call__(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(N, C)`` and embeddings ``(N, D)``, float32 on ``pixels``' device, of
+        normalised images ``(N, 3, S, S)``."""
+        if self._onnx is not None:
+            logits, features = self._onnx(pixels.contiguous().cpu().numpy())
+            return torch.from_numpy(logits), torch.from_numpy(features)
+        with self.runtime.autocast():
+            logits, features = logits_and_features(
+                self.model, pixels.contiguous(memory_format=self.memory_format)
+            )
+        return logits.float(), features.float()

@@ -34,8 +34,8 @@ from facecls.data.augment import normalize
 from facecls.data.batches import IndexBatches
 from facecls.data.dataset import FaceDataset
 from facecls.data.sources import default_cache_dir
-from facecls.models.cpu_pass import onnx_pass
-from facecls.models.embedding import final_linear, head_name, logits_and_features
+from facecls.models.cpu_pass import FrozenPass
+from facecls.models.embedding import final_linear, head_name
 from facecls.runtime import Runtime
 
 # Bump when the way embeddings are computed changes, so stale caches are not reused.
@@ -90,35 +90,18 @@ def compute_embeddings(
     """``(N, views, D)`` float32 embeddings (view 1: the mirror image) and the number of images
     the backbone ran on. An fp32 pass on the CPU runs on ONNX Runtime when it is installed
     (``models/cpu_pass.py``: 1.7x faster for FaceNet), else on PyTorch."""
-    model.eval()
-    ran = 0
-    fast = None
-    if runtime.device.type == "cpu" and runtime.dtype is None:
-        fast = onnx_pass(model, int(images.shape[-1]), int(images.shape[0]) * views)
-        if fast is not None and log is not None:
-            log("The frozen backbone runs on ONNX Runtime (faster than PyTorch on the CPU)")
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        nonlocal ran
-        ran += int(x.shape[0])
-        if fast is not None:
-            return torch.from_numpy(fast(x.contiguous().numpy())[1]).to(x.device)
-        return logits_and_features(model, x)[1].float()
-
-    memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
-    if fast is None:
-        model = model.to(memory_format=memory_format)
+    forward = FrozenPass(model, runtime, int(images.shape[-1]), int(images.shape[0]) * views)
+    if forward.on_onnx and log is not None:
+        log("The frozen backbone runs on ONNX Runtime (faster than PyTorch on the CPU)")
     index = torch.arange(images.shape[0])
     targets = torch.zeros(images.shape[0], dtype=torch.int64, device=images.device)
-    parts = []
+    parts, ran = [], 0
     size = runtime.batch(batch_size)
     for batch, _ in IndexBatches(images, targets, index, size, runtime.device).epoch():
         x = normalize(batch, mean, std)
-        if fast is None:
-            x = x.contiguous(memory_format=memory_format)
         seen = [x, x.flip(3)][:views]
-        with runtime.autocast():
-            parts.append(torch.stack([forward(v) for v in seen], 1))
+        parts.append(torch.stack([forward(v)[1].to(x.device) for v in seen], 1))
+        ran += len(seen) * int(x.shape[0])
     return torch.cat(parts), ran
 
 
