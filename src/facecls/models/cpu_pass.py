@@ -1,9 +1,10 @@
 """A frozen network's forward pass on the CPU through ONNX Runtime.
 
 Passes that only read a network (the frozen backbone's embedding pass of a linear probe, the
-calibration pass over a run's training part) run about 1.7x faster on ONNX Runtime's CPU kernels
-than on PyTorch's: FaceNet at 160 px embedded 108 against 64 images/s on the 2-core dev VM (fp32,
-batches of 16, both on 2 threads), with the same embeddings to 1.5e-6. The network is exported in
+calibration pass over a run's training part) run about 1.5x faster on ONNX Runtime's CPU kernels
+than on PyTorch's: FaceNet at 160 px embedded 107.8 against 71.2 images/s (channels-last) on the
+2-core dev VM (fp32, batches of 16, both on 2 threads; ``benchmarks/frozen_pass_speed.py``), with
+the same embeddings to 1.9e-6. The network is exported in
 memory (TorchScript-based exporter, about 1.5 s for FaceNet); nothing is written to disk.
 
 When ``onnx``/``onnxruntime`` are not installed, or the export fails, :func:`onnx_pass` answers

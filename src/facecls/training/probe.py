@@ -89,7 +89,7 @@ def compute_embeddings(
 ) -> tuple[torch.Tensor, int]:  # fmt: skip
     """``(N, views, D)`` float32 embeddings (view 1: the mirror image) and the number of images
     the backbone ran on. An fp32 pass on the CPU runs on ONNX Runtime when it is installed
-    (``models/cpu_pass.py``: 1.7x faster for FaceNet), else on PyTorch."""
+    (``models/cpu_pass.py``: 1.5x faster for FaceNet), else on PyTorch."""
     forward = FrozenPass(model, runtime, int(images.shape[-1]), int(images.shape[0]) * views)
     if forward.on_onnx and log is not None:
         log("The frozen backbone runs on ONNX Runtime (faster than PyTorch on the CPU)")
