@@ -151,8 +151,8 @@ def test_the_service_finds_every_face_of_uploads_arriving_together(
 
     from fastapi.testclient import TestClient
 
-    from facecls.inference.service import Settings, create_app
-    from facecls.inference.store import ModelStore
+    from facecls.service.app import Settings, create_app
+    from facecls.service.model_store import ModelStore
 
     group = np.full((400, 900, 3), 90, np.uint8)
     spots = [(30, 60, 220), (330, 120, 150), (560, 40, 300)]

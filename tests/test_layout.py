@@ -1,9 +1,10 @@
-"""The house's plan: imports run one way, and no circle.
+"""The house's plan: seven wings over a shared floor, imports running one way, and no circle.
 
 Every ``import``/``from … import`` of ``facecls`` in ``src/facecls`` counts, function-local ones
-included. The top (``cli``, the public API, ``demo``) may import anything; the wings sit in the
-middle (training may use inference and report; inference and report never use training); the
-shared floor, ``data/`` and ``models/`` import no wing.
+included. The top (``cli/``, the public API, ``demo``) may import anything; ``service/`` sits
+above ``inference/`` and ``library/``; training may use inference and report; ``library/`` may
+use inference; inference and report use no other wing; the shared floor, ``data/`` and
+``models/`` import no wing.
 """
 
 from __future__ import annotations
@@ -15,7 +16,15 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "facecls"
 TOP = {"facecls", "facecls.__main__", "facecls.cli", "facecls.demo"}
-WINGS = ("training", "inference", "report")
+WINGS = ("training", "inference", "report", "library", "service")
+# The wings each wing may import (besides itself, the floor, data/ and models/).
+MAY_USE: dict[str, set[str]] = {
+    "service": {"inference", "library"},
+    "training": {"inference", "report"},
+    "library": {"inference"},
+    "inference": set(),
+    "report": set(),
+}
 
 
 def _module_name(path: Path) -> str:
@@ -77,6 +86,10 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def _top(module: str) -> bool:
+    return module in TOP or module.startswith("facecls.cli.")
+
+
 def test_the_layout_is_what_the_test_expects() -> None:
     modules = _modules()
     for wing in WINGS + ("data", "models"):
@@ -92,7 +105,7 @@ def test_no_import_circle() -> None:
 def test_floor_data_and_models_import_no_wing(lower: str) -> None:
     bad = []
     for module, targets in _graph().items():
-        if module in TOP or _wing(module) is not None:
+        if _top(module) or _wing(module) is not None:
             continue
         kind = module.split(".")[1] if module.count(".") >= 2 else "floor"
         if kind != lower:
@@ -101,15 +114,22 @@ def test_floor_data_and_models_import_no_wing(lower: str) -> None:
     assert not bad, "\n".join(bad)
 
 
-def test_inference_and_report_never_import_training() -> None:
+@pytest.mark.parametrize("wing", WINGS)
+def test_each_wing_imports_only_the_wings_below_it(wing: str) -> None:
     bad = [
         f"{module} -> {target}"
         for module, targets in _graph().items()
-        if _wing(module) in ("inference", "report")
+        if _wing(module) == wing
         for target in sorted(targets)
-        if _wing(target) == "training"
+        if _wing(target) not in (None, wing) and _wing(target) not in MAY_USE[wing]
     ]
     assert not bad, "\n".join(bad)
+
+
+def test_no_rule_lets_a_wing_reach_back_up() -> None:
+    """The allowed imports form no circle between wings (service on top, then training and
+    library, then inference and report)."""
+    assert _cycle({wing: set(MAY_USE[wing]) for wing in WINGS}) is None
 
 
 def test_the_test_sees_function_local_imports_and_circles() -> None:

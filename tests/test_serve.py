@@ -15,16 +15,16 @@ from PIL import Image
 
 import facecls
 from facecls.cli import main
-from facecls.inference.serve import (
+from facecls.openset import enrolled_table, shot_threshold
+from facecls.service.app import Settings, create_app
+from facecls.service.model_store import CURRENT, ModelStore
+from facecls.service.serve import (
     build_app,
     check_bind,
     is_loopback,
     page_url,
     resolve_token,
 )
-from facecls.inference.service import Settings, create_app
-from facecls.inference.store import CURRENT, ModelStore
-from facecls.openset import enrolled_table, shot_threshold
 from tests import serve_fixtures
 
 people, tiny_run = serve_fixtures.people, serve_fixtures.tiny_run  # session-scoped fixtures
@@ -478,7 +478,7 @@ def test_page_with_a_token_in_chromium(live_server, tiny_run, people, tmp_path):
 
 
 def test_batcher_groups_requests_that_arrive_together() -> None:
-    from facecls.inference.batching import Batcher
+    from facecls.service.batching import Batcher
 
     gate = threading.Event()
     sizes: list[int] = []
@@ -505,7 +505,7 @@ def test_batcher_groups_requests_that_arrive_together() -> None:
 
 
 def test_photo_batcher_detects_uploads_that_arrive_together() -> None:
-    from facecls.inference.batching import PhotoBatcher
+    from facecls.service.batching import PhotoBatcher
 
     gate = threading.Event()
     batches: list[int] = []
@@ -530,7 +530,7 @@ def test_photo_batcher_detects_uploads_that_arrive_together() -> None:
 def test_a_bad_or_abandoned_submission_spoils_nothing_else() -> None:
     """One photo the detector fails on fails alone (its error to its caller only); a caller
     that gave up is skipped; the worker goes on."""
-    from facecls.inference.batching import PhotoBatcher
+    from facecls.service.batching import PhotoBatcher
 
     gate = threading.Event()
 

@@ -27,11 +27,11 @@ if TYPE_CHECKING:  # what the names below are, for type checkers and editors
     from facecls.inference.model import FaceModel, load_model
     from facecls.inference.predict import predict
     from facecls.inference.search import search
-    from facecls.inference.serve import serve
     from facecls.inference.verify import embed, verify
     from facecls.inference.video import predict_video
     from facecls.models import create_model, list_models
     from facecls.report.write import write_comparison, write_report
+    from facecls.service.serve import serve
     from facecls.training.evaluate import evaluate_run as evaluate
     from facecls.training.lr_find import lr_find
     from facecls.training.run import RunResult, cross_validate
@@ -54,7 +54,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "load_model": ("facecls.inference.model", "load_model"),
     "predict": ("facecls.inference.predict", "predict"),
     "search": ("facecls.inference.search", "search"),
-    "serve": ("facecls.inference.serve", "serve"),
+    "serve": ("facecls.service.serve", "serve"),
     "embed": ("facecls.inference.verify", "embed"),
     "verify": ("facecls.inference.verify", "verify"),
     "predict_video": ("facecls.inference.video", "predict_video"),

@@ -20,7 +20,7 @@ import numpy as np
 from facecls.atomic import write_csv_stream
 from facecls.data.sources import DataError
 from facecls.inference.model import FaceModel, load_model
-from facecls.inference.uploads import photo_faces
+from facecls.inference.photos import photo_faces
 
 HEADER = ["frame", "time_s", "face", "faces", "box", "decision", "identity", "score", "top1",
           "top1_probability"]  # fmt: skip

@@ -3,7 +3,7 @@
 Endpoints: ``GET /health``, ``GET /identities``, ``POST /predict`` (one photo → its faces with
 names or ``unknown``), ``POST /verify`` (two photos), ``POST /search`` (a photo against the
 gallery), ``POST /enroll`` (a name and a few photos, kept as a new bundle version), ``GET /`` (the
-page), ``GET /docs`` (OpenAPI). The network runs in :class:`~facecls.inference.batching.Batcher`'s
+page), ``GET /docs`` (OpenAPI). The network runs in :class:`~facecls.service.batching.Batcher`'s
 worker thread, the face detector in ``PhotoBatcher``'s (uploads arriving together are detected as
 one batch), decoding in the thread pool: the event loop only moves bytes. Needs the
 ``facecls[serve]`` extra.
@@ -30,23 +30,20 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from facecls.bundle import BundleError
 from facecls.data.sources import DataError
-from facecls.inference.batching import Batcher, PhotoBatcher
-from facecls.inference.page import CSP, PAGE
+from facecls.inference.photos import Photo, finds_faces, photo_faces, photo_of
 from facecls.inference.search import Gallery, model_key
-from facecls.inference.store import ModelStore
-from facecls.inference.uploads import (
+from facecls.inference.verify import stored_threshold
+from facecls.openset import l2_normalize
+from facecls.service.batching import Batcher, PhotoBatcher
+from facecls.service.model_store import ModelStore
+from facecls.service.page import CSP, PAGE
+from facecls.service.uploads import (
     MAX_UPLOAD_BYTES,
     MAX_UPLOAD_PIXELS,
     BodyLimit,
-    Photo,
     UploadError,
     decode_upload,
-    finds_faces,
-    photo_faces,
-    photo_of,
 )
-from facecls.inference.verify import stored_threshold
-from facecls.openset import l2_normalize
 
 MAX_ENROLL_PHOTOS = 20
 

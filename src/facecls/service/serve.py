@@ -3,7 +3,7 @@
 Bound to a loopback address (127.0.0.1, the default) only this machine can reach it. Any other
 address exposes face recognition to the network, so it refuses to start without a token, and
 every request must then carry ``Authorization: Bearer <token>``; the web page gets it from the
-URL fragment printed at start-up (see :mod:`facecls.inference.page`).
+URL fragment printed at start-up (see :mod:`facecls.service.page`).
 """
 
 from __future__ import annotations
@@ -81,10 +81,10 @@ def build_app(
     gallery: str | Path | None = None, detect: bool = False, device: str = "auto",
     log: Callable[[str], None] = print,
 ) -> Any:  # fmt: skip
-    """The FastAPI app serving ``model`` (see :mod:`facecls.inference.service`)."""
+    """The FastAPI app serving ``model`` (see :mod:`facecls.service.app`)."""
     require_serve()
-    service = importlib.import_module("facecls.inference.service")  # needs the extra
-    models = importlib.import_module("facecls.inference.store")
+    service = importlib.import_module("facecls.service.app")  # needs the extra
+    models = importlib.import_module("facecls.service.model_store")
     model_store = models.ModelStore(model, store, device, log)
     settings = service.Settings(token=token, gallery=None if gallery is None else Path(gallery),
                                 detect=detect)  # fmt: skip

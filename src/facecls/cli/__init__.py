@@ -1,0 +1,133 @@
+"""Command line: parse arguments, call one library function, return an exit code. No logic here.
+
+Each group of commands lives in a module of this package with ``COMMANDS`` (their names),
+``add_commands(sub)`` (their parsers) and ``run(args, log, progress)`` (the library calls);
+this module builds the parser from them, dispatches, and turns errors into one line.
+
+Exit codes: 0 done; 1 a run failed (disk full, non-finite loss); 2 bad input (options, data,
+model files); 130 / 143 stopped by Ctrl-C / SIGTERM after saving (resume with ``--resume``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+from facecls.cli import comfort, match, runs, use
+from facecls.cli.options import config_from_args, resume_dir
+from facecls.config import ConfigError
+
+# The command groups, in the order ``facecls --help`` lists them.
+GROUPS: tuple[ModuleType, ...] = (runs, use, comfort, match)
+
+__all__ = ["build_parser", "config_from_args", "main", "resume_dir"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``facecls`` argument parser with one sub-command per library call."""
+    parser = argparse.ArgumentParser(
+        prog="facecls",
+        description="Train, cross-validate and evaluate CNN face-identity classifiers.",
+    )
+    parser.add_argument("--quiet", action="store_true", help="print only errors and results")
+    _add_comfort_options(parser)
+    parser.add_argument(
+        "--debug", action="store_true",
+        help="show the Python traceback of an unexpected error (or set FACECLS_DEBUG=1)",
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in GROUPS:
+        group.add_commands(sub)
+    p = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
+    p.add_argument("shell", choices=["bash", "zsh"])
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    log, progress = _console(args)
+    if args.command == "completion":
+        import shtab
+
+        print(shtab.complete(build_parser(), shell=args.shell))
+        return 0
+    for group in GROUPS:
+        if args.command in group.COMMANDS:
+            group.run(args, log, progress)
+            return 0
+    raise AssertionError(f"no command group runs {args.command!r}")  # build_parser and GROUPS agree
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``facecls`` command; returns the process exit code."""
+    args = build_parser().parse_args(
+        argv
+    )  # before the imports below: --help, --version need no torch
+    if args.command == "models":  # a static table: answers without importing torch
+        runs.list_models()
+        return 0
+    from facecls.atomic import WriteError
+    from facecls.bundle import BundleError
+    from facecls.data.sources import DataError
+    from facecls.training.distributed import process_group
+    from facecls.training.fold import NonFiniteError
+    from facecls.training.interrupt import Interrupted
+
+    try:
+        with process_group():  # under torchrun: ended once the command is done
+            return _run(args)
+    except (NonFiniteError, WriteError) as error:
+        print(f"facecls: error: {error}", file=sys.stderr)
+        return 1
+    except (
+        ConfigError, DataError, BundleError, FileNotFoundError, ValueError, ImportError
+    ) as error:  # fmt: skip
+        print(f"facecls: error: {error}", file=sys.stderr)
+        return 2
+    except Interrupted as stopped:
+        print(
+            f"facecls: {stopped}; the last completed epoch is saved. Resume with: "
+            f"facecls {stopped.command} --resume {stopped.run_dir}",
+            file=sys.stderr,
+        )
+        return stopped.exit_code
+    except KeyboardInterrupt:
+        print("facecls: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # the backstop: one line, the traceback only when asked for
+        return _unexpected(error, getattr(args, "debug", False))
+
+
+def _unexpected(error: Exception, debug: bool) -> int:
+    """Report an error no command anticipated: one line, or the traceback with ``--debug``."""
+    debug = debug or os.environ.get("FACECLS_DEBUG", "") not in ("", "0")
+    if debug:
+        traceback.print_exception(error)
+    where = "" if debug else "; run with --debug (or FACECLS_DEBUG=1) for the traceback"
+    print(f"facecls: error: {type(error).__name__}: {error}{where}", file=sys.stderr)
+    return 1
+
+
+def _add_comfort_options(parser: argparse.ArgumentParser) -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("facecls")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        installed = "unknown (not installed)"
+    parser.add_argument("--version", action="version", version=f"facecls {installed}")
+    parser.add_argument(
+        "--verbose", action="store_true", help="also print debug detail (always in run.log)"
+    )
+
+
+def _console(args: argparse.Namespace) -> tuple[Any, bool]:
+    """The ``log`` callable (records of the ``facecls`` logger) and whether to show progress."""
+    from facecls.logs import configure_console, log_to
+
+    configure_console(quiet=args.quiet, verbose=getattr(args, "verbose", False))
+    return log_to(), not args.quiet

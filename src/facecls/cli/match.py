@@ -1,0 +1,73 @@
+"""embed, verify, search and serve: comparing faces, and the local service (see docs/serve.md)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+COMMANDS = ("embed", "verify", "search", "serve")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """The parsers of :data:`COMMANDS`."""
+    p = sub.add_parser("embed", help="write one embedding per face (safetensors + CSV index)")
+    p.add_argument("model", type=Path, help="run folder or model bundle")
+    p.add_argument("photos", nargs="+", type=Path, help="image files and/or folders")
+    p.add_argument("--out", type=Path, required=True, help="safetensors file (index: .csv)")
+    p.add_argument(
+        "--detect",
+        action="store_true",
+        help="every face MTCNN finds (always so for --faces align/box models)",
+    )
+    p = sub.add_parser("verify", help="are two photos the same person? (cosine similarity)")
+    p.add_argument("model", type=Path, help="run folder or model bundle")
+    p.add_argument("a", type=Path, help="first photo")
+    p.add_argument("b", type=Path, help="second photo")
+    p.add_argument("--threshold", type=float, help="similarity threshold (default: calibrated)")
+    p.add_argument("--detect", action="store_true", help="compare the main detected faces")
+    p = sub.add_parser("search", help="the gallery faces closest to a photo's face")
+    p.add_argument("model", type=Path, help="run folder or model bundle")
+    p.add_argument("photo", type=Path, help="the photo to look for")
+    p.add_argument("--gallery", type=Path, required=True, help="folder of photos (cached)")
+    p.add_argument("--top-k", type=int, default=5, help="faces listed (default 5)")
+    p.add_argument(
+        "--detect",
+        action="store_true",
+        help="every face MTCNN finds (always so for --faces align/box models)",
+    )
+    p = sub.add_parser("serve", help="local HTTP service and web page (facecls[serve])")
+    p.add_argument("model", type=Path, help="run folder or model bundle")
+    p.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--token", help="bearer token every request must carry (required off "
+                   "loopback; default $FACECLS_TOKEN)")  # fmt: skip
+    p.add_argument(
+        "--store", type=Path, help="folder of enrolled versions (default <bundle>.served)"
+    )
+    p.add_argument("--gallery", type=Path, help="folder of photos /search looks in")
+    p.add_argument(
+        "--detect",
+        action="store_true",
+        help="find every face in uploads (MTCNN; always so for --faces align/box models)",
+    )
+    p.add_argument("--threads", type=int, help="PyTorch threads (default: half the cores)")
+
+
+def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
+    """Carry out one of :data:`COMMANDS`."""
+    import facecls
+
+    if args.command == "embed":
+        facecls.embed(args.model, args.photos, args.out, args.detect, log=log)
+    elif args.command == "verify":
+        print(facecls.verify(args.model, args.a, args.b, args.threshold, args.detect).line())
+    elif args.command == "search":
+        result = facecls.search(args.model, args.photo, args.gallery, args.top_k, args.detect,
+                                log=log)  # fmt: skip
+        for rank, match in enumerate(result.matches, 1):
+            face = "" if match.face is None else f" face {match.face}"
+            print(f"{rank}. {match.similarity:.4f}  {match.path}{face}")
+    else:
+        facecls.serve(args.model, args.host, args.port, args.token, args.store, args.gallery,
+                      args.detect, log=log, threads=args.threads)  # fmt: skip

@@ -1,0 +1,102 @@
+"""predict, enroll, export and calibrate: using a trained model (see docs/inference.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from facecls.catalog import METHODS
+from facecls.cli.options import device_type
+
+COMMANDS = ("predict", "enroll", "export", "calibrate")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """The parsers of :data:`COMMANDS`."""
+    p = sub.add_parser("predict", help="name the faces in photos (CSV; unknown for strangers)")
+    p.add_argument("model", type=Path, help="run folder or model bundle")
+    p.add_argument("images", nargs="*", type=Path, help="image files and/or folders")
+    p.add_argument("--video", help="a video file or a webcam index (0) instead of images")
+    p.add_argument("--every", type=int, default=1, help="with --video: every N-th frame")
+    p.add_argument("--top-k", type=int, default=5, help="identities listed per face (default 5)")
+    p.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write")
+    p.add_argument(
+        "--detect", action="store_true",
+        help="find every face in each photo (MTCNN); always on for models trained with "
+        "--faces align/box",
+    )  # fmt: skip
+    p.add_argument(
+        "--annotate", type=Path, metavar="DIR|OUT.mp4",
+        help="write each photo with boxes and names drawn on it into DIR (with --video: the "
+        "video, to OUT.mp4)",
+    )  # fmt: skip
+    p.add_argument("--threshold", type=float, help="open-set threshold (default: calibrated)")
+    p.add_argument("--method", choices=list(METHODS), help="open-set score")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    p.add_argument(
+        "--device",
+        type=device_type,
+        default="auto",
+        help="auto (default), cpu, cuda (torch backend)",
+    )
+    p.add_argument("--batch-size", type=int, default=64, help="faces per forward pass")
+    p.add_argument(
+        "--trust-pickle", action="store_true",
+        help="allow a .pt/.pth weights file beside model.json (pickles can run code; it is "
+        "still read with torch.load(weights_only=True))",
+    )  # fmt: skip
+    p = sub.add_parser("enroll", help="add people to a copy of a model without retraining")
+    p.add_argument("model", type=Path, help="run folder or model bundle")
+    p.add_argument("--data", required=True, help="folder or archive: <name>/<photo>")
+    p.add_argument("--out", type=Path, help="new bundle folder (default <bundle>-enrolled)")
+    p.add_argument(
+        "--detect", action="store_true",
+        help="cut the main face of each photo (MTCNN; always so for --faces align/box models)",
+    )  # fmt: skip
+    p = sub.add_parser("export", help="export a model to ONNX and check it against PyTorch")
+    p.add_argument("model", type=Path, help="run folder or model bundle")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--out", type=Path, help="file to write (default model.onnx in the bundle)")
+    p.add_argument("--check", nargs="+", type=Path, help="photos for the parity check")
+    p = sub.add_parser("calibrate", help="set the open-set (unknown) threshold of a model")
+    p.add_argument("model", type=Path, help="run folder (recalibrate from data) or bundle")
+    p.add_argument("--method", choices=list(METHODS), help="open-set score")
+    p.add_argument("--acceptance", type=float, default=0.95,
+                   help="share of correctly named validation faces to accept (default 0.95)")  # fmt: skip
+    p.add_argument("--threshold", type=float, help="set this threshold by hand (no data needed)")
+    p.add_argument("--data", help="recalibrate on this source instead of the run's")
+
+
+def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
+    """Carry out one of :data:`COMMANDS`."""
+    import facecls
+
+    if args.command == "predict" and args.video is not None:
+        facecls.predict_video(args.model, args.video, args.out, args.every, args.annotate,
+                              args.detect, args.device, log)  # fmt: skip
+    elif args.command == "predict" and not args.images:
+        raise ValueError("predict needs image files or folders, or --video FILE|CAMERA")
+    elif args.command == "predict":
+        facecls.predict(
+            args.model, args.images, args.out, args.top_k, args.detect, args.backend,
+            args.threshold, args.method, args.device, args.batch_size, log, args.trust_pickle,
+            args.annotate,
+            show_progress=progress,
+        )  # fmt: skip
+    elif args.command == "enroll":
+        facecls.enroll(
+            args.model, args.data, args.out, args.detect, log=log, show_progress=progress
+        )
+    elif args.command == "export":
+        result = facecls.export_onnx(args.model, args.out, args.check, show_progress=progress)
+        print(
+            f"Exported {result.path}; parity with PyTorch on {result.checked_on}: max abs "
+            f"difference {result.max_abs_diff:.2e}, same top-1 {result.top1_agreement:.1%}"
+        )
+    else:
+        openset = facecls.calibrate(
+            args.model, args.method, args.acceptance, args.threshold, args.data, log, progress
+        )
+        print(json.dumps(openset, indent=2))

@@ -1,0 +1,1 @@
+"""The local HTTP service and its pages: above ``inference/`` and ``library/``, below the CLI."""
