@@ -14,7 +14,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from facecls.bundle import read_centroids
-from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig, resolve
+from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
+from facecls.config_rules import resolve
 from facecls.data.dataset import load_dataset
 from facecls.data.sources import default_cache_dir
 from facecls.inference.calibration import calibrate_run

@@ -30,7 +30,7 @@ from facecls.bundle import (
     update_meta,
     write_centroids,
 )
-from facecls.config import load_yaml, replace
+from facecls.config_io import load_yaml, replace
 from facecls.data.augment import normalize
 from facecls.data.batches import IndexBatches
 from facecls.data.dataset import load_dataset

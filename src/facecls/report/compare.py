@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from facecls import metrics
-from facecls.config import to_dict
+from facecls.config_io import to_dict
 from facecls.paired import corrected_fold_t, holm, mcnemar, paired_bootstrap
 from facecls.report import plots
 from facecls.report.content import CLASS_AVERAGES, RunPage, headline_rows

@@ -14,7 +14,8 @@ import torch.nn as nn
 
 from facecls import metrics
 from facecls.bundle import load_bundle
-from facecls.config import RunConfig, load_yaml, replace
+from facecls.config import RunConfig
+from facecls.config_io import load_yaml, replace
 from facecls.data.batches import IndexBatches, resident
 from facecls.data.dataset import FaceDataset, load_dataset
 from facecls.data.splits import (

@@ -21,8 +21,10 @@ import torch
 from facecls import metrics
 from facecls.atomic import write_json
 from facecls.bundle import Bundle, save_bundle
-from facecls.config import RunConfig, resolve, save_yaml, to_dict
-from facecls.config import replace as replace_config
+from facecls.config import RunConfig
+from facecls.config_io import replace as replace_config
+from facecls.config_io import save_yaml, to_dict
+from facecls.config_rules import resolve
 from facecls.data.batches import resident
 from facecls.data.checks import data_report, report_data_problems
 from facecls.data.dataset import FaceDataset, load_dataset

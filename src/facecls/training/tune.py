@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from facecls.config import IMBALANCE, RunConfig, load_yaml, save_yaml
-from facecls.config import replace as replace_config
+from facecls.config import IMBALANCE, RunConfig
+from facecls.config_io import load_yaml, save_yaml
+from facecls.config_io import replace as replace_config
 from facecls.logs import LoggerLog, RunLog
 from facecls.report.write import write_tuning_page
 from facecls.training.fold import Log
