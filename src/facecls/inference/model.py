@@ -28,18 +28,12 @@ from facecls.data.faces import FaceCutter
 from facecls.inference.backends import OnnxRunner, TorchRunner
 from facecls.inference.faces import FaceItem, Prediction, expand_paths, face_items
 from facecls.inference.model_inputs import PhotoInputs
-from facecls.openset import (
+from facecls.openset import METHODS, cosine, l2_normalize, margin_score, runner_up, scores, softmax
+from facecls.openset_thresholds import (
     ENROLLED_METHODS,
-    METHODS,
-    cosine,
     enrolled_method,
     enrolled_table,
-    l2_normalize,
-    margin_score,
-    runner_up,
-    scores,
     shot_threshold,
-    softmax,
 )
 from facecls.runtime import resolve_device
 
