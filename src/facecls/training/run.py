@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from facecls import metrics
+from facecls import metrics_intervals
 from facecls.atomic import write_json
 from facecls.bundle import Bundle, save_bundle
 from facecls.config import RunConfig
@@ -482,7 +482,9 @@ def _cross_validate(
         for t in trained_folds
     ]
     keys = ("accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy", "loss")
-    mean_std = {key: list(metrics.mean_std([m[key] for m in fold_metrics])) for key in keys}
+    mean_std = {
+        key: list(metrics_intervals.mean_std([m[key] for m in fold_metrics])) for key in keys
+    }
     pooled = EvalResult(
         np.concatenate([t.val.logits for t in trained_folds]),
         np.concatenate([t.val.targets for t in trained_folds]),
