@@ -30,7 +30,7 @@ from facecls.bundle import WEIGHTS_NAME
 from facecls.data.sources import DataError, default_cache_dir
 from facecls.inference.faces import Prediction, expand_paths
 from facecls.inference.model import FaceModel, load_model
-from facecls.inference.verify import FaceEmbeddings, embed_photos, first_face
+from facecls.inference.verify import FaceEmbeddings, embed_photos, photo_face
 
 CACHE_FORMAT = "facecls-gallery-1"
 
@@ -220,5 +220,5 @@ def search(
         log(f"  skipped {path}: {reason}")
     if not gallery.faces:
         raise DataError(f"{gallery.folder}: no usable face photo in the gallery")
-    query, vector = first_face(model, photo, detect)
+    query, vector, _ = photo_face(model, photo, detect)
     return SearchResult(query, gallery.nearest(vector, top_k), len(gallery.faces), gallery.skipped)
