@@ -32,13 +32,15 @@ import platform
 import tarfile
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
-from facecls.inference.model import load_model, predict_files
+from facecls.inference.faces import face_items
+from facecls.inference.model import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = next(
@@ -235,15 +237,29 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--method", help="open-set score instead of the model's default")
     parser.add_argument("--threshold", type=float, help="threshold instead of the calibrated one")
+    parser.add_argument("--dump", type=Path, help="save every face's outputs and truth (.npz)")
     args = parser.parse_args()
     started = time.perf_counter()
     paths, plan = make(args)
     model = load_model(args.run, device="cpu", method=args.method, threshold=args.threshold)
     made = time.perf_counter()
     answers: dict[str, list] = {}
-    for p in predict_files(model, paths, top_k=1, detect=True):
-        answers.setdefault(p.path, []).append(p)
+    outputs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    # what predict does (the same faces and decisions as predict_files), keeping the outputs
+    items = list(face_items(paths, model, detect=True))
+    faces = [item for item in items if item.pixels is not None]
+    for start in range(0, len(faces), 64):
+        chunk = faces[start : start + 64]
+        logits, features = model.outputs(np.stack([item.pixels for item in chunk]))
+        for item, answer, row in zip(chunk, model.decide(logits, features, top_k=1), range(len(chunk)),
+                                     strict=True):  # fmt: skip
+            # (the detector's score is in the rows of facecls from issue 27 on)
+            seen = {"detection": item.template.detection} if hasattr(answer, "detection") else {}
+            p = replace(answer, path=item.template.path, box=item.template.box, **seen)
+            outputs[id(p)] = (logits[row], features[row])
+            answers.setdefault(p.path, []).append(p)
     seconds = time.perf_counter() - made
+    dump: list[dict] = []
     known_total = strangers_total = named = rejected = missed = 0
     answered = ghosts = ghosts_named = 0
     per_band = {i: {"known": [], "stranger": []} for i in range(len(BANDS))}
@@ -263,6 +279,9 @@ def main() -> None:
                 default=None,
             )  # fmt: skip
             px = width if match is None else max(found[match].box[2], found[match].box[3])
+            if match is not None:
+                dump.append({"p": found[match], "kind": "known" if is_known else "stranger",
+                             "identity": key.split("/")[0], "px": px})  # fmt: skip
             band = band_of(px)
             if is_known:
                 known_total += 1
@@ -281,6 +300,7 @@ def main() -> None:
             if j not in used:
                 ghosts += 1
                 ghosts_named += p.decision == "known"
+                dump.append({"p": p, "kind": "ghost", "identity": "", "px": max(p.box[2:])})
     print(f"Group photos (wild): {len(paths)} photos 900-1400 x 650-1000 px, {known_total} known "
           f"faces (LFW-8 test part), {strangers_total} strangers; model "
           f"{model.meta['architecture']} @ {model.image_size} px, face pipeline {model.faces}, "
@@ -297,6 +317,19 @@ def main() -> None:
         kt = f"{np.mean(k):.3f} of {len(k):>4}" if k else "      —    "
         st = f"{np.mean(s):.3f} of {len(s):>4}" if s else "      —    "
         print(f"    {band_name(low, high):<12}                       {kt}      {st}")
+    if args.dump:
+        names = model.class_names
+        np.savez_compressed(
+            args.dump,
+            logits=np.stack([outputs[id(d["p"])][0] for d in dump]),
+            features=np.stack([outputs[id(d["p"])][1] for d in dump]),
+            kind=np.array([d["kind"] for d in dump]),
+            target=np.array([names.index(d["identity"]) if d["identity"] in names else -1
+                             for d in dump]),
+            px=np.array([d["px"] for d in dump], float),
+            detection=np.array([getattr(d["p"], "detection", np.nan) for d in dump], float),
+            centroids=model.centroids if model.centroids is not None else np.zeros((0, 0)),
+        )  # fmt: skip
     print(f"  {len(paths) / seconds:.2f} photos/s end to end (detect, cut, embed, decide); "
           f"{platform.machine()} CPU, {torch.get_num_threads()} threads, load average "
           f"{os.getloadavg()[0]:.1f}; total {time.perf_counter() - started:.0f} s")  # fmt: skip

@@ -323,7 +323,7 @@ def predict_files(
                 yield replace(
                     answer, path=item.template.path, face=item.template.face,
                     faces=item.template.faces, box=item.template.box,
-                    landmarks=item.template.landmarks,
+                    landmarks=item.template.landmarks, detection=item.template.detection,
                 )  # fmt: skip
         pending.clear()
 

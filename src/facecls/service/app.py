@@ -224,7 +224,8 @@ def create_app(store: ModelStore, settings: Settings | None = None) -> FastAPI:
     async def enroll(
         name: Annotated[str, Form()], files: Annotated[list[UploadFile], File()]
     ) -> dict[str, Any]:
-        """Add a person from a few photos (the main face of each); kept on disk."""
+        """Add a person from a few photos (of a photo with several faces, the one that agrees
+        with the others); kept on disk."""
         if len(files) > MAX_ENROLL_PHOTOS:
             raise UploadError(413, f"at most {MAX_ENROLL_PHOTOS} photos per enrollment")
         faces = []
@@ -232,7 +233,7 @@ def create_app(store: ModelStore, settings: Settings | None = None) -> FastAPI:
             photo = await service.read(upload)
             if len(photo.faces) == 0:
                 raise UploadError(422, f"{upload.filename}: no face found")
-            faces.append(photo.faces[0])
-        return await run_in_threadpool(store.enroll, name, np.stack(faces))
+            faces.append(photo.faces)
+        return await run_in_threadpool(store.enroll, name, faces)
 
     return app

@@ -21,6 +21,7 @@ import numpy as np
 
 from facecls.atomic import write_text
 from facecls.bundle import BundleError, read_centroids
+from facecls.data.face_choice import agree
 from facecls.data.sources import DataError
 from facecls.inference.calibration import ensure_centroids
 from facecls.inference.enroll import write_enrolled
@@ -31,6 +32,19 @@ CURRENT = "CURRENT"
 KEEP_VERSIONS = 3  # older versions are removed once a newer one is current
 _VERSION = re.compile(r"^v(\d{6})$")
 _NAME = re.compile(r"^[\w][\w .'-]{0,63}$")
+
+
+def chosen_faces(photos: list[np.ndarray]) -> np.ndarray:
+    """One unit embedding per photo (``photos``: each photo's faces' embeddings, main face
+    first): a photo with several faces gives the one that agrees with the person's single-face
+    photos (:func:`facecls.data.face_choice.agree`; the main face when there is none)."""
+    single = [p[0] for p in photos if len(p) == 1]
+    several = [p for p in photos if len(p) > 1]
+    if not several:
+        return np.stack(single)
+    base = {0: np.sum(single, axis=0)} if single else {}
+    choice = agree(np.zeros(len(several), np.int64), several, base)
+    return np.stack(single + [p[k] for p, k in zip(several, choice.kept.tolist(), strict=True)])
 
 
 def check_name(name: str) -> str:
@@ -91,22 +105,28 @@ class ModelStore:
         found = (_VERSION.match(p.name) for p in self.root.iterdir())
         return sorted(int(m.group(1)) for m in found if m)
 
-    def enroll(self, name: str, faces: np.ndarray) -> dict[str, object]:
-        """Enroll ``name`` from uint8 faces ``(N, 3, S, S)`` (prepared as ``to_batch`` does) into
-        a new version; a name enrolled before is replaced. Returns a summary.
+    def enroll(self, name: str, faces: np.ndarray | list[np.ndarray]) -> dict[str, object]:
+        """Enroll ``name`` from uint8 faces ``(N, 3, S, S)`` (prepared as ``to_batch`` does; one
+        per photo), or from each photo's faces (a list of such arrays, main face first: a photo
+        with several adds the face that agrees with the others, :func:`chosen_faces`) into a new
+        version; a name enrolled before is replaced. Returns a summary.
 
         Raises:
             DataError: a bad name, a trained identity's name, or no face.
         """
         name = check_name(name)
-        if len(faces) == 0:
+        photos = [np.asarray(f) for f in faces] if isinstance(faces, list) else [
+            np.asarray(faces)[i : i + 1] for i in range(len(faces))
+        ]  # fmt: skip
+        photos = [p for p in photos if len(p)]
+        if not photos:
             raise DataError("no face to enroll")
         model = self._model
         if name in model.trained_names:
             raise DataError(f"{name!r} is one of the model's trained identities")
         if "trained" not in read_centroids(model.folder):
             raise BundleError(f"{model.folder}: no trained centroids; run facecls calibrate first")
-        unit = l2_normalize(model.outputs(faces)[1].astype(np.float64))
+        unit = chosen_faces([l2_normalize(model.outputs(p)[1].astype(np.float64)) for p in photos])
         with self._lock:  # one writer at a time; each builds on the version before it
             model = self._model
             number = max(self._versions(), default=0) + 1
