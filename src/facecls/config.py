@@ -105,7 +105,9 @@ class TrainConfig:
 
     Attributes:
         model: a registered model name or any torchvision classification model.
-        pretrained: load ImageNet weights through torchvision's weights API.
+        pretrained: start from pretrained weights: ImageNet's through torchvision's weights
+            API, FaceNet's CASIA-WebFace file from the weights cache (``facecls weights get
+            facenet``). ``None``: yes for ``facenet`` (without ``weights``), no otherwise.
         recipe: ``fast`` or ``report``; supplies every ``None`` field below.
         epochs: passes over the training part.
         batch_size: images per optimisation step.
@@ -150,7 +152,7 @@ class TrainConfig:
     """
 
     model: str = "baseline"
-    pretrained: bool = False
+    pretrained: bool | None = None
     recipe: str = "fast"
     epochs: int | None = None
     batch_size: int = 64
@@ -234,6 +236,8 @@ def resolve(config: RunConfig) -> RunConfig:
     if t.recipe not in RECIPES:
         raise ConfigError(f"train.recipe must be one of {sorted(RECIPES)}, got {t.recipe!r}")
     defaults = dict(RECIPES[t.recipe])
+    if t.pretrained is None:  # FaceNet from scratch is rarely wanted: its weights by default
+        t = dataclasses.replace(t, pretrained=t.model == "facenet" and not t.weights)
     if t.recipe == "fast" and t.freeze == "backbone":
         defaults["lr"] = FAST_PROBE_LR
     elif t.recipe == "fast" and (t.pretrained or t.weights):

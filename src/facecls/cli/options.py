@@ -103,7 +103,11 @@ def add_run_options(p: argparse.ArgumentParser, folds: bool, resume: bool = True
     g.add_argument(
         "--model", help="baseline, tronnet, resnet18, facenet or any torchvision model name"
     )
-    g.add_argument("--pretrained", action="store_true", default=None, help="ImageNet weights")
+    g.add_argument(
+        "--pretrained", action=argparse.BooleanOptionalAction, default=None,
+        help="start from pretrained weights: ImageNet's (torchvision models) or FaceNet's "
+        "(facecls weights get facenet; the default for facenet)",
+    )  # fmt: skip
     g.add_argument(
         "--recipe", choices=["fast", "report"],
         help="fast (default): AdamW, one-cycle, label smoothing 0.1, flip TTA, 30 epochs; "
