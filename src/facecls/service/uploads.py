@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from facecls.data.images import ImageError, decode_bytes
+from facecls.data.images import ImageError, decode_bytes, image_formats
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 40_000_000
@@ -31,7 +31,7 @@ def decode_upload(data: bytes, name: str, max_pixels: int = MAX_UPLOAD_PIXELS) -
     """RGB pixels of an upload; :class:`UploadError` 422 if it is no image or too many pixels."""
     label = name or "upload"
     try:
-        with Image.open(io.BytesIO(data)) as probe:  # reads the header only
+        with Image.open(io.BytesIO(data), formats=image_formats()) as probe:  # the header only
             width, height = probe.size
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
         raise UploadError(422, f"{label}: not an image Pillow can read") from error
