@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install dev lint format clean browser
+.PHONY: demo test install dev lint format clean browser dist
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ browser:
 
 test: lint browser
 	$(BIN)/python -m pytest -q
+
+# The sdist and the wheel (pipx install dist/facecls-*.whl; docs/install.md).
+dist: dev
+	$(BIN)/python -m build --outdir dist .
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
