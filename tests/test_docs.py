@@ -52,8 +52,11 @@ def _undocumented(name: str, obj: object) -> list[str]:
     # A dataclass without a docstring gets one made from its signature: that is not documentation.
     generated = dataclasses.is_dataclass(obj) and doc.startswith(f"{obj.__name__}(")  # type: ignore[union-attr]
     missing = [name] if not doc or generated else []
-    if inspect.isclass(obj):
-        for attr, value in vars(obj).items():
+    # A class's public methods and properties, its facecls base classes' included.
+    for klass in obj.__mro__ if inspect.isclass(obj) else ():
+        if not klass.__module__.startswith("facecls"):
+            continue
+        for attr, value in vars(klass).items():
             target = (
                 value.fget if isinstance(value, property) else getattr(value, "__func__", value)
             )

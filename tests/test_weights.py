@@ -310,7 +310,8 @@ def test_facenet_finds_the_cached_weights_and_says_how_to_get_them(
     reference: dict[str, np.ndarray], synthetic_folder: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
 ) -> None:  # fmt: skip
-    from facecls.config import RunConfig, TrainConfig, resolve
+    from facecls.config import RunConfig, TrainConfig
+    from facecls.config_rules import resolve
     from facecls.models import create_model
 
     monkeypatch.setenv("FACECLS_CACHE", str(tmp_path / "cache"))
