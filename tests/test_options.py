@@ -130,7 +130,7 @@ class _Train(TrainConfig):
     """TrainConfig with the one field a new option is (docs/architecture.md's example)."""
 
     warmup_epochs: int = dataclasses.field(
-        default=0, metadata=option("epochs of linear learning-rate warm-up")
+        default=0, metadata=option("epochs of linear learning-rate warm-up before the schedule")
     )
 
 
@@ -146,7 +146,7 @@ def test_a_new_training_option_is_one_dataclass_field() -> None:
     add_run_options(parser, "cv", _Run)
     args = parser.parse_args(["--warmup-epochs", "3"])
     assert args.warmup_epochs == 3
-    assert "epochs of linear learning-rate warm-up (default: 0)" in " ".join(
+    assert "epochs of linear learning-rate warm-up before the schedule (default: 0)" in " ".join(
         parser.format_help().split()
     )
     row = "| `--warmup-epochs` | `train.warmup_epochs` | integer | 0 | train, cv, tune, lr-find |"
