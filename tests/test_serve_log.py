@@ -186,3 +186,10 @@ def test_an_unexpected_error_is_a_500_in_the_error_body(capsys) -> None:
     assert answer.json()["error"]["code"] == "internal" and "a bug" not in answer.text
     captured = capsys.readouterr()
     assert "Traceback" not in captured.out + captured.err
+
+
+def test_a_store_that_cannot_be_a_folder_is_one_line(tiny_run, tmp_path, capsys) -> None:
+    (tmp_path / "store").write_text("a file")
+    assert main(["serve", str(tiny_run), "--store", str(tmp_path / "store" / "inner")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("facecls: error: ") and "give --store DIR" in line

@@ -74,8 +74,8 @@ class ModelStore:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise BundleError(
-                f"--store {self.root}: cannot be used as the folder of enrolled versions "
-                f"({error.strerror or error})"
+                f"{self.root}: cannot be the store folder (enrolled versions, serve.log): "
+                f"{error.strerror or error}; give --store DIR"
             ) from error
         self._lock = threading.Lock()
         version = self._current_version()
