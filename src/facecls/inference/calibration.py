@@ -241,10 +241,12 @@ def calibrate_run(
     log: Callable[[str], None] = print,
     show_progress: bool = False,
     fpir: float | None = DEFAULT_FPIR,
+    into: Path | None = None,
 ) -> dict[str, Any]:
     """Calibrate a run's model from its saved split: centroids from the final model's training
     part, thresholds from its validation part and that part's calibration views. Rewrites only
-    the run's model bundle.
+    the run's model bundle, or with ``into`` only that copy of it (the service calibrates its
+    own copy, never the run).
 
     Args:
         method: the score ``predict`` decides by (default: :func:`default_method`).
@@ -286,7 +288,7 @@ def calibrate_run(
         architecture=bundle.architecture, fpir=fpir, views=views,
         val_face_px=face_sizes(dataset, val_idx),
     )  # fmt: skip
-    write_calibration(bundle_folder(run_dir), calibration, verification)
+    write_calibration(into or bundle_folder(run_dir), calibration, verification)
     log(describe(calibration.meta()))
     log(describe_verify(verification))
     return calibration.meta()
