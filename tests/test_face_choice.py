@@ -12,14 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw, ImageFilter
 
 import facecls
-from facecls.bundle import Bundle, save_bundle, write_centroids
+from facecls.bundle import Bundle, read_centroids, save_bundle, write_centroids
 from facecls.config import DataConfig, TrainConfig
 from facecls.data.checks import data_report
 from facecls.data.dataset import load_dataset
-from facecls.data.face_choice import FacesFound, choose, references
+from facecls.data.face_choice import MAIN_RULE, Choice, FacesFound, choose, records, references
 from facecls.data.faces import FaceCutter, merge_overlaps
 from facecls.data.mtcnn import Detections
 from facecls.data.sources import DataError
@@ -28,6 +29,9 @@ from facecls.inference.faces import _detected
 from facecls.inference.verify import calibrate_verification
 from facecls.models.face_embedder import choice_embedder
 from facecls.models.facenet import NORMALIZATION, WEIGHTS_FILE, facenet
+from facecls.report.content import several_faces
+from facecls.service.app import Settings, create_app
+from facecls.service.model_store import ModelStore, chosen_faces
 from tests.conftest import SHARED
 
 WEIGHTS = SHARED / "weights" / WEIGHTS_FILE
@@ -205,3 +209,93 @@ def test_verify_says_which_face_it_compared(
     assert chosen.same  # the subject, small at the edge, against a portrait of him
     with pytest.raises(DataError, match="holds 2 face"):
         facecls.verify(facenet_bundle, group, portrait, face=[5])
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_enrollment_adds_the_face_of_each_photo_that_agrees_with_the_others() -> None:
+    """The service's rule (``chosen_faces``): a photo with several faces adds the face nearest
+    the person's single-face photos, even when a stranger is its main face."""
+    rng = np.random.default_rng(2)
+    person, stranger = _unit(rng.normal(size=(2, 32)))
+    near = _unit(person + 0.4 * rng.normal(size=(4, 32)))
+    group = np.stack([stranger, near[3]])  # the stranger is the main face
+    kept = chosen_faces([near[:1], group, near[1:2], near[2:3]])
+    assert kept.shape == (4, 32)
+    assert any(np.array_equal(row, near[3]) for row in kept)
+    assert not any(np.array_equal(row, stranger) for row in kept)
+    # one face a photo: each as given; no single-face photo: the main face of each
+    assert np.array_equal(chosen_faces([near[:1], near[1:2]]), near[:2])
+    only_groups = chosen_faces([group, np.stack([near[0], stranger])])
+    assert np.array_equal(only_groups, np.stack([stranger, near[0]]))
+
+
+def test_the_report_lists_the_doubtful_choices_for_a_person_to_check() -> None:
+    found = FacesFound(
+        np.zeros((5, 5), np.float32), np.array([1, 3, 4]), np.array([0, 2, 5, 7]),
+        np.zeros((7, 3, 2, 2), np.uint8),
+        np.arange(35, dtype=np.float32).reshape(7, 5), np.array([2, 3, 2]),
+    )  # fmt: skip
+    choice = Choice(
+        np.array([1, 2, 0]), np.array([0.8, 0.5, np.nan]), np.array([0.1, 0.45, np.nan]),
+        ["agreement", "agreement", MAIN_RULE],
+    )  # fmt: skip
+    paths = [f"p{i}.jpg" for i in range(5)]
+    entries = records(paths, found, choice)
+    assert [e["path"] for e in entries] == ["p1.jpg", "p3.jpg", "p4.jpg"]
+    assert [e["faces"] for e in entries] == [2, 3, 2] and [e["kept"] for e in entries] == [1, 2, 0]
+    assert entries[0]["box"] == [5.0, 6.0, 7.0, 8.0]  # the kept candidate's box (row 0 + 1)
+    assert entries[1]["box"] == [20.0, 21.0, 22.0, 23.0]  # row 2 + 2
+    # sure: far ahead of the next face; doubtful: 0.05 ahead of it
+    assert [e["doubtful"] for e in entries[:2]] == [False, True]
+    assert entries[2]["rule"] == MAIN_RULE and entries[2]["agreement"] is None
+    report = {"several_faces": entries, "faces_chosen_by": "FaceNet"}
+    shown = several_faces(report, shareable=False)
+    assert shown["photos"] == 3 and shown["not_main"] == 2 and shown["doubtful_count"] == 1
+    assert [e["path"] for e in shown["doubtful"]] == ["p3.jpg"]
+    shared = several_faces(report, shareable=True)
+    assert shared["doubtful_count"] == 1 and shared["doubtful"] == []  # no paths when shared
+    assert several_faces({"several_faces": []}, shareable=False) is None
+
+
+def _canvas(*faces: tuple[np.ndarray, tuple[int, int], int]) -> bytes:
+    canvas = Image.new("RGB", (640, 440), (120, 140, 110))
+    for photo, centre, width in faces:
+        _paste(canvas, photo, centre, width)
+    buffer = BytesIO()
+    canvas.save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def test_the_service_enrolls_the_face_that_agrees_not_the_main_face(
+    facenet_bundle: Path, lfw: dict[str, list[np.ndarray]], tmp_path: Path
+) -> None:
+    """/enroll with three portraits and a group photo whose main face is a stranger: the
+    person's centroid is the one made with the subject's face of that photo."""
+    subject, bystander = lfw["George_W_Bush"][4], lfw["Abdullah_Gul"][0]
+    portraits = []
+    for i, photo in enumerate(lfw["George_W_Bush"][:3]):
+        buffer = BytesIO()
+        Image.fromarray(photo).save(buffer, format="JPEG", quality=95)
+        portraits.append(("files", (f"{i}.jpg", buffer.getvalue(), "image/jpeg")))
+    fourth = {
+        "Group": _canvas((subject, (90, 220), 80), (bystander, (330, 220), 170)),
+        "Subject": _canvas((subject, (90, 220), 80)),  # the group photo without the stranger
+        "Stranger": _canvas((bystander, (330, 220), 170)),  # ... and without the subject
+    }
+    store = ModelStore(facenet_bundle, tmp_path / "store", device="cpu", log=lambda _m: None)
+    with TestClient(create_app(store, Settings())) as client:
+        faces = client.post("/predict", files={"file": ("g.jpg", fourth["Group"], "image/jpeg")})
+        assert len(faces.json()["faces"]) == 2  # one box a face
+        for name, photo in fourth.items():
+            extra = ("files", ("4.jpg", photo, "image/jpeg"))
+            answer = client.post("/enroll", data={"name": name}, files=[*portraits, extra])
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["photos"] == 4
+    model = store.model
+    vectors = dict(zip(model.enrolled_names, read_centroids(model.folder)["enrolled"], strict=True))
+    group, alone, wrong = (_unit(vectors[n].astype(np.float64)) for n in fourth)
+    same, other = float(group @ alone), float(group @ wrong)
+    assert same > 0.99 and same > other + 0.02, (same, other)  # the main face's: 0.934

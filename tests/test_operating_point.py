@@ -19,6 +19,7 @@ from facecls import openset, openset_calibration, openset_fpir
 from facecls.cli import main
 from facecls.data.faces import FaceCutter
 from facecls.data.views import make_views, render_view
+from facecls.report.operating import band_lines, how_set, operating_point
 from tests import serve_fixtures
 
 people, tiny_run = serve_fixtures.people, serve_fixtures.tiny_run  # session-scoped fixtures
@@ -150,3 +151,29 @@ def test_calibration_views_are_the_same_for_a_seed(lfw_archive: Path) -> None:
     assert canvas.shape[0] > width and canvas.shape[1] > width and 40 <= width <= 120
     centre_views = make_views(photos, [None] * 4, FaceCutter("centre", 64), seed=3)
     assert centre_views.faces.shape == (4, 3, 64, 64) and centre_views.lost == 0
+
+
+def test_rates_per_face_size_band_as_the_report_and_card_show_them() -> None:
+    px = np.array([50, 50, 80, 80, 200, 200, np.nan])
+    known = np.array([0.9, 0.2, 0.9, 0.9, 0.9, 0.1, 0.9])
+    correct = np.array([True, True, True, False, True, True, True])  # 80 px: one named wrongly
+    strangers = np.array([0.1, 0.9, 0.1, 0.1, 0.1, 0.1, 0.9])
+    rows = openset_fpir.band_rates(known, correct, strangers, px, threshold=0.5)
+    assert [r["band"] for r in rows] == ["< 60 px", "60-100 px", "> 160 px"]  # none 100-160
+    assert [r["faces"] for r in rows] == [2, 2, 2]  # the face of unknown size left out
+    assert [r["named"] for r in rows] == [0.5, 0.5, 0.5]
+    assert [r["strangers_unknown"] for r in rows] == [0.5, 1.0, 1.0]
+    meta = {"openset": {
+        "method": "margin", "threshold": 0.5, "rule": "fpir", "fpir": 0.01, "version": 2,
+        "rates": {"margin": {"named": 0.9, "bands": rows}},
+        "calibration": {"pseudo_strangers": 300},
+    }}  # fmt: skip
+    point = operating_point(meta)
+    assert point is not None and point["method"] == "margin" and not point["old"]
+    assert "1.0% of 300 pseudo-strangers" in how_set(point) and "90.0%" in how_set(point)
+    table = band_lines(point)
+    assert len(table) == 2 + 3 and table[2] == "| < 60 px | 2 | 50.0% | 50.0% |"
+    old = operating_point({"openset": {"method": "msp", "threshold": 0.6, "acceptance": 0.95}})
+    assert old is not None and old["old"] and band_lines(old) == []
+    assert "accept 95%" in how_set(old) and "facecls calibrate" in how_set(old)
+    assert operating_point({}) is None
