@@ -229,3 +229,33 @@ def test_cli_refusals_are_one_line(
         assert main(["--quiet", *args]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and expected in err, err
+
+
+def test_two_torchrun_ranks_index_one_shared_library_with_every_face_once(
+    collection: tuple[Path, dict[str, list]], embedder: Embedder, postgres_url: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    from tests.library_fixtures import drop_database, fresh_database
+
+    url = fresh_database(postgres_url)
+    try:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   "--nproc-per-node", "2", "-m", "facecls", "--quiet", "index",
+                   str(collection[0]), "--library", url, "--weights", str(WEIGHTS)]  # fmt: skip
+        done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # what each of the two ranks had
+        try:
+            index_photos([collection[0]], tmp_path / "one", embedder=embedder, **QUIET)
+        finally:
+            torch.set_num_threads(threads)
+        shared = snapshot(url)
+        assert_same(shared, snapshot(str(tmp_path / "one")))
+        with open_library(url) as lib:
+            assert lib.counts()["faces"] == 7 and lib.counts()["photos"] == 6
+            table = lib.face_table()
+            pairs = list(zip(table["photo_id"], table["rank"], strict=True))
+            assert len(pairs) == len(set(pairs))  # no face written twice
+    finally:
+        drop_database(postgres_url, url)
