@@ -17,6 +17,7 @@ applied). A file that cannot be read, or that changes while it is read, comes ba
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 from collections import deque
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from facecls.data.faces import Face
-from facecls.data.images import ImageError, decode_reduced, file_problem
+from facecls.data.images import IMAGE_EXTENSIONS, ImageError, decode_reduced, file_problem
 from facecls.data.mtcnn import MTCNN, Detections
 
 Cut = Callable[[np.ndarray, Detections], list[Face]]  # photo + its detections -> faces
@@ -97,7 +98,9 @@ class FaceReader:
         self, cut: Cut, face_px: int, detector: MTCNN, min_face: int | None = 40,
         detect_px: float = 12.0, max_side: int = 1600, batch: int = 8, workers: int = 2,
     ) -> None:  # fmt: skip
-        self.cut, self.face_px, self.detector = cut, face_px, detector
+        self.cut, self.face_px = cut, face_px
+        # A copy (sharing the nets): its sizes are set per photo here, the caller's stay as they are.
+        self.detector = copy.copy(detector)
         self.min_face, self.detect_px, self.max_side = min_face, detect_px, max_side
         self.batch, self.workers = max(1, batch), max(1, workers)
         self.detector.max_side = 1 << 20  # the copies are sized here
@@ -151,6 +154,8 @@ class FaceReader:
         """Read a file once: its bytes, stamp and digest, and the detector's reduced copy."""
         photo = ReadPhoto(path)
         problem = file_problem(path)
+        if problem is None and path.suffix.lower() not in IMAGE_EXTENSIONS:
+            problem = f"unsupported file type: {path.suffix.lower() or '(no extension)'}"
         if problem is not None:
             photo.error = problem
             return _Loaded(photo)

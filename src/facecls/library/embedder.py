@@ -23,7 +23,7 @@ from facecls.config import DETECT_PIPELINES
 from facecls.data.faces import FaceCutter
 from facecls.data.mtcnn import MTCNN
 from facecls.data.photo_faces import Cut
-from facecls.inference.detect import lfw_faces
+from facecls.inference.faces import model_cut
 from facecls.inference.model import FaceModel, load_model
 from facecls.library.store_types import ModelKey
 from facecls.models import create_model
@@ -108,14 +108,20 @@ def facenet_embedder(weights: str | Path | None = None, device: str = "auto") ->
         return l2_normalize(features).astype(np.float32)
 
     key = ModelKey("facenet", backbone_digest(model), pipeline, FACENET_SIZE, 512)
-    return Embedder(key, _cutter_cut(cutter), FACENET_SIZE, embed, MTCNN(where, fast=True))
+    return Embedder(
+        key,
+        lambda photo, found: cutter.faces_of(photo, found, every_face=True),
+        FACENET_SIZE,
+        embed,
+        MTCNN(where, fast=True),
+    )
 
 
 def model_embedder(run: str | Path, device: str = "auto") -> Embedder:
     """A trained model's embeddings (the input of its classifier) and face pipeline."""
     model = load_model(run, device)
     return Embedder(
-        _model_key(model), _model_cut(model), model.image_size,
+        _model_key(model), model_cut(model), model.image_size,
         lambda faces: l2_normalize(model.outputs(faces)[1]).astype(np.float32),
         MTCNN(model.cutter.device, fast=True),
     )  # fmt: skip
@@ -130,14 +136,3 @@ def _model_key(model: FaceModel) -> ModelKey:
     dim = int(l2_normalize(model.outputs(np.zeros((1, 3, model.image_size, model.image_size),
                                                   np.uint8))[1]).shape[1])  # fmt: skip
     return ModelKey(name, backbone_digest(network), model.faces, model.image_size, dim)
-
-
-def _cutter_cut(cutter: FaceCutter) -> Cut:
-    return lambda photo, found: cutter.faces_of(photo, found, every_face=True)
-
-
-def _model_cut(model: FaceModel) -> Cut:
-    """The model's own pipeline, or MTCNN boxes cut LFW-style for a ``centre`` model."""
-    if model.cutter.detects:
-        return _cutter_cut(model.cutter)
-    return lambda photo, found: lfw_faces(photo, found, model.image_size, model.crop, True)
