@@ -93,8 +93,11 @@ def facenet_embedder(weights: str | Path | None = None, device: str = "auto") ->
     cutter = FaceCutter(pipeline, FACENET_SIZE, device=str(where))
     mean = torch.tensor(NORMALIZATION[0]).view(1, 3, 1, 1) * 255
     std = torch.tensor(NORMALIZATION[1]).view(1, 3, 1, 1) * 255
-    # ONNX Runtime runs FaceNet 1.5x faster than PyTorch on the CPU (models/cpu_pass.py).
-    fast = onnx_pass(model, FACENET_SIZE, images=1 << 30) if where.type == "cpu" else None
+    # ONNX Runtime runs FaceNet 1.5x faster than PyTorch on the CPU (models/cpu_pass.py); one
+    # thread per call, as the index embeds several photos' faces at once in its workers.
+    fast = (
+        onnx_pass(model, FACENET_SIZE, images=1 << 30, threads=1) if where.type == "cpu" else None
+    )
 
     @torch.inference_mode()
     def embed(faces: np.ndarray) -> np.ndarray:
