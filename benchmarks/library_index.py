@@ -21,22 +21,18 @@ from pathlib import Path
 
 import torch
 
+from _paths import FACENET_WEIGHTS, LFW_ARCHIVE, LFW_SPLITS, shared
 from facecls.data.archive import extract_archive
 from facecls.data.sources import default_cache_dir
 from facecls.library.embedder import facenet_embedder
 from facecls.library.index import index_photos
 from facecls.library.store import open_library
 
-SHARED = next(
-    (p / "shared" for p in Path(__file__).resolve().parents if (p / "shared" / "datasets").is_dir()),
-    Path(__file__).resolve().parents[2] / "shared",
-)  # fmt: skip
-
 
 def lfw8(folder: Path, limit: int | None) -> int:
     """Symlink LFW-8's photos into ``folder`` (one folder per person); answers how many."""
-    root = extract_archive(SHARED / "datasets" / "lfw-deepfunneled.tgz", default_cache_dir())
-    with open(SHARED / "datasets" / "lfw-benchmark-splits.csv", newline="") as f:
+    root = extract_archive(shared(*LFW_ARCHIVE), default_cache_dir())
+    with open(shared(*LFW_SPLITS), newline="") as f:
         paths = [row["path"] for row in csv.DictReader(f) if row["lfw8"]]
     for relative in paths[:limit]:
         link = folder / Path(relative).relative_to("lfw-deepfunneled")
@@ -48,7 +44,7 @@ def lfw8(folder: Path, limit: int | None) -> int:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--weights", type=Path,
-                   default=SHARED / "weights" / "facenet-inception-resnet-v1-casia-webface.safetensors")  # fmt: skip
+                   default=shared(*FACENET_WEIGHTS))  # fmt: skip
     p.add_argument("--library", help="a postgresql:// URL (default: a scratch SQLite library)")
     p.add_argument("--limit", type=int, help="index only the first N photos")
     args = p.parse_args()

@@ -8,7 +8,9 @@ LFW photo's 250 px), writes where each face went, then in one run:
    cuts each face at the resolution it needs, FaceNet embeds): photos/s and faces found;
 2. MTCNN on the full-resolution decode with the same smallest face (the reference the reader
    must not lose a face against), photos/s and faces found;
-3. dlib's HOG detector (``get_frontal_face_detector``, face_recognition's default) on the
+3. MTCNN as ``predict`` used it before the reader (the photo shrunk to 1600 px, faces from
+   20 px there: 50 px in these photos);
+4. dlib's HOG detector (``get_frontal_face_detector``, face_recognition's default) on the
    full-resolution photos, with ``--hog-upsample`` (0 finds faces from about 80 px).
 
 A pasted face counts as found when a detection's centre lies in its box and the sizes agree
@@ -32,6 +34,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
+from _paths import FACENET_WEIGHTS, LFW_ARCHIVE, shared
 from facecls.data.archive import extract_archive
 from facecls.data.images import load_rgb
 from facecls.data.mtcnn import MTCNN
@@ -40,17 +43,13 @@ from facecls.library.embedder import facenet_embedder
 from facecls.library.index import index_photos
 from facecls.library.store import open_library
 
-SHARED = next(
-    (p / "shared" for p in Path(__file__).resolve().parents if (p / "shared" / "datasets").is_dir()),
-    Path(__file__).resolve().parents[2] / "shared",
-)  # fmt: skip
 SIZE = (4032, 3024)
 BUCKETS = ((40, 80), (80, 160), (160, 401))
 
 
 def build(folder: Path, count: int, seed: int) -> list[list[tuple[float, float, float]]]:
     """``count`` phone photos in ``folder``; answers each photo's faces (cx, cy, side)."""
-    lfw = sorted((extract_archive(SHARED / "datasets" / "lfw-deepfunneled.tgz",
+    lfw = sorted((extract_archive(shared(*LFW_ARCHIVE),
                                   default_cache_dir()) / "lfw-deepfunneled").glob("*/*_0001.jpg"))  # fmt: skip
     rng = np.random.default_rng(seed)
     truth = []
@@ -112,8 +111,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--photos", type=int, default=40)
     p.add_argument("--weights", type=Path,
-                   default=SHARED / "weights" / "facenet-inception-resnet-v1-casia-webface.safetensors")  # fmt: skip
-    p.add_argument("--min-face", type=int, nargs="+", default=[40, 80])
+                   default=shared(*FACENET_WEIGHTS))  # fmt: skip
+    p.add_argument("--min-face", type=int, nargs="+", default=[40, 60, 80])
     p.add_argument("--hog-upsample", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--folder", type=Path, help="keep the photos here (default: a temp folder)")
@@ -140,12 +139,18 @@ def main() -> None:
                 found = [np.array([f.box for f in lib.faces(photo_id=by_path[str(f)].photo_id)])
                          for f in files]  # fmt: skip
             print(recall_line(f"facecls index --min-face {min_face}", truth, found, seconds, cpu))
+        torch.set_num_threads(1)  # as the index's workers: two spinning threads lose on a busy VM
         detector = MTCNN("cpu", min_face_size=min(args.min_face), max_side=1 << 20, fast=True)
         start, cpu = time.perf_counter(), time.process_time()
         found = [detector.detect([load_rgb(f)])[0].boxes for f in files]
         name = f"MTCNN full size, min {min(args.min_face)} px"
         print(recall_line(name, truth, found, time.perf_counter() - start,
                           time.process_time() - cpu))  # fmt: skip
+        before = MTCNN("cpu")  # facecls's default MTCNN: 1600 px cap, 20 px faces, area pyramid
+        start, cpu = time.perf_counter(), time.process_time()
+        found = [before.detect([load_rgb(f)])[0].boxes for f in files]
+        print(recall_line("MTCNN as predict before (1600 px)", truth, found,
+                          time.perf_counter() - start, time.process_time() - cpu))  # fmt: skip
         import dlib
 
         hog = dlib.get_frontal_face_detector()

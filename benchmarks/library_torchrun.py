@@ -24,8 +24,9 @@ from pathlib import Path
 
 import psycopg
 
+from _paths import FACENET_WEIGHTS, shared
 from facecls.library.store import open_library
-from library_index import SHARED, lfw8
+from library_index import lfw8
 
 
 def database(admin: str, name: str) -> str:
@@ -41,7 +42,7 @@ def main() -> None:
     p.add_argument("--url", required=True, help="postgresql://… whose user may create databases")
     p.add_argument("--photos", type=int, default=400)
     p.add_argument("--weights", type=Path,
-                   default=SHARED / "weights" / "facenet-inception-resnet-v1-casia-webface.safetensors")  # fmt: skip
+                   default=shared(*FACENET_WEIGHTS))  # fmt: skip
     args = p.parse_args()
     print(f"Hardware: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"load average {os.getloadavg()[0]:.2f} at the start")  # fmt: skip
