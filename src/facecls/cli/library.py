@@ -26,6 +26,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="smallest face looked for, in pixels of the photo (default 40)")  # fmt: skip
     p.add_argument("--workers", type=int,
                    help="photos processed at once, one thread each (default: the cores)")  # fmt: skip
+    p.add_argument("--reembed", action="store_true",
+                   help="a library indexed with another model: re-embed its faces with this one "
+                   "(cut again from the photos) instead of refusing")  # fmt: skip
     p.add_argument("--commit-every", type=int, default=32, metavar="N",
                    help="photos per transaction; a killed index loses at most these (default 32)")  # fmt: skip
 
@@ -39,12 +42,14 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
         raise ValueError(f"--min-face must be at least 12 px (MTCNN's window), not {args.min_face}")
     # Under torchrun each rank indexes its share of the photos into the one library.
     ctx = context(args.device)
+    if ctx.distributed and args.reembed:
+        raise ValueError("--reembed runs in one process: re-embed first, then index with torchrun")
     device = str(ctx.device) if ctx.distributed else args.device
     index_photos(
         args.photos, args.library, model=args.model, weights=args.weights, device=device,
         min_face=args.min_face,
         workers=args.workers or max(1, cpu_cores() // ctx.local_world_size),
-        commit_every=args.commit_every,
+        commit_every=args.commit_every, reembed=args.reembed,
         shard=(ctx.rank, ctx.world_size), show_progress=progress and ctx.is_main,
         log=log if ctx.is_main or not ctx.distributed else _rank_log(log, ctx.rank),
     )  # fmt: skip

@@ -223,34 +223,42 @@ class FaceReader:
                     return photo
             to_x, to_y = source.width / copy.shape[1], source.height / copy.shape[0]
             back_x, back_y = photo.width / source.width, photo.height / source.height
-            faces = self._cut_each(source, _rescale(found, to_x, to_y))
+            faces = cut_each(source, _rescale(found, to_x, to_y), self.cut)
             photo.faces = [_rescale_face(face, back_x, back_y) for face in faces]
         item.data, item.copy = b"", None  # free the bytes as soon as the photo is done
         return photo
 
-    def _cut_each(self, source: Image.Image, found: Detections) -> list[Face]:
-        """The faces, main face first, each cut from a region around it rather than from the
-        whole photo: a 12-megapixel photo is never copied whole. The region (three times the
-        face, within the photo) holds everything any pipeline reads, and reaches the photo's
-        border wherever a cut could, so each cut sees the pixels it would see in the photo."""
-        faces = []
-        for i in main_first(found.boxes, source.height, source.width).tolist():
-            x1, y1, x2, y2 = (float(v) for v in found.boxes[i])
-            reach = 1.5 * max(x2 - x1, y2 - y1) + 2
-            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-            left, top = max(0, int(cx - reach)), max(0, int(cy - reach))
-            right = min(source.width, int(cx + reach) + 1)
-            bottom = min(source.height, int(cy + reach) + 1)
-            region = np.asarray(source.crop((left, top, right, bottom)))
-            one = Detections(found.boxes[i : i + 1] - np.array([left, top, left, top], np.float32),
-                             found.scores[i : i + 1],
-                             found.landmarks[i : i + 1] - np.array([left, top], np.float32))  # fmt: skip
-            for face in self.cut(region, one):
-                fx1, fy1, fx2, fy2 = face.box
-                marks = None if face.landmarks is None else face.landmarks + [left, top]
-                box = (fx1 + left, fy1 + top, fx2 + left, fy2 + top)
-                faces.append(Face(face.pixels, box, marks, face.score))
-        return faces
+
+def cut_each(
+    source: Image.Image, found: Detections, cut: Cut, order: list[int] | None = None
+) -> list[Face]:
+    """The faces of ``found`` in ``order`` (default: main face first), each cut from a region
+    around it rather than from the whole photo: a 12-megapixel photo is never copied whole. The
+    region (three times the face, within the photo) holds everything any pipeline reads, and
+    reaches the photo's border wherever a cut could, so each cut sees what it would see in the
+    whole photo. Boxes and landmarks come back in ``source``'s pixels."""
+    if order is None:
+        order = main_first(found.boxes, source.height, source.width).tolist()
+    faces = []
+    for i in order:
+        x1, y1, x2, y2 = (float(v) for v in found.boxes[i])
+        reach = 1.5 * max(x2 - x1, y2 - y1) + 2
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        left, top = max(0, int(cx - reach)), max(0, int(cy - reach))
+        right, bottom = (
+            min(source.width, int(cx + reach) + 1),
+            min(source.height, int(cy + reach) + 1),
+        )
+        region = np.asarray(source.crop((left, top, right, bottom)))
+        one = Detections(found.boxes[i : i + 1] - np.array([left, top, left, top], np.float32),
+                         found.scores[i : i + 1],
+                         found.landmarks[i : i + 1] - np.array([left, top], np.float32))  # fmt: skip
+        for face in cut(region, one):
+            fx1, fy1, fx2, fy2 = face.box
+            marks = None if face.landmarks is None else face.landmarks + [left, top]
+            faces.append(Face(face.pixels, (fx1 + left, fy1 + top, fx2 + left, fy2 + top), marks,
+                              face.score))  # fmt: skip
+    return faces
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

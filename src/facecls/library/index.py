@@ -30,6 +30,7 @@ from facecls.data.images import IMAGE_EXTENSIONS, is_junk, printable
 from facecls.data.photo_faces import FaceReader, ReadPhoto
 from facecls.data.sources import DataError, default_cache_dir
 from facecls.library.embedder import Embedder, facenet_embedder, model_embedder
+from facecls.library.reembed import reembed_library
 from facecls.library.store import FileStamp, Library, NewFace, NewPhoto, open_library
 from facecls.progress import bar
 
@@ -70,6 +71,7 @@ class IndexReport:
     removed_faces: int = 0
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     other_files: int = 0
+    reembedded: int = 0  # faces re-embedded with this run's model (--reembed)
     seconds: float = 0.0
     read_seconds: float = 0.0  # reading, detecting, embedding and storing the photos read
 
@@ -160,7 +162,7 @@ def index_photos(
     workers: int | None = None, shard: tuple[int, int] = (0, 1),
     commit_every: int = COMMIT_EVERY, log: Callable[[str], None] = print,
     show_progress: bool = False, embedder: Embedder | None = None,
-    cache_dir: Path | None = None,
+    cache_dir: Path | None = None, reembed: bool = False,
 ) -> IndexReport:  # fmt: skip
     """Index the photos of ``inputs`` into the face library ``library`` (see the module notes).
 
@@ -171,6 +173,8 @@ def index_photos(
         min_face: smallest face searched for, in pixels of the full photo.
         shard: ``(rank, world_size)`` under torchrun.
         embedder: a ready :class:`Embedder` (tests, benchmarks), instead of model/weights.
+        reembed: a library indexed with another model is re-embedded with this one first
+            (:func:`facecls.library.reembed.reembed_library`) instead of refused.
 
     Raises:
         LibraryError: the library refuses (another model's, a newer facecls's, read-only).
@@ -195,16 +199,21 @@ def index_photos(
                     report.unreadable.append((printable(entry.name), record.error))
             else:
                 todo.append(entry)
-        if todo:  # the backbone loads only when there is something to embed
+        if todo or reembed:  # the backbone loads only when there is something to embed
             if embedder is None:
                 embedder = (model_embedder(model, device) if model
                             else facenet_embedder(weights, device))  # fmt: skip
-            lib.claim_model(embedder.key)
             threads = torch.get_num_threads()
             torch.set_num_threads(1)  # the workers run photos in parallel, one thread each
             try:
-                _read_and_store(lib, embedder, todo, report, min_face, workers, commit_every,
-                                show_progress)  # fmt: skip
+                own = lib.model_key()
+                if reembed and rank == 0 and own is not None and own != embedder.key:
+                    report.reembedded = reembed_library(lib, embedder, workers, log,
+                                                        show_progress, cache_dir)  # fmt: skip
+                lib.claim_model(embedder.key)
+                if todo:
+                    _read_and_store(lib, embedder, todo, report, min_face, workers,
+                                    commit_every, show_progress)  # fmt: skip
             finally:
                 torch.set_num_threads(threads)
         if rank == 0:

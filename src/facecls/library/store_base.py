@@ -112,6 +112,29 @@ class Library(Labels):
                     "--reembed (its embeddings are never mixed)"
                 )
 
+    def replace_embeddings(self, key: ModelKey, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Every face's embedding from another model, and that model's key, in one transaction
+        (re-embedding: :func:`facecls.library.reembed.reembed_library`). Each face is marked
+        changed, so vector indexes rebuild.
+
+        Raises:
+            ValueError: ``ids`` are not exactly the library's faces, or the shapes disagree.
+        """
+        ids = np.asarray(ids, np.int64)
+        if vectors.shape != (len(ids), key.dim):
+            raise ValueError(f"{len(ids)} ids and vectors of shape {vectors.shape} for {key.dim}-d")
+        with self.writing() as seq:
+            have = {int(r[0]) for r in self._rows("SELECT id FROM faces")}
+            if have != set(ids.tolist()):
+                raise ValueError("re-embedding must give every face of the library, once")
+            self._set_meta("model", json.dumps(asdict(key)))
+            self._replace_vectors(ids, np.ascontiguousarray(vectors, np.float32), key.dim)
+            self._run("UPDATE faces SET seq = ?", (seq,))
+
+    def _replace_vectors(self, ids: np.ndarray, vectors: np.ndarray, dim: int) -> None:
+        """Engine hook: store ``vectors`` as the faces' ``ids``' embeddings (inside a write)."""
+        raise NotImplementedError
+
     def _model_claimed(self, key: ModelKey) -> None:
         """Engine hook: the first model was set (the SQLite engine sizes its file)."""
 
@@ -137,6 +160,17 @@ class Library(Labels):
             found.update({sha: int(pid) for sha, pid in self._rows(
                 f"SELECT sha256, id FROM photos WHERE sha256 IN ({marks})", part)})  # fmt: skip
         return found
+
+    def photo_paths(self) -> dict[int, tuple[str, list[str]]]:
+        """Every photo's sha256 and paths, by photo id."""
+        out: dict[int, tuple[str, list[str]]] = {
+            int(pid): (sha, []) for pid, sha in self._rows("SELECT id, sha256 FROM photos")
+        }
+        for path, pid in self._rows(
+            "SELECT path, photo_id FROM files WHERE photo_id IS NOT NULL ORDER BY path"
+        ):
+            out[int(pid)][1].append(path)
+        return out
 
     def photo_of(self, sha256: str) -> int | None:
         """The photo with this content, if the library has it."""
