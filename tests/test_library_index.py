@@ -299,3 +299,18 @@ def test_reembed_swaps_the_model_and_keeps_the_labels(
         with open_library(library_location):
             pass
         assert len(list(Path(library_location).glob("embeddings*.f32"))) == 1
+
+
+def test_a_file_name_that_is_not_utf8_is_listed_not_fatal(
+    collection: tuple[Path, dict[str, list]], embedder: Embedder, tmp_path: Path
+) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    odd = os.fsencode(root) + b"/caf\xe9.jpg"  # Latin-1 bytes: not UTF-8
+    with open(odd, "wb") as f:
+        f.write((collection[0] / "trip/day1/hotel.jpg").read_bytes())
+    report = index_photos([root], tmp_path / "lib", embedder=embedder, **QUIET)
+    assert [reason for _, reason in report.unreadable] == [
+        "file name is not valid UTF-8 (rename the file)"
+    ]
+    assert "\\xe9" in report.unreadable[0][0]

@@ -191,6 +191,10 @@ def index_photos(
         known = lib.files()
         todo = []
         for entry in mine:
+            if printable(entry.name) != entry.name:  # a name no database can hold as text
+                report.unreadable.append((printable(entry.name), "file name is not valid "
+                                          "UTF-8 (rename the file)"))  # fmt: skip
+                continue
             record = known.get(entry.name)
             stat = _stat(entry.path)
             if record is not None and stat == (record.size, record.mtime_ns):
