@@ -45,6 +45,22 @@ def synthetic_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synthetic_folder(root, spec)
 
 
+@pytest.fixture(scope="session")
+def untrained_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 32 px baseline bundle of three people, never trained: for contracts on what is written
+    where and what is refused, which cannot depend on what a model learned."""
+    import torch
+
+    from facecls.bundle import Bundle, save_bundle
+    from facecls.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("baseline", num_classes=3, image_size=32)
+    folder = tmp_path_factory.mktemp("untrained") / "model"
+    save_bundle(Bundle(model, "baseline", ["a", "b", "c"], 32, [0.5] * 3, [0.25] * 3), folder)
+    return folder
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``cuda`` skip, with the reason, where no CUDA device is present (the one
     allowed kind of skip; ``benchmarks/gpu_check.sh`` runs them on a GPU machine)."""

@@ -333,7 +333,9 @@ def test_predict_refuses_a_missing_input_and_a_bad_out(
         (row,) = list(csv.DictReader(f))
     assert row["path"] == str(missing) and row["reason"] == "no such file or folder"
     assert main(["predict", str(bundle_dir), str(photo), "--out", str(tmp_path)]) == 2
-    assert f"{tmp_path}: is a folder; --out names the CSV file" in _one_error_line(capsys)
+    assert f"{tmp_path}: is a folder; --out names the predictions CSV file" in _one_error_line(
+        capsys
+    )
     blocked = photo / "p.csv"  # under a file: cannot be written
     assert main(["predict", str(bundle_dir), str(photo), "--out", str(blocked)]) == 2
     assert f"{blocked}: cannot write the CSV there" in _one_error_line(capsys)

@@ -223,7 +223,8 @@ def read_centroids(folder: Path) -> dict[str, np.ndarray]:
 def write_centroids(folder: Path, tensors: dict[str, np.ndarray]) -> None:
     """Write ``centroids.safetensors`` atomically (float32, contiguous)."""
     arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
-    with atomic_path(Path(folder) / CENTROIDS_NAME) as tmp:
+    size = sum(a.nbytes for a in arrays.values())
+    with atomic_path(Path(folder) / CENTROIDS_NAME, size) as tmp:
         safetensors_numpy.save_file(arrays, str(tmp), metadata={"format": "facecls-centroids"})
 
 

@@ -98,6 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("facecls: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of the results went away (… | head -1): not an error
+        from facecls.logs import silence_stdout
+
+        silence_stdout()
+        return 0
     except Exception as error:  # the backstop: one line, the traceback only when asked for
         return _unexpected(error, getattr(args, "debug", False))
 

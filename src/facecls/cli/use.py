@@ -73,6 +73,11 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
     """Carry out one of :data:`COMMANDS`."""
     import facecls
 
+    if args.command == "predict" and args.video is not None and args.images:
+        raise ValueError(
+            f"predict: photos ({args.images[0]}) and --video {args.video} given; name the faces "
+            "of one at a time (a second command for the other)"
+        )
     if args.command == "predict" and args.video is not None:
         facecls.predict_video(args.model, args.video, args.out, args.every, args.annotate,
                               args.detect, args.device, log)  # fmt: skip

@@ -36,7 +36,7 @@ from facecls.progress import bar as progress_bar
 
 
 def _copy(source: Path, target: Path) -> None:
-    with atomic_path(target) as tmp:
+    with atomic_path(target, source.stat().st_size) as tmp:
         shutil.copyfile(source, tmp)
 
 

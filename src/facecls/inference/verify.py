@@ -23,11 +23,15 @@ from facecls.bundle import BundleError
 from facecls.data.sources import DataError
 from facecls.inference.faces import Prediction, expand_paths, face_items
 from facecls.inference.model import FaceModel, load_model
+from facecls.inference.outputs import OutputError, check_output, csv_header, safetensors_format
 from facecls.openset import l2_normalize
 
 DEFAULT_FAR = 0.01
 # Pairs of different people drawn at most, so calibration stays fast on big validation parts.
 MAX_IMPOSTOR_PAIRS = 2_000_000
+# What ``facecls embed`` writes: the safetensors ``format`` and the index CSV's columns.
+EMBEDDINGS_FORMAT = "facecls-embeddings"
+INDEX_HEADER = ("row", "photo", "face", "box")
 
 
 @dataclass
@@ -93,16 +97,16 @@ def write_embeddings(found: FaceEmbeddings, out: Path) -> tuple[Path, Path]:
     (``row, photo, face, box``), row *i* of the CSV being row *i* of the tensor."""
     out = Path(out)
     index = out.with_suffix(".csv")
-    with atomic_path(out) as tmp:
+    with atomic_path(out, found.vectors.nbytes) as tmp:
         safetensors_numpy.save_file(
             {"embeddings": np.ascontiguousarray(found.vectors, dtype=np.float32)}, str(tmp),
-            metadata={"format": "facecls-embeddings", "index": index.name},
+            metadata={"format": EMBEDDINGS_FORMAT, "index": index.name},
         )  # fmt: skip
     rows = (
         [i, f.path, "" if f.face is None else f.face, box_text(f.box)]
         for i, f in enumerate(found.faces)
     )
-    write_csv_stream(index, ["row", "photo", "face", "box"], rows)
+    write_csv_stream(index, INDEX_HEADER, rows)
     return out, index
 
 
@@ -116,8 +120,11 @@ def embed(
 ) -> FaceEmbeddings:
     """``facecls embed``: embed the faces of ``photos`` into ``out`` (+ a ``.csv`` index).
 
-    Unreadable files are listed and skipped. Raises :class:`DataError` when no face is left.
+    Unreadable files are listed and skipped. Raises :class:`DataError` when no face is left, and
+    :class:`~facecls.inference.outputs.OutputError` (before any work) when ``out`` or its index
+    would replace an input or a file that is not an earlier ``embed`` output.
     """
+    check_embed_out(Path(out), photos)
     from_model = model if isinstance(model, FaceModel) else _load(model, device)
     found = embed_photos(from_model, photos, detect, images_only=True)
     for row in found.skipped:
@@ -130,6 +137,18 @@ def embed(
         f"{len(found.skipped)} skipped) -> {vectors} + {index.name}"
     )
     return found
+
+
+def check_embed_out(out: Path, photos: Sequence[str | Path]) -> None:
+    """Refuse an ``out`` whose index would be itself, or that would replace what the user gave."""
+    index = out.with_suffix(".csv")
+    if index == out:
+        raise OutputError(
+            f"--out {out}: the embeddings need a file of their own (e.g. "
+            f"{out.with_suffix('.safetensors')}); their CSV index is written beside it"
+        )
+    check_output(out, "--out", "embeddings", safetensors_format(EMBEDDINGS_FORMAT), photos)
+    check_output(index, "--out", "embeddings index CSV", csv_header(INDEX_HEADER), photos)
 
 
 def _load(path: str | Path, device: str) -> FaceModel:
@@ -223,12 +242,23 @@ def stored_threshold(model: FaceModel, threshold: float | None) -> tuple[float, 
     return float(entry["threshold"]), entry.get("far")
 
 
+def check_photo(photo: str | Path) -> None:
+    """Refuse a folder where one photo is expected (its first photo is not silently used).
+
+    Raises:
+        DataError: naming the folder.
+    """
+    if Path(photo).is_dir():
+        raise DataError(f"{photo}: is a folder; give one photo (its main face is compared)")
+
+
 def first_face(model: FaceModel, photo: str | Path, detect: bool) -> tuple[Prediction, np.ndarray]:
     """The (main) face of one photo and its unit embedding.
 
     Raises:
-        DataError: the photo cannot be read or holds no face (the message names it).
+        DataError: the photo is a folder, cannot be read or holds no face (the message names it).
     """
+    check_photo(photo)
     found = embed_photos(model, [photo], detect, images_only=False)
     if not found.faces:
         reason = found.skipped[0].reason if found.skipped else "no face found"
@@ -251,6 +281,8 @@ def verify(
             one (``model.json`` ``verify``).
         detect: compare the main detected face of each photo.
     """
+    check_photo(a)
+    check_photo(b)
     model = model if isinstance(model, FaceModel) else _load(model, device)
     limit, far = stored_threshold(model, threshold)
     face_a, vec_a = first_face(model, a, detect)

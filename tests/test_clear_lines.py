@@ -1,0 +1,194 @@
+"""One facecls line naming the option or file and what to do, never a traceback or a silent
+guess (issue 23, items 7, 12, 13, 14 and 15)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors import SafetensorError
+
+from facecls.cli import main
+
+
+def _photo(path: Path, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def _one_error(capsys: pytest.CaptureFixture) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    assert err.startswith("facecls: error: ") and "run with --debug" not in err, err
+    return err
+
+
+def _train_args(data: Path, runs: Path, *extra: str) -> list[str]:
+    return [
+        "--quiet", "train", "--data", str(data), "--image-size", "32", "--epochs", "1",
+        "--batch-size", "8", "--runs-dir", str(runs), "--name", "run", "--device", "cpu", *extra,
+    ]  # fmt: skip
+
+
+# --- item 7: a folder where one photo is expected -----------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["verify", "search"])
+def test_a_folder_given_as_the_photo_is_refused(
+    command: str, untrained_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder = tmp_path / "photos"
+    photo = _photo(folder / "a.png")
+    if command == "verify":
+        args = ["verify", str(untrained_bundle), str(folder), str(photo), "--threshold", "0.5"]
+    else:
+        args = ["search", str(untrained_bundle), str(folder), "--gallery", str(folder)]
+    assert main(args) == 2
+    assert f"{folder}: is a folder; give one photo" in _one_error(capsys)
+
+
+# --- item 12: a reader that goes away -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["predict", "verify"])
+def test_a_closed_pipe_on_stdout_is_no_traceback(
+    command: str, untrained_bundle: Path, tmp_path: Path
+) -> None:
+    """``facecls predict … | head -1``: the reader is gone before facecls writes (a pipe whose
+    read end is closed); the command still does its work, quietly, and exits 0."""
+    photo = _photo(tmp_path / "a.png")
+    out = tmp_path / "p.csv"
+    if command == "predict":  # messages through the logging console
+        args = ["predict", str(untrained_bundle), str(photo), "--out", str(out)]
+    else:  # a result through print()
+        args = ["verify", str(untrained_bundle), str(photo), str(photo), "--threshold", "0.5"]
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "facecls", *args], stdout=write, stderr=subprocess.PIPE,
+            timeout=300, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert done.stderr.decode() == "" and done.returncode == 0
+    if command == "predict":
+        with out.open(newline="") as f:
+            assert len(list(csv.DictReader(f))) == 1
+
+
+# --- item 13: a full disk -------------------------------------------------------------------------
+
+# What a full disk raises, as measured on a full tmpfs: safetensors (Rust) and numpy's np.save do
+# not raise OSError(ENOSPC) as Python's own writes do.
+SAFETENSORS_FULL = "Error while serializing: I/O error: No space left on device (os error 28)"
+NUMPY_FULL = "1000000 requested and 131056 written"
+
+
+def _safetensors_full(*_args: Any, **_kwargs: Any) -> None:
+    raise SafetensorError(SAFETENSORS_FULL)
+
+
+def _numpy_full(*_args: Any, **_kwargs: Any) -> None:
+    raise OSError(NUMPY_FULL)
+
+
+def test_full_disk_while_checkpointing_names_folder_space_and_resume(
+    synthetic_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:  # fmt: skip
+    import facecls.training.checkpoint as checkpoint_module
+
+    monkeypatch.setattr(checkpoint_module, "save_file", _safetensors_full)
+    assert main(_train_args(synthetic_folder, tmp_path / "runs")) == 1
+    err = _one_error(capsys)
+    folder = tmp_path / "runs" / "run" / "checkpoints"
+    assert f"no space left on the disk of {folder} while writing fold0-last" in err
+    assert "MiB of free space is needed" in err
+    assert f"facecls train --resume {tmp_path / 'runs' / 'run'}" in err
+
+
+def test_full_disk_while_caching_decoded_images_names_the_folder(
+    synthetic_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:  # fmt: skip
+    import facecls.data.cache as cache_module
+
+    monkeypatch.setattr(cache_module.np, "save", _numpy_full)
+    cache = tmp_path / "cache"
+    assert main(_train_args(synthetic_folder, tmp_path / "runs", "--cache-dir", str(cache))) == 1
+    err = _one_error(capsys)
+    assert f"no space left on the disk of {cache / 'decoded'}" in err
+    assert "MiB of free space is needed" in err
+
+
+@pytest.mark.parametrize("what", ["embed", "search"])
+def test_full_disk_while_writing_embeddings_names_the_folder(
+    what: str, untrained_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:  # fmt: skip
+    import safetensors.numpy
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", _safetensors_full)
+    photo = _photo(tmp_path / "gallery" / "a.png")
+    if what == "embed":
+        folder = tmp_path / "out"
+        args = ["embed", str(untrained_bundle), str(photo), "--out", str(folder / "e.safetensors")]
+    else:
+        folder = Path(os.environ["FACECLS_CACHE"]) / "gallery"
+        args = ["search", str(untrained_bundle), str(photo), "--gallery", str(photo.parent)]
+    assert main(args) == 1
+    err = _one_error(capsys)
+    assert f"no space left on the disk of {folder}" in err and "MiB of free space" in err
+
+
+def test_full_disk_while_annotating_names_the_annotate_folder(
+    untrained_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:  # fmt: skip
+    def full(*_args: Any, **_kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    photo = _photo(tmp_path / "a.png")
+    monkeypatch.setattr(Image.Image, "save", full)
+    drawn, out = tmp_path / "drawn", tmp_path / "p.csv"
+    args = ["predict", str(untrained_bundle), str(photo), "--out", str(out)]
+    assert main([*args, "--annotate", str(drawn)]) == 1
+    err = _one_error(capsys)
+    assert f"no space left on the disk of {drawn} while writing a.jpg" in err
+    assert "p.csv" not in err and not out.exists()
+
+
+# --- item 15: options that did something else than asked ----------------------------------------
+
+
+@pytest.mark.parametrize("top_k", ["0", "-3"])
+def test_top_k_below_one_is_refused(
+    top_k: str, untrained_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    photo = _photo(tmp_path / "g" / "a.png")
+    for command in (
+        ["search", str(untrained_bundle), str(photo), "--gallery", str(photo.parent)],
+        ["predict", str(untrained_bundle), str(photo), "--out", str(tmp_path / "p.csv")],
+    ):
+        assert main([*command, "--top-k", top_k]) == 2
+        assert f"--top-k must be a whole number of at least 1, got {top_k}" in _one_error(capsys)
+
+
+def test_photos_and_a_video_together_are_refused(
+    untrained_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    photo = _photo(tmp_path / "a.png")
+    out = tmp_path / "p.csv"
+    args = ["predict", str(untrained_bundle), str(photo), "--video", "clip.mp4", "--out", str(out)]
+    assert main(args) == 2
+    assert f"photos ({photo}) and --video clip.mp4 given" in _one_error(capsys)
