@@ -210,14 +210,26 @@ CENTROIDS_NAME = "centroids.safetensors"
 
 
 def read_centroids(folder: Path) -> dict[str, np.ndarray]:
-    """The bundle's ``centroids.safetensors`` tensors (``trained``, maybe ``enrolled``), or {}."""
+    """The bundle's ``centroids.safetensors`` tensors (``trained``, maybe ``enrolled``), or {}.
+
+    Raises:
+        BundleError: the file is unreadable, or holds NaN or infinite values (every score
+            against such a centroid would be NaN: each face "unknown" with no score).
+    """
     path = Path(folder) / CENTROIDS_NAME
     if not path.exists():
         return {}
     try:
-        return safetensors_numpy.load_file(str(path))
+        tensors = safetensors_numpy.load_file(str(path))
     except Exception as error:  # safetensors raises its own error types
         raise BundleError(f"{path}: not a readable safetensors file ({error})") from error
+    for name, array in tensors.items():
+        if not np.isfinite(array).all():
+            raise BundleError(
+                f"{path}: the {name!r} centroids hold NaN or infinite values; recompute them "
+                "with facecls calibrate RUN (the run folder the model was trained in)"
+            )
+    return tensors
 
 
 def write_centroids(folder: Path, tensors: dict[str, np.ndarray]) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import warnings
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from facecls.config import FACES
 from facecls.models import model_info
+from facecls.numbers import is_finite_number
 from facecls.openset import METHODS
 
 BUNDLE_FORMAT = "facecls-model"
@@ -35,9 +35,7 @@ class BundleWarning(UserWarning):
     """A bundle loads but lacks a safeguard (written before facecls recorded its weights' digest)."""
 
 
-def _number(value: Any) -> bool:
-    """A finite int or float (``bool`` excluded: JSON's true is not a number)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+_number = is_finite_number  # the one check of every number a file gives (facecls.numbers)
 
 
 def _meta_problem(meta: Any) -> str | None:
@@ -83,7 +81,20 @@ def _meta_problem(meta: Any) -> str | None:
     names = enrolled.get("names", []) if isinstance(enrolled, dict) else None
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         return "enrolled must be a JSON object whose names are strings"
-    return _openset_problem(meta.get("openset"))
+    return _openset_problem(meta.get("openset")) or _verify_problem(meta.get("verify"))
+
+
+def _verify_problem(verify: Any) -> str | None:
+    """What is wrong with the ``verify`` block (absent is fine)."""
+    if verify is None:
+        return None
+    if not isinstance(verify, dict):
+        return "verify must be a JSON object"
+    if "threshold" in verify and not _number(verify["threshold"]):
+        return f"verify threshold must be a finite number, not {verify['threshold']!r}"
+    if verify.get("far") is not None and not (_number(verify["far"]) and 0 <= verify["far"] < 1):
+        return f"verify far must be a number in [0, 1), not {verify['far']!r}"
+    return None
 
 
 def _openset_problem(openset: Any) -> str | None:
@@ -102,6 +113,15 @@ def _openset_problem(openset: Any) -> str | None:
             return f"openset {key} must be a finite number, not {openset[key]!r}"
     if openset.get("ncm_scale", 1) <= 0 or not 0 <= openset.get("acceptance", 0.5) <= 1:
         return "openset ncm_scale must be positive and acceptance in [0, 1]"
+    tables = openset.get("enrolled_thresholds", {})
+    if not isinstance(tables, dict) or not all(
+        isinstance(table, dict) and all(k.isdigit() and _number(v) for k, v in table.items())
+        for table in tables.values()
+    ):
+        return (
+            "openset enrolled_thresholds must map each method to {photos: finite number} "
+            '(e.g. {"centroid": {"1": 0.4, "3": 0.55}}); recalibrate with facecls calibrate'
+        )
     return None
 
 

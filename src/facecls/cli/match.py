@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from facecls.numbers import finite_float
+
 COMMANDS = ("embed", "verify", "search", "serve")
 
 
@@ -24,7 +26,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", type=Path, help="run folder or model bundle")
     p.add_argument("a", type=Path, help="first photo")
     p.add_argument("b", type=Path, help="second photo")
-    p.add_argument("--threshold", type=float, help="similarity threshold (default: calibrated)")
+    p.add_argument(
+        "--threshold", type=finite_float, help="similarity threshold (default: calibrated)"
+    )
     p.add_argument("--detect", action="store_true", help="compare the main detected faces")
     p = sub.add_parser("search", help="the gallery faces closest to a photo's face")
     p.add_argument("model", type=Path, help="run folder or model bundle")

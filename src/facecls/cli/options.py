@@ -18,6 +18,7 @@ from facecls.config import (
     load_yaml,
     to_dict,
 )
+from facecls.numbers import finite_float
 
 # argparse destination → (config section, key). Options left unset keep the config's value.
 _OPTIONS: dict[str, tuple[str, str]] = {
@@ -82,13 +83,15 @@ def add_run_options(p: argparse.ArgumentParser, folds: bool, resume: bool = True
     g.add_argument("--min-images", type=int, help="keep identities with at least N images")
     g.add_argument("--split-file", help="CSV fixing the test split (e.g. lfw-benchmark-splits.csv)")
     g.add_argument("--split-column", help="column of --split-file (default lfw<min-images>)")
-    g.add_argument("--test-fraction", type=float, help="stratified test share (default 0.2)")
-    g.add_argument("--val-fraction", type=float, help="validation share for train (default 0.15)")
+    g.add_argument("--test-fraction", type=finite_float, help="stratified test share (default 0.2)")
+    g.add_argument(
+        "--val-fraction", type=finite_float, help="validation share for train (default 0.15)"
+    )
     g.add_argument(
         "--cache-dir", help="decode/extract cache (default $FACECLS_CACHE or ~/.cache/facecls)"
     )
     g.add_argument(
-        "--crop", type=float,
+        "--crop", type=finite_float,
         help="keep the centre square of this fraction of the shorter side before resizing "
         "(default 1; 0.64 keeps LFW's centre 160 of 250 px, the face)",
     )  # fmt: skip
@@ -98,7 +101,9 @@ def add_run_options(p: argparse.ArgumentParser, folds: bool, resume: bool = True
         "(find faces with MTCNN, align on 5 landmarks), box (MTCNN box + margin) or detect "
         "(box for facenet, align otherwise)",
     )  # fmt: skip
-    g.add_argument("--rotation", type=float, help="random rotation range in degrees (default 10)")
+    g.add_argument(
+        "--rotation", type=finite_float, help="random rotation range in degrees (default 10)"
+    )
     g = p.add_argument_group("model and training (unset values come from --recipe)")
     g.add_argument(
         "--model", help="baseline, tronnet, resnet18, facenet or any torchvision model name"
@@ -111,11 +116,11 @@ def add_run_options(p: argparse.ArgumentParser, folds: bool, resume: bool = True
     )  # fmt: skip
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int)
-    g.add_argument("--lr", type=float, help="learning rate (peak of the one-cycle schedule)")
-    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--lr", type=finite_float, help="learning rate (peak of the one-cycle schedule)")
+    g.add_argument("--weight-decay", type=finite_float)
     g.add_argument("--optimizer", choices=["adam", "adamw"])
     g.add_argument("--schedule", choices=["constant", "onecycle"])
-    g.add_argument("--label-smoothing", type=float)
+    g.add_argument("--label-smoothing", type=finite_float)
     g.add_argument(
         "--flip-tta", action=argparse.BooleanOptionalAction, default=None,
         help="average logits with the mirror image at evaluation",
@@ -164,8 +169,10 @@ def add_run_options(p: argparse.ArgumentParser, folds: bool, resume: bool = True
         help="loss remedy: inverse / sqrt / effective class weights, drw (deferred "
         "re-weighting), balanced-softmax, logit-adjust (default none)",
     )  # fmt: skip
-    g.add_argument("--tau", type=float, help="logit-adjust strength τ (default 1)")
-    g.add_argument("--beta", type=float, help="β of effective-number weights (default 0.999)")
+    g.add_argument("--tau", type=finite_float, help="logit-adjust strength τ (default 1)")
+    g.add_argument(
+        "--beta", type=finite_float, help="β of effective-number weights (default 0.999)"
+    )
     g.add_argument(
         "--drw-epoch", type=int, help="drw: first re-weighted epoch (default: last third)"
     )
@@ -183,7 +190,7 @@ def add_run_options(p: argparse.ArgumentParser, folds: bool, resume: bool = True
     )  # fmt: skip
     g.add_argument("--unfreeze-epoch", type=int, help="first unfrozen epoch (default: after 1/3)")
     g.add_argument(
-        "--backbone-lr-scale", type=float,
+        "--backbone-lr-scale", type=finite_float,
         help="pretrained backbone lr = lr × this (default 0.1)",
     )  # fmt: skip
     g = p.add_argument_group("run")

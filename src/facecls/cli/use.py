@@ -9,6 +9,7 @@ from typing import Any
 
 from facecls.catalog import METHODS
 from facecls.cli.options import device_type
+from facecls.numbers import finite_float
 
 COMMANDS = ("predict", "enroll", "export", "calibrate")
 
@@ -32,7 +33,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="write each photo with boxes and names drawn on it into DIR (with --video: the "
         "video, to OUT.mp4)",
     )  # fmt: skip
-    p.add_argument("--threshold", type=float, help="open-set threshold (default: calibrated)")
+    p.add_argument(
+        "--threshold", type=finite_float, help="open-set threshold (default: calibrated)"
+    )
     p.add_argument("--method", choices=list(METHODS), help="open-set score")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     p.add_argument(
@@ -63,9 +66,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="set the open-set (unknown) threshold of a model")
     p.add_argument("model", type=Path, help="run folder (recalibrate from data) or bundle")
     p.add_argument("--method", choices=list(METHODS), help="open-set score")
-    p.add_argument("--acceptance", type=float, default=0.95,
+    p.add_argument("--acceptance", type=finite_float, default=0.95,
                    help="share of correctly named validation faces to accept (default 0.95)")  # fmt: skip
-    p.add_argument("--threshold", type=float, help="set this threshold by hand (no data needed)")
+    p.add_argument(
+        "--threshold", type=finite_float, help="set this threshold by hand (no data needed)"
+    )
     p.add_argument("--data", help="recalibrate on this source instead of the run's")
 
 

@@ -24,6 +24,7 @@ from facecls.data.sources import DataError
 from facecls.inference.faces import Prediction, expand_paths, face_items
 from facecls.inference.model import FaceModel, load_model
 from facecls.inference.outputs import OutputError, check_output, csv_header, safetensors_format
+from facecls.numbers import finite
 from facecls.openset import l2_normalize
 
 DEFAULT_FAR = 0.01
@@ -225,21 +226,29 @@ class Verification:
         return f"{answer}: similarity {self.similarity:.4f}, threshold {self.threshold:.4f}{at}"
 
 
-def stored_threshold(model: FaceModel, threshold: float | None) -> tuple[float, float | None]:
+def stored_threshold(
+    model: FaceModel, threshold: float | None, what: str = "--threshold"
+) -> tuple[float, float | None]:
     """``threshold`` if given, else the bundle's calibrated one with its FAR.
 
+    Args:
+        what: how the message names a given threshold (the service: its ``threshold`` field).
+
     Raises:
+        NumberError: the given threshold is not a finite number (with -inf every pair would be
+            "the same person").
         BundleError: no threshold given and none calibrated in the bundle.
     """
     if threshold is not None:
-        return float(threshold), None
+        return finite(threshold, what), None
     entry = model.meta.get("verify") or {}
     if "threshold" not in entry:
         raise BundleError(
             f"{model.folder}: no calibrated verification threshold in model.json (models trained "
             "before facecls verify had none); give --threshold (the service: a threshold field)"
         )
-    return float(entry["threshold"]), entry.get("far")
+    limit = finite(entry["threshold"], f"{model.folder / 'model.json'} verify threshold")
+    return limit, entry.get("far")
 
 
 def check_photo(photo: str | Path) -> None:

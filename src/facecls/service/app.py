@@ -33,6 +33,7 @@ from facecls.data.sources import DataError
 from facecls.inference.photos import Photo, finds_faces, photo_faces, photo_of
 from facecls.inference.search import Gallery, model_key
 from facecls.inference.verify import stored_threshold
+from facecls.numbers import NumberError
 from facecls.openset import l2_normalize
 from facecls.service.batching import Batcher, PhotoBatcher
 from facecls.service.model_store import ModelStore
@@ -201,7 +202,10 @@ def create_app(store: ModelStore, settings: Settings | None = None) -> FastAPI:
         threshold: Annotated[float | None, Form()] = None,
     ) -> dict[str, Any]:  # fmt: skip
         """Are the faces of two photos the same person (cosine similarity)?"""
-        limit, far = stored_threshold(store.model, threshold)
+        try:
+            limit, far = stored_threshold(store.model, threshold, "the threshold field")
+        except NumberError as error:  # nan or ±inf: -inf would call every pair the same
+            raise UploadError(422, str(error)) from error
         vec_a = await service.first_embedding(a)
         vec_b = await service.first_embedding(b)
         similarity = float(vec_a @ vec_b)
