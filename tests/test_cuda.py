@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig, resolve
+from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
+from facecls.config_rules import resolve
 from facecls.data.batches import resident
 from facecls.data.dataset import load_dataset
 from facecls.models.embedding import final_linear

@@ -14,7 +14,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from facecls.bundle import read_centroids
-from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig, resolve
+from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
+from facecls.config_rules import resolve
 from facecls.data.dataset import load_dataset
 from facecls.data.sources import default_cache_dir
 from facecls.inference.calibration import calibrate_run
@@ -139,7 +140,7 @@ def test_cv_runs_the_backbone_once_per_image(
     config = resolve(RunConfig(name="cv", runs_dir=config.runs_dir, data=config.data,
                                augment=AugmentConfig(), train=train))  # fmt: skip
     # The report's Grad-CAM figures run the model on a few images of their own.
-    monkeypatch.setattr("facecls.training.run.write_report_safely", lambda *_a, **_k: None)
+    monkeypatch.setattr("facecls.training.finish.write_report_safely", lambda *_a, **_k: None)
     # A fixed input normalisation, as FaceNet's (else each fold normalises by its own
     # training part, and its embeddings differ).
     monkeypatch.setattr(

@@ -18,7 +18,8 @@ import numpy as np
 
 from facecls import metrics
 from facecls.atomic import read_cell
-from facecls.config import RunConfig, load_yaml
+from facecls.config import RunConfig
+from facecls.config_io import load_yaml
 
 REQUIRED = ("config.yaml", "metrics.json", "predictions.csv")
 

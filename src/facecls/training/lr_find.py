@@ -41,7 +41,8 @@ from facecls.training.engine import train_one_epoch
 from facecls.training.finetune import frozen_at, set_backbone_frozen
 from facecls.training.fold import FoldSetup, Log, ModelSource, epoch_seed, setup_fold
 from facecls.training.probe import head_only
-from facecls.training.run import begin_run, validation_part
+from facecls.training.run import validation_part
+from facecls.training.start import begin_run
 
 BETA = 0.98  # of the loss's exponential moving average (fastai's)
 DIVERGED = 4.0  # stop once the smoothed loss is this many times its minimum
