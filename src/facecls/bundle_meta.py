@@ -16,14 +16,14 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from facecls.config import FACES
+from facecls.config import FACES, MAX_IMAGE_SIZE
 from facecls.models import model_info
 from facecls.numbers import is_finite_number
 from facecls.openset import METHODS
 
 BUNDLE_FORMAT = "facecls-model"
 # Refused before anything is allocated: a hostile model.json must not ask for 10**9 classes.
-MAX_IMAGE_SIZE, MAX_CLASSES = 4096, 1_000_000
+MAX_CLASSES = 1_000_000
 DIGEST_KEY = "weights_sha256"
 
 

@@ -43,7 +43,7 @@ from facecls.training.fold import (
     train_model,
 )
 from facecls.training.interrupt import Interrupted, stop_signals
-from facecls.training.live import epoch_hooks
+from facecls.training.live import epoch_hooks, summary_writer
 from facecls.training.start import StartedRun, begin_run
 
 
@@ -115,6 +115,8 @@ def _command(
     """What ``fit`` and ``cross_validate`` share around their ``body``: the wall clock,
     ``run.log``, the start of the run and the per-epoch hooks (TensorBoard, tuning)."""
     started = time.perf_counter()
+    if tensorboard:
+        summary_writer()  # a missing extra is said before the data is decoded
     with RunLog(log) as record:
         config, run, log, show_progress = begin_run(config, record, show_progress, command, resume)
         with epoch_hooks(run.run_dir, tensorboard and run.dist.is_main, on_epoch) as hook:

@@ -22,6 +22,7 @@ from facecls.environment import environment
 from facecls.logs import RunLog, debug
 from facecls.models import model_info
 from facecls.models.facenet import default_weights_path
+from facecls.models.factory import input_size_problem
 from facecls.runtime import autocast_dtype, runtime_for
 from facecls.training.distributed import DistContext, broadcast_text
 from facecls.training.distributed import context as dist_context
@@ -106,6 +107,18 @@ def _start(
         raise ValueError(
             f"model {info.name!r} needs --image-size of at least {info.min_size} px "
             f"(it was designed for {info.default_size}), got {config.data.image_size}"
+        )
+    problem = input_size_problem(config.train.model, config.data.image_size)
+    if problem is not None:
+        raise ValueError(
+            f"model {config.train.model!r} cannot take --image-size {config.data.image_size} "
+            f"({problem}); choose another size (the size it was designed for works)"
+        )
+    t = config.train
+    if t.freeze != "none" and not (t.pretrained or t.weights):
+        log(
+            f"Warning: --freeze {t.freeze} keeps a backbone that was never trained (no "
+            "--pretrained or --weights): only the head learns, on random features"
         )
     if resume is not None:
         check_resume(resume, config, command, log)
