@@ -92,6 +92,16 @@ def atomic_path(path: Path, size: int | None = None, hint: str = "") -> Iterator
         raise
 
 
+def file_in_the_way(folder: str | Path) -> Path | None:
+    """The file (not folder) at ``folder`` or at one of its parents, which would stop a folder
+    from being made there; ``None`` when there is none."""
+    path = Path(folder)
+    for part in (path, *path.parents):
+        if part.exists():
+            return None if part.is_dir() else part
+    return None
+
+
 def write_text(path: Path, text: str) -> None:
     """Atomically write ``text`` (UTF-8) to ``path``."""
     with atomic_path(path, len(text.encode("utf-8"))) as tmp:

@@ -117,6 +117,11 @@ def _resolve(path: Path) -> tuple[Path, Path]:
         raise BundleError(f"{path}: no {WEIGHTS_NAME} in this folder or its model/ folder")
     if path.suffix == ".json":
         return path.with_name(WEIGHTS_NAME), path
+    if path.is_file() and path.suffix.lower() not in (".safetensors", *PICKLE_SUFFIXES):
+        raise BundleError(
+            f"{path}: not a model; give a run folder, a bundle folder, its model.safetensors "
+            "or its model.json"
+        )
     return path, path.with_name(META_NAME)
 
 

@@ -156,8 +156,9 @@ def check_digest(meta: dict[str, Any], weights_path: Path, meta_path: Path) -> N
     recorded = meta.get(DIGEST_KEY)
     if recorded is None:
         warnings.warn(
-            f"{meta_path}: no {DIGEST_KEY} recorded (a bundle from an older facecls), so "
-            f"{weights_path.name} cannot be checked against it",
+            f"{meta_path}: no {DIGEST_KEY} recorded (a bundle from an older facecls, or the "
+            f"entry was removed), so {weights_path.name} is unverified: weights swapped in would "
+            "load unnoticed (--require-digest refuses such a bundle)",
             BundleWarning,
             stacklevel=3,
         )
@@ -165,6 +166,21 @@ def check_digest(meta: dict[str, Any], weights_path: Path, meta_path: Path) -> N
         raise BundleError(
             f"{weights_path}: its sha256 differs from the one {meta_path.name} records; these "
             "weights were not saved with this model.json (swapped in from another run?)"
+        )
+
+
+def refuse_unverified(meta: dict[str, Any], meta_path: Path) -> None:
+    """Refuse a bundle whose ``model.json`` records no weights digest (``--require-digest``,
+    the service's default): its weights cannot be told from weights swapped in.
+
+    Raises:
+        BundleError: naming the file and the way out.
+    """
+    if meta.get(DIGEST_KEY) is None:
+        raise BundleError(
+            f"{meta_path}: no {DIGEST_KEY} recorded, so the weights are unverified and refused "
+            "(--require-digest). Re-save the model with this facecls (train, or enroll into a "
+            "new bundle), or if you trust these weights run without --require-digest"
         )
 
 

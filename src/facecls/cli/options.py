@@ -196,6 +196,21 @@ def add_run_options(p: argparse.ArgumentParser, folds: bool, resume: bool = True
     )  # fmt: skip
 
 
+def add_require_digest(p: argparse.ArgumentParser, default: bool = False) -> None:
+    """``--require-digest``: refuse a bundle whose model.json records no weights digest."""
+    if default:
+        p.add_argument(
+            "--require-digest", action=argparse.BooleanOptionalAction, default=True,
+            help="refuse a model whose model.json records no weights digest (default: on; "
+            "--no-require-digest serves it after a warning)",
+        )  # fmt: skip
+    else:
+        p.add_argument(
+            "--require-digest", action="store_true",
+            help="refuse a model whose model.json records no weights digest (unverified weights)",
+        )  # fmt: skip
+
+
 def resume_dir(args: argparse.Namespace) -> Path | None:
     """The run folder ``--resume`` names: its value, or ``--runs-dir``/``--name``."""
     if getattr(args, "resume", None) is None:  # lr-find has no --resume

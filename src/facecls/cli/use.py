@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from facecls.catalog import METHODS
-from facecls.cli.options import device_type
+from facecls.cli.options import add_require_digest, device_type
 from facecls.numbers import finite_float
 
 COMMANDS = ("predict", "enroll", "export", "calibrate")
@@ -45,6 +45,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="auto (default), cpu, cuda (torch backend)",
     )
     p.add_argument("--batch-size", type=int, default=64, help="faces per forward pass")
+    add_require_digest(p)
     p.add_argument(
         "--trust-pickle", action="store_true",
         help="allow a .pt/.pth weights file beside model.json (pickles can run code; it is "
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
             args.model, args.images, args.out, args.top_k, args.detect, args.backend,
             args.threshold, args.method, args.device, args.batch_size, log, args.trust_pickle,
             args.annotate,
-            show_progress=progress,
+            show_progress=progress, require_digest=args.require_digest,
         )  # fmt: skip
     elif args.command == "enroll":
         facecls.enroll(

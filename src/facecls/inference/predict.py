@@ -143,6 +143,7 @@ def predict(
     trust_pickle: bool = False,
     annotate: str | Path | None = None,
     show_progress: bool = False,
+    require_digest: bool = False,
 ) -> dict[str, int]:
     """``facecls predict``: load a model and write the predictions of files/folders to a CSV.
 
@@ -155,6 +156,7 @@ def predict(
         detect: find every face of each photo (MTCNN), also for a ``centre`` model; a model
             trained with the ``align``/``box`` pipeline always does.
         annotate: a folder for copies of the photos with boxes and names drawn on them.
+        require_digest: refuse a bundle whose ``model.json`` records no weights digest.
 
     Returns:
         Rows per decision (``known``, ``unknown``, ``error``, ``no_face``).
@@ -163,7 +165,7 @@ def predict(
     check_top_k(top_k)
     check_out(Path(out), inputs)  # before the model is loaded
     if not isinstance(model, FaceModel):
-        model = load_model(model, device, backend, method, threshold, trust_pickle)
+        model = load_model(model, device, backend, method, threshold, trust_pickle, require_digest)
     log(f"Model: {model!r}")
     folder = None if annotate is None else Path(annotate)
     return predict_to_csv(

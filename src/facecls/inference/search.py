@@ -266,6 +266,7 @@ def search(
     detect: bool = False,
     device: str = "auto",
     log: Callable[[str], None] = print,
+    require_digest: bool = False,
 ) -> SearchResult:
     """``facecls search``: the ``top_k`` gallery faces closest to the (main) face of ``photo``.
 
@@ -275,7 +276,8 @@ def search(
     """
     check_top_k(top_k)
     check_photo(photo)
-    model = model if isinstance(model, FaceModel) else load_model(model, device=device)
+    if not isinstance(model, FaceModel):
+        model = load_model(model, device=device, require_digest=require_digest)
     if not isinstance(gallery, Gallery):
         gallery = Gallery(model, gallery, detect)
     gallery.refresh()

@@ -118,6 +118,7 @@ def embed(
     detect: bool = False,
     device: str = "auto",
     log: Callable[[str], None] = print,
+    require_digest: bool = False,
 ) -> FaceEmbeddings:
     """``facecls embed``: embed the faces of ``photos`` into ``out`` (+ a ``.csv`` index).
 
@@ -126,7 +127,7 @@ def embed(
     would replace an input or a file that is not an earlier ``embed`` output.
     """
     check_embed_out(Path(out), photos)
-    from_model = model if isinstance(model, FaceModel) else _load(model, device)
+    from_model = model if isinstance(model, FaceModel) else _load(model, device, require_digest)
     found = embed_photos(from_model, photos, detect, images_only=True)
     for row in found.skipped:
         log(f"  skipped {row.path}: {row.reason}")
@@ -152,8 +153,8 @@ def check_embed_out(out: Path, photos: Sequence[str | Path]) -> None:
     check_output(index, "--out", "embeddings index CSV", csv_header(INDEX_HEADER), photos)
 
 
-def _load(path: str | Path, device: str) -> FaceModel:
-    return load_model(path, device=device)
+def _load(path: str | Path, device: str, require_digest: bool = False) -> FaceModel:
+    return load_model(path, device=device, require_digest=require_digest)
 
 
 # ---- 1:1 verification ----------------------------------------------------------------------
@@ -282,6 +283,7 @@ def verify(
     threshold: float | None = None,
     detect: bool = False,
     device: str = "auto",
+    require_digest: bool = False,
 ) -> Verification:
     """``facecls verify``: are the faces of photos ``a`` and ``b`` the same person?
 
@@ -292,7 +294,7 @@ def verify(
     """
     check_photo(a)
     check_photo(b)
-    model = model if isinstance(model, FaceModel) else _load(model, device)
+    model = model if isinstance(model, FaceModel) else _load(model, device, require_digest)
     limit, far = stored_threshold(model, threshold)
     face_a, vec_a = first_face(model, a, detect)
     face_b, vec_b = first_face(model, b, detect)
