@@ -14,7 +14,8 @@ from facecls.config_rules import resolve
 from facecls.data.batches import resident
 from facecls.data.dataset import load_dataset
 from facecls.models.embedding import final_linear
-from facecls.training.fold import ModelSource, train_model
+from facecls.training.fold import train_model
+from facecls.training.fold_setup import ModelSource
 from facecls.training.run import fit
 
 pytestmark = pytest.mark.cuda

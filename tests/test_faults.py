@@ -214,9 +214,11 @@ def test_a_failed_start_leaves_no_half_made_run_folder(
     synthetic_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,
 ) -> None:  # fmt: skip
-    import facecls.training.fold as fold_module
+    import facecls.training.fold_setup as fold_setup_module
 
-    monkeypatch.setattr(fold_module, "create_model", _explode)  # fails building the first model
+    monkeypatch.setattr(
+        fold_setup_module, "create_model", _explode
+    )  # fails building the first model
     runs = tmp_path / "runs"
     assert main(_train_args(synthetic_folder, runs)) == 1
     assert "facecls: error: KeyError" in capsys.readouterr().err

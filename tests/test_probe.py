@@ -22,7 +22,8 @@ from facecls.inference.calibration import calibrate_run
 from facecls.models.embedding import final_linear
 from facecls.runtime import runtime_for
 from facecls.training.evaluate import evaluate_run
-from facecls.training.fold import ModelSource, input_normalization, train_model
+from facecls.training.fold import train_model
+from facecls.training.fold_setup import ModelSource, input_normalization
 from facecls.training.probe import embed_once, embedding_key
 from facecls.training.run import cross_validate
 
@@ -144,7 +145,7 @@ def test_cv_runs_the_backbone_once_per_image(
     # A fixed input normalisation, as FaceNet's (else each fold normalises by its own
     # training part, and its embeddings differ).
     monkeypatch.setattr(
-        "facecls.training.fold.input_normalization", lambda *_a: ([127.5] * 3, [128.0] * 3)
+        "facecls.training.fold_setup.input_normalization", lambda *_a: ([127.5] * 3, [128.0] * 3)
     )
     ran = 0
 

@@ -34,14 +34,8 @@ from facecls.training.checkpoint import (
 from facecls.training.engine import EvalResult
 from facecls.training.evaluate import evaluate_on_test, evaluation_metrics
 from facecls.training.finish import RunResult, finish_run
-from facecls.training.fold import (
-    EpochHook,
-    Log,
-    ModelSource,
-    TrainedModel,
-    share_folds,
-    train_model,
-)
+from facecls.training.fold import EpochHook, Log, TrainedModel, share_folds, train_model
+from facecls.training.fold_setup import ModelSource
 from facecls.training.interrupt import Interrupted, stop_signals
 from facecls.training.live import epoch_hooks, summary_writer
 from facecls.training.start import StartedRun, begin_run
