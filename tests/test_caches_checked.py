@@ -15,12 +15,13 @@ from PIL import Image
 from safetensors.numpy import load_file, save_file
 
 import facecls
-from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig, resolve
+from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
+from facecls.config_rules import resolve
 from facecls.data.cache import decode_cached
 from facecls.data.dataset import load_dataset
 from facecls.data.sources import scan_folder
 from facecls.runtime import runtime_for
-from facecls.training.fold import ModelSource, input_normalization
+from facecls.training.fold_setup import ModelSource, input_normalization
 from facecls.training.probe import embed_once
 
 # --- item 3: the frozen backbone's embedding cache, and the decode cache ----------------------
@@ -162,3 +163,34 @@ def test_nan_embeddings_in_the_gallery_cache_are_redone(
     assert len(similarities) == 3 and np.isfinite(similarities).all()
     assert result.matches[0].path == str(photos[0])
     assert any("3 damaged embedding(s) discarded" in m for m in said), said
+
+
+# --- item 5: --resume checks what the photos hold, not only their names ----------------------
+
+
+def test_resume_refuses_photos_whose_content_changed_under_the_same_names(
+    synthetic_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:  # fmt: skip
+    import shutil
+
+    from facecls.cli import main
+    from facecls.training.interrupt import TEST_SIGNAL_ENV
+
+    data = tmp_path / "faces"
+    shutil.copytree(synthetic_folder, data)
+    monkeypatch.setenv(TEST_SIGNAL_ENV, "0:1:1:TERM")  # stopped after epoch 1, step 1
+    args = ["--quiet", "train", "--data", str(data), "--image-size", "32", "--epochs", "2",
+            "--batch-size", "8", "--runs-dir", str(tmp_path / "runs"), "--name", "run",
+            "--device", "cpu"]  # fmt: skip
+    assert main(args) == 143
+    monkeypatch.delenv(TEST_SIGNAL_ENV)
+    first, second = sorted(data.iterdir())[:2]
+    photo = sorted(first.glob("*.png"))[0]
+    shutil.copy(sorted(second.glob("*.png"))[0], photo)  # another person's face, same name
+    capsys.readouterr()
+    run = tmp_path / "runs" / "run"
+    assert main(["--quiet", "train", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"--resume {run}: the photos changed since the run started" in err
+    assert err.count("\n") == 1 and not (run / "metrics.json").exists()

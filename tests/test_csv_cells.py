@@ -13,7 +13,6 @@ import pytest
 import torch
 from PIL import Image
 
-from facecls.atomic import csv_text, read_cell, safe_cell
 from facecls.bundle import Bundle, save_bundle
 from facecls.cli import main
 from facecls.models import create_model
@@ -23,6 +22,8 @@ FORMULAS = ['=HYPERLINK("http://x")', "+1+2", "-2+3", "@SUM(A1)", "\tx", "\rx", 
 
 @pytest.mark.parametrize("text", FORMULAS)
 def test_a_formula_cell_is_quoted_and_reads_back(text: str) -> None:
+    from facecls.atomic import read_cell, safe_cell
+
     cell = safe_cell(text)
     assert cell == "'" + text
     assert read_cell(cell) == text
@@ -30,11 +31,15 @@ def test_a_formula_cell_is_quoted_and_reads_back(text: str) -> None:
 
 @pytest.mark.parametrize("number", ["-0.25", "+3", "-1e-05", "-inf", "12", "0.5"])
 def test_numbers_stay_numbers(number: str) -> None:
+    from facecls.atomic import safe_cell
+
     assert safe_cell(number) == number
     assert safe_cell(float(number)) == float(number)
 
 
 def test_csv_text_quotes_every_formula_cell() -> None:
+    from facecls.atomic import csv_text
+
     names = [t for t in FORMULAS if "\r" not in t]  # a bare CR ends a line for csv's reader
     text = csv_text(["name", "score"], [[t, "-0.5"] for t in names])
     rows = list(csv.reader(io.StringIO(text, newline="")))

@@ -149,8 +149,10 @@ def test_a_bundle_without_a_digest_loads_with_a_warning(bundle_dir: Path, tmp_pa
 def test_threshold_nan_is_refused(bundle_dir: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(ValueError, match="finite"):
         load_model(bundle_dir, device="cpu", threshold=math.nan)
-    assert main(["calibrate", str(bundle_dir), "--threshold", "nan"]) == 2
-    assert "finite" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:  # refused when the command line is parsed
+        main(["calibrate", str(bundle_dir), "--threshold", "nan"])
+    assert stopped.value.code == 2
+    assert "argument --threshold: must be a finite number" in capsys.readouterr().err
     assert "openset" not in json.loads((bundle_dir / META_NAME).read_text())
 
 

@@ -8,6 +8,7 @@ and its report (:mod:`facecls.training.finish`).
 
 from __future__ import annotations
 
+import errno
 import shutil
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from facecls import metrics_intervals
-from facecls.atomic import write_json
+from facecls.atomic import WriteError, write_json
 from facecls.config import RunConfig
 from facecls.data.dataset import FaceDataset
 from facecls.data.splits import (
@@ -88,11 +89,17 @@ def _train_folds(
             if dist.is_main:
                 write_json(run.run_dir / "checkpoints" / "interrupted.json", stopped.describe())
             raise
-        except Exception:
+        except Exception as error:
             # A failed start (no epoch saved yet) leaves no half-made run folder behind.
             saved = (run.run_dir / "checkpoints").is_dir()
             if run.folds is None and dist.is_main and not saved:
                 shutil.rmtree(run.run_dir, ignore_errors=True)
+            elif isinstance(error, WriteError) and error.errno == errno.ENOSPC:
+                raise WriteError(
+                    errno.ENOSPC,
+                    f"{error}. Free some space, then resume with: facecls {command} --resume "
+                    f"{run.run_dir}",
+                ) from error
             raise
         finally:
             whole.close()
