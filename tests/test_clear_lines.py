@@ -16,6 +16,9 @@ from PIL import Image
 from safetensors import SafetensorError
 
 from facecls.cli import main
+from tests import serve_fixtures
+
+people, tiny_run = serve_fixtures.people, serve_fixtures.tiny_run  # session-scoped fixtures
 
 
 def _photo(path: Path, seed: int = 0) -> Path:
@@ -240,36 +243,53 @@ def test_the_service_refuses_an_unverified_bundle_by_default(
 
 
 def test_path_options_naming_a_file_where_a_folder_is_expected(
-    untrained_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    untrained_bundle: Path, synthetic_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     afile = tmp_path / "afile"
     afile.write_text("x\n")
     photos = tmp_path / "photos"
     _photo(photos / "p.png")
+    runs = ["--epochs", "1", "--runs-dir", str(tmp_path / "runs")]
+    model = str(untrained_bundle)
     cases = [
         (["train", "--runs-dir", str(afile / "runs"), "--epochs", "1"], "--runs-dir"),
+        (["train", "--data", str(photos), "--cache-dir", str(afile), *runs], "--cache-dir"),
+        (["export", model, "--out", str(photos)], "--out"),
+        (["enroll", model, "--data", str(photos), "--out", str(afile)], "--out"),
+        (["evaluate", str(afile)], f"{afile}: not a model"),
+        (
+            ["train", "--data", str(synthetic_folder), "--split-file", str(photos), *runs],
+            f"{photos}: is a folder; --split-file",
+        ),
+        (["train", "--weights", str(photos), *runs], f"{photos}: is a folder (--weights)"),
+        (
+            ["embed", model, str(photos), "--out", str(afile / "e.safetensors")],
+            f"{afile} is a file, not a folder",
+        ),
         (
             [
-                "train",
-                "--data",
+                "predict",
+                model,
                 str(photos),
-                "--cache-dir",
-                str(afile),
-                "--epochs",
-                "1",
-                "--runs-dir",
-                str(tmp_path / "runs"),
+                "--out",
+                str(tmp_path / "p.csv"),
+                "--annotate",
+                str(afile / "drawn"),
             ],
-            "--cache-dir",
+            f"{afile} is a file, not a folder",
         ),  # fmt: skip
-        (["export", str(untrained_bundle), "--out", str(photos)], "--out"),
-        (["enroll", str(untrained_bundle), "--data", str(photos), "--out", str(afile)], "--out"),
-        (["evaluate", str(afile)], f"{afile}: not a model"),
     ]
     for argv, says in cases:
         assert main(argv) == 2, argv
         assert says in _one_error(capsys)
     assert afile.read_text() == "x\n"
+
+
+def test_report_out_under_a_file(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    afile = tmp_path / "afile"
+    afile.write_text("x\n")
+    assert main(["report", str(tiny_run), "--out", str(afile / "report")]) == 2
+    assert f"--out {afile / 'report'}: {afile} is a file, not a folder" in _one_error(capsys)
 
 
 def test_export_check_with_a_bad_photo_writes_nothing(

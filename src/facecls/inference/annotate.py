@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from facecls.atomic import atomic_path
+from facecls.atomic import atomic_path, file_in_the_way
 from facecls.data.images import ImageError, load_rgb
 from facecls.inference.faces import Prediction
 from facecls.inference.outputs import same_file
@@ -73,6 +73,9 @@ class Annotator:
                 )
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"--annotate {folder}: exists and is not a folder")
+        blocking = file_in_the_way(folder)
+        if blocking is not None:
+            raise ValueError(f"--annotate {folder}: {blocking} is a file, not a folder")
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self._inputs = [Path(item) for item in inputs if not Path(item).is_dir()]

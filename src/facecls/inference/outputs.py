@@ -19,7 +19,7 @@ from pathlib import Path
 from safetensors import SafetensorError
 from safetensors import numpy as safetensors_numpy
 
-from facecls.atomic import write_json
+from facecls.atomic import file_in_the_way, write_json
 from facecls.data.sources import default_cache_dir
 
 Recognise = Callable[[Path], bool]
@@ -116,6 +116,9 @@ def check_output(
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{option} {path}: is a folder; {option} names the {what} file to write")
+    blocking = file_in_the_way(path.parent)
+    if blocking is not None:
+        raise OutputError(f"{option} {path}: {blocking} is a file, not a folder; choose a path")
     if not path.exists():
         return path
     for item in inputs:

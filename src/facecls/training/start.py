@@ -88,6 +88,10 @@ def check_prerequisites(config: RunConfig) -> None:
         wanted, option = default_weights_path(), "--pretrained (FaceNet's default weights)"
     else:
         return
+    if wanted.is_dir():
+        raise FileNotFoundError(
+            f"{wanted}: is a folder ({option}); give the weights file (safetensors) itself"
+        )
     if not wanted.is_file():
         raise FileNotFoundError(
             f"{wanted}: weights file not found ({option}); nothing was loaded and no run "
