@@ -154,6 +154,28 @@ def test_full_disk_while_writing_embeddings_names_the_folder(
     assert f"no space left on the disk of {folder}" in err and "MiB of free space" in err
 
 
+def test_full_disk_while_saving_a_bundle_or_its_centroids_names_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import safetensors.numpy
+    import torch
+
+    import facecls.bundle
+    from facecls.atomic import WriteError
+    from facecls.bundle import Bundle, save_bundle, write_centroids
+    from facecls.models import create_model
+
+    model = create_model("baseline", num_classes=3, image_size=32)
+    monkeypatch.setattr(facecls.bundle, "save_file", _safetensors_full)
+    with pytest.raises(WriteError, match=f"no space left on the disk of {tmp_path / 'm'}"):
+        save_bundle(Bundle(model, "baseline", ["a", "b", "c"], 32, [0.5] * 3, [0.25] * 3),
+                    tmp_path / "m")  # fmt: skip
+    monkeypatch.setattr(safetensors.numpy, "save_file", _safetensors_full)
+    with pytest.raises(WriteError, match="MiB of free space is needed"):
+        write_centroids(tmp_path / "c", {"trained": torch.zeros(3, 4).numpy()})
+    assert not list((tmp_path / "c").iterdir())
+
+
 def test_full_disk_while_annotating_names_the_annotate_folder(
     untrained_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,
