@@ -112,8 +112,7 @@ def test_predict_csv_columns_and_bad_files(run: Path, people: dict[str, Path], t
         probs = [float(r[f"top{i}_probability"]) for i in (1, 2, 3)]
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
         assert r["identity"] in ("unknown", r["top1"])
-    # The CSV says what the library answers for the same photos (a contract: what a small model
-    # happens to learn differs between CPUs' kernels, the AMD EPYC's and an Intel's).
+    # The CSV says what the library answers (what a small model learns differs between CPUs)
     model = facecls.load_model(run)
     library = {p.path: p for p in model.predict(sorted((people["train"] / "person_00").iterdir()))}
     tol = 2e-2  # bf16 autocast (on CPUs with native bf16): other batches, other last bits
@@ -144,10 +143,9 @@ def test_streaming_chunks_give_identical_output(run: Path, people: dict[str, Pat
 def test_the_unknown_decision_follows_the_calibrated_threshold(
     run: Path, people: dict[str, Path]
 ) -> None:
-    """Trained people and strangers alike: "known" exactly when the score reaches the calibrated
-    threshold, named by the top identity, "unknown" otherwise. (How many strangers a 30-epoch model rejects is
-    what it happened to learn on one CPU's kernels, not a contract; the maths of telling a
-    separable stranger apart is tested in test_openset.py.)"""
+    """Known people and strangers alike: "known" exactly when the score reaches the calibrated
+    threshold. (How many strangers a 30-epoch model rejects is what it learned on one CPU's
+    kernels; telling a separable stranger apart is tested in test_openset.py.)"""
     model = facecls.load_model(run)
     openset = json.loads((run / "model" / "model.json").read_text())["openset"]
     assert model.threshold == pytest.approx(openset["threshold"])
@@ -175,9 +173,8 @@ def test_enrollment_names_new_people_without_retraining(
     assert model.class_names[-NEW:] == new_names and len(model.class_names) == TRAINED + NEW
     before = facecls.load_model(run, threshold=-1e9).predict([people["probe"]])
     assert not {p.top_k[0][0] for p in before} & set(new_names)  # not nameable before
-    # Each new person is the normalised mean of their photos' embeddings; by the Cauchy-Schwarz
-    # inequality their photos are then, on average, closer to it than to any other centroid
-    # (the margin the contract guarantees, whatever the network learned).
+    # A new person is the normalised mean of their photos' embeddings, so (Cauchy-Schwarz) the
+    # photos are on average closer to it than to any other centroid, whatever was learned.
     centroids = model.centroids
     for k, name in enumerate(new_names):
         vectors = model.embed(sorted((people["enroll"] / name).iterdir()))
@@ -186,8 +183,6 @@ def test_enrollment_names_new_people_without_retraining(
         assert float(own @ expected) == pytest.approx(1.0, abs=1e-3)
         mean_cos = (vectors @ centroids.T).mean(0)
         assert mean_cos[TRAINED + k] >= mean_cos.max() - 1e-3
-    after = facecls.load_model(out, threshold=-1e9).predict([people["probe"]])
-    assert {p.top_k[0][0] for p in after} <= set(model.class_names)
     # Enrolling a trained identity's name is refused.
     clash = tmp_path / "clash" / "person_00"
     shutil.copytree(people["train"] / "person_00", clash)

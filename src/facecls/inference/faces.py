@@ -6,6 +6,7 @@ file that cannot be read becomes an ``error`` row instead of stopping the run.
 
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -62,7 +63,11 @@ def check_top_k(top_k: int) -> None:
     Raises:
         ValueError: naming the option.
     """
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+    try:
+        whole = operator.index(top_k)  # int, numpy integers; not 2.5, "3" or True
+    except TypeError:
+        whole = None
+    if whole is None or isinstance(top_k, bool) or whole < 1:
         raise ValueError(f"--top-k must be a whole number of at least 1, got {top_k!r}")
 
 
