@@ -137,4 +137,5 @@ def test_the_service_refuses_a_non_finite_threshold(untrained_bundle: Path, tmp_
             files = {"a": ("a.png", photo.getvalue()), "b": ("b.png", photo.getvalue())}
             answer = client.post("/verify", files=files, data={"threshold": threshold})
             assert answer.status_code == 422, answer.text
-            assert "the threshold field must be a finite number" in answer.json()["detail"]
+            error = answer.json()["error"]
+            assert error["code"] == "invalid_request" and "threshold" in error["message"]

@@ -82,5 +82,5 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
             print(f"{rank}. {match.similarity:.4f}  {match.path}{face}")
     else:
         facecls.serve(args.model, args.host, args.port, args.token, args.store, args.gallery,
-                      args.detect, log=log, threads=args.threads,
+                      args.detect, log=log, threads=args.threads, quiet=args.quiet,
                       require_digest=args.require_digest)  # fmt: skip
