@@ -154,10 +154,13 @@ class Gallery:
                 vectors = f.get_tensor("embeddings")
         except (OSError, SafetensorError, KeyError, ValueError):
             return []  # missing or unreadable: rebuild
-        faces = [row for row in rows if isinstance(row, dict) and not row.get("reason")]
+        if not isinstance(rows, list) or not all(
+            isinstance(row, dict) and isinstance(row.get("path"), str) for row in rows
+        ):
+            return []  # not rows this version wrote: rebuild
+        faces = [row for row in rows if not row.get("reason")]
         whole = (
-            isinstance(rows, list) and all(isinstance(row, dict) for row in rows)
-            and vectors.ndim == 2 and vectors.dtype == np.float32
+            vectors.ndim == 2 and vectors.dtype == np.float32
             and (len(faces) == vectors.shape[0] or (not faces and vectors.shape[0] == 0))
         )  # fmt: skip
         if not whole:
