@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install dev lint format clean browser dist docs
+.PHONY: demo test test-kernels install dev lint format clean browser dist docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,19 @@ browser:
 
 test: lint browser
 	$(BIN)/python -m pytest -q
+
+# The suite must not depend on one CPU's kernels: run it with ATen's portable kernels and its
+# AVX2 ones (ATEN_CPU_CAPABILITY), then with 1 and 2 PyTorch threads (FACECLS_TEST_THREADS,
+# read by tests/conftest.py). Four whole runs: about four times `make test`.
+test-kernels: lint browser
+	@for isa in default avx2; do \
+		echo "== ATEN_CPU_CAPABILITY=$$isa"; \
+		ATEN_CPU_CAPABILITY=$$isa $(BIN)/python -m pytest -q || exit 1; \
+	done
+	@for threads in 1 2; do \
+		echo "== FACECLS_TEST_THREADS=$$threads"; \
+		FACECLS_TEST_THREADS=$$threads $(BIN)/python -m pytest -q || exit 1; \
+	done
 
 # The documentation site with the API reference, served on http://127.0.0.1:8000 (tests/test_docs.py
 # builds it with --strict in `make test`).

@@ -44,6 +44,7 @@ from facecls.inference.calibration_store import (
 from facecls.inference.calibration_views import face_sizes, scored_views
 from facecls.inference.verify import DEFAULT_FAR, calibrate_verification
 from facecls.models.cpu_pass import FrozenPass
+from facecls.numbers import finite
 from facecls.openset import DEFAULT_ACCEPTANCE, DEFAULT_METHOD, default_method
 from facecls.openset_calibration import Calibration, ScoredViews, calibrate
 from facecls.openset_fpir import DEFAULT_FPIR, check_fpir
@@ -317,8 +318,10 @@ def calibrate_command(
         check_fpir(fpir)
         if acceptance is not None:
             raise ValueError("give --fpir or --acceptance, not both: they are two rules")
-    if acceptance is not None and not 0.0 < acceptance <= 1.0:
-        raise ValueError(f"--acceptance must be in (0, 1], not {acceptance}")
+    if acceptance is not None:
+        finite(acceptance, "--acceptance")
+        if not 0.0 < acceptance <= 1.0:
+            raise ValueError(f"--acceptance must be in (0, 1], not {acceptance}")
     path = Path(model_path)
     is_run = (path / "config.yaml").is_file() and (path / "folds.json").is_file()
     if threshold is not None or (method is not None and not is_run and data is None):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from facecls.bundle import (
     update_meta,
     write_centroids,
 )
+from facecls.numbers import finite
 from facecls.openset import DEFAULT_METHOD, METHODS
 from facecls.openset_calibration import Calibration
 from facecls.openset_thresholds import enrolled_method
@@ -78,8 +78,7 @@ def set_threshold(
                 raise BundleError(f"{folder}: no calibrated {method} threshold; give --threshold")
             openset["threshold"] = openset["thresholds"][method]
     if threshold is not None:
-        if not math.isfinite(threshold):
-            raise ValueError(f"--threshold must be a finite number, not {threshold}")
+        threshold = finite(threshold, "--threshold")
         if method is None:  # the threshold is for the score the model decides by
             enrolled = bool((meta.get("enrolled") or {}).get("names"))
             openset["method"] = (
