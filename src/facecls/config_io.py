@@ -18,6 +18,19 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def given_settings(config: RunConfig) -> dict[str, Any]:
+    """The settings a config sets away from the dataclass defaults, before any recipe fills it:
+    what the user chose (``{"train.epochs": 3, ...}``, RunConfig's own fields undotted)."""
+    default = to_dict(RunConfig())
+    out = {}
+    for section, body in to_dict(config).items():
+        if isinstance(body, dict):
+            out.update({f"{section}.{k}": v for k, v in body.items() if v != default[section][k]})
+        elif body != default[section]:
+            out[section] = body
+    return out
+
+
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """Check ``value`` against a field annotation; ints are accepted where floats are expected."""
     origin = typing.get_origin(annotation)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from facecls.atomic import write_json
 from facecls.config import RunConfig
+from facecls.config_io import given_settings, save_yaml, to_dict
 from facecls.config_io import replace as replace_config
-from facecls.config_io import save_yaml, to_dict
 from facecls.config_rules import resolve
 from facecls.data.batches import resident
 from facecls.data.checks import report_data_problems
@@ -50,6 +51,9 @@ class StartedRun:
     run_dir: Path
     dist: DistContext
     folds: list[np.ndarray] | None = None  # from folds.json when resuming
+    # What the user set (config_io.given_settings), before the recipe and this machine filled
+    # in the rest; None when resuming (the run's config.yaml has everything filled in).
+    given: dict[str, Any] | None = None
 
 
 def _check_processes(config: RunConfig, dist: DistContext) -> None:
@@ -152,6 +156,7 @@ def begin_run(
     """Resolve the recipe, join the process group (under torchrun) and start the run; ranks
     other than 0 log nothing, show no progress and keep no run.log."""
     log: Log = record.log
+    given = given_settings(config) if resume is None else None
     config = resolve(config)
     dist = dist_context(config.train.device)
     if resume is None and config.train.precision == "auto":
@@ -163,6 +168,7 @@ def begin_run(
     run = _start(
         config, dist, log, show_progress, command, None if resume is None else Path(resume)
     )
+    run.given = given
     if dist.is_main:
         record.open(run.run_dir)
         debug(f"facecls {command}{' (resumed)' if resume else ''}; resolved config:\n"
