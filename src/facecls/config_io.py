@@ -20,14 +20,12 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 def given_settings(config: RunConfig) -> dict[str, Any]:
     """The settings a config sets away from the dataclass defaults, before any recipe fills it:
-    what the user chose (``{"train.epochs": 3, ...}``, RunConfig's own fields undotted)."""
+    what the user chose (``{"train.epochs": 3, ...}``), the run's name and folder aside."""
     default = to_dict(RunConfig())
     out = {}
     for section, body in to_dict(config).items():
         if isinstance(body, dict):
             out.update({f"{section}.{k}": v for k, v in body.items() if v != default[section][k]})
-        elif body != default[section]:
-            out[section] = body
     return out
 
 

@@ -6,6 +6,7 @@ and in threads; ``report.py`` saves them.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,10 +60,9 @@ def plot_loss_curves(
     _epoch_axis(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy loss")
-    ax.set_title(
-        f"Solid: {mpl_text(labels[0])}\nDashed: {mpl_text(labels[1])}", fontsize="small",
-        loc="left",
-    )  # fmt: skip
+    # Wrapped to the axes' width: what each loss is can be a long line.
+    lines = textwrap.wrap(f"Solid: {labels[0]}", 80) + textwrap.wrap(f"Dashed: {labels[1]}", 80)
+    ax.set_title(mpl_text("\n".join(lines)), fontsize="small", loc="left")
     ax.legend(fontsize="small", ncols=2 if len(folds) > 2 else 1)
     ax.grid(alpha=0.3)
     return ax

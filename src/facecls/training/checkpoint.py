@@ -40,6 +40,8 @@ class TrainingState:
 
     Attributes:
         best_state: CPU copy of the model at ``best_epoch`` (lowest validation loss).
+        best_logits: that epoch's validation logits ``(N_val, C)``, float32 on the CPU: the
+            kept model's numbers are that pass's (``best_loss`` its loss), also after a resume.
         complete: every epoch of the fold is done.
     """
 
@@ -49,6 +51,7 @@ class TrainingState:
     best_loss: float = math.inf
     best_state: State | None = None
     complete: bool = False
+    best_logits: torch.Tensor | None = None
 
 
 def checkpoint_path(run_dir: Path, fold: int) -> Path:
@@ -112,6 +115,8 @@ def save_checkpoint(
     if state.best_state is not None:
         # best_state is already a detached CPU copy (cpu_copy when kept, or read from a file)
         tensors.update({f"best.{k}": v for k, v in state.best_state.items()})
+    if state.best_logits is not None:
+        tensors["kept.logits"] = state.best_logits
     optim_doc, optim_tensors = _flatten_optimizer(optimizer.state_dict())
     tensors.update(optim_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
@@ -201,4 +206,5 @@ def load_checkpoint(
         best_loss=math.inf if doc["best_loss"] is None else float(doc["best_loss"]),
         best_state=best or None,
         complete=bool(doc["complete"]),
+        best_logits=tensors.get("kept.logits"),
     )

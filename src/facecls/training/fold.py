@@ -192,7 +192,7 @@ def train_model(
             f"fold {fold}: complete in {checkpoint.name}, not retrained" if state.complete
             else f"fold {fold}: resuming from {checkpoint.name} after epoch {state.epoch}"
         )  # fmt: skip
-    probe, kept_pass = None, None
+    probe = None
     if embed_frozen and frozen_at(t, state.epoch + 1) and not t.compile and not dist.distributed:
         _set_frozen(module, True)
         probe = head_only(dataset, module, images, mean, std, runtime, config, log, models.embedded)
@@ -252,7 +252,8 @@ def train_model(
         if val.loss < state.best_loss:
             state.best_loss, state.best_epoch = val.loss, epoch
             state.best_state = cpu_copy(module.state_dict())
-            kept_pass = val  # the kept model's numbers: this pass, the one history.csv shows
+            # The kept model's numbers: this pass, the one history.csv shows.
+            state.best_logits = torch.from_numpy(np.ascontiguousarray(val.logits, np.float32))
         state.epoch, state.complete = epoch, epoch == t.epochs
         if checkpoint is not None:  # rank 0 writes, then every rank goes on
             dist.main_writes(
@@ -275,11 +276,11 @@ def train_model(
         val = evaluate(
             module, val_batches, mean, std, val_loss_fn, bool(t.flip_tta), runtime, features=True
         )
-    if kept_pass is not None:
+    if state.best_logits is not None:
         # One pass, one number: logits and loss stay those of the kept epoch's validation pass
-        # (history.csv's row); the pass above only adds the embeddings calibration needs. A fold
-        # resumed after its kept epoch has only the pass above.
-        val = EvalResult(kept_pass.logits, kept_pass.targets, kept_pass.loss, val.features)
+        # (history.csv's row, kept in the checkpoint across a resume); the pass above only adds
+        # the embeddings calibration needs.
+        val = EvalResult(state.best_logits.numpy(), val.targets, state.best_loss, val.features)
     # Keep a detached copy: with --compile the same module object is reused by the next fold.
     kept = copy.deepcopy(module) if t.compile else module
     return TrainedModel(

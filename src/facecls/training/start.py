@@ -34,6 +34,9 @@ from facecls.training.resume import (
     data_fingerprint,
 )
 
+# What the user set (config_io.given_settings), kept from the start so a resumed run knows it.
+GIVEN_NAME = "settings_given.json"
+
 
 def _silent(_message: str) -> None:
     """The log of ranks other than 0."""
@@ -52,7 +55,7 @@ class StartedRun:
     dist: DistContext
     folds: list[np.ndarray] | None = None  # from folds.json when resuming
     # What the user set (config_io.given_settings), before the recipe and this machine filled
-    # in the rest; None when resuming (the run's config.yaml has everything filled in).
+    # in the rest; None for a run started before facecls kept it.
     given: dict[str, Any] | None = None
 
 
@@ -100,7 +103,7 @@ def check_prerequisites(config: RunConfig) -> None:
 
 def _start(
     config: RunConfig, dist: DistContext, log: Log, show_progress: bool, command: str,
-    resume: Path | None,
+    resume: Path | None, given: dict[str, Any] | None = None,
 ) -> StartedRun:  # fmt: skip
     _check_processes(config, dist)
     check_prerequisites(config)
@@ -137,8 +140,11 @@ def _start(
             save_yaml(config, run_dir / "config.yaml")
             write_json(run_dir / "environment.json", environment(config.train.seed))
             write_json(run_dir / DATA_FILES_NAME, data_fingerprint(dataset.paths))
+            write_json(run_dir / GIVEN_NAME, given or {})
     else:
         run_dir = resume
+        saved = resume / GIVEN_NAME  # what the user set when the run started
+        given = json.loads(saved.read_text()) if saved.is_file() else None
     processes = f"; {dist.world_size} processes" if dist.distributed else ""
     precision = "bf16" if runtime_for(config.train, device).dtype is not None else "fp32"
     log(
@@ -146,7 +152,7 @@ def _start(
         f"({dataset.info['kind']}: {dataset.info['location']}); test part {len(split.test)} "
         f"images ({split.how}); device {device} ({precision}){processes}; run folder {run_dir}"
     )
-    return StartedRun(device, dataset, split, images, targets, run_dir, dist, folds)
+    return StartedRun(device, dataset, split, images, targets, run_dir, dist, folds, given)
 
 
 def begin_run(
@@ -166,9 +172,14 @@ def begin_run(
     if not dist.is_main:
         log, show_progress = _silent, False
     run = _start(
-        config, dist, log, show_progress, command, None if resume is None else Path(resume)
+        config,
+        dist,
+        log,
+        show_progress,
+        command,
+        None if resume is None else Path(resume),
+        given,
     )
-    run.given = given
     if dist.is_main:
         record.open(run.run_dir)
         debug(f"facecls {command}{' (resumed)' if resume else ''}; resolved config:\n"
