@@ -48,6 +48,8 @@ def resolve(config: RunConfig) -> RunConfig:
     if t.recipe not in RECIPES:
         raise ConfigError(f"train.recipe must be one of {sorted(RECIPES)}, got {t.recipe!r}")
     defaults = dict(RECIPES[t.recipe])
+    if t.pretrained is None:  # FaceNet from scratch is rarely wanted: its weights by default
+        t = dataclasses.replace(t, pretrained=t.model == "facenet" and not t.weights)
     # The report's transfer model trained only its fully connected layer (§3.4).
     starts_pretrained = bool(t.pretrained or t.weights)
     defaults["freeze"] = "backbone" if t.recipe == "report" and starts_pretrained else "none"

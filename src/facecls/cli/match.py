@@ -70,4 +70,4 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
             print(f"{rank}. {match.similarity:.4f}  {match.path}{face}")
     else:
         facecls.serve(args.model, args.host, args.port, args.token, args.store, args.gallery,
-                      args.detect, log=log, threads=args.threads)  # fmt: skip
+                      args.detect, log=log, threads=args.threads, quiet=args.quiet)  # fmt: skip
