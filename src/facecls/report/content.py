@@ -157,6 +157,7 @@ def build_run_page(run: RunData, shareable: bool) -> RunPage:
     # No stored counts (an older run): no head/medium/few rather than a second definition.
     group_recall = metrics_classes.group_recall(cm, groups) if train_counts(run) is not None else {}
     changed, resolved = changed_settings(run, shareable)
+    headline = headline_rows(run)
     labels = loss_labels(to_dict(run.config))
     context: dict[str, Any] = {
         "name": run.name,
@@ -174,7 +175,9 @@ def build_run_page(run: RunData, shareable: bool) -> RunPage:
         "recipe": run.config.train.recipe,
         "architecture": run.metrics.get("final_model", {}).get("architecture"),
         "environment": environment_rows(run),
-        "headline": headline_rows(run),
+        "headline": headline,
+        # Said under the scores: a width-0 interval is no bug (each identity all right or wrong).
+        "zero_width": any(r["low"] is not None and r["low"] == r["high"] for r in headline),
         "test_images": test["summary"].get("images", len(run.predictions)),
         "folds": fold_rows(run),
         "final_model": run.metrics.get("final_model", {}),
