@@ -94,8 +94,8 @@ def place_labels(
             drawn.append(ax.annotate(
                 label, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
                 ha="center", va="center", annotation_clip=False,
-                arrowprops={"arrowstyle": "-", "color": "0.55", "lw": 0.6, "shrinkA": 1,
-                            "shrinkB": 2},
+                arrowprops={"arrowstyle": "-", "color": "0.3", "lw": 0.8, "shrinkA": 1,
+                            "shrinkB": 3},
             ))  # fmt: skip
             break
         else:
@@ -132,6 +132,9 @@ def plot_recall_vs_train_images(
     ax.grid(alpha=0.3)
     wanted = set(label)
     chosen = sorted((xi, yi, n) for xi, yi, n in zip(x, y, names, strict=True) if n in wanted)
+    if chosen:  # the named identities' dots ringed, so each line ends at a visible mark
+        ax.scatter([c[0] for c in chosen], [c[1] for c in chosen], s=DOT_AREA * 3,
+                   facecolors="none", edgecolors="C3", linewidths=0.8)  # fmt: skip
     place_labels(
         ax, [(xi, yi) for xi, yi, _ in chosen], [n for _, _, n in chosen], np.column_stack([x, y])
     )
