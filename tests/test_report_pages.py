@@ -124,7 +124,7 @@ def test_the_two_losses_are_labelled(four_identity_run: dict) -> None:
     different losses; the page and its figures say which is which."""
     html = read(four_identity_run["run"] / "report.html")
     section = html.split('id="training"')[1].split("</section>")[0]
-    assert "training loss: label smoothing 0.1, augmented images" in section
+    assert "training loss: label smoothing 0.1, augmented images (rotation ±10°, flip" in section
     assert "validation loss: no label smoothing, no augmentation" in section
     assert (four_identity_run["run"] / "figures" / "loss_curves.png").is_file()
 

@@ -103,7 +103,14 @@ def loss_labels(config: dict[str, Any]) -> tuple[str, str]:
     t, a = config.get("train", {}), config.get("augment", {})
     smoothing = float(t.get("label_smoothing") or 0.0)
     train = [f"label smoothing {smoothing:g}" if smoothing else "no label smoothing"]
-    train.append("augmented images" if a.get("enabled", True) else "no augmentation")
+    warps = [f"rotation ±{a['rotation']:g}°" if a.get("rotation") else ""]
+    warps += ["flip" if a.get("hflip") else "", f"zoom ±{a['scale']:g}" if a.get("scale") else ""]
+    warps += [f"shift ±{a['translate']:g}" if a.get("translate") else ""]
+    warps = [w for w in warps if w]
+    if a.get("enabled", True) and warps:
+        train.append(f"augmented images ({', '.join(warps)})")
+    else:
+        train.append("no augmentation")
     if t.get("sampler", "none") != "none":
         train.append(f"{t['sampler']} sampling")
     val = ["no label smoothing", "no augmentation"]
