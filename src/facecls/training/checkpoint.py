@@ -42,6 +42,7 @@ class TrainingState:
         best_state: CPU copy of the model at ``best_epoch`` (lowest validation loss).
         best_logits: that epoch's validation logits ``(N_val, C)``, float32 on the CPU: the
             kept model's numbers are that pass's (``best_loss`` its loss), also after a resume.
+        best_features: that pass's embeddings ``(N_val, D)`` (calibration's), when it kept them.
         complete: every epoch of the fold is done.
     """
 
@@ -52,6 +53,7 @@ class TrainingState:
     best_state: State | None = None
     complete: bool = False
     best_logits: torch.Tensor | None = None
+    best_features: torch.Tensor | None = None
 
 
 def checkpoint_path(run_dir: Path, fold: int) -> Path:
@@ -117,6 +119,8 @@ def save_checkpoint(
         tensors.update({f"best.{k}": v for k, v in state.best_state.items()})
     if state.best_logits is not None:
         tensors["kept.logits"] = state.best_logits
+    if state.best_features is not None:
+        tensors["kept.features"] = state.best_features
     optim_doc, optim_tensors = _flatten_optimizer(optimizer.state_dict())
     tensors.update(optim_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
@@ -207,4 +211,5 @@ def load_checkpoint(
         best_state=best or None,
         complete=bool(doc["complete"]),
         best_logits=tensors.get("kept.logits"),
+        best_features=tensors.get("kept.features"),
     )
