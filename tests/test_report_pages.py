@@ -129,6 +129,23 @@ def test_the_two_losses_are_labelled(four_identity_run: dict) -> None:
     assert (four_identity_run["run"] / "figures" / "loss_curves.png").is_file()
 
 
+def test_the_loss_figure_names_both_losses() -> None:
+    """Issue 29.8, on the figure itself: its title says what each curve is."""
+    from facecls.report.plots import plot_loss_curves
+    from facecls.report.settings import loss_labels
+
+    labels = loss_labels(
+        {"train": {"label_smoothing": 0.1}, "augment": {"rotation": 10, "hflip": False}}
+    )
+    history = [
+        {"fold": f, "epoch": e, "train_loss": 2.0 / e, "val_loss": 1.5 / e}
+        for f in range(3) for e in (1, 2)
+    ]  # fmt: skip
+    title = plot_loss_curves(history, labels=labels).get_title(loc="left").replace("\n", " ")
+    assert "Solid: training loss: label smoothing 0.1, augmented images (rotation ±10°)" in title
+    assert "Dashed: validation loss: no label smoothing, no augmentation" in title
+
+
 def test_filled_in_settings_are_not_the_users_changes(four_identity_run: dict) -> None:
     """Issue 29.13: precision auto became bf16 or fp32 on this machine; the user set epochs."""
     html = read(four_identity_run["run"] / "report.html")
