@@ -30,6 +30,7 @@ from facecls.vector_settings import (
     GRAPH_CHUNK,
     IVF_MIN_TRAIN,
     TRAIN_MAX,
+    TRAIN_PER_LIST,
     IndexSettings,
     MemoryLimitError,
     bytes_per_vector,
@@ -65,7 +66,8 @@ def brute_force_search(
     vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The numpy oracle (facecls's search before FAISS): every inner product, then sort."""
-    scores = np.asarray(queries, np.float32) @ np.asarray(vectors, np.float32).T
+    queries = np.atleast_2d(np.asarray(queries, np.float32))
+    scores = queries @ np.asarray(vectors, np.float32).T
     ids = np.broadcast_to(np.asarray(ids, np.int64), scores.shape)
     return _ordered(scores, ids, min(k, scores.shape[1]))
 
@@ -119,10 +121,10 @@ class VectorIndex:
         ivf = faiss.IndexIVFPQ(quantizer, d, nlist, s.pq_m, 8, ip)
         ivf.own_fields = True
         quantizer.this.disown()
-        sample = train
-        if len(train) > 64 * nlist:  # a fixed sample: the same vectors train the same index
-            pick = np.random.default_rng(0).choice(len(train), 64 * nlist, replace=False)
-            sample = train[np.sort(pick)]
+        ivf.cp.niter = 10  # k-means rounds: lists good enough for search, in a tenth of the time
+        sample, size = train, max(TRAIN_PER_LIST * nlist, IVF_MIN_TRAIN)
+        if len(train) > size:  # a fixed sample: the same vectors train the same index
+            sample = train[np.sort(np.random.default_rng(0).choice(len(train), size, False))]
         ivf.train(unit_rows(sample, d))
         refine = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_fp16, ip)
         index = faiss.IndexRefine(ivf, refine)
@@ -159,16 +161,19 @@ class VectorIndex:
         total = len(self) + len(new_ids)
         engine = self.settings.engine_for(total)
         retrain = engine == "ivfpq" and total > 8 * max(self._trained_on, IVF_MIN_TRAIN)
+        copies = 2 * 4 * self.dim * min(len(new_ids), CHUNK)  # float32 chunks handed to FAISS
         if engine != self.engine or retrain:
-            check_memory(engine, total, self.dim, self.settings)
+            # the old index and a float32 copy of its vectors live until the new one is built
+            working = copies + self.memory_bytes() + 4 * self.dim * len(self)
+            check_memory(engine, total, self.dim, self.settings, working=working)
             old, keep = self._live_vectors(), self.ids
             sample = np.concatenate([old, unit_rows(vectors[: max(0, TRAIN_MAX - len(old))])])
             self.engine, self._index = engine, self._empty(engine, sample)
             self._ids, self._removed = np.zeros(0, np.int64), np.zeros(0, bool)
             self._append(old, keep)
         else:
-            check_memory(engine, len(self._ids) + len(new_ids), self.dim, self.settings,
-                         self.memory_bytes())  # fmt: skip
+            grown = len(self._ids) + len(new_ids)
+            check_memory(engine, grown, self.dim, self.settings, self.memory_bytes(), copies)
         self._append(vectors, new_ids)
         self._sorted_ids = merged
         return self

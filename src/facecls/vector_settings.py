@@ -16,7 +16,8 @@ APPROXIMATE = ("hnsw", "ivfpq")
 CHUNK = 65_536  # vectors added or searched per FAISS call: bounds the float32 copies made
 GRAPH_CHUNK = 4096  # vectors searched at once for a k-nearest-neighbour graph
 IVF_MIN_TRAIN = 10_000  # ivfpq trains once it holds this many vectors (exact until then)
-TRAIN_MAX = 262_144  # vectors an IVF index is trained on, at most
+TRAIN_MAX = 262_144  # vectors an IVF index may be trained on (a sample of them is used)
+TRAIN_PER_LIST = 64  # training vectors per inverted list
 
 
 class MemoryLimitError(ValueError):
@@ -102,17 +103,20 @@ def available_memory() -> int | None:
     return free
 
 
-def check_memory(engine: str, count: int, dim: int, settings: IndexSettings, held: int = 0) -> None:
+def check_memory(
+    engine: str, count: int, dim: int, settings: IndexSettings, held: int = 0, working: int = 0
+) -> None:
     """Refuse to grow an index to ``count`` vectors when it would not fit.
 
     Args:
         held: bytes the index holds already (they need no new memory).
+        working: bytes needed only while it grows (float32 copies, the index it replaces).
 
     Raises:
         MemoryLimitError: the estimate exceeds the limit (``settings.memory_limit``, or 80 % of
             the memory free now).
     """
-    need = int(bytes_per_vector(engine, dim, settings) * count) + 2 * CHUNK * dim * 4
+    need = int(bytes_per_vector(engine, dim, settings) * count) + working
     if settings.memory_limit is not None:
         limit, what = settings.memory_limit, "the memory limit"
     else:
@@ -122,7 +126,7 @@ def check_memory(engine: str, count: int, dim: int, settings: IndexSettings, hel
         limit, what = int(0.8 * free) + held, "80 % of the memory free now"
     if need > limit:
         raise MemoryLimitError(
-            f"a {engine} vector index of {count:,} faces ({dim} dimensions) needs about "
+            f"an {engine} vector index of {count:,} faces ({dim} dimensions) needs about "
             f"{need / 2**30:.2f} GiB, more than {what} ({limit / 2**30:.2f} GiB); free memory, "
             "choose a smaller engine (ivfpq needs the least), or search a smaller library"
         )
