@@ -17,7 +17,13 @@ from facecls.vector_file import (
     read_index,
     save_index,
 )
-from facecls.vector_index import IndexSettings, MemoryLimitError, VectorIndex, brute_force_search
+from facecls.vector_index import (
+    IndexSettings,
+    MemoryLimitError,
+    VectorIndex,
+    brute_force_search,
+    faiss_threads,
+)
 
 DIM = 64
 TOL = 1e-5  # FAISS (SIMD/BLAS) and numpy sum in different orders: scores agree to ~1e-6
@@ -33,6 +39,15 @@ def face_like(people: int, per_person: int, seed: int = 0) -> tuple[np.ndarray, 
     centres = rng.standard_normal((people, DIM))
     owner = np.repeat(np.arange(people), per_person)
     return unit(centres[owner] + 0.6 * rng.standard_normal((len(owner), DIM))), owner
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One FAISS thread: a graph built in one order (the same on every run), and no threads
+    spinning against the other tests on a busy machine."""
+    faiss_threads(1)
+    yield
+    faiss_threads(None)
 
 
 @pytest.fixture(scope="module")
@@ -105,13 +120,14 @@ def test_equal_scores_come_in_ascending_id_order_even_at_the_cut() -> None:
 
 @pytest.mark.parametrize(
     ("engine", "r1", "r10"),
-    # measured on this set (AMD EPYC, FAISS 1.15): hnsw 1.000 / 0.999, ivfpq 1.000 / 0.997;
+    # measured on this set (AMD EPYC, FAISS 1.15, one thread): hnsw 1.000 / 1.000, ivfpq 0.995 /
+    # 0.989;
     # the floors leave room for another CPU's threads building another graph
-    [("hnsw", 0.97, 0.95), ("ivfpq", 0.97, 0.95)],
+    [("hnsw", 0.98, 0.97), ("ivfpq", 0.97, 0.96)],
 )
 def test_approximate_engines_reach_their_measured_recall(fixed_set, engine, r1, r10) -> None:
     vectors, ids, queries = fixed_set
-    settings = IndexSettings(engine=engine, pq_m=16, nlist=64, nprobe=16, ef_search=64)
+    settings = IndexSettings(engine=engine, ef_search=64)
     index = VectorIndex(DIM, settings).add(vectors, ids)
     assert index.engine == engine
     _, exact = brute_force_search(vectors, ids, queries, 10)
@@ -132,14 +148,14 @@ def test_auto_is_exact_up_to_its_size_then_approximate(fixed_set) -> None:
     _, exact = brute_force_search(vectors, ids, queries, 10)
     assert recall(index.search(queries, 10)[1], exact)[0] >= 0.97
     # ivfpq trains on its vectors: below 10,000 it compares every one
-    small = VectorIndex(DIM, IndexSettings(engine="ivfpq", pq_m=16)).add(vectors[:500], ids[:500])
+    small = VectorIndex(DIM, IndexSettings(engine="ivfpq")).add(vectors[:500], ids[:500])
     assert small.engine == "exact"
 
 
 @pytest.mark.parametrize("engine", ["exact", "hnsw", "ivfpq"])
 def test_removed_ids_are_never_answered(fixed_set, engine) -> None:
     vectors, ids, queries = fixed_set
-    settings = IndexSettings(engine=engine, pq_m=16, nlist=64, nprobe=16)
+    settings = IndexSettings(engine=engine)
     index = VectorIndex(DIM, settings).add(vectors, ids)
     _, before = index.search(queries, 5)
     gone = before[:, 0]  # every query's best answer
@@ -208,7 +224,7 @@ def test_the_memory_limit_refuses_an_index_that_would_not_fit(fixed_set) -> None
 @pytest.mark.parametrize("engine", ["exact", "hnsw", "ivfpq"])
 def test_a_saved_index_answers_as_before(fixed_set, tmp_path: Path, engine) -> None:
     vectors, ids, queries = fixed_set
-    settings = IndexSettings(engine=engine, pq_m=16, nlist=64, nprobe=16)
+    settings = IndexSettings(engine=engine)
     index = VectorIndex(DIM, settings).add(vectors, ids)
     index.remove(ids[:3])
     digest = embeddings_digest(vectors, ids)

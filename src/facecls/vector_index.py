@@ -105,7 +105,8 @@ class VectorIndex:
 
     # ---- building ----------------------------------------------------------------------------
 
-    def _empty(self, engine: str, train: np.ndarray) -> faiss.Index:
+    def _empty(self, engine: str, train: np.ndarray, count: int) -> faiss.Index:
+        """A new FAISS index for ``count`` vectors (IVF lists trained on a sample of ``train``)."""
         d, s, ip = self.dim, self.settings, faiss.METRIC_INNER_PRODUCT
         if engine == "exact":
             return faiss.IndexFlatIP(d)
@@ -113,12 +114,14 @@ class VectorIndex:
             index = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_fp16, s.hnsw_m, ip)
             index.hnsw.efConstruction = s.ef_construction
             return index
-        if d % s.pq_m:
-            raise ValueError(f"pq_m ({s.pq_m}) must divide the dimension ({d})")
-        nlist = s.nlist or int(min(65_536, 4 * np.sqrt(len(train))))
+        pq_m = s.pq_m or max(1, d // 8)
+        if d % pq_m:
+            raise ValueError(f"pq_m ({pq_m}) must divide the dimension ({d})")
+        nlist = s.nlist or int(min(65_536, np.sqrt(count)))
         nlist = max(1, min(nlist, len(train) // 39))  # k-means wants ~39 points per centroid
-        quantizer = faiss.IndexHNSWFlat(d, 32, ip)  # finds a vector's lists quickly
-        ivf = faiss.IndexIVFPQ(quantizer, d, nlist, s.pq_m, 8, ip)
+        quantizer = faiss.IndexFlatIP(d)  # ranks the lists exactly: ~sqrt(N) products
+        # 4-bit codes scanned in SIMD registers ("fast scan"): a quarter of the lists in a ms
+        ivf = faiss.IndexIVFPQFastScan(quantizer, d, nlist, pq_m, 4, ip)
         ivf.own_fields = True
         quantizer.this.disown()
         ivf.cp.niter = 10  # k-means rounds: lists good enough for search, in a tenth of the time
@@ -131,7 +134,7 @@ class VectorIndex:
         index.own_fields = index.own_refine_index = True
         ivf.this.disown()
         refine.this.disown()
-        self._trained_on = len(train)
+        self._trained_on = count
         return index
 
     def add(self, vectors: np.ndarray, ids: np.ndarray | list[int]) -> VectorIndex:
@@ -168,7 +171,7 @@ class VectorIndex:
             check_memory(engine, total, self.dim, self.settings, working=working)
             old, keep = self._live_vectors(), self.ids
             sample = np.concatenate([old, unit_rows(vectors[: max(0, TRAIN_MAX - len(old))])])
-            self.engine, self._index = engine, self._empty(engine, sample)
+            self.engine, self._index = engine, self._empty(engine, sample, total)
             self._ids, self._removed = np.zeros(0, np.int64), np.zeros(0, bool)
             self._append(old, keep)
         else:
@@ -214,7 +217,7 @@ class VectorIndex:
         """Rebuild without the removed vectors (in the engine the remaining size asks for)."""
         vectors, ids = self._live_vectors(), self.ids
         self.engine = self.settings.engine_for(len(ids))
-        self._index = self._empty(self.engine, vectors[:TRAIN_MAX])
+        self._index = self._empty(self.engine, vectors[:TRAIN_MAX], len(ids))
         self._ids, self._removed = np.zeros(0, np.int64), np.zeros(0, bool)
         self._append(vectors, ids)
 
@@ -272,7 +275,9 @@ class VectorIndex:
         if self.engine == "hnsw":
             return faiss.SearchParametersHNSW(sel=selector, efSearch=self.settings.ef_search)
         if self.engine == "ivfpq":
-            ivf = faiss.SearchParametersIVF(sel=selector, nprobe=self.settings.nprobe)
+            nlist = faiss.extract_index_ivf(self._index.base_index).nlist
+            nprobe = min(nlist, self.settings.nprobe or max(1, nlist // 4))
+            ivf = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
             params = faiss.IndexRefineSearchParameters(k_factor=float(self.settings.refine))
             params.base_index_params = ivf
             params.referenced_base = ivf

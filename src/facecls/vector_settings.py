@@ -35,10 +35,10 @@ class IndexSettings:
         hnsw_m: graph links per vector (HNSW's ``M``).
         ef_construction: candidates kept while linking a new vector (HNSW).
         ef_search: candidates kept while searching (HNSW); higher: better recall, slower.
-        nlist: inverted lists (IVF); ``None``: about 4·sqrt(N), at most 65,536.
-        nprobe: lists visited per query (IVF).
-        pq_m: bytes per product-quantised code (IVF-PQ); must divide the dimension.
-        refine: candidates re-ranked per answer wanted (IVF-PQ's ``k_factor``).
+        nlist: inverted lists (IVF); ``None``: about sqrt(N) of the vectors it is trained on.
+        nprobe: lists visited per query (IVF); ``None``: a quarter of them.
+        pq_m: 4-bit codes per vector (IVF-PQ); ``None``: one per 8 dimensions (32 bytes at 512).
+        refine: candidates re-ranked with float16 vectors per answer wanted (IVF-PQ).
         memory_limit: bytes the index may use; ``None``: 80 % of the memory free now.
     """
 
@@ -49,9 +49,9 @@ class IndexSettings:
     ef_construction: int = 40
     ef_search: int = 128
     nlist: int | None = None
-    nprobe: int = 64
-    pq_m: int = 64
-    refine: int = 16
+    nprobe: int | None = None
+    pq_m: int | None = None
+    refine: int = 64
     memory_limit: int | None = None
 
     def __post_init__(self) -> None:
@@ -81,7 +81,8 @@ def bytes_per_vector(engine: str, dim: int, settings: IndexSettings) -> float:
     if engine == "hnsw":
         # float16 vectors; level 0 has 2M links, higher levels M each for 1/M of the vectors
         return 2 * dim + 4 * (2 * settings.hnsw_m + settings.hnsw_m / (settings.hnsw_m - 1)) + ids
-    return settings.pq_m + 8 + 2 * dim + ids  # codes, list ids, float16 copies for re-ranking
+    codes = (settings.pq_m or dim // 8) / 2  # 4-bit codes
+    return codes + 8 + 2 * dim + ids  # codes, list ids, float16 copies for re-ranking
 
 
 def available_memory() -> int | None:
