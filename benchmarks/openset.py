@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facecls import openset
+from _paths import LFW_ARCHIVE, LFW_SPLITS, shared
+from facecls import openset, openset_thresholds
 from facecls.bundle import CENTROIDS_NAME
 from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
 from facecls.data.cache import decode_cached
@@ -44,22 +45,11 @@ from facecls.report.plots import plot_open_set
 from facecls.report.write import save_figure
 from facecls.training.run import fit
 
-REPO = Path(__file__).resolve().parents[1]
-# ../shared beside the repository (a git worktree one level deeper looks one more level up).
-SHARED = next(
-    (
-        p / "shared" / "datasets"
-        for p in (REPO.parent, REPO.parent.parent)
-        if (p / "shared").is_dir()
-    ),
-    REPO.parent / "shared" / "datasets",
-)
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=str(SHARED / "lfw-deepfunneled.tgz"))
-    parser.add_argument("--split-file", default=str(SHARED / "lfw-benchmark-splits.csv"))
+    parser.add_argument("--data", default=str(shared(*LFW_ARCHIVE)))
+    parser.add_argument("--split-file", default=str(shared(*LFW_SPLITS)))
     parser.add_argument("--run", type=Path, help="reuse a run trained on LFW-8 (skip training)")
     parser.add_argument("--model", default="baseline")
     parser.add_argument("--image-size", type=int, default=64)
@@ -173,7 +163,7 @@ def main() -> None:
     # the bundle's score (margin), then the plain cosine it replaced, on the same outputs
     for method in dict.fromkeys((enrolled.method, "centroid", "margin")):
         decider = load_model(enrolled_dir, device="cpu", method=method)
-        table = openset.enrolled_table(decider.meta["openset"], method)
+        table = openset_thresholds.enrolled_table(decider.meta["openset"], method)
         print(f"  score {method}{' (the bundle default)' if method == enrolled.method else ''}: "
               f"thresholds trained {decider.threshold:.4f}; enrolled from k photos "
               + (", ".join(f"k={k} {t:.4f}" for k, t in table.items()) or "none (older "
