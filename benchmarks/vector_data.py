@@ -24,12 +24,6 @@ from pathlib import Path
 import numpy as np
 from safetensors import numpy as safetensors_numpy
 
-# ../shared/datasets beside the repository (or beside a git worktree's parent folder).
-SHARED = next(
-    (p / "shared" / "datasets" for p in Path(__file__).resolve().parents
-     if (p / "shared" / "datasets").is_dir()),
-    Path(__file__).resolve().parents[2] / "shared" / "datasets",
-)  # fmt: skip
 CHUNK = 100_000
 
 

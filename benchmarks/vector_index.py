@@ -28,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from _paths import LFW_ARCHIVE, shared
 from facecls.data.sources import default_cache_dir
 from facecls.vector_file import save_index
 from facecls.vector_index import IndexSettings, MemoryLimitError, VectorIndex, faiss_threads
-from vector_data import SHARED, database, embed_lfw, exact_top, hardware, read_real
+from vector_data import database, embed_lfw, exact_top, hardware, read_real
 
 # search settings measured per engine (the index is built once per engine)
 SWEEPS = {
@@ -142,7 +143,7 @@ def run_size(size: int, real, args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, help="run folder or bundle embedding LFW")
-    parser.add_argument("--data", default=str(SHARED / "lfw-deepfunneled.tgz"), help="LFW")
+    parser.add_argument("--data", default=str(shared(*LFW_ARCHIVE)), help="LFW")
     parser.add_argument("--embeddings", type=Path, help="facecls embed file of LFW (instead)")
     parser.add_argument("--sizes", default="100000,1000000", help="faces in the database")
     parser.add_argument("--engines", default="numpy,exact,hnsw,ivfpq,auto")
