@@ -27,6 +27,7 @@ import numpy as np
 from facecls.vector_settings import (
     CHUNK,
     ENGINES,
+    FEW_QUERIES,
     GRAPH_CHUNK,
     IVF_MIN_TRAIN,
     TRAIN_MAX,
@@ -256,10 +257,18 @@ class VectorIndex:
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         params = self._params()
-        parts = [
-            self._index.search(queries[s : s + CHUNK], k, params=params)
-            for s in range(0, len(queries), CHUNK)
-        ]
+        threads = faiss.omp_get_max_threads()  # this thread's setting (OpenMP keeps one each)
+        if len(queries) < FEW_QUERIES:
+            # a few queries gain nothing from threads, and on a busy CPU their spin-waits
+            # cost 10x (measured: 1.5 ms alone, 15-70 ms with 2 threads at load 20)
+            faiss.omp_set_num_threads(1)
+        try:
+            parts = [
+                self._index.search(queries[s : s + CHUNK], k, params=params)
+                for s in range(0, len(queries), CHUNK)
+            ]
+        finally:
+            faiss.omp_set_num_threads(threads)
         positions = np.concatenate([p[1] for p in parts])
         found = positions >= 0
         ids = np.where(found, self._ids[np.where(found, positions, 0)], -1)

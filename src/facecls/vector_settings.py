@@ -14,6 +14,7 @@ from pathlib import Path
 ENGINES = ("auto", "exact", "hnsw", "ivfpq")
 APPROXIMATE = ("hnsw", "ivfpq")
 CHUNK = 65_536  # vectors added or searched per FAISS call: bounds the float32 copies made
+FEW_QUERIES = 20  # fewer queries are searched on one thread (FAISS's BLAS threshold too)
 GRAPH_CHUNK = 4096  # vectors searched at once for a k-nearest-neighbour graph
 IVF_MIN_TRAIN = 10_000  # ivfpq trains once it holds this many vectors (exact until then)
 TRAIN_MAX = 262_144  # vectors an IVF index may be trained on (a sample of them is used)
