@@ -2,8 +2,8 @@
 
 Real: every LFW photo's main face embedded by a model (``facecls embed --detect``), cached under
 ``$FACECLS_CACHE/benchmarks/`` (or read from ``--embeddings``, a ``facecls embed`` file of LFW).
-Queries: the first photo of each person with at least two photos; the database: every other
-real face (the true matches among them) plus synthetic distractors up to the size wanted.
+Queries: the first photo (or first few) of each person with more photos; the database: every
+other real face (the true matches among them) plus synthetic distractors up to the size wanted.
 
 Distractors: drawn from a Gaussian fitted to the real unit embeddings (their mean and full
 covariance), then L2-normalised, in seeded chunks into a memory-mapped file. They resemble real
@@ -73,8 +73,9 @@ def embed_lfw(model_path: Path, data: str, cache: Path) -> Path:
     return out
 
 
-def read_real(path: Path) -> RealFaces:
-    """Split a ``facecls embed`` file of LFW into queries and database faces."""
+def read_real(path: Path, per_person: int = 1) -> RealFaces:
+    """Split a ``facecls embed`` file of LFW into queries (the first ``per_person`` photos of
+    each person with more photos than that) and database faces (the others)."""
     vectors = safetensors_numpy.load_file(str(path))["embeddings"].astype(np.float32)
     with path.with_suffix(".csv").open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -86,12 +87,11 @@ def read_real(path: Path) -> RealFaces:
     people = {name: n for n, name in enumerate(sorted(set(names)))}
     person = np.array([people[name] for name in names])
     counts = np.bincount(person)
-    first: dict[int, int] = {}
-    for i, p in enumerate(person):
-        if counts[p] >= 2 and p not in first:
-            first[p] = i
+    taken = np.zeros(len(counts), int)
     is_query = np.zeros(len(rows), bool)
-    is_query[list(first.values())] = True
+    for i, p in enumerate(person):
+        if counts[p] > per_person and taken[p] < per_person:
+            is_query[i], taken[p] = True, taken[p] + 1
     paths = [row["photo"] for row in rows]
     return RealFaces(
         vectors[is_query], person[is_query], [p for p, q in zip(paths, is_query, strict=True) if q],

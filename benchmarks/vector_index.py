@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -40,7 +41,9 @@ SWEEPS = {
     "ivfpq": [{"nprobe": n} for n in (32, 64, 128, 256)],
 }
 IN_MEMORY = 2_000_000  # databases up to this size are read into memory (4 GiB at 512-d)
-SINGLE_QUERIES = {"numpy": 100, "exact": 200}  # the slow ones are timed on fewer queries
+# the slow ones are timed on fewer queries and batches
+SINGLE_QUERIES = {"numpy": 100, "exact": 200}
+BATCHES = {"numpy": 5, "exact": 5}
 
 
 def anon_memory() -> int:
@@ -51,19 +54,21 @@ def anon_memory() -> int:
     return 0
 
 
-def latencies(search, queries: np.ndarray, single: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seconds per query one at a time (``single`` queries) and per batch of 64."""
+def latencies(
+    search, queries: np.ndarray, single: int, batches: int = 20
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds per query one at a time (``single`` queries) and per batch of 64 (``batches``)."""
     one = []
     for q in queries[:single]:
         started = time.perf_counter()
         search(q[None])
         one.append(time.perf_counter() - started)
-    batches = []
-    for start in range(0, min(len(queries), 64 * 20), 64):
+    per_batch = []
+    for start in range(0, min(len(queries), 64 * batches), 64):
         started = time.perf_counter()
         search(queries[start : start + 64])
-        batches.append(time.perf_counter() - started)
-    return np.array(one), np.array(batches)
+        per_batch.append(time.perf_counter() - started)
+    return np.array(one), np.array(per_batch)
 
 
 def numpy_search(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
@@ -113,11 +118,11 @@ def run_size(size: int, real, args: argparse.Namespace) -> None:
         if engine == "numpy":
             found = numpy_search(vectors, real.queries, 10)
             one, batch = latencies(lambda q: numpy_search(vectors, q, 10), real.queries,
-                                   SINGLE_QUERIES["numpy"])  # fmt: skip
+                                   SINGLE_QUERIES["numpy"], BATCHES["numpy"])  # fmt: skip
             print(line("numpy brute force", found, exact, person_of(found), one, batch, 0.0, 0,
                        None) + f"  (load {load:.1f})")  # fmt: skip
             continue
-        settings = IndexSettings(engine=engine, memory_limit=args.memory_limit)
+        settings = IndexSettings(engine=engine, memory_limit=args.memory_limit, **args.set)
         before, started = anon_memory(), time.perf_counter()
         try:
             index = VectorIndex(vectors.shape[1], settings).add(vectors, np.arange(size))
@@ -132,7 +137,8 @@ def run_size(size: int, real, args: argparse.Namespace) -> None:
             index.tune(**tuning)
             _, found = index.search(real.queries, 10)
             one, batch = latencies(lambda q, i=index: i.search(q, 10), real.queries,
-                                   SINGLE_QUERIES.get(index.engine, len(real.queries)))  # fmt: skip
+                                   SINGLE_QUERIES.get(index.engine, len(real.queries)),
+                                   BATCHES.get(index.engine, 20))  # fmt: skip
             text = " ".join(f"{k}={v}" for k, v in tuning.items())
             print(line(f"{label} {text}".strip(), found, exact, person_of(found), one, batch,
                        build, memory, disk) + f"  (load {load:.1f}->{os.getloadavg()[0]:.1f})",
@@ -148,22 +154,36 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,1000000", help="faces in the database")
     parser.add_argument("--engines", default="numpy,exact,hnsw,ivfpq,auto")
     parser.add_argument("--threads", type=int, help="FAISS threads (default: every core)")
+    parser.add_argument("--queries", type=int, help="use only this many queries")
+    parser.add_argument("--per-person", type=int, default=1,
+                        help="query photos per person (with more photos than that)")  # fmt: skip
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=INT",
+                        help="an IndexSettings field for every engine, e.g. pq_m=32")  # fmt: skip
     parser.add_argument("--memory-limit", type=float, help="GiB an index may use")
     parser.add_argument("--work", type=Path, default=default_cache_dir() / "benchmarks")
     args = parser.parse_args()
     args.engines = args.engines.split(",")
+    args.set = {k: int(v) for k, v in (item.split("=", 1) for item in args.set)}
     args.memory_limit = None if args.memory_limit is None else int(args.memory_limit * 2**30)
     if args.embeddings is None and args.model is None:
         parser.error("give --model RUN (to embed LFW) or --embeddings FILE")
     faiss_threads(args.threads)
     source = args.embeddings or embed_lfw(args.model, args.data, args.work)
-    real = read_real(source)
+    real = read_real(source, args.per_person)
+    if args.queries:
+        real.queries, real.query_people = (
+            real.queries[: args.queries],
+            real.query_people[: args.queries],
+        )
     print(f"Vector index benchmark on {hardware()}; FAISS threads {args.threads or 'all'}; "
           f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
     print(f"Real faces: {source} ({len(real.queries) + len(real.database):,} photos' main "
           f"faces, {len(real.queries):,} queries); distractors: a Gaussian fitted to them")  # fmt: skip
     for size in (int(float(s)) for s in args.sizes.split(",")):
         run_size(size, real, args)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"Peak resident memory of the benchmark (database included): {peak:.2f} GiB; load "
+          f"average {os.getloadavg()[0]:.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":
