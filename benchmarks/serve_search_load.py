@@ -71,8 +71,9 @@ def searcher(url: str, photos: list[tuple[bytes, str]], count: int, latencies: l
                 if reply.status_code != 200:
                     errors.append(f"{reply.status_code} {reply.text[:80]}")
                 else:
-                    best = reply.json()["matches"][0]["path"]
-                    hits.append(Path(best).parent.name == person)
+                    # photos outside the gallery file's folder come back by name: Person_0001.jpg
+                    best = Path(reply.json()["matches"][0]["photo"]).name
+                    hits.append(best.rsplit("_", 1)[0] == person)
             except httpx.HTTPError as error:
                 errors.append(repr(error))
             latencies.append(time.perf_counter() - started)

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
         _search(args, log)
     else:
         facecls.serve(args.model, args.host, args.port, args.token, args.store, args.gallery,
-                      args.detect, log=log, threads=args.threads)  # fmt: skip
+                      args.detect, log=log, threads=args.threads, quiet=args.quiet)  # fmt: skip
 
 
 def _search(args: argparse.Namespace, log: Any) -> None:
