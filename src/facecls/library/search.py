@@ -59,7 +59,7 @@ def library_embedder(
     return embedder
 
 
-def matches_of(lib: Library, scores: np.ndarray, ids: np.ndarray) -> list[LibraryMatch]:
+def library_matches(lib: Library, scores: np.ndarray, ids: np.ndarray) -> list[LibraryMatch]:
     """:class:`LibraryMatch` rows for one query's answer (empty slots left out)."""
     found = {f.id: f for f in lib.faces(ids=[int(i) for i in ids if i >= 0])}
     names = {p.id: p.name for p in lib.people()}
@@ -106,5 +106,5 @@ def search_library(
         except OSError as error:  # a read-only library folder: searched all the same
             log(f"{vectors.path}: the vector index could not be saved ({error})")
         assert vectors.index is not None
-        return LibrarySearchResult(tuple(main.box), matches_of(lib, scores[0], ids[0]),
+        return LibrarySearchResult(tuple(main.box), library_matches(lib, scores[0], ids[0]),
                                    len(vectors.index))  # fmt: skip
