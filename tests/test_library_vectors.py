@@ -17,6 +17,7 @@ from facecls.vector_index import IndexSettings, brute_force_search, faiss_thread
 from tests.library_photos import build_collection
 
 KEY = ModelKey("facenet", "0" * 64, "box", 160, 16)
+OTHER_KEY = ModelKey("facenet", "1" * 64, "box", 160, 16)  # other weights, the same shape
 WEIGHTS_NAME = "facenet-inception-resnet-v1-casia-webface.safetensors"
 
 
@@ -31,7 +32,9 @@ def unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def add_faces(location: str, start: int, count: int, seed: int, per_photo: int = 3) -> None:
+def add_faces(
+    location: str, start: int, count: int, seed: int, per_photo: int = 3, key: ModelKey = KEY
+) -> None:
     """``count`` photos of ``per_photo`` random unit faces each, as ``facecls index`` stores."""
     rng = np.random.default_rng(seed)
     photos = []
@@ -40,7 +43,7 @@ def add_faces(location: str, start: int, count: int, seed: int, per_photo: int =
         faces = [NewFace((0, 0, 10, 10), None, 0.99, v) for v in vectors]
         photos.append(NewPhoto(f"{n:064x}", 100, 100, faces, [FileStamp(f"/p/{n}.jpg", 1, n)]))
     with open_library(location, create=True) as lib:
-        lib.claim_model(KEY)
+        lib.claim_model(key)
         lib.add_photos(photos)
 
 
@@ -113,6 +116,30 @@ def test_a_saved_library_index_is_reused_caught_up_or_rebuilt(
         assert lib.seq() >= rebuilt.seq
         mine = LibraryVectors(lib, approximate, path, logged.append).refresh()
     assert "other embeddings" in logged[-1] and len(mine.index) == 120 * 3
+
+
+def test_a_library_index_saved_by_another_model_is_rebuilt(
+    library_location: str, tmp_path: Path
+) -> None:
+    """The same vectors under another model's key: the key alone tells, and it is rebuilt."""
+    approximate = IndexSettings(exact_up_to=50, approximate="hnsw")
+    add_faces(library_location, 0, 30, seed=5)
+    path = tmp_path / "vectors.index"
+    logged: list[str] = []
+    with open_library(library_location) as lib:
+        assert LibraryVectors(lib, approximate, path, logged.append).refresh().save()
+    other = str(tmp_path / "other-model")
+    add_faces(other, 0, 30, seed=5, key=OTHER_KEY)
+    queries = unit(np.random.default_rng(7).standard_normal((20, KEY.dim)))
+    with open_library(other) as lib:
+        rebuilt = LibraryVectors(lib, approximate, path, logged.append).refresh()
+        assert "another model" in logged[-1] and "rebuilding" in logged[-1]
+        assert rebuilt.model == OTHER_KEY and len(rebuilt.index) == 90
+        assert_brute_force(rebuilt, queries)
+        assert rebuilt.save()
+        logged.clear()
+        LibraryVectors(lib, approximate, path, logged.append).refresh()  # now its own: trusted
+        assert not logged
 
 
 def test_search_library_finds_the_photos_face(tmp_path: Path, capsys) -> None:

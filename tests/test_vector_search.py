@@ -132,6 +132,32 @@ def test_the_service_searches_an_embeddings_file(tiny_run, people, tmp_path) -> 
     assert body["matches"][0]["similarity"] > 0.999
 
 
+def test_the_services_search_answers_as_brute_force(
+    tiny_run, people, gallery_folder, tmp_path
+) -> None:
+    """/search over a gallery folder: the faces and order of every cosine, ranked in numpy."""
+    model = facecls.load_model(tiny_run)
+    gallery = Gallery(model, gallery_folder).refresh()
+    store = ModelStore(tiny_run, tmp_path / "store", device="cpu")
+    queries = [sorted((people["train"] / name).iterdir())[3] for name in ("person_02", "person_05")]
+    with TestClient(create_app(store, Settings(gallery=gallery_folder))) as client:
+        for query, vector in zip(queries, model.embed(queries), strict=True):
+            reply = client.post("/search", files={"file": ("q", query.read_bytes())},
+                                data={"top_k": "8"})  # fmt: skip
+            assert reply.status_code == 200, reply.text
+            body = reply.json()
+            assert body["gallery_faces"] == len(gallery.faces)
+            want = oracle_paths(gallery, vector, 8)
+            got = [(m["photo"], m["similarity"]) for m in body["matches"]]
+            names = [Path(p).relative_to(gallery_folder).as_posix() for p, _ in want]
+            np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=1e-4)
+            # the same faces in the same order, except where two scores tie (within 1e-4)
+            for rank, ((photo, _), name) in enumerate(zip(got, names, strict=True)):
+                near = [n for n, (_, s) in zip(names, want, strict=True)
+                        if abs(s - want[rank][1]) <= 1e-4]  # fmt: skip
+                assert photo == name or photo in near, (rank, photo, name)
+
+
 def test_the_centroid_head_through_the_index_answers_as_every_cosine() -> None:
     rng = np.random.default_rng(0)
     features = rng.standard_normal((40, 32))
