@@ -142,6 +142,18 @@ def test_a_library_index_saved_by_another_model_is_rebuilt(
         assert not logged
 
 
+def test_past_the_largest_size_measured_it_says_so_once(library_location: str) -> None:
+    add_faces(library_location, 0, 30, seed=6)  # 90 faces
+    logged: list[str] = []
+    with open_library(library_location) as lib:
+        tested = IndexSettings(tested_up_to=100)
+        vectors = LibraryVectors(lib, tested, log=logged.append).refresh()
+        assert not logged  # 90 faces: within what was measured
+        add_faces(library_location, 30, 5, seed=7)
+        vectors.refresh().refresh()
+        assert len(logged) == 1 and "105 faces, more than the 100 measured" in logged[0]
+
+
 def test_search_library_finds_the_photos_face(tmp_path: Path, capsys) -> None:
     from tests.test_library_index import WEIGHTS
 

@@ -36,9 +36,13 @@ from facecls.vector_settings import (
     MemoryLimitError,
     bytes_per_vector,
     check_memory,
+    size_note,
 )
 
-__all__ = ["ENGINES", "IndexSettings", "MemoryLimitError", "VectorIndex", "brute_force_search"]
+__all__ = [
+    "ENGINES", "IndexSettings", "MemoryLimitError", "VectorIndex", "brute_force_search",
+    "size_note",
+]  # fmt: skip
 
 
 def unit_rows(vectors: np.ndarray, dim: int | None = None) -> np.ndarray:

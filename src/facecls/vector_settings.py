@@ -41,6 +41,8 @@ class IndexSettings:
         pq_m: 4-bit codes per vector (IVF-PQ); ``None``: one per 8 dimensions (32 bytes at 512).
         refine: candidates re-ranked with float16 vectors per answer wanted (IVF-PQ).
         memory_limit: bytes the index may use; ``None``: 80 % of the memory free now.
+        tested_up_to: the largest index measured (``docs/library.md``); past it
+            :func:`size_note` says so.
     """
 
     engine: str = "auto"
@@ -54,6 +56,7 @@ class IndexSettings:
     pq_m: int | None = None
     refine: int = 64
     memory_limit: int | None = None
+    tested_up_to: int = 1_000_000
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -72,6 +75,17 @@ class IndexSettings:
             engine = "exact" if count <= self.exact_up_to else self.approximate
         # IVF lists are trained on the vectors: until there are enough, every one is compared
         return "exact" if engine == "ivfpq" and count < IVF_MIN_TRAIN else engine
+
+
+def size_note(count: int, settings: IndexSettings) -> str | None:
+    """One line for an index of ``count`` faces past the largest size measured, else ``None``."""
+    if count <= settings.tested_up_to:
+        return None
+    return (
+        f"the vector index holds {count:,} faces, more than the {settings.tested_up_to:,} "
+        "measured (docs/library.md): recall and speed are not vouched for; memory is still "
+        "checked before it grows"
+    )
 
 
 def bytes_per_vector(engine: str, dim: int, settings: IndexSettings) -> float:

@@ -36,7 +36,7 @@ from facecls.inference.faces import Prediction, expand_paths
 from facecls.inference.model import FaceModel, load_model
 from facecls.inference.verify import FaceEmbeddings, embed_photos, first_face, model_key
 from facecls.vector_file import embeddings_digest, load_or_build, save_index
-from facecls.vector_index import IndexSettings, VectorIndex
+from facecls.vector_index import IndexSettings, VectorIndex, size_note
 
 CACHE_FORMAT = "facecls-gallery-1"
 
@@ -358,4 +358,7 @@ def search(
     if not gallery.faces:
         raise DataError(f"{gallery.folder}: no usable face photo in the gallery")
     query, vector = first_face(model, photo, detect)
-    return SearchResult(query, gallery.nearest(vector, top_k), len(gallery.faces), gallery.skipped)
+    matches = gallery.nearest(vector, top_k)
+    if note := size_note(len(gallery.faces), gallery.index_settings):
+        log(f"{gallery.folder}: {note}")
+    return SearchResult(query, matches, len(gallery.faces), gallery.skipped)

@@ -30,7 +30,7 @@ import numpy as np
 from facecls.data.sources import default_cache_dir
 from facecls.library.store import Library, ModelKey
 from facecls.vector_file import IndexFileError, Saved, read_saved, save_index
-from facecls.vector_index import IndexSettings, VectorIndex
+from facecls.vector_index import IndexSettings, VectorIndex, size_note
 
 INDEX_NAME = "vectors.index"
 
@@ -81,6 +81,7 @@ class LibraryVectors:
         self.model: ModelKey | None = None
         self.saved_seq = -1  # the seq of the file on disk (-1: none)
         self._lock = threading.RLock()  # a service's threads refresh and search one index
+        self._noted = False  # past the largest size measured: said once
 
     def refresh(self) -> LibraryVectors:
         """Catch up with the library's writes since the last refresh."""
@@ -92,8 +93,12 @@ class LibraryVectors:
                 self.log(f"{self.library.location}: its embedding model changed; rebuilding "
                          "the vector index")  # fmt: skip
                 self._build()
-                return self
-            self._apply(changes)
+            else:
+                self._apply(changes)
+            note = size_note(len(self.index), self.settings) if self.index is not None else None
+            if note and not self._noted:
+                self.log(f"{self.library.location}: {note}")
+                self._noted = True
         return self
 
     def _open(self) -> None:
