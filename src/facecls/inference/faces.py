@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import torch
 
 from facecls.data.faces import Face, FaceCutter
 from facecls.data.images import IMAGE_EXTENSIONS, ImageError, is_junk, printable
@@ -37,6 +38,7 @@ class Prediction:
         box: ``(x, y, w, h)`` of the detected face in the photo's pixels.
         landmarks: eyes, nose and mouth corners ``((x, y), ...)`` in the photo's pixels.
         reason: why there is no answer (``error``/``no_face``).
+        detection: the detector's face probability of a detected face.
     """
 
     decision: str
@@ -49,6 +51,7 @@ class Prediction:
     box: tuple[int, int, int, int] | None = None
     landmarks: tuple[tuple[float, float], ...] | None = None
     reason: str = ""
+    detection: float | None = None
 
 
 def expand_paths(inputs: Iterable[str | Path], images_only: bool = True) -> Iterator[Path]:
@@ -132,8 +135,10 @@ def face_items(
     """
     workers = max(1, min(4, os.cpu_count() or 1))
     if detect:  # the shared reader: read once, detect on a reduced copy, cut at full detail
+        # Photos in parallel, each on the PyTorch threads left: cores are not oversubscribed.
+        searchers = max(1, (os.cpu_count() or 1) // max(1, torch.get_num_threads()))
         reader = FaceReader(model_cut(model), model.image_size, model.cutter.detector(),
-                            min_face=None, batch=chunk, workers=workers)  # fmt: skip
+                            min_face=None, workers=searchers)  # fmt: skip
         for photo in reader.read(paths):
             shown = printable(str(photo.path))  # a non-UTF-8 name, escaped for the CSV and log
             if photo.error is not None:
@@ -173,5 +178,6 @@ def _detected(shown: str, faces: list[Face]) -> Iterator[FaceItem]:
         points = None
         if face.landmarks is not None:
             points = tuple((round(float(x), 1), round(float(y), 1)) for x, y in face.landmarks)
-        row = Prediction("", path=shown, face=i, faces=len(faces), box=box, landmarks=points)
+        row = Prediction("", path=shown, face=i, faces=len(faces), box=box, landmarks=points,
+                         detection=round(float(face.score), 6))  # fmt: skip
         yield FaceItem(row, face.pixels.transpose(2, 0, 1))

@@ -45,7 +45,9 @@ class SQLiteLibrary(Library):
     def __init__(self, folder: Path, create: bool, writable: bool, timeout: float) -> None:
         self.folder, self.location, self.timeout = folder, str(folder), timeout
         self._guard = threading.RLock()
-        self._map: tuple[int, np.ndarray] | None = None
+        # The memory map, keyed by the file and its committed rows: a re-embedding in another
+        # process swaps the file and may keep the row count.
+        self._map: tuple[tuple[str, int], np.ndarray] | None = None
         db = folder / DB_NAME
         if not db.is_file():
             _make_folder(folder, create)
@@ -71,6 +73,9 @@ class SQLiteLibrary(Library):
         except sqlite3.Error as error:
             raise self._translate(error) or error from error
         self._setup(create and self.writable, "INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB")
+        if self.writable and len(list(folder.glob("embeddings*.f32"))) > 1:
+            with self._transaction(write=True):  # no re-embedding between its file and commit
+                self._forget_old_files()
 
     # ---- connection primitives ---------------------------------------------------------------
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -161,12 +166,41 @@ class SQLiteLibrary(Library):
         self._set_meta("embeddings_rows", str(committed + len(vectors)))
         return [(committed + i, None) for i in range(len(vectors))]
 
+    def _replace_vectors(self, ids: np.ndarray, vectors: np.ndarray, dim: int) -> None:
+        """A new embeddings file, named by this write's seq, made whole before the faces point
+        at it; the old one is deleted once no committed write names it (the next open)."""
+        name = f"embeddings-{self.seq()}.f32"
+        try:
+            with open(self.folder / name, "wb") as f:
+                f.write(np.ascontiguousarray(vectors, "<f4").tobytes())
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as error:
+            (self.folder / name).unlink(missing_ok=True)
+            if error.errno == errno.ENOSPC:
+                raise _full(self.folder) from error
+            raise
+        self._run_many("UPDATE faces SET embedding_row = ? WHERE id = ?",
+                       [(row, int(i)) for row, i in enumerate(ids)])  # fmt: skip
+        self._set_meta("embeddings_file", name)
+        self._set_meta("embeddings_rows", str(len(ids)))
+        self._map = None
+
+    def _forget_old_files(self) -> None:
+        """Delete embeddings files no committed write names (a re-embedding's old one, or the
+        new one of a re-embedding killed before it committed)."""
+        current = self._meta("embeddings_file") or EMBEDDINGS_NAME
+        for path in self.folder.glob("embeddings*.f32"):
+            if path.name != current:
+                path.unlink(missing_ok=True)
+
     def _vectors(self, rows: list[tuple[Any, Any]]) -> np.ndarray:
         path, committed, dim = self._embedding_file()
         if not rows:
             return np.zeros((0, dim), np.float32)
-        if self._map is None or self._map[0] != committed:
-            self._map = (committed, np.memmap(path, "<f4", "r", shape=(committed, dim)))
+        if self._map is None or self._map[0] != (path.name, committed):
+            self._map = ((path.name, committed), np.memmap(path, "<f4", "r",
+                                                           shape=(committed, dim)))  # fmt: skip
         index = np.asarray([r[0] for r in rows], np.int64)
         return np.asarray(self._map[1][index], np.float32)
 
