@@ -139,10 +139,12 @@ def add_routes(app: FastAPI, service: Service) -> None:
         """The gallery faces closest to the photo's face (needs ``--gallery``)."""
         gallery = await run_in_threadpool(service.gallery)
         vector = await service.first_embedding(file)
+        # a facecls embed file's photos are named relative to the file's folder
+        root = gallery.folder if gallery.folder.is_dir() else gallery.folder.parent
         matches = [
-            Match(photo=relative_name(m.path, gallery.folder), face=m.face,
+            Match(photo=relative_name(m.path, root), face=m.face,
                   box=None if m.box is None else list(m.box), similarity=unit(m.similarity))
-            for m in gallery.nearest(vector, top_k)
+            for m in await run_in_threadpool(service.nearest, gallery, vector, top_k)
         ]  # fmt: skip
         return SearchAnswer(gallery_faces=len(gallery.faces), skipped=len(gallery.skipped),
                             matches=matches)  # fmt: skip
