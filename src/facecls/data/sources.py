@@ -42,12 +42,15 @@ class ImageRef:
         relpath: ``identity/file`` relative to the identity root (what reports and split files use).
         identity: the identity (folder) name.
         split: ``train``/``val``/``test`` for a pre-split source, else ``None``.
+        face: a face found earlier in the photo (a face library's): ``x1, y1, x2, y2`` and,
+            when known, the ten landmark coordinates; ``None``: find the photo's main face.
     """
 
     path: Path
     relpath: str
     identity: str
     split: str | None = None
+    face: tuple[float, ...] | None = None
 
 
 @dataclass
