@@ -99,9 +99,11 @@ def main_faces(file: Path, relpaths: list[str]) -> tuple[np.ndarray, np.ndarray]
 
 def embed_lfw(model: Path, paths: list[Path], cache: Path, log: Callable[[str], None]) -> Path:
     """Embed every face of every photo with ``model`` (``facecls embed --detect``), cached."""
+    from facecls.inference.model import read_meta
     from facecls.inference.verify import embed
 
-    stamp = f"{model.resolve()}:{(model / 'model.json').stat().st_mtime_ns}:{len(paths)}"
+    folder, _ = read_meta(model)
+    stamp = f"{folder.resolve()}:{(folder / 'model.json').stat().st_mtime_ns}:{len(paths)}"
     out = cache / f"lfw-{hashlib.sha256(stamp.encode()).hexdigest()[:16]}.safetensors"
     if not out.exists():
         log(f"Embedding {len(paths)} photos with {model} into {out} (once) ...")
