@@ -113,9 +113,8 @@ def _detect_all(
                     skipped.append({"path": refs[i].relpath, "reason": p})
             known = [i for i in readable if refs[i].face is not None]
             for i in known:  # a library's face: cut where it was found, no detection
-                where = refs[i].face
-                points = np.asarray(where[4:14]).reshape(5, 2) if len(where) >= 14 else None
-                cut = cutter.cut_known(photos[i - start], where[:4], points)
+                box, points = refs[i].known_face()
+                cut = cutter.cut_known(photos[i - start], box, points)
                 images[len(kept)] = cut.pixels.transpose(2, 0, 1)
                 kept.append(i)
             readable = [i for i in readable if refs[i].face is None]

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from facecls.data.archive import ArchiveError, extract_archive, is_archive
 from facecls.data.images import IMAGE_EXTENSIONS, file_problem, is_junk, printable
 
@@ -51,6 +53,16 @@ class ImageRef:
     identity: str
     split: str | None = None
     face: tuple[float, ...] | None = None
+
+    def known_face(self) -> tuple[tuple[float, ...], np.ndarray | None]:
+        """``face`` as its box ``(x1, y1, x2, y2)`` and ``(5, 2)`` landmarks (``None`` when
+        not stored)."""
+        if self.face is None:
+            raise ValueError(f"{self.relpath}: no face was given for this image")
+        points = (
+            np.asarray(self.face[4:14], np.float32).reshape(5, 2) if len(self.face) >= 14 else None
+        )
+        return self.face[:4], points
 
 
 @dataclass
@@ -204,7 +216,8 @@ def lfw_archive(cache_dir: Path, log: Callable[[str], None] = print) -> Path:
 
 
 def scan_source(source: str, cache_dir: Path, log: Callable[[str], None] = print) -> Scan:
-    """Resolve ``--data`` (folder, archive or ``lfw``) into a :class:`Scan`.
+    """Resolve ``--data`` (folder, archive or ``lfw``) into a :class:`Scan` (a face library:
+    :func:`facecls.data.library_source.scan_data`).
 
     Raises:
         DataError: when the source is missing, unreadable or unsafe.

@@ -33,7 +33,7 @@ from facecls.bundle import (
 from facecls.config import load_yaml, replace
 from facecls.data.augment import normalize
 from facecls.data.batches import IndexBatches
-from facecls.data.dataset import load_dataset
+from facecls.data.dataset import keep_identities, load_dataset
 from facecls.data.splits import folds_from_document
 from facecls.inference.verify import DEFAULT_FAR, calibrate_verification
 from facecls.models.cpu_pass import FrozenPass
@@ -286,6 +286,8 @@ def calibrate_run(
     device = resolve_device(config.train.device)
     bundle = load_bundle(run_dir, device)
     dataset = load_dataset(config.data, log, show_progress)
+    if dataset.info.get("kind") == "library":  # people named since training are not the model's
+        dataset = keep_identities(dataset, bundle.class_names)
     if dataset.class_names != bundle.class_names:
         raise ValueError(f"{run_dir}: the data's identities differ from the model's")
     split, folds = folds_from_document(dataset, json.loads((run_dir / "folds.json").read_text()))

@@ -28,7 +28,8 @@ from facecls.bundle import (
     write_centroids,
 )
 from facecls.data.images import ImageError, load_rgb
-from facecls.data.sources import DataError, default_cache_dir, scan_source
+from facecls.data.library_source import is_library, scan_data
+from facecls.data.sources import DataError, default_cache_dir
 from facecls.inference.calibration import ensure_centroids
 from facecls.inference.model import load_model
 from facecls.openset import l2_normalize
@@ -49,7 +50,7 @@ def _embed_identities(
     show_progress: bool = False,
 ) -> tuple[dict[str, np.ndarray], dict[str, int], list[dict[str, str]]]:
     """Sum of unit embeddings and image count per identity, streamed ``chunk_size`` at a time."""
-    scan = scan_source(str(data), default_cache_dir(), log)
+    scan = scan_data(str(data), default_cache_dir(), log)
     skipped = list(scan.skipped)
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = defaultdict(int)
@@ -60,7 +61,10 @@ def _embed_identities(
         faces, names = [], []
         for ref in scan.refs[start : start + chunk_size]:
             try:
-                if not detect:
+                if ref.face is not None:  # a face library's face: cut where it was found
+                    box, points = ref.known_face()
+                    faces.append(model.cutter.cut_known(load_rgb(ref.path), box, points).pixels)
+                elif not detect:
                     faces.append(model.load_face(ref.path))
                 else:
                     found = model.faces_in(load_rgb(ref.path), every_face=False)
@@ -96,7 +100,8 @@ def enroll(
     Args:
         model_path: a run folder or bundle. A run's model without trained centroids (``train``
             and ``cv`` leave them out) is calibrated first, once, as ``facecls calibrate``.
-        data: a folder or archive ``<name>/<photo>``; unreadable photos are listed and skipped.
+        data: a folder or archive ``<name>/<photo>``, or a face library (its named people the
+            model was not trained on); unreadable photos are listed and skipped.
         out: the new bundle folder (default ``<bundle folder>-enrolled`` beside the original).
             Enrolling into a bundle that already has enrolled people keeps them; a name enrolled
             again is replaced.
@@ -124,7 +129,13 @@ def enroll(
     if not sums:
         raise DataError(f"{data}: no usable photo to enroll (expected <name>/<photo> folders)")
     clash = sorted(set(sums) & set(model.trained_names))
-    if clash:
+    if clash and is_library(str(data)):  # a library names everyone: enroll the newcomers
+        log(f"Left out {len(clash)} people the model was trained on: {', '.join(clash)}")
+        sums = {n: v for n, v in sums.items() if n not in clash}
+        counts = {n: c for n, c in counts.items() if n not in clash}
+        if not sums:
+            raise DataError(f"{data}: every named person is one the model was trained on")
+    elif clash:
         raise DataError(
             f"{data}: {clash[0]!r} is already one of the model's trained identities "
             f"({len(clash)} such); rename the folder or leave it out"

@@ -16,7 +16,7 @@ from facecls import metrics
 from facecls.bundle import load_bundle
 from facecls.config import RunConfig, load_yaml, replace
 from facecls.data.batches import IndexBatches, resident
-from facecls.data.dataset import FaceDataset, load_dataset
+from facecls.data.dataset import FaceDataset, keep_identities, load_dataset
 from facecls.data.splits import (
     folds_from_document,
 )
@@ -161,6 +161,8 @@ def evaluate_run(
     device = resolve_device(config.train.device)
     model = bundle.model.to(device)
     dataset = load_dataset(config.data, log, show_progress, str(device))
+    if dataset.info.get("kind") == "library":  # people named since training are not the model's
+        dataset = keep_identities(dataset, bundle.class_names)
     document = json.loads((run_dir / "folds.json").read_text())
     split, _ = folds_from_document(dataset, document)
     images = resident(dataset.images, device)
