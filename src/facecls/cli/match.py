@@ -29,7 +29,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="the gallery faces closest to a photo's face")
     p.add_argument("model", type=Path, help="run folder or model bundle")
     p.add_argument("photo", type=Path, help="the photo to look for")
-    p.add_argument("--gallery", type=Path, required=True, help="folder of photos (cached)")
+    p.add_argument("--gallery", type=Path, required=True,
+                   help="folder of photos (cached), or a facecls embed file")  # fmt: skip
     p.add_argument("--top-k", type=int, default=5, help="faces listed (default 5)")
     p.add_argument(
         "--detect",
@@ -45,7 +46,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--store", type=Path, help="folder of enrolled versions (default <bundle>.served)"
     )
-    p.add_argument("--gallery", type=Path, help="folder of photos /search looks in")
+    p.add_argument("--gallery", type=Path,
+                   help="folder of photos, or a facecls embed file, /search looks in")  # fmt: skip
     p.add_argument(
         "--detect",
         action="store_true",

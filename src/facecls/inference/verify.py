@@ -10,6 +10,8 @@ stored as the ``verify`` entry of the bundle's ``model.json``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +21,28 @@ import numpy as np
 from safetensors import numpy as safetensors_numpy
 
 from facecls.atomic import atomic_path, write_csv_stream
-from facecls.bundle import BundleError
+from facecls.bundle import WEIGHTS_NAME, BundleError
 from facecls.data.sources import DataError
 from facecls.inference.faces import Prediction, expand_paths, face_items
 from facecls.inference.model import FaceModel, load_model
 from facecls.openset import l2_normalize
+
+# model.json entries that change embeddings (enrolling people or recalibrating does not)
+EMBEDDING_KEYS = ("architecture", "image_size", "crop", "mean", "std", "flip_tta")
+
+
+def model_key(model: FaceModel) -> str:
+    """What embeddings depend on: the weights file (inode, size, mtime; the service's enrolled
+    versions share it as a hard link) and the preprocessing in ``model.json``."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([model.meta.get(k) for k in EMBEDDING_KEYS]).encode())
+    weights = model.folder / WEIGHTS_NAME
+    if weights.exists():
+        stat = weights.stat()
+        digest.update(f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    digest.update(model.backend.encode())
+    return digest.hexdigest()
+
 
 DEFAULT_FAR = 0.01
 # Pairs of different people drawn at most, so calibration stays fast on big validation parts.
@@ -88,15 +107,22 @@ def box_text(box: tuple[int, int, int, int] | None) -> str:
     return "" if box is None else " ".join(str(v) for v in box)
 
 
-def write_embeddings(found: FaceEmbeddings, out: Path) -> tuple[Path, Path]:
+def write_embeddings(
+    found: FaceEmbeddings, out: Path, model: str | None = None
+) -> tuple[Path, Path]:
     """``out`` (safetensors, tensor ``embeddings``) and ``out`` with ``.csv``: one row per face
-    (``row, photo, face, box``), row *i* of the CSV being row *i* of the tensor."""
+    (``row, photo, face, box``), row *i* of the CSV being row *i* of the tensor. ``model`` (the
+    :func:`model_key` of the model that embedded them) lets ``search`` use the file as a
+    gallery for that model only."""
     out = Path(out)
     index = out.with_suffix(".csv")
+    metadata = {"format": "facecls-embeddings", "index": index.name}
+    if model is not None:
+        metadata["model"] = model
     with atomic_path(out) as tmp:
         safetensors_numpy.save_file(
             {"embeddings": np.ascontiguousarray(found.vectors, dtype=np.float32)}, str(tmp),
-            metadata={"format": "facecls-embeddings", "index": index.name},
+            metadata=metadata,
         )  # fmt: skip
     rows = (
         [i, f.path, "" if f.face is None else f.face, box_text(f.box)]
@@ -124,7 +150,7 @@ def embed(
         log(f"  skipped {row.path}: {row.reason}")
     if not found.faces:
         raise DataError(f"no face to embed in {', '.join(map(str, photos))}")
-    vectors, index = write_embeddings(found, Path(out))
+    vectors, index = write_embeddings(found, Path(out), model_key(from_model))
     log(
         f"Embedded {len(found.faces)} face(s) ({found.vectors.shape[1]} dimensions, "
         f"{len(found.skipped)} skipped) -> {vectors} + {index.name}"

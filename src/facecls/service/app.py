@@ -31,7 +31,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from facecls.bundle import BundleError
 from facecls.data.sources import DataError
 from facecls.inference.photos import Photo, finds_faces, photo_faces, photo_of
-from facecls.inference.search import Gallery, model_key
+from facecls.inference.search import Gallery, Match, model_key, open_gallery
 from facecls.inference.verify import stored_threshold
 from facecls.openset import l2_normalize
 from facecls.service.batching import Batcher, PhotoBatcher
@@ -69,7 +69,7 @@ class Service:
         self.detector = PhotoBatcher(lambda photos: self.store.model.faces_in_photos(photos))
         self.detect = settings.detect
         self._gallery: Gallery | None = None
-        self._gallery_lock = threading.Lock()
+        self._gallery_lock = threading.RLock()  # search() holds it around gallery()
 
     async def read(self, upload: UploadFile) -> Photo:
         """Bytes (size-limited), pixels (sniffed, pixel-limited) and faces of one upload."""
@@ -107,8 +107,18 @@ class Service:
             model = self.store.model
             # a new enrolled version shares the network: the same gallery, nothing re-embedded
             if self._gallery is None or self._gallery.model_key != model_key(model):
-                self._gallery = Gallery(model, self.settings.gallery, self.settings.detect)
-            return self._gallery.refresh()
+                self._gallery = open_gallery(model, self.settings.gallery, self.settings.detect)
+            gallery = self._gallery.refresh()
+            if gallery.faces:
+                gallery.index()  # built (or read) here, in a worker thread, not on the event loop
+            return gallery
+
+    def search(self, vector: np.ndarray, top_k: int) -> tuple[Gallery, list[Match]]:
+        """The gallery, brought up to date, and its faces nearest ``vector``. Under the gallery's
+        lock: a refresh adds to the vector index, which must not be searched meanwhile."""
+        with self._gallery_lock:
+            gallery = self.gallery()
+            return gallery, gallery.nearest(vector, top_k)
 
 
 def create_app(store: ModelStore, settings: Settings | None = None) -> FastAPI:
@@ -214,8 +224,7 @@ def create_app(store: ModelStore, settings: Settings | None = None) -> FastAPI:
     ) -> dict[str, Any]:
         """The gallery faces closest to the photo's face."""
         vector = await service.first_embedding(file)
-        gallery = await run_in_threadpool(service.gallery)
-        matches = gallery.nearest(vector, max(1, min(top_k, 100)))
+        gallery, matches = await run_in_threadpool(service.search, vector, max(1, min(top_k, 100)))
         return {"gallery_faces": len(gallery.faces), "skipped": len(gallery.skipped),
                 "matches": [{"path": m.path, "face": m.face, "box": m.box,
                              "similarity": m.similarity} for m in matches]}  # fmt: skip

@@ -114,7 +114,7 @@ def serve(
         token: bearer token every request must carry (default ``$FACECLS_TOKEN``); the page's
             address with it in the fragment is printed once to stdout, never logged.
         store: folder of enrolled versions (default ``<bundle>.served`` beside the bundle).
-        gallery: folder of photos ``/search`` looks in.
+        gallery: folder of photos (or ``facecls embed`` file) ``/search`` looks in.
         detect: find faces in uploads with OpenCV (``facecls[detect]``); otherwise each upload
             is one face, cut as training cut its photos.
         threads: PyTorch threads for the network (default :func:`default_threads`); this sets
