@@ -36,6 +36,7 @@ import numpy as np
 from scipy import sparse
 
 from facecls.openset import l2_normalize
+from facecls.vector_index import VectorIndex
 
 METHODS = ("agglomerative", "chinese-whispers", "hdbscan", "dbscan")
 DEFAULT_METHOD = "agglomerative"
@@ -43,7 +44,7 @@ DEFAULT_METHOD = "agglomerative"
 # the box pipeline; chosen on LFW-8's photos (benchmarks/cluster_lfw.py --sweep).
 DEFAULT_THRESHOLDS = {"agglomerative": 0.5, "chinese-whispers": 0.5, "hdbscan": 0.5, "dbscan": 0.5}
 DEFAULT_NEIGHBORS = 30
-# Rows of the similarity matrix computed at once by :func:`knn_graph` (memory: rows x N floats).
+# Rows of the similarity matrix computed at once by :func:`average_linkage` (rows x N floats).
 _BLOCK = 2048
 
 
@@ -87,31 +88,19 @@ Graph = tuple[np.ndarray, np.ndarray]  # neighbours (N, k) int64, similarities (
 
 
 def knn_graph(vectors: np.ndarray, k: int) -> Graph:
-    """Exact k nearest neighbours by cosine of unit ``vectors`` (N, D), the face itself left out.
+    """The k nearest neighbours by cosine of unit ``vectors`` (N, D), the face itself left out,
+    from the vector index (FAISS: exact up to its limit, approximate above).
 
-    Returns ``(neighbours, similarities)``, both ``(N, min(k, N - 1))``, nearest first (ties:
-    the lower index first).
+    Returns ``(neighbours, similarities)``: positions in ``vectors`` and cosines, both
+    ``(N, min(k, N - 1))``, nearest first (ties: the lower position first).
     """
     n = len(vectors)
     k = max(0, min(k, n - 1))
-    neighbours = np.zeros((n, k), dtype=np.int64)
-    similarities = np.zeros((n, k), dtype=np.float32)
     if k == 0:
-        return neighbours, similarities
+        return np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32)
     x = np.ascontiguousarray(vectors, dtype=np.float32)
-    for start in range(0, n, _BLOCK):
-        stop = min(start + _BLOCK, n)
-        sims = x[start:stop] @ x.T  # (rows, N)
-        sims[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # not its own neighbour
-        if k < n - 1:  # the k best (argpartition is deterministic), then in order
-            part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        else:
-            part = np.broadcast_to(np.arange(n), sims.shape)
-        picked = np.take_along_axis(sims, part, axis=1)
-        rank = np.lexsort((part, -picked), axis=1)[:, :k]  # by similarity, ties by index
-        order = np.take_along_axis(part, rank, axis=1)
-        neighbours[start:stop] = order
-        similarities[start:stop] = np.take_along_axis(sims, order, axis=1)
+    index = VectorIndex(x.shape[1]).add(x, np.arange(n, dtype=np.int64))
+    _, neighbours, similarities = index.knn_graph(k)
     return neighbours, similarities
 
 
