@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facecls.openset import enrolled_table
+from facecls.openset_thresholds import enrolled_table
 
 
 def unit(x: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facecls.config import load_yaml
+from facecls.config_io import load_yaml
 from facecls.data.dataset import load_dataset
 from facecls.inference.export import export_onnx
 from facecls.inference.model import load_model

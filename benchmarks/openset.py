@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facecls import openset
+from facecls import openset, openset_thresholds
 from facecls.bundle import CENTROIDS_NAME
 from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
 from facecls.data.cache import decode_cached
@@ -173,7 +173,7 @@ def main() -> None:
     # the bundle's score (margin), then the plain cosine it replaced, on the same outputs
     for method in dict.fromkeys((enrolled.method, "centroid", "margin")):
         decider = load_model(enrolled_dir, device="cpu", method=method)
-        table = openset.enrolled_table(decider.meta["openset"], method)
+        table = openset_thresholds.enrolled_table(decider.meta["openset"], method)
         print(f"  score {method}{' (the bundle default)' if method == enrolled.method else ''}: "
               f"thresholds trained {decider.threshold:.4f}; enrolled from k photos "
               + (", ".join(f"k={k} {t:.4f}" for k, t in table.items()) or "none (older "

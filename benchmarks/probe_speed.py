@@ -168,7 +168,8 @@ def main() -> None:
     from torch import nn
 
     import facecls
-    from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig, resolve
+    from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
+    from facecls.config_rules import resolve
     from facecls.data.dataset import load_dataset
 
     def config(name: str, lr: float | None = None, folds: int = 5) -> RunConfig:

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig, resolve
+from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
+from facecls.config_rules import resolve
 from facecls.data.augment import channel_stats
 from facecls.data.batches import IndexBatches, resident
 from facecls.data.dataset import load_dataset

@@ -4,16 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from facecls.config import (
-    ConfigError,
-    RunConfig,
-    from_dict,
-    load_yaml,
-    replace,
-    resolve,
-    save_yaml,
-    to_dict,
-)
+from facecls.config import ConfigError, RunConfig
+from facecls.config_io import from_dict, load_yaml, replace, save_yaml, to_dict
+from facecls.config_rules import resolve
 
 
 def test_yaml_round_trip(tmp_path: Path) -> None:

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig, resolve
+from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
+from facecls.config_rules import resolve
 from facecls.data.batches import resident
 from facecls.data.dataset import load_dataset
 from facecls.models.embedding import final_linear
-from facecls.training.fold import ModelSource, train_model
+from facecls.training.fold import train_model
+from facecls.training.fold_setup import ModelSource
 from facecls.training.run import fit
 
 pytestmark = pytest.mark.cuda

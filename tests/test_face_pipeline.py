@@ -224,7 +224,8 @@ def test_centre_box_is_the_square_the_centre_crop_keeps() -> None:
 
 def test_faces_detect_resolves_to_the_pipeline_that_suits_the_model() -> None:
     """FaceNet's weights were trained on box crops (better than alignment on LFW pairs)."""
-    from facecls.config import DataConfig, RunConfig, TrainConfig, resolve
+    from facecls.config import DataConfig, RunConfig, TrainConfig
+    from facecls.config_rules import resolve
 
     def faces(model: str) -> str:
         config = RunConfig(data=DataConfig(faces="detect"), train=TrainConfig(model=model))

@@ -199,9 +199,9 @@ def test_missing_weights_are_refused_before_data_and_before_a_run_folder(
     synthetic_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,
 ) -> None:  # fmt: skip
-    import facecls.training.run as run_module
+    import facecls.training.start as start_module
 
-    monkeypatch.setattr(run_module, "load_dataset", _explode)  # must not be reached
+    monkeypatch.setattr(start_module, "load_dataset", _explode)  # must not be reached
     runs = tmp_path / "runs"
     missing = tmp_path / "nowhere.safetensors"
     assert main(_train_args(synthetic_folder, runs, "--weights", str(missing))) == 2
@@ -214,9 +214,11 @@ def test_a_failed_start_leaves_no_half_made_run_folder(
     synthetic_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,
 ) -> None:  # fmt: skip
-    import facecls.training.fold as fold_module
+    import facecls.training.fold_setup as fold_setup_module
 
-    monkeypatch.setattr(fold_module, "create_model", _explode)  # fails building the first model
+    monkeypatch.setattr(
+        fold_setup_module, "create_model", _explode
+    )  # fails building the first model
     runs = tmp_path / "runs"
     assert main(_train_args(synthetic_folder, runs)) == 1
     assert "facecls: error: KeyError" in capsys.readouterr().err
@@ -247,9 +249,9 @@ def _one_error_line(capsys: pytest.CaptureFixture) -> str:
 def test_device_is_checked_when_parsed(
     command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    import facecls.training.run as run_module
+    import facecls.training.start as start_module
 
-    monkeypatch.setattr(run_module, "load_dataset", _explode)
+    monkeypatch.setattr(start_module, "load_dataset", _explode)
     argv = [command, "--data", "synthetic"] if command == "train" else ["predict", "m", "x"]
     with pytest.raises(SystemExit) as stopped:
         main([*argv, "--device", "gpu0"])

@@ -9,7 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from facecls.config import ConfigError, TrainConfig, from_dict, imbalance_of, resolve
+from facecls.config import ConfigError, TrainConfig, imbalance_of
+from facecls.config_io import from_dict
+from facecls.config_rules import resolve
 from facecls.data.samplers import SampledBatches, class_probabilities
 from facecls.training.losses import build_loss, class_weights, log_prior, posthoc_adjust
 

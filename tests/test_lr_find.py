@@ -15,7 +15,7 @@ import torch
 import facecls
 from facecls.cli import build_parser, config_from_args, main
 from facecls.training import lr_find as lr_find_module
-from facecls.training.fold import ModelSource
+from facecls.training.fold_setup import ModelSource
 from facecls.training.lr_find import smooth_losses, suggest
 
 TINY = ["--model", "baseline", "--image-size", "32", "--batch-size", "16", "--device", "cpu"]

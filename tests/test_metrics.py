@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from facecls import metrics
+from facecls import metrics, metrics_classes, metrics_intervals
 
 # (num_classes, num_samples, seed); the generator below leaves some classes without support and
 # some never predicted, the cases where zero-division conventions matter.
@@ -66,7 +66,7 @@ def test_confusion_matrix_rejects_bad_input() -> None:
 def test_per_class_matches_sklearn(case: tuple[np.ndarray, np.ndarray, int]) -> None:
     targets, preds, k = case
     cm = metrics.confusion_matrix(targets, preds, k)
-    rows = metrics.per_class(cm, [f"c{i}" for i in range(k)])
+    rows = metrics_classes.per_class(cm, [f"c{i}" for i in range(k)])
     p, r, f, s = skm.precision_recall_fscore_support(
         targets, preds, labels=range(k), zero_division=0
     )
@@ -101,7 +101,9 @@ def test_summary_matches_sklearn(case: tuple[np.ndarray, np.ndarray, int]) -> No
     assert got["macro_f1"] == pytest.approx(skm.f1_score(targets, preds, **macro))
     assert got["macro_precision"] == pytest.approx(skm.precision_score(targets, preds, **macro))
     assert got["macro_recall"] == pytest.approx(skm.recall_score(targets, preds, **macro))
-    rows = metrics.per_class(metrics.confusion_matrix(targets, preds, k), [str(i) for i in labels])
+    rows = metrics_classes.per_class(
+        metrics.confusion_matrix(targets, preds, k), [str(i) for i in labels]
+    )
     for key in ("accuracy", "ovr_accuracy", "precision", "recall", "bcr", "aggregated"):
         assert got[f"class_avg_{key}"] == pytest.approx(np.mean([getattr(m, key) for m in rows]))
     # Table 5's Accuracy row is the mean per-class accuracy, the macro recall over all K labels.
@@ -116,7 +118,7 @@ def test_empty_matrix_gives_zeros_not_nan() -> None:
 def test_report_table3_worked_numbers() -> None:
     # Class 0 ("Sheikh Hasina", Nnet column): TP=5, FP=3, FN=0 gives precision 0.625, recall 1.0.
     cm = np.array([[5, 0, 0], [2, 4, 0], [1, 0, 3]])
-    row = metrics.per_class(cm, ["hasina", "b", "c"])[0]
+    row = metrics_classes.per_class(cm, ["hasina", "b", "c"])[0]
     assert (row.accuracy, row.precision, row.recall) == (1.0, 0.625, 1.0)
     assert row.bcr == 0.8125
     # The report's Agg, (1 + 0.625 + 1 + 0.8125) / 4 = 0.859375, printed 0.859.
@@ -133,7 +135,7 @@ def test_report_table4_theo_epstein_row() -> None:
     cm = np.zeros((3, 3), dtype=np.int64)
     cm[0, 0], cm[0, 1], cm[0, 2] = 2, 5, 4
     cm[1, 1], cm[2, 2], cm[2, 1] = 30, 20, 3
-    theo = metrics.per_class(cm, ["theo", "b", "c"])[0]
+    theo = metrics_classes.per_class(cm, ["theo", "b", "c"])[0]
     assert theo.precision == 1.0
     assert round(theo.accuracy, 3) == round(theo.recall, 3) == 0.182
     assert round(theo.bcr, 3) == 0.591
@@ -145,11 +147,11 @@ def test_report_table4_theo_epstein_row() -> None:
 def test_never_recognised_identity_scores_zero() -> None:
     """A zero-recall identity aggregates to 0 and is ranked worst, the larger one first."""
     cm = np.array([[0, 6, 0, 0], [0, 10, 0, 0], [0, 0, 0, 2], [0, 0, 0, 8]])
-    rows = metrics.per_class(cm, ["never6", "b", "never2", "d"])
+    rows = metrics_classes.per_class(cm, ["never6", "b", "never2", "d"])
     assert rows[0].aggregated == rows[2].aggregated == 0.0
     assert rows[0].ovr_accuracy > 0.7  # what the one-vs-rest reading would have shown
-    assert [m.name for m in metrics.ranked(rows, n=2, worst=True)] == ["never6", "never2"]
-    table = metrics.metrics_table(cm, ["never6", "b", "never2", "d"])
+    assert [m.name for m in metrics_classes.ranked(rows, n=2, worst=True)] == ["never6", "never2"]
+    table = metrics_classes.metrics_table(cm, ["never6", "b", "never2", "d"])
     assert [r["name"] for r in table["worst5"][:2]] == ["never6", "never2"]
     assert table["summary"]["class_avg_accuracy"] == pytest.approx((0 + 1 + 0 + 1) / 4)
     aggregated = sorted(m.aggregated for m in rows)
@@ -174,27 +176,27 @@ def test_top_k_accuracy_matches_sklearn() -> None:
         metrics.top_k_accuracy(np.zeros((2, 3)), np.zeros(3, int))
 
 
-def _row(name: str, aggregated: float, support: int = 1) -> metrics.ClassMetrics:
-    return metrics.ClassMetrics(name, support, 0.0, 0.0, 0.0, 0.0, 0.0, aggregated, 0.0)
+def _row(name: str, aggregated: float, support: int = 1) -> metrics_classes.ClassMetrics:
+    return metrics_classes.ClassMetrics(name, support, 0.0, 0.0, 0.0, 0.0, 0.0, aggregated, 0.0)
 
 
 def test_ranked_order_and_ties() -> None:
     rows = [_row("d", 0.5), _row("b", 0.9), _row("a", 0.9), _row("c", 0.1), _row("e", 0.5)]
-    assert [m.name for m in metrics.ranked(rows, n=3)] == ["a", "b", "d"]
-    assert [m.name for m in metrics.ranked(rows, n=3, worst=True)] == ["c", "d", "e"]
-    assert [m.name for m in metrics.ranked(rows[::-1], n=3)] == ["a", "b", "d"]
+    assert [m.name for m in metrics_classes.ranked(rows, n=3)] == ["a", "b", "d"]
+    assert [m.name for m in metrics_classes.ranked(rows, n=3, worst=True)] == ["c", "d", "e"]
+    assert [m.name for m in metrics_classes.ranked(rows[::-1], n=3)] == ["a", "b", "d"]
     # Support breaks ties before the name does.
     tied = [_row("a", 0.0, 2), _row("z", 0.0, 9), _row("m", 1.0, 3), _row("b", 1.0, 7)]
-    assert [m.name for m in metrics.ranked(tied, n=2, worst=True)] == ["z", "a"]
-    assert [m.name for m in metrics.ranked(tied, n=2)] == ["b", "m"]
-    assert len(metrics.ranked(rows, n=10)) == 5
+    assert [m.name for m in metrics_classes.ranked(tied, n=2, worst=True)] == ["z", "a"]
+    assert [m.name for m in metrics_classes.ranked(tied, n=2)] == ["b", "m"]
+    assert len(metrics_classes.ranked(rows, n=10)) == 5
     with pytest.raises(ValueError):
-        metrics.ranked(rows, key="name")
+        metrics_classes.ranked(rows, key="name")
 
 
 def test_confused_pairs() -> None:
     cm = np.array([[5, 3, 1], [0, 4, 3], [2, 0, 0]])
-    pairs = metrics.confused_pairs(cm, ["a", "b", "c"])
+    pairs = metrics_classes.confused_pairs(cm, ["a", "b", "c"])
     assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [
         ("a", "b", 3),
         ("b", "c", 3),
@@ -203,8 +205,8 @@ def test_confused_pairs() -> None:
     ]
     assert pairs[0]["fraction_of_true"] == pytest.approx(3 / 9)
     assert pairs[2]["fraction_of_true"] == 1.0
-    assert len(metrics.confused_pairs(cm, ["a", "b", "c"], n=2)) == 2
-    assert metrics.confused_pairs(np.eye(3, dtype=int), ["a", "b", "c"]) == []
+    assert len(metrics_classes.confused_pairs(cm, ["a", "b", "c"], n=2)) == 2
+    assert metrics_classes.confused_pairs(np.eye(3, dtype=int), ["a", "b", "c"]) == []
 
 
 def test_bootstrap_matches_loop_oracle() -> None:
@@ -216,7 +218,7 @@ def test_bootstrap_matches_loop_oracle() -> None:
         skm.f1_score(targets[i], preds[i], labels=range(7), average="macro", zero_division=0)
         for i in idx
     ]
-    got = metrics.bootstrap_ci(
+    got = metrics_intervals.bootstrap_ci(
         targets, preds, 7, metric="macro_f1", n_boot=n_boot, seed=seed, alpha=0.2
     )
     np.testing.assert_allclose(got, np.percentile(values, [10, 90]))
@@ -227,29 +229,29 @@ def test_bootstrap_contains_estimate_and_narrows() -> None:
     for n in (200, 4000):
         targets, preds = _random_predictions(10, n, 1)
         point = metrics.summary(metrics.confusion_matrix(targets, preds, 10))["balanced_accuracy"]
-        low, high = metrics.bootstrap_ci(targets, preds, 10, n_boot=300)
+        low, high = metrics_intervals.bootstrap_ci(targets, preds, 10, n_boot=300)
         assert low <= point <= high
         widths.append(high - low)
     assert widths[1] < widths[0] / 2
-    assert metrics.bootstrap_ci(targets, preds, 10, n_boot=50) == metrics.bootstrap_ci(
+    assert metrics_intervals.bootstrap_ci(
         targets, preds, 10, n_boot=50
-    )
+    ) == metrics_intervals.bootstrap_ci(targets, preds, 10, n_boot=50)
     with pytest.raises(ValueError):
-        metrics.bootstrap_ci(targets, preds, 10, metric="nope")
+        metrics_intervals.bootstrap_ci(targets, preds, 10, metric="nope")
 
 
 def test_mean_std() -> None:
-    assert metrics.mean_std([0.5]) == (0.5, 0.0)
-    mean, std = metrics.mean_std([0.1, 0.4, 0.7])
+    assert metrics_intervals.mean_std([0.5]) == (0.5, 0.0)
+    mean, std = metrics_intervals.mean_std([0.1, 0.4, 0.7])
     assert mean == pytest.approx(0.4) and std == pytest.approx(np.std([0.1, 0.4, 0.7], ddof=1))
     with pytest.raises(ValueError):
-        metrics.mean_std([])
+        metrics_intervals.mean_std([])
 
 
 def test_metrics_table_is_json_and_skips_untested_classes() -> None:
     targets, preds = _random_predictions(25, 300, 4)
     names = [f"person {i}" for i in range(25)]
-    table = metrics.metrics_table(metrics.confusion_matrix(targets, preds, 25), names)
+    table = metrics_classes.metrics_table(metrics.confusion_matrix(targets, preds, 25), names)
     json.dumps(table, allow_nan=False)
     assert set(table) == {
         "summary",
@@ -265,14 +267,14 @@ def test_metrics_table_is_json_and_skips_untested_classes() -> None:
 
 
 def test_head_medium_few_boundaries() -> None:
-    groups = metrics.head_medium_few(np.array([20, 19, 8, 7, 0, 500]))
+    groups = metrics_classes.head_medium_few(np.array([20, 19, 8, 7, 0, 500]))
     assert groups.tolist() == ["head", "medium", "medium", "few", "few", "head"]
     with pytest.raises(ValueError):
-        metrics.head_medium_few(np.array([1]), thresholds=(8, 20))
+        metrics_classes.head_medium_few(np.array([1]), thresholds=(8, 20))
 
 
 def test_group_recall() -> None:
     # Recalls: 1.0, 0.5, 0.0, and class 3 has no test support (ignored, so "few" is omitted).
     cm = np.array([[2, 0, 0, 0], [1, 1, 0, 0], [0, 3, 0, 0], [0, 0, 0, 0]])
-    got = metrics.group_recall(cm, ["head", "head", "medium", "few"])
+    got = metrics_classes.group_recall(cm, ["head", "head", "medium", "few"])
     assert got == {"head": 0.75, "medium": 0.0}

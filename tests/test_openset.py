@@ -7,7 +7,7 @@ import pytest
 from scipy.special import logsumexp as scipy_logsumexp
 from scipy.special import softmax as scipy_softmax
 
-from facecls import openset
+from facecls import openset, openset_calibration, openset_rates, openset_thresholds
 
 
 def test_scores_match_their_definitions() -> None:
@@ -48,7 +48,7 @@ def test_class_centroids_are_unit_means_of_unit_embeddings() -> None:
 @pytest.mark.parametrize("acceptance", [0.5, 0.9, 0.95, 1.0])
 def test_threshold_accepts_at_least_the_target(acceptance: float) -> None:
     scores = np.random.default_rng(1).normal(size=101)
-    t = openset.threshold_at_acceptance(scores, acceptance)
+    t = openset_thresholds.threshold_at_acceptance(scores, acceptance)
     accepted = np.mean(scores >= t)
     assert accepted >= acceptance
     # and it is the largest such threshold: any higher score accepts too few
@@ -62,16 +62,16 @@ def test_open_set_curve_matches_brute_force() -> None:
     known = rng.normal(1.0, 1.0, 200)
     correct = rng.random(200) < 0.8
     unknown = rng.normal(-0.5, 1.0, 300)
-    curve = openset.open_set_curve(known, correct, unknown)
+    curve = openset_rates.open_set_curve(known, correct, unknown)
     for i in range(0, len(curve["threshold"]), 37):
-        r = openset.rates_at(curve["threshold"][i], known, correct, unknown)
+        r = openset_rates.rates_at(curve["threshold"][i], known, correct, unknown)
         assert curve["fpir"][i] == pytest.approx(r.fpir)
         assert curve["dir"][i] == pytest.approx(r.dir)
-    at = openset.dir_at_fpir(known, correct, unknown, 0.01)
+    at = openset_rates.dir_at_fpir(known, correct, unknown, 0.01)
     assert at.fpir <= 0.01
     # the next lower threshold would exceed the FPIR target
     lower = curve["threshold"][curve["threshold"] < at.threshold]
-    assert openset.rates_at(lower.max(), known, correct, unknown).fpir > 0.01
+    assert openset_rates.rates_at(lower.max(), known, correct, unknown).fpir > 0.01
 
 
 def test_auroc_like_separation_from_rates() -> None:
@@ -80,7 +80,7 @@ def test_auroc_like_separation_from_rates() -> None:
     rng = np.random.default_rng(3)
     known, unknown = rng.normal(1, 1, 50), rng.normal(0, 1, 60)
     correct = np.ones(50, dtype=bool)
-    curve = openset.open_set_curve(known, correct, unknown)
+    curve = openset_rates.open_set_curve(known, correct, unknown)
     fpr, tpr, thresholds = roc_curve(
         np.r_[np.ones(50), np.zeros(60)], np.r_[known, unknown], drop_intermediate=False
     )
@@ -95,7 +95,7 @@ def test_fit_scale_minimises_nll() -> None:
     targets = rng.integers(0, 4, 300)
     cos = rng.normal(0, 0.1, (300, 4))
     cos[np.arange(300), targets] += 0.3
-    best = openset.fit_scale(cos, targets)
+    best = openset_calibration.fit_scale(cos, targets)
 
     def nll(s: float) -> float:
         z = s * cos
@@ -113,7 +113,7 @@ def test_calibrate_sets_thresholds_on_correct_validation_answers() -> None:
     train_f = means[train_t] + rng.normal(size=(80, dim))
     val_f = means[val_t] + rng.normal(size=(40, dim))
     val_logits = val_f @ means.T
-    cal = openset.calibrate(train_f, train_t, val_logits, val_f, val_t, num_classes)
+    cal = openset_calibration.calibrate(train_f, train_t, val_logits, val_f, val_t, num_classes)
     correct = val_logits.argmax(1) == val_t
     for method in openset.METHODS:
         s = openset.scores(method, val_logits, val_f, cal.centroids)[correct]
@@ -130,8 +130,8 @@ def test_auroc_matches_scikit_learn_with_ties() -> None:
     known = rng.integers(0, 20, 300).astype(float)  # many ties, within and across the groups
     unknown = rng.integers(-5, 15, 500).astype(float)
     expected = roc_auc_score(np.r_[np.ones(300), np.zeros(500)], np.r_[known, unknown])
-    assert openset.auroc(known, unknown) == pytest.approx(expected, abs=1e-12)
-    assert openset.auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
+    assert openset_rates.auroc(known, unknown) == pytest.approx(expected, abs=1e-12)
+    assert openset_rates.auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
 
 
 def test_margin_thresholds_for_enrolled_people_and_older_bundles() -> None:
@@ -148,12 +148,12 @@ def test_margin_thresholds_for_enrolled_people_and_older_bundles() -> None:
     train, train_t = sample(np.arange(classes), 30)
     val, val_t = sample(np.arange(classes), 10)
     centroids = openset.class_centroids(train, train_t, classes)
-    table = openset.few_shot_thresholds(
+    table = openset_thresholds.few_shot_thresholds(
         val, val_t, None, 0.95, method="margin", centroids=centroids
     )
     assert set(table) == {"1", "2", "3", "5"}  # 10 photos a person: no k=10 probes left
     with pytest.raises(ValueError, match="trained centroids"):
-        openset.few_shot_thresholds(val, val_t, None, 0.95, method="margin")
+        openset_thresholds.few_shot_thresholds(val, val_t, None, 0.95, method="margin")
     fresh, fresh_t = sample(np.arange(classes, classes + 30), 10)
     # 30 new people, each enrolled from 3 photos beside the trained people, probed with 7 others
     accepted = []
@@ -164,10 +164,10 @@ def test_margin_thresholds_for_enrolled_people_and_older_bundles() -> None:
         chosen = cos.argmax(1)
         own = cos[np.arange(len(chosen)), chosen]
         score = openset.margin_score(own, openset.runner_up(cos, chosen))[chosen == classes]
-        accepted.extend(score >= openset.shot_threshold(table, 3))
+        accepted.extend(score >= openset_thresholds.shot_threshold(table, 3))
     assert abs(np.mean(accepted) - 0.95) < 0.05
     flat = {"threshold": 0.5, "enrolled_thresholds": {"1": 0.4, "3": 0.6}}
-    assert openset.enrolled_table(flat, "centroid") == {"1": 0.4, "3": 0.6}
-    assert openset.enrolled_table(flat, "margin") == {}
+    assert openset_thresholds.enrolled_table(flat, "centroid") == {"1": 0.4, "3": 0.6}
+    assert openset_thresholds.enrolled_table(flat, "margin") == {}
     nested = {"enrolled_thresholds": {"centroid": {"3": 0.6}, "margin": {"3": 0.3}}}
-    assert openset.enrolled_table(nested, "margin") == {"3": 0.3}
+    assert openset_thresholds.enrolled_table(nested, "margin") == {"3": 0.3}

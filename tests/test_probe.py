@@ -14,14 +14,16 @@ from safetensors.torch import save_file
 from torch import nn
 
 from facecls.bundle import read_centroids
-from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig, resolve
+from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
+from facecls.config_rules import resolve
 from facecls.data.dataset import load_dataset
 from facecls.data.sources import default_cache_dir
 from facecls.inference.calibration import calibrate_run
 from facecls.models.embedding import final_linear
 from facecls.runtime import runtime_for
 from facecls.training.evaluate import evaluate_run
-from facecls.training.fold import ModelSource, input_normalization, train_model
+from facecls.training.fold import train_model
+from facecls.training.fold_setup import ModelSource, input_normalization
 from facecls.training.probe import embed_once, embedding_key
 from facecls.training.run import cross_validate
 
@@ -139,11 +141,11 @@ def test_cv_runs_the_backbone_once_per_image(
     config = resolve(RunConfig(name="cv", runs_dir=config.runs_dir, data=config.data,
                                augment=AugmentConfig(), train=train))  # fmt: skip
     # The report's Grad-CAM figures run the model on a few images of their own.
-    monkeypatch.setattr("facecls.training.run.write_report_safely", lambda *_a, **_k: None)
+    monkeypatch.setattr("facecls.training.finish.write_report_safely", lambda *_a, **_k: None)
     # A fixed input normalisation, as FaceNet's (else each fold normalises by its own
     # training part, and its embeddings differ).
     monkeypatch.setattr(
-        "facecls.training.fold.input_normalization", lambda *_a: ([127.5] * 3, [128.0] * 3)
+        "facecls.training.fold_setup.input_normalization", lambda *_a: ([127.5] * 3, [128.0] * 3)
     )
     ran = 0
 

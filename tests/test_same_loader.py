@@ -148,7 +148,7 @@ def test_predict_loads_through_the_one_loader_at_the_bundle_size(
 
     # predict reads face photos through FaceModel.load_face, which calls the one loader with
     # the bundle's size and training crop.
-    module = importlib.import_module("facecls.inference.model")
+    module = importlib.import_module("facecls.inference.model_inputs")
     _write_modes(tmp_path / "modes")
     calls: list[tuple[str, int | None, float]] = []
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 import facecls
 from facecls.cli import main
-from facecls.openset import enrolled_table, shot_threshold
+from facecls.openset_thresholds import enrolled_table, shot_threshold
 from facecls.service.app import Settings, create_app
 from facecls.service.model_store import CURRENT, ModelStore
 from facecls.service.serve import (

@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from facecls.cli import main
-from facecls.config import load_yaml
+from facecls.config_io import load_yaml
 from facecls.training.tune import STUDY_FILE
 
 

@@ -157,9 +157,8 @@ def test_search_finds_the_photo_and_caches_the_gallery(tiny_run, people, tmp_pat
 def test_few_shot_thresholds_accept_enrolled_people_like_trained_ones() -> None:
     """Identities enrolled from k photos: the k-shot threshold accepts about ``acceptance`` of
     their other photos (fresh draws), where the trained-centroid threshold accepts far fewer."""
-    from facecls.openset import (
-        class_centroids,
-        cosine,
+    from facecls.openset import class_centroids, cosine
+    from facecls.openset_thresholds import (
         few_shot_thresholds,
         shot_threshold,
         threshold_at_acceptance,
@@ -203,7 +202,7 @@ def test_few_shot_thresholds_accept_enrolled_people_like_trained_ones() -> None:
 def test_few_shot_thresholds_count_every_person_equally() -> None:
     """One person with many near-identical photos does not set the k-shot threshold for
     everyone: the threshold follows the many people with ordinary photos."""
-    from facecls.openset import few_shot_thresholds, threshold_at_acceptance
+    from facecls.openset_thresholds import few_shot_thresholds, threshold_at_acceptance
 
     rng = np.random.default_rng(4)
     dim = 32

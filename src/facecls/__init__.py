@@ -33,8 +33,9 @@ if TYPE_CHECKING:  # what the names below are, for type checkers and editors
     from facecls.report.write import write_comparison, write_report
     from facecls.service.serve import serve
     from facecls.training.evaluate import evaluate_run as evaluate
+    from facecls.training.finish import RunResult
     from facecls.training.lr_find import lr_find
-    from facecls.training.run import RunResult, cross_validate
+    from facecls.training.run import cross_validate
     from facecls.training.run import fit as train
     from facecls.training.tune import tune
 
@@ -64,7 +65,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "write_report": ("facecls.report.write", "write_report"),
     "evaluate": ("facecls.training.evaluate", "evaluate_run"),
     "lr_find": ("facecls.training.lr_find", "lr_find"),
-    "RunResult": ("facecls.training.run", "RunResult"),
+    "RunResult": ("facecls.training.finish", "RunResult"),
     "cross_validate": ("facecls.training.run", "cross_validate"),
     "train": ("facecls.training.run", "fit"),
     "tune": ("facecls.training.tune", "tune"),

@@ -6,18 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from facecls.config import (
-    FACES,
-    FREEZE,
-    IMBALANCE,
-    SAMPLERS,
-    ConfigError,
-    RunConfig,
-    device_name,
-    from_dict,
-    load_yaml,
-    to_dict,
-)
+from facecls.config import FACES, FREEZE, IMBALANCE, SAMPLERS, ConfigError, RunConfig, device_name
+from facecls.config_io import from_dict, load_yaml, to_dict
 
 # argparse destination → (config section, key). Options left unset keep the config's value.
 _OPTIONS: dict[str, tuple[str, str]] = {

@@ -30,23 +30,16 @@ from facecls.bundle import (
     update_meta,
     write_centroids,
 )
-from facecls.config import load_yaml, replace
+from facecls.config_io import load_yaml, replace
 from facecls.data.augment import normalize
 from facecls.data.batches import IndexBatches
 from facecls.data.dataset import keep_identities, load_dataset
 from facecls.data.splits import folds_from_document
 from facecls.inference.verify import DEFAULT_FAR, calibrate_verification
 from facecls.models.cpu_pass import FrozenPass
-from facecls.openset import (
-    DEFAULT_ACCEPTANCE,
-    DEFAULT_METHOD,
-    METHODS,
-    Calibration,
-    calibrate,
-    enrolled_method,
-    scores,
-    threshold_at_acceptance,
-)
+from facecls.openset import DEFAULT_ACCEPTANCE, DEFAULT_METHOD, METHODS, scores
+from facecls.openset_calibration import Calibration, calibrate
+from facecls.openset_thresholds import enrolled_method, threshold_at_acceptance
 from facecls.progress import bar as progress_bar
 from facecls.runtime import Runtime, resolve_device
 
@@ -164,7 +157,7 @@ def calibrate_trained(
             log(describe_verify(verification))
         return
     correct = val.preds == val.targets
-    # As openset.calibrate: on the correctly named images, all of them when fewer than 10.
+    # As openset_calibration.calibrate: on the correctly named images, all when fewer than 10.
     subset = correct if correct.sum() >= 10 else np.ones_like(correct)
     thresholds = {
         m: threshold_at_acceptance(scores(m, val.logits)[subset], DEFAULT_ACCEPTANCE)

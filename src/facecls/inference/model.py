@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from facecls.bundle import (
     META_NAME,
@@ -25,23 +24,16 @@ from facecls.bundle import (
     read_sidecar,
     refuse_pickle,
 )
-from facecls.data.faces import Face, FaceCutter, as_square
-from facecls.data.images import ImageError, load_rgb
+from facecls.data.faces import FaceCutter
 from facecls.inference.backends import OnnxRunner, TorchRunner
-from facecls.inference.detect import lfw_faces
 from facecls.inference.faces import FaceItem, Prediction, expand_paths, face_items
-from facecls.openset import (
+from facecls.inference.model_inputs import PhotoInputs
+from facecls.openset import METHODS, cosine, l2_normalize, margin_score, runner_up, scores, softmax
+from facecls.openset_thresholds import (
     ENROLLED_METHODS,
-    METHODS,
-    cosine,
     enrolled_method,
     enrolled_table,
-    l2_normalize,
-    margin_score,
-    runner_up,
-    scores,
     shot_threshold,
-    softmax,
 )
 from facecls.runtime import resolve_device
 
@@ -49,7 +41,7 @@ ONNX_NAME = "model.onnx"
 BACKENDS = ("torch", "onnx")
 
 
-class FaceModel:
+class FaceModel(PhotoInputs):
     """A loaded model bundle: predict, embed, enroll and export.
 
     Build it with :func:`load_model`. ``class_names`` are the trained identities followed by the
@@ -209,79 +201,6 @@ class FaceModel:
                 )
             )
         return results
-
-    def to_batch(self, images: Sequence[Any] | np.ndarray | torch.Tensor) -> np.ndarray:
-        """uint8 ``(N, 3, S, S)`` from face photos: paths, RGB arrays ``(H, W, 3)``, PIL images
-        or a uint8 tensor ``(N, 3, H, W)``. Each is cut (``crop``) and resized as training cut
-        its photos; images already prepared that way go to :meth:`outputs` directly."""
-        if isinstance(images, torch.Tensor):
-            if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-                raise ValueError("a tensor of photos must be uint8 (N, 3, H, W)")
-            images = [self.face(x) for x in images.permute(0, 2, 3, 1).numpy()]
-        out = np.empty((len(images), 3, self.image_size, self.image_size), dtype=np.uint8)
-        for i, item in enumerate(images):
-            if isinstance(item, (str, Path)):
-                rgb = self.load_face(Path(item))
-            elif isinstance(item, Image.Image):
-                rgb = self.face(np.asarray(item.convert("RGB")))
-            else:
-                rgb = np.asarray(item)
-                if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-                    raise ValueError("an image array must be uint8 RGB (H, W, 3)")
-                rgb = self.face(rgb)
-            out[i] = rgb.transpose(2, 0, 1)
-        return out
-
-    def load_face(self, path: Path) -> np.ndarray:
-        """A photo file's face as the model saw its training images: RGB uint8 ``(S, S, 3)``
-        (the main face, for a model trained with a detecting pipeline).
-
-        Raises:
-            ImageError: the file cannot be read as an image, or holds no face (the message
-                names it).
-        """
-        if not self.cutter.detects:
-            return load_rgb(path, self.image_size, self.crop)
-        faces = self.faces_in(load_rgb(path), every_face=False)
-        if not faces:
-            raise ImageError("no face found", path)
-        return faces[0].pixels
-
-    def face(self, rgb: np.ndarray) -> np.ndarray:
-        """An in-memory photo (RGB uint8 ``(H, W, 3)``) cut and resized as in training.
-
-        Raises:
-            ValueError: a detecting pipeline found no face in it.
-        """
-        if not self.cutter.detects:
-            return as_square(rgb, self.image_size, self.crop)
-        faces = self.faces_in(rgb, every_face=False)
-        if not faces:
-            raise ValueError("no face found in the image")
-        return faces[0].pixels
-
-    @property
-    def detects(self) -> bool:
-        """Whether the model's own face pipeline finds faces (``align``/``box``)."""
-        return self.cutter.detects
-
-    def faces_in(self, photo: np.ndarray, every_face: bool = True) -> list[Face]:
-        """The faces of an RGB uint8 photo, the main face first (the largest, weighted by closeness to
-        the centre), cut as this model needs them:
-        with its own pipeline when it detects, else MTCNN boxes cut LFW-style (a ``centre``
-        model given group photos)."""
-        return self.faces_in_photos([photo], every_face)[0]
-
-    def faces_in_photos(
-        self, photos: list[np.ndarray], every_face: bool = True
-    ) -> list[list[Face]]:
-        """:meth:`faces_in` for several photos, the detector running on them as one batch."""
-        if self.cutter.detects:
-            return self.cutter.cut(photos, every_face)
-        return [
-            lfw_faces(photo, found, self.image_size, self.crop, every_face)
-            for photo, found in zip(photos, self.cutter.detect(photos), strict=True)
-        ]
 
     def predict(
         self,

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from facecls import openset
+from facecls import openset, openset_rates
 from facecls.atomic import write_json
 from facecls.data.images import ImageError, printable
 from facecls.inference.faces import expand_paths
@@ -66,17 +66,17 @@ def open_set_figures(
         unknown = openset.scores(method, stranger_logits, stranger_features, centroids)
         row: dict[str, Any] = {}
         if method in thresholds:
-            at = openset.rates_at(thresholds[method], known, correct, unknown)
+            at = openset_rates.rates_at(thresholds[method], known, correct, unknown)
             row.update(threshold=at.threshold, fpir=at.fpir, fnir=at.fnir, dir=at.dir)
-        at_target = openset.dir_at_fpir(known, correct, unknown, TARGET_FPIR)
+        at_target = openset_rates.dir_at_fpir(known, correct, unknown, TARGET_FPIR)
         row.update(
             dir_at_fpir_1pct=at_target.dir,
             # No threshold keeps FPIR that low when a stranger has the top score: accept nothing.
             threshold_at_fpir_1pct=at_target.threshold
             if np.isfinite(at_target.threshold)
             else None,
-            auroc=openset.auroc(known, unknown),
-            curve=_thin(openset.open_set_curve(known, correct, unknown)),
+            auroc=openset_rates.auroc(known, unknown),
+            curve=_thin(openset_rates.open_set_curve(known, correct, unknown)),
         )
         out[method] = row
     return out

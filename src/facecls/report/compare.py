@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from facecls import metrics
-from facecls.config import to_dict
+from facecls import metrics_classes
+from facecls.config_io import to_dict
 from facecls.paired import corrected_fold_t, holm, mcnemar, paired_bootstrap
 from facecls.report import plots
 from facecls.report.content import CLASS_AVERAGES, RunPage, headline_rows
@@ -162,7 +162,7 @@ def always_wrong(runs: list[RunData], n: int = 20) -> list[dict[str, Any]]:
     (the seed report's §5.2, "all three also struggled to identify Theo Epstein"), worst first."""
     recalls: list[dict[str, tuple[float, int]]] = []
     for run in runs:
-        rows = metrics.per_class(run.confusion(), run.class_names)
+        rows = metrics_classes.per_class(run.confusion(), run.class_names)
         recalls.append({r.name: (r.recall, r.support) for r in rows if r.support > 0})
     shared = set.intersection(*(set(r) for r in recalls))
     out = [
@@ -195,7 +195,7 @@ def build_comparison(runs: list[RunData], shareable: bool) -> RunPage:
         for label, key in ((row["label"], row["key"]) for row in headline_rows(runs[0]))
     ]
     # Per-identity tables from each run's predictions: the current definitions for every run.
-    tables = [metrics.metrics_table(r.confusion(), r.class_names) for r in runs]
+    tables = [metrics_classes.metrics_table(r.confusion(), r.class_names) for r in runs]
     averages = [
         {"label": label, "numbers": [t["summary"][key] for t in tables]}
         for label, key in CLASS_AVERAGES

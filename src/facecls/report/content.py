@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from facecls import metrics
+from facecls import metrics_classes
 from facecls.paired import bootstrap_mean_ci
 from facecls.report import plots
 from facecls.report.findings import findings
@@ -65,7 +65,7 @@ def clustered_classes(cm: np.ndarray, max_classes: int = 40, max_pairs: int = 60
 
     names = [str(i) for i in range(cm.shape[0])]
     classes: list[int] = []
-    for pair in metrics.confused_pairs(cm, names, n=max_pairs):
+    for pair in metrics_classes.confused_pairs(cm, names, n=max_pairs):
         for c in (int(pair["true"]), int(pair["predicted"])):
             if c not in classes and len(classes) < max_classes:
                 classes.append(c)
@@ -160,7 +160,7 @@ def per_class_rows(run: RunData, cm: np.ndarray) -> list[dict[str, Any]]:
     off = cm.copy()
     np.fill_diagonal(off, 0)
     rows = []
-    for c, row in enumerate(asdict(m) for m in metrics.per_class(cm, run.class_names)):
+    for c, row in enumerate(asdict(m) for m in metrics_classes.per_class(cm, run.class_names)):
         j = int(off[c].argmax())
         rows.append({
             **row,
@@ -170,7 +170,7 @@ def per_class_rows(run: RunData, cm: np.ndarray) -> list[dict[str, Any]]:
         })  # fmt: skip
     train = np.array([r["train"] if r["train"] is not None else 0 for r in rows])
     for r, group in zip(
-        rows, metrics.head_medium_few(train, metrics.GROUP_THRESHOLDS), strict=True
+        rows, metrics_classes.head_medium_few(train, metrics_classes.GROUP_THRESHOLDS), strict=True
     ):
         r["group"] = str(group) if counts is not None else "?"
     return rows
@@ -193,11 +193,11 @@ def build_run_page(run: RunData, shareable: bool) -> RunPage:
     """Tables and figures of a run's report (face pictures are added by ``report.py``)."""
     cm = run.confusion()
     per_class = per_class_rows(run, cm)
-    test = {**run.metrics["test"], **metrics.metrics_table(cm, run.class_names)}
+    test = {**run.metrics["test"], **metrics_classes.metrics_table(cm, run.class_names)}
     test["summary"] = {**run.metrics["test"]["summary"], **test["summary"]}
     groups = np.array([r["group"] for r in per_class])
     # No stored counts (an older run): no head/medium/few rather than a second definition.
-    group_recall = metrics.group_recall(cm, groups) if train_counts(run) is not None else {}
+    group_recall = metrics_classes.group_recall(cm, groups) if train_counts(run) is not None else {}
     context: dict[str, Any] = {
         "name": run.name,
         "command": run.command,

@@ -327,7 +327,7 @@ def plot_open_set(
     """Detection-and-identification rate against FPIR (log scale), one line per open-set score.
 
     Args:
-        curves: name → ``(fpir, dir)`` arrays (``openset.open_set_curve``).
+        curves: name → ``(fpir, dir)`` arrays (``openset_rates.open_set_curve``).
         marks: name → ``(fpir, dir)`` of a chosen operating point (the calibrated threshold).
     """
     ax = _axes(ax)

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from facecls import metrics
-from facecls.config import RunConfig, load_yaml
+from facecls.config import RunConfig
+from facecls.config_io import load_yaml
 
 REQUIRED = ("config.yaml", "metrics.json", "predictions.csv")
 

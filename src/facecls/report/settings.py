@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from facecls.config import RunConfig, resolve, to_dict
-from facecls.config import replace as replace_config
+from facecls.config import RunConfig
+from facecls.config_io import replace as replace_config
+from facecls.config_io import to_dict
+from facecls.config_rules import resolve
 from facecls.report.run_data import RunData
 
 # Config values that hold a path on the user's machine; a shareable report leaves them out.

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from facecls import metrics
+from facecls import metrics, metrics_classes, metrics_intervals
 from facecls.bundle import load_bundle
-from facecls.config import RunConfig, load_yaml, replace
+from facecls.config import RunConfig
+from facecls.config_io import load_yaml, replace
 from facecls.data.batches import IndexBatches, resident
 from facecls.data.dataset import FaceDataset, keep_identities, load_dataset
 from facecls.data.splits import (
@@ -54,26 +55,26 @@ def evaluation_metrics(
     result: EvalResult, class_names: list[str], seed: int = 0,
     train_counts: np.ndarray | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """``metrics.metrics_table`` of a result plus top-5, 95 % bootstrap intervals and, given the
-    model's training images per class, the head / medium / few breakdown (``groups``)."""
+    """``metrics_classes.metrics_table`` of a result plus top-5, 95 % bootstrap intervals and,
+    given the model's training images per class, the head / medium / few breakdown (``groups``)."""
     k = len(class_names)
     cm = metrics.confusion_matrix(result.targets, result.preds, k)
-    table = metrics.metrics_table(cm, class_names)
+    table = metrics_classes.metrics_table(cm, class_names)
     if train_counts is not None:
         table["groups"] = group_metrics(cm, train_counts)
     table["summary"]["top5_accuracy"] = metrics.top_k_accuracy(result.logits, result.targets, 5)
     table["summary"]["loss"] = result.loss
     table["summary"]["images"] = int(len(result.targets))
     table["intervals_95"] = {
-        name: list(metrics.bootstrap_ci(result.targets, result.preds, k, name, seed=seed))
+        name: list(metrics_intervals.bootstrap_ci(result.targets, result.preds, k, name, seed=seed))
         for name in ("accuracy", "balanced_accuracy", "macro_f1", "class_avg_accuracy",
                      "class_avg_aggregated")
     }  # fmt: skip
     return table
 
 
-# Training images per identity: head >= 20, medium 8-19, few < 8 (metrics.head_medium_few).
-GROUP_THRESHOLDS = metrics.GROUP_THRESHOLDS
+# Training images per identity: head >= 20, medium 8-19, few < 8 (metrics_classes.head_medium_few).
+GROUP_THRESHOLDS = metrics_classes.GROUP_THRESHOLDS
 
 
 def group_metrics(cm: np.ndarray, train_counts: np.ndarray) -> dict[str, Any]:
@@ -83,7 +84,7 @@ def group_metrics(cm: np.ndarray, train_counts: np.ndarray) -> dict[str, Any]:
         ``{"thresholds": {...}, "recall": {group: mean recall}, "identities": {group: count},
         "test_images": {group: count}}``; a group with no tested identity has no recall.
     """
-    groups = metrics.head_medium_few(np.asarray(train_counts), GROUP_THRESHOLDS)
+    groups = metrics_classes.head_medium_few(np.asarray(train_counts), GROUP_THRESHOLDS)
     support = cm.sum(axis=1)
     names = [g for g in ("head", "medium", "few") if g in groups]
     head_min, medium_min = GROUP_THRESHOLDS
@@ -92,7 +93,7 @@ def group_metrics(cm: np.ndarray, train_counts: np.ndarray) -> dict[str, Any]:
             "head": f">= {head_min}", "medium": f"{medium_min}-{head_min - 1}",
             "few": f"< {medium_min}", "counted": "training images per identity",
         },
-        "recall": metrics.group_recall(cm, groups),
+        "recall": metrics_classes.group_recall(cm, groups),
         "identities": {g: int((groups == g).sum()) for g in names},
         "test_images": {g: int(support[groups == g].sum()) for g in names},
     }  # fmt: skip

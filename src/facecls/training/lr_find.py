@@ -1,10 +1,11 @@
 """``facecls lr-find``: a learning-rate range test (Smith 2015, "Cyclical learning rates";
 fastai's ``lr_find``).
 
-The model, normalisation, loss, optimiser, device augmentation and batches are built exactly as
-``train`` builds its fold (:func:`facecls.training.fold.setup_fold`) and trained by the one loop
-(:func:`facecls.training.engine.train_one_epoch`), while the learning rate rises exponentially
-from ``start_lr`` to ``end_lr`` over ``steps`` mini-batches (as many epochs as that takes). Each
+The model, normalisation, loss, optimiser, device augmentation and batches are built exactly
+as ``train`` builds its fold (:func:`facecls.training.fold_setup.setup_fold`) and trained by the
+one loop (:func:`facecls.training.engine.train_one_epoch`), while the learning rate rises
+exponentially from ``start_lr`` to ``end_lr`` over ``steps`` mini-batches (as many epochs as
+that takes). Each
 step's loss is recorded with its exponential moving average (β 0.98, bias-corrected); the test
 stops early once that smoothed loss is above 4× its minimum or not finite. The suggestion is
 where the smoothed loss falls fastest against log(lr) before its minimum (:func:`suggest`); the
@@ -38,9 +39,11 @@ from facecls.training.checkpoint import cpu_copy
 from facecls.training.distributed import env_ranks
 from facecls.training.engine import train_one_epoch
 from facecls.training.finetune import frozen_at, set_backbone_frozen
-from facecls.training.fold import FoldSetup, Log, ModelSource, epoch_seed, setup_fold
+from facecls.training.fold import Log, epoch_seed
+from facecls.training.fold_setup import FoldSetup, ModelSource, setup_fold
 from facecls.training.probe import head_only
-from facecls.training.run import begin_run, validation_part
+from facecls.training.run import validation_part
+from facecls.training.start import begin_run
 
 BETA = 0.98  # of the loss's exponential moving average (fastai's)
 DIVERGED = 4.0  # stop once the smoothed loss is this many times its minimum

@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from facecls.config import ConfigError, RunConfig, load_yaml, to_dict
+from facecls.config import ConfigError, RunConfig
+from facecls.config_io import load_yaml, to_dict
 from facecls.data.sources import DataError
 from facecls.environment import environment
 

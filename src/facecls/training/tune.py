@@ -18,12 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from facecls.config import IMBALANCE, RunConfig, load_yaml, save_yaml
-from facecls.config import replace as replace_config
+from facecls.config import IMBALANCE, RunConfig
+from facecls.config_io import load_yaml, save_yaml
+from facecls.config_io import replace as replace_config
 from facecls.logs import LoggerLog, RunLog
 from facecls.report.write import write_tuning_page
 from facecls.training.fold import Log
-from facecls.training.run import cross_validate, fit, new_run_dir
+from facecls.training.run import cross_validate, fit
+from facecls.training.start import new_run_dir
 
 STUDY_FILE, BEST_FILE = "study.db", "best.yaml"
 # One remedy per run: a loss remedy or a sampler (the config refuses both at once).

@@ -1,0 +1,155 @@
+"""Filling a config's unset training fields from its recipe, and the checks types cannot express."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from facecls.config import (
+    CLASS_WEIGHTS,
+    DEVICE_PATTERN,
+    FACES,
+    FREEZE,
+    IMBALANCE,
+    MAX_SEED,
+    SAMPLERS,
+    ConfigError,
+    RunConfig,
+    imbalance_of,
+)
+
+# ``faces: detect`` is the detecting pipeline that suits the model: for FaceNet the box crop its
+# weights were trained on (better than alignment on LFW pairs), else alignment.
+DETECT_PIPELINES = {"facenet": "box"}
+
+# What each recipe puts in the TrainConfig fields left unset. The report's is Table 1-2's
+# training; "fast" is a modern short schedule (AdamW + one-cycle + label smoothing + flip TTA).
+RECIPES: dict[str, dict[str, Any]] = {
+    "report": {
+        "optimizer": "adam", "lr": 1e-4, "weight_decay": 5e-3, "schedule": "constant",
+        "label_smoothing": 0.0, "flip_tta": False, "epochs": 10,
+    },
+    "fast": {
+        "optimizer": "adamw", "lr": 2e-3, "weight_decay": 0.05, "schedule": "onecycle",
+        "label_smoothing": 0.1, "flip_tta": True, "epochs": 30,
+    },
+}  # fmt: skip
+# Fine-tuning pretrained weights wants a smaller step than training from scratch.
+FAST_PRETRAINED_LR = 1e-3
+# A linear probe (--freeze backbone) trains one Linear layer: a larger step converges in a few
+# epochs (FaceNet embeddings of LFW-8: 0.95 balanced accuracy after 1 epoch at 1e-2, 0.33 at 1e-3).
+FAST_PROBE_LR = 1e-2
+
+
+def resolve(config: RunConfig) -> RunConfig:
+    """Fill the ``None`` training fields from the recipe; returns a new, validated config."""
+    t = config.train
+    if t.recipe not in RECIPES:
+        raise ConfigError(f"train.recipe must be one of {sorted(RECIPES)}, got {t.recipe!r}")
+    defaults = dict(RECIPES[t.recipe])
+    if t.recipe == "fast" and t.freeze == "backbone":
+        defaults["lr"] = FAST_PROBE_LR
+    elif t.recipe == "fast" and (t.pretrained or t.weights):
+        defaults["lr"] = FAST_PRETRAINED_LR
+    filled = {k: v for k, v in defaults.items() if getattr(t, k) is None}
+    config = dataclasses.replace(config, train=dataclasses.replace(t, **filled))
+    if config.data.faces == "detect":
+        faces = DETECT_PIPELINES.get(t.model, "align")
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, faces=faces))
+    return validate(config)
+
+
+def validate(config: RunConfig) -> RunConfig:
+    """Check value ranges that types cannot express; returns the config unchanged.
+
+    Raises:
+        ConfigError: naming the first invalid setting.
+    """
+    d, t = config.data, config.train
+    checks = [
+        (d.image_size >= 16, f"data.image_size must be >= 16, got {d.image_size}"),
+        (d.min_images >= 1, f"data.min_images must be >= 1, got {d.min_images}"),
+        (
+            0.0 < d.test_fraction < 1.0,
+            f"data.test_fraction must be in (0, 1), got {d.test_fraction}",
+        ),
+        (0.0 < d.val_fraction < 1.0, f"data.val_fraction must be in (0, 1), got {d.val_fraction}"),
+        (
+            -1 <= d.duplicate_distance <= 32,
+            f"data.duplicate_distance must be in [-1, 32], got {d.duplicate_distance}",
+        ),
+        (t.epochs is None or t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}"),
+        (t.batch_size >= 2, f"train.batch_size must be >= 2 (BatchNorm), got {t.batch_size}"),
+        (t.lr is None or t.lr > 0, f"train.lr must be > 0, got {t.lr}"),
+        (
+            t.weight_decay is None or t.weight_decay >= 0,
+            f"train.weight_decay must be >= 0, got {t.weight_decay}",
+        ),
+        (
+            t.optimizer in (None, "adam", "adamw"),
+            f"train.optimizer: adam or adamw, not {t.optimizer!r}",
+        ),
+        (
+            t.schedule in (None, "constant", "onecycle"),
+            f"train.schedule: constant or onecycle, not {t.schedule!r}",
+        ),
+        (
+            t.label_smoothing is None or 0 <= t.label_smoothing < 1,
+            f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}",
+        ),
+        (
+            t.precision in ("auto", "bf16", "fp32"),
+            f"train.precision: auto, bf16 or fp32, not {t.precision!r}",
+        ),
+        (t.folds >= 2, f"train.folds must be >= 2, got {t.folds}"),
+        (0 <= t.seed <= MAX_SEED, f"train.seed must be in [0, {MAX_SEED}], got {t.seed}"),
+        (
+            bool(DEVICE_PATTERN.fullmatch(t.device)),
+            f"train.device: auto, cpu, cuda or cuda:N, not {t.device!r}",
+        ),
+        (
+            t.class_weights in CLASS_WEIGHTS,
+            f"train.class_weights must be one of {CLASS_WEIGHTS}, got {t.class_weights!r}",
+        ),
+        (0.0 < d.crop <= 1.0, f"data.crop must be in (0, 1], got {d.crop}"),
+        (
+            d.faces in (*FACES, "detect"),
+            f"data.faces must be one of {', '.join(FACES)} or detect, got {d.faces!r}",
+        ),
+        (
+            t.imbalance in IMBALANCE,
+            f"train.imbalance must be one of {IMBALANCE}, got {t.imbalance!r}",
+        ),
+        (
+            t.class_weights == "none" or t.imbalance in ("none", t.class_weights),
+            f"train.class_weights {t.class_weights!r} (the report's alias of imbalance) "
+            f"contradicts train.imbalance {t.imbalance!r}; set only one",
+        ),
+        (t.tau >= 0, f"train.tau must be >= 0, got {t.tau}"),
+        (0.0 <= t.beta < 1.0, f"train.beta must be in [0, 1), got {t.beta}"),
+        (
+            t.drw_epoch is None
+            or (t.drw_epoch >= 1 and (t.epochs is None or t.drw_epoch <= t.epochs)),
+            f"train.drw_epoch must be in [1, epochs={t.epochs}], got {t.drw_epoch}",
+        ),
+        (t.sampler in SAMPLERS, f"train.sampler must be one of {SAMPLERS}, got {t.sampler!r}"),
+        (
+            t.sampler == "none" or imbalance_of(t) == "none",
+            f"one imbalance remedy per run: sampler {t.sampler!r} with imbalance "
+            f"{imbalance_of(t)!r} would correct twice; set one of them to 'none'",
+        ),
+        (t.freeze in FREEZE, f"train.freeze must be one of {FREEZE}, got {t.freeze!r}"),
+        (
+            t.unfreeze_epoch is None
+            or (t.unfreeze_epoch >= 1 and (t.epochs is None or t.unfreeze_epoch <= t.epochs)),
+            f"train.unfreeze_epoch must be in [1, epochs={t.epochs}], got {t.unfreeze_epoch}",
+        ),
+        (
+            t.backbone_lr_scale > 0,
+            f"train.backbone_lr_scale must be > 0, got {t.backbone_lr_scale}",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    return config

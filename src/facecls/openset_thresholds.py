@@ -1,0 +1,137 @@
+"""Open-set thresholds: at a target acceptance rate, and per photo count for enrolled people."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from facecls.openset import DEFAULT_ACCEPTANCE, l2_normalize, margin_score, runner_up
+
+
+def threshold_at_acceptance(
+    known_scores: np.ndarray, acceptance: float, weights: np.ndarray | None = None
+) -> float:
+    """The largest threshold that accepts (score >= threshold) at least ``acceptance`` of scores
+    (of their total ``weights`` when given: each score counts by its weight)."""
+    if not 0.0 < acceptance <= 1.0:
+        raise ValueError(f"acceptance must be in (0, 1], got {acceptance}")
+    if len(known_scores) == 0:
+        raise ValueError("no scores to calibrate a threshold on")
+    order = np.argsort(known_scores, kind="stable")
+    ordered = np.asarray(known_scores)[order]
+    if weights is None:
+        # Rejecting the floor((1 - acceptance) * n) lowest scores keeps at least acceptance.
+        return float(ordered[int(np.floor((1.0 - acceptance) * len(ordered) + 1e-9))])
+    share = np.cumsum(np.asarray(weights, dtype=np.float64)[order])
+    share /= share[-1]
+    # the lowest scores whose weight together stays within 1 - acceptance are rejected
+    rejected = int(np.searchsorted(share, 1.0 - acceptance + 1e-9, side="right"))
+    return float(ordered[min(rejected, len(ordered) - 1)])
+
+
+# Photos per person an enrolled centroid is simulated from (``few_shot_thresholds``).
+SHOTS: tuple[int, ...] = (1, 2, 3, 5, 10)
+# The scores a model with enrolled people can decide by (its nearest-class-mean head's).
+ENROLLED_METHODS: tuple[str, ...] = ("centroid", "margin")
+
+
+def few_shot_thresholds(
+    features: np.ndarray,
+    targets: np.ndarray,
+    probes: np.ndarray | None = None,
+    acceptance: float = DEFAULT_ACCEPTANCE,
+    shots: tuple[int, ...] = SHOTS,
+    draws: int = 5,
+    seed: int = 0,
+    method: str = "centroid",
+    centroids: np.ndarray | None = None,
+) -> dict[str, float]:
+    """``centroid`` (or ``margin``) thresholds for identities enrolled from ``k`` photos, per ``k``.
+
+    A centroid of a few photos is noisier than one of a whole training part, so the person's
+    other photos sit at a lower cosine to it; one threshold for both would reject enrolled
+    people more often than trained ones. Enrollment is simulated on the validation part (photos
+    the model never trained on, as enrolled photos are): for each person, ``k`` photos make a
+    centroid, and the cosines of the person's other photos to it set the threshold that accepts
+    ``acceptance`` of them, as :func:`calibrate` sets the trained one. Every person counts
+    equally (their photos' weights sum to one per draw): only people with more than ``k``
+    validation photos take part, and the few with dozens of similar photos (LFW's politicians)
+    would otherwise set the threshold for everyone (on LFW-8's validation part, the FaceNet
+    probe's 3-photo cosine threshold moved from 0.671 to 0.667). ``probes`` (a boolean
+    mask) limits the photos scored to those the trained threshold is set on (the correctly
+    named ones), so both thresholds answer the same question. ``k`` with fewer than 10 scored
+    photos is left out.
+
+    ``margin`` needs the trained ``centroids`` (``targets`` index them): a probe's runner-up is
+    its nearest trained centroid other than its own person's (whom the simulated centroid
+    stands in for), and only probes the simulated centroid would name (above that runner-up)
+    set the threshold, as the trained one is set on correctly named images.
+
+    Returns:
+        ``{str(k): threshold}`` (string keys: it is stored in JSON).
+    """
+    if method not in ENROLLED_METHODS:
+        raise ValueError(f"enrolled people are decided by {ENROLLED_METHODS}, not {method!r}")
+    if method == "margin" and centroids is None:
+        raise ValueError("the margin thresholds need the trained centroids")
+    rng = np.random.default_rng(seed)
+    unit = l2_normalize(np.asarray(features, dtype=np.float64))
+    targets = np.asarray(targets)
+    scored = np.ones(len(targets), bool) if probes is None else np.asarray(probes, bool)
+    second = None
+    if method == "margin":
+        second = runner_up(unit @ np.asarray(centroids, dtype=np.float64).T, targets)
+    table: dict[str, float] = {}
+    for k in shots:
+        accepted: list[np.ndarray] = []
+        weights: list[np.ndarray] = []
+        for c in np.unique(targets):
+            members = np.flatnonzero(targets == c)
+            if len(members) < k + 1:
+                continue
+            for _ in range(draws):
+                order = rng.permutation(members)
+                shot = l2_normalize(unit[order[:k]].sum(axis=0, keepdims=True))[0]
+                rest = order[k:][scored[order[k:]]]
+                own = unit[rest] @ shot
+                if second is not None:
+                    named = own > second[rest]
+                    own = margin_score(own[named], second[rest][named])
+                if len(own):
+                    accepted.append(own)
+                    weights.append(np.full(len(own), 1.0 / len(own)))
+        scores_k = np.concatenate(accepted) if accepted else np.zeros(0)
+        if len(scores_k) >= 10:
+            table[str(k)] = threshold_at_acceptance(scores_k, acceptance, np.concatenate(weights))
+    return table
+
+
+def enrolled_method(openset: dict[str, Any]) -> str:
+    """The score a model with enrolled people decides by, from its bundle's ``openset`` entry:
+    the one ``facecls calibrate --method`` chose, else ``margin`` where calibration set its
+    thresholds (bundles calibrated before it: ``centroid``)."""
+    chosen = openset.get("method")
+    if chosen in ENROLLED_METHODS:
+        return str(chosen)
+    return "margin" if "margin" in openset.get("thresholds", {}) else "centroid"
+
+
+def enrolled_table(openset: dict[str, Any], method: str) -> dict[str, float]:
+    """The ``{str(k): threshold}`` table of ``method`` in a bundle's ``openset`` entry
+    (``model.json``); bundles calibrated before ``margin`` hold one flat ``centroid`` table."""
+    stored = openset.get("enrolled_thresholds") or {}
+    if stored and all(str(key).isdigit() for key in stored):
+        return dict(stored) if method == "centroid" else {}
+    return dict(stored.get(method, {}))
+
+
+def shot_threshold(table: dict[str, float], photos: int) -> float | None:
+    """The threshold of ``table`` (:func:`few_shot_thresholds`) for an identity enrolled from
+    ``photos`` photos: that of the largest simulated ``k`` not above it (the smallest ``k``
+    when it is below all); ``None`` for an empty table."""
+    if not table:
+        return None
+    ks = sorted(int(k) for k in table)
+    fitting = [k for k in ks if k <= photos]
+    return float(table[str(fitting[-1] if fitting else ks[0])])

@@ -1,0 +1,184 @@
+"""Starting a run: resolve and check the config, load and split the data, make the run folder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facecls.atomic import write_json
+from facecls.config import RunConfig
+from facecls.config_io import replace as replace_config
+from facecls.config_io import save_yaml, to_dict
+from facecls.config_rules import resolve
+from facecls.data.batches import resident
+from facecls.data.checks import report_data_problems
+from facecls.data.dataset import FaceDataset, load_dataset
+from facecls.data.splits import TestSplit, folds_from_document, split_test
+from facecls.environment import environment
+from facecls.logs import RunLog, debug
+from facecls.models import model_info
+from facecls.models.facenet import default_weights_path
+from facecls.runtime import autocast_dtype, runtime_for
+from facecls.training.distributed import DistContext, broadcast_text
+from facecls.training.distributed import context as dist_context
+from facecls.training.fold import Log
+from facecls.training.resume import (
+    DATA_FILES_NAME,
+    check_resume,
+    check_same_data,
+    data_fingerprint,
+)
+
+
+def _silent(_message: str) -> None:
+    """The log of ranks other than 0."""
+
+
+@dataclass
+class StartedRun:
+    """A run folder being trained: the data, its split, the folds, where it all lives."""
+
+    device: torch.device
+    dataset: FaceDataset
+    split: TestSplit
+    images: torch.Tensor
+    targets: torch.Tensor
+    run_dir: Path
+    dist: DistContext
+    folds: list[np.ndarray] | None = None  # from folds.json when resuming
+
+
+def _check_processes(config: RunConfig, dist: DistContext) -> None:
+    """Refuse settings that cannot work with this many processes, before any collective."""
+    t = config.train
+    if not dist.distributed or t.parallel_folds:
+        return
+    if t.batch_size % dist.world_size:
+        raise ValueError(
+            f"--batch-size {t.batch_size} is the global batch and must be a multiple of the "
+            f"{dist.world_size} processes (each takes an equal share of every batch)"
+        )
+    if t.sync_bn and dist.device.type != "cuda":
+        raise ValueError(
+            "--sync-bn needs CUDA devices: PyTorch's SyncBatchNorm does not run on the CPU "
+            "(gloo). Without it each process normalises with the statistics of its own rows."
+        )
+    if t.skip_nonfinite:
+        raise ValueError(
+            "--skip-nonfinite works with one process only: a rank that skips a batch alone "
+            "would leave the others waiting for its gradients"
+        )
+
+
+def check_prerequisites(config: RunConfig) -> None:
+    """Refuse a run whose weights file is missing, before data is loaded or a folder is made.
+
+    Raises:
+        FileNotFoundError: ``--weights`` (or FaceNet's default weights) is not a file.
+    """
+    t = config.train
+    if t.weights:
+        wanted, option = Path(t.weights).expanduser(), "--weights"
+    elif t.model == "facenet" and t.pretrained:
+        wanted, option = default_weights_path(), "--pretrained (FaceNet's default weights)"
+    else:
+        return
+    if not wanted.is_file():
+        raise FileNotFoundError(
+            f"{wanted}: weights file not found ({option}); nothing was loaded and no run "
+            "folder was made. Pass --weights PATH (docs/models.md says where to get FaceNet's)"
+        )
+
+
+def _start(
+    config: RunConfig, dist: DistContext, log: Log, show_progress: bool, command: str,
+    resume: Path | None,
+) -> StartedRun:  # fmt: skip
+    _check_processes(config, dist)
+    check_prerequisites(config)
+    info = model_info(config.train.model)
+    if info is not None and info.min_size and config.data.image_size < info.min_size:
+        # Say so before decoding the data, not after.
+        raise ValueError(
+            f"model {info.name!r} needs --image-size of at least {info.min_size} px "
+            f"(it was designed for {info.default_size}), got {config.data.image_size}"
+        )
+    if resume is not None:
+        check_resume(resume, config, command, log)
+    device = dist.device
+    # Rank 0 decodes (and extracts) into the cache first; the other ranks then read the cache.
+    dataset = dist.main_writes(lambda: load_dataset(config.data, log, show_progress, str(device)))
+    if dataset is None:
+        dataset = load_dataset(config.data, log, show_progress, str(device))
+    folds = None
+    if resume is None:
+        split = split_test(dataset, config.data, config.train.seed)
+    else:
+        check_same_data(resume, dataset.paths)
+        document = json.loads((resume / "folds.json").read_text())
+        split, folds = folds_from_document(dataset, document)
+    report_data_problems(dataset, split, log)
+    if len(split.test) == 0:
+        raise ValueError("the test part is empty: check the split file or the test/ folder")
+    images = resident(dataset.images, device)
+    targets = dataset.targets.to(images.device)
+    if resume is None:
+        # Only rank 0 creates the folder (never a -2 twin); every rank learns its name.
+        run_dir = Path(broadcast_text(str(new_run_dir(config)) if dist.is_main else None, dist))
+        if dist.is_main:
+            save_yaml(config, run_dir / "config.yaml")
+            write_json(run_dir / "environment.json", environment(config.train.seed))
+            write_json(run_dir / DATA_FILES_NAME, data_fingerprint(dataset.paths))
+    else:
+        run_dir = resume
+    processes = f"; {dist.world_size} processes" if dist.distributed else ""
+    precision = "bf16" if runtime_for(config.train, device).dtype is not None else "fp32"
+    log(
+        f"Data: {len(dataset)} images of {dataset.num_classes} identities "
+        f"({dataset.info['kind']}: {dataset.info['location']}); test part {len(split.test)} "
+        f"images ({split.how}); device {device} ({precision}){processes}; run folder {run_dir}"
+    )
+    return StartedRun(device, dataset, split, images, targets, run_dir, dist, folds)
+
+
+def begin_run(
+    config: RunConfig, record: RunLog, show_progress: bool, command: str,
+    resume: Path | str | None,
+) -> tuple[RunConfig, StartedRun, Log, bool]:  # fmt: skip
+    """Resolve the recipe, join the process group (under torchrun) and start the run; ranks
+    other than 0 log nothing, show no progress and keep no run.log."""
+    log: Log = record.log
+    config = resolve(config)
+    dist = dist_context(config.train.device)
+    if resume is None and config.train.precision == "auto":
+        # Store what auto chose on this machine, so evaluate and resume elsewhere use the same.
+        dtype = autocast_dtype("auto", dist.device)
+        config = replace_config(config, train={"precision": "fp32" if dtype is None else "bf16"})
+    if not dist.is_main:
+        log, show_progress = _silent, False
+    run = _start(
+        config, dist, log, show_progress, command, None if resume is None else Path(resume)
+    )
+    if dist.is_main:
+        record.open(run.run_dir)
+        debug(f"facecls {command}{' (resumed)' if resume else ''}; resolved config:\n"
+              + json.dumps(to_dict(config), indent=2))  # fmt: skip
+        debug("environment:\n" + json.dumps(environment(config.train.seed), indent=2))
+    else:
+        record.discard()
+    return config, run, log, show_progress
+
+
+def new_run_dir(config: RunConfig) -> Path:
+    """``runs/<name>``, or ``runs/<name>-2``, ``-3``… when taken (never overwrite a run)."""
+    base = Path(config.runs_dir) / config.name
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    candidate.mkdir(parents=True)
+    return candidate
