@@ -112,25 +112,29 @@ def embed_lfw(model: Path, paths: list[Path], cache: Path, log: Callable[[str], 
 
 
 def dlib_descriptors(relpaths: list[str], paths: list[Path], cache: Path) -> np.ndarray:
-    """dlib's descriptors of each photo's main face (``peers.DlibDescriber``), cached in chunks."""
+    """dlib's descriptors of each photo's main face (``peers.DlibDescriber``), in the order
+    given. Cached per photo in ``cache`` (chunks of 500 photos, each an ``.npz`` of names and
+    vectors), so runs on other sets of photos, or an interrupted run, reuse what was done."""
     from peers import DlibDescriber
 
-    key = hashlib.sha256("\n".join(relpaths).encode()).hexdigest()[:16]
     cache.mkdir(parents=True, exist_ok=True)
-    describe, chunks = None, []
+    known: dict[str, np.ndarray] = {}
+    for file in sorted(cache.glob("*.npz")):
+        with np.load(file) as chunk:
+            known.update(zip(chunk["paths"].tolist(), chunk["vectors"], strict=True))
+    missing = [i for i, r in enumerate(relpaths) if r not in known]
+    describe = DlibDescriber() if missing else None
     started = time.perf_counter()
-    for start in range(0, len(paths), DLIB_CHUNK):
-        file = cache / f"{key}.{start:06d}.npy"
-        if not file.exists():
-            describe = describe or DlibDescriber()
-            part = np.stack([describe(p) for p in paths[start : start + DLIB_CHUNK]])
-            np.save(file, part)
-            rate = (start + len(part)) / (time.perf_counter() - started)
-            print(
-                f"  dlib descriptors: {start + len(part)}/{len(paths)} ({rate:.1f}/s)", flush=True
-            )
-        chunks.append(np.load(file))
-    return np.concatenate(chunks)
+    for start in range(0, len(missing), DLIB_CHUNK):
+        part = missing[start : start + DLIB_CHUNK]
+        vectors = np.stack([describe(paths[i]) for i in part])
+        names = np.array([relpaths[i] for i in part])
+        key = hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+        np.savez(cache / f"{key}.npz", paths=names, vectors=vectors)
+        known.update(zip(names.tolist(), vectors, strict=True))
+        rate = (start + len(part)) / (time.perf_counter() - started)
+        print(f"  dlib descriptors: {start + len(part)}/{len(missing)} ({rate:.1f}/s)", flush=True)
+    return np.stack([known[r] for r in relpaths])
 
 
 def dlib_chinese_whispers(descriptors: np.ndarray, distance: float = 0.5) -> np.ndarray:
