@@ -38,7 +38,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="every face MTCNN finds (always so for --faces align/box models)",
     )
     p = sub.add_parser("serve", help="local HTTP service and web page (facecls[serve])")
-    p.add_argument("model", type=Path, help="run folder or model bundle")
+    p.add_argument("model", type=Path, nargs="?", help="run folder or model bundle")
+    p.add_argument("--library", metavar="LIB", help="a face library: its People page (at / "
+                   "without a model, else at /people/), to name and fix its clusters")  # fmt: skip
     p.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--token", help="bearer token every request must carry (required off "
@@ -72,4 +74,5 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
             print(f"{rank}. {match.similarity:.4f}  {match.path}{face}")
     else:
         facecls.serve(args.model, args.host, args.port, args.token, args.store, args.gallery,
-                      args.detect, log=log, threads=args.threads)  # fmt: skip
+                      args.detect, log=log, threads=args.threads,
+                      library=args.library)  # fmt: skip

@@ -77,18 +77,32 @@ def require_serve() -> tuple[Any, Any]:
 
 
 def build_app(
-    model: str | Path, token: str | None = None, store: str | Path | None = None,
+    model: str | Path | None, token: str | None = None, store: str | Path | None = None,
     gallery: str | Path | None = None, detect: bool = False, device: str = "auto",
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = print, library: str | None = None,
 ) -> Any:  # fmt: skip
-    """The FastAPI app serving ``model`` (see :mod:`facecls.service.app`)."""
+    """The FastAPI app serving ``model`` (see :mod:`facecls.service.app`) and, with
+    ``library``, its People page (:mod:`facecls.service.people_app`): at ``/`` without a model,
+    else at ``/people/``."""
     require_serve()
+    if model is None and library is None:
+        raise ValueError(
+            "facecls serve needs a model (run folder or bundle), --library LIB, or both"
+        )
+    people_app = None
+    if library is not None:
+        people_app = importlib.import_module("facecls.service.people_app")
+        if model is None:
+            return people_app.create_people_app(library, token)
     service = importlib.import_module("facecls.service.app")  # needs the extra
     models = importlib.import_module("facecls.service.model_store")
     model_store = models.ModelStore(model, store, device, log)
     settings = service.Settings(token=token, gallery=None if gallery is None else Path(gallery),
                                 detect=detect)  # fmt: skip
-    return service.create_app(model_store, settings)
+    app = service.create_app(model_store, settings)
+    if people_app is not None:
+        app.mount("/people", people_app.create_people_app(library, token))
+    return app
 
 
 def default_threads() -> int:
@@ -103,9 +117,10 @@ def default_threads() -> int:
 
 
 def serve(
-    model: str | Path, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-    store: str | Path | None = None, gallery: str | Path | None = None, detect: bool = False,
-    device: str = "auto", log: Callable[[str], None] = print, threads: int | None = None,
+    model: str | Path | None, host: str = "127.0.0.1", port: int = 8000,
+    token: str | None = None, store: str | Path | None = None,
+    gallery: str | Path | None = None, detect: bool = False, device: str = "auto",
+    log: Callable[[str], None] = print, threads: int | None = None, library: str | None = None,
 ) -> None:  # fmt: skip
     """``facecls serve``: run the service until stopped (Ctrl-C).
 
@@ -119,6 +134,7 @@ def serve(
             is one face, cut as training cut its photos.
         threads: PyTorch threads for the network (default :func:`default_threads`); this sets
             the process-wide ``torch.set_num_threads``, as a server owns its process.
+        library: a face library whose People page is served too (alone without ``model``).
 
     Raises:
         ValueError: a non-loopback ``host`` without ``token``.
@@ -130,7 +146,7 @@ def serve(
     if threads is not None and threads < 1:
         raise ValueError(f"--threads must be at least 1, got {threads}")
     torch.set_num_threads(threads or default_threads())
-    app = build_app(model, token, store, gallery, detect, device, log)
+    app = build_app(model, token, store, gallery, detect, device, log, library)
     shown = f"[{host}]" if ":" in host else host
     needs = ", with the token" if token else ""
     log(f"Serving on http://{shown}:{port}/ (API docs: /docs{needs}); Ctrl-C stops")
