@@ -55,6 +55,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     a.add_argument("person", help="id or name")
     actions.add_parser("undo", help="undo the latest action")
     actions.add_parser("history", help="the latest actions")
+    a = actions.add_parser("suggest", help="the labels that would help most, best first")
+    a.add_argument("--limit", type=int, default=20, help="questions listed (default 20)")
     a = actions.add_parser("write-xmp", help="XMP sidecars with the named face regions")
     a.add_argument("--out", type=Path, help="folder for the sidecars (default: beside the photos)")
     p = sub.add_parser("export-folders", help="one folder of face images per named person")

@@ -12,11 +12,12 @@ from facecls.library import people
 from facecls.library.cluster import DEFAULT_METHOD, ClusterSettings
 from facecls.library.export import ExportFace, export_folders
 from facecls.library.people import LibraryRef, display, find_person, opened
+from facecls.library.questions import questions
 from facecls.library.store import Library, LibraryError
 from facecls.library.xmp import FaceRegion, sidecar_path, write_sidecar
 
 # The argparse destinations each people action takes.
-ACTION_OPTIONS = ("person", "name", "people", "faces", "out")
+ACTION_OPTIONS = ("person", "name", "people", "faces", "out", "limit")
 
 
 def cluster_command(
@@ -87,6 +88,8 @@ def people_command(
                 )
                 or "no actions yet"
             )
+        if action == "suggest":
+            return "\n".join(questions(lib, int(options.get("limit") or 20))) or "nothing to ask"
         if action == "write-xmp":
             counts = write_xmp(lib, options.get("out"), log)
             return f"{counts['written']} sidecar(s) written, {counts['skipped']} skipped"
