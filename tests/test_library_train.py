@@ -151,3 +151,43 @@ def test_export_folders_and_xmp_from_the_library(pile, tmp_path: Path) -> None:
     sidecars = sorted((tmp_path / "xmp").rglob("*.xmp"))
     assert len(sidecars) == len(before)
     assert {p.name: p.read_bytes() for p in photos_dir.iterdir()} == before  # untouched
+
+
+def test_the_training_query_on_both_engines(library_location: str, tmp_path: Path) -> None:
+    """Named faces only: not a forgotten person's, not an ignored face, not a suggestion; a
+    face whose photo is gone is listed as skipped; the box and landmarks come along."""
+    from facecls.data.library_source import scan_data
+
+    files = []
+    for n in range(3):
+        path = tmp_path / f"p{n}.png"
+        Image.new("RGB", (100, 60)).save(path)
+        files.append(path)
+    marks = np.arange(10, dtype=np.float32).reshape(5, 2)
+    photos = [
+        NewPhoto(f"{n:064x}", 100, 60,
+                 [NewFace(LEFT, marks, 0.9, np.eye(DIM, dtype=np.float32)[k]) for k in range(3)],
+                 [FileStamp(str(path), 1, 1)])
+        for n, path in enumerate(files)
+    ]  # fmt: skip
+    with open_library(library_location, create=True) as lib:
+        lib.claim_model(ModelKey("test-net", "ef" * 32, "box", 160, DIM))
+        lib.add_photos(photos)
+        faces = [f.id for f in lib.faces()]  # photo by photo, 3 faces each
+        ada, bob, eve = (lib.create_person(n) for n in ("Ada Lovelace", "Bob", "Eve"))
+        lib.assign_faces(faces[0:3], ada, "human")
+        lib.assign_faces(faces[3:5], bob, "cluster")
+        lib.assign_faces(faces[5:6], bob, "suggestion")  # a model's guess: not trained on
+        lib.assign_faces(faces[6:8], eve, "human")
+        lib.hide_person(eve)  # forgotten
+        lib.assign_faces(faces[8:9], ada, "human")
+        lib.ignore_faces(faces[2:3])
+    files[1].unlink()  # photo 1 (faces 3-5) is gone
+    scan = scan_data(library_location, tmp_path / "cache", lambda _m: None)
+    assert scan.kind == "library" and "facecls-test" not in scan.location  # no password shown
+    assert [(r.identity, r.path.name) for r in scan.refs] == [
+        ("Ada Lovelace", "p0.png"), ("Ada Lovelace", "p0.png"), ("Ada Lovelace", "p2.png")
+    ]  # fmt: skip
+    box, points = scan.refs[0].known_face()
+    assert box == LEFT and np.array_equal(points, marks)
+    assert [s["path"].split("#")[1] for s in scan.skipped] == [str(f) for f in faces[3:5]]
