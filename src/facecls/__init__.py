@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # what the names below are, for type checkers and editors
     from facecls.inference.search import search
     from facecls.inference.verify import embed, verify
     from facecls.inference.video import predict_video
+    from facecls.library.index import index_photos as index
+    from facecls.library.store import open_library
     from facecls.models import create_model, list_models
     from facecls.report.write import write_comparison, write_report
     from facecls.service.serve import serve
@@ -56,6 +58,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "predict": ("facecls.inference.predict", "predict"),
     "search": ("facecls.inference.search", "search"),
     "serve": ("facecls.service.serve", "serve"),
+    "index": ("facecls.library.index", "index_photos"),
+    "open_library": ("facecls.library.store", "open_library"),
     "embed": ("facecls.inference.verify", "embed"),
     "verify": ("facecls.inference.verify", "verify"),
     "predict_video": ("facecls.inference.video", "predict_video"),
@@ -103,9 +107,11 @@ __all__ = [
     "enroll",
     "evaluate",
     "export_onnx",
+    "index",
     "list_models",
     "load_model",
     "lr_find",
+    "open_library",
     "predict",
     "predict_video",
     "search",

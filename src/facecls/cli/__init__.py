@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-from facecls.cli import comfort, match, people, runs, use
+from facecls.cli import comfort, library, match, people, runs, use
 from facecls.cli.options import config_from_args, resume_dir
 from facecls.config import ConfigError
 
 # The command groups, in the order ``facecls --help`` lists them.
-GROUPS: tuple[ModuleType, ...] = (runs, use, comfort, match, people)
+GROUPS: tuple[ModuleType, ...] = (runs, use, comfort, match, library, people)
 
 __all__ = ["build_parser", "config_from_args", "main", "resume_dir"]
 

@@ -257,6 +257,10 @@ class Library(Labels):
             records = {p: r for p, r in records.items() if p.startswith(prefixes)}
         return records
 
+    def contents(self) -> set[str]:
+        """The sha256 of every photo the library holds."""
+        return {r[0] for r in self._rows("SELECT sha256 FROM photos")}
+
     def photo_of(self, sha256: str) -> int | None:
         """The photo with this content, if the library has it."""
         found = self._rows("SELECT id FROM photos WHERE sha256 = ?", (sha256,))
