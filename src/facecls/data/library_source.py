@@ -20,7 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from facecls.data.library_tables import DB_NAME, SCHEMA_VERSION, is_server_url, redact
+from facecls.data.library_tables import (
+    DB_NAME,
+    SCHEMA_VERSION,
+    PhotoFiles,
+    is_server_url,
+    redact,
+)
 from facecls.data.sources import DataError, ImageRef, Scan, scan_source
 
 # The named faces, with the first readable path of their photo (two copies share a photo).
@@ -78,9 +84,11 @@ def _checked(version: list[tuple], where: str, run) -> list[tuple]:
     return list(run(NAMED_FACES).fetchall())
 
 
-def scan_library(source: str) -> Scan:
+def scan_library(source: str, cache_dir: Path) -> Scan:
     """The named faces of the library ``source`` as image references (see the module notes);
-    faces whose photo is no longer readable are listed as skipped."""
+    faces whose photo is no longer readable are listed as skipped. Photos inside archives are
+    read from the archive's extraction in ``cache_dir``."""
+    files = PhotoFiles(cache_dir)
     if is_server_url(source):
         rows, root = _server_rows(source), Path()
     else:
@@ -92,11 +100,12 @@ def scan_library(source: str) -> Scan:
         if marks is not None:
             where += tuple(float(v) for v in np.frombuffer(bytes(marks), "<f4"))
         relpath = f"{name}/{Path(path).name if path else '?'}#{face_id}"
-        if path is None or not Path(path).is_file():
+        file = None if path is None else files(path)
+        if file is None:
             reason = "its photo is gone" if path else "no readable file holds its photo"
             scan.skipped.append({"path": relpath, "reason": f"face {face_id}: {reason}"})
             continue
-        scan.refs.append(ImageRef(Path(path), relpath, name, face=where))
+        scan.refs.append(ImageRef(file, relpath, name, face=where))
     if not scan.refs:
         raise DataError(
             f"{scan.location}: no named faces in the library; name people first (facecls "
@@ -108,4 +117,6 @@ def scan_library(source: str) -> Scan:
 def scan_data(source: str, cache_dir: Path, log: Callable[[str], None] = print) -> Scan:
     """``--data`` as a :class:`Scan`: a face library's named faces, else
     :func:`facecls.data.sources.scan_source` (a folder, an archive or ``lfw``)."""
-    return scan_library(source) if is_library(source) else scan_source(source, cache_dir, log)
+    if is_library(source):
+        return scan_library(source, cache_dir)
+    return scan_source(source, cache_dir, log)

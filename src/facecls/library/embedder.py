@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facecls.config import DETECT_PIPELINES
+from facecls.config_rules import DETECT_PIPELINES
 from facecls.data.faces import FaceCutter
 from facecls.data.mtcnn import MTCNN
 from facecls.data.photo_faces import Cut

@@ -8,6 +8,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+from facecls.data.library_tables import PhotoFiles
+from facecls.data.sources import default_cache_dir
 from facecls.library import people
 from facecls.library.cluster import DEFAULT_METHOD, ClusterSettings
 from facecls.library.export import ExportFace, export_folders
@@ -107,9 +109,9 @@ def faces_of(library: Library, ref: str | int) -> str:
     return "\n".join(lines) or f"{display(person.name)}: no faces"
 
 
-def named_faces(library: Library) -> list[tuple[int, str, Path, tuple[float, ...]]]:
-    """``(face id, name, photo file, box)`` of every face of a named, not forgotten person
-    (model suggestions left out), the photo's first readable path."""
+def named_faces(library: Library) -> list[tuple[int, str, str, tuple[float, ...]]]:
+    """``(face id, name, photo, box)`` of every face of a named, not forgotten person (model
+    suggestions left out); ``photo`` is the library's first name for the photo's file."""
     names = {p.id: p.name for p in library.people(hidden=False) if p.name is not None}
     found = []
     paths: dict[int, list[str]] = {}
@@ -119,8 +121,7 @@ def named_faces(library: Library) -> list[tuple[int, str, Path, tuple[float, ...
         if face.photo_id not in paths:
             paths[face.photo_id] = library.photo(face.photo_id)["paths"]
         if paths[face.photo_id]:
-            found.append((face.id, names[face.person_id], Path(paths[face.photo_id][0]),
-                          face.box))  # fmt: skip
+            found.append((face.id, names[face.person_id], paths[face.photo_id][0], face.box))
     return found
 
 
@@ -128,15 +129,24 @@ def write_xmp(
     library: Library, out: Path | None = None, log: Callable[[str], None] = print
 ) -> dict[str, int]:
     """Write an XMP sidecar for every photo with named faces (see :mod:`facecls.library.xmp`);
-    under ``out`` they keep the photos' folders (relative to the photos' common folder)."""
-    by_photo: dict[Path, list[FaceRegion]] = defaultdict(list)
+    under ``out`` they keep the photos' folders (relative to the photos' common folder). A
+    photo inside an archive gets one only under ``out``."""
+    by_photo: dict[str, list[FaceRegion]] = defaultdict(list)
     for _, name, photo, box in named_faces(library):
         by_photo[photo].append(FaceRegion(name, box))
-    root = Path(os.path.commonpath([str(p.parent) for p in by_photo])) if by_photo else None
+    names = [Path(p) for p in by_photo]
+    root = Path(os.path.commonpath([str(p.parent) for p in names])) if names else None
+    files = PhotoFiles(default_cache_dir())
     written = skipped = 0
     for photo in sorted(by_photo):
-        target = sidecar_path(photo, None if out is None else Path(out), root)
-        reason = write_sidecar(photo, by_photo[photo], target)
+        target = sidecar_path(Path(photo), None if out is None else Path(out), root)
+        file = files(photo)
+        if file is None:
+            reason = "the photo is gone"
+        elif out is None and file != Path(photo):
+            reason = "the photo is inside an archive: give --out DIR"
+        else:
+            reason = write_sidecar(file, by_photo[photo], target)
         if reason is None:
             written += 1
         else:
@@ -149,8 +159,10 @@ def export_command(
     library: LibraryRef, out: Path, size: int = 250, log: Callable[[str], None] = print
 ) -> dict[str, int]:
     """``facecls export-folders``: the named faces as ``out/<person>/<face>.jpg``."""
+    files = PhotoFiles(default_cache_dir())
     with opened(library) as lib:
-        faces = [ExportFace(fid, name, photo, box) for fid, name, photo, box in named_faces(lib)]
+        faces = [ExportFace(fid, name, files(photo) or Path(photo), box)
+                 for fid, name, photo, box in named_faces(lib)]  # fmt: skip
     if not faces:
         raise LibraryError(f"{library}: no named faces to export; name people first")
     counts = export_folders(faces, Path(out), size, log)

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from facecls.data.images import ImageError, load_rgb
+from facecls.data.library_tables import PhotoFiles
+from facecls.data.sources import default_cache_dir
 from facecls.inference.model import load_model
 from facecls.library.people import LibraryRef, opened
 from facecls.library.store import Face
@@ -48,6 +50,7 @@ def suggest(
 ) -> Suggested:
     """Write ``model``'s names for the library's faces as suggestions (see the module notes)."""
     face_model = load_model(model, device=device)
+    files = PhotoFiles(default_cache_dir())
     with opened(library) as lib:
         faces = [f for f in lib.faces() if not f.ignored and f.source != "human"]
         by_photo: dict[int, list[Face]] = defaultdict(list)
@@ -72,7 +75,7 @@ def suggest(
             pending.clear()
 
         for photo_id in sorted(by_photo):
-            photo = _readable(lib.photo(photo_id)["paths"])
+            photo = _readable(lib.photo(photo_id)["paths"], files)
             if photo is None:
                 unreadable += len(by_photo[photo_id])
                 continue
@@ -92,11 +95,14 @@ def suggest(
     return report
 
 
-def _readable(paths: list[str]) -> np.ndarray | None:
+def _readable(paths: list[str], files: PhotoFiles) -> np.ndarray | None:
     """The first of a photo's paths that decodes, as RGB pixels."""
     for path in paths:
+        file = files(path)
+        if file is None:
+            continue
         try:
-            return load_rgb(Path(path))
+            return load_rgb(file)
         except (ImageError, OSError):
             continue
     return None

@@ -29,6 +29,8 @@ from PIL import Image, ImageOps
 from pydantic import BaseModel
 
 from facecls.data.faces import box_of, lfw_square
+from facecls.data.library_tables import PhotoFiles
+from facecls.data.sources import default_cache_dir
 from facecls.library import people
 from facecls.library.store import LibraryError, open_library
 from facecls.service.people_page import CSP, PAGE
@@ -74,6 +76,7 @@ class PeopleService:
         with open_library(location):  # refused now, in one line, if it is not a library
             pass
         self._thumbs: OrderedDict[int, bytes] = OrderedDict()
+        self._files = PhotoFiles(default_cache_dir())
         self._lock = threading.Lock()
 
     def listing(self) -> list[dict[str, Any]]:
@@ -89,8 +92,9 @@ class PeopleService:
 
     def _photo_path(self, lib: Any, photo_id: int) -> Path:
         for path in lib.photo(photo_id)["paths"]:
-            if Path(path).is_file():
-                return Path(path)
+            file = self._files(path)
+            if file is not None:
+                return file
         raise LibraryError(f"photo {photo_id}: no readable file holds it any more")
 
     def thumb(self, face_id: int) -> bytes:
