@@ -199,19 +199,21 @@ def average_linkage(x: np.ndarray, cut: float) -> np.ndarray:
 def _nearest(
     means: np.ndarray, rows: np.ndarray, live: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """For each of ``rows``, the live cluster whose mean is most alike and that similarity
-    (ties: the lower index)."""
+    """For each of the live ``rows``, the other live cluster whose mean is most alike and that
+    similarity (ties: the lower index)."""
+    columns = np.flatnonzero(live)  # sorted: argmax's first hit is the lowest index
+    others = np.ascontiguousarray(means[columns])
+    own = np.searchsorted(columns, rows)  # each row's own column
     best = np.zeros(len(rows), dtype=np.int64)
     alike = np.full(len(rows), -np.inf)
     for start in range(0, len(rows), _BLOCK):
-        part = rows[start : start + _BLOCK]
-        sims = means[part] @ means.T  # (block, N)
-        sims[:, ~live] = -np.inf
-        sims[np.arange(len(part)), part] = -np.inf
-        best[start : start + len(part)] = sims.argmax(axis=1)
-        alike[start : start + len(part)] = sims[
-            np.arange(len(part)), best[start : start + len(part)]
-        ]
+        part = slice(start, start + _BLOCK)
+        sims = means[rows[part]] @ others.T  # (block, live)
+        count = len(sims)
+        sims[np.arange(count), own[part]] = -np.inf
+        pick = sims.argmax(axis=1)
+        best[part] = columns[pick]
+        alike[part] = sims[np.arange(count), pick]
     return best, alike
 
 
