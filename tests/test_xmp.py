@@ -116,3 +116,12 @@ def test_a_sidecar_someone_else_wrote_is_left_alone(tmp_path: Path) -> None:
     assert write_sidecar(photo, [FaceRegion("Ada", (1, 1, 9, 9))], ours) is None
     assert write_sidecar(photo, [FaceRegion("Grace", (1, 1, 9, 9))], ours) is None  # ours: replaced
     assert _regions(ours)[1][0]["name"] == "Grace"
+
+
+def test_a_photo_changed_since_indexing_gets_no_sidecar(tmp_path: Path) -> None:
+    photo = tmp_path / "p.jpg"
+    Image.new("RGB", (64, 48)).save(photo)
+    regions = [FaceRegion("Ada", (1, 1, 9, 9))]
+    reason = write_sidecar(photo, regions, sidecar_path(photo), shown=(48, 64))
+    assert reason is not None and "changed" in reason and not sidecar_path(photo).exists()
+    assert write_sidecar(photo, regions, sidecar_path(photo), shown=(64, 48)) is None

@@ -132,8 +132,12 @@ def write_xmp(
     under ``out`` they keep the photos' folders (relative to the photos' common folder). A
     photo inside an archive gets one only under ``out``."""
     by_photo: dict[str, list[FaceRegion]] = defaultdict(list)
-    for _, name, photo, box in named_faces(library):
+    sizes: dict[str, tuple[int, int]] = {}
+    for face_id, name, photo, box in named_faces(library):
         by_photo[photo].append(FaceRegion(name, box))
+        if photo not in sizes:
+            found = library.photo(library.faces(ids=[face_id])[0].photo_id)
+            sizes[photo] = (found["width"], found["height"])
     names = [Path(p) for p in by_photo]
     root = Path(os.path.commonpath([str(p.parent) for p in names])) if names else None
     files = PhotoFiles(default_cache_dir())
@@ -146,7 +150,7 @@ def write_xmp(
         elif out is None and file != Path(photo):
             reason = "the photo is inside an archive: give --out DIR"
         else:
-            reason = write_sidecar(file, by_photo[photo], target)
+            reason = write_sidecar(file, by_photo[photo], target, sizes[photo])
         if reason is None:
             written += 1
         else:

@@ -153,15 +153,23 @@ def written_by_facecls(sidecar: Path) -> bool:
     return f'xmp:CreatorTool="{CREATOR}"' in head
 
 
-def write_sidecar(photo: Path, regions: Sequence[FaceRegion], sidecar: Path) -> str | None:
+def write_sidecar(
+    photo: Path,
+    regions: Sequence[FaceRegion],
+    sidecar: Path,
+    shown: tuple[int, int] | None = None,
+) -> str | None:
     """Write the sidecar of ``photo`` atomically; ``None`` when written, else why not (an
-    existing sidecar facecls did not write, or a photo that cannot be read)."""
+    existing sidecar facecls did not write, a photo that cannot be read, or one whose displayed
+    size is no longer ``shown``, the size its faces were found at)."""
     if sidecar.exists() and not written_by_facecls(sidecar):
         return "a sidecar facecls did not write is already there (left as it is)"
     try:
         width, height, orientation = stored_geometry(photo)
     except OSError as error:
         return f"cannot read the photo ({error})"
+    if shown is not None and displayed_size(width, height, orientation) != tuple(shown):
+        return "the photo changed since it was indexed (index it again)"
     sidecar.parent.mkdir(parents=True, exist_ok=True)
     write_text(sidecar, sidecar_xml(regions, width, height, orientation))
     return None
