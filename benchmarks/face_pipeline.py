@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from _paths import FACENET_WEIGHTS, LFW_ARCHIVE, LFW_PAIRS, shared
 from facecls.data.align import align_face, box_crop
 from facecls.data.faces import as_square, main_first
 from facecls.data.mtcnn import MTCNN
@@ -36,13 +37,8 @@ from facecls.data.sources import default_cache_dir
 from facecls.models import create_model
 from facecls.models.embedding import forward_tta
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = next(
-    (p / "shared" for p in (REPO.parent, REPO.parent.parent) if (p / "shared").is_dir()),
-    REPO.parent / "shared",
-)
-ARCHIVE = SHARED / "datasets" / "lfw-deepfunneled.tgz"
-WEIGHTS = SHARED / "weights" / "facenet-inception-resnet-v1-casia-webface.safetensors"
+ARCHIVE = shared(*LFW_ARCHIVE)
+WEIGHTS = shared(*FACENET_WEIGHTS)
 
 
 def read_lfw(names: set[str] | None = None, limit: int | None = None) -> dict[str, np.ndarray]:
@@ -199,7 +195,7 @@ def embed(model: torch.nn.Module, faces: np.ndarray, bf16: bool, batch: int = 64
 
 
 def cmd_pairs(args: argparse.Namespace) -> None:
-    pairs = [p for p in read_pairs(SHARED / "datasets" / "lfw-pairs.txt") if p[3] < args.folds]
+    pairs = [p for p in read_pairs(shared(*LFW_PAIRS)) if p[3] < args.folds]
     files = sorted({f for a, b, _, _ in pairs for f in (a, b)})
     photos = read_lfw(set(files))
     found = load_detections() if detections_path().exists() else None

@@ -15,24 +15,17 @@ import copy
 import os
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from _paths import FACENET_WEIGHTS, shared
 from facecls.models.cpu_pass import FrozenPass, onnx_pass
 from facecls.models.facenet import load_backbone
 from facecls.models.factory import create_model
 from facecls.runtime import Runtime
 
-REPO = Path(__file__).resolve().parents[1]
-WEIGHTS = (
-    next(
-        (p / "shared" / "weights" for p in REPO.parents if (p / "shared" / "weights").is_dir()),
-        REPO.parent / "shared" / "weights",
-    )
-    / "facenet-inception-resnet-v1-casia-webface.safetensors"
-)
+WEIGHTS = shared(*FACENET_WEIGHTS)
 
 
 def per_second(run, batch: torch.Tensor, batches: int) -> float:  # noqa: ANN001

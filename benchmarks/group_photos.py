@@ -29,13 +29,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
+from _paths import LFW_ARCHIVE, LFW_SPLITS, shared
 from facecls.inference.model import load_model, predict_files
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = next(
-    (p / "shared" for p in (REPO.parent, REPO.parent.parent) if (p / "shared").is_dir()),
-    REPO.parent / "shared",
-)
 # LFW deep-funneled photos: the face's box is about 1/2.04 of the 250 px photo (MTCNN, median).
 FACE_SHARE = 1 / 2.04
 
@@ -63,7 +59,7 @@ def paste_face(
 
 def read_photos(keys: set[str]) -> dict[str, np.ndarray]:
     photos = {}
-    with tarfile.open(SHARED / "datasets" / "lfw-deepfunneled.tgz") as tar:
+    with tarfile.open(shared(*LFW_ARCHIVE)) as tar:
         for member in tar:
             key = member.name.split("/", 1)[-1]
             if member.isfile() and key in keys:
@@ -82,10 +78,10 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
     model = load_model(args.run, device="cpu")
-    with open(SHARED / "datasets" / "lfw-benchmark-splits.csv", newline="") as f:
+    with open(shared(*LFW_SPLITS), newline="") as f:
         rows = list(csv.DictReader(f))
     known = [r["path"].split("/", 1)[-1] for r in rows if r["lfw8"] == "test"]
-    names = (SHARED / "datasets" / "lfw-names.txt").read_text().split("\n")
+    names = shared("datasets", "lfw-names.txt").read_text().split("\n")
     counts = Counter({n.split()[0]: int(n.split()[1]) for n in names if len(n.split()) == 2})
     strangers = [
         f"{name}/{name}_{i:04d}.jpg" for name, k in counts.items() if k < 8 for i in range(1, k + 1)

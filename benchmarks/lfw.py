@@ -27,14 +27,9 @@ import torch
 
 import facecls
 import imbalance_study
+from _paths import LFW_ARCHIVE, LFW_SPLITS, shared
 from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
 
-# ../shared/datasets beside the repository (or beside a git worktree's parent folder).
-SHARED = next(
-    (p / "shared" / "datasets" for p in Path(__file__).resolve().parents
-     if (p / "shared" / "datasets").is_dir()),
-    Path(__file__).resolve().parents[2] / "shared" / "datasets",
-)  # fmt: skip
 DEFAULT_EPOCHS = {"baseline": 40, "tronnet": 40, "resnet18": 30}
 
 
@@ -47,8 +42,8 @@ def hardware(device: str) -> str:
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--data", default=str(SHARED / "lfw-deepfunneled.tgz"))
-    p.add_argument("--split-file", default=str(SHARED / "lfw-benchmark-splits.csv"))
+    p.add_argument("--data", default=str(shared(*LFW_ARCHIVE)))
+    p.add_argument("--split-file", default=str(shared(*LFW_SPLITS)))
     p.add_argument("--min-images", type=int, default=8, help="8 = LFW-8, 20 = LFW-20")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--study", choices=["report", "imbalance"], default="report")
@@ -74,7 +69,7 @@ def main() -> None:
     args.recipe = args.recipe or ("fast" if args.study == "imbalance" else "report")
     if args.study == "imbalance":
         args.models = "tronnet,resnet18,facenet" if args.models is None else args.models
-        weights = SHARED.parent / "weights" / imbalance_study.WEIGHTS_FILE
+        weights = shared("weights", imbalance_study.WEIGHTS_FILE)
         args.facenet_weights = args.facenet_weights or str(weights)
         imbalance_study.run(args)
         return

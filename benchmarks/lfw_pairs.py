@@ -20,21 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _paths import LFW_ARCHIVE, LFW_PAIRS, shared
 from facecls.data.faces import as_square
 from facecls.data.images import ImageError, load_rgb
 from facecls.data.sources import default_cache_dir, scan_source
 from facecls.inference.model import load_model
-
-REPO = Path(__file__).resolve().parents[1]
-# ../shared beside the repository (a git worktree one level deeper looks one more level up).
-SHARED = next(
-    (
-        p / "shared" / "datasets"
-        for p in (REPO.parent, REPO.parent.parent)
-        if (p / "shared").is_dir()
-    ),
-    REPO.parent / "shared" / "datasets",
-)
 
 
 def read_pairs(path: Path) -> list[list[tuple[str, str, bool]]]:
@@ -98,8 +88,8 @@ def ten_fold_accuracy(similarity: np.ndarray, same: np.ndarray, fold: np.ndarray
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="run folder or bundle")
-    parser.add_argument("--data", default=str(SHARED / "lfw-deepfunneled.tgz"))
-    parser.add_argument("--pairs", type=Path, default=SHARED / "lfw-pairs.txt")
+    parser.add_argument("--data", default=str(shared(*LFW_ARCHIVE)))
+    parser.add_argument("--pairs", type=Path, default=shared(*LFW_PAIRS))
     parser.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     args = parser.parse_args()
     started = time.perf_counter()

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _paths import LFW_ARCHIVE, LFW_SPLITS, shared
 from facecls import openset, openset_thresholds
 from facecls.bundle import CENTROIDS_NAME
 from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
@@ -44,22 +45,11 @@ from facecls.report.plots import plot_open_set
 from facecls.report.write import save_figure
 from facecls.training.run import fit
 
-REPO = Path(__file__).resolve().parents[1]
-# ../shared beside the repository (a git worktree one level deeper looks one more level up).
-SHARED = next(
-    (
-        p / "shared" / "datasets"
-        for p in (REPO.parent, REPO.parent.parent)
-        if (p / "shared").is_dir()
-    ),
-    REPO.parent / "shared" / "datasets",
-)
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=str(SHARED / "lfw-deepfunneled.tgz"))
-    parser.add_argument("--split-file", default=str(SHARED / "lfw-benchmark-splits.csv"))
+    parser.add_argument("--data", default=str(shared(*LFW_ARCHIVE)))
+    parser.add_argument("--split-file", default=str(shared(*LFW_SPLITS)))
     parser.add_argument("--run", type=Path, help="reuse a run trained on LFW-8 (skip training)")
     parser.add_argument("--model", default="baseline")
     parser.add_argument("--image-size", type=int, default=64)

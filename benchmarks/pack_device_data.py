@@ -30,13 +30,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+import _paths
 from facecls.models.facenet import FOREIGN_HEAD_PREFIX, WEIGHTS_FILE
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = next(
-    (p / "shared" for p in REPO.parents if (p / "shared" / "datasets").is_dir()),
-    REPO.parent / "shared",
-)
 MOBILENET_FILE = "mobilenet_v2-b0353104.pth"
 LIMIT_MIB = 62  # leaves room for the working tree (1 MiB) within the 64 MiB that travels
 
@@ -119,7 +116,9 @@ def pack(shared: Path, out: Path, size: int = 112, quality: int = 80) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--shared", type=Path, default=SHARED, help="the read-only shared folder")
+    p.add_argument(
+        "--shared", type=Path, default=_paths.shared(), help="the read-only shared folder"
+    )
     p.add_argument("--out", type=Path, default=REPO / "device_data")
     p.add_argument("--size", type=int, default=112, help="side of the packed images, px")
     p.add_argument("--quality", type=int, default=80, help="WebP quality")

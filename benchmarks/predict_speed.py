@@ -57,18 +57,11 @@ import torch
 
 import facecls
 import peers
+from _paths import LFW_ARCHIVE, LFW_SPLITS, shared
 from facecls.bundle import bundle_folder
 from facecls.data.sources import ImageRef, default_cache_dir, scan_source
 from facecls.inference.model import FaceModel
 from facecls.runtime import cpu_has_native_bf16
-
-REPO = Path(__file__).resolve().parents[1]
-# ../shared beside the repository (a git worktree one level deeper looks one more level up).
-SHARED = next(
-    (p / "shared" / "datasets" for p in (REPO.parent, REPO.parent.parent)
-     if (p / "shared").is_dir()),
-    REPO.parent / "shared" / "datasets",
-)  # fmt: skip
 
 
 @dataclass
@@ -275,8 +268,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, required=True,
                    help="a run folder (or bundle) trained with --faces detect")  # fmt: skip
-    p.add_argument("--data", default=str(SHARED / "lfw-deepfunneled.tgz"))
-    p.add_argument("--split-file", type=Path, default=SHARED / "lfw-benchmark-splits.csv")
+    p.add_argument("--data", default=str(shared(*LFW_ARCHIVE)))
+    p.add_argument("--split-file", type=Path, default=shared(*LFW_SPLITS))
     p.add_argument("--photos", "--limit", dest="photos", type=int, default=300,
                    help="LFW-8 test photos to time (default 300)")  # fmt: skip
     p.add_argument("--warmup", type=int, default=8, help="photos run before each timing")

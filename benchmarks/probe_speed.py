@@ -38,15 +38,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from _paths import FACENET_WEIGHTS, LFW_ARCHIVE, LFW_SPLITS, shared
+
 if TYPE_CHECKING:  # imported in main, after the start-up timings
     from facecls.config import DataConfig
     from facecls.data.dataset import FaceDataset
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = next(
-    (p / "shared" for p in REPO.parents if (p / "shared" / "datasets").is_dir()),
-    REPO.parent / "shared",
-)
 
 
 def command_seconds(args: list[str], repeats: int = 5) -> float:
@@ -132,10 +130,9 @@ def dlib_peer(
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(SHARED / "datasets" / "lfw-deepfunneled.tgz"))
-    p.add_argument("--split-file", default=str(SHARED / "datasets" / "lfw-benchmark-splits.csv"))
-    p.add_argument("--weights", default=str(SHARED / "weights" /
-                   "facenet-inception-resnet-v1-casia-webface.safetensors"))  # fmt: skip
+    p.add_argument("--data", default=str(shared(*LFW_ARCHIVE)))
+    p.add_argument("--split-file", default=str(shared(*LFW_SPLITS)))
+    p.add_argument("--weights", default=str(shared(*FACENET_WEIGHTS)))
     p.add_argument("--size", type=int, default=160)
     p.add_argument("--crop", type=float,
                    help="centre crop of --faces centre (default 0.64, the README's command); "

@@ -29,16 +29,15 @@ from pathlib import Path
 
 import torch
 
+from _paths import LFW_ARCHIVE, shared
 from facecls.config import DataConfig
 from facecls.data.dataset import load_dataset
 from facecls.training.distributed import cpu_cores
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--data", default=str(SHARED / "lfw-deepfunneled.tgz"))
+    p.add_argument("--data", default=str(shared(*LFW_ARCHIVE)))
     p.add_argument("--min-images", type=int, default=20, help="20 = LFW-20, 8 = LFW-8")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--model", default="baseline")

@@ -24,22 +24,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _paths import LFW_ARCHIVE, shared
 from facecls.data.sources import default_cache_dir, scan_source
 from facecls.inference.model import load_model
 from facecls.inference.search import Gallery
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = next(
-    (p / "shared" / "datasets" for p in (REPO.parent, REPO.parent.parent)
-     if (p / "shared").is_dir()),
-    REPO.parent / "shared" / "datasets",
-)  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="run folder or bundle")
-    parser.add_argument("--data", default=str(SHARED / "lfw-deepfunneled.tgz"))
+    parser.add_argument("--data", default=str(shared(*LFW_ARCHIVE)))
     parser.add_argument("--distractors", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from _paths import LFW_ARCHIVE, shared
 from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
 from facecls.config_rules import resolve
 from facecls.data.augment import channel_stats
@@ -38,8 +39,6 @@ from facecls.models import create_model
 from facecls.runtime import Runtime, runtime_for
 from facecls.training.engine import train_one_epoch
 from facecls.training.optimization import build_optimizer
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 def rss_mib() -> float:
@@ -190,7 +189,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--data", default=str(SHARED / "lfw-deepfunneled.tgz"))
+    p.add_argument("--data", default=str(shared(*LFW_ARCHIVE)))
     p.add_argument("--min-images", type=int, default=20)
     p.add_argument("--cache-dir")
     args = p.parse_args()

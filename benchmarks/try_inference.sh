@@ -16,7 +16,7 @@ set -euo pipefail
 run=${1:?usage: try_inference.sh RUN_FOLDER [WORK_DIR]}
 work=${2:-$(mktemp -d)}
 here=$(cd "$(dirname "$0")" && pwd)
-shared=${FACECLS_SHARED:-$here/../../shared}/datasets
+shared=$("${PYTHON:-python3}" "$here/_paths.py")/datasets  # $FACECLS_SHARED, else ../shared
 archive=$shared/lfw-deepfunneled.tgz
 [ -f "$archive" ] || { echo "$archive: LFW archive not found (set FACECLS_SHARED)" >&2; exit 2; }
 

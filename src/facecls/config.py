@@ -1,15 +1,20 @@
-"""Run configuration: the frozen, typed dataclasses and the choices their fields accept.
+"""Run configuration: the frozen, typed dataclasses, one field per option with its CLI metadata.
 
 Every library entry point takes a :class:`RunConfig` (or plain arguments that build one); the resolved
 config is written into every run directory and every saved model, so a run can be repeated exactly.
-Filling and checking values is :mod:`facecls.config_rules`; dicts and YAML are
-:mod:`facecls.config_io` (unknown keys and wrong types raise :class:`ConfigError`).
+Each field is the one place of its option: its ``metadata`` (:func:`option`) holds the help, the
+choices and which commands take it; :mod:`facecls.config_options` makes the CLI flags and the
+docs table (``docs/options.md``) from it. Filling and checking values is
+:mod:`facecls.config_rules`; dicts and YAML are :mod:`facecls.config_io` (unknown keys and
+wrong types raise :class:`ConfigError`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -19,6 +24,18 @@ class ConfigError(ValueError):
 # What --device accepts; checked when parsed, so a typo fails before any work is done.
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
+
+CLASS_WEIGHTS = ("none", "inverse")
+IMBALANCE = ("none", "inverse", "sqrt", "effective", "drw", "balanced-softmax", "logit-adjust")
+SAMPLERS = ("none", "class-balanced", "sqrt")
+FREEZE = ("none", "backbone", "backbone-then-unfreeze")
+RECIPE_NAMES = ("fast", "report")  # what facecls.config_rules.RECIPES fills in
+# The face pipelines of facecls.data.faces (kept here so config needs no torch import).
+FACES = ("centre", "align", "box")
+
+# The commands that take a run's options, and those of them that train folds.
+RUN_COMMANDS = ("train", "cv", "tune", "lr-find")
+FOLD_COMMANDS = ("cv", "tune")
 
 
 def device_name(name: str) -> str:
@@ -32,167 +49,253 @@ def device_name(name: str) -> str:
     return name
 
 
+def option(
+    help: str,
+    *,
+    flag: str | None = None,
+    choices: Sequence[str] | None = None,
+    commands: Sequence[str] = RUN_COMMANDS,
+    group: str | None = None,
+    parse: Callable[[str], Any] | None = None,
+    default_text: str | None = None,
+) -> dict[str, Any]:
+    """The metadata of a config field that makes it an option (``field(metadata=option(...))``).
+
+    Args:
+        help: what the option does, for ``--help`` and the docs table.
+        flag: the command-line flag; ``None`` means ``--`` + the field name with hyphens.
+        choices: the values it accepts (checked on the command line and in every config).
+        commands: the commands that take the flag; ``()`` for a config-file-only setting.
+        group: the ``--help`` group (``facecls.config_options.GROUPS``); ``None`` means the
+            section's own (data, training, run).
+        parse: turns the flag's text into the value, raising :class:`ConfigError` when bad.
+        default_text: the default in words, where the field's value (often ``None``: filled in
+            later) does not say it.
+    """
+    return {
+        "help": help,
+        "flag": flag,
+        "choices": None if choices is None else tuple(choices),
+        "commands": tuple(commands),
+        "group": group,
+        "parse": parse,
+        "default_text": default_text,
+    }
+
+
+def _opt(value: Any, help: str, **how: Any) -> Any:
+    """A dataclass field with the default ``value`` and :func:`option` metadata."""
+    return field(default=value, metadata=option(help, **how))
+
+
+_RECIPE = "from --recipe"
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the images come from and how they are split.
+    """Where the images come from and how they are split (each field's help is its metadata)."""
 
-    Attributes:
-        source: a folder, an archive (.tgz/.tar.gz/.tar/.zip), ``lfw`` or ``synthetic``.
-        image_size: side of the square images the cache holds and the model sees.
-        min_images: keep identities with at least this many usable images (LFW-8 is 8).
-        split_file: CSV with columns ``path`` and a split column (``train``/``test``/empty).
-        split_column: column of ``split_file`` to use; ``None`` picks ``lfw<min_images>``.
-        test_fraction: stratified test share when the source is not pre-split.
-        val_fraction: stratified validation share of the train part for ``train`` (not ``cv``).
-        cache_dir: decoded-image and extraction cache; ``None`` means ``$FACECLS_CACHE`` or
-            ``~/.cache/facecls``.
-        crop: side of the centre square kept before resizing, as a fraction of the image's
-            shorter side (1.0 keeps it all; 0.64 keeps LFW's centre 160 of 250 px, the face).
-            Applies to decoded files with ``faces: centre`` (the synthetic source ignores it).
-        faces: the face pipeline (:mod:`facecls.data.faces`): ``centre`` (the centre crop
-            above; photos that are already faces), ``align`` (MTCNN + 5-point alignment),
-            ``box`` (MTCNN box + margin) or ``detect`` (resolved to the detecting pipeline that
-            suits the model: ``box`` for FaceNet, ``align`` otherwise). Detection runs once, at decode time; a photo without
-            a face is skipped and listed, one with several keeps the main face (largest, most central).
-        synthetic_classes: identities drawn by the ``synthetic`` source.
-        synthetic_max: images of the most frequent synthetic identity.
-        synthetic_min: images of the rarest synthetic identity.
-        duplicate_distance: pHash bits (of 64) within which two images count as near
-            duplicates, kept in one split and reported; -1 finds exact duplicates only.
-    """
-
-    source: str = "synthetic"
-    image_size: int = 64
-    min_images: int = 1
-    split_file: str | None = None
-    split_column: str | None = None
-    test_fraction: float = 0.2
-    val_fraction: float = 0.15
-    cache_dir: str | None = None
-    crop: float = 1.0
-    faces: str = "centre"
-    synthetic_classes: int = 20
-    synthetic_max: int = 60
-    synthetic_min: int = 8
-    duplicate_distance: int = 4
+    source: str = _opt(
+        "synthetic",
+        "a folder, an archive (.tgz/.tar.gz/.tar/.zip), 'lfw' or 'synthetic'",
+        flag="--data",
+    )
+    image_size: int = _opt(
+        64, "side of the square images the cache holds and the model sees, in pixels"
+    )
+    min_images: int = _opt(1, "keep identities with at least N usable images (LFW-8 is 8)")
+    split_file: str | None = _opt(
+        None,
+        "CSV with columns path and a split column "
+        "(train/test/empty) fixing the test split, e.g. "
+        "lfw-benchmark-splits.csv",
+    )
+    split_column: str | None = _opt(None, "column of --split-file", default_text="lfw<min-images>")
+    test_fraction: float = _opt(0.2, "stratified test share when the source is not pre-split")
+    val_fraction: float = _opt(
+        0.15, "stratified validation share of the train part for train (cv validates on its folds)"
+    )
+    cache_dir: str | None = _opt(
+        None,
+        "decoded-image and extraction cache",
+        default_text="$FACECLS_CACHE or ~/.cache/facecls",
+    )
+    crop: float = _opt(
+        1.0,
+        "keep the centre square of this fraction of the shorter side before "
+        "resizing (0.64 keeps LFW's centre 160 of 250 px, the face); photos "
+        "decoded with --faces centre only",
+    )
+    faces: str = _opt(
+        "centre",
+        "face pipeline: centre (centre crop of photos that are faces), "
+        "align (find faces with MTCNN, align on 5 landmarks), box (MTCNN box + "
+        "margin) or detect (box for facenet, align otherwise); detection runs once, "
+        "at decode time, keeps each photo's main face and lists photos without one",
+        choices=(*FACES, "detect"),
+    )
+    synthetic_classes: int = _opt(20, "identities drawn by the synthetic source", commands=())
+    synthetic_max: int = _opt(60, "images of the most frequent synthetic identity", commands=())
+    synthetic_min: int = _opt(8, "images of the rarest synthetic identity", commands=())
+    duplicate_distance: int = _opt(
+        4,
+        "pHash bits (of 64) within which two images count as near "
+        "duplicates, kept in one split and reported; -1 finds exact "
+        "duplicates only",
+        commands=(),
+    )
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
     """Batch augmentation applied on the training device (rotation is the report's)."""
 
-    rotation: float = 10.0
-    hflip: bool = True
-    scale: float = 0.1
-    translate: float = 0.06
-    enabled: bool = True
+    rotation: float = _opt(10.0, "random rotation range in degrees")
+    hflip: bool = _opt(True, "random horizontal flip", commands=())
+    scale: float = _opt(0.1, "random zoom: scale drawn from 1 ± this", commands=())
+    translate: float = _opt(0.06, "random shift: up to this fraction of the side", commands=())
+    enabled: bool = _opt(True, "augment the training batches at all", commands=())
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Model and optimisation settings.
+    """Model and optimisation settings (each field's help is its metadata).
 
-    Fields left ``None`` are filled from the recipe by :func:`resolve`: ``fast`` (the default:
-    AdamW, one-cycle schedule, label smoothing, flip test-time augmentation) or ``report`` (the
-    report's Adam, lr 1e-4, weight decay 5e-3, constant rate). The resolved values are what a
-    run directory's ``config.yaml`` records.
-
-    Attributes:
-        model: a registered model name or any torchvision classification model.
-        pretrained: load ImageNet weights through torchvision's weights API.
-        recipe: ``fast`` or ``report``; supplies every ``None`` field below.
-        epochs: passes over the training part.
-        batch_size: images per optimisation step.
-        lr: learning rate (the peak rate of the one-cycle schedule).
-        weight_decay: weight decay of the optimiser.
-        optimizer: ``adam`` (L2 penalty, the report's) or ``adamw`` (decoupled decay).
-        schedule: ``constant`` or ``onecycle``.
-        label_smoothing: cross-entropy label smoothing.
-        flip_tta: average each evaluated image's logits with its mirror image's.
-        class_weights: ``none`` or ``inverse``: the report's name for ``imbalance: inverse``
-            (kept as an alias; setting both to different remedies is refused).
-        imbalance: the long-tail remedy in the loss: ``none``, ``inverse``, ``sqrt``,
-            ``effective``, ``drw``, ``balanced-softmax`` or ``logit-adjust`` (see losses.py).
-        tau: logit-adjustment strength of ``logit-adjust`` (1.0 = balanced softmax).
-        beta: β of the effective number of samples (``effective`` and ``drw`` weights).
-        drw_epoch: first epoch (1-based) of ``drw``'s re-weighting; ``None`` = the last third
-            (``epochs * 2 // 3 + 1``).
-        sampler: ``none``, ``class-balanced`` (each identity equally likely) or ``sqrt``
-            (identity drawn ∝ sqrt of its image count); batches drawn with replacement.
-        freeze: ``none``, ``backbone`` (linear probe: only the final Linear trains) or
-            ``backbone-then-unfreeze`` (frozen until ``unfreeze_epoch``, then fine-tuned).
-        unfreeze_epoch: first epoch (1-based) with the backbone unfrozen; ``None`` = after a
-            third of the epochs (``epochs // 3 + 1``).
-        backbone_lr_scale: backbone learning rate = ``lr × backbone_lr_scale`` when the model
-            starts from pretrained weights (``pretrained`` or ``weights``); 1 otherwise.
-        weights: a safetensors file of backbone weights (``facenet``: the CASIA-WebFace file),
-            loaded with strict key matching, the classifier head excepted.
-        seed: seeds splits, initialisation, batch order and augmentation.
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        precision: ``auto`` (bf16 autocast on CUDA and on CPUs with native bf16 — AVX-512
-            BF16 or AMX — fp32 elsewhere), ``bf16`` or ``fp32``.
-        channels_last: NHWC memory format; ``None`` means on for CUDA and ResNet-style models.
-        compile: ``torch.compile`` the model once and reuse it across folds.
-        folds: k of the stratified k-fold in ``cv``.
-        eval_batch_size: images per evaluation forward pass.
-        skip_nonfinite: skip batches whose loss is NaN or infinite instead of stopping (costs a
-            host sync per step).
-        sync_bn: under several processes (``torchrun``), synchronise BatchNorm statistics over
-            them (``nn.SyncBatchNorm``, CUDA only); otherwise each uses its own rows'.
-        parallel_folds: under several processes, ``cv`` trains one fold per process instead of
-            every fold with all of them.
+    Fields left ``None`` are filled from the recipe by :func:`facecls.config_rules.resolve`:
+    ``fast`` (the default: AdamW, one-cycle schedule, label smoothing, flip test-time
+    augmentation) or ``report`` (the report's Adam, lr 1e-4, weight decay 5e-3, constant rate).
+    The resolved values are what a run directory's ``config.yaml`` records.
     """
 
-    model: str = "baseline"
-    pretrained: bool = False
-    recipe: str = "fast"
-    epochs: int | None = None
-    batch_size: int = 64
-    lr: float | None = None
-    weight_decay: float | None = None
-    optimizer: str | None = None
-    schedule: str | None = None
-    label_smoothing: float | None = None
-    flip_tta: bool | None = None
-    class_weights: str = "none"
-    imbalance: str = "none"
-    tau: float = 1.0
-    beta: float = 0.999
-    drw_epoch: int | None = None
-    sampler: str = "none"
-    freeze: str = "none"
-    unfreeze_epoch: int | None = None
-    backbone_lr_scale: float = 0.1
-    weights: str | None = None
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    channels_last: bool | None = None
-    compile: bool = False
-    folds: int = 5
-    eval_batch_size: int = 256
-    skip_nonfinite: bool = False
-    sync_bn: bool = False
-    parallel_folds: bool = False
+    model: str = _opt(
+        "baseline",
+        "a registered model (baseline, tronnet, resnet18, facenet) or "
+        "any torchvision classification model name",
+    )
+    pretrained: bool = _opt(False, "ImageNet weights (torchvision's weights API)")
+    recipe: str = _opt(
+        "fast",
+        "fills the settings left unset: fast (AdamW, one-cycle, label "
+        "smoothing 0.1, flip TTA, 30 epochs) or report (the report's Adam, lr "
+        "1e-4, weight decay 5e-3, constant rate, 10 epochs)",
+        choices=RECIPE_NAMES,
+    )
+    epochs: int | None = _opt(None, "passes over the training part", default_text=_RECIPE)
+    batch_size: int = _opt(64, "images per optimisation step")
+    lr: float | None = _opt(
+        None,
+        "learning rate (the peak of the one-cycle schedule)",
+        default_text="from --recipe; fast: 1e-3 pretrained, 1e-2 for a --freeze backbone probe",
+    )
+    weight_decay: float | None = _opt(None, "weight decay of the optimiser", default_text=_RECIPE)
+    optimizer: str | None = _opt(
+        None,
+        "adam (L2 penalty, the report's) or adamw (decoupled decay)",
+        choices=("adam", "adamw"),
+        default_text=_RECIPE,
+    )
+    schedule: str | None = _opt(
+        None, "learning-rate schedule", choices=("constant", "onecycle"), default_text=_RECIPE
+    )
+    label_smoothing: float | None = _opt(
+        None, "cross-entropy label smoothing", default_text=_RECIPE
+    )
+    flip_tta: bool | None = _opt(
+        None, "average each evaluated image's logits with its mirror image's", default_text=_RECIPE
+    )
+    class_weights: str = _opt(
+        "none",
+        "the report's name for --imbalance inverse (two different remedies are refused)",
+        choices=CLASS_WEIGHTS,
+    )
+    imbalance: str = _opt(
+        "none",
+        "loss remedy: inverse / sqrt / effective class weights, drw "
+        "(deferred re-weighting), balanced-softmax or logit-adjust",
+        choices=IMBALANCE,
+        group="imbalance",
+    )
+    tau: float = _opt(1.0, "logit-adjust strength τ (1 = balanced softmax)", group="imbalance")
+    beta: float = _opt(
+        0.999, "β of the effective number of samples (effective and drw weights)", group="imbalance"
+    )
+    drw_epoch: int | None = _opt(
+        None,
+        "drw: first re-weighted epoch (1-based)",
+        group="imbalance",
+        default_text="the last third, epochs * 2 // 3 + 1",
+    )
+    sampler: str = _opt(
+        "none",
+        "re-sampling instead of a loss remedy: class-balanced (each "
+        "identity equally likely) or sqrt (∝ sqrt of its image count), drawn "
+        "with replacement",
+        choices=SAMPLERS,
+        group="imbalance",
+    )
+    freeze: str = _opt(
+        "none",
+        "backbone: linear probe (only the final Linear trains); "
+        "backbone-then-unfreeze: probe until --unfreeze-epoch, then fine-tune",
+        choices=FREEZE,
+        group="fine-tuning",
+    )
+    unfreeze_epoch: int | None = _opt(
+        None,
+        "first epoch (1-based) with the backbone unfrozen",
+        group="fine-tuning",
+        default_text="after a third, epochs // 3 + 1",
+    )
+    backbone_lr_scale: float = _opt(
+        0.1,
+        "pretrained backbone lr = lr × this (--pretrained or --weights; 1 otherwise)",
+        group="fine-tuning",
+    )
+    weights: str | None = _opt(
+        None,
+        "backbone weights file (safetensors), e.g. FaceNet's "
+        "CASIA-WebFace file; strict key match, the head excepted",
+        group="fine-tuning",
+    )
+    seed: int = _opt(0, "seeds splits, initialisation, batch order and augmentation")
+    device: str = _opt("auto", "auto, cpu, mps, cuda or cuda:N", parse=device_name)
+    precision: str = _opt(
+        "auto",
+        "auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX-512 BF16, AMX), else fp32",
+        choices=("auto", "bf16", "fp32"),
+    )
+    channels_last: bool | None = _opt(
+        None, "NHWC memory format", default_text="on for CUDA and ResNet-style models"
+    )
+    compile: bool = _opt(False, "torch.compile the model once (reused across folds)")
+    folds: int = _opt(5, "k of the stratified k-fold", commands=FOLD_COMMANDS)
+    eval_batch_size: int = _opt(256, "images per evaluation forward pass", commands=())
+    skip_nonfinite: bool = _opt(
+        False, "skip batches with a NaN/infinite loss instead of stopping (a host sync per step)"
+    )
+    sync_bn: bool = _opt(
+        False,
+        "synchronise BatchNorm statistics over the processes (CUDA "
+        "only); otherwise each uses its own rows'",
+        group="processes",
+    )
+    parallel_folds: bool = _opt(
+        False,
+        "train one fold per process at once instead of each fold with all of them",
+        commands=FOLD_COMMANDS,
+        group="processes",
+    )
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """Everything one ``train`` or ``cv`` run needs."""
 
-    name: str = "run"
-    runs_dir: str = "runs"
+    name: str = _opt("run", "run folder name under --runs-dir", default_text="<command>-<model>")
+    runs_dir: str = _opt("runs", "where run folders go")
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-
-
-CLASS_WEIGHTS = ("none", "inverse")
-IMBALANCE = ("none", "inverse", "sqrt", "effective", "drw", "balanced-softmax", "logit-adjust")
-SAMPLERS = ("none", "class-balanced", "sqrt")
-FREEZE = ("none", "backbone", "backbone-then-unfreeze")
-# The face pipelines of facecls.data.faces (kept here so config needs no torch import).
-FACES = ("centre", "align", "box")
 
 
 def imbalance_of(train: TrainConfig) -> str:

@@ -16,7 +16,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "tune",
         help="search lr, weight decay, imbalance remedy and sampler (Optuna; docs/comfort.md)",
     )
-    add_run_options(p, True)
+    add_run_options(p, "tune")
     g = p.add_argument_group("tuning")
     g.add_argument("--trials", type=int, default=30, help="trials in the study (default 30)")
     g.add_argument(
@@ -28,7 +28,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="learning-rate range test: loss against a rising lr, a suggested --lr "
         "(docs/comfort.md)",
     )
-    add_run_options(p, False, resume=False)
+    add_run_options(p, "lr-find")
     g = p.add_argument_group("range test (the lr rises exponentially; no model is kept)")
     g.add_argument("--steps", type=int, default=100, help="mini-batches at most (default 100)")
     g.add_argument("--start-lr", type=float, default=1e-7, help="first lr (default 1e-7)")

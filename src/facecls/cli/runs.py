@@ -16,9 +16,9 @@ COMMANDS = ("train", "cv", "evaluate", "report", "compare", "models", "demo")
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """The parsers of :data:`COMMANDS`."""
     add_run_options(
-        sub.add_parser("train", help="train one model, evaluate on the test part"), False
+        sub.add_parser("train", help="train one model, evaluate on the test part"), "train"
     )
-    add_run_options(sub.add_parser("cv", help="stratified k-fold cross-validation"), True)
+    add_run_options(sub.add_parser("cv", help="stratified k-fold cross-validation"), "cv")
     for command in ("train", "cv"):
         sub.choices[command].add_argument(
             "--tensorboard", action="store_true",
