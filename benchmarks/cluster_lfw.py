@@ -258,11 +258,13 @@ def main() -> None:
         outside = ~in_lfw8
         sweep(vectors[outside], found[outside], truth[outside], methods)
         return
-    descriptors = None if args.no_dlib else dlib_descriptors(relpaths, paths, cache / "dlib")
     for name in args.sets.split(","):
         mask = in_lfw8 if name == "lfw8" else np.ones(len(truth), dtype=bool)
         title = "LFW-8" if name == "lfw8" else "All LFW"
-        d = None if descriptors is None else descriptors[mask]
+        chosen = np.flatnonzero(mask)
+        d = None if args.no_dlib else dlib_descriptors(
+            [relpaths[i] for i in chosen], [paths[i] for i in chosen], cache / "dlib"
+        )  # fmt: skip
         compare(title, vectors[mask], found[mask], truth[mask], d, methods)
     if args.library:
         seconds, made = through_library(vectors[found], cache / "cluster-library")
