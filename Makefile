@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install dev lint format clean browser
+.PHONY: demo test install dev lint format clean browser dist docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,15 @@ browser:
 
 test: lint browser
 	$(BIN)/python -m pytest -q
+
+# The documentation site with the API reference, served on http://127.0.0.1:8000 (tests/test_docs.py
+# builds it with --strict in `make test`).
+docs: dev
+	$(BIN)/mkdocs serve
+
+# The sdist and the wheel (pipx install dist/facecls-*.whl; docs/install.md).
+dist: dev
+	$(BIN)/python -m build --outdir dist .
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

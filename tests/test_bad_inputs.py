@@ -28,7 +28,7 @@ BAD_FILES = {
     "empty.jpg": "empty file (0 bytes)",
     "notes.jpg": "not an image",
     "huge.png": "image too large",
-    "photo.heic": "unsupported file type: .heic",
+    "layers.psd": "unsupported file type: .psd",
 }
 
 
@@ -52,7 +52,7 @@ def messy_folder(clean: Path, root: Path) -> Path:
     (ident / "empty.jpg").write_bytes(b"")
     (ident / "notes.jpg").write_text("meeting notes, saved with the wrong extension\n")
     _png_header_only(ident / "huge.png", 30000, 30000)
-    (ident / "photo.heic").write_bytes(b"\x00\x00\x00\x18ftypheic" + b"\x00" * 64)
+    (ident / "layers.psd").write_bytes(b"8BPS" + b"\x00" * 64)  # HEIC is read since issue 24
     good = next(identities[1].glob("*.png")).read_bytes()
     junk = {
         data / ".DS_Store": b"\x00\x00\x00\x01Bud1",

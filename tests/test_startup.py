@@ -23,8 +23,12 @@ print("torch imported" if "torch" in sys.modules else "no torch")
 
 
 @pytest.mark.parametrize(
-    "argv", [["--help"], ["models"], ["train", "--help"], ["cv", "--bogus"], ["predict"]]
-)
+    "argv",
+    [
+        ["--help"], ["--version"], ["models"], ["train", "--help"], ["cv", "--bogus"],
+        ["predict"], ["completion", "bash"], ["completion", "zsh"], ["weights", "--help"],
+    ],
+)  # fmt: skip
 def test_the_command_line_answers_without_torch(argv: list[str]) -> None:
     done = subprocess.run(
         [sys.executable, "-c", _PROBE.format(argv=argv)], capture_output=True, text=True,
@@ -33,6 +37,10 @@ def test_the_command_line_answers_without_torch(argv: list[str]) -> None:
     assert done.stdout.strip().endswith("no torch"), done.stdout + done.stderr
     if argv == ["models"]:
         assert "facenet" in done.stdout and "exit 0" in done.stdout
+    elif argv[0] == "completion":  # the shell waits for it: it must not load torch (issue 24)
+        assert "exit 0" in done.stdout and "facecls" in done.stdout and "weights" in done.stdout
+    elif argv == ["--version"]:
+        assert done.stdout.startswith("facecls ")
     else:
         assert "exit 0" in done.stdout or "exit 2" in done.stdout  # help, or an argument error
 

@@ -10,6 +10,7 @@ The public API mirrors the command line; each command is one call::
     facecls.write_comparison([run_a, run_b], out) # side by side, with paired significance tests
     model = facecls.load_model(result.run_dir)    # predict, embed, enroll, export
     model.predict(["photo.jpg"])                  # [Prediction(decision="known", identity=...)]
+    facecls.get_weights("facenet")                # FaceNet's weights into the cache, verified
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ if TYPE_CHECKING:  # what the names below are, for type checkers and editors
     from facecls.inference.verify import embed, verify
     from facecls.inference.video import predict_video
     from facecls.library.index import index_photos as index
+    from facecls.library.search import search_library
     from facecls.library.store import open_library
     from facecls.models import create_model, list_models
+    from facecls.models.weights_store import get_weights, list_weights
     from facecls.report.write import write_comparison, write_report
     from facecls.service.serve import serve
     from facecls.training.evaluate import evaluate_run as evaluate
@@ -60,11 +63,14 @@ _LAZY: dict[str, tuple[str, str]] = {
     "serve": ("facecls.service.serve", "serve"),
     "index": ("facecls.library.index", "index_photos"),
     "open_library": ("facecls.library.store", "open_library"),
+    "search_library": ("facecls.library.search", "search_library"),
     "embed": ("facecls.inference.verify", "embed"),
     "verify": ("facecls.inference.verify", "verify"),
     "predict_video": ("facecls.inference.video", "predict_video"),
     "create_model": ("facecls.models", "create_model"),
     "list_models": ("facecls.models", "list_models"),
+    "get_weights": ("facecls.models.weights_store", "get_weights"),
+    "list_weights": ("facecls.models.weights_store", "list_weights"),
     "write_comparison": ("facecls.report.write", "write_comparison"),
     "write_report": ("facecls.report.write", "write_report"),
     "evaluate": ("facecls.training.evaluate", "evaluate_run"),
@@ -107,14 +113,17 @@ __all__ = [
     "enroll",
     "evaluate",
     "export_onnx",
+    "get_weights",
     "index",
     "list_models",
+    "list_weights",
     "load_model",
     "lr_find",
     "open_library",
     "predict",
     "predict_video",
     "search",
+    "search_library",
     "serve",
     "train",
     "tune",

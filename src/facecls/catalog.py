@@ -13,7 +13,7 @@ MODELS: tuple[tuple[str, str], ...] = (
     ("baseline-report", "Table 1 as printed, with the harmful ReLU on the logits"),
     (
         "facenet",
-        "FaceNet Inception-ResNet-v1, 512-d embedding; CASIA-WebFace weights via --weights",
+        "FaceNet Inception-ResNet-v1, 512-d embedding; weights: facecls weights get facenet",
     ),
     ("mobilenet_v2", "torchvision MobileNetV2, ImageNet weights"),
     ("resnet18", "torchvision ResNet-18 (report §3.4), ImageNet weights"),

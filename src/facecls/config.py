@@ -172,7 +172,12 @@ class TrainConfig:
         "a registered model (baseline, tronnet, resnet18, facenet) or "
         "any torchvision classification model name",
     )
-    pretrained: bool = _opt(False, "ImageNet weights (torchvision's weights API)")
+    pretrained: bool | None = _opt(
+        None,
+        "start from pretrained weights: ImageNet's (torchvision's weights API) or FaceNet's "
+        "CASIA-WebFace file (facecls weights get facenet)",
+        default_text="on for facenet without --weights, off otherwise",
+    )
     recipe: str = _opt(
         "fast",
         "fills the settings left unset: fast (AdamW, one-cycle, label "

@@ -42,6 +42,8 @@ def resolve(config: RunConfig) -> RunConfig:
     if t.recipe not in RECIPES:
         raise ConfigError(f"train.recipe must be one of {sorted(RECIPES)}, got {t.recipe!r}")
     defaults = dict(RECIPES[t.recipe])
+    if t.pretrained is None:  # FaceNet from scratch is rarely wanted: its weights by default
+        t = dataclasses.replace(t, pretrained=t.model == "facenet" and not t.weights)
     if t.recipe == "fast" and t.freeze == "backbone":
         defaults["lr"] = FAST_PROBE_LR
     elif t.recipe == "fast" and (t.pretrained or t.weights):

@@ -7,7 +7,8 @@ parsing anything, then the model key and the digest; a damaged file, or one buil
 model or from other embeddings, is rebuilt from the embeddings (and saved again), never used.
 
 Layout: ``MAGIC``, header length (u32 LE), header (UTF-8 JSON), ids (int64 LE), removed
-flags (packed bits), the FAISS index (``faiss.write_index``), SHA-256 of everything before.
+flags (packed bits), the arrays kept with it (as the header lists them), the FAISS index
+(``faiss.write_index``), SHA-256 of everything before.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import hashlib
 import json
 import struct
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -59,14 +61,24 @@ class _HashingWriter:
         return self.file.write(data)
 
 
-def save_index(index: VectorIndex, path: str | Path, model_key: str, digest: str) -> Path:
+def save_index(
+    index: VectorIndex, path: str | Path, model_key: str, digest: str,
+    extra: dict[str, Any] | None = None, arrays: dict[str, np.ndarray] | None = None,
+) -> Path:  # fmt: skip
     """Write ``index`` to ``path`` atomically, stamped with the model key and the digest of the
-    embeddings it holds (:func:`embeddings_digest` of its vectors and ids)."""
+    embeddings it holds (:func:`embeddings_digest` of its vectors and ids).
+
+    Args:
+        extra: more header entries (JSON), read back by :func:`read_saved`.
+        arrays: named 1-d arrays kept with it (e.g. a checksum per face).
+    """
     path = Path(path)
+    arrays = {name: np.ascontiguousarray(a).reshape(-1) for name, a in (arrays or {}).items()}
     header = {
         "format": FORMAT, "dim": index.dim, "engine": index.engine,
         "settings": asdict(index.settings), "model_key": model_key, "embeddings": digest,
-        "count": len(index._ids), "trained_on": index._trained_on,
+        "count": len(index._ids), "trained_on": index._trained_on, "extra": extra or {},
+        "arrays": {n: [a.dtype.str, len(a)] for n, a in arrays.items()},
     }  # fmt: skip
     head = json.dumps(header).encode()
     with atomic_path(path, size=index.memory_bytes()) as tmp, tmp.open("wb") as raw:
@@ -74,6 +86,8 @@ def save_index(index: VectorIndex, path: str | Path, model_key: str, digest: str
         out.write(MAGIC + struct.pack("<I", len(head)) + head)
         out.write(np.ascontiguousarray(index._ids, dtype="<i8").tobytes())
         out.write(np.packbits(index._removed, bitorder="little").tobytes())
+        for array in arrays.values():
+            out.write(array.tobytes())
         faiss.write_index(index._index, faiss.PyCallbackIOWriter(out.write))
         raw.write(out.sha.digest())
     return path
@@ -95,12 +109,22 @@ def _checksum_ok(path: Path) -> bool:
         return f.read(32) == sha.digest()
 
 
-def read_index(
-    path: str | Path, model_key: str, digest: str, settings: IndexSettings | None = None
-) -> VectorIndex:
-    """The index saved at ``path``, if it is whole and was built by ``model_key`` from the
-    embeddings of ``digest`` with the build settings of ``settings`` (whose search settings it
-    then takes).
+@dataclass
+class Saved:
+    """A saved index as read back: the index, its header and the arrays kept with it."""
+
+    index: VectorIndex
+    header: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+
+
+def read_saved(
+    path: str | Path, model_key: str, digest: str | None = None,
+    settings: IndexSettings | None = None,
+) -> Saved:  # fmt: skip
+    """The index saved at ``path``, if it is whole and was built by ``model_key`` (from the
+    embeddings of ``digest``, when given: else the caller checks them) with the build settings
+    of ``settings`` (whose search settings it then takes).
 
     Raises:
         IndexFileError: the file is missing, damaged, or built otherwise (the reason).
@@ -123,7 +147,7 @@ def read_index(
             raise IndexFileError(f"format {header.get('format')} (this facecls reads {FORMAT})")
         if header.get("model_key") != model_key:
             raise IndexFileError("it was built from another model's embeddings")
-        if header.get("embeddings") != digest:
+        if digest is not None and header.get("embeddings") != digest:
             raise IndexFileError("it was built from other embeddings (their digest differs)")
         saved = IndexSettings(**header["settings"])
         wanted = settings or saved
@@ -135,12 +159,28 @@ def read_index(
         index._ids = np.frombuffer(f.read(8 * count), dtype="<i8").astype(np.int64)
         bits = np.frombuffer(f.read((count + 7) // 8), dtype=np.uint8)
         index._removed = np.unpackbits(bits, count=count, bitorder="little").astype(bool)
+        arrays = {}
+        for name, (dtype, size) in header["arrays"].items():
+            kind = np.dtype(dtype)
+            arrays[name] = np.frombuffer(f.read(kind.itemsize * size), dtype=kind).copy()
         index._index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
     if index._index.ntotal != count or index._index.d != index.dim:
         raise IndexFileError("its FAISS index does not match its ids")
     index.engine, index._trained_on = str(header["engine"]), int(header["trained_on"])
     index._sorted_ids = np.sort(index.ids)
-    return index
+    return Saved(index, header, arrays)
+
+
+def read_index(
+    path: str | Path, model_key: str, digest: str, settings: IndexSettings | None = None
+) -> VectorIndex:
+    """The index saved at ``path`` if it is whole and was built by ``model_key`` from the
+    embeddings of ``digest`` (:func:`read_saved`).
+
+    Raises:
+        IndexFileError: the file is missing, damaged, or built otherwise (the reason).
+    """
+    return read_saved(path, model_key, digest, settings).index
 
 
 def _search_part(settings: IndexSettings) -> dict[str, object]:

@@ -14,9 +14,11 @@ from pathlib import Path
 ENGINES = ("auto", "exact", "hnsw", "ivfpq")
 APPROXIMATE = ("hnsw", "ivfpq")
 CHUNK = 65_536  # vectors added or searched per FAISS call: bounds the float32 copies made
+FEW_QUERIES = 20  # fewer queries are searched on one thread (FAISS's BLAS threshold too)
 GRAPH_CHUNK = 4096  # vectors searched at once for a k-nearest-neighbour graph
 IVF_MIN_TRAIN = 10_000  # ivfpq trains once it holds this many vectors (exact until then)
-TRAIN_MAX = 262_144  # vectors an IVF index is trained on, at most
+TRAIN_MAX = 262_144  # vectors an IVF index may be trained on (a sample of them is used)
+TRAIN_PER_LIST = 64  # training vectors per inverted list
 
 
 class MemoryLimitError(ValueError):
@@ -34,10 +36,10 @@ class IndexSettings:
         hnsw_m: graph links per vector (HNSW's ``M``).
         ef_construction: candidates kept while linking a new vector (HNSW).
         ef_search: candidates kept while searching (HNSW); higher: better recall, slower.
-        nlist: inverted lists (IVF); ``None``: about 4·sqrt(N), at most 65,536.
-        nprobe: lists visited per query (IVF).
-        pq_m: bytes per product-quantised code (IVF-PQ); must divide the dimension.
-        refine: candidates re-ranked per answer wanted (IVF-PQ's ``k_factor``).
+        nlist: inverted lists (IVF); ``None``: about sqrt(N) of the vectors it is trained on.
+        nprobe: lists visited per query (IVF); ``None``: a quarter of them.
+        pq_m: 4-bit codes per vector (IVF-PQ); ``None``: one per 8 dimensions (32 bytes at 512).
+        refine: candidates re-ranked with float16 vectors per answer wanted (IVF-PQ).
         memory_limit: bytes the index may use; ``None``: 80 % of the memory free now.
     """
 
@@ -48,9 +50,9 @@ class IndexSettings:
     ef_construction: int = 40
     ef_search: int = 128
     nlist: int | None = None
-    nprobe: int = 64
-    pq_m: int = 64
-    refine: int = 16
+    nprobe: int | None = None
+    pq_m: int | None = None
+    refine: int = 64
     memory_limit: int | None = None
 
     def __post_init__(self) -> None:
@@ -80,7 +82,8 @@ def bytes_per_vector(engine: str, dim: int, settings: IndexSettings) -> float:
     if engine == "hnsw":
         # float16 vectors; level 0 has 2M links, higher levels M each for 1/M of the vectors
         return 2 * dim + 4 * (2 * settings.hnsw_m + settings.hnsw_m / (settings.hnsw_m - 1)) + ids
-    return settings.pq_m + 8 + 2 * dim + ids  # codes, list ids, float16 copies for re-ranking
+    codes = (settings.pq_m or dim // 8) / 2  # 4-bit codes
+    return codes + 8 + 2 * dim + ids  # codes, list ids, float16 copies for re-ranking
 
 
 def available_memory() -> int | None:
@@ -102,17 +105,20 @@ def available_memory() -> int | None:
     return free
 
 
-def check_memory(engine: str, count: int, dim: int, settings: IndexSettings, held: int = 0) -> None:
+def check_memory(
+    engine: str, count: int, dim: int, settings: IndexSettings, held: int = 0, working: int = 0
+) -> None:
     """Refuse to grow an index to ``count`` vectors when it would not fit.
 
     Args:
         held: bytes the index holds already (they need no new memory).
+        working: bytes needed only while it grows (float32 copies, the index it replaces).
 
     Raises:
         MemoryLimitError: the estimate exceeds the limit (``settings.memory_limit``, or 80 % of
             the memory free now).
     """
-    need = int(bytes_per_vector(engine, dim, settings) * count) + 2 * CHUNK * dim * 4
+    need = int(bytes_per_vector(engine, dim, settings) * count) + working
     if settings.memory_limit is not None:
         limit, what = settings.memory_limit, "the memory limit"
     else:
@@ -122,7 +128,7 @@ def check_memory(engine: str, count: int, dim: int, settings: IndexSettings, hel
         limit, what = int(0.8 * free) + held, "80 % of the memory free now"
     if need > limit:
         raise MemoryLimitError(
-            f"a {engine} vector index of {count:,} faces ({dim} dimensions) needs about "
+            f"an {engine} vector index of {count:,} faces ({dim} dimensions) needs about "
             f"{need / 2**30:.2f} GiB, more than {what} ({limit / 2**30:.2f} GiB); free memory, "
             "choose a smaller engine (ivfpq needs the least), or search a smaller library"
         )

@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-from facecls.cli import comfort, library, match, people, runs, use
+from facecls.cli import comfort, library, match, people, runs, use, weights
 from facecls.cli.options import config_from_args, resume_dir
 from facecls.config import ConfigError
 
 # The command groups, in the order ``facecls --help`` lists them.
-GROUPS: tuple[ModuleType, ...] = (runs, use, comfort, match, library, people)
+GROUPS: tuple[ModuleType, ...] = (runs, use, comfort, match, weights, library, people)
 
 __all__ = ["build_parser", "config_from_args", "main", "resume_dir"]
 
@@ -50,11 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     log, progress = _console(args)
-    if args.command == "completion":
-        import shtab
-
-        print(shtab.complete(build_parser(), shell=args.shell))
-        return 0
     for group in GROUPS:
         if args.command in group.COMMANDS:
             group.run(args, log, progress)
@@ -64,11 +59,15 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``facecls`` command; returns the process exit code."""
-    args = build_parser().parse_args(
-        argv
-    )  # before the imports below: --help, --version need no torch
+    parser = build_parser()
+    args = parser.parse_args(argv)  # before the imports below: --help, --version need no torch
     if args.command == "models":  # a static table: answers without importing torch
         runs.list_models()
+        return 0
+    if args.command == "completion":  # the shell waits on it: no torch (tests/test_startup.py)
+        import shtab
+
+        print(shtab.complete(parser, shell=args.shell))
         return 0
     from facecls.atomic import WriteError
     from facecls.bundle import BundleError
@@ -112,14 +111,26 @@ def _unexpected(error: Exception, debug: bool) -> int:
     return 1
 
 
-def _add_comfort_options(parser: argparse.ArgumentParser) -> None:
-    from importlib.metadata import PackageNotFoundError, version
+class _Version(argparse.Action):
+    """``--version``: the installed version, looked up only when asked (the lookup scans every
+    installed distribution: tens of milliseconds that shell completion should not wait for)."""
 
-    try:
-        installed = version("facecls")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        installed = "unknown (not installed)"
-    parser.add_argument("--version", action="version", version=f"facecls {installed}")
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kwargs: Any) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            installed = version("facecls")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            installed = "unknown (not installed)"
+        print(f"facecls {installed}")  # on stdout, as argparse's own version action
+        parser.exit()
+
+
+def _add_comfort_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action=_Version, help="show the version and exit")
     parser.add_argument(
         "--verbose", action="store_true", help="also print debug detail (always in run.log)"
     )

@@ -26,11 +26,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("b", type=Path, help="second photo")
     p.add_argument("--threshold", type=float, help="similarity threshold (default: calibrated)")
     p.add_argument("--detect", action="store_true", help="compare the main detected faces")
-    p = sub.add_parser("search", help="the gallery faces closest to a photo's face")
-    p.add_argument("model", type=Path, help="run folder or model bundle")
-    p.add_argument("photo", type=Path, help="the photo to look for")
-    p.add_argument("--gallery", type=Path, required=True,
-                   help="folder of photos (cached), or a facecls embed file")  # fmt: skip
+    p = sub.add_parser(
+        "search", help="the gallery's (or library's) faces closest to a photo's face",
+        usage="facecls search MODEL PHOTO --gallery DIR|FILE | facecls search PHOTO --library LIB",
+    )  # fmt: skip
+    p.add_argument("inputs", nargs="+", type=Path, metavar="[MODEL] PHOTO",
+                   help="run folder or bundle, and the photo to look for (--library: the photo; "
+                   "the library's own model embeds it)")  # fmt: skip
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--gallery", type=Path,
+                       help="folder of photos (cached), or a facecls embed file")  # fmt: skip
+    where.add_argument("--library", metavar="LIB",
+                       help="a face library (folder or postgresql://): search all its faces")  # fmt: skip
+    p.add_argument("--model", type=Path, metavar="RUN",
+                   help="with --library: the trained model it was indexed with (default FaceNet)")  # fmt: skip
+    p.add_argument("--weights", type=Path, help="with --library: the FaceNet weights file")
     p.add_argument("--top-k", type=int, default=5, help="faces listed (default 5)")
     p.add_argument(
         "--detect",
@@ -67,12 +77,27 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
     elif args.command == "verify":
         print(facecls.verify(args.model, args.a, args.b, args.threshold, args.detect).line())
     elif args.command == "search":
-        result = facecls.search(args.model, args.photo, args.gallery, args.top_k, args.detect,
-                                log=log)  # fmt: skip
-        for rank, match in enumerate(result.matches, 1):
-            face = "" if match.face is None else f" face {match.face}"
-            print(f"{rank}. {match.similarity:.4f}  {match.path}{face}")
+        _search(args, log)
     else:
         facecls.serve(args.model, args.host, args.port, args.token, args.store, args.gallery,
-                      args.detect, log=log, threads=args.threads,
+                      args.detect, log=log, threads=args.threads, quiet=args.quiet,
                       library=args.library)  # fmt: skip
+
+
+def _search(args: argparse.Namespace, log: Any) -> None:
+    import facecls
+
+    wanted = 1 if args.library else 2
+    if len(args.inputs) != wanted:
+        raise ValueError("search takes MODEL PHOTO with --gallery, or PHOTO with --library")
+    if args.library:
+        found = facecls.search_library(args.inputs[0], args.library, args.top_k, args.model,
+                                       args.weights, log=log)  # fmt: skip
+        for rank, match in enumerate(found.matches, 1):
+            who = f"  [{match.person}]" if match.person else ""
+            print(f"{rank}. {match.similarity:.4f}  {match.path} face {match.face}{who}")
+        return
+    result = facecls.search(*args.inputs, args.gallery, args.top_k, args.detect, log=log)
+    for rank, match in enumerate(result.matches, 1):
+        face = "" if match.face is None else f" face {match.face}"
+        print(f"{rank}. {match.similarity:.4f}  {match.path}{face}")

@@ -2,7 +2,9 @@
 
 Training, the decode cache and prediction all call :func:`load_rgb`, so a photo is turned into pixels
 the same way everywhere: EXIF orientation applied, every Pillow mode mapped to RGB, transparency
-composited over a fixed grey, optional centre-square resize. Files are opened read-only and never
+composited over a fixed grey, optional centre-square resize. Phone photos in HEIC/HEIF are read
+through pillow-heif (registered with Pillow on first use), AVIF through Pillow's own plugin where
+the installed Pillow has one (11.3 and later). Files are opened read-only and never
 modified; anything that cannot be decoded raises :class:`ImageError` with a short reason that the
 data checks can list next to the file name.
 """
@@ -10,6 +12,7 @@ data checks can list next to the file name.
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import os
 import re
@@ -19,10 +22,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+    | {".heic", ".heif", ".hif", ".avif"}
 )
 MAX_PIXELS: int = 64_000_000
 
@@ -39,6 +43,16 @@ _JUNK_NAMES: frozenset[str] = frozenset({"thumbs.db", "ehthumbs.db", "desktop.in
 _PILLOW_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 # Errors Pillow raises for damaged data while decoding pixels.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
+
+
+@functools.cache
+def image_formats() -> tuple[str, ...]:
+    """The Pillow formats facecls decodes: :data:`_PIL_FORMATS`, HEIF (pillow-heif, registered
+    with Pillow on the first call) and AVIF when this Pillow was built with it."""
+    from pillow_heif import register_heif_opener  # here: its import and registration cost 0.1 s
+
+    register_heif_opener()  # also applies HEIF's own rotation, leaving EXIF orientation at 1
+    return (*_PIL_FORMATS, "HEIF", *(("AVIF",) if features.check("avif") else ()))
 
 
 class ImageError(Exception):
@@ -213,8 +227,10 @@ def decode_reduced(
 def _decode(handle: BinaryIO, path: Path, size: int | None, crop: float = 1.0) -> np.ndarray:
     """Open, check, decode and convert the image in an already opened binary file."""
     try:
-        image = Image.open(handle, formats=_PIL_FORMATS)
+        image = Image.open(handle, formats=image_formats())
     except UnidentifiedImageError as error:
+        if path.suffix.lower() == ".avif" and "AVIF" not in image_formats():
+            raise ImageError("AVIF needs Pillow 11.3 or later built with AVIF", path) from error
         raise ImageError("not an image (cannot identify format)", path) from error
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         # The warning arrives as an exception only where warnings are errors (pytest -W error).

@@ -259,9 +259,11 @@ def calibrate_run(
     data: str | None = None,
     log: Callable[[str], None] = print,
     show_progress: bool = False,
+    into: Path | None = None,
 ) -> dict[str, Any]:
     """Calibrate a run's model from its saved split: centroids from the final model's training
-    part, thresholds from its validation part. Rewrites only the run's model bundle.
+    part, thresholds from its validation part. Rewrites only the run's model bundle, or with
+    ``into`` only that copy of it (the service calibrates its own copy, never the run).
 
     Returns:
         The new ``openset`` entry.
@@ -292,7 +294,7 @@ def calibrate_run(
         bundle.std, device, len(bundle.class_names), bundle.flip_tta, method, acceptance,
         show_progress=show_progress, architecture=bundle.architecture,
     )  # fmt: skip
-    write_calibration(bundle_folder(run_dir), calibration, verification)
+    write_calibration(into or bundle_folder(run_dir), calibration, verification)
     log(describe(calibration.meta()))
     if verification is not None:
         log(describe_verify(verification))

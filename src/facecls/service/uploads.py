@@ -7,42 +7,39 @@ and then only the person's embedding centroid, never the photo.
 from __future__ import annotations
 
 import io
-import json
 from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from facecls.data.images import ImageError, decode_bytes
+from facecls.data.images import ImageError, decode_bytes, image_formats
+from facecls.service.errors import ApiError, error_bytes
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 40_000_000
 
 
-class UploadError(ValueError):
-    """An upload refused, with the HTTP status to answer (413 too big, 422 not usable)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+class _OverLimit(Exception):
+    """Raised into the app when a body passes the limit (the app's answer is replaced)."""
 
 
 def decode_upload(data: bytes, name: str, max_pixels: int = MAX_UPLOAD_PIXELS) -> np.ndarray:
-    """RGB pixels of an upload; :class:`UploadError` 422 if it is no image or too many pixels."""
+    """RGB pixels of an upload; :class:`ApiError` 422 if it is no image or too many pixels."""
     label = name or "upload"
     try:
-        with Image.open(io.BytesIO(data)) as probe:  # reads the header only
+        with Image.open(io.BytesIO(data), formats=image_formats()) as probe:  # the header only
             width, height = probe.size
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
-        raise UploadError(422, f"{label}: not an image Pillow can read") from error
+        raise ApiError(422, "not_an_image", f"{label}: not an image Pillow can read") from error
     if width * height > max_pixels:
-        raise UploadError(
-            422, f"{label}: {width}x{height} pixels is over the {max_pixels:,}-pixel limit"
-        )
+        raise ApiError(
+            422, "too_many_pixels",
+            f"{label}: {width}x{height} pixels is over the {max_pixels:,}-pixel limit",
+        )  # fmt: skip
     try:
         return decode_bytes(data, label)
     except ImageError as error:
-        raise UploadError(422, f"{label}: {error}") from error
+        raise ApiError(422, "not_an_image", f"{label}: {error}") from error
 
 
 class BodyLimit:
@@ -61,7 +58,7 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         seen, over, answered = 0, False, False
-        detail = json.dumps({"detail": f"request over the {self.limit:,}-byte limit"}).encode()
+        detail = error_bytes("too_large", f"request over the {self.limit:,}-byte limit")
 
         async def refuse() -> None:
             nonlocal answered
@@ -78,7 +75,7 @@ class BodyLimit:
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
                     over = True
-                    raise UploadError(413, detail.decode())
+                    raise _OverLimit
             return message
 
         async def guarded(message: dict[str, Any]) -> None:
@@ -89,7 +86,7 @@ class BodyLimit:
 
         try:
             await self.app(scope, limited, guarded)
-        except UploadError:
+        except Exception:
             if not over:
                 raise
-            await refuse()
+            await refuse()  # _OverLimit, or whatever the app made of it

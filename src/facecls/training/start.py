@@ -21,7 +21,7 @@ from facecls.data.splits import TestSplit, folds_from_document, split_test
 from facecls.environment import environment
 from facecls.logs import RunLog, debug
 from facecls.models import model_info
-from facecls.models.facenet import default_weights_path
+from facecls.models.facenet import default_weights_path, missing_weights_message
 from facecls.runtime import autocast_dtype, runtime_for
 from facecls.training.distributed import DistContext, broadcast_text
 from facecls.training.distributed import context as dist_context
@@ -81,17 +81,14 @@ def check_prerequisites(config: RunConfig) -> None:
         FileNotFoundError: ``--weights`` (or FaceNet's default weights) is not a file.
     """
     t = config.train
-    if t.weights:
-        wanted, option = Path(t.weights).expanduser(), "--weights"
-    elif t.model == "facenet" and t.pretrained:
-        wanted, option = default_weights_path(), "--pretrained (FaceNet's default weights)"
-    else:
-        return
-    if not wanted.is_file():
+    if t.weights and not Path(t.weights).expanduser().is_file():
         raise FileNotFoundError(
-            f"{wanted}: weights file not found ({option}); nothing was loaded and no run "
-            "folder was made. Pass --weights PATH (docs/models.md says where to get FaceNet's)"
+            f"{Path(t.weights).expanduser()}: weights file not found (--weights); nothing was "
+            "loaded and no run folder was made"
         )
+    facenet_default = not t.weights and t.model == "facenet" and t.pretrained
+    if facenet_default and not default_weights_path().is_file():
+        raise FileNotFoundError(f"{missing_weights_message()}; no run folder was made")
 
 
 def _start(
