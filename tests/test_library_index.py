@@ -259,3 +259,58 @@ def test_two_torchrun_ranks_index_one_shared_library_with_every_face_once(
             assert len(pairs) == len(set(pairs))  # no face written twice
     finally:
         drop_database(postgres_url, url)
+
+
+def test_reembed_swaps_the_model_and_keeps_the_labels(
+    collection: tuple[Path, dict[str, list]], embedder: Embedder, library_location: str
+) -> None:
+    from facecls.data.faces import FaceCutter
+    from facecls.data.images import load_rgb
+    from facecls.data.mtcnn import Detections
+
+    root = collection[0]
+    index_photos([root / "trip"], library_location, embedder=embedder, **QUIET)
+    with open_library(library_location) as lib:
+        ids, before = lib.embeddings()
+        ada = lib.create_person("Ada")
+        lib.assign_faces([int(ids[0])], ada)
+    aligned = FaceCutter("align", 160)
+    other = replace(embedder, key=replace(embedder.key, pipeline="align"),
+                    cut=lambda photo, found: aligned.faces_of(photo, found, every_face=True))  # fmt: skip
+    with pytest.raises(LibraryError, match="--reembed"):
+        index_photos([root / "trip", root / "phone"], library_location, embedder=other, **QUIET)
+    report = index_photos([root / "trip", root / "phone"], library_location, embedder=other,
+                          reembed=True, **QUIET)  # fmt: skip
+    assert report.reembedded == len(ids) and report.new_photos == 2
+    with open_library(library_location) as lib:
+        assert lib.model_key() == other.key
+        after = lib.embeddings(ids)[1]
+        assert lib.faces(ids=[int(ids[0])])[0].person_id == ada
+        assert float(np.min(np.sum(before * after, axis=1))) < 0.999  # new vectors, not the old
+        files = lib.files()
+        (face,) = lib.faces(photo_id=files[str(root / "trip/day1/hotel.jpg")].photo_id)
+        found = Detections(np.array([face.box], np.float32), np.array([face.score], np.float32),
+                           face.landmarks[None].astype(np.float32))  # fmt: skip
+        (cut,) = other.cut(load_rgb(root / "trip/day1/hotel.jpg"), found)
+        expected = other.embed(cut.pixels.transpose(2, 0, 1)[None])[0]
+        assert float(lib.embeddings([face.id])[1][0] @ expected) > 0.999
+    if not library_location.startswith("postgresql"):
+        assert [p.name for p in Path(library_location).glob("embeddings*.f32")] != []
+        with open_library(library_location):
+            pass
+        assert len(list(Path(library_location).glob("embeddings*.f32"))) == 1
+
+
+def test_a_file_name_that_is_not_utf8_is_listed_not_fatal(
+    collection: tuple[Path, dict[str, list]], embedder: Embedder, tmp_path: Path
+) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    odd = os.fsencode(root) + b"/caf\xe9.jpg"  # Latin-1 bytes: not UTF-8
+    with open(odd, "wb") as f:
+        f.write((collection[0] / "trip/day1/hotel.jpg").read_bytes())
+    report = index_photos([root], tmp_path / "lib", embedder=embedder, **QUIET)
+    assert [reason for _, reason in report.unreadable] == [
+        "file name is not valid UTF-8 (rename the file)"
+    ]
+    assert "\\xe9" in report.unreadable[0][0]

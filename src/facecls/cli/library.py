@@ -20,12 +20,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, metavar="RUN",
                    help="embed with a trained model's backbone and face pipeline "
                    "(default: FaceNet with --faces detect's pipeline)")  # fmt: skip
-    p.add_argument("--weights", type=Path, help="FaceNet weights file (default: the weights cache)")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        help="FaceNet weights file (default: the one facecls weights get facenet stored)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
     p.add_argument("--min-face", type=int, default=40, metavar="PX",
                    help="smallest face looked for, in pixels of the photo (default 40)")  # fmt: skip
-    p.add_argument("--batch", type=int, default=8, help="photos per detector pass (default 8)")
-    p.add_argument("--workers", type=int, help="threads reading photos (default: cores, <= 4)")
+    p.add_argument("--workers", type=int,
+                   help="photos processed at once, one thread each (default: the cores)")  # fmt: skip
+    p.add_argument("--reembed", action="store_true",
+                   help="a library indexed with another model: re-embed its faces with this one "
+                   "(cut again from the photos) instead of refusing")  # fmt: skip
     p.add_argument("--commit-every", type=int, default=32, metavar="N",
                    help="photos per transaction; a killed index loses at most these (default 32)")  # fmt: skip
 
@@ -33,17 +40,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
     """Carry out one of :data:`COMMANDS`."""
     from facecls.library.index import index_photos
-    from facecls.training.distributed import context
+    from facecls.training.distributed import context, cpu_cores
 
     if args.min_face < 12:
         raise ValueError(f"--min-face must be at least 12 px (MTCNN's window), not {args.min_face}")
     # Under torchrun each rank indexes its share of the photos into the one library.
     ctx = context(args.device)
+    if ctx.distributed and args.reembed:
+        raise ValueError("--reembed runs in one process: re-embed first, then index with torchrun")
     device = str(ctx.device) if ctx.distributed else args.device
     index_photos(
         args.photos, args.library, model=args.model, weights=args.weights, device=device,
-        min_face=args.min_face, batch=args.batch, workers=args.workers,
-        commit_every=args.commit_every,
+        min_face=args.min_face,
+        workers=args.workers or max(1, cpu_cores() // ctx.local_world_size),
+        commit_every=args.commit_every, reembed=args.reembed,
         shard=(ctx.rank, ctx.world_size), show_progress=progress and ctx.is_main,
         log=log if ctx.is_main or not ctx.distributed else _rank_log(log, ctx.rank),
     )  # fmt: skip

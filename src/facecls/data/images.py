@@ -171,6 +171,14 @@ def decode_bytes(data: bytes, name: str = "upload", size: int | None = None) -> 
 def decode_reduced(
     data: bytes, path: Path, reduction: Callable[[int, int], int]
 ) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`decode_reduced_image` as a uint8 ``(h, w, 3)`` array."""
+    image, full = decode_reduced_image(data, path, reduction)
+    return np.array(image, dtype=np.uint8), full
+
+
+def decode_reduced_image(
+    data: bytes, path: Path, reduction: Callable[[int, int], int]
+) -> tuple[Image.Image, tuple[int, int]]:
     """Decode a photo held in memory at a reduced size, as :func:`load_rgb` decodes it
     otherwise (EXIF orientation, colour modes, size limit).
 
@@ -183,7 +191,7 @@ def decode_reduced(
             and box-reduced.
 
     Returns:
-        The RGB uint8 ``(h, w, 3)`` photo, upright, and the full upright ``(width, height)``.
+        The RGB photo, upright, and the full upright ``(width, height)``.
 
     Raises:
         ImageError: as :func:`load_rgb`.
@@ -221,7 +229,7 @@ def decode_reduced(
     achieved = max(1, round(full[0] / max(rgb.width, 1)))
     if achieved < factor:  # not a JPEG, or the draft stopped short: box-reduce the rest
         rgb = rgb.reduce(factor // achieved)
-    return np.array(rgb, dtype=np.uint8), full
+    return rgb, full
 
 
 def _decode(handle: BinaryIO, path: Path, size: int | None, crop: float = 1.0) -> np.ndarray:

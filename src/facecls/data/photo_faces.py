@@ -3,12 +3,12 @@
 A 12-megapixel phone photo costs more to decode than to search for faces once it is small, so
 each file is read once (its bytes, their sha256) and decoded at a reduced size for the detector
 (:func:`facecls.data.images.decode_reduced`: libjpeg's draft mode decodes a JPEG straight at 1/2,
-1/4 or 1/8). MTCNN searches these small copies one by one (so a photo's faces never depend on
-the photos read with it); each face is then cut at the resolution it needs from the same
-bytes: a small face from the full photo, a big one from a reduced decode (never smaller than
-the model's input), so nothing is lost against detecting and cutting at full size. Files are
-read and faces cut in a thread pool (Pillow and libjpeg release the GIL) while the detector
-works on the photos read before.
+1/4 or 1/8). MTCNN searches each small copy (a photo's faces never depend on the photos read
+with it); each face is then cut at the resolution it needs from the same bytes: a small face
+from the full photo, a big one from a reduced decode (never smaller than the model's input), so
+nothing is lost against detecting and cutting at full size. Each worker thread takes a photo
+from its bytes to its faces (Pillow, libjpeg and PyTorch release the GIL), optionally to their
+embeddings too.
 
 Boxes and landmarks come back in full-resolution pixels of the upright photo (EXIF orientation
 applied). A file that cannot be read, or that changes while it is read, comes back with an
@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,9 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from facecls.data.faces import Face
-from facecls.data.images import IMAGE_EXTENSIONS, ImageError, decode_reduced, file_problem
+from facecls.data.faces import Face, main_first
+from facecls.data.images import (
+    IMAGE_EXTENSIONS,
+    ImageError,
+    decode_reduced,
+    decode_reduced_image,
+    file_problem,
+)
 from facecls.data.mtcnn import MTCNN, Detections
 
 Cut = Callable[[np.ndarray, Detections], list[Face]]  # photo + its detections -> faces
@@ -47,6 +55,7 @@ class ReadPhoto:
         faces: main face first; boxes and landmarks in full-resolution pixels.
         error: why the file could not be used (then nothing else but the stamp is set).
         known: ``skip`` said the content is known already: neither decoded nor searched.
+        embeddings: ``(len(faces), D)`` from the reader's ``embed``, when it has one.
     """
 
     path: Path
@@ -58,6 +67,7 @@ class ReadPhoto:
     faces: list[Face] = field(default_factory=list)
     error: str | None = None
     known: bool = False
+    embeddings: np.ndarray | None = None
 
 
 @dataclass
@@ -90,21 +100,32 @@ class FaceReader:
         detect_px: the size ``min_face`` has in the detector's copy: 12 is MTCNN's window, so a
             smaller value makes it upsample; a bigger one decodes a bigger copy.
         max_side: longest side of the detector's copy.
-        batch: photos read ahead and searched between two waits for the reading threads.
-        workers: threads that read, decode and cut.
+        workers: threads, each taking a photo from its bytes to its faces (and embeddings):
+            with one PyTorch thread each they use the cores better than one photo at a time
+            on several threads (small convolutions scale poorly, worst on a busy machine).
+        embed: uint8 faces ``(N, 3, S, S)`` -> embeddings ``(N, D)``, run in the workers.
     """
 
     def __init__(
         self, cut: Cut, face_px: int, detector: MTCNN, min_face: int | None = 40,
-        detect_px: float = 12.0, max_side: int = 1600, batch: int = 8, workers: int = 2,
+        detect_px: float = 12.0, max_side: int = 1600, workers: int = 2,
+        embed: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:  # fmt: skip
-        self.cut, self.face_px = cut, face_px
-        # A copy (sharing the nets): its sizes are set per photo here, the caller's stay as they are.
-        self.detector = copy.copy(detector)
+        self.cut, self.face_px, self.embed = cut, face_px, embed
         self.min_face, self.detect_px, self.max_side = min_face, detect_px, max_side
-        self.batch, self.workers = max(1, batch), max(1, workers)
-        self.detector.max_side = 1 << 20  # the copies are sized here
-        self._copy_min_face = float(detector.min_face_size)
+        self.workers = max(1, workers)
+        self._detector, self._local = detector, threading.local()
+
+    def detector(self) -> MTCNN:
+        """This thread's MTCNN: a copy sharing the caller's nets, sized per photo here (the
+        caller's own stays as it is)."""
+        mine = getattr(self._local, "detector", None)
+        if mine is None:
+            self._detector.nets()  # load once, before the copies share them
+            mine = copy.copy(self._detector)
+            mine.max_side = 1 << 20  # the copies are sized by reduction()
+            self._local.detector = mine
+        return mine
 
     def reduction(self, width: int, height: int) -> int:
         """How much the detector's copy of a ``width`` x ``height`` photo is shrunk."""
@@ -124,31 +145,31 @@ class FaceReader:
         ``skip(sha256)``, called from the reading threads once a file is hashed, says a content
         is known already (a copy, a moved or touched photo): it is then not decoded.
         """
-        source = iter(files)
+        ahead = 3 * self.workers  # photos in flight: the workers never wait for the consumer
         with ThreadPoolExecutor(self.workers) as pool:
-            loading: deque[Future[_Loaded]] = deque()
-            done: deque[Future[ReadPhoto]] = deque()
+            pending: deque[Future[ReadPhoto]] = deque()
+            for path in files:
+                pending.append(pool.submit(self._process, Path(path), skip))
+                if len(pending) >= ahead:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
 
-            def fill() -> None:
-                for path in source:
-                    loading.append(pool.submit(self._load, Path(path), skip))
-                    if len(loading) >= 2 * self.batch:
-                        return
-
-            fill()
-            while loading:
-                batch = [loading.popleft().result() for _ in range(min(self.batch, len(loading)))]
-                fill()  # the next files load while this batch is searched
-                found = self._detect([b for b in batch if b.copy is not None])
-                for item in batch:
-                    if item.copy is None:
-                        done.append(_ready(item.photo))
-                    else:
-                        done.append(pool.submit(self._finish, item, found[id(item)]))
-                while len(done) > self.batch:
-                    yield done.popleft().result()
-            while done:
-                yield done.popleft().result()
+    def _process(self, path: Path, skip: Callable[[str], bool] | None) -> ReadPhoto:
+        """One photo, start to end, in a worker thread."""
+        item = self._load(path, skip)
+        if item.copy is None:
+            return item.photo
+        detector = self.detector()
+        if self.min_face is None:
+            detector.min_face_size = self._detector.min_face_size
+        else:
+            detector.min_face_size = self.min_face / item.reduction
+        photo = self._finish(item, detector.detect([item.copy])[0])
+        if self.embed is not None and photo.faces:
+            pixels = np.stack([face.pixels.transpose(2, 0, 1) for face in photo.faces])
+            photo.embeddings = self.embed(pixels)
+        return photo
 
     def _load(self, path: Path, skip: Callable[[str], bool] | None) -> _Loaded:
         """Read a file once: its bytes, stamp and digest, and the detector's reduced copy."""
@@ -184,23 +205,6 @@ class FaceReader:
             return _Loaded(photo)
         return _Loaded(photo, data, copy, self.reduction(photo.width, photo.height))
 
-    def _detect(self, items: list[_Loaded]) -> dict[int, Detections]:
-        """MTCNN over the copies (its ``min_face_size`` follows each copy's reduction)."""
-        found: dict[int, Detections] = {}
-        for reduction in sorted({item.reduction for item in items}):
-            group = [item for item in items if item.reduction == reduction]
-            if self.min_face is None:
-                self.detector.min_face_size = self._copy_min_face
-            else:
-                self.detector.min_face_size = self.min_face / reduction
-            # One photo per pass: R-Net and O-Net then see the same candidates whatever the
-            # batch, so a photo's faces never depend on which photos were read with it (an
-            # interrupted index resumes to the same library). Batching saved little on the CPU.
-            for item in group:
-                assert item.copy is not None
-                found[id(item)] = self.detector.detect([item.copy])[0]
-        return found
-
     def _finish(self, item: _Loaded, found: Detections) -> ReadPhoto:
         """Cut the faces, each from a decode where it keeps its full detail."""
         photo, copy = item.photo, item.copy
@@ -209,19 +213,52 @@ class FaceReader:
             scale = photo.width / copy.shape[1]
             sides = (found.boxes[:, 2:] - found.boxes[:, :2]).max(axis=1) * scale
             cut_at = min(item.reduction, _power_of_two_at_most(sides.min() / self.face_px))
-            source = copy
-            if cut_at != item.reduction:
+            if cut_at == item.reduction:
+                source = Image.fromarray(copy)
+            else:
                 try:
-                    source, _ = decode_reduced(item.data, photo.path, lambda _w, _h: cut_at)
+                    source, _ = decode_reduced_image(item.data, photo.path, lambda _w, _h: cut_at)
                 except ImageError as error:  # the bytes decoded once already; be safe anyway
                     photo.error = error.reason
                     return photo
-            to_x, to_y = source.shape[1] / copy.shape[1], source.shape[0] / copy.shape[0]
-            back_x, back_y = photo.width / source.shape[1], photo.height / source.shape[0]
-            faces = self.cut(source, _rescale(found, to_x, to_y))
+            to_x, to_y = source.width / copy.shape[1], source.height / copy.shape[0]
+            back_x, back_y = photo.width / source.width, photo.height / source.height
+            faces = cut_each(source, _rescale(found, to_x, to_y), self.cut)
             photo.faces = [_rescale_face(face, back_x, back_y) for face in faces]
         item.data, item.copy = b"", None  # free the bytes as soon as the photo is done
         return photo
+
+
+def cut_each(
+    source: Image.Image, found: Detections, cut: Cut, order: list[int] | None = None
+) -> list[Face]:
+    """The faces of ``found`` in ``order`` (default: main face first), each cut from a region
+    around it rather than from the whole photo: a 12-megapixel photo is never copied whole. The
+    region (three times the face, within the photo) holds everything any pipeline reads, and
+    reaches the photo's border wherever a cut could, so each cut sees what it would see in the
+    whole photo. Boxes and landmarks come back in ``source``'s pixels."""
+    if order is None:
+        order = main_first(found.boxes, source.height, source.width).tolist()
+    faces = []
+    for i in order:
+        x1, y1, x2, y2 = (float(v) for v in found.boxes[i])
+        reach = 1.5 * max(x2 - x1, y2 - y1) + 2
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        left, top = max(0, int(cx - reach)), max(0, int(cy - reach))
+        right, bottom = (
+            min(source.width, int(cx + reach) + 1),
+            min(source.height, int(cy + reach) + 1),
+        )
+        region = np.asarray(source.crop((left, top, right, bottom)))
+        one = Detections(found.boxes[i : i + 1] - np.array([left, top, left, top], np.float32),
+                         found.scores[i : i + 1],
+                         found.landmarks[i : i + 1] - np.array([left, top], np.float32))  # fmt: skip
+        for face in cut(region, one):
+            fx1, fy1, fx2, fy2 = face.box
+            marks = None if face.landmarks is None else face.landmarks + [left, top]
+            faces.append(Face(face.pixels, (fx1 + left, fy1 + top, fx2 + left, fy2 + top), marks,
+                              face.score))  # fmt: skip
+    return faces
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
@@ -230,12 +267,6 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return stat.st_size, stat.st_mtime_ns
-
-
-def _ready(photo: ReadPhoto) -> Future[ReadPhoto]:
-    future: Future[ReadPhoto] = Future()
-    future.set_result(photo)
-    return future
 
 
 def _rescale(found: Detections, fx: float, fy: float) -> Detections:

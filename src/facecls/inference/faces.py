@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import torch
 
 from facecls.data.faces import Face, FaceCutter
 from facecls.data.images import IMAGE_EXTENSIONS, ImageError, is_junk, printable
@@ -132,8 +133,10 @@ def face_items(
     """
     workers = max(1, min(4, os.cpu_count() or 1))
     if detect:  # the shared reader: read once, detect on a reduced copy, cut at full detail
+        # Photos in parallel, each on the PyTorch threads left: cores are not oversubscribed.
+        searchers = max(1, (os.cpu_count() or 1) // max(1, torch.get_num_threads()))
         reader = FaceReader(model_cut(model), model.image_size, model.cutter.detector(),
-                            min_face=None, batch=chunk, workers=workers)  # fmt: skip
+                            min_face=None, workers=searchers)  # fmt: skip
         for photo in reader.read(paths):
             shown = printable(str(photo.path))  # a non-UTF-8 name, escaped for the CSV and log
             if photo.error is not None:

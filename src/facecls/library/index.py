@@ -2,7 +2,7 @@
 
 The inputs (folders walked recursively, photo files, tar/zip archives, also inside folders) are
 scanned; a file the library knows with the same size and mtime is not opened again. The others
-are read by the batched reader (:mod:`facecls.data.photo_faces`): hashed, and when the library
+are read by the shared reader (:mod:`facecls.data.photo_faces`): hashed, and when the library
 already holds that content (a copy, a moved or touched photo) only the path is added; otherwise
 their faces are detected, cut and embedded. Every ``commit_every`` photos (or few seconds) one
 transaction stores them, so a killed index keeps all but the last few photos and the next run
@@ -23,12 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from facecls.data.archive import ArchiveError, extract_archive, is_archive
 from facecls.data.images import IMAGE_EXTENSIONS, is_junk, printable
 from facecls.data.photo_faces import FaceReader, ReadPhoto
 from facecls.data.sources import DataError, default_cache_dir
 from facecls.library.embedder import Embedder, facenet_embedder, model_embedder
+from facecls.library.reembed import reembed_library
 from facecls.library.store import FileStamp, Library, NewFace, NewPhoto, open_library
 from facecls.progress import bar
 
@@ -69,6 +71,7 @@ class IndexReport:
     removed_faces: int = 0
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     other_files: int = 0
+    reembedded: int = 0  # faces re-embedded with this run's model (--reembed)
     seconds: float = 0.0
     read_seconds: float = 0.0  # reading, detecting, embedding and storing the photos read
 
@@ -156,10 +159,10 @@ def _under(name: str, roots: Sequence[str]) -> bool:
 def index_photos(
     inputs: Sequence[str | Path], library: str | Path, model: str | Path | None = None,
     weights: str | Path | None = None, device: str = "auto", min_face: int = 40,
-    batch: int = 8, workers: int | None = None, shard: tuple[int, int] = (0, 1),
+    workers: int | None = None, shard: tuple[int, int] = (0, 1),
     commit_every: int = COMMIT_EVERY, log: Callable[[str], None] = print,
     show_progress: bool = False, embedder: Embedder | None = None,
-    cache_dir: Path | None = None,
+    cache_dir: Path | None = None, reembed: bool = False,
 ) -> IndexReport:  # fmt: skip
     """Index the photos of ``inputs`` into the face library ``library`` (see the module notes).
 
@@ -170,6 +173,8 @@ def index_photos(
         min_face: smallest face searched for, in pixels of the full photo.
         shard: ``(rank, world_size)`` under torchrun.
         embedder: a ready :class:`Embedder` (tests, benchmarks), instead of model/weights.
+        reembed: a library indexed with another model is re-embedded with this one first
+            (:func:`facecls.library.reembed.reembed_library`) instead of refused.
 
     Raises:
         LibraryError: the library refuses (another model's, a newer facecls's, read-only).
@@ -186,6 +191,10 @@ def index_photos(
         known = lib.files()
         todo = []
         for entry in mine:
+            if printable(entry.name) != entry.name:  # a name no database can hold as text
+                report.unreadable.append((printable(entry.name), "file name is not valid "
+                                          "UTF-8 (rename the file)"))  # fmt: skip
+                continue
             record = known.get(entry.name)
             stat = _stat(entry.path)
             if record is not None and stat == (record.size, record.mtime_ns):
@@ -194,13 +203,23 @@ def index_photos(
                     report.unreadable.append((printable(entry.name), record.error))
             else:
                 todo.append(entry)
-        if todo:  # the backbone loads only when there is something to embed
+        if todo or reembed:  # the backbone loads only when there is something to embed
             if embedder is None:
                 embedder = (model_embedder(model, device) if model
                             else facenet_embedder(weights, device))  # fmt: skip
-            lib.claim_model(embedder.key)
-            _read_and_store(lib, embedder, todo, report, min_face, batch, workers,
-                            commit_every, log, show_progress)  # fmt: skip
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # the workers run photos in parallel, one thread each
+            try:
+                own = lib.model_key()
+                if reembed and rank == 0 and own is not None and own != embedder.key:
+                    report.reembedded = reembed_library(lib, embedder, workers, log,
+                                                        show_progress, cache_dir)  # fmt: skip
+                lib.claim_model(embedder.key)
+                if todo:
+                    _read_and_store(lib, embedder, todo, report, min_face, workers,
+                                    commit_every, show_progress)  # fmt: skip
+            finally:
+                torch.set_num_threads(threads)
         if rank == 0:
             names = {e.name for e in scan.entries}
             gone = [n for n in known if _under(n, scan.roots) and n not in names]
@@ -223,11 +242,15 @@ def _stat(path: Path) -> tuple[int, int] | None:
     return stat.st_size, stat.st_mtime_ns
 
 
+def _vectors(photo: ReadPhoto) -> list[np.ndarray]:
+    return [] if photo.embeddings is None else list(photo.embeddings)
+
+
 class _Batch:
     """Photos waiting for their transaction, and the contents known to the library."""
 
-    def __init__(self, lib: Library, embedder: Embedder, report: IndexReport) -> None:
-        self.lib, self.embedder, self.report = lib, embedder, report
+    def __init__(self, lib: Library, report: IndexReport) -> None:
+        self.lib, self.report = lib, report
         self.stored = lib.contents()
         self.claimed: set[str] = set(self.stored)
         self.photos: list[tuple[ReadPhoto, FileStamp]] = []
@@ -260,18 +283,12 @@ class _Batch:
         )
 
     def commit(self) -> None:
-        """Embed the waiting faces and store everything in one transaction."""
-        pixels = [f.pixels.transpose(2, 0, 1) for p, _ in self.photos for f in p.faces]
-        size = self.embedder.face_px
-        vectors = self.embedder.embed(
-            np.stack(pixels) if pixels else np.zeros((0, 3, size, size), np.uint8)
-        )
+        """Store the waiting photos, faces and files in one transaction."""
         rows, k = [], 0
         for photo, stamp in self.photos:
-            faces = []
-            for face in photo.faces:
-                faces.append(NewFace(face.box, face.landmarks, face.score, vectors[k]))
-                k += 1
+            faces = [NewFace(face.box, face.landmarks, face.score, vector)
+                     for face, vector in zip(photo.faces, _vectors(photo), strict=True)]  # fmt: skip
+            k += len(faces)
             rows.append(NewPhoto(photo.sha256, photo.width, photo.height, faces, [stamp]))
         coming = {p.sha256 for p, _ in self.photos}
         # A copy whose original is still being read waits for it (or, last, for the next run).
@@ -288,14 +305,13 @@ class _Batch:
 
 def _read_and_store(
     lib: Library, embedder: Embedder, todo: list[Entry], report: IndexReport, min_face: int,
-    batch: int, workers: int | None, commit_every: int, log: Callable[[str], None],
-    show_progress: bool,
+    workers: int | None, commit_every: int, show_progress: bool,
 ) -> None:  # fmt: skip
     reader = FaceReader(embedder.cut, embedder.face_px, embedder.detector, min_face=min_face,
-                        batch=batch, workers=workers or min(4, os.cpu_count() or 1))  # fmt: skip
+                        workers=workers or os.cpu_count() or 1, embed=embedder.embed)  # fmt: skip
     names = {e.path: e.name for e in todo}
     start = time.perf_counter()
-    pending = _Batch(lib, embedder, report)
+    pending = _Batch(lib, report)
     counter = bar(len(todo), "index", show_progress, unit="photo")
     try:
         for photo in reader.read((e.path for e in todo), skip=pending.claim):

@@ -16,9 +16,10 @@ import json
 import time
 import unicodedata
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from typing import Any
 
+from facecls.library.store_engine import Engine
 from facecls.library.store_types import SOURCES, LibraryError, Person
 
 MAX_NAME = 200  # characters; longer is a paste gone wrong, not a name
@@ -42,27 +43,11 @@ def clean_name(name: str) -> str:
     return text
 
 
-class Labels:
+class Labels(Engine):
     """People, labels and undo; mixed into :class:`facecls.library.store_base.Library`."""
 
     location: str
     _undo: dict[str, dict[str, Any]] | None = None
-
-    # provided by Library
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
-
-    def _run(self, sql: str, params: Sequence[Any] = ()) -> None:
-        raise NotImplementedError
-
-    def _run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        raise NotImplementedError
-
-    def _insert_ids(self, table: str, columns: Sequence[str], rows: list[tuple]) -> list[int]:
-        raise NotImplementedError
-
-    def writing(self) -> AbstractContextManager[int]:
-        raise NotImplementedError
 
     # ---- reading ----------------------------------------------------------------------------
     def people(self, hidden: bool = True) -> list[Person]:

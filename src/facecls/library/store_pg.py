@@ -146,6 +146,11 @@ class PostgresLibrary(Library):
         data = np.ascontiguousarray(vectors, "<f4")
         return [(None, row.tobytes()) for row in data]
 
+    def _replace_vectors(self, ids: np.ndarray, vectors: np.ndarray, dim: int) -> None:
+        data = np.ascontiguousarray(vectors, "<f4")
+        self._run_many("UPDATE faces SET embedding = ? WHERE id = ?",
+                       [(row.tobytes(), int(i)) for row, i in zip(data, ids, strict=True)])  # fmt: skip
+
     def _vectors(self, rows: list[tuple[Any, Any]]) -> np.ndarray:
         key = self.model_key()
         dim = 0 if key is None else key.dim

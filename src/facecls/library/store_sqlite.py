@@ -71,6 +71,9 @@ class SQLiteLibrary(Library):
         except sqlite3.Error as error:
             raise self._translate(error) or error from error
         self._setup(create and self.writable, "INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB")
+        if self.writable and len(list(folder.glob("embeddings*.f32"))) > 1:
+            with self._transaction(write=True):  # no re-embedding between its file and commit
+                self._forget_old_files()
 
     # ---- connection primitives ---------------------------------------------------------------
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -160,6 +163,34 @@ class SQLiteLibrary(Library):
             raise
         self._set_meta("embeddings_rows", str(committed + len(vectors)))
         return [(committed + i, None) for i in range(len(vectors))]
+
+    def _replace_vectors(self, ids: np.ndarray, vectors: np.ndarray, dim: int) -> None:
+        """A new embeddings file, named by this write's seq, made whole before the faces point
+        at it; the old one is deleted once no committed write names it (the next open)."""
+        name = f"embeddings-{self.seq()}.f32"
+        try:
+            with open(self.folder / name, "wb") as f:
+                f.write(np.ascontiguousarray(vectors, "<f4").tobytes())
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as error:
+            (self.folder / name).unlink(missing_ok=True)
+            if error.errno == errno.ENOSPC:
+                raise _full(self.folder) from error
+            raise
+        self._run_many("UPDATE faces SET embedding_row = ? WHERE id = ?",
+                       [(row, int(i)) for row, i in enumerate(ids)])  # fmt: skip
+        self._set_meta("embeddings_file", name)
+        self._set_meta("embeddings_rows", str(len(ids)))
+        self._map = None
+
+    def _forget_old_files(self) -> None:
+        """Delete embeddings files no committed write names (a re-embedding's old one, or the
+        new one of a re-embedding killed before it committed)."""
+        current = self._meta("embeddings_file") or EMBEDDINGS_NAME
+        for path in self.folder.glob("embeddings*.f32"):
+            if path.name != current:
+                path.unlink(missing_ok=True)
 
     def _vectors(self, rows: list[tuple[Any, Any]]) -> np.ndarray:
         path, committed, dim = self._embedding_file()
