@@ -17,6 +17,7 @@ cosine distance at most 0.5) on facecls's embeddings.
 
     PYTHONPATH=src python benchmarks/cluster_lfw.py --embeddings lfw-all-facenet.safetensors
     PYTHONPATH=src python benchmarks/cluster_lfw.py --model RUN   # embeds LFW itself (cached)
+    PYTHONPATH=src python benchmarks/cluster_lfw.py               # facecls index LFW (cached)
 
 dlib descriptors take about 0.15-0.25 s a photo on one core; they are cached in ``--cache`` in
 chunks of 500 photos, so an interrupted run loses little.
@@ -46,6 +47,7 @@ SHARED = next(
      if (p / "shared").is_dir()),
     REPO.parent / "shared" / "datasets",
 )  # fmt: skip
+WEIGHTS = SHARED.parent / "weights" / "facenet-inception-resnet-v1-casia-webface.safetensors"
 DLIB_CHUNK = 500
 SWEEP = {
     "agglomerative": (0.35, 0.4, 0.45, 0.5, 0.55, 0.6),
@@ -108,6 +110,35 @@ def embed_lfw(model: Path, paths: list[Path], cache: Path, log: Callable[[str], 
     if not out.exists():
         log(f"Embedding {len(paths)} photos with {model} into {out} (once) ...")
         embed(model, paths, out, detect=True, log=log)
+    return out
+
+
+def index_lfw(root: Path, relpaths: list[str], cache: Path, weights: Path | None) -> Path:
+    """Index LFW with ``facecls index`` (FaceNet, the ``box`` pipeline) into a library under
+    ``cache`` (resumed if interrupted), and write each photo's main face (rank 0) as a
+    ``facecls embed``-style file (safetensors + CSV) beside it; answers that file."""
+    from safetensors.numpy import save_file
+
+    from facecls.library.index import index_photos
+    from facecls.library.store import open_library
+
+    library, out = cache / "lfw-library", cache / "lfw-index-main-faces.safetensors"
+    if out.exists():
+        return out
+    index_photos([root], library, weights=weights, log=print, show_progress=True)
+    rows, vectors = [], []
+    with open_library(library) as lib:
+        files = lib.files()
+        for rel in relpaths:
+            record = files.get(str(root / rel))
+            faces = lib.faces(photo_id=record.photo_id) if record and record.photo_id else []
+            main = [f for f in faces if f.rank == 0]
+            if main:
+                vectors.append(lib.embeddings([main[0].id])[1][0])
+                rows.append([len(rows), str(root / rel), 0, ""])
+    save_file({"embeddings": np.stack(vectors).astype(np.float32)}, str(out))
+    with out.with_suffix(".csv").open("w", newline="") as f:
+        csv.writer(f).writerows([["row", "photo", "face", "box"], *rows])
     return out
 
 
@@ -234,6 +265,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--embeddings", type=Path, help="facecls embed output of all LFW photos")
     parser.add_argument("--model", type=Path, help="else embed LFW with this run (--detect)")
+    parser.add_argument("--weights", type=Path, default=WEIGHTS if WEIGHTS.is_file() else None,
+                        help="else facecls index LFW with these FaceNet weights (default: "
+                        "../shared's, else the weights cache's)")  # fmt: skip
     parser.add_argument("--data", default=str(SHARED / "lfw-deepfunneled.tgz"))
     parser.add_argument("--split-file", type=Path, default=SHARED / "lfw-benchmark-splits.csv")
     parser.add_argument("--cache", type=Path, help="embeddings and dlib descriptors (default: "
@@ -248,9 +282,13 @@ def main() -> None:
     cache = args.cache or default_cache_dir() / "benchmarks"
     methods = [m for m in args.methods.split(",") if m]
     relpaths, paths, truth = lfw_photos(args.data, default_cache_dir())
-    if args.embeddings is None and args.model is None:
-        parser.error("give --embeddings FILE or --model RUN")
-    file = args.embeddings or embed_lfw(args.model, paths, cache, print)
+    if args.embeddings is not None:
+        file = args.embeddings
+    elif args.model is not None:
+        file = embed_lfw(args.model, paths, cache, print)
+    else:  # facecls index, as a user's library would hold them
+        root = paths[0].parents[1]
+        file = index_lfw(root, relpaths, cache, args.weights)
     vectors, found = main_faces(file, relpaths)
     in_lfw8 = lfw8_mask(relpaths, args.split_file)
     print(f"Clustering LFW with {file.name}; {hardware()}")
