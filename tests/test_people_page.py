@@ -74,16 +74,6 @@ def page_server(tmp_path: Path, request: pytest.FixtureRequest):
     thread.join(timeout=10)
 
 
-def _chromium() -> str:
-    from tests.browser import find_chromium
-
-    binary = find_chromium()
-    if binary is None:
-        pytest.skip("Chromium is not installed: `make test` installs Debian's chromium package "
-                    "with apt-get when it can; install it to run the browser checks")  # fmt: skip
-    return binary
-
-
 def _settled(browser, before: str) -> None:  # noqa: ANN001 - tests.browser.Chromium
     """Wait until the page has reloaded its sheets after ``before`` (body[data-ready])."""
     for _ in range(200):
@@ -114,47 +104,79 @@ def _groups(location: str) -> dict[int | None, set[int]]:
         return found
 
 
+def _sheet(person: int) -> str:
+    return f"document.querySelector('section[data-person=\"{person}\"]')"
+
+
+def _press(sheet: str, label: str) -> str:
+    """A script that clicks the button labelled ``label`` in ``sheet`` (as a user would)."""
+    return (f"[...{sheet}.querySelectorAll('button')].find(b => b.textContent === {label!r})"
+            ".click()")  # fmt: skip
+
+
 def test_name_merge_move_undo_in_chromium(page_server, tmp_path: Path) -> None:
-    from tests.browser import Chromium
+    from tests.browser import Chromium, require_chromium
 
     url, location = page_server
     with open_library(location) as lib:
         big, middle, small = [p.id for p in lib.people()]
     before = _groups(location)
-    browser = Chromium(_chromium(), tmp_path / "profile")
+    assert [len(before[p]) for p in (big, middle, small)] == [5, 4, 3]
+    browser = Chromium(require_chromium(), tmp_path / "profile")
     try:
         browser.events.clear()
         browser.send("Page.navigate", {"url": url}, session=True)
         browser.wait_for("Page.loadEventFired")
         _settled(browser, "")
-        assert browser.evaluate("document.querySelectorAll('section[data-person]').length") == 3
+        order = "[...document.querySelectorAll('section[data-person]')].map(s => +s.dataset.person)"
+        assert browser.evaluate(order) == [big, middle, small]  # largest first
         assert browser.evaluate("document.querySelectorAll('.faces img').length") == 12
 
-        sheet = f"document.querySelector('section[data-person=\"{big}\"]')"
+        # Name the largest cluster; markup in the name is stored as is and shown as text.
         name = "Ada <b>Lovelace</b> & co"
-        said = _do(browser, f"{sheet}.querySelector('.name').value = {name!r}; "
-                            f"[...{sheet}.querySelectorAll('button')][0].click()")  # fmt: skip
+        said = _do(browser, f"{_sheet(big)}.querySelector('.name').value = {name!r}; "
+                            + _press(_sheet(big), "Name"))  # fmt: skip
         assert "is now" in said
         with open_library(location) as lib:
             assert lib.person(big).name == name
-        assert browser.evaluate(f"{sheet}.querySelector('h2').textContent").startswith(name)
-        assert browser.evaluate(f"{sheet}.querySelector('h2 b')") is None  # text, not markup
+            assert {f.source for f in lib.faces(person_id=big)} == {"human"}
+        assert browser.evaluate(f"{_sheet(big)}.querySelector('h2').textContent").startswith(name)
+        assert browser.evaluate(f"{_sheet(big)}.querySelector('h2 b')") is None  # not markup
 
-        other = f"document.querySelector('section[data-person=\"{small}\"]')"
-        _do(browser, f"{other}.querySelector('.into').value = '{big}'; "
-                     f"[...{other}.querySelectorAll('button')][1].click()")  # fmt: skip
-        groups = _groups(location)
-        assert small not in groups and groups[big] == before[big] | before[small]
+        # Merge the smallest into the named one.
+        _do(browser, f"{_sheet(small)}.querySelector('.into').value = '{big}'; "
+                     + _press(_sheet(small), "Merge into"))  # fmt: skip
+        merged = _groups(location)
+        assert small not in merged and merged[big] == before[big] | before[small]
+        assert merged[middle] == before[middle]
+        assert browser.evaluate("document.querySelectorAll('section[data-person]').length") == 2
 
+        # Select one face of the middle cluster by clicking it, and move it to Ada.
         face = min(before[middle])
-        _do(browser, f"document.querySelector('img[data-face=\"{face}\"]').click(); "
-                     f"document.getElementById('move-to').value = '{big}'; "
+        browser.evaluate(f"document.querySelector('img[data-face=\"{face}\"]').click()")
+        assert browser.evaluate("document.getElementById('chosen').textContent") == "1 selected"
+        _do(browser, f"document.getElementById('move-to').value = '{big}'; "
                      "document.getElementById('move').click()")  # fmt: skip
-        assert face in _groups(location)[big]
+        moved = _groups(location)
+        assert moved[big] == merged[big] | {face} and moved[middle] == merged[middle] - {face}
+        with open_library(location) as lib:
+            assert next(f for f in lib.faces(person_id=big) if f.id == face).source == "human"
+        assert browser.evaluate(
+            f"{_sheet(big)}.querySelector('img[data-face=\"{face}\"]') !== null"
+        )
 
+        # Undo takes back the move only; a second undo takes back the merge, the name stays.
         said = _do(browser, "document.getElementById('undo').click()")
         assert said.startswith("undone")
-        assert face in _groups(location)[middle] and face not in _groups(location)[big]
+        assert _groups(location) == merged
+        assert browser.evaluate(
+            f"{_sheet(middle)}.querySelector('img[data-face=\"{face}\"]') !== null"
+        )
+        _do(browser, "document.getElementById('undo').click()")
+        assert _groups(location) == before
+        with open_library(location) as lib:
+            assert lib.person(big).name == name and lib.person(small).name is None
+        assert browser.evaluate("document.querySelectorAll('section[data-person]').length") == 3
         assert browser.problems() == []  # no console error, CSP violation or exception
         assert all(u.startswith((url, "blob:")) for u in browser.requests())
     finally:
