@@ -25,7 +25,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("a", type=Path, help="first photo")
     p.add_argument("b", type=Path, help="second photo")
     p.add_argument("--threshold", type=float, help="similarity threshold (default: calibrated)")
-    p.add_argument("--detect", action="store_true", help="compare the main detected faces")
+    p.add_argument("--detect", action="store_true", help="compare detected faces (main first)")
+    p.add_argument(
+        "--face", type=int, nargs="+", metavar="N",
+        help="which face of a photo with several to compare (0 = the main face): one index "
+        "for both photos, or one for each",
+    )  # fmt: skip
     p = sub.add_parser(
         "search", help="the gallery's (or library's) faces closest to a photo's face",
         usage="facecls search MODEL PHOTO --gallery DIR|FILE | facecls search PHOTO --library LIB",
@@ -75,7 +80,8 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
     if args.command == "embed":
         facecls.embed(args.model, args.photos, args.out, args.detect, log=log)
     elif args.command == "verify":
-        print(facecls.verify(args.model, args.a, args.b, args.threshold, args.detect).line())
+        print(facecls.verify(args.model, args.a, args.b, args.threshold, args.detect,
+                             face=args.face).line())  # fmt: skip
     elif args.command == "search":
         _search(args, log)
     else:

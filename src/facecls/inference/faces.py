@@ -38,6 +38,7 @@ class Prediction:
         box: ``(x, y, w, h)`` of the detected face in the photo's pixels.
         landmarks: eyes, nose and mouth corners ``((x, y), ...)`` in the photo's pixels.
         reason: why there is no answer (``error``/``no_face``).
+        detection: the detector's face probability of a detected face.
     """
 
     decision: str
@@ -50,6 +51,7 @@ class Prediction:
     box: tuple[int, int, int, int] | None = None
     landmarks: tuple[tuple[float, float], ...] | None = None
     reason: str = ""
+    detection: float | None = None
 
 
 def expand_paths(inputs: Iterable[str | Path], images_only: bool = True) -> Iterator[Path]:
@@ -176,5 +178,6 @@ def _detected(shown: str, faces: list[Face]) -> Iterator[FaceItem]:
         points = None
         if face.landmarks is not None:
             points = tuple((round(float(x), 1), round(float(y), 1)) for x, y in face.landmarks)
-        row = Prediction("", path=shown, face=i, faces=len(faces), box=box, landmarks=points)
+        row = Prediction("", path=shown, face=i, faces=len(faces), box=box, landmarks=points,
+                         detection=round(float(face.score), 6))  # fmt: skip
         yield FaceItem(row, face.pixels.transpose(2, 0, 1))

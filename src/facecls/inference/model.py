@@ -128,6 +128,19 @@ class FaceModel(PhotoInputs):
         self.indexed_from: int = INDEXED_FROM
         self._centroid_index: VectorIndex | None = None
 
+    @property
+    def calibration_note(self) -> str | None:
+        """What to do about an open-set calibration older than the operating point by the
+        stranger rate (it keeps deciding as before), else ``None``."""
+        openset = self.meta.get("openset") or {}
+        if not openset or openset.get("version", 1) >= 2 or openset.get("set_by_hand"):
+            return None
+        return (
+            f"{self.folder}: the unknown threshold was calibrated by an older facecls (on "
+            "clean validation faces, by acceptance); it decides as before. `facecls calibrate "
+            "RUN_FOLDER` sets it at 1 % of strangers named, on faces as photos show them"
+        )
+
     def threshold_of(self, index: int) -> float | None:
         """The open-set threshold for a face named ``class_names[index]``: an identity enrolled
         from *k* photos has its own (calibrated for *k*-photo centroids, when the bundle has
@@ -311,7 +324,7 @@ def predict_files(
                 yield replace(
                     answer, path=item.template.path, face=item.template.face,
                     faces=item.template.faces, box=item.template.box,
-                    landmarks=item.template.landmarks,
+                    landmarks=item.template.landmarks, detection=item.template.detection,
                 )  # fmt: skip
         pending.clear()
 

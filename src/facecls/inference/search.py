@@ -34,7 +34,7 @@ from facecls.atomic import atomic_path
 from facecls.data.sources import DataError, default_cache_dir
 from facecls.inference.faces import Prediction, expand_paths
 from facecls.inference.model import FaceModel, load_model
-from facecls.inference.verify import FaceEmbeddings, embed_photos, first_face, model_key
+from facecls.inference.verify import FaceEmbeddings, embed_photos, model_key, photo_face
 from facecls.vector_file import embeddings_digest, load_or_build, save_index
 from facecls.vector_index import IndexSettings, VectorIndex
 
@@ -357,5 +357,5 @@ def search(
         log(f"  skipped {path}: {reason}")
     if not gallery.faces:
         raise DataError(f"{gallery.folder}: no usable face photo in the gallery")
-    query, vector = first_face(model, photo, detect)
+    query, vector, _ = photo_face(model, photo, detect)
     return SearchResult(query, gallery.nearest(vector, top_k), len(gallery.faces), gallery.skipped)
