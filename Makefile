@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install dev lint format clean browser dist docs
+.PHONY: demo test test-kernels install dev lint format clean browser dist docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,19 @@ docs: dev
 # The sdist and the wheel (pipx install dist/facecls-*.whl; docs/install.md).
 dist: dev
 	$(BIN)/python -m build --outdir dist .
+
+# The suite must not depend on one CPU's kernels: run it with ATen's portable kernels and its
+# AVX2 ones (ATEN_CPU_CAPABILITY), then with 1 and 2 PyTorch threads (FACECLS_TEST_THREADS,
+# read by tests/conftest.py). Four whole runs: about four times `make test`.
+test-kernels: lint browser
+	@for isa in default avx2; do \
+		echo "== ATEN_CPU_CAPABILITY=$$isa"; \
+		ATEN_CPU_CAPABILITY=$$isa $(BIN)/python -m pytest -q || exit 1; \
+	done
+	@for threads in 1 2; do \
+		echo "== FACECLS_TEST_THREADS=$$threads"; \
+		FACECLS_TEST_THREADS=$$threads $(BIN)/python -m pytest -q || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -1,7 +1,13 @@
-"""Shared fixtures: the read-only ../shared data, a per-session cache, tiny synthetic folders."""
+"""Shared fixtures: the read-only ../shared data, a per-session cache, tiny synthetic folders.
+
+The suite holds on any x86-64 CPU: ``make test-kernels`` runs it with ATen's portable kernels
+(``ATEN_CPU_CAPABILITY=default``), with its AVX2 ones and with 1 and 2 PyTorch threads
+(``FACECLS_TEST_THREADS=N``, read here); the header of a run says which.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +20,31 @@ SHARED = next(
 )
 LFW_ARCHIVE = SHARED / "datasets" / "lfw-deepfunneled.tgz"
 LFW_SPLITS = SHARED / "datasets" / "lfw-benchmark-splits.csv"
+
+
+# PyTorch threads for the whole run (unset: PyTorch's default, one per core).
+THREADS_ENV = "FACECLS_TEST_THREADS"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    threads = os.environ.get(THREADS_ENV)
+    if threads:
+        import torch
+
+        if not threads.isdigit() or int(threads) < 1:
+            raise pytest.UsageError(f"{THREADS_ENV} must be a whole number >= 1, got {threads!r}")
+        torch.set_num_threads(int(threads))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    import torch
+
+    return (
+        f"facecls kernels: ATen {torch.backends.cpu.get_cpu_capability()} "
+        f"(ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', 'unset')}), "
+        f"{torch.get_num_threads()} PyTorch thread(s) ({THREADS_ENV}="
+        f"{os.environ.get(THREADS_ENV, 'unset')})"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +74,22 @@ def synthetic_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synthetic") / "faces"
     spec = SyntheticSpec(num_classes=6, max_per_class=16, min_per_class=6, image_size=40, seed=3)
     return write_synthetic_folder(root, spec)
+
+
+@pytest.fixture(scope="session")
+def untrained_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 32 px baseline bundle of three people, never trained: for contracts on what is written
+    where and what is refused, which cannot depend on what a model learned."""
+    import torch
+
+    from facecls.bundle import Bundle, save_bundle
+    from facecls.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("baseline", num_classes=3, image_size=32)
+    folder = tmp_path_factory.mktemp("untrained") / "model"
+    save_bundle(Bundle(model, "baseline", ["a", "b", "c"], 32, [0.5] * 3, [0.25] * 3), folder)
+    return folder
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

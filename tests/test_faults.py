@@ -149,8 +149,10 @@ def test_a_bundle_without_a_digest_loads_with_a_warning(bundle_dir: Path, tmp_pa
 def test_threshold_nan_is_refused(bundle_dir: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(ValueError, match="finite"):
         load_model(bundle_dir, device="cpu", threshold=math.nan)
-    assert main(["calibrate", str(bundle_dir), "--threshold", "nan"]) == 2
-    assert "finite" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:  # refused when the command line is parsed
+        main(["calibrate", str(bundle_dir), "--threshold", "nan"])
+    assert stopped.value.code == 2
+    assert "argument --threshold: must be a finite number" in capsys.readouterr().err
     assert "openset" not in json.loads((bundle_dir / META_NAME).read_text())
 
 
@@ -335,7 +337,9 @@ def test_predict_refuses_a_missing_input_and_a_bad_out(
         (row,) = list(csv.DictReader(f))
     assert row["path"] == str(missing) and row["reason"] == "no such file or folder"
     assert main(["predict", str(bundle_dir), str(photo), "--out", str(tmp_path)]) == 2
-    assert f"{tmp_path}: is a folder; --out names the CSV file" in _one_error_line(capsys)
+    assert f"{tmp_path}: is a folder; --out names the predictions CSV file" in _one_error_line(
+        capsys
+    )
     blocked = photo / "p.csv"  # under a file: cannot be written
     assert main(["predict", str(bundle_dir), str(photo), "--out", str(blocked)]) == 2
     assert f"{blocked}: cannot write the CSV there" in _one_error_line(capsys)

@@ -117,6 +117,11 @@ def _resolve(path: Path) -> tuple[Path, Path]:
         raise BundleError(f"{path}: no {WEIGHTS_NAME} in this folder or its model/ folder")
     if path.suffix == ".json":
         return path.with_name(WEIGHTS_NAME), path
+    if path.is_file() and path.suffix.lower() not in (".safetensors", *PICKLE_SUFFIXES):
+        raise BundleError(
+            f"{path}: not a model; give a run folder, a bundle folder, its model.safetensors "
+            "or its model.json"
+        )
     return path, path.with_name(META_NAME)
 
 
@@ -210,20 +215,33 @@ CENTROIDS_NAME = "centroids.safetensors"
 
 
 def read_centroids(folder: Path) -> dict[str, np.ndarray]:
-    """The bundle's ``centroids.safetensors`` tensors (``trained``, maybe ``enrolled``), or {}."""
+    """The bundle's ``centroids.safetensors`` tensors (``trained``, maybe ``enrolled``), or {}.
+
+    Raises:
+        BundleError: the file is unreadable, or holds NaN or infinite values (every score
+            against such a centroid would be NaN: each face "unknown" with no score).
+    """
     path = Path(folder) / CENTROIDS_NAME
     if not path.exists():
         return {}
     try:
-        return safetensors_numpy.load_file(str(path))
+        tensors = safetensors_numpy.load_file(str(path))
     except Exception as error:  # safetensors raises its own error types
         raise BundleError(f"{path}: not a readable safetensors file ({error})") from error
+    for name, array in tensors.items():
+        if not np.isfinite(array).all():
+            raise BundleError(
+                f"{path}: the {name!r} centroids hold NaN or infinite values; recompute them "
+                "with facecls calibrate RUN (the run folder the model was trained in)"
+            )
+    return tensors
 
 
 def write_centroids(folder: Path, tensors: dict[str, np.ndarray]) -> None:
     """Write ``centroids.safetensors`` atomically (float32, contiguous)."""
     arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
-    with atomic_path(Path(folder) / CENTROIDS_NAME) as tmp:
+    size = sum(a.nbytes for a in arrays.values())
+    with atomic_path(Path(folder) / CENTROIDS_NAME, size) as tmp:
         safetensors_numpy.save_file(arrays, str(tmp), metadata={"format": "facecls-centroids"})
 
 

@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import warnings
 from pathlib import Path
 from typing import Any
 
-from facecls.config import FACES
+from facecls.config import FACES, MAX_IMAGE_SIZE
 from facecls.models import model_info
+from facecls.numbers import is_finite_number
 from facecls.openset import METHODS
 
 BUNDLE_FORMAT = "facecls-model"
 # Refused before anything is allocated: a hostile model.json must not ask for 10**9 classes.
-MAX_IMAGE_SIZE, MAX_CLASSES = 4096, 1_000_000
+MAX_CLASSES = 1_000_000
 DIGEST_KEY = "weights_sha256"
 
 
@@ -35,9 +35,7 @@ class BundleWarning(UserWarning):
     """A bundle loads but lacks a safeguard (written before facecls recorded its weights' digest)."""
 
 
-def _number(value: Any) -> bool:
-    """A finite int or float (``bool`` excluded: JSON's true is not a number)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+_number = is_finite_number  # the one check of every number a file gives (facecls.numbers)
 
 
 def _meta_problem(meta: Any) -> str | None:
@@ -83,7 +81,20 @@ def _meta_problem(meta: Any) -> str | None:
     names = enrolled.get("names", []) if isinstance(enrolled, dict) else None
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         return "enrolled must be a JSON object whose names are strings"
-    return _openset_problem(meta.get("openset"))
+    return _openset_problem(meta.get("openset")) or _verify_problem(meta.get("verify"))
+
+
+def _verify_problem(verify: Any) -> str | None:
+    """What is wrong with the ``verify`` block (absent is fine)."""
+    if verify is None:
+        return None
+    if not isinstance(verify, dict):
+        return "verify must be a JSON object"
+    if "threshold" in verify and not _number(verify["threshold"]):
+        return f"verify threshold must be a finite number, not {verify['threshold']!r}"
+    if verify.get("far") is not None and not (_number(verify["far"]) and 0 <= verify["far"] < 1):
+        return f"verify far must be a number in [0, 1), not {verify['far']!r}"
+    return None
 
 
 def _openset_problem(openset: Any) -> str | None:
@@ -102,6 +113,15 @@ def _openset_problem(openset: Any) -> str | None:
             return f"openset {key} must be a finite number, not {openset[key]!r}"
     if openset.get("ncm_scale", 1) <= 0 or not 0 <= openset.get("acceptance", 0.5) <= 1:
         return "openset ncm_scale must be positive and acceptance in [0, 1]"
+    tables = openset.get("enrolled_thresholds", {})
+    if not isinstance(tables, dict) or not all(
+        isinstance(table, dict) and all(k.isdigit() and _number(v) for k, v in table.items())
+        for table in tables.values()
+    ):
+        return (
+            "openset enrolled_thresholds must map each method to {photos: finite number} "
+            '(e.g. {"centroid": {"1": 0.4, "3": 0.55}}); recalibrate with facecls calibrate'
+        )
     return None
 
 
@@ -136,8 +156,9 @@ def check_digest(meta: dict[str, Any], weights_path: Path, meta_path: Path) -> N
     recorded = meta.get(DIGEST_KEY)
     if recorded is None:
         warnings.warn(
-            f"{meta_path}: no {DIGEST_KEY} recorded (a bundle from an older facecls), so "
-            f"{weights_path.name} cannot be checked against it",
+            f"{meta_path}: no {DIGEST_KEY} recorded (a bundle from an older facecls, or the "
+            f"entry was removed), so {weights_path.name} is unverified: weights swapped in would "
+            "load unnoticed (--require-digest refuses such a bundle)",
             BundleWarning,
             stacklevel=3,
         )
@@ -145,6 +166,21 @@ def check_digest(meta: dict[str, Any], weights_path: Path, meta_path: Path) -> N
         raise BundleError(
             f"{weights_path}: its sha256 differs from the one {meta_path.name} records; these "
             "weights were not saved with this model.json (swapped in from another run?)"
+        )
+
+
+def refuse_unverified(meta: dict[str, Any], meta_path: Path) -> None:
+    """Refuse a bundle whose ``model.json`` records no weights digest (``--require-digest``,
+    the service's default): its weights cannot be told from weights swapped in.
+
+    Raises:
+        BundleError: naming the file and the way out.
+    """
+    if meta.get(DIGEST_KEY) is None:
+        raise BundleError(
+            f"{meta_path}: no {DIGEST_KEY} recorded, so the weights are unverified and refused "
+            "(--require-digest). Re-save the model with this facecls (train, or enroll into a "
+            "new bundle), or if you trust these weights run without --require-digest"
         )
 
 

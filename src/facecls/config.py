@@ -24,6 +24,9 @@ class ConfigError(ValueError):
 # What --device accepts; checked when parsed, so a typo fails before any work is done.
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
+# The largest input side: 4096 px is 16.8 M pixels per image; a mistyped 100000 would ask the
+# decode cache for terabytes. model.json is held to the same bound.
+MAX_IMAGE_SIZE = 4096
 
 CLASS_WEIGHTS = ("none", "inverse")
 IMBALANCE = ("none", "inverse", "sqrt", "effective", "drw", "balanced-softmax", "logit-adjust")

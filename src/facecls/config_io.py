@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -42,6 +43,9 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         return _from_dict(annotation, value, where)
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, float) and not math.isfinite(value):
+        # every comparison with NaN is false: a range check would let it through
+        raise ConfigError(f"{where}: must be a finite number, got {value!r}")
     if annotation in (int, float, str, bool):
         # bool is a subclass of int: refuse True where an int is expected.
         if isinstance(value, bool) != (annotation is bool) or not isinstance(value, annotation):
@@ -55,7 +59,9 @@ def _from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
+        raise ConfigError(
+            f"{where or 'the top level'}: unknown key(s) {unknown}; known: {sorted(names)}"
+        )
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in values.items()}
     return cls(**kwargs)
 
@@ -104,4 +110,7 @@ def load_yaml(path: Path) -> RunConfig:
         raise ConfigError(f"{path}{where}: not valid YAML ({problem})") from error
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    return from_dict(values)
+    try:
+        return from_dict(values)
+    except ConfigError as error:  # name the file the key or value is in
+        raise ConfigError(f"{path}: {error}") from error

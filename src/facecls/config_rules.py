@@ -7,6 +7,7 @@ from typing import Any
 
 from facecls.config import (
     DEVICE_PATTERN,
+    MAX_IMAGE_SIZE,
     MAX_SEED,
     ConfigError,
     RunConfig,
@@ -56,6 +57,15 @@ def resolve(config: RunConfig) -> RunConfig:
     return validate(config)
 
 
+def _plain_name(name: str) -> bool:
+    """One non-empty path component: a run folder never lands outside ``runs_dir``."""
+    return (
+        bool(name.strip())
+        and name not in (".", "..")
+        and not any(sep in name for sep in ("/", "\\", "\0"))
+    )
+
+
 def _check_choices(config: RunConfig) -> None:
     """Every field with ``choices`` in its metadata (:func:`facecls.config.option`) holds one
     of them (or ``None`` where the field may be unset)."""
@@ -79,7 +89,15 @@ def validate(config: RunConfig) -> RunConfig:
     _check_choices(config)
     d, t = config.data, config.train
     checks = [
-        (d.image_size >= 16, f"data.image_size must be >= 16, got {d.image_size}"),
+        (
+            16 <= d.image_size <= MAX_IMAGE_SIZE,
+            f"data.image_size must be in [16, {MAX_IMAGE_SIZE}] px, got {d.image_size}",
+        ),
+        (
+            _plain_name(config.name),
+            f"name {config.name!r} must be a plain folder name (not empty, no '/', not '.' or "
+            f"'..'): the run folder goes inside runs_dir {config.runs_dir!r}",
+        ),
         (d.min_images >= 1, f"data.min_images must be >= 1, got {d.min_images}"),
         (
             0.0 < d.test_fraction < 1.0,

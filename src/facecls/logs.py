@@ -10,6 +10,7 @@ DEBUG detail (the resolved config, the environment) for as long as the run lasts
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,26 @@ class _Console(logging.StreamHandler):
     @stream.setter
     def stream(self, _value) -> None:  # noqa: ANN001 - StreamHandler.__init__ assigns it
         pass
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        """A reader that went away (``facecls predict … | head -1``) is no error: the rest of
+        the console output goes nowhere and the command finishes its work (its files)."""
+        if isinstance(sys.exc_info()[1], BrokenPipeError):
+            silence_stdout()
+            return
+        super().handleError(record)
+
+
+def silence_stdout() -> None:
+    """Point standard output at the null device once its reader has gone (a closed pipe), so
+    neither later messages nor the flush at exit raise ``BrokenPipeError``."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real descriptor (a notebook, a test's capture)
+        pass
+    finally:
+        os.close(null)
 
 
 def configure_console(quiet: bool = False, verbose: bool = False) -> logging.Logger:

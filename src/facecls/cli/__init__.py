@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
@@ -77,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from facecls.training.interrupt import Interrupted
 
     try:
-        with process_group():  # under torchrun: ended once the command is done
+        with process_group(), warnings.catch_warnings():  # the latter restores showwarning
+            warnings.showwarning = _one_line_warning(warnings.showwarning)
             return _run(args)
     except (NonFiniteError, WriteError) as error:
         print(f"facecls: error: {error}", file=sys.stderr)
@@ -97,8 +99,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("facecls: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of the results went away (… | head -1): not an error
+        from facecls.logs import silence_stdout
+
+        silence_stdout()
+        return 0
     except Exception as error:  # the backstop: one line, the traceback only when asked for
         return _unexpected(error, getattr(args, "debug", False))
+
+
+def _one_line_warning(show: Any) -> Any:
+    """``warnings.showwarning`` that prints facecls's own warnings (an unverified bundle) as one
+    ``facecls: warning:`` line and leaves other libraries' warnings to ``show``."""
+
+    def shown(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
+        if category.__module__.startswith("facecls"):
+            print(f"facecls: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, *args, **kwargs)
+
+    return shown
 
 
 def _unexpected(error: Exception, debug: bool) -> int:

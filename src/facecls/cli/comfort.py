@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from facecls.cli.options import add_run_options, config_from_args, resume_dir
+from facecls.numbers import finite_float
 
 COMMANDS = ("tune", "lr-find")
 
@@ -31,8 +32,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_run_options(p, "lr-find")
     g = p.add_argument_group("range test (the lr rises exponentially; no model is kept)")
     g.add_argument("--steps", type=int, default=100, help="mini-batches at most (default 100)")
-    g.add_argument("--start-lr", type=float, default=1e-7, help="first lr (default 1e-7)")
-    g.add_argument("--end-lr", type=float, default=10.0, help="last lr (default 10)")
+    g.add_argument("--start-lr", type=finite_float, default=1e-7, help="first lr (default 1e-7)")
+    g.add_argument("--end-lr", type=finite_float, default=10.0, help="last lr (default 10)")
 
 
 def run(args: argparse.Namespace, log: Any, progress: bool) -> None:

@@ -6,6 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from facecls.cli.options import add_require_digest
+from facecls.numbers import finite_float
+
 COMMANDS = ("embed", "verify", "search", "serve")
 
 
@@ -20,12 +23,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="every face MTCNN finds (always so for --faces align/box models)",
     )
+    add_require_digest(p)
     p = sub.add_parser("verify", help="are two photos the same person? (cosine similarity)")
     p.add_argument("model", type=Path, help="run folder or model bundle")
     p.add_argument("a", type=Path, help="first photo")
     p.add_argument("b", type=Path, help="second photo")
-    p.add_argument("--threshold", type=float, help="similarity threshold (default: calibrated)")
+    p.add_argument(
+        "--threshold", type=finite_float, help="similarity threshold (default: calibrated)"
+    )
     p.add_argument("--detect", action="store_true", help="compare the main detected faces")
+    add_require_digest(p)
     p = sub.add_parser("search", help="the gallery faces closest to a photo's face")
     p.add_argument("model", type=Path, help="run folder or model bundle")
     p.add_argument("photo", type=Path, help="the photo to look for")
@@ -36,6 +43,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="every face MTCNN finds (always so for --faces align/box models)",
     )
+    add_require_digest(p)
     p = sub.add_parser("serve", help="local HTTP service and web page (facecls[serve])")
     p.add_argument("model", type=Path, help="run folder or model bundle")
     p.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
@@ -52,6 +60,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="find every face in uploads (MTCNN; always so for --faces align/box models)",
     )
     p.add_argument("--threads", type=int, help="PyTorch threads (default: half the cores)")
+    add_require_digest(p, default=True)
 
 
 def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
@@ -59,15 +68,19 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
     import facecls
 
     if args.command == "embed":
-        facecls.embed(args.model, args.photos, args.out, args.detect, log=log)
+        facecls.embed(args.model, args.photos, args.out, args.detect, log=log,
+                      require_digest=args.require_digest)  # fmt: skip
     elif args.command == "verify":
-        print(facecls.verify(args.model, args.a, args.b, args.threshold, args.detect).line())
+        answer = facecls.verify(args.model, args.a, args.b, args.threshold, args.detect,
+                                require_digest=args.require_digest)  # fmt: skip
+        print(answer.line())
     elif args.command == "search":
         result = facecls.search(args.model, args.photo, args.gallery, args.top_k, args.detect,
-                                log=log)  # fmt: skip
+                                log=log, require_digest=args.require_digest)  # fmt: skip
         for rank, match in enumerate(result.matches, 1):
             face = "" if match.face is None else f" face {match.face}"
             print(f"{rank}. {match.similarity:.4f}  {match.path}{face}")
     else:
         facecls.serve(args.model, args.host, args.port, args.token, args.store, args.gallery,
-                      args.detect, log=log, threads=args.threads, quiet=args.quiet)  # fmt: skip
+                      args.detect, log=log, threads=args.threads, quiet=args.quiet,
+                      require_digest=args.require_digest)  # fmt: skip

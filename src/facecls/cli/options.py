@@ -11,6 +11,7 @@ from typing import Any
 from facecls.config import ConfigError, RunConfig, device_name
 from facecls.config_io import from_dict, load_yaml, to_dict
 from facecls.config_options import GROUPS, RunOption, run_options
+from facecls.numbers import finite_float
 
 
 def parsed_by(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -44,8 +45,10 @@ def _add_option(g: argparse._ArgumentGroup, o: RunOption) -> None:
         how["default"] = None  # unset options keep the config's value
     elif o.parse is not None:
         how["type"] = parsed_by(o.parse)
-    elif o.kind in (int, float):
-        how["type"] = o.kind
+    elif o.kind is float:
+        how["type"] = finite_float  # nan and inf refused when parsed
+    elif o.kind is int:
+        how["type"] = int
     if o.choices is not None:
         how["choices"] = list(o.choices)
     g.add_argument(o.flag, **how)
@@ -71,6 +74,21 @@ def add_run_options(p: argparse.ArgumentParser, command: str, config: type = Run
                 "finished epochs and folds are not redone and the result equals an "
                 "uninterrupted run",
             )  # fmt: skip
+
+
+def add_require_digest(p: argparse.ArgumentParser, default: bool = False) -> None:
+    """``--require-digest``: refuse a bundle whose model.json records no weights digest."""
+    if default:
+        p.add_argument(
+            "--require-digest", action=argparse.BooleanOptionalAction, default=True,
+            help="refuse a model whose model.json records no weights digest (default: on; "
+            "--no-require-digest serves it after a warning)",
+        )  # fmt: skip
+    else:
+        p.add_argument(
+            "--require-digest", action="store_true",
+            help="refuse a model whose model.json records no weights digest (unverified weights)",
+        )  # fmt: skip
 
 
 def resume_dir(args: argparse.Namespace) -> Path | None:

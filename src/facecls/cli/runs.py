@@ -9,6 +9,7 @@ from typing import Any
 
 from facecls.catalog import MODELS
 from facecls.cli.options import add_run_options, config_from_args, resume_dir
+from facecls.numbers import finite_float
 
 COMMANDS = ("train", "cv", "evaluate", "report", "compare", "models", "demo")
 
@@ -38,7 +39,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "torch.load(weights_only=True))",
     )  # fmt: skip
     p.add_argument(
-        "--logit-adjust", type=float, metavar="TAU",
+        "--logit-adjust", type=finite_float, metavar="TAU",
         help="post-hoc logit adjustment: logits − τ·log(training prior) (Menon et al. 2021)",
     )  # fmt: skip
     p = sub.add_parser("report", help="write report.html and report.md of run folders")

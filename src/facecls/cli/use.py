@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from facecls.catalog import METHODS
-from facecls.cli.options import device_type
+from facecls.cli.options import add_require_digest, device_type
+from facecls.numbers import finite_float
 
 COMMANDS = ("predict", "enroll", "export", "calibrate")
 
@@ -32,7 +33,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="write each photo with boxes and names drawn on it into DIR (with --video: the "
         "video, to OUT.mp4)",
     )  # fmt: skip
-    p.add_argument("--threshold", type=float, help="open-set threshold (default: calibrated)")
+    p.add_argument(
+        "--threshold", type=finite_float, help="open-set threshold (default: calibrated)"
+    )
     p.add_argument("--method", choices=list(METHODS), help="open-set score")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     p.add_argument(
@@ -42,6 +45,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="auto (default), cpu, cuda (torch backend)",
     )
     p.add_argument("--batch-size", type=int, default=64, help="faces per forward pass")
+    add_require_digest(p)
     p.add_argument(
         "--trust-pickle", action="store_true",
         help="allow a .pt/.pth weights file beside model.json (pickles can run code; it is "
@@ -63,9 +67,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="set the open-set (unknown) threshold of a model")
     p.add_argument("model", type=Path, help="run folder (recalibrate from data) or bundle")
     p.add_argument("--method", choices=list(METHODS), help="open-set score")
-    p.add_argument("--acceptance", type=float, default=0.95,
+    p.add_argument("--acceptance", type=finite_float, default=0.95,
                    help="share of correctly named validation faces to accept (default 0.95)")  # fmt: skip
-    p.add_argument("--threshold", type=float, help="set this threshold by hand (no data needed)")
+    p.add_argument(
+        "--threshold", type=finite_float, help="set this threshold by hand (no data needed)"
+    )
     p.add_argument("--data", help="recalibrate on this source instead of the run's")
 
 
@@ -73,6 +79,11 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
     """Carry out one of :data:`COMMANDS`."""
     import facecls
 
+    if args.command == "predict" and args.video is not None and args.images:
+        raise ValueError(
+            f"predict: photos ({args.images[0]}) and --video {args.video} given; name the faces "
+            "of one at a time (a second command for the other)"
+        )
     if args.command == "predict" and args.video is not None:
         facecls.predict_video(args.model, args.video, args.out, args.every, args.annotate,
                               args.detect, args.device, log)  # fmt: skip
@@ -83,7 +94,7 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
             args.model, args.images, args.out, args.top_k, args.detect, args.backend,
             args.threshold, args.method, args.device, args.batch_size, log, args.trust_pickle,
             args.annotate,
-            show_progress=progress,
+            show_progress=progress, require_digest=args.require_digest,
         )  # fmt: skip
     elif args.command == "enroll":
         facecls.enroll(

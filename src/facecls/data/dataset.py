@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from facecls.atomic import file_in_the_way
 from facecls.config import DataConfig
 from facecls.data.cache import cache_key, decode_cached
 from facecls.data.duplicates import find_duplicates, find_duplicates_cached
@@ -33,6 +34,8 @@ class FaceDataset:
         groups: ``(N,)`` duplicate-group id of each image (``data/duplicates.py``); splits keep
             a group together. ``None`` means every image is its own group.
         duplicates: the duplicate report (``Duplicates.report``) for ``data_report.json``.
+        sizes: the size in bytes of each image's file (``None`` for the synthetic source); with
+            the pixels it fingerprints the data a run resumes on.
     """
 
     images: torch.Tensor
@@ -44,6 +47,7 @@ class FaceDataset:
     info: dict[str, Any] = field(default_factory=dict)
     groups: np.ndarray | None = None
     duplicates: dict[str, Any] | None = None
+    sizes: list[int] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -85,6 +89,13 @@ def _synthetic(config: DataConfig) -> FaceDataset:
     )
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # removed since it was decoded: the fingerprint differs, as it should
+        return -1
+
+
 def load_dataset(
     config: DataConfig,
     log: Callable[[str], None] = print,
@@ -105,6 +116,13 @@ def load_dataset(
         dataset = _synthetic(config)
     else:
         cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
+        blocking = file_in_the_way(cache_dir)
+        if blocking is not None:
+            option = "--cache-dir" if config.cache_dir else "$FACECLS_CACHE (or ~/.cache/facecls)"
+            raise DataError(
+                f"{option} {cache_dir}: {blocking} is a file, not a folder; give a folder for "
+                "the decode cache"
+            )
         scan = scan_source(config.source, cache_dir, log)
         # Filter by file count first so LFW-20 decodes 3,023 images, not 13,233; bad files can
         # still drop an identity below the threshold, so it is applied again after decoding.
@@ -135,6 +153,7 @@ def load_dataset(
             targets=torch.tensor([index[r.identity] for r in refs], dtype=torch.int64),
             class_names=names,
             paths=[r.relpath for r in refs],
+            sizes=[_size(r.path) for r in refs],
             presplit=[r.split for r in refs] if is_presplit else None,
             skipped=scan.skipped + skipped,
             info={

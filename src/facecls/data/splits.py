@@ -39,6 +39,8 @@ def _key(path: str) -> str:
 
 def _from_split_file(dataset: FaceDataset, config: DataConfig) -> dict[str, str]:
     path = Path(config.split_file or "")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; --split-file names the CSV file of the split")
     if not path.is_file():
         raise DataError(f"{path}: split file not found")
     try:

@@ -1,7 +1,9 @@
 """Photos with their answers drawn on them: a box per face, the name (or ``unknown``) above it.
 
 ``facecls predict RUN photos/ --annotate out/`` writes one JPEG per photo into ``out/``, never
-beside the user's photos; the photo itself is only read.
+beside the user's photos; the photo itself is only read. A file already in ``out/`` is never
+written over unless it is an annotated photo facecls wrote before (marked by a JPEG comment) and
+not one of the inputs: the new copy takes the next free name (``photo-2.jpg``) instead.
 """
 
 from __future__ import annotations
@@ -12,11 +14,24 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from facecls.atomic import atomic_path, file_in_the_way
 from facecls.data.images import ImageError, load_rgb
 from facecls.inference.faces import Prediction
+from facecls.inference.outputs import same_file
 
 # Known faces in green, strangers in orange: both stay legible on skin, sky and dark clothes.
 COLOURS = {"known": (46, 204, 64), "unknown": (255, 133, 27)}
+# The JPEG comment of every annotated copy: how a later run knows it may replace the file.
+MARK = b"facecls predict --annotate"
+
+
+def is_annotation(path: Path) -> bool:
+    """Whether ``path`` is an annotated copy facecls wrote (a JPEG carrying :data:`MARK`)."""
+    try:
+        with Image.open(path) as image:
+            return image.format == "JPEG" and image.info.get("comment") == MARK
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
 
 
 def draw_answers(photo: np.ndarray, predictions: Sequence[Prediction]) -> Image.Image:
@@ -45,7 +60,8 @@ def draw_answers(photo: np.ndarray, predictions: Sequence[Prediction]) -> Image.
 
 
 class Annotator:
-    """Writes annotated copies of photos into one folder, each name used once."""
+    """Writes annotated copies of photos into one folder, each name used once, never over a
+    file the run did not write (see the module doc)."""
 
     def __init__(self, folder: Path, inputs: Sequence[str | Path] = ()) -> None:
         folder = Path(folder)
@@ -57,25 +73,42 @@ class Annotator:
                 )
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"--annotate {folder}: exists and is not a folder")
+        blocking = file_in_the_way(folder)
+        if blocking is not None:
+            raise ValueError(f"--annotate {folder}: {blocking} is a file, not a folder")
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
+        self._inputs = [Path(item) for item in inputs if not Path(item).is_dir()]
         self._used: set[str] = set()
+
+    def _free(self, target: Path) -> bool:
+        """Whether ``target`` may be written: new, or an earlier annotation that is no input."""
+        if target.name in self._used:
+            return False
+        if not target.exists() and not target.is_symlink():
+            return True
+        return is_annotation(target) and not any(same_file(target, i) for i in self._inputs)
 
     def _name(self, path: Path) -> Path:
         stem, n = path.stem, 1
-        name = f"{stem}.jpg"
-        while name in self._used:
+        target = self.folder / f"{stem}.jpg"
+        while not self._free(target):
             n += 1
-            name = f"{stem}-{n}.jpg"
-        self._used.add(name)
-        return self.folder / name
+            target = self.folder / f"{stem}-{n}.jpg"
+        self._used.add(target.name)
+        return target
 
     def write(self, path: str | Path, predictions: Sequence[Prediction]) -> Path | None:
-        """Draw the predictions of one photo; ``None`` when the photo cannot be read."""
+        """Draw the predictions of one photo; ``None`` when the photo cannot be read.
+
+        Raises:
+            facecls.atomic.WriteError: the disk of the folder is full.
+        """
         try:
             photo = load_rgb(Path(path))
         except ImageError:
             return None
         target = self._name(Path(path))
-        draw_answers(photo, predictions).save(target, quality=92)
+        with atomic_path(target, photo.nbytes // 4) as tmp:  # a JPEG is rarely bigger
+            draw_answers(photo, predictions).save(tmp, format="JPEG", quality=92, comment=MARK)
         return target

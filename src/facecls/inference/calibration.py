@@ -10,7 +10,6 @@ trained identities' embedding centroids (plus enrolled ones, see ``enroll.py``).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from facecls.data.dataset import load_dataset
 from facecls.data.splits import folds_from_document
 from facecls.inference.verify import DEFAULT_FAR, calibrate_verification
 from facecls.models.cpu_pass import FrozenPass
+from facecls.numbers import finite
 from facecls.openset import DEFAULT_ACCEPTANCE, DEFAULT_METHOD, METHODS, scores
 from facecls.openset_calibration import Calibration, calibrate
 from facecls.openset_thresholds import enrolled_method, threshold_at_acceptance
@@ -239,8 +239,7 @@ def set_threshold(
                 raise BundleError(f"{folder}: no calibrated {method} threshold; give --threshold")
             openset["threshold"] = openset["thresholds"][method]
     if threshold is not None:
-        if not math.isfinite(threshold):
-            raise ValueError(f"--threshold must be a finite number, not {threshold}")
+        threshold = finite(threshold, "--threshold")
         if method is None:  # the threshold is for the score the model decides by
             enrolled = bool((meta.get("enrolled") or {}).get("names"))
             openset["method"] = (
@@ -328,6 +327,7 @@ def calibrate_command(
         The bundle's new ``openset`` entry.
     """
     path = Path(model_path)
+    finite(acceptance, "--acceptance", low=0.0, high=1.0)
     is_run = (path / "config.yaml").is_file() and (path / "folds.json").is_file()
     if threshold is not None or (method is not None and not is_run and data is None):
         return set_threshold(path, threshold, method)

@@ -31,12 +31,13 @@ from facecls.data.images import ImageError, load_rgb
 from facecls.data.sources import DataError, default_cache_dir, scan_source
 from facecls.inference.calibration import ensure_centroids
 from facecls.inference.model import load_model
+from facecls.inference.outputs import OutputError
 from facecls.openset import l2_normalize
 from facecls.progress import bar as progress_bar
 
 
 def _copy(source: Path, target: Path) -> None:
-    with atomic_path(target) as tmp:
+    with atomic_path(target, source.stat().st_size) as tmp:
         shutil.copyfile(source, tmp)
 
 
@@ -109,6 +110,8 @@ def enroll(
     """
     # enroll copies model.safetensors into the new bundle, so a pickle can never be enrolled
     refuse_pickle(Path(model_path), False, "Give enroll the run folder or bundle folder as MODEL.")
+    if out is not None:
+        check_bundle_out(Path(out))
     model = load_model(model_path, device="auto")
     folder = model.folder
     if "trained" not in read_centroids(folder) and ensure_centroids(folder, log):
@@ -139,6 +142,22 @@ def enroll(
         f"{len(model.trained_names)} trained + {len(names)} enrolled identities"
     )
     return target
+
+
+def check_bundle_out(target: Path) -> None:
+    """Refuse an ``--out`` that is a file, or a folder holding files that are not a facecls
+    bundle (enroll writes model.json and model.safetensors there, never among a user's files).
+
+    Raises:
+        OutputError: naming the folder.
+    """
+    if target.exists() and not target.is_dir():
+        raise OutputError(f"--out {target}: is a file; --out names the new bundle's folder")
+    if target.is_dir() and any(target.iterdir()) and not (target / META_NAME).is_file():
+        raise OutputError(
+            f"--out {target}: this folder holds files and is not a facecls model bundle; choose "
+            "a new folder (facecls never writes over a file you gave it)"
+        )
 
 
 def write_enrolled(

@@ -21,11 +21,14 @@ import torch
 from torch import nn
 
 from facecls.atomic import atomic_path
-from facecls.bundle import load_bundle
+from facecls.bundle import WEIGHTS_NAME, load_bundle
+from facecls.data.images import ImageError
+from facecls.data.sources import DataError
 from facecls.data.synthetic import SyntheticSpec, render_synthetic
 from facecls.inference.backends import require_onnx
 from facecls.inference.faces import expand_paths
 from facecls.inference.model import ONNX_NAME, load_model, read_meta
+from facecls.inference.outputs import check_output
 from facecls.models.embedding import forward_tta
 from facecls.progress import bar
 
@@ -68,13 +71,34 @@ def _check_images(model: Any, images: Sequence[str | Path] | None) -> tuple[np.n
     """uint8 batch for the parity check: the given photos, else synthetic faces."""
     if images:
         paths = list(expand_paths(images))[:256]
-        return model.to_batch(paths), f"{len(paths)} given image(s)"
+        if not paths:
+            raise DataError(f"--check {' '.join(map(str, images))}: no photo found there")
+        try:
+            return model.to_batch(paths), f"{len(paths)} given image(s)"
+        except ImageError as error:
+            raise DataError(
+                f"--check {error.path}: {error}; give photos the model can read"
+            ) from error
 
     spec = SyntheticSpec(
         num_classes=8, max_per_class=4, min_per_class=4, image_size=model.image_size
     )
     rendered, _, _ = render_synthetic(spec)
     return np.ascontiguousarray(rendered.transpose(0, 3, 1, 2)), "32 synthetic faces"
+
+
+def _is_onnx(onnx: Any) -> Any:
+    """Recognises an ONNX model file (an earlier export, which may be replaced)."""
+
+    def recognise(path: Path) -> bool:
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception:  # protobuf's DecodeError, OSError, ...
+            return False
+        # protobuf parses many short byte strings without complaint: a graph must be there too
+        return model.ir_version > 0 and len(model.graph.node) > 0
+
+    return recognise
 
 
 def export_onnx(
@@ -97,8 +121,11 @@ def export_onnx(
 
     onnx, onnxruntime = require_onnx()
     folder, meta = read_meta(model_path)
-    bundle = load_bundle(folder, "cpu")
     target = Path(out) if out is not None else folder / ONNX_NAME
+    check_output(target, "--out", "ONNX model", _is_onnx(onnx), [folder / WEIGHTS_NAME])
+    bundle = load_bundle(folder, "cpu")
+    reference = load_model(folder, device="cpu")
+    batch, checked_on = _check_images(reference, check_images)  # a bad photo: before writing
     target.parent.mkdir(parents=True, exist_ok=True)
     wrapper = _Exportable(bundle.model, bundle.mean, bundle.std, bundle.flip_tta).eval()
     size = bundle.image_size
@@ -114,8 +141,6 @@ def export_onnx(
         )  # fmt: skip
         onnx.checker.check_model(str(tmp))
 
-    reference = load_model(folder, device="cpu")
-    batch, checked_on = _check_images(reference, check_images)
     session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
     diff, same = 0.0, 0
     with bar(len(batch), "ONNX parity check", show_progress) as checked:

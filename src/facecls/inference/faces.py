@@ -6,6 +6,7 @@ file that cannot be read becomes an ``error`` row instead of stopping the run.
 
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -55,26 +56,53 @@ class Prediction:
     reason: str = ""
 
 
-def expand_paths(inputs: Iterable[str | Path], images_only: bool = True) -> Iterator[Path]:
+def check_top_k(top_k: int) -> None:
+    """Refuse a ``--top-k`` below 1 (``search --top-k 0`` listed nothing,
+    ``-3`` two faces).
+
+    Raises:
+        ValueError: naming the option.
+    """
+    try:
+        whole = operator.index(top_k)  # int, numpy integers; not 2.5, "3" or True
+    except TypeError:
+        whole = None
+    if whole is None or isinstance(top_k, bool) or whole < 1:
+        raise ValueError(f"--top-k must be a whole number of at least 1, got {top_k!r}")
+
+
+def expand_paths(
+    inputs: Iterable[str | Path], images_only: bool = True, exclude: Iterable[str | Path] = ()
+) -> Iterator[Path]:
     """Files as given, and the files under folders (recursively, sorted, junk skipped).
 
     Under folders only image files are yielded, unless ``images_only`` is false: then every
     non-junk file is, so a non-image file is reported (``unsupported file type``) as training
     reports it. A missing path is yielded as it is, so it is reported as an ``error`` row.
+    ``exclude``: the command's own outputs (files, folders), never read back from a folder.
     """
+    skip = {Path(p).resolve() for p in exclude}
+    skip_names = {p.name for p in skip}
     for item in inputs:
         path = Path(item)
         if not path.is_dir():
             yield path
             continue
         for dirpath, dirnames, filenames in os.walk(path):
-            dirnames[:] = sorted(d for d in dirnames if not is_junk(Path(d)))
+            dirnames[:] = sorted(
+                d for d in dirnames
+                if not is_junk(Path(d)) and not (d in skip_names and _within(dirpath, d, skip))
+            )  # fmt: skip
             for name in sorted(filenames):
                 file = Path(dirpath) / name
-                if not is_junk(file) and (
-                    not images_only or file.suffix.lower() in IMAGE_EXTENSIONS
-                ):
+                if is_junk(file) or (name in skip_names and file.resolve() in skip):
+                    continue
+                if not images_only or file.suffix.lower() in IMAGE_EXTENSIONS:
                     yield file
+
+
+def _within(dirpath: str, name: str, skip: set[Path]) -> bool:
+    return (Path(dirpath) / name).resolve() in skip
 
 
 class FaceSource(Protocol):

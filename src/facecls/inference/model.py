@@ -24,10 +24,12 @@ from facecls.bundle import (
     read_sidecar,
     refuse_pickle,
 )
+from facecls.bundle_meta import refuse_unverified
 from facecls.data.faces import FaceCutter
 from facecls.inference.backends import OnnxRunner, TorchRunner
 from facecls.inference.faces import FaceItem, Prediction, expand_paths, face_items
 from facecls.inference.model_inputs import PhotoInputs
+from facecls.numbers import finite
 from facecls.openset import METHODS, cosine, l2_normalize, margin_score, runner_up, scores, softmax
 from facecls.openset_thresholds import (
     ENROLLED_METHODS,
@@ -113,8 +115,8 @@ class FaceModel(PhotoInputs):
                     f"{folder}: no calibrated {self.method} threshold; run facecls calibrate on "
                     "the run folder, or give a threshold"
                 )
-        if threshold is not None and not np.isfinite(threshold):
-            raise ValueError(f"the open-set threshold must be a finite number, not {threshold}")
+        if threshold is not None:
+            threshold = finite(threshold, "the open-set threshold (--threshold)")
         self.threshold: float | None = None if threshold is None else float(threshold)
         self.ncm_scale: float = float(openset.get("ncm_scale", 16.0))
 
@@ -246,6 +248,7 @@ def load_model(
     method: str | None = None,
     threshold: float | None = None,
     trust_pickle: bool = False,
+    require_digest: bool = False,
 ) -> FaceModel:
     """Load a run folder or model bundle for prediction.
 
@@ -258,6 +261,8 @@ def load_model(
         threshold: open-set threshold instead of the calibrated one.
         trust_pickle: allow ``.pt``/``.pth`` weights beside a ``model.json``; they are refused
             otherwise, and even then read with ``torch.load(weights_only=True)``.
+        require_digest: refuse a bundle whose ``model.json`` records no weights digest
+            (otherwise it loads with a :class:`~facecls.bundle.BundleWarning`).
 
     Raises:
         BundleError: when the bundle or its ONNX file cannot be used.
@@ -266,6 +271,8 @@ def load_model(
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     refuse_pickle(Path(path), trust_pickle)  # before anything else is read
     folder, meta = read_meta(path)
+    if require_digest:
+        refuse_unverified(meta, folder / META_NAME)
     if backend == "onnx":
         runner: Any = OnnxRunner(folder / ONNX_NAME, meta)
     else:

@@ -18,14 +18,18 @@ import numpy as np
 from facecls.atomic import write_csv_stream
 from facecls.data.sources import DataError
 from facecls.inference.annotate import Annotator
-from facecls.inference.faces import Prediction, expand_paths
+from facecls.inference.faces import Prediction, check_top_k, expand_paths
 from facecls.inference.model import FaceModel, load_model, predict_files
+from facecls.inference.outputs import check_output, csv_header
 from facecls.progress import bar as progress_bar
+
+# The columns every predictions CSV starts with (then the top-k pairs): how an earlier one is known.
+FIRST_COLUMNS = ("path", "face", "faces", "box", "landmarks", "decision", "identity", "score")
 
 
 def prediction_header(top_k: int) -> list[str]:
     """Columns of ``predictions.csv``."""
-    header = ["path", "face", "faces", "box", "landmarks", "decision", "identity", "score"]
+    header = list(FIRST_COLUMNS)
     for r in range(1, top_k + 1):
         header += [f"top{r}", f"top{r}_probability"]
     return [*header, "reason"]
@@ -58,7 +62,8 @@ def predict_to_csv(
 ) -> dict[str, int]:
     """Stream predictions of ``inputs`` into the CSV ``out``; returns counts per decision.
 
-    ``annotate``: a folder that receives each photo with its boxes and names drawn on it.
+    ``annotate``: a folder that receives each photo with its boxes and names drawn on it. The
+    CSV and that folder are never read back when they lie in an input folder.
     """
     annotator = None if annotate is None else Annotator(annotate, inputs)
     photo: list[Prediction] = []  # the rows of the photo being read, for the annotator
@@ -72,7 +77,8 @@ def predict_to_csv(
     counts: dict[str, int] = {}
     multi = 0
 
-    paths = list(expand_paths(inputs, images_only=False))  # counted first, for the progress
+    own = [Path(out)] + ([] if annotate is None else [Path(annotate)])
+    paths = list(expand_paths(inputs, images_only=False, exclude=own))  # counted, for progress
     bar = progress_bar(len(paths), "predict", show_progress, unit="photo")
     last: str | None = None
 
@@ -105,15 +111,15 @@ def predict_to_csv(
     return counts
 
 
-def check_out(out: Path) -> None:
-    """Refuse an ``out`` that is a folder or cannot be written, before any work is done. (A
-    missing photo or folder is an ``error`` row, "no such file or folder", like any bad file.)
+def check_out(out: Path, inputs: Sequence[str | Path] = ()) -> None:
+    """Refuse an ``out`` that is a folder, one of the ``inputs``, an existing file that is not
+    a predictions CSV, or cannot be written, before any work is done. (A missing photo or
+    folder is an ``error`` row, "no such file or folder", like any bad file.)
 
     Raises:
         DataError: naming the path and the problem.
     """
-    if out.is_dir():
-        raise DataError(f"{out}: is a folder; --out names the CSV file to write")
+    check_output(out, "--out", "predictions CSV", csv_header(FIRST_COLUMNS), inputs)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out.parent):
@@ -137,6 +143,7 @@ def predict(
     trust_pickle: bool = False,
     annotate: str | Path | None = None,
     show_progress: bool = False,
+    require_digest: bool = False,
 ) -> dict[str, int]:
     """``facecls predict``: load a model and write the predictions of files/folders to a CSV.
 
@@ -149,14 +156,16 @@ def predict(
         detect: find every face of each photo (MTCNN), also for a ``centre`` model; a model
             trained with the ``align``/``box`` pipeline always does.
         annotate: a folder for copies of the photos with boxes and names drawn on them.
+        require_digest: refuse a bundle whose ``model.json`` records no weights digest.
 
     Returns:
         Rows per decision (``known``, ``unknown``, ``error``, ``no_face``).
     """
 
-    check_out(Path(out))  # before the model is loaded
+    check_top_k(top_k)
+    check_out(Path(out), inputs)  # before the model is loaded
     if not isinstance(model, FaceModel):
-        model = load_model(model, device, backend, method, threshold, trust_pickle)
+        model = load_model(model, device, backend, method, threshold, trust_pickle, require_digest)
     log(f"Model: {model!r}")
     folder = None if annotate is None else Path(annotate)
     return predict_to_csv(

@@ -2,8 +2,9 @@
 
 The gallery's embeddings are computed once and cached in one safetensors file under the facecls
 cache (``$FACECLS_CACHE/gallery/``), keyed by the gallery folder and the model. Each cached face
-remembers its file's size and modification time; on the next search only files that are new or
-changed are embedded again, and files that are gone are dropped.
+remembers its file's stamp (size, modification and change time, inode) and the sha256 of its
+bytes; on the next search only files whose bytes are new or changed are embedded again, files
+that are gone are dropped, and a cached vector that is not a finite unit vector is redone.
 
 Scale: the search is numpy brute force, one matrix-vector product over ``(N, D)`` float32. At
 N = 100,000 faces and D = 512 that is 200 MB of embeddings and a few tens of milliseconds per
@@ -27,12 +28,13 @@ from safetensors import numpy as safetensors_numpy
 
 from facecls.atomic import atomic_path
 from facecls.bundle import WEIGHTS_NAME
+from facecls.data.images import printable
 from facecls.data.sources import DataError, default_cache_dir
-from facecls.inference.faces import Prediction, expand_paths
+from facecls.inference.faces import Prediction, check_top_k, expand_paths
 from facecls.inference.model import FaceModel, load_model
-from facecls.inference.verify import FaceEmbeddings, embed_photos, first_face
+from facecls.inference.verify import FaceEmbeddings, check_photo, embed_photos, first_face
 
-CACHE_FORMAT = "facecls-gallery-1"
+CACHE_FORMAT = "facecls-gallery-2"  # 2: rows carry a content digest
 
 
 @dataclass
@@ -73,16 +75,48 @@ def model_key(model: FaceModel) -> str:
     return digest.hexdigest()
 
 
-def _stamp(path: Path) -> tuple[int, int] | None:
+def _stamp(path: Path) -> list[int] | None:
+    """Size, modification and change time, inode: a photo replaced or rewritten, even with its
+    modification time set back, gets a new change time (which no user call can set back)."""
     try:
         stat = path.stat()
     except OSError:
         return None
-    return stat.st_size, stat.st_mtime_ns
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+
+
+def _digest(path: Path) -> str | None:
+    """sha256 of the bytes of ``path`` (what is read to embed it); ``None`` when unreadable."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+# A cached embedding is trusted only when it is a finite unit vector (embeddings are
+# L2-normalised; float32 rounding stays far inside this).
+UNIT_TOLERANCE = 1e-3
+Entry = tuple[dict[str, Any], np.ndarray | None]  # a cache row and its vector (None: skipped)
+
+
+def _usable(vectors: np.ndarray) -> np.ndarray:
+    """``(N,)`` whether each row of ``vectors`` is a finite unit vector."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+    return np.isfinite(vectors).all(axis=1) & (np.abs(norms - 1.0) <= UNIT_TOLERANCE)
 
 
 class Gallery:
     """A folder of photos with its cached embeddings for one model.
+
+    Each cached face keeps its file's stamp (size, modification and change time, inode) and the
+    sha256 of its bytes: a file whose stamp changed is hashed again and embedded again only when
+    its bytes changed. A cached vector that is not a finite unit vector is discarded (counted in
+    ``discarded``) and its photo embedded again.
 
     Args:
         folder: the gallery (searched recursively; junk and non-image files skipped).
@@ -106,76 +140,97 @@ class Gallery:
         self.vectors = np.zeros((0, 0), np.float32)
         self.skipped: list[tuple[str, str]] = []
         self.embedded = 0  # photos embedded by the last refresh (0: all from the cache)
-        self._rows: list[dict[str, Any]] | None = None  # after a refresh: the cache, in memory
+        self.discarded = 0  # cached faces found damaged (not finite unit vectors) and redone
+        self._entries: list[Entry] | None = None  # after a refresh: the cache, in memory
 
-    def _read_cache(self) -> tuple[list[dict[str, Any]], np.ndarray]:
+    def _read_cache(self) -> list[Entry]:
+        """The cached rows with their vectors; damaged vectors are left out (and counted)."""
         try:
             with safetensors_numpy.safe_open(str(self.cache), framework="np") as f:
                 meta = f.metadata() or {}
                 if meta.get("format") != CACHE_FORMAT:
-                    return [], np.zeros((0, 0), np.float32)
+                    return []
                 rows = json.loads(meta["rows"])
-                return rows, f.get_tensor("embeddings")
+                vectors = f.get_tensor("embeddings")
         except (OSError, SafetensorError, KeyError, ValueError):
-            return [], np.zeros((0, 0), np.float32)  # missing or unreadable: rebuild
+            return []  # missing or unreadable: rebuild
+        faces = [row for row in rows if isinstance(row, dict) and not row.get("reason")]
+        whole = (
+            isinstance(rows, list) and all(isinstance(row, dict) for row in rows)
+            and vectors.ndim == 2 and vectors.dtype == np.float32
+            and (len(faces) == vectors.shape[0] or (not faces and vectors.shape[0] == 0))
+        )  # fmt: skip
+        if not whole:
+            self.discarded = len(faces)
+            return []
+        usable = _usable(vectors) if faces else np.zeros(0, bool)
+        self.discarded = int((~usable).sum())
+        entries: list[Entry] = [(row, None) for row in rows if row.get("reason")]
+        entries += [(row, vectors[n]) for n, row in enumerate(faces) if usable[n]]
+        return entries
 
     def refresh(self) -> Gallery:
         """Bring the embeddings up to date with the folder; re-embed only changed files."""
-        if self._rows is None:
-            rows, vectors = self._read_cache()
-        else:  # refreshed before: only the folder is looked at again
-            rows, vectors = self._rows, self.vectors
-        files = [p for p in expand_paths([self.folder], images_only=False)]
-        stamps = {str(p): _stamp(p) for p in files}
-        keep = [
-            i for i, row in enumerate(rows)
-            if row["path"] in stamps and stamps[row["path"]] == tuple(row["stamp"])
-        ]  # fmt: skip
-        fresh = {rows[i]["path"] for i in keep}
-        # files seen before that gave no face and are unchanged stay skipped without re-reading
-        known_bad = {
-            row["path"]: row["reason"] for row in rows
-            if row.get("reason") and stamps.get(row["path"]) == tuple(row["stamp"])
-        }  # fmt: skip
-        todo = [p for p in files if str(p) not in fresh and str(p) not in known_bad]
+        self.discarded = 0
+        entries = self._read_cache() if self._entries is None else self._entries
+        changed = self.discarded > 0
+        old: dict[str, list[Entry]] = {}
+        for row, vector in entries:
+            old.setdefault(row["path"], []).append((row, vector))
+        keep: list[Entry] = []
+        todo: list[Path] = []
+        known: dict[str, dict[str, Any]] = {}  # stamp and digest of each file embedded now
+        for path in expand_paths([self.folder], images_only=False):
+            shown, stamp = printable(str(path)), _stamp(path)
+            seen = old.pop(shown, [])
+            if seen and all(row.get("stamp") == stamp for row, _ in seen):
+                keep += seen
+                continue
+            changed = True
+            digest = _digest(path)
+            if seen and digest is not None and all(row.get("sha256") == digest for row, _ in seen):
+                keep += [({**row, "stamp": stamp}, vector) for row, vector in seen]  # touched
+                continue
+            todo.append(path)
+            known[shown] = {"stamp": stamp, "sha256": digest}
+        changed = changed or bool(old)  # files that are gone
         found = (
             embed_photos(self.model, todo, self.detect, images_only=False)
             if todo else FaceEmbeddings([], np.zeros((0, 0), np.float32), [])
         )  # fmt: skip
         self.embedded = len(todo)
-        # rows of faces (not of skipped files) index the cached tensor in order
-        face_rows = [i for i, r in enumerate(rows) if not r.get("reason")]
-        position = {row: n for n, row in enumerate(face_rows)}
-        kept = [i for i in keep if i in position]
-        good = [rows[i] for i in kept]
-        kept_vectors = vectors[[position[i] for i in kept]] if kept else None
-        new_rows = [
-            {"path": f.path, "face": f.face, "box": f.box, "stamp": stamps[f.path]}
-            for f in found.faces
-        ]
-        bad_rows = [
-            {"path": p, "reason": r, "stamp": stamps[p]} for p, r in known_bad.items()
-        ] + [
-            {"path": s.path, "reason": s.reason, "stamp": stamps.get(s.path) or (0, 0)}
+        usable = _usable(found.vectors) if found.faces else np.zeros(0, bool)
+        for face, vector, ok in zip(found.faces, found.vectors, usable, strict=True):
+            row = {"path": face.path, "face": face.face, "box": face.box,
+                   **known.get(face.path or "", {})}  # fmt: skip
+            if ok:
+                keep.append((row, vector))
+            else:  # a model that gives NaN for this photo: listed, never cached as a face
+                keep.append(({**row, "reason": "the model gave a non-finite embedding"}, None))
+        keep += [
+            ({"path": s.path, "reason": s.reason, **known.get(s.path or "", {})}, None)
             for s in found.skipped
         ]  # fmt: skip
-        parts = [v for v in (kept_vectors, found.vectors) if v is not None and v.size]
-        self.vectors = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
-        all_rows = good + new_rows
+        faces = [(row, vector) for row, vector in keep if vector is not None]
+        self.vectors = (
+            np.stack([vector for _, vector in faces]).astype(np.float32)
+            if faces else np.zeros((0, 0), np.float32)
+        )  # fmt: skip
         self.faces = [
-            Prediction("", path=r["path"], face=r["face"],
-                       box=None if r["box"] is None else tuple(r["box"]))
-            for r in all_rows
+            Prediction("", path=row["path"], face=row["face"],
+                       box=None if row["box"] is None else tuple(row["box"]))
+            for row, _ in faces
         ]  # fmt: skip
-        self.skipped = [(r["path"], r["reason"]) for r in bad_rows]
-        if todo or len(keep) != len(rows):
-            self._write_cache(all_rows + bad_rows)
-        self._rows = all_rows + bad_rows
+        self.skipped = [(row["path"], row["reason"]) for row, vector in keep if vector is None]
+        ordered = faces + [(row, None) for row, vector in keep if vector is None]
+        if changed:
+            self._write_cache([row for row, _ in ordered])
+        self._entries = ordered
         return self
 
     def _write_cache(self, rows: list[dict[str, Any]]) -> None:
         vectors = self.vectors if self.vectors.size else np.zeros((0, 1), np.float32)
-        with atomic_path(self.cache) as tmp:
+        with atomic_path(self.cache, vectors.nbytes) as tmp:
             safetensors_numpy.save_file(
                 {"embeddings": np.ascontiguousarray(vectors, dtype=np.float32)}, str(tmp),
                 metadata={"format": CACHE_FORMAT, "rows": json.dumps(rows),
@@ -184,7 +239,12 @@ class Gallery:
         os.chmod(self.cache, 0o600)  # embeddings of people's faces: the user's own
 
     def nearest(self, vector: np.ndarray, top_k: int = 5) -> list[Match]:
-        """The ``top_k`` gallery faces most similar to a unit embedding, most similar first."""
+        """The ``top_k`` gallery faces most similar to a unit embedding, most similar first.
+
+        Raises:
+            ValueError: ``top_k`` below 1.
+        """
+        check_top_k(top_k)
         if not self.faces:
             return []
         similarity = self.vectors @ np.asarray(vector, dtype=np.float32)
@@ -206,16 +266,24 @@ def search(
     detect: bool = False,
     device: str = "auto",
     log: Callable[[str], None] = print,
+    require_digest: bool = False,
 ) -> SearchResult:
     """``facecls search``: the ``top_k`` gallery faces closest to the (main) face of ``photo``.
 
     Raises:
         DataError: the photo cannot be read or has no face; the gallery is not a folder.
+        ValueError: ``top_k`` below 1.
     """
-    model = model if isinstance(model, FaceModel) else load_model(model, device=device)
+    check_top_k(top_k)
+    check_photo(photo)
+    if not isinstance(model, FaceModel):
+        model = load_model(model, device=device, require_digest=require_digest)
     if not isinstance(gallery, Gallery):
         gallery = Gallery(model, gallery, detect)
     gallery.refresh()
+    if gallery.discarded:
+        log(f"Gallery cache {gallery.cache}: {gallery.discarded} damaged embedding(s) discarded "
+            "and embedded again")  # fmt: skip
     for path, reason in gallery.skipped:
         log(f"  skipped {path}: {reason}")
     if not gallery.faces:

@@ -23,11 +23,16 @@ from facecls.bundle import BundleError
 from facecls.data.sources import DataError
 from facecls.inference.faces import Prediction, expand_paths, face_items
 from facecls.inference.model import FaceModel, load_model
+from facecls.inference.outputs import OutputError, check_output, csv_header, safetensors_format
+from facecls.numbers import finite
 from facecls.openset import l2_normalize
 
 DEFAULT_FAR = 0.01
 # Pairs of different people drawn at most, so calibration stays fast on big validation parts.
 MAX_IMPOSTOR_PAIRS = 2_000_000
+# What ``facecls embed`` writes: the safetensors ``format`` and the index CSV's columns.
+EMBEDDINGS_FORMAT = "facecls-embeddings"
+INDEX_HEADER = ("row", "photo", "face", "box")
 
 
 @dataclass
@@ -93,16 +98,16 @@ def write_embeddings(found: FaceEmbeddings, out: Path) -> tuple[Path, Path]:
     (``row, photo, face, box``), row *i* of the CSV being row *i* of the tensor."""
     out = Path(out)
     index = out.with_suffix(".csv")
-    with atomic_path(out) as tmp:
+    with atomic_path(out, found.vectors.nbytes) as tmp:
         safetensors_numpy.save_file(
             {"embeddings": np.ascontiguousarray(found.vectors, dtype=np.float32)}, str(tmp),
-            metadata={"format": "facecls-embeddings", "index": index.name},
+            metadata={"format": EMBEDDINGS_FORMAT, "index": index.name},
         )  # fmt: skip
     rows = (
         [i, f.path, "" if f.face is None else f.face, box_text(f.box)]
         for i, f in enumerate(found.faces)
     )
-    write_csv_stream(index, ["row", "photo", "face", "box"], rows)
+    write_csv_stream(index, INDEX_HEADER, rows)
     return out, index
 
 
@@ -113,12 +118,16 @@ def embed(
     detect: bool = False,
     device: str = "auto",
     log: Callable[[str], None] = print,
+    require_digest: bool = False,
 ) -> FaceEmbeddings:
     """``facecls embed``: embed the faces of ``photos`` into ``out`` (+ a ``.csv`` index).
 
-    Unreadable files are listed and skipped. Raises :class:`DataError` when no face is left.
+    Unreadable files are listed and skipped. Raises :class:`DataError` when no face is left, and
+    :class:`~facecls.inference.outputs.OutputError` (before any work) when ``out`` or its index
+    would replace an input or a file that is not an earlier ``embed`` output.
     """
-    from_model = model if isinstance(model, FaceModel) else _load(model, device)
+    check_embed_out(Path(out), photos)
+    from_model = model if isinstance(model, FaceModel) else _load(model, device, require_digest)
     found = embed_photos(from_model, photos, detect, images_only=True)
     for row in found.skipped:
         log(f"  skipped {row.path}: {row.reason}")
@@ -132,8 +141,20 @@ def embed(
     return found
 
 
-def _load(path: str | Path, device: str) -> FaceModel:
-    return load_model(path, device=device)
+def check_embed_out(out: Path, photos: Sequence[str | Path]) -> None:
+    """Refuse an ``out`` whose index would be itself, or that would replace what the user gave."""
+    index = out.with_suffix(".csv")
+    if index == out:
+        raise OutputError(
+            f"--out {out}: the embeddings need a file of their own (e.g. "
+            f"{out.with_suffix('.safetensors')}); their CSV index is written beside it"
+        )
+    check_output(out, "--out", "embeddings", safetensors_format(EMBEDDINGS_FORMAT), photos)
+    check_output(index, "--out", "embeddings index CSV", csv_header(INDEX_HEADER), photos)
+
+
+def _load(path: str | Path, device: str, require_digest: bool = False) -> FaceModel:
+    return load_model(path, device=device, require_digest=require_digest)
 
 
 # ---- 1:1 verification ----------------------------------------------------------------------
@@ -206,29 +227,48 @@ class Verification:
         return f"{answer}: similarity {self.similarity:.4f}, threshold {self.threshold:.4f}{at}"
 
 
-def stored_threshold(model: FaceModel, threshold: float | None) -> tuple[float, float | None]:
+def stored_threshold(
+    model: FaceModel, threshold: float | None, what: str = "--threshold"
+) -> tuple[float, float | None]:
     """``threshold`` if given, else the bundle's calibrated one with its FAR.
 
+    Args:
+        what: how the message names a given threshold (the service: its ``threshold`` field).
+
     Raises:
+        NumberError: the given threshold is not a finite number (with -inf every pair would be
+            "the same person").
         BundleError: no threshold given and none calibrated in the bundle.
     """
     if threshold is not None:
-        return float(threshold), None
+        return finite(threshold, what), None
     entry = model.meta.get("verify") or {}
     if "threshold" not in entry:
         raise BundleError(
             f"{model.folder}: no calibrated verification threshold in model.json (models trained "
             "before facecls verify had none); give --threshold (the service: a threshold field)"
         )
-    return float(entry["threshold"]), entry.get("far")
+    limit = finite(entry["threshold"], f"{model.folder / 'model.json'} verify threshold")
+    return limit, entry.get("far")
+
+
+def check_photo(photo: str | Path) -> None:
+    """Refuse a folder where one photo is expected (its first photo is not silently used).
+
+    Raises:
+        DataError: naming the folder.
+    """
+    if Path(photo).is_dir():
+        raise DataError(f"{photo}: is a folder; give one photo (its main face is compared)")
 
 
 def first_face(model: FaceModel, photo: str | Path, detect: bool) -> tuple[Prediction, np.ndarray]:
     """The (main) face of one photo and its unit embedding.
 
     Raises:
-        DataError: the photo cannot be read or holds no face (the message names it).
+        DataError: the photo is a folder, cannot be read or holds no face (the message names it).
     """
+    check_photo(photo)
     found = embed_photos(model, [photo], detect, images_only=False)
     if not found.faces:
         reason = found.skipped[0].reason if found.skipped else "no face found"
@@ -243,6 +283,7 @@ def verify(
     threshold: float | None = None,
     detect: bool = False,
     device: str = "auto",
+    require_digest: bool = False,
 ) -> Verification:
     """``facecls verify``: are the faces of photos ``a`` and ``b`` the same person?
 
@@ -251,7 +292,9 @@ def verify(
             one (``model.json`` ``verify``).
         detect: compare the main detected face of each photo.
     """
-    model = model if isinstance(model, FaceModel) else _load(model, device)
+    check_photo(a)
+    check_photo(b)
+    model = model if isinstance(model, FaceModel) else _load(model, device, require_digest)
     limit, far = stored_threshold(model, threshold)
     face_a, vec_a = first_face(model, a, detect)
     face_b, vec_b = first_face(model, b, detect)

@@ -20,11 +20,19 @@ import numpy as np
 from facecls.atomic import write_csv_stream
 from facecls.data.sources import DataError
 from facecls.inference.model import FaceModel, load_model
+from facecls.inference.outputs import (
+    check_distinct,
+    check_output,
+    csv_header,
+    record_output,
+    recorded_output,
+)
 from facecls.inference.photos import photo_faces
 
 HEADER = ["frame", "time_s", "face", "faces", "box", "decision", "identity", "score", "top1",
           "top1_probability"]  # fmt: skip
 WEBCAM_FPS = 30.0  # when a camera does not say
+ANNOTATED = "annotated video"  # the kind facecls records the videos it writes as
 
 
 def require_cv2() -> Any:
@@ -62,6 +70,22 @@ def open_source(source: str | int | Path) -> tuple[Any, bool]:
     capture.release()  # read again from the start
     capture = cv2.VideoCapture(int(text) if camera else text)
     return capture, camera
+
+
+def check_video_outputs(
+    source: str | int | Path, out: str | Path, annotate: str | Path | None
+) -> None:
+    """Refuse, before any work, a CSV or annotated video that would replace the video read, an
+    existing file that is not a previous output of the same kind, or one file named twice.
+
+    Raises:
+        facecls.inference.outputs.OutputError: naming the option and the path.
+    """
+    check_distinct({"--out": out, "--annotate": annotate})
+    given = [] if str(source).isdigit() else [Path(source)]
+    check_output(out, "--out", "video predictions CSV", csv_header(HEADER), given)
+    if annotate is not None:
+        check_output(annotate, "--annotate", ANNOTATED, recorded_output(ANNOTATED), given)
 
 
 def _frames(capture: Any, camera: bool) -> Iterator[np.ndarray]:
@@ -108,6 +132,7 @@ def predict_video(
     """
     if every < 1:
         raise ValueError(f"--every must be at least 1, got {every}")
+    check_video_outputs(source, out, annotate)
     model = model if isinstance(model, FaceModel) else load_model(model, device=device)
     cv2 = require_cv2()
     capture, camera = open_source(source)
@@ -161,6 +186,7 @@ def predict_video(
             writer.release()
     if partial is not None:
         os.replace(partial, Path(annotate))  # type: ignore[arg-type]
+        record_output(Path(annotate), ANNOTATED)  # so the next run may replace it
     summary = ", ".join(f"{n} {d}" for d, n in sorted(counts.items()) if d != "frames")
     log(f"Video: {counts['frames']} frames read, every {every}: {summary or 'no face'} -> {out}")
     return counts

@@ -10,6 +10,7 @@ knowing its structure.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -117,8 +118,29 @@ def load_backbone_weights(
     own = model.state_dict()
     state = {k: v for k, v in state.items() if not k.startswith((*drop_prefixes, head))}
     state.update({k: v for k, v in own.items() if k.startswith(head)})
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise ValueError(f"{path}: weights do not match {type(model).__name__}: {error}") from error
+    problem = key_differences(own, state)
+    if problem:
+        raise ValueError(
+            f"{path}: weights do not match {type(model).__name__} ({problem}); is the file for "
+            "another architecture?"
+        )
+    model.load_state_dict(state, strict=True)
     return model
+
+
+def key_differences(expected: dict[str, Any], given: dict[str, Any], show: int = 5) -> str:
+    """How two state dicts differ, counted, with the first ``show`` keys (a file for another
+    architecture differs in hundreds of keys: its message stays one line)."""
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    reshaped = sorted(
+        k for k in set(expected) & set(given)
+        if tuple(expected[k].shape) != tuple(given[k].shape)
+    )  # fmt: skip
+    parts = [
+        f"{len(keys)} key(s) {what}, e.g. {', '.join(keys[:show])}"
+        for keys, what in ((missing, "missing from the file"), (unexpected, "not in the model"),
+                           (reshaped, "of another shape"))
+        if keys
+    ]  # fmt: skip
+    return "; ".join(parts)

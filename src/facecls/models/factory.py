@@ -6,6 +6,7 @@ register itself, while this module imports the model files (which registers them
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from facecls.models import facenet, seed, tv  # noqa: F401  (importing registers the models)
@@ -56,3 +57,22 @@ def create_model(
         f"unknown model {name!r}; registered models: {known}; "
         "any torchvision classification model name (e.g. 'resnet50') also works"
     )
+
+
+def input_size_problem(name: str, image_size: int) -> str | None:
+    """Why ``name`` cannot take ``image_size`` px inputs, or ``None`` (also when unknown).
+
+    The model is built and run once on PyTorch's ``meta`` device, which computes shapes and
+    allocates nothing, so any architecture's own check speaks (a ViT's patch size, a kernel
+    larger than what is left of the image) before data is decoded or a run folder made.
+    """
+    try:
+        with torch.device("meta"):
+            model = create_model(name, num_classes=2, image_size=image_size).eval()
+            model(torch.empty(2, 3, image_size, image_size))
+    except (AssertionError, RuntimeError, ValueError) as error:
+        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return None if "meta" in text.lower() else text  # an op without a meta kernel: unknown
+    except Exception:  # a model that cannot be built on the meta device: not known here
+        return None
+    return None

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from facecls import metrics
+from facecls.atomic import read_cell
 from facecls.config import RunConfig
 from facecls.config_io import load_yaml
 
@@ -99,11 +100,15 @@ def _read_predictions(path: Path) -> list[Prediction]:
             top = []
             r = 1
             while f"top{r}" in row:
-                top.append((row[f"top{r}"], float(row[f"top{r}_probability"])))
+                top.append((read_cell(row[f"top{r}"]), float(row[f"top{r}_probability"])))
                 r += 1
             rows.append(
                 Prediction(
-                    row["path"], row["true"], row["predicted"], float(row["probability"]), top
+                    read_cell(row["path"]),
+                    read_cell(row["true"]),
+                    read_cell(row["predicted"]),
+                    float(row["probability"]),
+                    top,
                 )
             )
     return rows

@@ -19,7 +19,7 @@ import numpy as np
 import torch.nn as nn
 from matplotlib.figure import Figure
 
-from facecls.atomic import atomic_path, csv_text, write_json, write_text
+from facecls.atomic import atomic_path, csv_text, file_in_the_way, write_json, write_text
 from facecls.metrics import EvalResult
 from facecls.openset import softmax
 from facecls.progress import bar
@@ -228,6 +228,19 @@ def _add_faces(
     steps.update(1)
 
 
+def check_out_folder(out: Path) -> None:
+    """Refuse an ``--out`` that is (or lies under) a file, before anything is drawn.
+
+    Raises:
+        ValueError: naming the option and the file in the way.
+    """
+    blocking = file_in_the_way(out)
+    if blocking is not None:
+        raise ValueError(
+            f"--out {out}: {blocking} is a file, not a folder; --out names the report's folder"
+        )
+
+
 def write_report(
     run_dir: Path, out: Path | None = None, shareable: bool = False,
     dataset: FaceDataset | None = None, show_progress: bool = False,
@@ -248,6 +261,7 @@ def write_report(
 
     run = load_run(run_dir)
     out = Path(out) if out is not None else run.run_dir
+    check_out_folder(out)
     page = build_run_page(run, shareable)
     context = page.context
     total = len(page.figures) + 2 + (0 if shareable else 2)
@@ -335,6 +349,7 @@ def write_comparison(
         )
         out = runs[0].run_dir.parent / f"compare-{label}"
     out = Path(out)
+    check_out_folder(out)
     page = build_comparison(runs, shareable)
     context = page.context
     context["figures"] = _save_figures(page.figures, out)

@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from facecls.bundle import BundleError
 from facecls.inference.verify import stored_threshold
 from facecls.logs import logger
+from facecls.numbers import NumberError
 from facecls.service.errors import ApiError, responses
 from facecls.service.model_store import NAME_MAX, NAME_PATTERN
 from facecls.service.schemas import (
@@ -120,8 +121,8 @@ def add_routes(app: FastAPI, service: Service) -> None:
     ) -> Verification:  # fmt: skip
         """Are the faces of two photos the same person (cosine similarity)?"""
         try:
-            limit, far = stored_threshold(store.model, threshold)
-        except BundleError as error:
+            limit, far = stored_threshold(store.model, threshold, "the threshold field")
+        except (BundleError, NumberError) as error:  # none stored, or model.json's not finite
             raise ApiError(
                 409, "not_calibrated",
                 "the served model has no calibrated verification threshold: send a threshold",

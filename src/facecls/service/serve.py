@@ -18,6 +18,12 @@ from urllib.parse import quote
 
 import torch
 
+from facecls.atomic import file_in_the_way
+from facecls.bundle import META_NAME
+from facecls.bundle_meta import refuse_unverified
+from facecls.data.sources import DataError
+from facecls.inference.model import read_meta
+
 LOOPBACK_NAMES = ("localhost",)
 
 
@@ -82,15 +88,27 @@ def require_serve() -> tuple[Any, Any]:
 def build_app(
     model: str | Path, token: str | None = None, store: str | Path | None = None,
     gallery: str | Path | None = None, detect: bool = False, device: str = "auto",
-    log: Callable[[str], None] = print, console_log: bool = False,
+    log: Callable[[str], None] = print, console_log: bool = False, require_digest: bool = True,
 ) -> Any:  # fmt: skip
     """The FastAPI app serving ``model`` (see :mod:`facecls.service.app`); ``console_log``
-    prints each access-log line (it always goes to ``serve.log`` in the store)."""
+    prints each access-log line (it always goes to ``serve.log`` in the store).
+
+    Raises:
+        DataError: ``gallery`` is not a folder, or ``store`` is (or lies under) a file.
+        BundleError: ``require_digest`` (the default) and ``model.json`` records no weights
+            digest: a service does not answer with weights nobody can verify.
+    """
+    if require_digest:
+        folder, meta = read_meta(model)
+        refuse_unverified(meta, folder / META_NAME)
+    if gallery is not None and not Path(gallery).is_dir():
+        raise DataError(f"--gallery {gallery}: not a folder; give the folder of photos to search")
+    blocking = None if store is None else file_in_the_way(store)
+    if blocking is not None:
+        raise DataError(f"--store {store}: {blocking} is a file; give a folder for the versions")
     require_serve()
     service = importlib.import_module("facecls.service.app")  # needs the extra
     models = importlib.import_module("facecls.service.model_store")
-    if gallery is not None and not Path(gallery).is_dir():
-        raise FileNotFoundError(f"--gallery {gallery}: not a folder of photos")
     model_store = models.ModelStore(model, store, device, log)
     settings = service.Settings(token=token, gallery=None if gallery is None else Path(gallery),
                                 detect=detect, console_log=console_log)  # fmt: skip
@@ -112,7 +130,7 @@ def serve(
     model: str | Path, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
     store: str | Path | None = None, gallery: str | Path | None = None, detect: bool = False,
     device: str = "auto", log: Callable[[str], None] = print, threads: int | None = None,
-    quiet: bool = False,
+    quiet: bool = False, require_digest: bool = True,
 ) -> None:  # fmt: skip
     """``facecls serve``: run the service until stopped (Ctrl-C).
 
@@ -128,6 +146,8 @@ def serve(
             the process-wide ``torch.set_num_threads``, as a server owns its process.
         quiet: keep the access log off the console (it still goes to the store's
             ``serve.log``).
+        require_digest: refuse a bundle whose ``model.json`` records no weights digest (the
+            default; ``--no-require-digest`` serves it after a warning).
 
     Raises:
         ValueError: a port outside 1-65535; a non-loopback ``host`` without ``token``; a port
@@ -140,7 +160,17 @@ def serve(
     if threads is not None and threads < 1:
         raise ValueError(f"--threads must be at least 1, got {threads}")
     torch.set_num_threads(threads or default_threads())
-    app = build_app(model, token, store, gallery, detect, device, log, console_log=not quiet)
+    app = build_app(
+        model,
+        token,
+        store,
+        gallery,
+        detect,
+        device,
+        log,
+        console_log=not quiet,
+        require_digest=require_digest,
+    )
     shown = f"[{host}]" if ":" in host else host
     needs = ", with the token" if token else ""
     log(

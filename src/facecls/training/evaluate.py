@@ -22,6 +22,7 @@ from facecls.data.splits import (
     folds_from_document,
 )
 from facecls.inference.strangers import OPENSET_FILE, evaluate_strangers, summary_lines
+from facecls.numbers import finite
 from facecls.report.write import write_report_safely
 from facecls.runtime import resolve_device, runtime_for
 from facecls.training.distributed import (
@@ -149,6 +150,8 @@ def evaluate_run(
     """
 
     path = Path(run_dir)
+    if logit_adjust is not None:
+        logit_adjust = finite(logit_adjust, "--logit-adjust", low=0.0)
     if strangers and (data is not None or logit_adjust):
         raise ValueError(
             "--strangers measures the run's own model on its own test part: leave out "

@@ -27,6 +27,22 @@ _TAGS = {
 }
 
 
+def summary_writer() -> Any:
+    """torch's ``SummaryWriter`` class, or the install line when the extra is missing (asked
+    before any data is decoded or a run folder made).
+
+    Raises:
+        ImportError: the ``tensorboard`` package is missing.
+    """
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as error:  # torch's writer needs the tensorboard package
+        raise ImportError(
+            "--tensorboard needs the tensorboard package: pip install 'facecls[tensorboard]'"
+        ) from error
+    return SummaryWriter
+
+
 class TensorBoardCurves:
     """An :data:`EpochHook` writing one TensorBoard run per fold under ``run_dir/tensorboard``.
 
@@ -35,13 +51,7 @@ class TensorBoardCurves:
     """
 
     def __init__(self, run_dir: Path) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as error:  # torch's writer needs the tensorboard package
-            raise ImportError(
-                "--tensorboard needs the tensorboard package: pip install 'facecls[tensorboard]'"
-            ) from error
-        self._writer_class = SummaryWriter
+        self._writer_class = summary_writer()
         self.folder = Path(run_dir) / TENSORBOARD_DIR
         self._writers: dict[int, Any] = {}
 

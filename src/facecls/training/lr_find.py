@@ -33,6 +33,7 @@ import torch
 from facecls.config import RunConfig
 from facecls.data.dataset import FaceDataset
 from facecls.logs import RunLog
+from facecls.numbers import finite
 from facecls.progress import bar
 from facecls.report.write import write_lr_find
 from facecls.training.checkpoint import cpu_copy
@@ -139,6 +140,8 @@ def suggest(lrs: list[float], smoothed: list[float]) -> tuple[float, float]:
 def _check(steps: int, start_lr: float, end_lr: float) -> None:
     if steps < 2:
         raise ValueError(f"--steps must be at least 2, got {steps}")
+    finite(start_lr, "--start-lr")
+    finite(end_lr, "--end-lr")  # inf passed the comparison below and made every lr inf
     if not 0 < start_lr < end_lr:
         raise ValueError(f"need 0 < --start-lr < --end-lr, got {start_lr:g} and {end_lr:g}")
     if env_ranks(os.environ)[1] > 1:

@@ -7,7 +7,11 @@ image (the flip augmentation of the training loop and the flip test-time augment
 ``(N, V, D)`` float32 embeddings in ``<cache>/embedded/<key>.npy`` beside the decode cache. The key
 hashes the backbone's weights, the data (the decode cache's key and the kept files), the image
 size, crop, input normalisation and precision, so a changed weights file, photo, size or crop
-computes them again, while other folds, runs and head settings reuse them.
+computes them again, while other folds, runs and head settings reuse them. An entry is used only
+when it is whole: a ``.json`` beside it records its shape and crc32, and the array must be float32
+of that shape (every image, every view, the head's input width), match its crc32 and be finite;
+anything else (truncated, edited, NaN, pickled, from an older version) is logged, discarded and
+computed again.
 
 The head is the model's own final Linear layer (``embedding.final_linear``): training it on the
 cached embeddings trains the whole network's head in place, so checkpoints and the saved bundle are
@@ -20,6 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facecls.atomic import atomic_path
+from facecls.atomic import atomic_path, write_json
 from facecls.config import AugmentConfig, RunConfig
 from facecls.data.augment import normalize
 from facecls.data.batches import IndexBatches
@@ -105,6 +111,35 @@ def compute_embeddings(
     return torch.cat(parts), ran
 
 
+def _checksum(array: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+
+
+def read_entry(path: Path, shape: tuple[int, int, int], log: Log) -> np.ndarray | None:
+    """The cached ``(N, V, D)`` embeddings at ``path`` when whole, else ``None`` after logging
+    why and discarding the entry (so it is computed again)."""
+    meta_path = path.with_suffix(".json")
+    try:
+        meta = json.loads(meta_path.read_text())
+        array = np.load(path, allow_pickle=False)
+        if array.dtype != np.float32 or array.shape != shape or meta.get("shape") != list(shape):
+            problem = f"shape {array.shape} {array.dtype}, expected {shape} float32"
+        elif meta.get("crc32") != _checksum(array):
+            problem = "its checksum does not match"
+        elif not np.isfinite(array).all():
+            problem = "it holds NaN or infinite values"
+        else:
+            return array
+    except FileNotFoundError:
+        problem = "its checksum file is missing"
+    except (OSError, ValueError, EOFError, TypeError, AttributeError) as error:
+        problem = f"unreadable ({type(error).__name__})"
+    log(f"Embedding cache entry {path} is damaged ({problem}); discarding it and embedding again")
+    path.unlink(missing_ok=True)
+    meta_path.unlink(missing_ok=True)
+    return None
+
+
 def embed_once(
     dataset: FaceDataset, model: nn.Module, images: torch.Tensor, mean: list[float],
     std: list[float], runtime: Runtime, views: int, cache_dir: Path, log: Log = print,
@@ -120,8 +155,10 @@ def embed_once(
     if memo is not None and key in memo:
         return memo[key]
     path = Path(cache_dir) / "embedded" / f"{key}.npy"
-    if path.is_file():
-        features = torch.from_numpy(np.load(path)).to(runtime.device)
+    shape = (int(images.shape[0]), views, int(final_linear(model).in_features))
+    cached = read_entry(path, shape, log) if path.is_file() else None
+    if cached is not None:
+        features = torch.from_numpy(cached).to(runtime.device)
         log(f"Embeddings of {features.shape[0]} images from the cache ({path.name}): "
             "backbone ran on 0 images")  # fmt: skip
     else:
@@ -130,8 +167,13 @@ def embed_once(
         features, ran = compute_embeddings(
             model, images, mean, std, runtime, views, batch_size, log
         )
-        with atomic_path(path) as tmp, tmp.open("wb") as f:
-            np.save(f, features.cpu().numpy())
+        array = np.ascontiguousarray(features.cpu().numpy(), dtype=np.float32)
+        with atomic_path(path, array.nbytes) as tmp, tmp.open("wb") as f:
+            np.save(f, array)
+        # written second: an entry without it (a crash in between) is rebuilt, never trusted
+        write_json(
+            path.with_suffix(".json"), {"shape": list(array.shape), "crc32": _checksum(array)}
+        )
         log(f"Embeddings: backbone ran on {ran} images ({features.shape[0]} x {views} views)")
     if memo is not None:
         memo[key] = features

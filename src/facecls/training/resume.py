@@ -10,41 +10,62 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from facecls.config import ConfigError, RunConfig
 from facecls.config_io import load_yaml, to_dict
+from facecls.data.dataset import FaceDataset
 from facecls.data.sources import DataError
 from facecls.environment import environment
 
-# The fingerprint of a run's image list, written when it starts and checked on --resume.
+# The fingerprint of a run's data, written when it starts and checked on --resume.
 DATA_FILES_NAME = "data_files.json"
 
 
-def data_fingerprint(paths: Sequence[str]) -> dict[str, Any]:
-    """The number of images and a sha256 of their sorted ``identity/file`` paths."""
-    digest = hashlib.sha256("\n".join(sorted(paths)).encode("utf-8")).hexdigest()
-    return {"images": len(paths), "sha256": digest}
+def data_fingerprint(dataset: FaceDataset) -> dict[str, Any]:
+    """The number of images, a sha256 of their sorted ``identity/file`` names, one of the names
+    with their sizes in bytes, and one of the decoded pixels the run trains on (so a photo
+    whose content changed under the same name is told apart; a file that changes is decoded
+    again, as the decode cache's key holds its size and modification time)."""
+    paths = dataset.paths
+    names = hashlib.sha256("\n".join(sorted(paths)).encode("utf-8")).hexdigest()
+    sizes = dataset.sizes if dataset.sizes is not None else [0] * len(paths)
+    listed = "\n".join(sorted(f"{p}\0{s}" for p, s in zip(paths, sizes, strict=True)))
+    pixels = hashlib.sha256(dataset.images.contiguous().numpy().reshape(-1).data)
+    return {
+        "images": len(paths),
+        "sha256": names,
+        "sizes_sha256": hashlib.sha256(listed.encode("utf-8")).hexdigest(),
+        "pixels_sha256": pixels.hexdigest(),
+    }
 
 
-def check_same_data(run_dir: Path, paths: Sequence[str]) -> None:
-    """Refuse to resume a run whose data gained or lost images since it started (its folds and
-    checkpoints belong to the old file list). A run folder from before fingerprints passes.
+def check_same_data(run_dir: Path, dataset: FaceDataset) -> None:
+    """Refuse to resume a run whose data gained or lost images, or whose photos changed, since
+    it started (its folds and checkpoints belong to the old data). A run folder from before
+    fingerprints passes; one from before content digests is checked on its names.
 
     Raises:
-        DataError: saying how many images there were and are.
+        DataError: saying what changed.
     """
     path = run_dir / DATA_FILES_NAME
     if not path.is_file():
         return
-    saved, now = json.loads(path.read_text()), data_fingerprint(paths)
+    saved, now = json.loads(path.read_text()), data_fingerprint(dataset)
     if saved.get("sha256") != now["sha256"]:
         raise DataError(
             f"--resume {run_dir}: the data changed since the run started ({saved.get('images')} "
             f"images then, {now['images']} now, other files); its folds and checkpoints belong "
             "to the old files. Restore the data as it was, or start a new run without --resume."
+        )
+    changed = [k for k in ("sizes_sha256", "pixels_sha256") if k in saved and saved[k] != now[k]]
+    if changed:
+        raise DataError(
+            f"--resume {run_dir}: the photos changed since the run started (the same "
+            f"{now['images']} file names, other content); its checkpoints were trained on the "
+            "old photos. Restore them as they were, or start a new run without --resume."
         )
 
 

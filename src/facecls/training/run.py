@@ -8,6 +8,7 @@ and its report (:mod:`facecls.training.finish`).
 
 from __future__ import annotations
 
+import errno
 import shutil
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from facecls import metrics_intervals
-from facecls.atomic import write_json
+from facecls.atomic import WriteError, write_json
 from facecls.config import RunConfig
 from facecls.data.dataset import FaceDataset
 from facecls.data.splits import (
@@ -37,7 +38,7 @@ from facecls.training.finish import RunResult, finish_run
 from facecls.training.fold import EpochHook, Log, TrainedModel, share_folds, train_model
 from facecls.training.fold_setup import ModelSource
 from facecls.training.interrupt import Interrupted, stop_signals
-from facecls.training.live import epoch_hooks
+from facecls.training.live import epoch_hooks, summary_writer
 from facecls.training.start import StartedRun, begin_run
 
 
@@ -88,11 +89,17 @@ def _train_folds(
             if dist.is_main:
                 write_json(run.run_dir / "checkpoints" / "interrupted.json", stopped.describe())
             raise
-        except Exception:
+        except Exception as error:
             # A failed start (no epoch saved yet) leaves no half-made run folder behind.
             saved = (run.run_dir / "checkpoints").is_dir()
             if run.folds is None and dist.is_main and not saved:
                 shutil.rmtree(run.run_dir, ignore_errors=True)
+            elif isinstance(error, WriteError) and error.errno == errno.ENOSPC:
+                raise WriteError(
+                    errno.ENOSPC,
+                    f"{error}. Free some space, then resume with: facecls {command} --resume "
+                    f"{run.run_dir}",
+                ) from error
             raise
         finally:
             whole.close()
@@ -109,6 +116,8 @@ def _command(
     """What ``fit`` and ``cross_validate`` share around their ``body``: the wall clock,
     ``run.log``, the start of the run and the per-epoch hooks (TensorBoard, tuning)."""
     started = time.perf_counter()
+    if tensorboard:
+        summary_writer()  # a missing extra is said before the data is decoded
     with RunLog(log) as record:
         config, run, log, show_progress = begin_run(config, record, show_progress, command, resume)
         with epoch_hooks(run.run_dir, tensorboard and run.dist.is_main, on_epoch) as hook:

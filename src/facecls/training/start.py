@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facecls.atomic import write_json
-from facecls.config import RunConfig
+from facecls.atomic import file_in_the_way, write_json
+from facecls.config import ConfigError, RunConfig
 from facecls.config_io import replace as replace_config
 from facecls.config_io import save_yaml, to_dict
 from facecls.config_rules import resolve
@@ -22,6 +22,7 @@ from facecls.environment import environment
 from facecls.logs import RunLog, debug
 from facecls.models import model_info
 from facecls.models.facenet import default_weights_path, missing_weights_message
+from facecls.models.factory import input_size_problem
 from facecls.runtime import autocast_dtype, runtime_for
 from facecls.training.distributed import DistContext, broadcast_text
 from facecls.training.distributed import context as dist_context
@@ -81,14 +82,24 @@ def check_prerequisites(config: RunConfig) -> None:
         FileNotFoundError: ``--weights`` (or FaceNet's default weights) is not a file.
     """
     t = config.train
-    if t.weights and not Path(t.weights).expanduser().is_file():
-        raise FileNotFoundError(
-            f"{Path(t.weights).expanduser()}: weights file not found (--weights); nothing was "
-            "loaded and no run folder was made"
-        )
     facenet_default = not t.weights and t.model == "facenet" and t.pretrained
-    if facenet_default and not default_weights_path().is_file():
+    if t.weights:
+        wanted, option = Path(t.weights).expanduser(), "--weights"
+    elif facenet_default:
+        wanted, option = default_weights_path(), "--pretrained (FaceNet's default weights)"
+    else:
+        return
+    if wanted.is_dir():
+        raise FileNotFoundError(
+            f"{wanted}: is a folder ({option}); give the weights file (safetensors) itself"
+        )
+    if not wanted.is_file() and facenet_default:
         raise FileNotFoundError(f"{missing_weights_message()}; no run folder was made")
+    if not wanted.is_file():
+        raise FileNotFoundError(
+            f"{wanted}: weights file not found (--weights); nothing was loaded and no run "
+            "folder was made"
+        )
 
 
 def _start(
@@ -97,12 +108,26 @@ def _start(
 ) -> StartedRun:  # fmt: skip
     _check_processes(config, dist)
     check_prerequisites(config)
+    if resume is None:
+        check_runs_dir(config.runs_dir)
     info = model_info(config.train.model)
     if info is not None and info.min_size and config.data.image_size < info.min_size:
         # Say so before decoding the data, not after.
         raise ValueError(
             f"model {info.name!r} needs --image-size of at least {info.min_size} px "
             f"(it was designed for {info.default_size}), got {config.data.image_size}"
+        )
+    problem = input_size_problem(config.train.model, config.data.image_size)
+    if problem is not None:
+        raise ValueError(
+            f"model {config.train.model!r} cannot take --image-size {config.data.image_size} "
+            f"({problem}); choose another size (the size it was designed for works)"
+        )
+    t = config.train
+    if t.freeze != "none" and not (t.pretrained or t.weights):
+        log(
+            f"Warning: --freeze {t.freeze} keeps a backbone that was never trained (no "
+            "--pretrained or --weights): only the head learns, on random features"
         )
     if resume is not None:
         check_resume(resume, config, command, log)
@@ -115,7 +140,7 @@ def _start(
     if resume is None:
         split = split_test(dataset, config.data, config.train.seed)
     else:
-        check_same_data(resume, dataset.paths)
+        check_same_data(resume, dataset)
         document = json.loads((resume / "folds.json").read_text())
         split, folds = folds_from_document(dataset, document)
     report_data_problems(dataset, split, log)
@@ -129,7 +154,7 @@ def _start(
         if dist.is_main:
             save_yaml(config, run_dir / "config.yaml")
             write_json(run_dir / "environment.json", environment(config.train.seed))
-            write_json(run_dir / DATA_FILES_NAME, data_fingerprint(dataset.paths))
+            write_json(run_dir / DATA_FILES_NAME, data_fingerprint(dataset))
     else:
         run_dir = resume
     processes = f"; {dist.world_size} processes" if dist.distributed else ""
@@ -170,12 +195,37 @@ def begin_run(
     return config, run, log, show_progress
 
 
+def check_runs_dir(runs_dir: str | Path) -> None:
+    """Refuse a ``--runs-dir`` that is (or lies under) a file, before any work.
+
+    Raises:
+        ConfigError: naming the option and the file in the way.
+    """
+    blocking = file_in_the_way(runs_dir)
+    if blocking is not None:
+        raise ConfigError(
+            f"--runs-dir {runs_dir}: {blocking} is a file, not a folder; give a folder for the "
+            "run folders"
+        )
+
+
 def new_run_dir(config: RunConfig) -> Path:
-    """``runs/<name>``, or ``runs/<name>-2``, ``-3``… when taken (never overwrite a run)."""
+    """``runs/<name>``, or ``runs/<name>-2``, ``-3``… when taken (never overwrite a run).
+
+    Raises:
+        ConfigError: ``runs_dir`` is a file, or the folder cannot be made there.
+    """
+    check_runs_dir(config.runs_dir)
     base = Path(config.runs_dir) / config.name
     candidate, n = base, 1
     while candidate.exists():
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
-    candidate.mkdir(parents=True)
+    try:
+        candidate.mkdir(parents=True)
+    except OSError as error:
+        raise ConfigError(
+            f"--runs-dir {config.runs_dir}: cannot make the run folder {candidate.name} there "
+            f"({error.strerror or error})"
+        ) from error
     return candidate

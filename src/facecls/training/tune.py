@@ -83,6 +83,8 @@ def tune(
     optuna = _optuna()
     if mode not in ("holdout", "cv"):
         raise ValueError(f"--mode must be holdout or cv, got {mode!r}")
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ValueError(f"--trials must be a whole number of at least 1, got {trials!r}")
     if resume is None:
         run_dir = new_run_dir(config)
         save_yaml(config, run_dir / "config.yaml")
@@ -102,13 +104,19 @@ def _study(
     show_progress: bool,
 ) -> TuneResult:  # fmt: skip
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    study = optuna.create_study(
-        study_name="facecls", storage=f"sqlite:///{run_dir / STUDY_FILE}", load_if_exists=True,
-        direction="maximize",
-        # a fresh seed per session: a resumed study must not redraw the first session's trials
-        sampler=optuna.samplers.TPESampler(seed=config.train.seed + len_trials(run_dir, optuna)),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
-    )  # fmt: skip
+    try:
+        study = optuna.create_study(
+            study_name="facecls", storage=f"sqlite:///{run_dir / STUDY_FILE}", load_if_exists=True,
+            direction="maximize",
+            # a fresh seed per session: a resumed study must not redraw the first one's trials
+            sampler=optuna.samplers.TPESampler(seed=config.train.seed + len_trials(run_dir, optuna)),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+        )  # fmt: skip
+    except Exception as error:  # SQLAlchemy's DatabaseError, Optuna's storage errors, ...
+        raise ValueError(
+            f"{run_dir / STUDY_FILE}: not a readable Optuna study ({type(error).__name__}); "
+            "move it away and start a new tuning run (the trials' run folders are kept)"
+        ) from error
     done = sum(t.state in finished for t in study.trials)
     if done:
         log(f"Tuning: resuming {run_dir} with {done} finished trial(s)")
@@ -143,6 +151,11 @@ def _study(
 
     if trials > done:
         study.optimize(objective, n_trials=trials - done, callbacks=[report], catch=())
+    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+        raise ValueError(
+            f"{run_dir}: no trial finished (every one was pruned or failed), so there is no best "
+            f"setting yet; run more with facecls tune --resume {run_dir} --trials N"
+        )
     best = study.best_trial
     best_config = dataclasses.replace(
         replace_config(config, train=suggest(optuna.trial.FixedTrial(best.params))),
