@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+# The face library's engines (a real PostgreSQL server included), for every test module.
+from tests.library_fixtures import library_location, postgres_url  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[1]
 # ../shared beside the repository; a git worktree (wt/<branch>) finds it one level further up.
 SHARED = next(

@@ -30,6 +30,8 @@ if TYPE_CHECKING:  # what the names below are, for type checkers and editors
     from facecls.inference.search import search
     from facecls.inference.verify import embed, verify
     from facecls.inference.video import predict_video
+    from facecls.library.index import index_photos as index
+    from facecls.library.store import open_library
     from facecls.models import create_model, list_models
     from facecls.models.weights_store import get_weights, list_weights
     from facecls.report.write import write_comparison, write_report
@@ -58,6 +60,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "predict": ("facecls.inference.predict", "predict"),
     "search": ("facecls.inference.search", "search"),
     "serve": ("facecls.service.serve", "serve"),
+    "index": ("facecls.library.index", "index_photos"),
+    "open_library": ("facecls.library.store", "open_library"),
     "embed": ("facecls.inference.verify", "embed"),
     "verify": ("facecls.inference.verify", "verify"),
     "predict_video": ("facecls.inference.video", "predict_video"),
@@ -108,10 +112,12 @@ __all__ = [
     "evaluate",
     "export_onnx",
     "get_weights",
+    "index",
     "list_models",
     "list_weights",
     "load_model",
     "lr_find",
+    "open_library",
     "predict",
     "predict_video",
     "search",

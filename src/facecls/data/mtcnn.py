@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, roi_align
 
 from facecls.data.mtcnn_nets import ONet, PNet, RNet, load_nets
 
@@ -92,6 +92,19 @@ def _crops(
     return _normalise(out)
 
 
+def _roi_crops(
+    images: list[torch.Tensor], boxes: torch.Tensor, owner: torch.Tensor, size: int
+) -> torch.Tensor:
+    """:func:`_crops` in one ``roi_align`` per image instead of a resize per box (the fast
+    detector): bilinear samples averaged over each output cell, about the same as area
+    resizing; a box past the border samples zeros there as the canvas does."""
+    out = torch.empty(len(boxes), 3, size, size, device=boxes.device)
+    for i in owner.unique().tolist():
+        mine = (owner == i).nonzero()[:, 0]
+        out[mine] = roi_align(images[i][None], [boxes[mine].float()], size, aligned=True)
+    return _normalise(out)
+
+
 def _min_nms(
     boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, thr: float
 ) -> torch.Tensor:
@@ -120,6 +133,10 @@ class MTCNN:
         thresholds: face probability needed by P-Net, R-Net and O-Net.
         factor: scale step between pyramid levels.
         max_side: photos with a longer side are downscaled to it first (see the module notes).
+        fast: build the pyramid with uint8 antialiased bilinear resizing and cut R-Net/O-Net
+            crops with ``roi_align`` (several times faster on the CPU; boxes within a pixel or
+            so of the default's, which reproduces facenet-pytorch and which the training
+            caches were made with).
     """
 
     def __init__(
@@ -129,12 +146,14 @@ class MTCNN:
         thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
         factor: float = 0.709,
         max_side: int = 1600,
+        fast: bool = False,
     ) -> None:
         self.device = torch.device(device)
         self.min_face_size = min_face_size
         self.thresholds = thresholds
         self.factor = factor
         self.max_side = max_side
+        self.fast = fast
         self._nets: tuple[PNet, RNet, ONet] | None = None
 
     def nets(self) -> tuple[PNet, RNet, ONet]:
@@ -199,9 +218,14 @@ class MTCNN:
             for start in range(0, len(members), step):
                 ids = torch.tensor(members[start : start + step], device=self.device)
                 batch = torch.stack([images[i] for i in ids.tolist()])  # (B, 3, H, W)
+                pixels = batch.to(torch.uint8) if self.fast else batch  # whole numbers: lossless
                 for scale in scales:
                     size = (int(h * scale + 1), int(w * scale + 1))
-                    reg, prob = pnet(_normalise(F.interpolate(batch, size=size, mode="area")))
+                    if self.fast:
+                        level = F.interpolate(pixels, size, mode="bilinear", antialias=True)
+                    else:
+                        level = F.interpolate(batch, size=size, mode="area")
+                    reg, prob = pnet(_normalise(level.float()))
                     # Cells with a face: (M, 3) rows of (batch index, y, x).
                     cells = (prob[:, 1] >= self.thresholds[0]).nonzero()
                     b, y, x = cells.unbind(1)
@@ -221,7 +245,7 @@ class MTCNN:
         self, images: list[torch.Tensor], boxes: torch.Tensor, owner: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """R-Net on 24 px crops of all candidates of all images at once."""
-        crops = _crops(images, boxes, owner, 24)
+        crops = (_roi_crops if self.fast else _crops)(images, boxes, owner, 24)
         reg, prob = _chunked(self.nets()[1], crops)
         keep = prob[:, 1] > self.thresholds[1]
         boxes, owner, reg, score = boxes[keep], owner[keep], reg[keep], prob[keep, 1]
@@ -235,7 +259,8 @@ class MTCNN:
         if len(boxes) == 0:
             empty = torch.empty(0, device=self.device)
             return empty.view(0, 4), empty, empty.view(0, 5, 2), owner[:0]
-        reg, marks, prob = _chunked(self.nets()[2], _crops(images, boxes, owner, 48))
+        crops = (_roi_crops if self.fast else _crops)(images, boxes, owner, 48)
+        reg, marks, prob = _chunked(self.nets()[2], crops)
         keep = prob[:, 1] > self.thresholds[2]
         boxes, owner, reg, marks = (t[keep] for t in (boxes, owner, reg, marks))
         score = prob[keep, 1]

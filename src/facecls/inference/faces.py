@@ -15,15 +15,12 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import torch
 
-from facecls.data.faces import Face
-from facecls.data.images import (
-    IMAGE_EXTENSIONS,
-    ImageError,
-    is_junk,
-    load_rgb,
-    printable,
-)
+from facecls.data.faces import Face, FaceCutter
+from facecls.data.images import IMAGE_EXTENSIONS, ImageError, is_junk, printable
+from facecls.data.photo_faces import Cut, FaceReader
+from facecls.inference.detect import lfw_faces
 
 
 @dataclass
@@ -106,10 +103,12 @@ def _within(dirpath: str, name: str, skip: set[Path]) -> bool:
 
 
 class FaceSource(Protocol):
-    """What cutting faces needs of a loaded model: its input size, training crop and loader."""
+    """What cutting faces needs of a loaded model: its input size, training crop, face
+    pipeline and loader."""
 
     image_size: int
     crop: float
+    cutter: FaceCutter
 
     def load_face(self, path: Path) -> np.ndarray: ...
 
@@ -133,12 +132,21 @@ class FaceItem:
 CHUNK = 8
 
 
-def _read(path: Path, model: FaceSource, detect: bool) -> np.ndarray | ImageError:
-    """The photo (``detect``) or the one face cut as training cut it; the error when unreadable."""
+def _read(path: Path, model: FaceSource) -> np.ndarray | ImageError:
+    """The one face of a photo cut as training cut it; the error when unreadable."""
     try:
-        return load_rgb(path) if detect else model.load_face(path)
+        return model.load_face(path)
     except ImageError as error:
         return error
+
+
+def model_cut(model: FaceSource) -> Cut:
+    """How a model cuts a photo's detected faces (every face, main face first): its own
+    pipeline, or MTCNN boxes cut LFW-style for a ``centre`` model."""
+    if model.cutter.detects:
+        cutter = model.cutter
+        return lambda photo, found: cutter.faces_of(photo, found, every_face=True)
+    return lambda photo, found: lfw_faces(photo, found, model.image_size, model.crop, True)
 
 
 def face_items(
@@ -148,22 +156,31 @@ def face_items(
     order of ``paths`` (streamed ``chunk`` photos at a time).
 
     Without ``detect`` a photo is one face, cut as training cut it (``model.load_face``);
-    with it every face found in the photo is cut (``model.faces_in_photos``), main face first.
+    with it every face found in the photo is cut (:class:`facecls.data.photo_faces.FaceReader`
+    with the model's pipeline, :func:`model_cut`), main face first.
     """
     workers = max(1, min(4, os.cpu_count() or 1))
+    if detect:  # the shared reader: read once, detect on a reduced copy, cut at full detail
+        # Photos in parallel, each on the PyTorch threads left: cores are not oversubscribed.
+        searchers = max(1, (os.cpu_count() or 1) // max(1, torch.get_num_threads()))
+        reader = FaceReader(model_cut(model), model.image_size, model.cutter.detector(),
+                            min_face=None, workers=searchers)  # fmt: skip
+        for photo in reader.read(paths):
+            shown = printable(str(photo.path))  # a non-UTF-8 name, escaped for the CSV and log
+            if photo.error is not None:
+                yield FaceItem(Prediction("error", path=shown, reason=photo.error))
+            else:
+                yield from _detected(shown, photo.faces)
+        return
     with ThreadPoolExecutor(workers) as pool:
         for part in _chunks(paths, chunk):
-            read = list(pool.map(lambda p: _read(p, model, detect), part))
-            photos = [r for r in read if not isinstance(r, ImageError)]
-            found = iter(model.faces_in_photos(photos) if detect and photos else [])
+            read = list(pool.map(lambda p: _read(p, model), part))
             for path, item in zip(part, read, strict=True):
                 shown = printable(str(path))  # a non-UTF-8 name, escaped for the CSV and log
                 if isinstance(item, ImageError):
                     yield FaceItem(Prediction("error", path=shown, reason=str(item)))
-                elif not detect:
-                    yield FaceItem(Prediction("", path=shown), item.transpose(2, 0, 1))
                 else:
-                    yield from _detected(shown, next(found))
+                    yield FaceItem(Prediction("", path=shown), item.transpose(2, 0, 1))
 
 
 def _chunks(paths: Iterable[Path], size: int) -> Iterator[list[Path]]:
