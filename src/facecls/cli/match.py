@@ -69,17 +69,25 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
 
     if args.command == "embed":
         facecls.embed(args.model, args.photos, args.out, args.detect, log=log,
-                      require_digest=args.require_digest)  # fmt: skip
+                      require_digest=args.require_digest, show_progress=progress)  # fmt: skip
     elif args.command == "verify":
         answer = facecls.verify(args.model, args.a, args.b, args.threshold, args.detect,
                                 require_digest=args.require_digest)  # fmt: skip
         print(answer.line())
     elif args.command == "search":
         result = facecls.search(args.model, args.photo, args.gallery, args.top_k, args.detect,
-                                log=log, require_digest=args.require_digest)  # fmt: skip
+                                log=log, require_digest=args.require_digest,
+                                show_progress=progress)  # fmt: skip
         for rank, match in enumerate(result.matches, 1):
             face = "" if match.face is None else f" face {match.face}"
-            print(f"{rank}. {match.similarity:.4f}  {match.path}{face}")
+            mark = "" if match.same is None else ("same   " if match.same else "       ")
+            print(f"{rank}. {match.similarity:.4f}  {mark}{match.path}{face}")
+        if result.threshold is None:
+            print("(this model has no verify threshold: no match is marked as the same person)")
+        else:
+            far = "" if result.far is None else f", false-accept rate {result.far:.1%}"
+            print(f"(same: similarity >= {result.threshold:.4f}, the model's verify threshold"
+                  f"{far})")  # fmt: skip
     else:
         facecls.serve(args.model, args.host, args.port, args.token, args.store, args.gallery,
                       args.detect, log=log, threads=args.threads, quiet=args.quiet,

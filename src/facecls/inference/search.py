@@ -27,35 +27,59 @@ from safetensors import SafetensorError
 from safetensors import numpy as safetensors_numpy
 
 from facecls.atomic import atomic_path
-from facecls.bundle import WEIGHTS_NAME
+from facecls.bundle import WEIGHTS_NAME, BundleError
 from facecls.data.images import printable
 from facecls.data.sources import DataError, default_cache_dir
 from facecls.inference.faces import Prediction, check_top_k, expand_paths
 from facecls.inference.model import FaceModel, load_model
-from facecls.inference.verify import FaceEmbeddings, check_photo, embed_photos, first_face
+from facecls.inference.verify import (
+    FaceEmbeddings,
+    check_photo,
+    embed_photos,
+    first_face,
+    stored_threshold,
+)
 
 CACHE_FORMAT = "facecls-gallery-2"  # 2: rows carry a content digest
 
 
 @dataclass
 class Match:
-    """One gallery face: its photo, face index and box (``--detect``) and its similarity."""
+    """One gallery face: its photo, face index and box (``--detect``), its similarity, and
+    whether that reaches the verify threshold (``same``; ``None`` when there is none)."""
 
     path: str
     similarity: float
     face: int | None = None
     box: tuple[int, int, int, int] | None = None
+    same: bool | None = None
 
 
 @dataclass
 class SearchResult:
-    """The query's face, the closest gallery faces (most similar first) and the gallery files
-    that were skipped (``(path, reason)``)."""
+    """The query's face, the closest gallery faces (most similar first), the gallery files
+    that were skipped (``(path, reason)``), and the verify threshold the matches were marked
+    against with its false-accept rate (``None``: the model has none; nothing is marked)."""
 
     query: Prediction
     matches: list[Match]
     gallery_faces: int
     skipped: list[tuple[str, str]]
+    threshold: float | None = None
+    far: float | None = None
+
+
+def verify_threshold(model: FaceModel) -> tuple[float | None, float | None]:
+    """The model's calibrated verify threshold and its false-accept rate, ``(None, None)``
+    when it has none (bundles from before ``facecls verify``).
+
+    Raises:
+        facecls.numbers.NumberError: the stored threshold is not a finite number.
+    """
+    try:
+        return stored_threshold(model, None)
+    except BundleError:
+        return None, None
 
 
 # model.json entries that change embeddings (enrolling people or recalibrating does not)
@@ -169,8 +193,9 @@ class Gallery:
         entries += [(row, vectors[n]) for n, row in enumerate(faces) if usable[n]]
         return entries
 
-    def refresh(self) -> Gallery:
-        """Bring the embeddings up to date with the folder; re-embed only changed files."""
+    def refresh(self, show_progress: bool = False) -> Gallery:
+        """Bring the embeddings up to date with the folder; re-embed only changed files
+        (``show_progress``: a bar over them, a line every 10 % off a terminal)."""
         self.discarded = 0
         entries = self._read_cache() if self._entries is None else self._entries
         changed = self.discarded > 0
@@ -195,7 +220,8 @@ class Gallery:
             known[shown] = {"stamp": stamp, "sha256": digest}
         changed = changed or bool(old)  # files that are gone
         found = (
-            embed_photos(self.model, todo, self.detect, images_only=False)
+            embed_photos(self.model, todo, self.detect, images_only=False,
+                         show_progress=show_progress, desc="gallery")
             if todo else FaceEmbeddings([], np.zeros((0, 0), np.float32), [])
         )  # fmt: skip
         self.embedded = len(todo)
@@ -238,8 +264,11 @@ class Gallery:
             )  # fmt: skip
         os.chmod(self.cache, 0o600)  # embeddings of people's faces: the user's own
 
-    def nearest(self, vector: np.ndarray, top_k: int = 5) -> list[Match]:
-        """The ``top_k`` gallery faces most similar to a unit embedding, most similar first.
+    def nearest(
+        self, vector: np.ndarray, top_k: int = 5, threshold: float | None = None
+    ) -> list[Match]:
+        """The ``top_k`` gallery faces most similar to a unit embedding, most similar first;
+        with a ``threshold``, each marked ``same`` when its similarity is at or above it.
 
         Raises:
             ValueError: ``top_k`` below 1.
@@ -253,7 +282,8 @@ class Gallery:
         best = best[np.argsort(-similarity[best], kind="stable")]
         return [
             Match(self.faces[i].path or "", float(similarity[i]), self.faces[i].face,
-                  self.faces[i].box)
+                  self.faces[i].box,
+                  None if threshold is None else bool(similarity[i] >= threshold))
             for i in best
         ]  # fmt: skip
 
@@ -267,8 +297,13 @@ def search(
     device: str = "auto",
     log: Callable[[str], None] = print,
     require_digest: bool = False,
+    show_progress: bool = False,
 ) -> SearchResult:
-    """``facecls search``: the ``top_k`` gallery faces closest to the (main) face of ``photo``.
+    """``facecls search``: the ``top_k`` gallery faces closest to the (main) face of ``photo``,
+    each marked ``same`` when its similarity reaches the model's verify threshold (the one
+    ``facecls verify`` decides with).
+
+    ``show_progress``: a bar over the gallery photos embedded (all of them the first time).
 
     Raises:
         DataError: the photo cannot be read or has no face; the gallery is not a folder.
@@ -280,7 +315,7 @@ def search(
         model = load_model(model, device=device, require_digest=require_digest)
     if not isinstance(gallery, Gallery):
         gallery = Gallery(model, gallery, detect)
-    gallery.refresh()
+    gallery.refresh(show_progress)  # the first search embeds the whole gallery: minutes
     if gallery.discarded:
         log(f"Gallery cache {gallery.cache}: {gallery.discarded} damaged embedding(s) discarded "
             "and embedded again")  # fmt: skip
@@ -289,4 +324,6 @@ def search(
     if not gallery.faces:
         raise DataError(f"{gallery.folder}: no usable face photo in the gallery")
     query, vector = first_face(model, photo, detect)
-    return SearchResult(query, gallery.nearest(vector, top_k), len(gallery.faces), gallery.skipped)
+    threshold, far = verify_threshold(model)
+    matches = gallery.nearest(vector, top_k, threshold)
+    return SearchResult(query, matches, len(gallery.faces), gallery.skipped, threshold, far)

@@ -26,6 +26,7 @@ from facecls.inference.model import FaceModel, load_model
 from facecls.inference.outputs import OutputError, check_output, csv_header, safetensors_format
 from facecls.numbers import finite
 from facecls.openset import l2_normalize
+from facecls.progress import bar as progress_bar
 
 DEFAULT_FAR = 0.01
 # Pairs of different people drawn at most, so calibration stays fast on big validation parts.
@@ -56,6 +57,8 @@ def embed_photos(
     detect: bool = False,
     chunk_size: int = 64,
     images_only: bool = True,
+    show_progress: bool = False,
+    desc: str = "embed",
 ) -> FaceEmbeddings:
     """Embed every face of the photos and folders ``inputs``, ``chunk_size`` faces per pass.
 
@@ -64,6 +67,7 @@ def embed_photos(
             align``/``box``); otherwise a photo is one face, cut as training cut it.
         images_only: under folders, skip files without an image extension silently (otherwise
             they become ``skipped`` rows).
+        show_progress: a bar over the photos (a line every 10 % off a terminal), named ``desc``.
     """
     faces: list[Prediction] = []
     chunks: list[np.ndarray] = []
@@ -75,7 +79,11 @@ def embed_photos(
             chunks.append(l2_normalize(model.outputs(np.stack(pending))[1]).astype(np.float32))
             pending.clear()
 
-    for item in face_items(expand_paths(inputs, images_only), model, detect or model.detects):
+    paths = list(expand_paths(inputs, images_only))  # counted, for the progress bar
+    counter = progress_bar(len(paths), desc, show_progress, unit="photo")
+    for item in face_items(paths, model, detect or model.detects):
+        if not item.template.face:  # a photo's first row: its main face, or why it has none
+            counter.update(1)
         if item.pixels is None:
             skipped.append(item.template)
             continue
@@ -84,6 +92,7 @@ def embed_photos(
         if len(pending) >= chunk_size:
             flush()
     flush()
+    counter.close()
     vectors = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
     return FaceEmbeddings(faces, vectors, skipped)
 
@@ -119,16 +128,19 @@ def embed(
     device: str = "auto",
     log: Callable[[str], None] = print,
     require_digest: bool = False,
+    show_progress: bool = False,
 ) -> FaceEmbeddings:
     """``facecls embed``: embed the faces of ``photos`` into ``out`` (+ a ``.csv`` index).
 
-    Unreadable files are listed and skipped. Raises :class:`DataError` when no face is left, and
+    Unreadable files are listed and skipped. ``show_progress``: a bar over the photos (a line
+    every 10 % off a terminal). Raises :class:`DataError` when no face is left, and
     :class:`~facecls.inference.outputs.OutputError` (before any work) when ``out`` or its index
     would replace an input or a file that is not an earlier ``embed`` output.
     """
     check_embed_out(Path(out), photos)
     from_model = model if isinstance(model, FaceModel) else _load(model, device, require_digest)
-    found = embed_photos(from_model, photos, detect, images_only=True)
+    found = embed_photos(from_model, photos, detect, images_only=True,
+                         show_progress=show_progress)  # fmt: skip
     for row in found.skipped:
         log(f"  skipped {row.path}: {row.reason}")
     if not found.faces:

@@ -13,6 +13,7 @@ from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from facecls.bundle import BundleError
+from facecls.inference.search import verify_threshold
 from facecls.inference.verify import stored_threshold
 from facecls.logs import logger
 from facecls.numbers import NumberError
@@ -106,7 +107,8 @@ def add_routes(app: FastAPI, service: Service) -> None:
         answers = store.model.decide(logits, features, top_k=top_k)
         faces = [
             Face(box=list(box), identity=a.identity, decision=a.decision, score=a.score,
-                 top_k=[Candidate(identity=n, probability=unit(p, 0)) for n, p in a.top_k])
+                 top_k=[Candidate(identity=n, probability=unit(p, 0)) for n, p in a.top_k],
+                 closest=a.closest, threshold=a.threshold, label=a.label())
             for box, a in zip(found.boxes, answers, strict=True)
         ]  # fmt: skip
         return Prediction(width=width, height=height, faces=faces, message=None)
@@ -141,13 +143,18 @@ def add_routes(app: FastAPI, service: Service) -> None:
         """The gallery faces closest to the photo's face (needs ``--gallery``)."""
         gallery = await run_in_threadpool(service.gallery)
         vector = await service.first_embedding(file)
+        try:
+            threshold, _ = verify_threshold(store.model)
+        except NumberError:  # a model.json whose verify threshold is not a number: unmarked
+            threshold = None
         matches = [
             Match(photo=relative_name(m.path, gallery.folder), face=m.face,
-                  box=None if m.box is None else list(m.box), similarity=unit(m.similarity))
-            for m in gallery.nearest(vector, top_k)
+                  box=None if m.box is None else list(m.box), similarity=unit(m.similarity),
+                  same=m.same)
+            for m in gallery.nearest(vector, top_k, threshold)
         ]  # fmt: skip
         return SearchAnswer(gallery_faces=len(gallery.faces), skipped=len(gallery.skipped),
-                            matches=matches)  # fmt: skip
+                            threshold=threshold, matches=matches)  # fmt: skip
 
     @app.post("/enroll", responses=responses(*POSTED, 409, 503), openapi_extra=photo_parts("files"))
     async def enroll(

@@ -106,7 +106,8 @@ class Service:
             # a new enrolled version shares the network: the same gallery, nothing re-embedded
             if self._gallery is None or self._gallery.model_key != model_key(model):
                 self._gallery = Gallery(model, self.settings.gallery, self.settings.detect)
-            return self._gallery.refresh()
+            # the first search embeds the whole gallery: shown on the console unless --quiet
+            return self._gallery.refresh(show_progress=self.settings.console_log)
 
     def close(self) -> None:
         """Stop the workers (the detector first: its faces go to the batcher)."""
