@@ -105,7 +105,10 @@ def build_app(
         raise DataError(f"--gallery {gallery}: not a folder; give the folder of photos to search")
     blocking = None if store is None else file_in_the_way(store)
     if blocking is not None:
-        raise DataError(f"--store {store}: {blocking} is a file; give a folder for the versions")
+        raise DataError(
+            f"--store {store}: {blocking} is a file; give --store DIR, a folder for the "
+            "enrolled versions"
+        )
     require_serve()
     service = importlib.import_module("facecls.service.app")  # needs the extra
     models = importlib.import_module("facecls.service.model_store")
