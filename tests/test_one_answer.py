@@ -143,6 +143,11 @@ def test_closest_text_keeps_score_and_threshold_apart() -> None:
     assert row.label() == "unknown — closest: Tony_Blair 0.95 < 0.96"
     near = Prediction("unknown", "unknown", score=0.9559, closest="A", threshold=0.956)
     assert closest_text(near) == "A 0.9559 < 0.9560"
+    # a float32 score just under the threshold: never "0.956000 < 0.956000"
+    close = Prediction("unknown", "unknown", score=float(np.float32(0.956) - np.float32(1e-7)),
+                       closest="A", threshold=0.956)  # fmt: skip
+    name, score, _, limit = closest_text(close).split()
+    assert float(score) < float(limit) and score != limit
     named = Prediction("known", "A", score=0.99, closest="A", threshold=0.956)
     assert closest_text(named) == "" and named.label() == "A"
 

@@ -82,7 +82,7 @@ def closest_text(prediction: Prediction) -> str:
         return ""
     if p.threshold is None or not np.isfinite(p.score) or not np.isfinite(p.threshold):
         return f"{p.closest} {p.score:.2f}" if np.isfinite(p.score) else p.closest
-    for digits in range(2, 7):
+    for digits in range(2, 18):  # 17 decimals part any two different doubles of such size
         score, limit = f"{p.score:.{digits}f}", f"{p.threshold:.{digits}f}"
         if float(score) < float(limit):
             break
