@@ -282,6 +282,7 @@ def test_reembed_swaps_the_model_and_keeps_the_labels(
     report = index_photos([root / "trip", root / "phone"], library_location, embedder=other,
                           reembed=True, **QUIET)  # fmt: skip
     assert report.reembedded == len(ids) and report.new_photos == 2
+    assert f"{len(ids)} face(s) re-embedded first" in report.summary()
     with open_library(library_location) as lib:
         assert lib.model_key() == other.key
         after = lib.embeddings(ids)[1]

@@ -42,7 +42,8 @@ def test_calibrate_verification_on_separable_people() -> None:
     stats = entry["calibration"]
     assert stats["genuine_pairs"] == 5 * 28 and stats["impostor_pairs"] == 40 * 39 // 2 - 140
     assert stats["false_accept_rate"] <= 0.01 and stats["true_accept_rate"] > 0.95
-    assert calibrate_verification(vectors[:1], targets[:1]) is None  # no pair at all
+    lonely = calibrate_verification(vectors[:1], targets[:1])  # no pair at all
+    assert "threshold" not in lonely and "no pair" in lonely["missing"]
 
 
 def test_training_stores_the_verify_threshold(tiny_run: Path) -> None:

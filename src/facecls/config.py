@@ -134,7 +134,9 @@ class DataConfig:
         "face pipeline: centre (centre crop of photos that are faces), "
         "align (find faces with MTCNN, align on 5 landmarks), box (MTCNN box + "
         "margin) or detect (box for facenet, align otherwise); detection runs once, "
-        "at decode time, keeps each photo's main face and lists photos without one",
+        "at decode time; of a photo with several faces it keeps the one that agrees with "
+        "the identity's other photos (FaceNet embeddings; else the main face) and lists them "
+        "in data_report.json, as it lists photos without one",
         choices=(*FACES, "detect"),
     )
     synthetic_classes: int = _opt(20, "identities drawn by the synthetic source", commands=())

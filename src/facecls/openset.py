@@ -39,10 +39,21 @@ from facecls.catalog import METHODS
 
 DEFAULT_METHOD = "msp"
 DEFAULT_ACCEPTANCE = 0.95
+# Architectures whose embedding is a face embedding, and the one score they decide by (trained
+# and enrolled people alike, so a model has one operating point).
+FACE_BACKBONES: tuple[str, ...] = ("facenet",)
+FACE_METHOD = "margin"
 # The runner-up's weight in the ``margin`` score. Chosen on validation data alone: with each
 # LFW-8 validation person's own centroid removed (so their photos play strangers), 0.5 named
 # the most at a pseudo-stranger rate of 1 % (0.979; 0.957 at 0, 0.976 at 0.6, 0.944 at 1).
 MARGIN_WEIGHT = 0.5
+
+
+def default_method(architecture: str, has_centroids: bool = True) -> str:
+    """The score a model decides by unless told otherwise: :data:`FACE_METHOD` for a face
+    backbone with class centroids, else :data:`DEFAULT_METHOD`."""
+    face = architecture.split("@")[0].strip().lower() in FACE_BACKBONES
+    return FACE_METHOD if face and has_centroids else DEFAULT_METHOD
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

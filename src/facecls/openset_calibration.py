@@ -1,4 +1,13 @@
-"""Calibrating the open-set decision: centroids, the NCM scale and thresholds of a model."""
+"""Calibrating the open-set decision: centroids, the NCM scale and thresholds of a model.
+
+Thresholds come from the validation part *and* its calibration views (``data/views.py``: the
+same faces rendered as real photos show them), by one of two rules:
+
+- ``fpir`` (the default): the threshold that names ``fpir`` (1 %) of pseudo-strangers
+  (``openset_fpir.py``), and the rate of known faces it names is reported beside it;
+- ``acceptance`` (``--acceptance``, and the fallback where the part is too small for the
+  target rate): the threshold that accepts ``acceptance`` of the correctly named faces.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +24,14 @@ from facecls.openset import (
     cosine,
     logsumexp,
     scores,
+)
+from facecls.openset_fpir import (
+    DEFAULT_FPIR,
+    band_rates,
+    named_rate,
+    needed,
+    pseudo_stranger_scores,
+    threshold_at_fpir,
 )
 from facecls.openset_thresholds import (
     ENROLLED_METHODS,
@@ -37,84 +54,189 @@ def fit_scale(cosines: np.ndarray, targets: np.ndarray) -> float:
     return best
 
 
+# model.json's ``openset.version``: 2 = operating point by the stranger rate on validation faces
+# and their calibration views (bundles without it were calibrated by acceptance on clean faces).
+CALIBRATION_VERSION = 2
+
+
+@dataclass
+class ScoredViews:
+    """Model outputs of the calibration views of validation faces (``data/views.py``).
+
+    Attributes:
+        logits: ``(V, C)``; ``features``: ``(V, D)`` (``None`` without embeddings).
+        targets: ``(V,)`` the identity of each view's photo.
+        face_px: ``(V,)`` the face's size in the rendered photo.
+        lost: views whose face the detector missed.
+    """
+
+    logits: np.ndarray
+    features: np.ndarray | None
+    targets: np.ndarray
+    face_px: np.ndarray
+    lost: int = 0
+
+
 @dataclass
 class Calibration:
     """What calibration learns from a model's training and validation parts.
 
     Attributes:
-        centroids: unit class centroids of the training part, ``(C, D)`` float32.
+        centroids: unit class centroids of the training part, ``(C, D)`` float32 (``None``
+            when the training part's embeddings were not computed).
         scale: softmax scale of the nearest-class-mean head (fitted on validation).
-        thresholds: per method, the score that accepts ``acceptance`` of correct validation answers.
+        thresholds: per method, the calibrated threshold.
         method: the method ``predict`` uses unless told otherwise.
-        acceptance: the target acceptance rate of correctly named known faces.
+        acceptance: the acceptance rule's target (the rule in use, or its fallback).
+        fpir: the target share of strangers named; ``None`` under the acceptance rule.
+        rule: ``fpir`` or ``acceptance`` (also where ``fpir`` fell back, see ``stats``).
         stats: counts and rates of the validation part, for the record.
     """
 
-    centroids: np.ndarray
-    scale: float
+    centroids: np.ndarray | None
+    scale: float | None
     thresholds: dict[str, float]
     method: str = DEFAULT_METHOD
     acceptance: float = DEFAULT_ACCEPTANCE
     stats: dict[str, Any] = field(default_factory=dict)
     # per score (``centroid``, ``margin``): {str(k): threshold} for people enrolled from k photos
     enrolled_thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
+    fpir: float | None = DEFAULT_FPIR
+    rule: str = "fpir"
+    # per score: the rates at its threshold (named, pseudo-strangers named, per face-size band)
+    rates: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def meta(self) -> dict[str, Any]:
         """The ``openset`` entry of a bundle's ``model.json`` (centroids live in safetensors)."""
-        entry = {
+        entry: dict[str, Any] = {
+            "version": CALIBRATION_VERSION,
             "method": self.method,
             "threshold": self.thresholds[self.method],
             "thresholds": self.thresholds,
+            "rule": self.rule,
+            "fpir": self.fpir,
             "acceptance": self.acceptance,
-            "ncm_scale": self.scale,
             "calibration": self.stats,
+            "rates": self.rates,
         }
+        if self.scale is not None:
+            entry["ncm_scale"] = self.scale
         if self.enrolled_thresholds:
             entry["enrolled_thresholds"] = self.enrolled_thresholds
         return entry
 
 
+def _pool(
+    val_logits: np.ndarray, val_features: np.ndarray | None, val_targets: np.ndarray,
+    views: ScoredViews | None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:  # fmt: skip
+    """Validation outputs followed by the views': logits, features, targets, is-a-view."""
+    if views is None or len(views.targets) == 0:
+        return val_logits, val_features, val_targets, np.zeros(len(val_targets), bool)
+    features = None
+    if val_features is not None and views.features is not None:
+        features = np.concatenate([val_features, views.features])
+    logits = np.concatenate([val_logits, views.logits])
+    targets = np.concatenate([val_targets, views.targets])
+    is_view = np.r_[np.zeros(len(val_targets), bool), np.ones(len(views.targets), bool)]
+    return logits, features, targets, is_view
+
+
 def calibrate(
-    train_features: np.ndarray,
-    train_targets: np.ndarray,
+    train_features: np.ndarray | None,
+    train_targets: np.ndarray | None,
     val_logits: np.ndarray,
-    val_features: np.ndarray,
+    val_features: np.ndarray | None,
     val_targets: np.ndarray,
     num_classes: int,
     method: str = DEFAULT_METHOD,
     acceptance: float = DEFAULT_ACCEPTANCE,
+    fpir: float | None = DEFAULT_FPIR,
+    views: ScoredViews | None = None,
+    val_face_px: np.ndarray | None = None,
 ) -> Calibration:
-    """Centroids from the training part, thresholds and the NCM scale from the validation part.
+    """Centroids from the training part; thresholds and the NCM scale from the validation part
+    and its calibration ``views``.
 
-    Thresholds are set on the validation images the classifier names correctly (all validation
-    images when fewer than 10 are correct, so a weak model still gets a threshold).
+    Args:
+        train_features: the training part's embeddings; ``None`` calibrates the scores of
+            logits alone (``msp``, ``energy``).
+        fpir: the target share of pseudo-strangers named (``None``: the acceptance rule). A
+            part with fewer pseudo-strangers than the target needs (``openset_fpir.needed``)
+            falls back to the acceptance rule, and ``stats['fallback']`` says why.
+        val_face_px: the size of each validation face in its photo (for the per-band rates).
     """
     if method not in METHODS:
         raise ValueError(f"unknown open-set method {method!r}; choose one of {METHODS}")
-    centroids = class_centroids(train_features, train_targets, num_classes)
-    predicted = val_logits.argmax(axis=1)
-    correct = predicted == val_targets
+    logits, features, targets, is_view = _pool(val_logits, val_features, val_targets, views)
+    centroids = None
+    methods: tuple[str, ...] = ("msp", "energy")
+    if train_features is not None and features is not None and train_targets is not None:
+        centroids = class_centroids(train_features, train_targets, num_classes)
+        methods = METHODS
+    if method not in methods:
+        raise ValueError(f"the {method} score needs the training part's embeddings")
+    predicted = logits.argmax(axis=1)
+    correct = predicted == targets
+    # the acceptance rule: on the correctly named faces, all of them when fewer than 10
     subset = correct if correct.sum() >= 10 else np.ones_like(correct)
-    thresholds = {
-        m: threshold_at_acceptance(
-            scores(m, val_logits, val_features, centroids)[subset], acceptance
+    rule, stats = "acceptance" if fpir is None else "fpir", {}
+    if fpir is not None and len(targets) < needed(fpir):
+        rule = "acceptance"
+        stats["fallback"] = (
+            f"{len(targets)} validation faces and views play pseudo-strangers; a threshold at "
+            f"FPIR {fpir:.1%} needs at least {needed(fpir)}: set at acceptance {acceptance:.0%} "
+            "instead"
         )
-        for m in METHODS
-    }
-    cos = cosine(val_features, centroids)
-    stats = {
-        "validation_images": int(len(val_targets)),
-        "validation_correct": int(correct.sum()),
-        "calibrated_on": "correct" if subset is correct else "all",
-        "validation_accuracy": float(correct.mean()) if len(correct) else 0.0,
-        "ncm_validation_accuracy": float((cos.argmax(axis=1) == val_targets).mean()),
-    }
+    px = np.full(len(targets), np.nan)
+    if val_face_px is not None:
+        px[: len(val_targets)] = val_face_px
+    if views is not None and len(views.targets):
+        px[len(val_targets) :] = views.face_px
+    thresholds, rates = {}, {}
+    clean_correct = correct & ~is_view
+    for m in methods:
+        known = scores(m, logits, features, centroids)
+        strangers = pseudo_stranger_scores(m, logits, features, centroids, targets)
+        if rule == "fpir":
+            thresholds[m] = threshold_at_fpir(strangers, fpir)
+        else:
+            thresholds[m] = threshold_at_acceptance(known[subset], acceptance)
+        t = thresholds[m]
+        rates[m] = {
+            "named": named_rate(known[~is_view], correct[~is_view], t),
+            "named_views": named_rate(known[is_view], correct[is_view], t) if is_view.any()
+            else None,
+            "pseudo_strangers_named": float(np.mean(strangers >= t)),
+            # of the clean validation faces named correctly, the share accepted
+            "accepted_of_correct": float(np.mean(known[clean_correct] >= t))
+            if clean_correct.any() else 0.0,
+            "bands": band_rates(known, correct, strangers, px, t),
+        }  # fmt: skip
+    stats.update(
+        validation_images=int(len(val_targets)),
+        validation_correct=int(correct[~is_view].sum()),
+        views=int(is_view.sum()),
+        views_lost=int(views.lost) if views is not None else 0,
+        pseudo_strangers=int(len(targets)),
+        calibrated_on="correct" if subset is correct else "all",
+        validation_accuracy=float(correct[~is_view].mean()) if (~is_view).any() else 0.0,
+    )
+    scale, enrolled = None, {}
+    if centroids is not None:
+        cos = cosine(features, centroids)
+        stats["ncm_validation_accuracy"] = float((cos.argmax(axis=1) == targets)[~is_view].mean())
+        scale = fit_scale(cos, targets)
+        for m in ENROLLED_METHODS:
+            # enrolled people are named as often as trained ones at this operating point
+            share = rates[m]["accepted_of_correct"] if rule == "fpir" else acceptance
+            share = min(max(share, 0.5), 1.0)
+            clean = ~is_view  # a view of an enrolled photo would flatter its centroid
+            enrolled[m] = few_shot_thresholds(
+                features[clean], targets[clean], subset[clean], share, method=m,
+                centroids=centroids,
+            )  # fmt: skip
     return Calibration(
-        centroids, fit_scale(cos, val_targets), thresholds, method, acceptance, stats,
-        {
-            m: few_shot_thresholds(
-                val_features, val_targets, subset, acceptance, method=m, centroids=centroids
-            )
-            for m in ENROLLED_METHODS
-        },
+        centroids, scale, thresholds, method, acceptance, stats, enrolled,
+        fpir if rule == "fpir" else None, rule, rates,
     )  # fmt: skip

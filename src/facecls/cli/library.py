@@ -20,7 +20,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, metavar="RUN",
                    help="embed with a trained model's backbone and face pipeline "
                    "(default: FaceNet with --faces detect's pipeline)")  # fmt: skip
-    p.add_argument("--weights", type=Path, help="FaceNet weights file (default: the weights cache)")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        help="FaceNet weights file (default: the one facecls weights get facenet stored)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
     p.add_argument("--min-face", type=int, default=40, metavar="PX",
                    help="smallest face looked for, in pixels of the photo (default 40)")  # fmt: skip

@@ -31,7 +31,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--threshold", type=finite_float, help="similarity threshold (default: calibrated)"
     )
-    p.add_argument("--detect", action="store_true", help="compare the main detected faces")
+    p.add_argument("--detect", action="store_true", help="compare detected faces (main first)")
+    p.add_argument(
+        "--face", type=int, nargs="+", metavar="N",
+        help="which face of a photo with several to compare (0 = the main face): one index "
+        "for both photos, or one for each",
+    )  # fmt: skip
     add_require_digest(p)
     p = sub.add_parser("search", help="the gallery faces closest to a photo's face")
     p.add_argument("model", type=Path, help="run folder or model bundle")
@@ -72,7 +77,7 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
                       require_digest=args.require_digest, show_progress=progress)  # fmt: skip
     elif args.command == "verify":
         answer = facecls.verify(args.model, args.a, args.b, args.threshold, args.detect,
-                                require_digest=args.require_digest)  # fmt: skip
+                                face=args.face, require_digest=args.require_digest)  # fmt: skip
         print(answer.line())
     elif args.command == "search":
         result = facecls.search(args.model, args.photo, args.gallery, args.top_k, args.detect,

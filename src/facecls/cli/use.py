@@ -67,8 +67,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="set the open-set (unknown) threshold of a model")
     p.add_argument("model", type=Path, help="run folder (recalibrate from data) or bundle")
     p.add_argument("--method", choices=list(METHODS), help="open-set score")
-    p.add_argument("--acceptance", type=finite_float, default=0.95,
-                   help="share of correctly named validation faces to accept (default 0.95)")  # fmt: skip
+    p.add_argument(
+        "--fpir", type=float,  # check_fpir names the range, NaN included
+        help="share of strangers named at the operating point, in (0, 0.5] (default 0.01): "
+        "the threshold names that share of pseudo-strangers (validation people left out)",
+    )  # fmt: skip
+    p.add_argument(
+        "--acceptance", type=finite_float,
+        help="the older rule instead: accept this share of correctly named validation faces "
+        "(e.g. 0.95)",
+    )  # fmt: skip
     p.add_argument(
         "--threshold", type=finite_float, help="set this threshold by hand (no data needed)"
     )
@@ -108,6 +116,7 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
         )
     else:
         openset = facecls.calibrate(
-            args.model, args.method, args.acceptance, args.threshold, args.data, log, progress
-        )
+            args.model, args.method, args.acceptance, args.threshold, args.data, log, progress,
+            fpir=args.fpir,
+        )  # fmt: skip
         print(json.dumps(openset, indent=2))

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from facecls.atomic import atomic_path, write_text
+from facecls.data.face_choice import MAX_CANDIDATES, FacesFound
 from facecls.data.faces import ALIGN_SCALE, BOX_MARGIN, FaceCutter
 from facecls.data.images import ImageError, load_rgb
 from facecls.data.sources import ImageRef
@@ -28,8 +29,9 @@ from facecls.progress import bar, track
 # Bump when decoding changes (resize filter, mode handling) so stale caches are not reused.
 LOADER_VERSION = 1
 # Bump when the choice of a photo's face changes (2: main face instead of the
-# largest; 3: tilted heads cut upright by the box pipeline).
-FACE_CHOICE_VERSION = 3
+# largest; 3: tilted heads cut upright by the box pipeline; 4: a face found twice is one, and
+# every face of a photo with several is kept for the choice by agreement).
+FACE_CHOICE_VERSION = 4
 
 
 def cache_key(
@@ -89,16 +91,19 @@ def _photo(ref: ImageRef) -> np.ndarray | str:
 
 def _detect_all(
     refs: Sequence[ImageRef], cutter: FaceCutter, show_progress: bool, chunk: int = 16
-) -> tuple[np.ndarray, list[int], list[dict[str, str]], int]:
-    """Find and cut the main face of each photo, ``chunk`` photos per detector batch.
+) -> tuple[np.ndarray, list[int], list[dict[str, str]], FacesFound]:
+    """Find and cut the main face of each photo, ``chunk`` photos per detector batch; the other
+    faces of photos with several are cut too (:class:`FacesFound`), for the choice by
+    agreement (:mod:`facecls.data.face_choice`).
 
-    Returns ``_decode_all``'s three results and the number of photos with several faces.
+    Returns ``_decode_all``'s three results and what was found in the kept photos.
     """
     size = cutter.size
     images = np.empty((len(refs), 3, size, size), dtype=np.uint8)
     kept: list[int] = []
     skipped: list[dict[str, str]] = []
-    several = 0
+    boxes: list[list[float]] = []
+    rows, counts, found_counts, extra, extra_boxes = [], [], [], [], []
     workers = max(1, min(8, os.cpu_count() or 1))
     counter = bar(len(refs), "finding faces", show_progress)
     with ThreadPoolExecutor(workers) as pool:
@@ -114,14 +119,29 @@ def _detect_all(
                 if len(found) == 0:
                     skipped.append({"path": refs[i].relpath, "reason": "no face found"})
                     continue
-                several += len(found) > 1
-                (face,) = cutter.faces_of(photo, found, every_face=False)
-                images[len(kept)] = face.pixels.transpose(2, 0, 1)
+                faces = cutter.faces_of(photo, found, every_face=len(found) > 1)
+                faces = faces[:MAX_CANDIDATES]
+                images[len(kept)] = faces[0].pixels.transpose(2, 0, 1)
+                boxes.append([*faces[0].box, faces[0].score])
+                if len(found) > 1:
+                    rows.append(len(kept))
+                    counts.append(len(faces))
+                    found_counts.append(len(found))
+                    extra += [face.pixels.transpose(2, 0, 1) for face in faces]
+                    extra_boxes += [[*face.box, face.score] for face in faces]
                 kept.append(i)
             counter.update(len(part))
     counter.close()
     skipped.sort(key=lambda item: item["path"])
-    return images[: len(kept)], kept, skipped, several
+    found_all = FacesFound(
+        np.asarray(boxes, np.float32).reshape(-1, 5),
+        np.asarray(rows, np.int64),
+        np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        np.stack(extra) if extra else np.zeros((0, 3, size, size), np.uint8),
+        np.asarray(extra_boxes, np.float32).reshape(-1, 5),
+        np.asarray(found_counts, np.int64),
+    )
+    return images[: len(kept)], kept, skipped, found_all
 
 
 def _checksum(array: np.ndarray) -> int:
@@ -168,7 +188,8 @@ def decode_cached(
         crop: the ``centre`` pipeline's share of the shorter side.
         faces: the face pipeline (:mod:`facecls.data.faces`); ``align`` and ``box`` run the
             detector once here and keep each photo's main face (the largest, weighted by
-            closeness to the centre).
+            closeness to the centre); every face of a photo with several, and each face's box,
+            go beside the entry (:func:`read_faces_found`) for the choice by agreement.
         device: where the detector runs.
 
     Returns:
@@ -179,7 +200,12 @@ def decode_cached(
     key = cache_key(refs, image_size, crop, faces)
     folder = cache_dir / "decoded"
     array_path, meta_path = folder / f"{key}.npy", folder / f"{key}.json"
-    if array_path.exists() and meta_path.exists():
+    detects = faces != "centre"
+    if (
+        array_path.exists()
+        and meta_path.exists()
+        and (not detects or faces_path(cache_dir, key).is_file())
+    ):
         entry = _read_entry(array_path, meta_path, image_size, log)
         if entry is not None:
             return entry
@@ -188,13 +214,16 @@ def decode_cached(
         f"Decoding {len(refs)} images at {image_size} px ({cutter.describe()}) once into the "
         f"cache ({folder}) ..."
     )
-    several = 0
+    found = None
     if cutter.detects:
-        images, kept, skipped, several = _detect_all(refs, cutter, show_progress)
-        log(f"Faces: found in {len(kept)} of {len(refs)} photos; {several} with several faces "
-            "(the main face kept)")  # fmt: skip
+        images, kept, skipped, found = _detect_all(refs, cutter, show_progress)
+        log(f"Faces: found in {len(kept)} of {len(refs)} photos; {len(found.rows)} with several "
+            "faces")  # fmt: skip
+        with atomic_path(faces_path(cache_dir, key)) as tmp:
+            tmp.write_bytes(found.to_bytes())
     else:
         images, kept, skipped = _decode_all(refs, image_size, show_progress, crop)
+    several = 0 if found is None else len(found.rows)
     # atomic_path leaves no temporary file behind, and names the folder on a full disk
     with atomic_path(array_path, images.nbytes) as tmp, tmp.open("wb") as f:
         np.save(f, images)
@@ -203,3 +232,18 @@ def decode_cached(
             "crc32": _checksum(images)}  # fmt: skip
     write_text(meta_path, json.dumps(meta))
     return images, kept, skipped, several
+
+
+def faces_path(cache_dir: Path, key: str) -> Path:
+    """Where a decode cache entry keeps what detection found (:class:`FacesFound`)."""
+    return Path(cache_dir) / "decoded" / f"{key}.faces.npz"
+
+
+def read_faces_found(cache_dir: Path, key: str) -> FacesFound | None:
+    """What detection found in the photos of the decode cache entry ``key``; ``None`` for a
+    pipeline without detection (or an entry without the file)."""
+    path = faces_path(cache_dir, key)
+    try:
+        return FacesFound.load(path) if path.is_file() else None
+    except (OSError, ValueError, KeyError, TypeError, EOFError):
+        return None

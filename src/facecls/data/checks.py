@@ -27,6 +27,9 @@ def data_report(dataset: FaceDataset, split: TestSplit) -> dict[str, Any]:
         },
         "skipped_files": dataset.skipped,
     }
+    if dataset.several_faces:
+        # every photo with several faces: the face kept, its box, how sure the choice is
+        report["several_faces"] = dataset.several_faces
     if dataset.duplicates is not None:
         report["duplicates"] = {
             **dataset.duplicates,

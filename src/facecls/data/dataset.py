@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,8 +14,17 @@ import torch
 
 from facecls.atomic import file_in_the_way
 from facecls.config import DataConfig
-from facecls.data.cache import cache_key, decode_cached
+from facecls.data.cache import cache_key, decode_cached, read_faces_found
 from facecls.data.duplicates import find_duplicates, find_duplicates_cached
+from facecls.data.face_choice import (
+    FaceEmbedder,
+    FacesFound,
+    apply_choice,
+    cached_choice,
+    choice_from,
+    main_faces,
+    records,
+)
 from facecls.data.sources import DataError, default_cache_dir, log_skipped, scan_source
 from facecls.data.synthetic import SyntheticSpec, render_synthetic
 
@@ -36,6 +46,11 @@ class FaceDataset:
         duplicates: the duplicate report (``Duplicates.report``) for ``data_report.json``.
         sizes: the size in bytes of each image's file (``None`` for the synthetic source); with
             the pixels it fingerprints the data a run resumes on.
+        files: each image's file (folders and archives; the calibration views re-read them).
+        faces_found: what detection found (``align``/``box``): each image's face box and
+            detector score, every face of photos with several (``data/face_choice.py``).
+        several_faces: per photo with several faces, the face kept and how sure the choice
+            is (for ``data_report.json`` and the report).
     """
 
     images: torch.Tensor
@@ -48,6 +63,9 @@ class FaceDataset:
     groups: np.ndarray | None = None
     duplicates: dict[str, Any] | None = None
     sizes: list[int] | None = None
+    files: list[Path] | None = None
+    faces_found: FacesFound | None = None
+    several_faces: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -96,15 +114,56 @@ def _size(path: Path) -> int:
         return -1
 
 
+def _choose_faces(
+    dataset: FaceDataset, embedder: Callable[[], FaceEmbedder | None] | None,
+    kept_faces: list[dict[str, Any]] | None, cache_dir: Path, log: Callable[[str], None],
+) -> None:  # fmt: skip
+    """Keep, in each photo with several faces, the face of its identity (see load_dataset)."""
+    found = dataset.faces_found
+    assert found is not None
+    images = dataset.images.numpy()  # shares memory: rows are replaced in place
+    if kept_faces is not None:
+        choice = choice_from(kept_faces, dataset.paths, found)
+        how = "the faces the run kept (its data_report.json)"
+    else:
+        made = embedder() if embedder is not None else None
+        if made is None:
+            choice = main_faces(found, "main face")
+            how = "the main face: largest, most central (no face embedding network to compare)"
+        else:
+            key = f"{dataset.info['decode_key']}-{made.key}"
+            path = cache_dir / "faces_kept" / f"{key}.json"
+            choice = cached_choice(images, dataset.targets.numpy(), found, made, path, log)
+            how = f"agreement with the identity's other photos ({made.name})"
+    apply_choice(images, found, choice.kept)
+    dataset.several_faces = records(dataset.paths, found, choice)
+    changed = int(np.count_nonzero(choice.kept))
+    doubtful = sum(entry["doubtful"] for entry in dataset.several_faces)
+    dataset.info["faces_chosen_by"] = how
+    dataset.info["photos_with_another_face_kept"] = changed
+    if changed:  # later caches (duplicates, embeddings) are keyed by the faces kept
+        digest = hashlib.sha256(choice.kept.tobytes()).hexdigest()[:12]
+        dataset.info["decode_key"] = f"{dataset.info['decode_key']}-k{digest}"
+    log(f"Faces: {len(found.rows)} photos with several faces; kept by {how}: not the main "
+        f"face in {changed}, doubtful in {doubtful} (data_report.json lists them)")  # fmt: skip
+
+
 def load_dataset(
     config: DataConfig,
     log: Callable[[str], None] = print,
     show_progress: bool = False,
     device: str = "cpu",
+    embedder: Callable[[], FaceEmbedder | None] | None = None,
+    kept_faces: list[dict[str, Any]] | None = None,
 ) -> FaceDataset:
     """Scan, check and decode a source (from the decode cache when current).
 
     ``device``: where the face detector runs when ``config.faces`` detects faces.
+
+    A photo with several faces keeps the face that agrees with its identity's other photos
+    when ``embedder`` makes a face embedding network (``data/face_choice.py``; its choices are
+    cached), the faces a run kept when ``kept_faces`` (its ``data_report.json`` entries) is
+    given, and otherwise the main face (largest, most central).
 
     Files that cannot be read are skipped and listed, never fatal. Identities with fewer than
     ``config.min_images`` usable images are dropped.
@@ -139,17 +198,20 @@ def load_dataset(
             config.faces,
             device,
         )
+        found = read_faces_found(cache_dir, decode_key) if config.faces != "centre" else None
         refs = [refs[i] for i in kept]
         usable = Counter(r.identity for r in refs)
         keep_mask = np.array([usable[r.identity] >= config.min_images for r in refs], dtype=bool)
         if not keep_mask.all():
             images = images[keep_mask]
             refs = [r for r, k in zip(refs, keep_mask, strict=True) if k]
+            if found is not None:
+                found = found.subset(np.flatnonzero(keep_mask))
         names = sorted({r.identity for r in refs})
         index = {n: i for i, n in enumerate(names)}
         is_presplit = any(r.split for r in refs)
         dataset = FaceDataset(
-            images=torch.from_numpy(images),
+            images=torch.from_numpy(np.ascontiguousarray(images)),
             targets=torch.tensor([index[r.identity] for r in refs], dtype=torch.int64),
             class_names=names,
             paths=[r.relpath for r in refs],
@@ -164,7 +226,11 @@ def load_dataset(
                 # what later caches (duplicates, embeddings) are keyed by
                 "decode_key": decode_key,
             },  # fmt: skip
+            files=[r.path for r in refs],
+            faces_found=found,
         )
+        if found is not None and len(found.rows):
+            _choose_faces(dataset, embedder, kept_faces, cache_dir, log)
     if len(dataset) == 0 or dataset.num_classes < 2:
         log_skipped(dataset.skipped, log, limit=len(dataset.skipped))  # before saying so
     if len(dataset) == 0 or dataset.num_classes == 0:

@@ -81,6 +81,46 @@ def check_pipeline(name: str) -> str:
     return name
 
 
+# Two boxes are one face when they overlap this much (intersection over union), or when the
+# smaller one's centre lies in the larger and this share of the smaller is covered. MTCNN's
+# last suppression drops a box only when 70 % of the smaller one is covered, so a face found at
+# two scales could come out twice, each answered.
+SAME_FACE_IOU = 0.3
+SAME_FACE_COVER = 0.5
+
+
+def merge_overlaps(found: Detections) -> Detections:
+    """``found`` with each face found twice kept once: of overlapping boxes (see
+    :data:`SAME_FACE_IOU`), the one with the higher detector score stays."""
+    if len(found) < 2:
+        return found
+    boxes = np.asarray(found.boxes, dtype=np.float64)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    lt = np.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    rb = np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)  # (n, n)
+    iou = inter / np.maximum(area[:, None] + area[None, :] - inter, 1e-9)
+    smaller = np.minimum(area[:, None], area[None, :])
+    cover = inter / np.maximum(smaller, 1e-9)
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    # inside[i, j]: the centre of box i lies in box j
+    inside = (
+        (cx[:, None] >= boxes[None, :, 0]) & (cx[:, None] <= boxes[None, :, 2])
+        & (cy[:, None] >= boxes[None, :, 1]) & (cy[:, None] <= boxes[None, :, 3])
+    )  # fmt: skip
+    small_in_large = np.where(area[:, None] <= area[None, :], inside, inside.T)
+    same = (iou >= SAME_FACE_IOU) | ((cover >= SAME_FACE_COVER) & small_in_large)
+    keep = np.ones(len(boxes), dtype=bool)
+    for i in np.argsort(-np.asarray(found.scores), kind="stable").tolist():
+        if keep[i]:
+            others = same[i] & keep
+            others[i] = False
+            keep[others] = False
+    if keep.all():
+        return found
+    return Detections(found.boxes[keep], found.scores[keep], found.landmarks[keep])
+
+
 def main_first(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     """Indices of ``boxes`` (``x1, y1, x2, y2``), the photo's main face first.
 
@@ -132,8 +172,9 @@ class FaceCutter:
         return self._detector
 
     def detect(self, photos: Sequence[np.ndarray]) -> list[Detections]:
-        """MTCNN's faces of each photo (any pipeline: ``predict --detect`` uses it too)."""
-        return self.detector().detect(photos)
+        """MTCNN's faces of each photo, a face found twice kept once (:func:`merge_overlaps`;
+        any pipeline: ``predict --detect`` uses it too)."""
+        return [merge_overlaps(found) for found in self.detector().detect(photos)]
 
     def cut(self, photos: Sequence[np.ndarray], every_face: bool = True) -> list[list[Face]]:
         """The faces of each photo, the main face first (only the main face without

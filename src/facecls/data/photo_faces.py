@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facecls.data.faces import Face, main_first
+from facecls.data.faces import Face, main_first, merge_overlaps
 from facecls.data.images import (
     IMAGE_EXTENSIONS,
     ImageError,
@@ -196,7 +196,8 @@ class FaceReader:
             detector.min_face_size = self._detector.min_face_size
         else:
             detector.min_face_size = self.min_face / item.reduction
-        photo = self._finish(item, detector.detect([item.copy])[0])
+        # a face MTCNN finds twice (overlapping boxes) is one face, as in training's pipeline
+        photo = self._finish(item, merge_overlaps(detector.detect([item.copy])[0]))
         if self.embed is not None and photo.faces:
             pixels = np.stack([face.pixels.transpose(2, 0, 1) for face in photo.faces])
             photo.embeddings = self.embed(pixels)

@@ -27,6 +27,8 @@ from facecls.bundle import (
     refuse_pickle,
     write_centroids,
 )
+from facecls.data.face_choice import MAX_CANDIDATES, agree, doubtful
+from facecls.data.faces import Face
 from facecls.data.images import ImageError, load_rgb
 from facecls.data.sources import DataError, default_cache_dir, scan_source
 from facecls.inference.calibration import ensure_centroids
@@ -49,38 +51,82 @@ def _embed_identities(
     log: Callable[[str], None],
     show_progress: bool = False,
 ) -> tuple[dict[str, np.ndarray], dict[str, int], list[dict[str, str]]]:
-    """Sum of unit embeddings and image count per identity, streamed ``chunk_size`` at a time."""
+    """Sum of unit embeddings and image count per identity, streamed ``chunk_size`` at a time.
+
+    A photo with several faces adds the face that agrees with the person's other enrollment
+    photos (:func:`facecls.data.face_choice.agree`; the main face when the person has no
+    single-face photo); each such choice is logged, the doubtful ones marked.
+    """
     scan = scan_source(str(data), default_cache_dir(), log)
     skipped = list(scan.skipped)
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = defaultdict(int)
+    several: list[tuple[str, str, np.ndarray, list[Face]]] = []
     detect = detect or model.detects  # a model trained on detected faces always detects
     bar = progress_bar(len(scan.refs), "enroll", show_progress)
     for start in range(0, len(scan.refs), chunk_size):
-        bar.update(len(scan.refs[start : start + chunk_size]))
-        faces, names = [], []
-        for ref in scan.refs[start : start + chunk_size]:
+        part = scan.refs[start : start + chunk_size]
+        bar.update(len(part))
+        pixels: list[np.ndarray] = []
+        photos: list[tuple[Any, list[Face] | None, int]] = []  # ref, faces, first row
+        for ref in part:
             try:
                 if not detect:
-                    faces.append(model.load_face(ref.path))
-                else:
-                    found = model.faces_in(load_rgb(ref.path), every_face=False)
-                    if not found:
-                        skipped.append({"path": ref.relpath, "reason": "no face found"})
-                        continue
-                    faces.append(found[0].pixels)  # the main face, cut as in training
-                names.append(ref.identity)
+                    photos.append((ref, None, len(pixels)))
+                    pixels.append(model.load_face(ref.path))
+                    continue
+                found = model.faces_in(load_rgb(ref.path))[:MAX_CANDIDATES]
             except ImageError as error:
                 skipped.append({"path": ref.relpath, "reason": str(error)})
-        if not faces:
+                continue
+            if not found:
+                skipped.append({"path": ref.relpath, "reason": "no face found"})
+                continue
+            photos.append((ref, found, len(pixels)))
+            pixels += [face.pixels for face in found]
+        if not pixels:
             continue
-        batch = np.stack(faces).transpose(0, 3, 1, 2)
+        batch = np.stack(pixels).transpose(0, 3, 1, 2)
         unit = l2_normalize(model.outputs(batch)[1].astype(np.float64))
-        for name, vector in zip(names, unit, strict=True):
-            sums[name] = sums.get(name, 0.0) + vector
-            counts[name] += 1
+        for ref, found, first in photos:
+            if found is not None and len(found) > 1:
+                several.append((ref.identity, ref.relpath, unit[first : first + len(found)], found))
+                continue
+            sums[ref.identity] = sums.get(ref.identity, 0.0) + unit[first]
+            counts[ref.identity] += 1
     bar.close()
+    _add_chosen_faces(several, sums, counts, log)
     return sums, dict(counts), skipped
+
+
+def _add_chosen_faces(
+    several: list[tuple[str, str, np.ndarray, list[Face]]], sums: dict[str, np.ndarray],
+    counts: dict[str, int], log: Callable[[str], None],
+) -> None:  # fmt: skip
+    """Add each several-face photo's chosen face to its person's sum, and say which it was."""
+    if not several:
+        return
+    names = sorted({name for name, *_ in several})
+    number = {name: i for i, name in enumerate(names)}
+    base = {number[name]: np.asarray(sums[name]) for name in names if name in sums}
+    owner = np.array([number[name] for name, *_ in several])
+    choice = agree(owner, [vectors for *_, vectors, _ in several], base)
+    for p, (name, relpath, vectors, found) in enumerate(several):
+        k = int(choice.kept[p])
+        sums[name] = sums.get(name, 0.0) + vectors[k]
+        counts[name] += 1
+        x1, y1, x2, y2 = (round(v) for v in found[k].box)
+        how = (
+            f"agrees {choice.agreement[p]:.2f} with {name}'s other photos, the next face "
+            f"{choice.runner_up[p]:.2f}"
+            if choice.rule[p] == "agreement"
+            else "the main face: no single-face photo of this person to compare with"
+        )
+        unsure = choice.rule[p] == "agreement" and doubtful(
+            choice.agreement[p], choice.runner_up[p]
+        )
+        log(f"  {relpath}: {len(found)} faces, kept face {k} (box {x1} {y1} {x2 - x1} "
+            f"{y2 - y1}; {how}){' - doubtful, check this photo' if unsure else ''}")  # fmt: skip
 
 
 def enroll(
@@ -101,8 +147,9 @@ def enroll(
         out: the new bundle folder (default ``<bundle folder>-enrolled`` beside the original).
             Enrolling into a bundle that already has enrolled people keeps them; a name enrolled
             again is replaced.
-        detect: cut the main face of each photo first (MTCNN); always so for a model
-            trained with the ``align``/``box`` face pipeline.
+        detect: find the faces of each photo first (MTCNN); always so for a model trained
+            with the ``align``/``box`` face pipeline. A photo with several faces adds the one
+            that agrees with the person's other photos.
 
     Raises:
         BundleError: when the bundle has no trained centroids.

@@ -45,6 +45,7 @@ class Prediction:
             guess; :func:`closest_text` shows it).
         threshold: the open-set threshold ``score`` was compared with (``None``: no threshold,
             every face is named).
+        detection: the detector's face probability of a detected face.
     """
 
     decision: str
@@ -60,6 +61,7 @@ class Prediction:
     image: int | None = None
     closest: str = ""
     threshold: float | None = None
+    detection: float | None = None
 
     def label(self, dash: str = "—") -> str:
         """What a person reads beside the face: the name, or ``unknown`` with the best guess
@@ -270,5 +272,6 @@ def _detected(faces: list[Face], **where: Any) -> Iterator[FaceItem]:
         points = None
         if face.landmarks is not None:
             points = tuple((round(float(x), 1), round(float(y), 1)) for x, y in face.landmarks)
-        row = Prediction("", face=i, faces=len(faces), box=box, landmarks=points, **where)
+        row = Prediction("", face=i, faces=len(faces), box=box, landmarks=points,
+                         detection=round(float(face.score), 6), **where)  # fmt: skip
         yield FaceItem(row, face.pixels.transpose(2, 0, 1))

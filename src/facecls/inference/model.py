@@ -128,6 +128,19 @@ class FaceModel(PhotoInputs):
         self.threshold: float | None = None if threshold is None else float(threshold)
         self.ncm_scale: float = float(openset.get("ncm_scale", 16.0))
 
+    @property
+    def calibration_note(self) -> str | None:
+        """What to do about an open-set calibration older than the operating point by the
+        stranger rate (it keeps deciding as before), else ``None``."""
+        openset = self.meta.get("openset") or {}
+        if not openset or openset.get("version", 1) >= 2 or openset.get("set_by_hand"):
+            return None
+        return (
+            f"{self.folder}: the unknown threshold was calibrated by an older facecls (on "
+            "clean validation faces, by acceptance); it decides as before. `facecls calibrate "
+            "RUN_FOLDER` sets it at 1 % of strangers named, on faces as photos show them"
+        )
+
     def threshold_of(self, index: int) -> float | None:
         """The open-set threshold for a face named ``class_names[index]``: an identity enrolled
         from *k* photos has its own (calibrated for *k*-photo centroids, when the bundle has
@@ -346,7 +359,7 @@ def predict_files(
 
 
 # What a row says about where its face is, kept from the reader's row.
-PLACE = ("path", "face", "faces", "box", "landmarks", "image")
+PLACE = ("path", "face", "faces", "box", "landmarks", "detection", "image")
 
 
 def predict_items(

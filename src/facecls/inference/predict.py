@@ -168,6 +168,8 @@ def predict(
     if not isinstance(model, FaceModel):
         model = load_model(model, device, backend, method, threshold, trust_pickle, require_digest)
     log(f"Model: {model!r}")
+    if model.calibration_note:
+        log(model.calibration_note)
     folder = None if annotate is None else Path(annotate)
     return predict_to_csv(
         model,

@@ -36,7 +36,7 @@ from facecls.inference.verify import (
     FaceEmbeddings,
     check_photo,
     embed_photos,
-    first_face,
+    photo_face,
     stored_threshold,
 )
 
@@ -323,7 +323,7 @@ def search(
         log(f"  skipped {path}: {reason}")
     if not gallery.faces:
         raise DataError(f"{gallery.folder}: no usable face photo in the gallery")
-    query, vector = first_face(model, photo, detect)
+    query, vector, _ = photo_face(model, photo, detect)
     threshold, far = verify_threshold(model)
     matches = gallery.nearest(vector, top_k, threshold)
     return SearchResult(query, matches, len(gallery.faces), gallery.skipped, threshold, far)

@@ -34,6 +34,9 @@ MAX_IMPOSTOR_PAIRS = 2_000_000
 # What ``facecls embed`` writes: the safetensors ``format`` and the index CSV's columns.
 EMBEDDINGS_FORMAT = "facecls-embeddings"
 INDEX_HEADER = ("row", "photo", "face", "box")
+# Fewer validation pairs of different people than this: the training part's join them (the
+# 1 % tail of 1,000 pairs is 10 pairs).
+MIN_IMPOSTOR_PAIRS = 1_000
 
 
 @dataclass
@@ -200,43 +203,77 @@ def threshold_at_far(impostor: np.ndarray, far: float) -> float:
 
 
 def calibrate_verification(
-    vectors: np.ndarray, targets: np.ndarray, far: float = DEFAULT_FAR
-) -> dict[str, Any] | None:
-    """The ``verify`` entry of ``model.json`` from validation embeddings, or ``None`` when the
-    validation part has no pair of the same person or none of different people."""
+    vectors: np.ndarray,
+    targets: np.ndarray,
+    far: float = DEFAULT_FAR,
+    train_vectors: np.ndarray | None = None,
+    train_targets: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """The ``verify`` entry of ``model.json`` from validation embeddings.
+
+    The FAR threshold needs only pairs of different people (the impostor distribution): a
+    validation part with one photo per person has none of the same person, and still sets it.
+    Where the validation part has fewer than :data:`MIN_IMPOSTOR_PAIRS` such pairs, pairs of
+    the training part's different people (``train_vectors``) join them. The true-accept rate is
+    measured where same-person validation pairs exist. With no pair of different people at all
+    the entry holds no threshold, only ``missing``: why (``facecls verify`` says it).
+    """
     genuine, impostor = pair_similarities(vectors, targets)
-    if len(genuine) == 0 or len(impostor) == 0:
-        return None
+    part = "validation"
+    if len(impostor) < MIN_IMPOSTOR_PAIRS and train_vectors is not None and len(train_vectors):
+        _, more = pair_similarities(train_vectors, np.asarray(train_targets))
+        if len(more):
+            impostor = np.concatenate([impostor, more])
+            part = "validation and training parts"
+    if len(impostor) == 0:
+        return {
+            "far": far,
+            "missing": "no pair of photos of different people in the validation part (one "
+            "person, or no validation part); give --threshold, or retrain with more people",
+        }
     threshold = threshold_at_far(impostor, far)
     return {
         "threshold": threshold,
         "far": far,
         "similarity": "cosine of L2-normalised embeddings",
         "calibration": {
-            "part": "validation",
+            "part": part,
             "genuine_pairs": int(len(genuine)),
             "impostor_pairs": int(len(impostor)),
             "false_accept_rate": float(np.mean(impostor >= threshold)),
-            "true_accept_rate": float(np.mean(genuine >= threshold)),
+            # unmeasured without a same-person pair (one validation photo per person)
+            "true_accept_rate": float(np.mean(genuine >= threshold)) if len(genuine) else None,
         },
     }
 
 
 @dataclass
 class Verification:
-    """The answer of :func:`verify`: similarity, the threshold used and the decision."""
+    """The answer of :func:`verify`: similarity, the threshold used and the decision.
+
+    ``found``: the faces found in each photo; ``faces`` the two compared (their ``face`` is the
+    index in the photo, main face first).
+    """
 
     similarity: float
     threshold: float
     same: bool
     far: float | None
     faces: tuple[Prediction, Prediction]
+    found: tuple[int, int] = (1, 1)
 
     def line(self) -> str:
-        """One human line."""
+        """One human line, and one more per photo with several faces (which one was compared)."""
         answer = "same person" if self.same else "different people"
         at = f" (FAR {self.far:.1%})" if self.far is not None else ""
-        return f"{answer}: similarity {self.similarity:.4f}, threshold {self.threshold:.4f}{at}"
+        lines = [f"{answer}: similarity {self.similarity:.4f}, threshold {self.threshold:.4f}{at}"]
+        for face, count in zip(self.faces, self.found, strict=True):
+            if count > 1:
+                lines.append(
+                    f"  {face.path}: {count} faces; compared face {face.face} (box "
+                    f"{box_text(face.box)}); another one: --face N (0 = the main face)"
+                )
+        return "\n".join(lines)
 
 
 def stored_threshold(
@@ -250,15 +287,20 @@ def stored_threshold(
     Raises:
         NumberError: the given threshold is not a finite number (with -inf every pair would be
             "the same person").
-        BundleError: no threshold given and none calibrated in the bundle.
+        BundleError: no threshold given and none calibrated in the bundle (the message says
+            what was missing).
     """
     if threshold is not None:
         return finite(threshold, what), None
     entry = model.meta.get("verify") or {}
     if "threshold" not in entry:
+        why = entry.get("missing") or (
+            "the model was calibrated before every model got one; facecls calibrate RUN_FOLDER "
+            "sets it from the impostor pairs of its validation part"
+        )
         raise BundleError(
-            f"{model.folder}: no calibrated verification threshold in model.json (models trained "
-            "before facecls verify had none); give --threshold (the service: a threshold field)"
+            f"{model.folder}: no calibrated verification threshold in model.json: {why}; or "
+            "give --threshold (the service: a threshold field)"
         )
     limit = finite(entry["threshold"], f"{model.folder / 'model.json'} verify threshold")
     return limit, entry.get("far")
@@ -274,18 +316,29 @@ def check_photo(photo: str | Path) -> None:
         raise DataError(f"{photo}: is a folder; give one photo (its main face is compared)")
 
 
-def first_face(model: FaceModel, photo: str | Path, detect: bool) -> tuple[Prediction, np.ndarray]:
-    """The (main) face of one photo and its unit embedding.
+def photo_face(
+    model: FaceModel, photo: str | Path, detect: bool, face: int | None = None,
+    any_photo: bool = False,
+) -> tuple[Prediction, np.ndarray, int]:  # fmt: skip
+    """Face ``face`` of one photo (default the main face, 0), its unit embedding, and how many
+    faces the photo holds; with ``any_photo`` a photo of one face gives it whatever ``face``.
 
     Raises:
-        DataError: the photo is a folder, cannot be read or holds no face (the message names it).
+        DataError: the photo is a folder, cannot be read, holds no face, or fewer than
+            ``face + 1``.
     """
     check_photo(photo)
     found = embed_photos(model, [photo], detect, images_only=False)
     if not found.faces:
         reason = found.skipped[0].reason if found.skipped else "no face found"
         raise DataError(f"{photo}: {reason}")
-    return found.faces[0], found.vectors[0]
+    index = 0 if face is None or (any_photo and len(found.faces) == 1) else int(face)
+    if not 0 <= index < len(found.faces):
+        raise DataError(
+            f"{photo}: --face {index}: the photo holds {len(found.faces)} face(s), numbered "
+            f"0 to {len(found.faces) - 1} (0 = the main face)"
+        )
+    return found.faces[index], found.vectors[index], len(found.faces)
 
 
 def verify(
@@ -296,19 +349,29 @@ def verify(
     detect: bool = False,
     device: str = "auto",
     require_digest: bool = False,
+    face: Sequence[int] | None = None,
 ) -> Verification:
     """``facecls verify``: are the faces of photos ``a`` and ``b`` the same person?
 
     Args:
         threshold: cosine similarity at or above which they are; default the bundle's calibrated
             one (``model.json`` ``verify``).
-        detect: compare the main detected face of each photo.
+        detect: compare detected faces (always so for a model trained on detected faces).
+        face: which face of a photo with several to compare: one index for both photos (a
+            photo with one face uses it), or one for each; default the main face (0).
     """
     check_photo(a)
     check_photo(b)
     model = model if isinstance(model, FaceModel) else _load(model, device, require_digest)
     limit, far = stored_threshold(model, threshold)
-    face_a, vec_a = first_face(model, a, detect)
-    face_b, vec_b = first_face(model, b, detect)
+    picks = list(face or [])
+    if len(picks) > 2 or any(int(i) < 0 for i in picks):
+        raise ValueError("--face takes one face index for both photos, or one for each (0 = main)")
+    wanted = (picks + picks[-1:] if len(picks) == 1 else picks) or [None, None]
+    both = len(picks) == 1
+    face_a, vec_a, count_a = photo_face(model, a, detect, wanted[0], both)
+    face_b, vec_b, count_b = photo_face(model, b, detect, wanted[1], both)
     similarity = float(np.dot(vec_a.astype(np.float64), vec_b.astype(np.float64)))
-    return Verification(similarity, limit, similarity >= limit, far, (face_a, face_b))
+    return Verification(
+        similarity, limit, similarity >= limit, far, (face_a, face_b), (count_a, count_b)
+    )

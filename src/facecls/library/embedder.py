@@ -30,6 +30,7 @@ from facecls.models import create_model
 from facecls.models.cpu_pass import onnx_pass
 from facecls.models.embedding import head_name, logits_and_features
 from facecls.models.facenet import NORMALIZATION, default_weights_path
+from facecls.models.weights_store import find_weights, offline_hint
 from facecls.openset import l2_normalize
 from facecls.runtime import resolve_device
 
@@ -68,19 +69,27 @@ def backbone_digest(model: nn.Module) -> str:
 
 
 def find_facenet_weights(weights: str | Path | None) -> Path:
-    """The FaceNet weights file: ``weights`` if given, else the one in the weights cache.
+    """The FaceNet weights file: ``weights`` if given, else the one ``facecls weights get
+    facenet`` stored (or, before that command existed, the one in the old cache place).
 
     Raises:
         FileNotFoundError: neither is there (the message says how to get them).
     """
-    path = Path(weights).expanduser() if weights else default_weights_path()
-    if not path.is_file():
-        where = f"--weights {path}: no such file" if weights else f"no FaceNet weights at {path}"
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"--weights {path}: no such file")
+        return path
+    found = find_weights("facenet") or next(
+        (p for p in (default_weights_path(),) if p.is_file()), None
+    )
+    if found is None:
         raise FileNotFoundError(
-            f"{where}; facecls index embeds faces with FaceNet: pass --weights PATH to its "
-            "safetensors file (docs/models.md says where to get it), or --model RUN"
+            "facecls index embeds faces with FaceNet, and its weights are not here yet: run "
+            f"facecls weights get facenet ({offline_hint('facenet')}), or pass --weights PATH "
+            "or --model RUN"
         )
-    return path
+    return found
 
 
 def facenet_embedder(weights: str | Path | None = None, device: str = "auto") -> Embedder:

@@ -85,6 +85,7 @@ class IndexReport:
             f"{len(self.unreadable)} unreadable, {self.removed_files} gone "
             f"({self.removed_faces} face(s) dropped); {self.read} read at {rate:.1f} photos/s, "
             f"{self.seconds:.1f} s in all"
+            + (f"; {self.reembedded} face(s) re-embedded first" if self.reembedded else "")
         )
 
 

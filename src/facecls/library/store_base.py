@@ -327,12 +327,12 @@ class Library(Labels):
         """Faces added and removed after ``seq`` (0: everything), for a vector index."""
         with self.reading():
             now = self.seq()
-            rows = self._rows("SELECT id, embedding_row, embedding FROM faces WHERE seq > ? "
-                              "ORDER BY id", (seq,))  # fmt: skip
+            # No ORDER BY: SQLite would walk every face in id order rather than use the seq
+            # index (0.4 s at a million faces); the few new rows are sorted here instead.
+            rows = sorted(self._rows(
+                "SELECT id, embedding_row, embedding FROM faces WHERE seq > ?", (seq,)))  # fmt: skip
             vectors = self._vectors([(r[1], r[2]) for r in rows])
-            removed = self._rows(
-                "SELECT face_id FROM removed_faces WHERE seq > ? ORDER BY face_id", (seq,)
-            )
+            removed = sorted(self._rows("SELECT face_id FROM removed_faces WHERE seq > ?", (seq,)))
             return Changes(
                 now, self.model_key(), np.asarray([r[0] for r in rows], np.int64), vectors,
                 np.asarray([r[0] for r in removed], np.int64),

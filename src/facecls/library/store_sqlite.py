@@ -45,7 +45,9 @@ class SQLiteLibrary(Library):
     def __init__(self, folder: Path, create: bool, writable: bool, timeout: float) -> None:
         self.folder, self.location, self.timeout = folder, str(folder), timeout
         self._guard = threading.RLock()
-        self._map: tuple[int, np.ndarray] | None = None
+        # The memory map, keyed by the file and its committed rows: a re-embedding in another
+        # process swaps the file and may keep the row count.
+        self._map: tuple[tuple[str, int], np.ndarray] | None = None
         db = folder / DB_NAME
         if not db.is_file():
             _make_folder(folder, create)
@@ -196,8 +198,9 @@ class SQLiteLibrary(Library):
         path, committed, dim = self._embedding_file()
         if not rows:
             return np.zeros((0, dim), np.float32)
-        if self._map is None or self._map[0] != committed:
-            self._map = (committed, np.memmap(path, "<f4", "r", shape=(committed, dim)))
+        if self._map is None or self._map[0] != (path.name, committed):
+            self._map = ((path.name, committed), np.memmap(path, "<f4", "r",
+                                                           shape=(committed, dim)))  # fmt: skip
         index = np.asarray([r[0] for r in rows], np.int64)
         return np.asarray(self._map[1][index], np.float32)
 

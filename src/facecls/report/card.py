@@ -15,6 +15,7 @@ import numpy as np
 
 from facecls.bundle import META_NAME
 from facecls.report.findings import findings
+from facecls.report.operating import band_lines, how_set, operating_point
 from facecls.report.run_data import RunData, load_run
 
 CARD_NAME = "MODEL_CARD.md"
@@ -74,9 +75,15 @@ def _pipeline(meta: dict[str, Any]) -> str:
         "facecls)"
     )
     if faces == "align":
-        cut = f"every face is found by {mtcnn} and aligned on its five landmarks; the main (largest, most central)"
+        cut = (
+            f"every face is found by {mtcnn} (a face found twice counted once) and aligned on its "
+            "five landmarks; in training, the face that agrees with the identity's other photos"
+        )
     elif faces == "box":
-        cut = f"every face is found by {mtcnn} and cut as its box plus a margin; the main (largest, most central)"
+        cut = (
+            f"every face is found by {mtcnn} (a face found twice counted once) and cut as its box "
+            "plus a margin; in training, the face that agrees with the identity's other photos"
+        )
     else:
         cut = (
             "the whole photo" if crop >= 1.0
@@ -128,16 +135,23 @@ def _quality(run: RunData) -> list[str]:
 
 
 def _open_set(meta: dict[str, Any], run: RunData) -> list[str]:
-    openset = meta.get("openset")
-    if not openset:
+    point = operating_point(meta)
+    if point is None:
         return ["Not calibrated: every face is named (no unknown decision)."]
-    stats = openset.get("calibration", {})
     lines = [
-        f"Score {openset['method']}, threshold {openset['threshold']:.4f}: accepts "
-        f"{openset.get('acceptance', 0):.0%} of the correctly named validation faces "
-        f"({stats.get('validation_correct', '?')} faces); faces below it are called unknown."
+        f"Score {point['method']}, threshold {point['threshold']:.4f}: {how_set(point)}. Faces "
+        "below it are called unknown."
     ]
+    if point["bands"]:
+        lines += [
+            "",
+            "At this operating point, by the size of the face in the photo (validation faces "
+            "and their views; strangers: validation people left out of their own class):",
+            "",
+            *band_lines(point),
+        ]
     row = run.openset.get("methods", {}).get(run.openset.get("method", ""), {})
+    lines.append("")
     if row:
         lines.append(
             f"On strangers (`evaluate --strangers`): FPIR {row.get('fpir', float('nan')):.3f}, "

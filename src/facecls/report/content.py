@@ -7,6 +7,7 @@ bootstrapped from ``predictions.csv``. ``report.py`` renders and writes what thi
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from facecls import metrics_classes
 from facecls.paired import bootstrap_mean_ci
 from facecls.report import plots
 from facecls.report.findings import findings
+from facecls.report.operating import how_set, operating_point
 from facecls.report.run_data import RunData
 from facecls.report.settings import (
     NOT_PATHS,
@@ -101,7 +103,24 @@ def data_section(run: RunData, shareable: bool) -> dict[str, Any]:
         # Counts only: the groups themselves list file paths.
         "duplicates": {k: v for k, v in report.get("duplicates", {}).items()
                        if isinstance(v, int)} or None,
+        "several_faces": several_faces(report, shareable),
     }  # fmt: skip
+
+
+def several_faces(report: dict[str, Any], shareable: bool) -> dict[str, Any] | None:
+    """Photos with several faces: how the face was chosen, how many differ from the main face,
+    and the doubtful choices for a person to check (their paths unless ``shareable``)."""
+    entries = [e for e in report.get("several_faces", []) if isinstance(e, dict)]
+    if not entries:
+        return None
+    doubtful = [e for e in entries if e.get("doubtful")]
+    return {
+        "photos": len(entries),
+        "chosen_by": report.get("faces_chosen_by", ""),
+        "not_main": sum(1 for e in entries if e.get("kept", 0)),
+        "doubtful_count": len(doubtful),
+        "doubtful": [] if shareable else doubtful[:40],
+    }
 
 
 def headline_rows(run: RunData) -> list[dict[str, Any]]:
@@ -248,6 +267,10 @@ def build_run_page(run: RunData, shareable: bool) -> RunPage:
         ax.figure,
         "Test recall against training images per identity",
     )
+    meta_path = run.run_dir / "model" / "model.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    context["operating"] = operating_point(meta)
+    context["operating_how"] = how_set(context["operating"]) if context["operating"] else ""
     context["openset"] = openset_rows(run)
     context["openset_counts"] = {
         "knowns": run.openset.get("knowns", {}).get("images"),

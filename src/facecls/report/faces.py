@@ -19,6 +19,7 @@ from PIL import Image
 from facecls.bundle import load_bundle
 from facecls.data.augment import normalize
 from facecls.data.dataset import FaceDataset, load_dataset
+from facecls.data.face_choice import kept_faces_of
 from facecls.report.run_data import Prediction, RunData
 from facecls.report.saliency import explained_layer, grad_cam, overlay
 
@@ -49,7 +50,11 @@ class FaceImages:
         self, run: RunData, dataset: FaceDataset | None = None, log: Callable[[str], None] = print
     ) -> None:
         self.run = run
-        self.dataset = dataset if dataset is not None else load_dataset(run.config.data, log)
+        self.dataset = (
+            dataset
+            if dataset is not None
+            else load_dataset(run.config.data, log, kept_faces=kept_faces_of(run.run_dir))
+        )
         self.index = {path: i for i, path in enumerate(self.dataset.paths)}
 
     def picture(self, i: int) -> np.ndarray:
@@ -185,3 +190,20 @@ def saliency_panels(
         card["layer"] = layer_name
         panels.append(card)
     return panels
+
+
+def doubtful_faces(faces: FaceImages, several: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The doubtful face choices of photos with several faces (``content.several_faces``),
+    each with a thumbnail of every face of its photo (``uris``, main face first)."""
+    found = faces.dataset.faces_found
+    if not several or not several.get("doubtful") or found is None:
+        return []
+    position = {row: p for p, row in enumerate(found.rows.tolist())}
+    out = []
+    for entry in several["doubtful"][:24]:
+        p = position.get(faces.index.get(entry["path"], -1))
+        if p is None:
+            continue
+        pixels = found.pixels[found.offsets[p] : found.offsets[p + 1]]
+        out.append({**entry, "uris": [png_data_uri(face.transpose(1, 2, 0)) for face in pixels]})
+    return out

@@ -221,6 +221,7 @@ def _add_faces(
         row["thumb"] = thumbs.get(row["name"])
     context["pairs"] = report_faces.pair_examples(faces, context["pairs"])
     context["gallery"] = report_faces.error_gallery(faces)
+    context["doubtful_faces"] = report_faces.doubtful_faces(faces, context["data"]["several_faces"])
     steps.update(1)
     try:
         context["saliency"] = report_faces.saliency_panels(faces)

@@ -24,6 +24,7 @@ import numpy as np
 
 from facecls.atomic import write_text
 from facecls.bundle import CENTROIDS_NAME, WEIGHTS_NAME, BundleError, read_centroids
+from facecls.data.face_choice import agree
 from facecls.data.sources import DataError
 from facecls.inference.calibration import calibrate_run
 from facecls.inference.enroll import write_enrolled
@@ -42,6 +43,19 @@ _NAME = re.compile(NAME_PATTERN)
 
 class NameTaken(DataError):
     """An enrollment under a trained identity's name."""
+
+
+def chosen_faces(photos: list[np.ndarray]) -> np.ndarray:
+    """One unit embedding per photo (``photos``: each photo's faces' embeddings, main face
+    first): a photo with several faces gives the one that agrees with the person's single-face
+    photos (:func:`facecls.data.face_choice.agree`; the main face when there is none)."""
+    single = [p[0] for p in photos if len(p) == 1]
+    several = [p for p in photos if len(p) > 1]
+    if not several:
+        return np.stack(single)
+    base = {0: np.sum(single, axis=0)} if single else {}
+    choice = agree(np.zeros(len(several), np.int64), several, base)
+    return np.stack(single + [p[k] for p, k in zip(several, choice.kept.tolist(), strict=True)])
 
 
 def check_name(name: str) -> str:
@@ -136,9 +150,11 @@ class ModelStore:
         found = (_VERSION.match(p.name) for p in self.root.iterdir())
         return sorted(int(m.group(1)) for m in found if m)
 
-    def enroll(self, name: str, faces: np.ndarray) -> dict[str, object]:
-        """Enroll ``name`` from uint8 faces ``(N, 3, S, S)`` (prepared as ``to_batch`` does) into
-        a new version; a name enrolled before is replaced. Returns a summary.
+    def enroll(self, name: str, faces: np.ndarray | list[np.ndarray]) -> dict[str, object]:
+        """Enroll ``name`` from uint8 faces ``(N, 3, S, S)`` (prepared as ``to_batch`` does; one
+        per photo), or from each photo's faces (a list of such arrays, main face first: a photo
+        with several adds the face that agrees with the others, :func:`chosen_faces`) into a new
+        version; a name enrolled before is replaced. Returns a summary.
 
         Raises:
             DataError: a bad name or no face; :class:`NameTaken`: a trained identity's name.
@@ -146,7 +162,11 @@ class ModelStore:
             OSError: the store cannot be written (or its current version is gone).
         """
         name = check_name(name)
-        if len(faces) == 0:
+        photos = [np.asarray(f) for f in faces] if isinstance(faces, list) else [
+            np.asarray(faces)[i : i + 1] for i in range(len(faces))
+        ]  # fmt: skip
+        photos = [p for p in photos if len(p)]
+        if not photos:
             raise DataError("no face to enroll")
         model = self._model
         if name in model.trained_names:
@@ -156,7 +176,7 @@ class ModelStore:
                 "the served model has no trained centroids (a bundle outside its run folder): "
                 "run facecls calibrate on its run and serve that"
             )
-        unit = l2_normalize(model.outputs(faces)[1].astype(np.float64))
+        unit = chosen_faces([l2_normalize(model.outputs(p)[1].astype(np.float64)) for p in photos])
         with self._lock:  # one writer at a time; each builds on the version before it
             model = self._model
             if not (model.folder / CENTROIDS_NAME).is_file():  # the next version starts from it

@@ -8,7 +8,6 @@ their ``Annotated`` types are made inside :func:`add_routes` and FastAPI must se
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
@@ -164,14 +163,16 @@ def add_routes(app: FastAPI, service: Service) -> None:
         )],
         files: Annotated[list[UploadFile], File(
             min_length=1, max_length=MAX_ENROLL_PHOTOS,
-            description=f"1-{MAX_ENROLL_PHOTOS} photos of the person (the main face of each): "
-            + about.removeprefix("a photo "), json_schema_extra=limits,
+            description=f"1-{MAX_ENROLL_PHOTOS} photos of the person (of a photo with several "
+            "faces, the one that agrees with the others): " + about.removeprefix("a photo "),
+            json_schema_extra=limits,
         )],
     ) -> Enrollment:  # fmt: skip
-        """Add a person from a few photos (the main face of each); kept on disk."""
-        faces = [await service.main_face(upload) for upload in files]
+        """Add a person from a few photos (of a photo with several faces, the one that agrees
+        with the others); kept on disk."""
+        faces = [await service.faces(upload) for upload in files]
         try:
-            answer = await run_in_threadpool(store.enroll, name, np.stack(faces))
+            answer = await run_in_threadpool(store.enroll, name, faces)
         except OSError as error:  # the store folder went away, a full disk, a read-only mount
             logger().error(f"facecls serve: /enroll could not write {store.root}: {error}")
             raise ApiError(

@@ -84,12 +84,17 @@ class Service:
         """Logits ``(N, C)`` and embeddings ``(N, D)`` of uint8 faces, batched with others."""
         return await asyncio.wrap_future(self.batcher.submit(faces))
 
-    async def main_face(self, upload: UploadFile) -> np.ndarray:
-        """The upload's main face, uint8 ``(3, S, S)``; 422 ``no_face`` without one."""
+    async def faces(self, upload: UploadFile) -> np.ndarray:
+        """The upload's faces, uint8 ``(N, 3, S, S)``, main face first; 422 ``no_face`` without
+        one."""
         photo = await self.read(upload)
         if len(photo.faces) == 0:
             raise ApiError(422, "no_face", f"{upload.filename or 'upload'}: no face found")
-        return photo.faces[0]
+        return photo.faces
+
+    async def main_face(self, upload: UploadFile) -> np.ndarray:
+        """The upload's main face, uint8 ``(3, S, S)``; 422 ``no_face`` without one."""
+        return (await self.faces(upload))[0]
 
     async def first_embedding(self, upload: UploadFile) -> np.ndarray:
         """The unit embedding of the upload's main face."""

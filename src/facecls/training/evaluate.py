@@ -18,6 +18,7 @@ from facecls.config import RunConfig
 from facecls.config_io import load_yaml, replace
 from facecls.data.batches import IndexBatches, resident
 from facecls.data.dataset import FaceDataset, load_dataset
+from facecls.data.face_choice import kept_faces_of
 from facecls.data.splits import (
     folds_from_document,
 )
@@ -164,7 +165,9 @@ def evaluate_run(
         config = replace(config, data={"source": data})
     device = resolve_device(config.train.device)
     model = bundle.model.to(device)
-    dataset = load_dataset(config.data, log, show_progress, str(device))
+    # the faces the run kept from photos with several (none listed: another source's data)
+    kept = kept_faces_of(run_dir) if data is None else None
+    dataset = load_dataset(config.data, log, show_progress, str(device), kept_faces=kept)
     document = json.loads((run_dir / "folds.json").read_text())
     split, _ = folds_from_document(dataset, document)
     images = resident(dataset.images, device)

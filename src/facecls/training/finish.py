@@ -79,9 +79,11 @@ def finish_run(
                           "train_counts": [int(c) for c in final.train_counts]}),
             run_dir / "model",
         )  # fmt: skip
-        # open set: msp/energy thresholds from the validation logits already computed; every
-        # score and the centroids when a linear probe holds the training part's embeddings
-        calibrate_trained(run_dir / "model", final, log, probe_train_part(final, dataset))
+        # open set: thresholds at FPIR 1 % from the validation outputs already computed and the
+        # calibration views of the validation part (one pass); every score and the centroids
+        # when a linear probe holds the training part's embeddings
+        calibrate_trained(run_dir / "model", final, log, probe_train_part(final, dataset),
+                          dataset, config.train.model)  # fmt: skip
         # Up to here; the report adds its own time below (report_seconds).
         result_metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
         history = [row for trained in folds for row in trained.history]

@@ -17,10 +17,12 @@ from facecls.config_rules import resolve
 from facecls.data.batches import resident
 from facecls.data.checks import report_data_problems
 from facecls.data.dataset import FaceDataset, load_dataset
+from facecls.data.face_choice import kept_faces_of
 from facecls.data.splits import TestSplit, folds_from_document, split_test
 from facecls.environment import environment
 from facecls.logs import RunLog, debug
 from facecls.models import model_info
+from facecls.models.face_embedder import choice_embedder
 from facecls.models.facenet import default_weights_path, missing_weights_message
 from facecls.models.factory import input_size_problem
 from facecls.runtime import autocast_dtype, runtime_for
@@ -133,9 +135,16 @@ def _start(
         check_resume(resume, config, command, log)
     device = dist.device
     # Rank 0 decodes (and extracts) into the cache first; the other ranks then read the cache.
-    dataset = dist.main_writes(lambda: load_dataset(config.data, log, show_progress, str(device)))
+    # a photo with several faces keeps the one that agrees with its identity's other photos
+    embedder = choice_embedder(config.train, config.data.image_size, str(device))
+    kept = kept_faces_of(resume) if resume is not None else None
+
+    def load() -> FaceDataset:
+        return load_dataset(config.data, log, show_progress, str(device), embedder, kept)
+
+    dataset = dist.main_writes(load)
     if dataset is None:
-        dataset = load_dataset(config.data, log, show_progress, str(device))
+        dataset = load()
     folds = None
     if resume is None:
         split = split_test(dataset, config.data, config.train.seed)

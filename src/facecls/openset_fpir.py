@@ -1,0 +1,133 @@
+"""Operating points by the stranger rate: thresholds at a target FPIR on pseudo-strangers.
+
+A validation part holds no strangers, but each of its people can play one: with their own
+identity left out (their class's logit, or their centroid), a photo's best remaining score is
+what a stranger who looks most like someone known would get. The threshold is set where
+``fpir`` (1 % by default) of these pseudo-stranger scores would be accepted, and the rate of
+known faces it names is reported beside it. For scores on centroids of a frozen backbone the
+pseudo-strangers are exact: the other people's centroids never saw the left-out photos. A
+trained head has seen every identity, so for ``msp`` and ``energy`` they are an approximation
+(``benchmarks/openset.py`` measures the real FPIR on LFW people outside training).
+
+The tail of a distribution needs samples: at fewer than :data:`MIN_TAIL` / ``fpir``
+pseudo-strangers (500 at 1 %) the estimate is too rough, and calibration falls back to the
+acceptance rule (:func:`facecls.openset_thresholds.threshold_at_acceptance`), saying so.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facecls.openset import cosine, logsumexp, margin_score, softmax
+
+DEFAULT_FPIR = 0.01
+MAX_FPIR = 0.5
+# Pseudo-strangers expected above the threshold at the target rate, at the least.
+MIN_TAIL = 5
+
+
+class FpirError(ValueError):
+    """A target false-positive identification rate outside (0, 0.5]."""
+
+
+def check_fpir(fpir: float) -> float:
+    """``fpir`` when it is a rate in (0, :data:`MAX_FPIR`], else :class:`FpirError`."""
+    if not isinstance(fpir, (int, float)) or not 0.0 < float(fpir) <= MAX_FPIR:
+        raise FpirError(
+            f"--fpir must be a rate in (0, {MAX_FPIR}] (the share of strangers named; 0.01 is "
+            f"1 %), not {fpir}"
+        )
+    return float(fpir)
+
+
+def needed(fpir: float) -> int:
+    """Pseudo-strangers needed to set a threshold at ``fpir``."""
+    return int(np.ceil(MIN_TAIL / fpir - 1e-9))
+
+
+def pseudo_stranger_scores(
+    method: str,
+    logits: np.ndarray,
+    features: np.ndarray | None,
+    centroids: np.ndarray | None,
+    targets: np.ndarray,
+) -> np.ndarray:
+    """Each image's ``method`` score ``(N,)`` with its own identity (``targets``) left out.
+
+    ``msp``/``energy``: the softmax or ``logsumexp`` of the logits without the own class's;
+    ``centroid``/``margin``: the cosines to every centroid but the own one.
+    """
+    rows = np.arange(len(targets))
+    if method in ("msp", "energy"):
+        rest = np.asarray(logits, dtype=np.float64).copy()
+        rest[rows, targets] = -np.inf
+        if method == "energy":
+            return logsumexp(rest)
+        return softmax(rest).max(axis=1)
+    if method not in ("centroid", "margin"):
+        raise ValueError(f"unknown open-set method {method!r}")
+    if features is None or centroids is None:
+        raise ValueError(f"the {method} score needs embeddings and class centroids")
+    cos = cosine(features, centroids).astype(np.float64)
+    cos[rows, targets] = -np.inf
+    chosen = cos.argmax(axis=1)
+    best = cos[rows, chosen]
+    if method == "centroid":
+        return best
+    cos[rows, chosen] = -np.inf
+    second = cos.max(axis=1) if cos.shape[1] > 2 else np.zeros(len(rows))
+    return margin_score(best, np.where(np.isfinite(second), second, 0.0))
+
+
+def threshold_at_fpir(stranger_scores: np.ndarray, fpir: float) -> float:
+    """The lowest threshold that accepts (score >= it) at most ``fpir`` of ``stranger_scores``."""
+    ranked = np.sort(np.asarray(stranger_scores, dtype=np.float64))[::-1]
+    if len(ranked) == 0:
+        raise ValueError("no pseudo-stranger scores to set a threshold on")
+    allowed = int(np.floor(fpir * len(ranked) + 1e-9))  # strangers that may be accepted
+    if allowed >= len(ranked):
+        return float(ranked[-1])
+    return float(np.nextafter(ranked[allowed], np.inf))
+
+
+def named_rate(scores: np.ndarray, correct: np.ndarray, threshold: float) -> float:
+    """Share of known faces named correctly at ``threshold`` (right name and score >= it)."""
+    if len(scores) == 0:
+        return 0.0
+    return float(np.mean(np.asarray(correct, bool) & (np.asarray(scores) >= threshold)))
+
+
+# Face-size bands (the detected box's longer side, px) the report shows rates for.
+FACE_BANDS: tuple[tuple[float, float], ...] = ((0, 60), (60, 100), (100, 160), (160, np.inf))
+
+
+def band_label(low: float, high: float) -> str:
+    """``< 60 px``, ``60-100 px``, ``> 160 px``."""
+    if low == 0:
+        return f"< {high:g} px"
+    return f"> {low:g} px" if not np.isfinite(high) else f"{low:g}-{high:g} px"
+
+
+def band_rates(
+    known_scores: np.ndarray,
+    correct: np.ndarray,
+    stranger_scores: np.ndarray,
+    face_px: np.ndarray,
+    threshold: float,
+) -> list[dict[str, float | int | str]]:
+    """Per face-size band: faces, the share named correctly, pseudo-strangers and the share
+    of them answered ``unknown`` at ``threshold`` (faces of unknown size are left out)."""
+    px = np.asarray(face_px, dtype=np.float64)
+    named = np.asarray(correct, bool) & (np.asarray(known_scores) >= threshold)
+    rejected = np.asarray(stranger_scores) < threshold
+    rows: list[dict[str, float | int | str]] = []
+    for low, high in FACE_BANDS:
+        inside = (px >= low) & (px < high)
+        if not inside.any():
+            continue
+        rows.append({
+            "band": band_label(low, high), "faces": int(inside.sum()),
+            "named": float(named[inside].mean()), "strangers": int(inside.sum()),
+            "strangers_unknown": float(rejected[inside].mean()),
+        })  # fmt: skip
+    return rows

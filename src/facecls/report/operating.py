@@ -1,0 +1,76 @@
+"""The open-set operating point of a model as the report and the model card show it: the score,
+its threshold, how it was set, and the named and stranger rates per face-size band."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def operating_point(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The operating point of a bundle's ``model.json`` content; ``None`` when uncalibrated."""
+    openset = meta.get("openset") or {}
+    if not openset or "threshold" not in openset:
+        return None
+    method = openset.get("method", "msp")
+    rates = (openset.get("rates") or {}).get(method, {})
+    stats = openset.get("calibration") or {}
+    return {
+        "method": method,
+        "threshold": float(openset["threshold"]),
+        "rule": openset.get("rule", "acceptance"),
+        "fpir": openset.get("fpir"),
+        "acceptance": openset.get("acceptance"),
+        "named": rates.get("named"),
+        "named_views": rates.get("named_views"),
+        "pseudo_strangers": stats.get("pseudo_strangers"),
+        "pseudo_named": rates.get("pseudo_strangers_named"),
+        "views": stats.get("views"),
+        "fallback": stats.get("fallback"),
+        "bands": list(rates.get("bands") or []),
+        "old": int(openset.get("version", 1)) < 2,
+        "by_hand": bool(openset.get("set_by_hand")),
+    }
+
+
+def how_set(point: dict[str, Any]) -> str:
+    """One sentence on how the threshold was set."""
+    if point["by_hand"]:
+        return "set by hand (`facecls calibrate --threshold`)"
+    if point["rule"] == "fpir":
+        text = (
+            f"set where {point['fpir']:.1%} of {point['pseudo_strangers']} pseudo-strangers "
+            "(validation people left out of their own class) are named"
+        )
+        if point["named"] is not None:
+            text += f"; it names {point['named']:.1%} of the validation faces"
+        if point["named_views"] is not None:
+            text += (
+                f" and {point['named_views']:.1%} of their {point['views']} views as photos "
+                "show them (smaller, softer, tilted, off-centre)"
+            )
+        return text
+    text = f"set to accept {point['acceptance']:.0%} of the correctly named validation faces"
+    if point["fallback"]:
+        text += f" ({point['fallback']})"
+    if point["old"]:
+        text += (
+            "; calibrated by an older facecls: `facecls calibrate RUN_FOLDER` sets it by the "
+            "stranger rate"
+        )
+    return text
+
+
+def band_lines(point: dict[str, Any]) -> list[str]:
+    """A Markdown table of the named and stranger rates per face-size band (``[]`` without)."""
+    if not point["bands"]:
+        return []
+    lines = [
+        "| face size (detector box) | faces | named correctly | pseudo-strangers answered unknown |",
+        "| --- | --- | --- | --- |",
+    ]
+    for row in point["bands"]:
+        lines.append(
+            f"| {row['band']} | {row['faces']} | {row['named']:.1%} | "
+            f"{row['strangers_unknown']:.1%} |"
+        )
+    return lines
