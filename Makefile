@@ -46,15 +46,6 @@ browser:
 test: lint browser
 	$(BIN)/python -m pytest -q
 
-# The documentation site with the API reference, served on http://127.0.0.1:8000 (tests/test_docs.py
-# builds it with --strict in `make test`).
-docs: dev
-	$(BIN)/mkdocs serve
-
-# The sdist and the wheel (pipx install dist/facecls-*.whl; docs/install.md).
-dist: dev
-	$(BIN)/python -m build --outdir dist .
-
 # The suite must not depend on one CPU's kernels: run it with ATen's portable kernels and its
 # AVX2 ones (ATEN_CPU_CAPABILITY), then with 1 and 2 PyTorch threads (FACECLS_TEST_THREADS,
 # read by tests/conftest.py). Four whole runs: about four times `make test`.
@@ -67,6 +58,15 @@ test-kernels: lint browser
 		echo "== FACECLS_TEST_THREADS=$$threads"; \
 		FACECLS_TEST_THREADS=$$threads $(BIN)/python -m pytest -q || exit 1; \
 	done
+
+# The documentation site with the API reference, served on http://127.0.0.1:8000 (tests/test_docs.py
+# builds it with --strict in `make test`).
+docs: dev
+	$(BIN)/mkdocs serve
+
+# The sdist and the wheel (pipx install dist/facecls-*.whl; docs/install.md).
+dist: dev
+	$(BIN)/python -m build --outdir dist .
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -108,3 +108,46 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason="needs a CUDA device: run benchmarks/gpu_check.sh on a GPU")
     for item in marked:
         item.add_marker(skip)
+
+
+# Identity names as long as LFW's longest, so a page's tables must fit them.
+LONG_NAMES = (
+    "Luiz_Inacio_Lula_da_Silva", "Arnold_Schwarzenegger_Jr", "Gloria_Macapagal_Arroyo",
+    "Juan_Carlos_Ferrero_Diaz",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def four_identity_run(tmp_path_factory: pytest.TempPathFactory, session_cache: Path) -> dict:
+    """A 2-fold cv run on 4 synthetic identities with long names, started as a user would:
+    from its own folder (``root``) with the default relative ``--runs-dir runs``."""
+    import os
+
+    from facecls.cli import main
+    from facecls.data.synthetic import SyntheticSpec, write_synthetic_folder
+
+    root = tmp_path_factory.mktemp("four")
+    spec = SyntheticSpec(num_classes=4, max_per_class=18, min_per_class=10, image_size=32, seed=5)
+    data = write_synthetic_folder(root / "faces", spec)
+    for old, new in zip(sorted(p.name for p in data.iterdir()), LONG_NAMES, strict=True):
+        (data / old).rename(data / new)
+    strangers = write_synthetic_folder(
+        root / "strangers-src", SyntheticSpec(num_classes=2, max_per_class=4, min_per_class=4,
+                                              image_size=32, seed=99),
+    )  # fmt: skip
+    photos = root / "strangers"
+    photos.mkdir()
+    for i, path in enumerate(sorted(strangers.rglob("*.png"))):
+        path.rename(photos / f"stranger_{i}.png")
+    here = Path.cwd()
+    os.chdir(root)
+    try:
+        code = main([
+            "--quiet", "cv", "--data", str(data), "--image-size", "32", "--epochs", "2",
+            "--folds", "2", "--batch-size", "16", "--cache-dir", str(session_cache),
+            "--name", "four",
+        ])  # fmt: skip
+    finally:
+        os.chdir(here)
+    assert code == 0
+    return {"root": root, "run": root / "runs" / "four", "data": data, "strangers": photos}

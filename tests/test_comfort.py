@@ -91,7 +91,7 @@ def test_quiet_prints_nothing_but_keeps_run_log(
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
     text = (tmp_path / "q" / "run.log").read_text()
-    assert "fold 0 epoch   1/1" in text and "Test: accuracy" in text
+    assert "fold 0 epoch   1/1" in text and "95 % intervals): accuracy" in text
 
 
 def test_model_card_names_the_numbers_of_metrics_json(run: dict) -> None:
@@ -100,7 +100,7 @@ def test_model_card_names_the_numbers_of_metrics_json(run: dict) -> None:
     for key in ("accuracy", "balanced_accuracy", "macro_f1"):
         assert f"{test['summary'][key]:.3f}" in card
         low, high = test["intervals_95"][key]
-        assert f"{low:.3f} – {high:.3f}" in card
+        assert f"[{low:.3f}, {high:.3f}]" in card
     for group, recall in test["groups"]["recall"].items():
         assert f"| {group} | {test['groups']['identities'][group]} | {recall:.3f} |" in card
     model = json.loads((run["dir"] / "model" / "model.json").read_text())

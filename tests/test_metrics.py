@@ -181,14 +181,26 @@ def _row(name: str, aggregated: float, support: int = 1) -> metrics_classes.Clas
 
 
 def test_ranked_order_and_ties() -> None:
+    """By any one metric (here aggregated); the report's Acc order is tests/test_rankings.py."""
     rows = [_row("d", 0.5), _row("b", 0.9), _row("a", 0.9), _row("c", 0.1), _row("e", 0.5)]
-    assert [m.name for m in metrics_classes.ranked(rows, n=3)] == ["a", "b", "d"]
-    assert [m.name for m in metrics_classes.ranked(rows, n=3, worst=True)] == ["c", "d", "e"]
-    assert [m.name for m in metrics_classes.ranked(rows[::-1], n=3)] == ["a", "b", "d"]
+    assert [m.name for m in metrics_classes.ranked(rows, "aggregated", n=3)] == ["a", "b", "d"]
+    assert [m.name for m in metrics_classes.ranked(rows, "aggregated", n=3, worst=True)] == [
+        "c",
+        "d",
+        "e",
+    ]
+    assert [m.name for m in metrics_classes.ranked(rows[::-1], "aggregated", n=3)] == [
+        "a",
+        "b",
+        "d",
+    ]
     # Support breaks ties before the name does.
     tied = [_row("a", 0.0, 2), _row("z", 0.0, 9), _row("m", 1.0, 3), _row("b", 1.0, 7)]
-    assert [m.name for m in metrics_classes.ranked(tied, n=2, worst=True)] == ["z", "a"]
-    assert [m.name for m in metrics_classes.ranked(tied, n=2)] == ["b", "m"]
+    assert [m.name for m in metrics_classes.ranked(tied, "aggregated", n=2, worst=True)] == [
+        "z",
+        "a",
+    ]
+    assert [m.name for m in metrics_classes.ranked(tied, "aggregated", n=2)] == ["b", "m"]
     assert len(metrics_classes.ranked(rows, n=10)) == 5
     with pytest.raises(ValueError):
         metrics_classes.ranked(rows, key="name")
@@ -210,10 +222,14 @@ def test_confused_pairs() -> None:
 
 
 def test_bootstrap_matches_loop_oracle() -> None:
+    """The vectorised bootstrap against scikit-learn on each of the same (stratified)
+    resamples; each resample keeps every identity's number of test items."""
     targets, preds = _random_predictions(7, 200, 3)
     n_boot, seed = 5, 11
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(targets), size=(n_boot, len(targets)))
+    (idx,) = metrics_intervals.stratified_resamples(targets, n_boot, rng, chunk=n_boot)
+    for row in idx:
+        assert np.array_equal(np.bincount(targets[row], minlength=7), np.bincount(targets))
     values = [
         skm.f1_score(targets[i], preds[i], labels=range(7), average="macro", zero_division=0)
         for i in idx
@@ -258,6 +274,7 @@ def test_metrics_table_is_json_and_skips_untested_classes() -> None:
         "per_class",
         "top5",
         "worst5",
+        "ranking",
         "aggregated",
         "definitions",
         "confused_pairs",

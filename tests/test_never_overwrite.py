@@ -182,3 +182,24 @@ def test_an_annotated_video_is_replaced_only_when_facecls_wrote_it(
     assert main([*args, "--annotate", str(mine)]) == 2
     assert f"--annotate {mine}: exists and is not a facecls annotated video" in _one_error(capsys)
     assert mine.read_bytes() == before
+
+
+def test_enroll_never_writes_into_a_folder_of_other_files(
+    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import shutil
+
+    from facecls.bundle import write_centroids
+
+    model = tmp_path / "model"  # a copy with trained centroids, so enroll gets as far as writing
+    shutil.copytree(bundle, model)
+    write_centroids(model, {"trained": np.eye(3, 300, dtype=np.float32)})
+    people = tmp_path / "people"
+    _photo(people / "dora" / "1.png", 1)
+    folder = tmp_path / "mine"  # a folder of the user's own, not a bundle
+    (folder / "notes.txt").parent.mkdir()
+    (folder / "notes.txt").write_text("the user's own file\n")
+    before = _digests(folder)
+    assert main(["enroll", str(model), "--data", str(people), "--out", str(folder)]) == 2
+    assert f"--out {folder}: this folder holds files and is not a facecls" in _one_error(capsys)
+    assert _digests(folder) == before

@@ -360,6 +360,8 @@ def test_cli_report_and_compare(runs: dict[str, Path], tmp_path: Path, capsys) -
     assert "Accuracy" in table and "Balanced accuracy" in table
     assert str(tmp_path / "cmp" / "comparison.html") in out
     assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "no run folder named" in capsys.readouterr().err
+    assert main(["report", str(tmp_path)]) == 2
     assert "not a complete facecls run folder" in capsys.readouterr().err
 
 
@@ -494,7 +496,7 @@ def test_findings_name_collapse_and_unfinished_training() -> None:
 
     collapsed = np.array([[4, 0, 0], [8, 0, 0], [8, 0, 0]])  # everything predicted as "ann"
     found = findings(run([10, 10]), collapsed, {"head": 1.0, "few": 0.0})
-    assert found[0].startswith("ann is predicted for 100% of the test images but is only 20%")
+    assert found[0].startswith("ann is predicted for 20 of the 20 test images but is only 4")
     assert "2 of the 3 identities in the test part are never predicted" in found[1]
     assert "still falling at the last epoch (10)" in found[2]
     assert "recalled at 100%, the few-image ones at 0%" in found[3]

@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # what the names below are, for type checkers and editors
     from facecls.inference.verify import embed, verify
     from facecls.inference.video import predict_video
     from facecls.library.index import index_photos as index
+    from facecls.library.search import search_library
     from facecls.library.store import open_library
     from facecls.models import create_model, list_models
     from facecls.models.weights_store import get_weights, list_weights
@@ -62,6 +63,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "serve": ("facecls.service.serve", "serve"),
     "index": ("facecls.library.index", "index_photos"),
     "open_library": ("facecls.library.store", "open_library"),
+    "search_library": ("facecls.library.search", "search_library"),
     "embed": ("facecls.inference.verify", "embed"),
     "verify": ("facecls.inference.verify", "verify"),
     "predict_video": ("facecls.inference.video", "predict_video"),
@@ -121,6 +123,7 @@ __all__ = [
     "predict",
     "predict_video",
     "search",
+    "search_library",
     "serve",
     "train",
     "tune",

@@ -153,12 +153,17 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Batch augmentation applied on the training device (rotation is the report's)."""
+    """Batch augmentation applied on the training device. Rotation is the report's; the rest is
+    filled from ``--recipe`` when unset (``report``: none of it; ``fast``: flip, zoom, shift)."""
 
     rotation: float = _opt(10.0, "random rotation range in degrees")
-    hflip: bool = _opt(True, "random horizontal flip", commands=())
-    scale: float = _opt(0.1, "random zoom: scale drawn from 1 ± this", commands=())
-    translate: float = _opt(0.06, "random shift: up to this fraction of the side", commands=())
+    hflip: bool | None = _opt(None, "random horizontal flip", default_text=_RECIPE)
+    scale: float | None = _opt(
+        None, "random zoom: scale drawn from 1 ± this (0: none)", default_text=_RECIPE
+    )
+    translate: float | None = _opt(
+        None, "random shift: up to this fraction of the side (0: none)", default_text=_RECIPE
+    )
     enabled: bool = _opt(True, "augment the training batches at all", commands=())
 
 
@@ -186,8 +191,9 @@ class TrainConfig:
     recipe: str = _opt(
         "fast",
         "fills the settings left unset: fast (AdamW, one-cycle, label "
-        "smoothing 0.1, flip TTA, 30 epochs) or report (the report's Adam, lr "
-        "1e-4, weight decay 5e-3, constant rate, 10 epochs)",
+        "smoothing 0.1, flip TTA, flip/zoom/shift augmentation, 30 epochs) or report (the "
+        "report's Adam, lr 1e-4, weight decay 5e-3, constant rate, rotation-only augmentation, "
+        "a frozen backbone for --pretrained, 10 epochs)",
         choices=RECIPE_NAMES,
     )
     epochs: int | None = _opt(None, "passes over the training part", default_text=_RECIPE)
@@ -243,12 +249,14 @@ class TrainConfig:
         choices=SAMPLERS,
         group="imbalance",
     )
-    freeze: str = _opt(
-        "none",
-        "backbone: linear probe (only the final Linear trains); "
-        "backbone-then-unfreeze: probe until --unfreeze-epoch, then fine-tune",
+    freeze: str | None = _opt(
+        None,
+        "none: the whole network trains; backbone: linear probe (only the final Linear "
+        "trains); backbone-then-unfreeze: probe until --unfreeze-epoch, then fine-tune",
         choices=FREEZE,
         group="fine-tuning",
+        default_text="none; under --recipe report, backbone for --pretrained or --weights "
+        "(the report's transfer model trained only its fully connected layer)",
     )
     unfreeze_epoch: int | None = _opt(
         None,

@@ -19,6 +19,17 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def given_settings(config: RunConfig) -> dict[str, Any]:
+    """The settings a config sets away from the dataclass defaults, before any recipe fills it:
+    what the user chose (``{"train.epochs": 3, ...}``), the run's name and folder aside."""
+    default = to_dict(RunConfig())
+    out = {}
+    for section, body in to_dict(config).items():
+        if isinstance(body, dict):
+            out.update({f"{section}.{k}": v for k, v in body.items() if v != default[section][k]})
+    return out
+
+
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """Check ``value`` against a field annotation; ints are accepted where floats are expected."""
     origin = typing.get_origin(annotation)

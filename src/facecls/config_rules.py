@@ -9,6 +9,7 @@ from facecls.config import (
     DEVICE_PATTERN,
     MAX_IMAGE_SIZE,
     MAX_SEED,
+    AugmentConfig,
     ConfigError,
     RunConfig,
     imbalance_of,
@@ -30,6 +31,11 @@ RECIPES: dict[str, dict[str, Any]] = {
         "label_smoothing": 0.1, "flip_tta": True, "epochs": 30,
     },
 }  # fmt: skip
+# What each recipe puts in the AugmentConfig fields left unset: the report rotates only (§3.1).
+AUGMENT_RECIPES: dict[str, dict[str, Any]] = {
+    "report": {"hflip": False, "scale": 0.0, "translate": 0.0},
+    "fast": {"hflip": True, "scale": 0.1, "translate": 0.06},
+}
 # Fine-tuning pretrained weights wants a smaller step than training from scratch.
 FAST_PRETRAINED_LR = 1e-3
 # A linear probe (--freeze backbone) trains one Linear layer: a larger step converges in a few
@@ -45,12 +51,17 @@ def resolve(config: RunConfig) -> RunConfig:
     defaults = dict(RECIPES[t.recipe])
     if t.pretrained is None:  # FaceNet from scratch is rarely wanted: its weights by default
         t = dataclasses.replace(t, pretrained=t.model == "facenet" and not t.weights)
-    if t.recipe == "fast" and t.freeze == "backbone":
+    # The report's transfer model trained only its fully connected layer (§3.4).
+    starts_pretrained = bool(t.pretrained or t.weights)
+    defaults["freeze"] = "backbone" if t.recipe == "report" and starts_pretrained else "none"
+    freeze = t.freeze if t.freeze is not None else defaults["freeze"]
+    if t.recipe == "fast" and freeze == "backbone":
         defaults["lr"] = FAST_PROBE_LR
     elif t.recipe == "fast" and (t.pretrained or t.weights):
         defaults["lr"] = FAST_PRETRAINED_LR
     filled = {k: v for k, v in defaults.items() if getattr(t, k) is None}
     config = dataclasses.replace(config, train=dataclasses.replace(t, **filled))
+    config = dataclasses.replace(config, augment=augment_of(config.augment, t.recipe))
     if config.data.faces == "detect":
         faces = DETECT_PIPELINES.get(t.model, "align")
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, faces=faces))
@@ -64,6 +75,13 @@ def _plain_name(name: str) -> bool:
         and name not in (".", "..")
         and not any(sep in name for sep in ("/", "\\", "\0"))
     )
+
+
+def augment_of(augment: AugmentConfig, recipe: str = "fast") -> AugmentConfig:
+    """``augment`` with its unset fields filled from ``recipe`` (the ``fast`` one when a caller
+    augments with a config no run resolved)."""
+    unset = {k: v for k, v in AUGMENT_RECIPES[recipe].items() if getattr(augment, k) is None}
+    return dataclasses.replace(augment, **unset)
 
 
 def _check_choices(config: RunConfig) -> None:

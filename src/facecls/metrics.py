@@ -140,16 +140,22 @@ def summary(cm: np.ndarray) -> dict[str, float]:
     return {key: float(value) for key, value in summary_arrays(check_cm(cm)).items()}
 
 
-def top_k_accuracy(probs_or_logits: np.ndarray, targets: np.ndarray, k: int = 5) -> float:
-    """Fraction of samples whose true class is among the k highest scores.
+def top_k_hits(probs_or_logits: np.ndarray, targets: np.ndarray, k: int = 5) -> np.ndarray:
+    """Whether each sample's true class is among its k highest scores, ties broken by class index.
+
+    The one tie rule of facecls (``torch.topk``'s and a stable sort's): among equal scores the
+    lower class index ranks first, so the true class's rank is the number of classes scoring
+    strictly higher plus those scoring the same with a lower index. ``predictions.csv`` lists
+    its top-k in the same order, so the metric recomputes from the file.
 
     Args:
-        probs_or_logits: (N, K) scores; any monotone transform (softmax or not) gives the same answer.
+        probs_or_logits: (N, K) scores; any strictly monotone transform gives the same answer
+            (softmax can merge distinct logits into equal probabilities: rank the logits).
         targets: (N,) true class indices.
         k: How many top scores count; clipped to K.
 
     Returns:
-        Top-k accuracy in [0, 1]. Ties with the true class's score count in its favour.
+        (N,) bool.
     """
     scores = np.asarray(probs_or_logits, dtype=np.float64)
     targets = np.asarray(targets).ravel()
@@ -157,10 +163,17 @@ def top_k_accuracy(probs_or_logits: np.ndarray, targets: np.ndarray, k: int = 5)
         raise ValueError(f"need (N, K) scores with N = len(targets) > 0, got {scores.shape}")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    target_scores = scores[np.arange(len(targets)), targets]
-    # The true class is in the top k iff fewer than k classes score strictly higher: O(NK), no sort.
-    higher = (scores > target_scores[:, None]).sum(axis=1)
-    return float(np.mean(higher < min(k, scores.shape[1])))
+    target_scores = scores[np.arange(len(targets)), targets][:, None]
+    lower_index = np.arange(scores.shape[1])[None, :] < targets[:, None]
+    # O(NK), no sort: classes strictly higher, and equal ones that come first by index.
+    rank = (scores > target_scores).sum(axis=1) + ((scores == target_scores) & lower_index).sum(1)
+    return rank < min(k, scores.shape[1])
+
+
+def top_k_accuracy(probs_or_logits: np.ndarray, targets: np.ndarray, k: int = 5) -> float:
+    """Fraction of samples whose true class is among the k highest scores (:func:`top_k_hits`:
+    ties broken by class index, lower first)."""
+    return float(np.mean(top_k_hits(probs_or_logits, targets, k)))
 
 
 @dataclass

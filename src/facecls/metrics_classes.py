@@ -37,8 +37,14 @@ DEFINITIONS = {
     "summary.class_avg_accuracy": "Table 5's Accuracy row: mean per-class accuracy over all "
     "classes (= macro_recall)",
     "summary.class_avg_ovr_accuracy": "mean one-vs-rest accuracy over all classes",
-    "top5/worst5": "ranked by aggregated, ties broken by larger support, then name",
+    "top5/worst5": "ranked by accuracy as the report's Tables 3 and 4 are; ties broken by more "
+    "test images, then aggregated, then name; no identity is in both lists",
 }
+# Said under the tables on every page that shows them.
+RANK_RULE = (
+    "ranked by Acc, as the seed report's Tables 3 and 4 are; equal Acc: more test images first, "
+    "then Aggregated (higher first in the top list, lower first in the worst), then the name"
+)
 
 _RANK_KEYS = tuple(f.name for f in fields(ClassMetrics) if f.name != "name")
 
@@ -67,18 +73,54 @@ def per_class(cm: np.ndarray, class_names: Sequence[str]) -> list[ClassMetrics]:
 
 
 def ranked(
-    metrics: list[ClassMetrics], key: str = "aggregated", n: int = 5, worst: bool = False
+    metrics: Sequence[ClassMetrics], key: str = "accuracy", n: int = 5, worst: bool = False
 ) -> list[ClassMetrics]:
-    """The best (or worst) n classes by one metric, as in the report's Tables 3 and 4.
+    """The best (or worst) n classes by one metric; by Acc, as in the report's Tables 3 and 4.
 
-    Ties break by support, larger first (among identities never recognised, the one with the most
-    test images missed is the worst; among perfect ones, the best-attested is the best), then by
-    name, so the order never depends on input order.
+    In all eight top and worst lists the report prints, Acc is in order and Aggregated is not.
+    Ties break by support, larger first (among identities never recognised, the one with the
+    most test images missed is the worst; among perfect ones, the best-attested is the best),
+    then by aggregated (higher first for the best, lower first for the worst), then by name, so
+    the order never depends on input order.
     """
     if key not in _RANK_KEYS:
         raise ValueError(f"unknown key {key!r}; choose from {', '.join(_RANK_KEYS)}")
     sign = 1.0 if worst else -1.0
-    return sorted(metrics, key=lambda m: (sign * getattr(m, key), -m.support, m.name))[: max(n, 0)]
+    return sorted(
+        metrics,
+        key=lambda m: (sign * getattr(m, key), -m.support, sign * m.aggregated, m.name),
+    )[: max(n, 0)]
+
+
+def top_and_worst(
+    metrics: Sequence[ClassMetrics], n: int = 5
+) -> tuple[list[ClassMetrics], list[ClassMetrics], dict]:
+    """Tables 3 and 4 over the tested identities, never with one identity in both.
+
+    With fewer than ``2 n`` tested identities the top list takes the better half (rounded up)
+    and the worst list the rest; the worst list is ranked among identities not in the top one.
+
+    Returns:
+        ``(top, worst, ranking)``; ``ranking`` holds ``tested`` (identities with test images),
+        ``rule`` (:data:`RANK_RULE`) and ``ties``: one ``{"accuracy", "identities"}`` per Acc
+        value shared across a list's boundary (which of them are shown is decided by the
+        tie-breaks, and the page says so).
+    """
+    tested = [m for m in metrics if m.support > 0]
+    top = ranked(tested, n=min(n, (len(tested) + 1) // 2))
+    names = {m.name for m in top}
+    rest = [m for m in tested if m.name not in names]
+    worst = ranked(rest, n=min(n, len(rest)), worst=True)
+    shown = top + worst
+    ties = []
+    for value in sorted({m.accuracy for m in shown}, reverse=True):
+        sharing = [m for m in tested if m.accuracy == value]
+        in_top = sum(m in top for m in sharing)
+        in_worst = sum(m in worst for m in sharing)
+        if len(sharing) > 1 and len(sharing) != max(in_top, in_worst):
+            ties.append({"accuracy": float(value), "identities": len(sharing)})
+    ranking = {"tested": len(tested), "rule": RANK_RULE, "ties": ties}
+    return top, worst, ranking
 
 
 def median_and_above(metrics: Sequence[ClassMetrics], threshold: float = 0.9) -> dict[str, float]:
@@ -124,19 +166,22 @@ def confused_pairs(cm: np.ndarray, class_names: Sequence[str], n: int = 20) -> l
 def metrics_table(cm: np.ndarray, class_names: Sequence[str]) -> dict:
     """Everything above in one JSON-serialisable dict.
 
-    Keys: ``summary``, ``per_class`` (one dict per class), ``top5`` and ``worst5`` (by aggregated
-    score, support breaking ties, among classes present in the test data, so a class never tested
-    is not called "worst"), ``aggregated`` (:func:`median_and_above`) and ``confused_pairs``.
+    Keys: ``summary``, ``per_class`` (one dict per class), ``top5`` and ``worst5``
+    (:func:`top_and_worst`: by Acc, among classes present in the test data, so a class never
+    tested is not called "worst", and never one class in both), ``ranking`` (how they were
+    ranked, ties across their boundaries), ``aggregated`` (:func:`median_and_above`) and
+    ``confused_pairs``.
     """
     classes = per_class(cm, class_names)
-    tested = [m for m in classes if m.support > 0]
+    top, worst, ranking = top_and_worst(classes)
     return {
         "summary": summary(cm),
         "aggregated": median_and_above(classes),
         "definitions": DEFINITIONS,
         "per_class": [asdict(m) for m in classes],
-        "top5": [asdict(m) for m in ranked(tested, n=5)],
-        "worst5": [asdict(m) for m in ranked(tested, n=5, worst=True)],
+        "top5": [asdict(m) for m in top],
+        "worst5": [asdict(m) for m in worst],
+        "ranking": ranking,
         "confused_pairs": confused_pairs(cm, class_names),
     }
 

@@ -9,9 +9,10 @@ sessions"; these tests say whether a difference is larger than the test set's sa
   fair coin, so the exact two-sided p-value is ``min(1, 2 * P[Binom(b + c, 1/2) <= min(b, c)])``;
   the mid-p value subtracts half the probability of the observed point (less conservative); the
   chi-square statistic with continuity correction is ``(|b - c| - 1)^2 / (b + c)``.
-* :func:`paired_bootstrap` resamples test images (the same resample for both models) and gives the
-  distribution of the difference in balanced accuracy, which accuracy-based McNemar cannot see on
-  imbalanced data.
+* :func:`paired_bootstrap` resamples test images within each identity, as every interval of
+  facecls does (:mod:`facecls.metrics_intervals`), the same resample for both models, and gives
+  the distribution of the difference in balanced accuracy, which accuracy-based McNemar cannot see
+  on imbalanced data.
 
 Nothing here reads or writes files.
 """
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
+
+from facecls.metrics_intervals import stratified_resamples
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,8 @@ def paired_bootstrap(
     seed: int = 0,
     alpha: float = 0.05,
 ) -> PairedBootstrap:
-    """Paired bootstrap of the difference in balanced accuracy, A minus B.
+    """Paired bootstrap of the difference in balanced accuracy, A minus B, resampling the test
+    images within each identity (:func:`facecls.metrics_intervals.stratified_resamples`).
 
     Args:
         targets: (N,) true class indices of the shared test images.
@@ -155,13 +159,11 @@ def paired_bootstrap(
     value_b = float(balanced_accuracy_of_resamples(targets, correct_b, whole, num_classes)[0])
     rng = np.random.default_rng(seed)
     chunk = max(1, (1 << 22) // max(n, num_classes))  # bounded memory: ~4 M indices per chunk
-    diffs = []
-    for start in range(0, n_boot, chunk):
-        idx = rng.integers(0, n, size=(min(chunk, n_boot - start), n))
-        diffs.append(
-            balanced_accuracy_of_resamples(targets, correct_a, idx, num_classes)
-            - balanced_accuracy_of_resamples(targets, correct_b, idx, num_classes)
-        )
+    diffs = [
+        balanced_accuracy_of_resamples(targets, correct_a, idx, num_classes)
+        - balanced_accuracy_of_resamples(targets, correct_b, idx, num_classes)
+        for idx in stratified_resamples(targets, n_boot, rng, chunk)
+    ]
     d = np.concatenate(diffs)
     low, high = np.percentile(d, [50.0 * alpha, 100.0 - 50.0 * alpha])
     # Ties at exactly zero count half to each side, so identical models get p = 1.

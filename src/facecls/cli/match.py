@@ -38,10 +38,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "for both photos, or one for each",
     )  # fmt: skip
     add_require_digest(p)
-    p = sub.add_parser("search", help="the gallery faces closest to a photo's face")
-    p.add_argument("model", type=Path, help="run folder or model bundle")
-    p.add_argument("photo", type=Path, help="the photo to look for")
-    p.add_argument("--gallery", type=Path, required=True, help="folder of photos (cached)")
+    p = sub.add_parser(
+        "search", help="the gallery's (or library's) faces closest to a photo's face",
+        usage="facecls search MODEL PHOTO --gallery DIR|FILE | facecls search PHOTO --library LIB",
+    )  # fmt: skip
+    p.add_argument("inputs", nargs="+", type=Path, metavar="[MODEL] PHOTO",
+                   help="run folder or bundle, and the photo to look for (--library: the photo; "
+                   "the library's own model embeds it)")  # fmt: skip
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--gallery", type=Path,
+                       help="folder of photos (cached), or a facecls embed file")  # fmt: skip
+    where.add_argument("--library", metavar="LIB",
+                       help="a face library (folder or postgresql://): search all its faces")  # fmt: skip
+    p.add_argument("--model", type=Path, metavar="RUN",
+                   help="with --library: the trained model it was indexed with (default FaceNet)")  # fmt: skip
+    p.add_argument("--weights", type=Path, help="with --library: the FaceNet weights file")
     p.add_argument("--top-k", type=int, default=5, help="faces listed (default 5)")
     p.add_argument(
         "--detect",
@@ -58,7 +69,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--store", type=Path, help="folder of enrolled versions (default <bundle>.served)"
     )
-    p.add_argument("--gallery", type=Path, help="folder of photos /search looks in")
+    p.add_argument("--gallery", type=Path,
+                   help="folder of photos, or a facecls embed file, /search looks in")  # fmt: skip
     p.add_argument(
         "--detect",
         action="store_true",
@@ -80,20 +92,36 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
                                 face=args.face, require_digest=args.require_digest)  # fmt: skip
         print(answer.line())
     elif args.command == "search":
-        result = facecls.search(args.model, args.photo, args.gallery, args.top_k, args.detect,
-                                log=log, require_digest=args.require_digest,
-                                show_progress=progress)  # fmt: skip
-        for rank, match in enumerate(result.matches, 1):
-            face = "" if match.face is None else f" face {match.face}"
-            mark = "" if match.same is None else ("same   " if match.same else "       ")
-            print(f"{rank}. {match.similarity:.4f}  {mark}{match.path}{face}")
-        if result.threshold is None:
-            print("(this model has no verify threshold: no match is marked as the same person)")
-        else:
-            far = "" if result.far is None else f", false-accept rate {result.far:.1%}"
-            print(f"(same: similarity >= {result.threshold:.4f}, the model's verify threshold"
-                  f"{far})")  # fmt: skip
+        _search(args, log, progress)
     else:
         facecls.serve(args.model, args.host, args.port, args.token, args.store, args.gallery,
                       args.detect, log=log, threads=args.threads, quiet=args.quiet,
                       require_digest=args.require_digest)  # fmt: skip
+
+
+def _search(args: argparse.Namespace, log: Any, progress: bool) -> None:
+    import facecls
+
+    wanted = 1 if args.library else 2
+    if len(args.inputs) != wanted:
+        raise ValueError("search takes MODEL PHOTO with --gallery, or PHOTO with --library")
+    if args.library:
+        found = facecls.search_library(args.inputs[0], args.library, args.top_k, args.model,
+                                       args.weights, log=log)  # fmt: skip
+        for rank, match in enumerate(found.matches, 1):
+            who = f"  [{match.person}]" if match.person else ""
+            print(f"{rank}. {match.similarity:.4f}  {match.path} face {match.face}{who}")
+        return
+    result = facecls.search(*args.inputs, args.gallery, args.top_k, args.detect, log=log,
+                            require_digest=args.require_digest,
+                            show_progress=progress)  # fmt: skip
+    for rank, match in enumerate(result.matches, 1):
+        face = "" if match.face is None else f" face {match.face}"
+        mark = "" if match.same is None else ("same   " if match.same else "       ")
+        print(f"{rank}. {match.similarity:.4f}  {mark}{match.path}{face}")
+    if result.threshold is None:
+        print("(this model has no verify threshold: no match is marked as the same person)")
+    else:
+        far = "" if result.far is None else f", false-accept rate {result.far:.1%}"
+        print(f"(same: similarity >= {result.threshold:.4f}, the model's verify threshold"
+              f"{far})")  # fmt: skip

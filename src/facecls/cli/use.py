@@ -68,7 +68,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", type=Path, help="run folder (recalibrate from data) or bundle")
     p.add_argument("--method", choices=list(METHODS), help="open-set score")
     p.add_argument(
-        "--fpir", type=float,  # check_fpir names the range, NaN included
+        "--fpir", type=float,  # check_fpir refuses nan and the rest in one line
         help="share of strangers named at the operating point, in (0, 0.5] (default 0.01): "
         "the threshold names that share of pseudo-strangers (validation people left out)",
     )  # fmt: skip

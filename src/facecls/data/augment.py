@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from facecls.config import AugmentConfig
+from facecls.config_rules import augment_of
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 1024) -> tuple[list[float], list[float]]:
@@ -62,6 +63,7 @@ def augment(
     x = normalize(images, mean, std)
     if not config.enabled:
         return x
+    config = augment_of(config)  # a run's config is resolved already; unset means fast's
     b, device = x.shape[0], x.device
     first, total = rows if rows is not None else (0, b)
 

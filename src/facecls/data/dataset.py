@@ -44,13 +44,13 @@ class FaceDataset:
         groups: ``(N,)`` duplicate-group id of each image (``data/duplicates.py``); splits keep
             a group together. ``None`` means every image is its own group.
         duplicates: the duplicate report (``Duplicates.report``) for ``data_report.json``.
-        sizes: the size in bytes of each image's file (``None`` for the synthetic source); with
-            the pixels it fingerprints the data a run resumes on.
         files: each image's file (folders and archives; the calibration views re-read them).
         faces_found: what detection found (``align``/``box``): each image's face box and
             detector score, every face of photos with several (``data/face_choice.py``).
         several_faces: per photo with several faces, the face kept and how sure the choice
             is (for ``data_report.json`` and the report).
+        sizes: the size in bytes of each image's file (``None`` for the synthetic source); with
+            the pixels it fingerprints the data a run resumes on.
     """
 
     images: torch.Tensor
@@ -62,10 +62,10 @@ class FaceDataset:
     info: dict[str, Any] = field(default_factory=dict)
     groups: np.ndarray | None = None
     duplicates: dict[str, Any] | None = None
-    sizes: list[int] | None = None
     files: list[Path] | None = None
     faces_found: FacesFound | None = None
     several_faces: list[dict[str, Any]] = field(default_factory=list)
+    sizes: list[int] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -107,13 +107,6 @@ def _synthetic(config: DataConfig) -> FaceDataset:
     )
 
 
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:  # removed since it was decoded: the fingerprint differs, as it should
-        return -1
-
-
 def _choose_faces(
     dataset: FaceDataset, embedder: Callable[[], FaceEmbedder | None] | None,
     kept_faces: list[dict[str, Any]] | None, cache_dir: Path, log: Callable[[str], None],
@@ -146,6 +139,13 @@ def _choose_faces(
         dataset.info["decode_key"] = f"{dataset.info['decode_key']}-k{digest}"
     log(f"Faces: {len(found.rows)} photos with several faces; kept by {how}: not the main "
         f"face in {changed}, doubtful in {doubtful} (data_report.json lists them)")  # fmt: skip
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # removed since it was decoded: the fingerprint differs, as it should
+        return -1
 
 
 def load_dataset(

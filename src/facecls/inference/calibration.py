@@ -319,7 +319,7 @@ def calibrate_command(
         if acceptance is not None:
             raise ValueError("give --fpir or --acceptance, not both: they are two rules")
     if acceptance is not None:
-        finite(acceptance, "--acceptance", low=0.0, high=1.0)
+        finite(acceptance, "--acceptance")
         if not 0.0 < acceptance <= 1.0:
             raise ValueError(f"--acceptance must be in (0, 1], not {acceptance}")
     path = Path(model_path)

@@ -36,9 +36,15 @@ from facecls.inference.faces import (
     main_faces,
     photo_items,
 )
+from facecls.inference.identities import (
+    INDEXED_FROM,
+    centroid_head,
+    centroid_index,
+    classifier_head,
+)
 from facecls.inference.model_inputs import PhotoInputs, in_memory_photos
 from facecls.numbers import finite
-from facecls.openset import METHODS, cosine, l2_normalize, margin_score, runner_up, scores, softmax
+from facecls.openset import METHODS, l2_normalize
 from facecls.openset_thresholds import (
     ENROLLED_METHODS,
     enrolled_method,
@@ -46,6 +52,7 @@ from facecls.openset_thresholds import (
     shot_threshold,
 )
 from facecls.runtime import resolve_device
+from facecls.vector_index import VectorIndex
 
 ONNX_NAME = "model.onnx"
 BACKENDS = ("torch", "onnx")
@@ -127,6 +134,9 @@ class FaceModel(PhotoInputs):
             threshold = finite(threshold, "the open-set threshold (--threshold)")
         self.threshold: float | None = None if threshold is None else float(threshold)
         self.ncm_scale: float = float(openset.get("ncm_scale", 16.0))
+        # from this many identities the centroids are searched through a vector index
+        self.indexed_from: int = INDEXED_FROM
+        self._centroid_index: VectorIndex | None = None
 
     @property
     def calibration_note(self) -> str | None:
@@ -198,33 +208,23 @@ class FaceModel(PhotoInputs):
     def decide(self, logits: np.ndarray, features: np.ndarray, top_k: int = 5) -> list[Prediction]:
         """Top-k names, open-set score and decision for each row of model outputs."""
         if self.enrolled_names:
-            cos = cosine(features, self._all_centroids)
-            probs = softmax(self.ncm_scale * cos)
-            chosen = cos.argmax(axis=1)
-            score = cos[np.arange(len(chosen)), chosen]
-            if self.method == "margin":
-                score = margin_score(score, runner_up(cos, chosen))
+            many = len(self._all_centroids) >= self.indexed_from
+            if many and self._centroid_index is None:  # built once: centroids never change
+                self._centroid_index = centroid_index(self._all_centroids)
+            head = centroid_head(features, self._all_centroids, self.ncm_scale,
+                                 self.method == "margin", top_k,
+                                 self._centroid_index if many else None)  # fmt: skip
         else:
-            probs = softmax(logits)
-            chosen = probs.argmax(axis=1)
-            score = scores(self.method, logits, features, self._trained_centroids, chosen)
-        names = self.class_names
-        k = min(top_k, probs.shape[1])
-        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        results = []
-        for i in range(len(chosen)):
-            limit = self.threshold_of(int(chosen[i]))
-            known = limit is None or bool(score[i] >= limit)
-            results.append(
-                Prediction(
-                    decision="known" if known else "unknown",
-                    identity=names[chosen[i]] if known else "unknown",
-                    score=float(score[i]),
-                    top_k=[(names[c], float(probs[i, c])) for c in order[i]],
-                    closest=names[chosen[i]],
-                    threshold=limit,
-                )
-            )
+            head = classifier_head(logits, features, self._trained_centroids, self.method, top_k)
+        names, results = self.class_names, []
+        for i, chosen in enumerate(head.chosen):
+            limit = self.threshold_of(int(chosen))
+            known = limit is None or bool(head.score[i] >= limit)
+            top = [(names[c], float(p)) for c, p in zip(head.order[i], head.probs[i], strict=True)]
+            results.append(Prediction("known" if known else "unknown",
+                                      names[chosen] if known else "unknown",
+                                      float(head.score[i]), top, closest=names[chosen],
+                                      threshold=limit))  # fmt: skip
         return results
 
     def predict(

@@ -1,24 +1,29 @@
 """1:N search: the gallery faces closest to a photo's face, by cosine similarity.
 
+A gallery is a folder of photos (:class:`Gallery`) or the file ``facecls embed`` wrote
+(:class:`GalleryFile`: a collection embedded once, a million faces searched in milliseconds).
+
 The gallery's embeddings are computed once and cached in one safetensors file under the facecls
 cache (``$FACECLS_CACHE/gallery/``), keyed by the gallery folder and the model. Each cached face
 remembers its file's stamp (size, modification and change time, inode) and the sha256 of its
 bytes; on the next search only files whose bytes are new or changed are embedded again, files
 that are gone are dropped, and a cached vector that is not a finite unit vector is redone.
 
-Scale: the search is numpy brute force, one matrix-vector product over ``(N, D)`` float32. At
-N = 100,000 faces and D = 512 that is 200 MB of embeddings and a few tens of milliseconds per
-query on a laptop CPU; beyond ~10^5 faces (or for many queries per second) use an approximate
-nearest-neighbour index (FAISS, hnswlib) over the embeddings ``facecls embed`` writes.
+Scale: the faces are searched through :class:`facecls.vector_index.VectorIndex` (FAISS): every
+face compared up to ``exact_up_to`` faces, an approximate index above, saved beside the cache
+(``.vectors``) and trusted only for the same model and embeddings (``docs/library.md`` has the
+figures). A gallery embedded beforehand (``facecls embed``'s safetensors file) is searched the
+same way (:class:`GalleryFile`).
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +32,7 @@ from safetensors import SafetensorError
 from safetensors import numpy as safetensors_numpy
 
 from facecls.atomic import atomic_path
-from facecls.bundle import WEIGHTS_NAME, BundleError
+from facecls.bundle import BundleError
 from facecls.data.images import printable
 from facecls.data.sources import DataError, default_cache_dir
 from facecls.inference.faces import Prediction, check_top_k, expand_paths
@@ -36,9 +41,12 @@ from facecls.inference.verify import (
     FaceEmbeddings,
     check_photo,
     embed_photos,
+    model_key,
     photo_face,
     stored_threshold,
 )
+from facecls.vector_file import embeddings_digest, load_or_build, save_index
+from facecls.vector_index import IndexSettings, VectorIndex, size_note
 
 CACHE_FORMAT = "facecls-gallery-2"  # 2: rows carry a content digest
 
@@ -82,23 +90,6 @@ def verify_threshold(model: FaceModel) -> tuple[float | None, float | None]:
         return None, None
 
 
-# model.json entries that change embeddings (enrolling people or recalibrating does not)
-EMBEDDING_KEYS = ("architecture", "image_size", "crop", "mean", "std", "flip_tta")
-
-
-def model_key(model: FaceModel) -> str:
-    """What embeddings depend on: the weights file (inode, size, mtime; the service's enrolled
-    versions share it as a hard link) and the preprocessing in ``model.json``."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps([model.meta.get(k) for k in EMBEDDING_KEYS]).encode())
-    weights = model.folder / WEIGHTS_NAME
-    if weights.exists():
-        stat = weights.stat()
-        digest.update(f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    digest.update(model.backend.encode())
-    return digest.hexdigest()
-
-
 def _stamp(path: Path) -> list[int] | None:
     """Size, modification and change time, inode: a photo replaced or rewritten, even with its
     modification time set back, gets a new change time (which no user call can set back)."""
@@ -107,6 +98,11 @@ def _stamp(path: Path) -> list[int] | None:
     except OSError:
         return None
     return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+
+
+def _face_key(row: dict[str, Any]) -> str:
+    """A face's place and version: the index is extended only while these stay in order."""
+    return json.dumps([row["path"], row.get("face"), row.get("stamp"), row.get("sha256")])
 
 
 def _digest(path: Path) -> str | None:
@@ -146,13 +142,17 @@ class Gallery:
         folder: the gallery (searched recursively; junk and non-image files skipped).
         detect: one entry per face MTCNN finds instead of per photo.
         cache_dir: where the cache lives (default the facecls cache).
+        index_settings: the vector index's engine and limits (default: exact up to 50,000
+            faces, approximate above).
     """
 
     def __init__(
         self, model: FaceModel, folder: str | Path, detect: bool = False,
-        cache_dir: Path | None = None,
+        cache_dir: Path | None = None, index_settings: IndexSettings | None = None,
     ) -> None:  # fmt: skip
         self.model, self.folder, self.detect = model, Path(folder), detect
+        self.index_settings = index_settings or IndexSettings()
+        self._index: VectorIndex | None = None  # ids: positions in faces
         if not self.folder.is_dir():
             raise DataError(f"{self.folder}: the gallery must be a folder of photos")
         self.model_key = model_key(model)
@@ -166,6 +166,7 @@ class Gallery:
         self.embedded = 0  # photos embedded by the last refresh (0: all from the cache)
         self.discarded = 0  # cached faces found damaged (not finite unit vectors) and redone
         self._entries: list[Entry] | None = None  # after a refresh: the cache, in memory
+        self._face_keys: list[str] = []  # what each position of the index holds
 
     def _read_cache(self) -> list[Entry]:
         """The cached rows with their vectors; damaged vectors are left out (and counted)."""
@@ -178,10 +179,13 @@ class Gallery:
                 vectors = f.get_tensor("embeddings")
         except (OSError, SafetensorError, KeyError, ValueError):
             return []  # missing or unreadable: rebuild
-        faces = [row for row in rows if isinstance(row, dict) and not row.get("reason")]
+        if not isinstance(rows, list) or not all(
+            isinstance(row, dict) and isinstance(row.get("path"), str) for row in rows
+        ):
+            return []  # not rows this version wrote: rebuild
+        faces = [row for row in rows if not row.get("reason")]
         whole = (
-            isinstance(rows, list) and all(isinstance(row, dict) for row in rows)
-            and vectors.ndim == 2 and vectors.dtype == np.float32
+            vectors.ndim == 2 and vectors.dtype == np.float32
             and (len(faces) == vectors.shape[0] or (not faces and vectors.shape[0] == 0))
         )  # fmt: skip
         if not whole:
@@ -242,6 +246,10 @@ class Gallery:
             np.stack([vector for _, vector in faces]).astype(np.float32)
             if faces else np.zeros((0, 0), np.float32)
         )  # fmt: skip
+        keys = [_face_key(row) for row, _ in faces]
+        if keys[: len(self._face_keys)] != self._face_keys:
+            self._index = None  # faces left, moved or changed: positions differ, rebuild
+        self._face_keys = keys
         self.faces = [
             Prediction("", path=row["path"], face=row["face"],
                        box=None if row["box"] is None else tuple(row["box"]))
@@ -264,11 +272,34 @@ class Gallery:
             )  # fmt: skip
         os.chmod(self.cache, 0o600)  # embeddings of people's faces: the user's own
 
-    def nearest(
-        self, vector: np.ndarray, top_k: int = 5, threshold: float | None = None
-    ) -> list[Match]:
-        """The ``top_k`` gallery faces most similar to a unit embedding, most similar first;
-        with a ``threshold``, each marked ``same`` when its similarity is at or above it.
+    def index(self) -> VectorIndex:
+        """The vector index of the faces (ids: positions in :attr:`faces`), brought up to date:
+        new faces added, rebuilt after faces left; above ``exact_up_to`` faces it is saved
+        beside the cache and reused while model and embeddings are the same."""
+        count, saved = len(self.faces), self.cache.with_suffix(".vectors")
+        approximate = count > self.index_settings.exact_up_to
+        if self._index is None or len(self._index) > count:
+            ids = np.arange(count)
+            if approximate:
+                self._index = load_or_build(saved, self.vectors, ids, self.model_key,
+                                            self.index_settings)  # fmt: skip
+            else:
+                self._index = VectorIndex(self._dim(), self.index_settings)
+                self._index.add(self.vectors, ids)
+        elif len(self._index) < count:
+            done = len(self._index)
+            self._index.add(self.vectors[done:], np.arange(done, count))
+            if approximate:
+                save_index(self._index, saved, self.model_key,
+                           embeddings_digest(self.vectors, np.arange(count)))  # fmt: skip
+        return self._index
+
+    def _dim(self) -> int:
+        return self.vectors.shape[1] if self.vectors.size else 1
+
+    def nearest(self, vector: np.ndarray, top_k: int = 5) -> list[Match]:
+        """The ``top_k`` gallery faces most similar to a unit embedding, most similar first
+        (equal similarities: the face embedded first).
 
         Raises:
             ValueError: ``top_k`` below 1.
@@ -276,16 +307,140 @@ class Gallery:
         check_top_k(top_k)
         if not self.faces:
             return []
-        similarity = self.vectors @ np.asarray(vector, dtype=np.float32)
-        k = min(top_k, len(similarity))
-        best = np.argpartition(-similarity, k - 1)[:k]
-        best = best[np.argsort(-similarity[best], kind="stable")]
-        return [
-            Match(self.faces[i].path or "", float(similarity[i]), self.faces[i].face,
-                  self.faces[i].box,
-                  None if threshold is None else bool(similarity[i] >= threshold))
-            for i in best
-        ]  # fmt: skip
+        scores, ids = self.index().search(np.asarray(vector, dtype=np.float32), top_k)
+        return matches_of(self.faces, scores[0], ids[0])
+
+
+def matches_of(faces: list[Prediction], scores: np.ndarray, ids: np.ndarray) -> list[Match]:
+    """:class:`Match` rows for one query's index answer (empty slots left out)."""
+    return [
+        Match(faces[i].path or "", float(score), faces[i].face, faces[i].box)
+        for score, i in zip(scores, ids, strict=True)
+        if i >= 0
+    ]
+
+
+def marked(matches: list[Match], threshold: float | None) -> list[Match]:
+    """``matches`` each marked ``same`` when its similarity is at or above ``threshold`` (the
+    verify threshold; ``None``: left unmarked)."""
+    if threshold is None:
+        return matches
+    return [replace(m, same=bool(m.similarity >= threshold)) for m in matches]
+
+
+class FaceRows(Sequence[Prediction]):
+    """The faces of an embeddings file as ``Prediction`` rows, made when asked for (a million
+    dataclasses would cost more memory than the embeddings)."""
+
+    def __init__(self, paths: list[str], faces: np.ndarray, boxes: np.ndarray) -> None:
+        self._paths, self._faces, self._boxes = paths, faces, boxes
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __getitem__(self, i):  # noqa: ANN001, ANN204 (Sequence's int | slice protocol)
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        face = int(self._faces[i])
+        box = self._boxes[i]
+        return Prediction(
+            "", path=self._paths[i], face=None if face < 0 else face,
+            box=None if box[2] <= 0 else (int(box[0]), int(box[1]), int(box[2]), int(box[3])),
+        )  # fmt: skip
+
+
+def read_rows(index: Path, count: int) -> FaceRows:
+    """The CSV index of an embeddings file (``row, photo, face, box``), checked against its
+    ``count`` tensor rows."""
+    paths: list[str] = []
+    faces = np.full(count, -1, np.int32)
+    boxes = np.zeros((count, 4), np.int32)
+    try:
+        with index.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            for n, row in enumerate(reader):
+                if n >= count or int(row["row"]) != n:
+                    raise DataError(f"{index}: row {n} does not match the embeddings' rows")
+                paths.append(row["photo"])
+                if row.get("face"):
+                    faces[n] = int(row["face"])
+                if row.get("box"):
+                    boxes[n] = [int(v) for v in row["box"].split()]
+    except (OSError, KeyError, ValueError) as error:
+        raise DataError(f"{index}: not a readable facecls embed index ({error})") from error
+    if len(paths) != count:
+        raise DataError(f"{index}: {len(paths)} rows for {count} embeddings")
+    return FaceRows(paths, faces, boxes)
+
+
+class GalleryFile(Gallery):
+    """A ``facecls embed`` output searched as a gallery (the module docstring).
+
+    Args:
+        model: the model whose embeddings the file must hold.
+        path: the safetensors file (its ``.csv`` index beside it).
+        cache_dir: where a saved approximate index lives (default the facecls cache).
+        index_settings: the vector index's engine and limits.
+    """
+
+    def __init__(
+        self, model: FaceModel, path: str | Path, cache_dir: Path | None = None,
+        index_settings: IndexSettings | None = None,
+    ) -> None:  # fmt: skip
+        self.model, self.folder, self.detect = model, Path(path), False
+        if not self.folder.is_file():
+            raise DataError(f"{self.folder}: the gallery must be a folder or an embeddings file")
+        self.index_settings = index_settings or IndexSettings()
+        self.model_key = model_key(model)
+        key = hashlib.sha256(f"{self.folder.resolve()}|{self.model_key}".encode()).hexdigest()
+        self.cache = (cache_dir or default_cache_dir()) / "gallery" / f"file-{key[:24]}.safetensors"
+        self.faces = []  # type: ignore[assignment] (FaceRows once read)
+        self.vectors = np.zeros((0, 0), np.float32)
+        self.skipped: list[tuple[str, str]] = []
+        self.embedded = 0
+        self.discarded = 0  # the file is read whole, as embed wrote it
+        self._index = None
+        self._stamp: tuple[int, int] | None = None
+
+    def refresh(self, show_progress: bool = False) -> GalleryFile:
+        """Read the file again if it changed since it was last read (quick: no bar shown)."""
+        stat = self.folder.stat()
+        if self._stamp == (stat.st_size, stat.st_mtime_ns):
+            return self
+        try:
+            with safetensors_numpy.safe_open(str(self.folder), framework="np") as f:
+                meta = f.metadata() or {}
+                names = set(f.keys())
+                vectors = f.get_tensor("embeddings") if "embeddings" in names else None
+        except (OSError, SafetensorError) as error:
+            raise DataError(f"{self.folder}: not a readable safetensors file ({error})") from error
+        if meta.get("format") != "facecls-embeddings" or vectors is None or vectors.ndim != 2:
+            raise DataError(f"{self.folder}: not an embeddings file written by facecls embed")
+        if meta.get("model") != self.model_key:
+            raise DataError(
+                f"{self.folder}: embedded by another model (or by a facecls that did not record "
+                "the model); embed the photos again with this model (facecls embed)"
+            )
+        if not np.isfinite(vectors).all():
+            raise DataError(f"{self.folder}: holds non-finite embeddings; embed the photos again")
+        rows = read_rows(
+            self.folder.with_name(meta.get("index") or self.folder.with_suffix(".csv").name),
+            len(vectors),
+        )
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.faces = rows  # type: ignore[assignment]
+        self._index, self._stamp = None, (stat.st_size, stat.st_mtime_ns)
+        return self
+
+
+def open_gallery(
+    model: FaceModel, gallery: str | Path, detect: bool = False,
+    index_settings: IndexSettings | None = None,
+) -> Gallery:  # fmt: skip
+    """A folder of photos (:class:`Gallery`) or a ``facecls embed`` file (:class:`GalleryFile`)."""
+    if Path(gallery).is_file():
+        return GalleryFile(model, gallery, index_settings=index_settings)
+    return Gallery(model, gallery, detect, index_settings=index_settings)
 
 
 def search(
@@ -314,7 +469,7 @@ def search(
     if not isinstance(model, FaceModel):
         model = load_model(model, device=device, require_digest=require_digest)
     if not isinstance(gallery, Gallery):
-        gallery = Gallery(model, gallery, detect)
+        gallery = open_gallery(model, gallery, detect)
     gallery.refresh(show_progress)  # the first search embeds the whole gallery: minutes
     if gallery.discarded:
         log(f"Gallery cache {gallery.cache}: {gallery.discarded} damaged embedding(s) discarded "
@@ -325,5 +480,7 @@ def search(
         raise DataError(f"{gallery.folder}: no usable face photo in the gallery")
     query, vector, _ = photo_face(model, photo, detect)
     threshold, far = verify_threshold(model)
-    matches = gallery.nearest(vector, top_k, threshold)
+    matches = marked(gallery.nearest(vector, top_k), threshold)
+    if note := size_note(len(gallery.faces), gallery.index_settings):
+        log(f"{gallery.folder}: {note}")
     return SearchResult(query, matches, len(gallery.faces), gallery.skipped, threshold, far)

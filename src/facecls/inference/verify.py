@@ -10,6 +10,8 @@ stored as the ``verify`` entry of the bundle's ``model.json``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ import numpy as np
 from safetensors import numpy as safetensors_numpy
 
 from facecls.atomic import atomic_path, write_csv_stream
-from facecls.bundle import BundleError
+from facecls.bundle import WEIGHTS_NAME, BundleError
 from facecls.data.sources import DataError
 from facecls.inference.faces import Prediction, expand_paths, face_items
 from facecls.inference.model import FaceModel, load_model
@@ -28,15 +30,32 @@ from facecls.numbers import finite
 from facecls.openset import l2_normalize
 from facecls.progress import bar as progress_bar
 
+# model.json entries that change embeddings (enrolling people or recalibrating does not)
+EMBEDDING_KEYS = ("architecture", "image_size", "crop", "mean", "std", "flip_tta")
+
+
+def model_key(model: FaceModel) -> str:
+    """What embeddings depend on: the weights file (inode, size, mtime; the service's enrolled
+    versions share it as a hard link) and the preprocessing in ``model.json``."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([model.meta.get(k) for k in EMBEDDING_KEYS]).encode())
+    weights = model.folder / WEIGHTS_NAME
+    if weights.exists():
+        stat = weights.stat()
+        digest.update(f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    digest.update(model.backend.encode())
+    return digest.hexdigest()
+
+
 DEFAULT_FAR = 0.01
 # Pairs of different people drawn at most, so calibration stays fast on big validation parts.
 MAX_IMPOSTOR_PAIRS = 2_000_000
-# What ``facecls embed`` writes: the safetensors ``format`` and the index CSV's columns.
-EMBEDDINGS_FORMAT = "facecls-embeddings"
-INDEX_HEADER = ("row", "photo", "face", "box")
 # Fewer validation pairs of different people than this: the training part's join them (the
 # 1 % tail of 1,000 pairs is 10 pairs).
 MIN_IMPOSTOR_PAIRS = 1_000
+# What ``facecls embed`` writes: the safetensors ``format`` and the index CSV's columns.
+EMBEDDINGS_FORMAT = "facecls-embeddings"
+INDEX_HEADER = ("row", "photo", "face", "box")
 
 
 @dataclass
@@ -105,15 +124,22 @@ def box_text(box: tuple[int, int, int, int] | None) -> str:
     return "" if box is None else " ".join(str(v) for v in box)
 
 
-def write_embeddings(found: FaceEmbeddings, out: Path) -> tuple[Path, Path]:
+def write_embeddings(
+    found: FaceEmbeddings, out: Path, model: str | None = None
+) -> tuple[Path, Path]:
     """``out`` (safetensors, tensor ``embeddings``) and ``out`` with ``.csv``: one row per face
-    (``row, photo, face, box``), row *i* of the CSV being row *i* of the tensor."""
+    (``row, photo, face, box``), row *i* of the CSV being row *i* of the tensor. ``model`` (the
+    :func:`model_key` of the model that embedded them) lets ``search`` use the file as a
+    gallery for that model only."""
     out = Path(out)
     index = out.with_suffix(".csv")
+    metadata = {"format": EMBEDDINGS_FORMAT, "index": index.name}
+    if model is not None:
+        metadata["model"] = model
     with atomic_path(out, found.vectors.nbytes) as tmp:
         safetensors_numpy.save_file(
             {"embeddings": np.ascontiguousarray(found.vectors, dtype=np.float32)}, str(tmp),
-            metadata={"format": EMBEDDINGS_FORMAT, "index": index.name},
+            metadata=metadata,
         )  # fmt: skip
     rows = (
         [i, f.path, "" if f.face is None else f.face, box_text(f.box)]
@@ -148,7 +174,7 @@ def embed(
         log(f"  skipped {row.path}: {row.reason}")
     if not found.faces:
         raise DataError(f"no face to embed in {', '.join(map(str, photos))}")
-    vectors, index = write_embeddings(found, Path(out))
+    vectors, index = write_embeddings(found, Path(out), model_key(from_model))
     log(
         f"Embedded {len(found.faces)} face(s) ({found.vectors.shape[1]} dimensions, "
         f"{len(found.skipped)} skipped) -> {vectors} + {index.name}"
@@ -325,7 +351,7 @@ def photo_face(
 
     Raises:
         DataError: the photo is a folder, cannot be read, holds no face, or fewer than
-            ``face + 1``.
+            ``face + 1`` (the message names it).
     """
     check_photo(photo)
     found = embed_photos(model, [photo], detect, images_only=False)
@@ -348,8 +374,8 @@ def verify(
     threshold: float | None = None,
     detect: bool = False,
     device: str = "auto",
-    require_digest: bool = False,
     face: Sequence[int] | None = None,
+    require_digest: bool = False,
 ) -> Verification:
     """``facecls verify``: are the faces of photos ``a`` and ``b`` the same person?
 

@@ -13,16 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from facecls import metrics_classes
 from facecls.bundle import META_NAME
 from facecls.report.findings import findings
 from facecls.report.operating import band_lines, how_set, operating_point
 from facecls.report.run_data import RunData, load_run
+from facecls.report.scores import headline_rows
 
 CARD_NAME = "MODEL_CARD.md"
-_HEADLINE = (
-    ("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"),
-    ("macro-F1", "macro_f1"), ("top-5 accuracy", "top5_accuracy"),
-)  # fmt: skip
 
 _INTENDED = """\
 - Naming which of the identities listed above appears in a face photo, on photos like those it
@@ -107,15 +105,15 @@ def _pipeline(meta: dict[str, Any]) -> str:
 
 
 def _quality(run: RunData) -> list[str]:
+    """The test figures as the run's page shows them (:func:`headline_rows`: same values, same
+    intervals)."""
     test = run.metrics["test"]
-    s, ci = test["summary"], test.get("intervals_95", {})
+    s = test["summary"]
     lines = [f"Test part: {s.get('images')} images never used in training or model selection.", ""]
     lines += ["| metric | value | 95 % interval |", "| --- | --- | --- |"]
-    for label, key in _HEADLINE:
-        if key in s:
-            low_high = ci.get(key)
-            interval = f"{low_high[0]:.3f} – {low_high[1]:.3f}" if low_high else "—"
-            lines.append(f"| {label} | {s[key]:.3f} | {interval} |")
+    for row in headline_rows(run):
+        interval = f"[{row['low']:.3f}, {row['high']:.3f}]" if row["low"] is not None else "—"
+        lines.append(f"| {row['label']} | {row['value']:.3f} | {interval} |")
     groups = test.get("groups")
     if groups:
         lines += [
@@ -129,8 +127,8 @@ def _quality(run: RunData) -> list[str]:
     cv = run.metrics.get("cv")
     if cv:
         b = cv["mean_std"]["balanced_accuracy"]
-        lines += ["", f"Cross-validation: balanced accuracy {b[0]:.3f} ± {b[1]:.3f} over "
-                  f"{len(cv['folds'])} folds."]  # fmt: skip
+        lines += ["", f"Cross-validation: validation balanced accuracy {b[0]:.3f} (mean), "
+                  f"standard deviation {b[1]:.3f} over {len(cv['folds'])} folds."]  # fmt: skip
     return lines
 
 
@@ -173,15 +171,17 @@ def model_card(run_dir: Path) -> str:
     test = run.metrics["test"]
     cm = run.confusion()
     weak = findings(run, cm, (test.get("groups") or {}).get("recall", {}))
-    worst = ", ".join(f"{r['name']} {r['recall']:.2f}" for r in test.get("worst5", []))
-    weak += [f"Weakest test identities (recall): {worst}."] if worst else []
+    # Table 4 of the run's page, from the same predictions and the same ranking.
+    _, worst_rows, _ = metrics_classes.top_and_worst(metrics_classes.per_class(cm, run.class_names))
+    worst = ", ".join(f"{r.name} {r.recall:.3f}" for r in worst_rows)
+    weak += [f"Weakest test identities (recall, the page's Table 4): {worst}."] if worst else []
     lines = [
         f"# Model card: {run.name}", "",
         f"`{meta.get('architecture')}` trained by `facecls {run.command}` "
         f"(facecls {meta.get('facecls_version', '?')}); the run folder's report has the details.",
         "", "## What it recognises", "",
         f"{len(names)} identities; training images per identity: min {int(np.min(counts))}, "
-        f"median {int(np.median(counts))}, max {int(np.max(counts))}.", "",
+        f"median {float(np.median(counts)):g}, max {int(np.max(counts))}.", "",
         "| identity | training images |", "| --- | --- |",
         *[f"| {name} | {int(c)} |" for name, c in zip(names, counts, strict=False)],
         "", "## Intended uses", "", _INTENDED, "", "## Out of scope", "", _OUT_OF_SCOPE,

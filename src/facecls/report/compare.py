@@ -4,11 +4,13 @@ Two runs are paired only when their ``predictions.csv`` hold exactly the same te
 same identities; otherwise the page says why they cannot be paired. For each paired couple there
 are two tests on the test images (McNemar on accuracy, a paired bootstrap on balanced accuracy)
 and, when both are ``cv`` runs on the same folds, a corrected t-test over folds that also sees
-training randomness. With more than two runs the p-values are Holm-adjusted across couples.
+training randomness. With more than two runs the p-values of each test are Holm-adjusted across
+couples. Every sentence follows the sign of its test and names its metric.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from itertools import combinations
 from typing import Any
@@ -19,10 +21,11 @@ from facecls import metrics_classes
 from facecls.config_io import to_dict
 from facecls.paired import corrected_fold_t, holm, mcnemar, paired_bootstrap
 from facecls.report import plots
-from facecls.report.content import CLASS_AVERAGES, RunPage, headline_rows
-from facecls.report.render import format_p
+from facecls.report.content import RunPage
+from facecls.report.render import format_p, md_escape
 from facecls.report.run_data import RunData
-from facecls.report.settings import PATH_KEYS, WITHHELD
+from facecls.report.scores import class_average_rows, headline_rows
+from facecls.report.settings import PATH_KEYS, WITHHELD, loss_labels
 
 ALPHA = 0.05
 WRONG_RECALL = 0.2  # an identity "every run gets wrong": recall at most this in each run
@@ -103,41 +106,78 @@ def _p(p: float) -> str:
     return text if text.startswith("<") else f"= {text}"
 
 
-def verdict(a: str, b: str, tests: dict[str, Any]) -> str:
-    """One plain sentence: do the runs differ, by which test, at the 5 % level (adjusted p)."""
+def _name(escape: bool) -> Callable[[str], str]:
+    return md_escape if escape else str
+
+
+def verdict(a: str, b: str, tests: dict[str, Any], markdown: bool = False) -> str:
+    """One plain sentence: do the runs differ, by which test, at the 5 % level (adjusted p).
+
+    ``markdown``: run names escaped for a Markdown page (the HTML page escapes it whole)."""
+    name = _name(markdown)
     mc, boot = tests["mcnemar"], tests["bootstrap"]
     findings = []
     if mc["p_adjusted"] < ALPHA:
         better = a if mc["a_only"] > mc["b_only"] else b
-        findings.append(f"{better} is more accurate (McNemar p {_p(mc['p_adjusted'])})")
+        findings.append(f"{name(better)} is more accurate (McNemar p {_p(mc['p_adjusted'])})")
     if boot["p_adjusted"] < ALPHA:
         better = a if boot["difference"] > 0 else b
         findings.append(
-            f"{better} has the higher balanced accuracy (bootstrap p {_p(boot['p_adjusted'])})"
+            f"{name(better)} has the higher balanced accuracy (bootstrap p "
+            f"{_p(boot['p_adjusted'])})"
         )
     if findings:
         return "Significant difference: " + "; ".join(findings) + "."
     return (
-        f"No significant difference between {a} and {b} at the 5 % level: what separates them is "
-        "within what another draw of test images could give."
+        f"No significant difference between {name(a)} and {name(b)} at the 5 % level: what "
+        "separates them is within what another draw of test images could give."
     )
 
 
-def fold_note(fold_test: dict[str, Any] | None) -> str:
-    """What the fold test adds to the verdict: can training randomness explain the difference?"""
+def _test_favours(a: str, b: str, tests: dict[str, Any]) -> set[str]:
+    """The runs the tests on the test images call better (significant ones only)."""
+    mc, boot = tests["mcnemar"], tests["bootstrap"]
+    out = set()
+    if mc["p_adjusted"] < ALPHA:
+        out.add(a if mc["a_only"] > mc["b_only"] else b)
+    if boot["p_adjusted"] < ALPHA:
+        out.add(a if boot["difference"] > 0 else b)
+    return out
+
+
+def fold_note(a: str, b: str, tests: dict[str, Any], markdown: bool = False) -> str:
+    """What the fold test adds to the verdict, following its own sign: which run the folds'
+    validation balanced accuracy favours, whether beyond training randomness, and whether
+    that agrees with the tests on the test images."""
+    name, fold_test = _name(markdown), tests.get("folds")
     if fold_test is None:
         return (
             "These tests take both trained models as fixed and ask whether the test images can "
             "tell them apart. Whether retraining keeps the order is a question for two cv runs "
             "with the same seed, which also get a test over folds."
         )
-    p = _p(fold_test["p_value"])
-    if fold_test["p_value"] < ALPHA:
-        return f"Over the folds the difference also holds beyond training randomness (p {p})."
+    p = _p(fold_test.get("p_adjusted", fold_test["p_value"]))
+    diff = fold_test["mean_difference"]  # B minus A
+    if diff == 0:
+        return f"Over the folds the validation balanced accuracy is the same for both (p {p})."
+    higher, lower = (b, a) if diff > 0 else (a, b)
+    said = (
+        f"Over the folds, validation balanced accuracy is higher for {name(higher)} than for "
+        f"{name(lower)} by {abs(diff):.3f} on average (corrected t-test p {p})"
+    )
+    significant = fold_test.get("p_adjusted", fold_test["p_value"]) < ALPHA
+    favoured = _test_favours(a, b, tests)
+    if significant and favoured and higher not in favoured:
+        return (
+            f"{said}: the opposite of the test part's verdict. Training randomness or the "
+            "choice of images decides the order here; more folds or repeated runs would settle it."
+        )
+    if significant:
+        agree = " as on the test part" if higher in favoured else ""
+        return f"{said}: beyond training randomness{agree}."
     return (
-        f"Over the folds the difference is within what another training session could give "
-        f'(p {p}): the seed report\'s "worst learning sessions" could explain it. More folds or '
-        "repeated runs would settle it."
+        f"{said}, within what another training session could give: the seed report's "
+        '"worst learning sessions" could explain it. More folds or repeated runs would settle it.'
     )
 
 
@@ -196,9 +236,10 @@ def build_comparison(runs: list[RunData], shareable: bool) -> RunPage:
     ]
     # Per-identity tables from each run's predictions: the current definitions for every run.
     tables = [metrics_classes.metrics_table(r.confusion(), r.class_names) for r in runs]
+    per_run = [class_average_rows(r, t["summary"]) for r, t in zip(runs, tables, strict=True)]
     averages = [
-        {"label": label, "numbers": [t["summary"][key] for t in tables]}
-        for label, key in CLASS_AVERAGES
+        {"label": first["label"], "key": first["key"], "cells": [rows[i] for rows in per_run]}
+        for i, first in enumerate(per_run[0])
     ]
     couples = []
     for i, j in combinations(range(len(runs)), 2):
@@ -206,13 +247,21 @@ def build_comparison(runs: list[RunData], shareable: bool) -> RunPage:
         tests = paired_tests(runs[i], runs[j], runs[i].config.train.seed) if ok else None
         couples.append({"a": names[i], "b": names[j], "paired": ok, "why": why, "tests": tests})
     tested = [c for c in couples if c["tests"]]
-    for test, key in (("mcnemar", "p_exact"), ("bootstrap", "p_value")):
-        adjusted = holm([c["tests"][test][key] for c in tested]) if tested else []
-        for couple, p in zip(tested, adjusted, strict=True):
+    for test, key in (("mcnemar", "p_exact"), ("bootstrap", "p_value"), ("folds", "p_value")):
+        having = [c for c in tested if c["tests"][test] is not None]
+        adjusted = holm([c["tests"][test][key] for c in having]) if having else []
+        for couple, p in zip(having, adjusted, strict=True):
             couple["tests"][test]["p_adjusted"] = p
     for couple in tested:
-        couple["verdict"] = verdict(couple["a"], couple["b"], couple["tests"])
-        couple["fold_note"] = fold_note(couple["tests"]["folds"])
+        a, b, tests = couple["a"], couple["b"], couple["tests"]
+        couple["verdict"] = verdict(a, b, tests)
+        couple["verdict_md"] = verdict(a, b, tests, markdown=True)
+        couple["fold_note"] = fold_note(a, b, tests)
+        couple["fold_note_md"] = fold_note(a, b, tests, markdown=True)
+        couple["significant"] = {
+            "bootstrap": tests["bootstrap"]["p_adjusted"] < ALPHA,
+            "folds": tests["folds"] is not None and tests["folds"]["p_adjusted"] < ALPHA,
+        }
     context = {
         "names": names,
         "shareable": shareable,
@@ -224,6 +273,7 @@ def build_comparison(runs: list[RunData], shareable: bool) -> RunPage:
         "averages": averages,
         "top5": [t["top5"] for t in tables],
         "worst5": [t["worst5"] for t in tables],
+        "rankings": [t["ranking"] for t in tables],
         "aggregated": [t["aggregated"] for t in tables],
         "groups": group_rows(runs),
         "always_wrong": always_wrong(runs),
@@ -243,6 +293,7 @@ def build_comparison(runs: list[RunData], shareable: bool) -> RunPage:
     figures = {"intervals": (ax.figure, "Test scores with 95 % bootstrap intervals")}
     if any(r.history for r in runs):
         tested = {r.name: int(r.metrics.get("final_model", {}).get("fold", 0)) for r in runs}
-        ax = plots.plot_loss_overlay({r.name: r.history for r in runs}, tested)
+        labels = {r.name: loss_labels(to_dict(r.config)) for r in runs}
+        ax = plots.plot_loss_overlay({r.name: r.history for r in runs}, tested, labels)
         figures["losses"] = (ax.figure, "Loss curves of the runs together (each run's tested fold)")
     return RunPage(context, figures)

@@ -32,8 +32,9 @@ def score_table(context: dict[str, Any]) -> list[str]:
     rows = [header]
     for row in context["rows"]:
         rows.append([row["label"], *(_cell(c["value"], c["low"], c["high"]) for c in row["cells"])])
-    for row in context["averages"]:
-        rows.append([f"Class average {row['label']}", *(_cell(v) for v in row["numbers"])])
+    for row in context["averages"]:  # with their intervals, as the page shows them
+        cells = (_cell(c["value"], c.get("low"), c.get("high")) for c in row["cells"])
+        rows.append([f"Class average {row['label']}", *cells])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = []
     for n, row in enumerate(rows):

@@ -1,13 +1,15 @@
 """What a run's report shows: plain data for the templates and the matplotlib figures.
 
 Every number comes from the run folder (``metrics.json``, ``predictions.csv``, ``history.csv``,
-``data_report.json``, ``folds.json``); nothing is re-evaluated except the top-5 interval, which is
-bootstrapped from ``predictions.csv``. ``report.py`` renders and writes what this module returns.
+``data_report.json``, ``folds.json``); the scores and their intervals come from
+:mod:`facecls.report.scores`, as on every other page. ``write.py`` renders and writes what this
+module returns.
 """
 
 from __future__ import annotations
 
 import json
+import textwrap
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -16,32 +18,26 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from facecls import metrics_classes
-from facecls.paired import bootstrap_mean_ci
+from facecls.config_io import to_dict
 from facecls.report import plots
 from facecls.report.findings import findings
 from facecls.report.operating import how_set, operating_point
 from facecls.report.run_data import RunData
+from facecls.report.scatter import plot_recall_vs_train_images
+from facecls.report.scores import (
+    class_average_rows,
+    fold_rows,
+    headline_rows,
+    run_commands,
+)
 from facecls.report.settings import (
     NOT_PATHS,
     WITHHELD,
     changed_settings,
     environment_rows,
+    loss_labels,
     settings_rows,
-)
-
-HEADLINE = (
-    ("Accuracy", "accuracy"),
-    ("Balanced accuracy", "balanced_accuracy"),
-    ("Macro-F1", "macro_f1"),
-    ("Top-5 accuracy", "top5_accuracy"),
-)
-# The report's Table 5 rows (its per-class accuracy is correct / samples of the class, = recall).
-CLASS_AVERAGES = (
-    ("Accuracy", "class_avg_accuracy"),
-    ("Precision", "class_avg_precision"),
-    ("Recall", "class_avg_recall"),
-    ("BCR", "class_avg_bcr"),
-    ("Aggregated", "class_avg_aggregated"),
+    training_scope,
 )
 
 
@@ -123,44 +119,6 @@ def several_faces(report: dict[str, Any], shareable: bool) -> dict[str, Any] | N
     }
 
 
-def headline_rows(run: RunData) -> list[dict[str, Any]]:
-    """Test score with its 95 % bootstrap interval, and for ``cv`` the folds' mean ± std."""
-    test = run.metrics["test"]
-    intervals = dict(test.get("intervals_95", {}))
-    if "top5_accuracy" not in intervals and run.predictions:
-        hits = [p.in_top5 for p in run.predictions]
-        intervals["top5_accuracy"] = bootstrap_mean_ci(hits, seed=run.config.train.seed)
-    cv = run.metrics.get("cv", {})
-    rows = []
-    for label, key in HEADLINE:
-        low, high = intervals.get(key, (None, None))
-        mean_std = cv.get("mean_std", {}).get(key)
-        rows.append({
-            "label": label, "key": key, "value": test["summary"][key], "low": low, "high": high,
-            "cv_mean": mean_std[0] if mean_std else None,
-            "cv_std": mean_std[1] if mean_std else None,
-            "pooled": cv.get("pooled_out_of_fold", {}).get(key),
-        })  # fmt: skip
-    return rows
-
-
-def fold_rows(run: RunData) -> list[dict[str, Any]]:
-    """One row per fold (or the single validation part of ``train``): size, kept epoch, scores."""
-    cv = run.metrics.get("cv")
-    kept = run.metrics.get("final_model", {}).get("fold", 0)
-    sizes = [len(f) for f in run.folds.get("folds", [])]
-    if cv:
-        summaries, epochs = cv["folds"], cv.get("best_epochs", [])
-    else:
-        summaries = [run.metrics.get("validation", {}).get("summary", {})]
-        epochs = [run.metrics.get("final_model", {}).get("epoch")]
-    return [
-        {"fold": i, "images": sizes[i] if i < len(sizes) else None,
-         "epoch": epochs[i] if i < len(epochs) else None, "kept": i == kept, **s}
-        for i, s in enumerate(summaries)
-    ]  # fmt: skip
-
-
 def train_counts(run: RunData) -> np.ndarray | None:
     """Training images per identity of the kept model (its fold's training part, validation left
     out): the one count behind ``metrics.json``'s ``groups``, the terminal, the page and its
@@ -217,6 +175,9 @@ def build_run_page(run: RunData, shareable: bool) -> RunPage:
     groups = np.array([r["group"] for r in per_class])
     # No stored counts (an older run): no head/medium/few rather than a second definition.
     group_recall = metrics_classes.group_recall(cm, groups) if train_counts(run) is not None else {}
+    changed, resolved = changed_settings(run, shareable)
+    headline = headline_rows(run)
+    labels = loss_labels(to_dict(run.config))
     context: dict[str, Any] = {
         "name": run.name,
         "command": run.command,
@@ -225,17 +186,24 @@ def build_run_page(run: RunData, shareable: bool) -> RunPage:
         "run_dir": None if shareable else str(run.run_dir.resolve()),
         "data": data_section(run, shareable),
         "settings": settings_rows(run, shareable),
-        "settings_changed": changed_settings(run, shareable),
+        "settings_changed": changed,
+        "settings_resolved": resolved,
+        "commands": run_commands(run, shareable),
+        "training_scope": training_scope(run),
+        "loss_labels": labels,
         "recipe": run.config.train.recipe,
         "architecture": run.metrics.get("final_model", {}).get("architecture"),
         "environment": environment_rows(run),
-        "headline": headline_rows(run),
+        "headline": headline,
+        # Said under the scores: a width-0 interval is no bug (each identity all right or wrong).
+        "zero_width": any(r["low"] is not None and r["low"] == r["high"] for r in headline),
         "test_images": test["summary"].get("images", len(run.predictions)),
         "folds": fold_rows(run),
         "final_model": run.metrics.get("final_model", {}),
         "top5": test["top5"],
         "worst5": test["worst5"],
-        "class_averages": [(label, test["summary"][key]) for label, key in CLASS_AVERAGES],
+        "ranking": test["ranking"],
+        "class_averages": class_average_rows(run, test["summary"]),
         "ovr_accuracy": test["summary"].get("class_avg_ovr_accuracy"),
         "aggregated": test["aggregated"],
         "group_recall": group_recall,
@@ -255,17 +223,28 @@ def build_run_page(run: RunData, shareable: bool) -> RunPage:
         ax = plots.plot_long_tail(counts, names, [support.get(n, 0) for n in names])
         page.figures["long_tail"] = (ax.figure, "Images per identity, most frequent first")
     if run.history:
+        ax = plots.plot_loss_curves(run.history, labels=labels)
+        page.figures["loss_curves"] = (ax.figure, "Loss of every fold together")
         page.figures["fold_losses"] = (
-            _fold_losses(run),
-            "Loss per fold; the dotted line is the kept epoch",
+            _fold_losses(run, labels),
+            f"Loss per fold; the dotted line is the kept epoch. Solid: {labels[0]}; dashed: "
+            f"{labels[1]}",
         )
-    ax = plots.plot_recall_vs_train_images(
+    worst = [r["name"] for r in test["worst5"]]
+    ax = plot_recall_vs_train_images(
         [r["train"] or 0 for r in per_class], [r["recall"] for r in per_class],
-        [r["name"] for r in per_class], [r["name"] for r in test["worst5"]],
+        [r["name"] for r in per_class], worst,
     )  # fmt: skip
+    named = {t.get_text() for t in ax.texts}
+    left_off = [n for n in worst if plots.mpl_text(n) not in named]
     page.figures["recall_vs_train"] = (
         ax.figure,
-        "Test recall against training images per identity",
+        "Test recall against training images per identity; named: Table 4's identities"
+        + (
+            f" ({', '.join(left_off)} left unnamed: no free room beside the dot)"
+            if left_off
+            else ""
+        ),
     )
     meta_path = run.run_dir / "model" / "model.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
@@ -299,15 +278,22 @@ def build_run_page(run: RunData, shareable: bool) -> RunPage:
     return page
 
 
-def _fold_losses(run: RunData) -> Figure:
-    """Figures 4–7 of the seed report: one loss panel per fold, side by side."""
+def _fold_losses(run: RunData, labels: tuple[str, str]) -> Figure:
+    """Figures 4–7 of the seed report: one loss panel per fold, side by side, titled with what
+    the two losses are (``labels``: training, validation)."""
     folds = sorted({int(r["fold"]) for r in run.history})
     epochs = run.metrics.get("cv", {}).get("best_epochs") or [
         run.metrics.get("final_model", {}).get("epoch")
     ]
     cols = min(len(folds), 3)
     rows = -(-len(folds) // cols)
-    figure = Figure(figsize=(4.0 * cols, 3.0 * rows), layout="constrained")
+    figure = Figure(figsize=(4.0 * cols, 3.0 * rows + 0.5), layout="constrained")
+    # Wrapped to the figure's width: the descriptions are long, the panels narrow.
+    width = max(40, int(16 * 4.0 * cols))
+    figure.suptitle(
+        "\n".join(textwrap.wrap(f"Solid: {labels[0]}. Dashed: {labels[1]}.", width)),
+        fontsize="small",
+    )
     axes = np.atleast_1d(figure.subplots(rows, cols, squeeze=False)).ravel()
     for ax, fold in zip(axes, folds, strict=False):
         plots.plot_fold_loss(run.history, fold, epochs[fold] if fold < len(epochs) else None, ax=ax)

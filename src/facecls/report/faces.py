@@ -86,8 +86,13 @@ class FaceImages:
         return {self.dataset.class_names[c]: int(i) for c, i in zip(classes, first, strict=True)}
 
 
-def face_grid(faces: FaceImages, n: int = 24) -> list[dict[str, Any]]:
-    """One face per identity, the report's Figure 1: the largest classes, then the smallest.
+# The report's Figure 1 shows 64 faces; the grid shows one per identity up to that many.
+FACE_GRID = 64
+
+
+def face_grid(faces: FaceImages, n: int = FACE_GRID) -> list[dict[str, Any]]:
+    """One face per identity, the report's Figure 1: every identity up to ``n``, most images
+    first.
 
     With more than ``n`` identities, the ``n // 2`` with the most images and the rest from those
     with the fewest, so the page shows both ends of the long tail. Each tile: ``name``,

@@ -19,10 +19,11 @@ def _collapse(run: RunData, cm: np.ndarray) -> str | None:
     top = int(predicted.argmax())
     share, true_share = predicted[top] / total, cm[top].sum() / total
     if share > 0.5 and share > 2 * true_share:
+        # Counts, not rounded shares: 603 of 604 is not "100 %".
         return (
-            f"{run.class_names[top]} is predicted for {share:.0%} of the test images but is only "
-            f"{true_share:.0%} of them: the model leans on one identity. Train longer, raise the "
-            "learning rate or use --class-weights inverse."
+            f"{run.class_names[top]} is predicted for {int(predicted[top])} of the {total} test "
+            f"images but is only {int(cm[top].sum())} of them: the model leans on one identity. "
+            "Train longer, raise the learning rate or use --class-weights inverse."
         )
     return None
 
@@ -72,8 +73,9 @@ def _fold_spread(run: RunData) -> str | None:
     mean_std = run.metrics.get("cv", {}).get("mean_std", {}).get("balanced_accuracy")
     if mean_std and mean_std[1] > 0.05:
         return (
-            f"The folds disagree (balanced accuracy {mean_std[0]:.3f} ± {mean_std[1]:.3f}): a "
-            "difference between two runs smaller than that may be a training-session effect."
+            f"The folds disagree (validation balanced accuracy {mean_std[0]:.3f}, standard "
+            f"deviation {mean_std[1]:.3f} over the folds): a difference between two runs smaller "
+            "than that may be a training-session effect."
         )
     return None
 

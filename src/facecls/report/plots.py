@@ -6,6 +6,7 @@ and in threads; ``report.py`` saves them.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,13 +31,22 @@ def _epoch_axis(ax: Axes) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def plot_loss_curves(history: Sequence[dict[str, Any]], ax: Axes | None = None) -> Axes:
+# What each loss curve is when the caller does not say (``settings.loss_labels`` does).
+LOSSES = ("training loss", "validation loss")
+
+
+def plot_loss_curves(
+    history: Sequence[dict[str, Any]], ax: Axes | None = None,
+    labels: tuple[str, str] = LOSSES,
+) -> Axes:  # fmt: skip
     """Train (solid) and validation (dashed) loss per epoch, one colour per fold.
 
     Args:
         history: rows with ``fold``, ``epoch``, ``train_loss`` and ``val_loss``.
+        labels: what the training and the validation loss are (smoothing, augmentation, …),
+            written under the title: the two curves are often not the same loss.
     """
-    ax = _axes(ax)
+    ax = _axes(ax, figsize=(6.4, 4.4))
     folds = sorted({int(r["fold"]) for r in history})
     colours = [f"C{i % 10}" for i in range(len(folds))]
     for fold, colour in zip(folds, colours, strict=True):
@@ -44,13 +54,15 @@ def plot_loss_curves(history: Sequence[dict[str, Any]], ax: Axes | None = None) 
         epochs = [int(r["epoch"]) for r in rows]
         label = f"fold {fold}" if len(folds) > 1 else ""
         ax.plot(epochs, [float(r["train_loss"]) for r in rows], color=colour,
-                label=f"{label} train".strip())  # fmt: skip
+                label=f"{label} training".strip())  # fmt: skip
         ax.plot(epochs, [float(r["val_loss"]) for r in rows], color=colour, linestyle="--",
                 label=f"{label} validation".strip())  # fmt: skip
     _epoch_axis(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy loss")
-    ax.set_title("Training (solid) and validation (dashed) loss")
+    # Wrapped to the axes' width: what each loss is can be a long line.
+    lines = textwrap.wrap(f"Solid: {labels[0]}", 80) + textwrap.wrap(f"Dashed: {labels[1]}", 80)
+    ax.set_title(mpl_text("\n".join(lines)), fontsize="small", loc="left")
     ax.legend(fontsize="small", ncols=2 if len(folds) > 2 else 1)
     ax.grid(alpha=0.3)
     return ax
@@ -75,14 +87,14 @@ def plot_accuracy_curves(history: Sequence[dict[str, Any]], ax: Axes | None = No
     return ax
 
 
-def _plain_log(axis: Any) -> None:
+def plain_log(axis: Any) -> None:
     """Log axis with plain numbers (20, 50, 100) instead of 2×10¹ labels."""
     axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(ScalarFormatter())
     axis.set_minor_formatter(NullFormatter())
 
 
-def _text(label: object) -> str:
+def mpl_text(label: object) -> str:
     """A data name as matplotlib text: ``$`` would otherwise start mathtext and can raise."""
     return str(label).replace("$", r"\$")
 
@@ -115,12 +127,12 @@ def plot_long_tail(
         ax.bar(ranks, t, bottom=c[order] - t, width=1.0, color="C1", label="test part")
     if len(c) and c.max() > 20 * max(c.min(), 1):
         ax.set_yscale("log")
-        _plain_log(ax.yaxis)
+        plain_log(ax.yaxis)
     median = float(np.median(c)) if len(c) else 0.0
     ax.axhline(median, color="0.3", linestyle=":", label=f"median {median:g}")
-    shown = [f"{_text(names[i])}: {c[i]}" for i in order[:3]]
+    shown = [f"{mpl_text(names[i])}: {c[i]}" for i in order[:3]]
     if len(c) > 3:
-        shown += ["…", f"{_text(names[order[-1]])}: {c[order[-1]]}"]
+        shown += ["…", f"{mpl_text(names[order[-1]])}: {c[order[-1]]}"]
     ax.text(0.98, 0.95, "\n".join(shown), transform=ax.transAxes, ha="right", va="top",
             fontsize="small", bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "0.8"})  # fmt: skip
     ax.set_xlim(0.5, len(c) + 0.5)
@@ -135,11 +147,13 @@ def plot_fold_loss(
     history: Sequence[dict[str, Any]], fold: int, best_epoch: int | None = None,
     ax: Axes | None = None,
 ) -> Axes:  # fmt: skip
-    """One fold's train (solid) and validation (dashed) loss, with the kept epoch marked."""
+    """One fold's training (solid) and validation (dashed) loss, with the kept epoch marked
+    (what each loss is goes into the caller's figure title: ``plot_loss_curves``' labels)."""
     ax = _axes(ax, figsize=(4.0, 3.0))
     rows = [r for r in history if int(r["fold"]) == fold]
     epochs = [int(r["epoch"]) for r in rows]
-    ax.plot(epochs, [float(r["train_loss"]) for r in rows], color="C0", marker=".", label="train")
+    ax.plot(epochs, [float(r["train_loss"]) for r in rows], color="C0", marker=".",
+            label="training")  # fmt: skip
     ax.plot(epochs, [float(r["val_loss"]) for r in rows], color="C1", linestyle="--", marker=".",
             label="validation")  # fmt: skip
     if best_epoch is not None:
@@ -182,7 +196,7 @@ def plot_confusion_heatmap(
                 color="white" if share[i, j] > 0.6 * share.max() else "black")  # fmt: skip
     # Outline the diagonal (correct predictions) so the eye finds each identity's own cell.
     ax.plot([-0.5, m - 0.5], [-0.5, m - 0.5], color="0.75", linewidth=0.6, zorder=0.5)
-    labels = [_text(n) for n in names]
+    labels = [mpl_text(n) for n in names]
     ax.set_xticks(range(m), labels, rotation=90, fontsize=font)
     ax.set_yticks(range(m), labels, fontsize=font)
     ax.set_xlabel("predicted identity")
@@ -191,57 +205,29 @@ def plot_confusion_heatmap(
     return ax
 
 
-def plot_recall_vs_train_images(
-    train_counts: Sequence[int], recall: Sequence[float], names: Sequence[str],
-    label: Sequence[str] = (), ax: Axes | None = None,
-) -> Axes:  # fmt: skip
-    """Test recall of each identity against its training images: does the tail fail?
-
-    Args:
-        label: the identities to name on the plot (e.g. the worst five); others stay dots.
-    """
-    ax = _axes(ax, figsize=(6.4, 3.8))
-    x = np.maximum(np.asarray(train_counts, dtype=float), 1)
-    y = np.asarray(recall, dtype=float)
-    ax.scatter(x, y, s=14, alpha=0.6, color="C0", edgecolors="none")
-    wanted = set(label)
-    named = sorted((xi, yi, n) for xi, yi, n in zip(x, y, names, strict=True) if n in wanted)
-    for k, (xi, yi, name) in enumerate(named):
-        # Stagger the labels in three rows: the named identities often share a recall of 0.
-        ax.annotate(_text(name), (xi, yi), fontsize="x-small", xytext=(3, 4 + 10 * (k % 3)),
-                    textcoords="offset points", arrowprops={"arrowstyle": "-", "color": "0.6",
-                                                            "lw": 0.5})  # fmt: skip
-    if x.max() > 4 * x.min():
-        ax.set_xscale("log")
-        _plain_log(ax.xaxis)
-    ax.set_ylim(-0.05, 1.05)
-    ax.set_xlabel("training images of the identity")
-    ax.set_ylabel("test recall")
-    ax.set_title("Recall per identity against its training images")
-    ax.grid(alpha=0.3)
-    return ax
-
-
 def plot_loss_overlay(
-    histories: dict[str, Sequence[dict[str, Any]]], folds: dict[str, int], ax: Axes | None = None
-) -> Axes:
-    """Several runs' loss curves on one axis: each run's tested fold, train solid, validation
-    dashed, one colour per run."""
-    ax = _axes(ax)
+    histories: dict[str, Sequence[dict[str, Any]]], folds: dict[str, int],
+    labels: dict[str, tuple[str, str]] | None = None, ax: Axes | None = None,
+) -> Axes:  # fmt: skip
+    """Several runs' loss curves on one axis: each run's tested fold, training solid,
+    validation dashed, one colour per run; ``labels`` (run → what its training and validation
+    losses are) go into the legend, since runs may train with different losses."""
+    ax = _axes(ax, figsize=(6.4, 4.4))
     for i, (name, history) in enumerate(histories.items()):
         rows = [r for r in history if int(r["fold"]) == folds.get(name, 0)]
         if not rows:
             continue
+        train, val = (labels or {}).get(name, LOSSES)
         epochs = [int(r["epoch"]) for r in rows]
         ax.plot(epochs, [float(r["train_loss"]) for r in rows], color=f"C{i % 10}", marker=".",
-                label=f"{_text(name)} train")  # fmt: skip
+                label=f"{mpl_text(name)}: {mpl_text(train)}")  # fmt: skip
         ax.plot(epochs, [float(r["val_loss"]) for r in rows], color=f"C{i % 10}", linestyle="--",
-                marker=".", label=f"{_text(name)} validation")  # fmt: skip
+                marker=".", label=f"{mpl_text(name)}: {mpl_text(val)}")  # fmt: skip
     _epoch_axis(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy loss")
     ax.set_title("Loss of each run's tested fold: training (solid), validation (dashed)")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="x-small")
     ax.grid(alpha=0.3)
     return ax
 
@@ -262,7 +248,7 @@ def plot_interval_comparison(
         for r, (value, low, high) in enumerate(values):
             y = g + (r - (len(runs) - 1) / 2) * step
             ax.errorbar(value, y, xerr=[[value - low], [high - value]], fmt="o", capsize=3,
-                        color=f"C{r % 10}", label=_text(runs[r]) if g == 0 else None)  # fmt: skip
+                        color=f"C{r % 10}", label=mpl_text(runs[r]) if g == 0 else None)  # fmt: skip
     ax.set_yticks(range(len(rows)), list(rows))
     ax.invert_yaxis()
     ax.set_xlabel("test score (95 % bootstrap interval)")

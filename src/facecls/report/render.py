@@ -6,10 +6,12 @@ as text, never as markup; Markdown cells are escaped by :func:`md_escape` for th
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup, escape
 
 from facecls.bundle import facecls_version
 
@@ -29,7 +31,25 @@ def md_escape(value: object) -> str:
 
 
 def _number(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
+    if value is None:
+        return "–"
+    text = f"{value:.{digits}f}"
+    return text.lstrip("-") if float(text) == 0.0 else text  # never "-0.000"
+
+
+def breakable(value: object) -> Markup:
+    """A name, HTML-escaped, that may wrap after each ``_``, ``-`` or ``.`` (``<wbr>``), so a
+    column of LFW names (``Luiz_Inacio_Lula_da_Silva``) wraps at its parts, never mid-word."""
+    return Markup(re.sub(r"([_.-])", r"\1<wbr>", str(escape(str(value)))))
+
+
+def signed(value: float | None, digits: int = 3) -> str:
+    """A difference with its sign, as printed: "+0.012", "-0.012", and "0.000" for anything that
+    rounds to zero (never "-0.000", never a sign on nothing)."""
+    if value is None:
+        return "–"
+    text = f"{value:+.{digits}f}"
+    return f"{0.0:.{digits}f}" if float(text) == 0.0 else text
 
 
 def format_p(p: float | None) -> str:
@@ -52,7 +72,9 @@ def environment(html: bool) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(num=_number, ci=_interval, md=md_escape, p=format_p)
+    env.filters.update(
+        num=_number, ci=_interval, md=md_escape, p=format_p, signed=signed, breakable=breakable
+    )
     env.globals.update(csp=REPORT_CSP, version=_version())
     return env
 

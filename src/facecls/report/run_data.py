@@ -93,6 +93,22 @@ class RunData:
         return metrics.confusion_matrix(targets, preds, len(self.class_names))
 
 
+def check_run_folder(path: Path) -> None:
+    """Refuse a path that is nothing at all: a run name typed without its runs folder.
+
+    Raises:
+        RunFolderError: "no run folder named …", with the runs folder's path when the name is
+            one there.
+    """
+    path = Path(path)
+    if path.exists():
+        return
+    where = "" if path.is_absolute() else f" in {Path.cwd()}"
+    if not path.is_absolute() and (Path("runs") / path).is_dir():
+        where += f"; did you mean {Path('runs') / path}?"
+    raise RunFolderError(f"no run folder named {path}{where}")
+
+
 def _read_predictions(path: Path) -> list[Prediction]:
     rows = []
     with path.open(newline="", encoding="utf-8") as f:
@@ -132,6 +148,7 @@ def load_run(run_dir: Path) -> RunData:
         RunFolderError: when ``config.yaml``, ``metrics.json`` or ``predictions.csv`` is missing.
     """
     run_dir = Path(run_dir)
+    check_run_folder(run_dir)
     missing = [name for name in REQUIRED if not (run_dir / name).is_file()]
     if missing:
         raise RunFolderError(

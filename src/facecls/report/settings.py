@@ -46,21 +46,31 @@ def recipe_defaults(run: RunData) -> dict[str, Any]:
     t = run.config.train
     try:
         base = resolve(replace_config(RunConfig(), train={
-            "recipe": t.recipe, "model": t.model, "freeze": t.freeze,
-            "pretrained": t.pretrained, "weights": t.weights,
+            "recipe": t.recipe, "model": t.model, "pretrained": t.pretrained,
+            "weights": t.weights,
         }))  # fmt: skip
     except Exception:  # a recipe this facecls no longer knows: show every setting
         return {}
     return to_dict(base)
 
 
-def changed_settings(run: RunData, shareable: bool) -> list[dict[str, Any]]:
-    """Settings that differ from the recipe's defaults (name and runs folder aside), each with
-    the recipe's value: what makes this run this run, shown before the full configuration."""
+def changed_settings(
+    run: RunData, shareable: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What makes this run this run, against its recipe's defaults (name and runs folder aside),
+    each setting with the recipe's value, in two lists:
+
+    * changed: the settings the user set (``metrics.json``'s ``settings_given``);
+    * resolved: those facecls filled in on this machine (``precision: auto`` became ``bf16``).
+
+    A run written before facecls recorded what was given counts a setting whose recipe value is
+    ``auto`` or unset as resolved, any other difference as changed.
+    """
     defaults = recipe_defaults(run)
     if not defaults:
-        return []
-    out = []
+        return [], []
+    given = run.metrics.get("settings_given")
+    changed, resolved = [], []
     for section, body in to_dict(run.config).items():
         items = body.items() if isinstance(body, dict) else [(section, body)]
         base = defaults.get(section, {}) if isinstance(body, dict) else defaults
@@ -68,13 +78,77 @@ def changed_settings(run: RunData, shareable: bool) -> list[dict[str, Any]]:
         for key, value in items:
             if where == "" and key in ("name", "runs_dir"):
                 continue
-            if repr(value) != repr(base.get(key)):
-                out.append({
-                    "key": f"{where}.{key}" if where else key,
-                    "value": _redacted(where, key, value, shareable),
-                    "recipe": _redacted(where, key, base.get(key), shareable),
-                })  # fmt: skip
-    return out
+            if repr(value) == repr(base.get(key)):
+                continue
+            dotted = f"{where}.{key}" if where else key
+            row = {
+                "key": dotted,
+                "value": _redacted(where, key, value, shareable),
+                "recipe": _redacted(where, key, base.get(key), shareable),
+            }
+            by_user = dotted in given if given is not None else base.get(key) not in ("auto", None)
+            (changed if by_user else resolved).append(row)
+    return changed, resolved
+
+
+def _remedy(train: dict[str, Any]) -> str | None:
+    scheme = train.get("imbalance", "none")
+    scheme = scheme if scheme != "none" else train.get("class_weights", "none")
+    return None if scheme in (None, "none") else scheme
+
+
+def loss_labels(config: dict[str, Any]) -> tuple[str, str]:
+    """What a run's training and validation loss curves are: they are often not the same loss
+    (label smoothing and augmentation train; checkpoint selection scores without them)."""
+    t, a = config.get("train", {}), config.get("augment", {})
+    smoothing = float(t.get("label_smoothing") or 0.0)
+    train = [f"label smoothing {smoothing:g}" if smoothing else "no label smoothing"]
+    warps = [f"rotation ±{a['rotation']:g}°" if a.get("rotation") else ""]
+    warps += ["flip" if a.get("hflip") else "", f"zoom ±{a['scale']:g}" if a.get("scale") else ""]
+    warps += [f"shift ±{a['translate']:g}" if a.get("translate") else ""]
+    warps = [w for w in warps if w]
+    if a.get("enabled", True) and warps:
+        train.append(f"augmented images ({', '.join(warps)})")
+    else:
+        train.append("no augmentation")
+    if t.get("sampler", "none") != "none":
+        train.append(f"{t['sampler']} sampling")
+    val = ["no label smoothing", "no augmentation"]
+    if t.get("flip_tta"):
+        val.append("logits averaged with the mirror image")
+    remedy = _remedy(t)
+    if remedy in ("inverse", "sqrt", "effective"):
+        train.append(f"{remedy} class weights")
+        val.append(f"{remedy} class weights")
+    elif remedy == "drw":
+        train.append("effective class weights from the re-weighting epoch on")
+        val.append("effective class weights in every epoch")
+    elif remedy is not None:
+        train.append(f"{remedy} logits")
+        val.append(f"{remedy} logits")
+    train.append("mean over the epoch's steps")
+    return "training loss: " + ", ".join(train), "validation loss: " + ", ".join(val)
+
+
+def training_scope(run: RunData) -> str:
+    """Which weights trained: the whole network, or only the final layer on a frozen backbone
+    (the report's transfer model), as the page says beside the architecture."""
+    t = run.config.train
+    if t.pretrained:
+        source = "starting from pretrained weights"
+    elif t.weights:
+        source = "starting from a weights file"
+    else:
+        source = "from random initialisation"
+    if t.freeze == "backbone":
+        return (
+            f"Backbone frozen, {source}: only the final layer trained (a linear probe, as the "
+            "seed report's transfer model trained only its fully connected layer)."
+        )
+    if t.freeze == "backbone-then-unfreeze":
+        start = t.unfreeze_epoch or (t.epochs or 0) // 3 + 1
+        return f"Backbone frozen until epoch {start}, {source}; then the whole network trained."
+    return f"The whole network trained, {source}."
 
 
 def environment_rows(run: RunData) -> list[tuple[str, Any]]:

@@ -32,6 +32,7 @@ from facecls.report.content import build_run_page
 from facecls.report.lr_find import plot_lr_find
 from facecls.report.render import render
 from facecls.report.run_data import RunData, load_run
+from facecls.report.settings import loss_labels
 from facecls.report.tuning import tuning_pages
 
 if TYPE_CHECKING:
@@ -54,10 +55,15 @@ def save_figure(figure: Figure, path: Path, dpi: int = 110) -> None:
 def predictions_rows(
     result: EvalResult, paths: Sequence[str], class_names: Sequence[str], k: int = 5
 ) -> tuple[list[str], list[list[Any]]]:
-    """``predictions.csv`` content: path, true, predicted, its probability, then top-k pairs."""
+    """``predictions.csv`` content: path, true, predicted, its probability, then top-k pairs.
+
+    The top-k are ranked on the logits, ties broken by class index (a stable sort), the rule of
+    :func:`facecls.metrics.top_k_hits`: the file's top-5 recomputes ``metrics.json``'s exactly
+    (softmax probabilities may tie where the logits do not).
+    """
     probs = softmax(result.logits)
     k = min(k, probs.shape[1])
-    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    top = np.argsort(-np.asarray(result.logits), axis=1, kind="stable")[:, :k]
     header = ["path", "true", "predicted", "probability", "correct"]
     for r in range(1, k + 1):
         header += [f"top{r}", f"top{r}_probability"]
@@ -148,7 +154,8 @@ def write_run_files(
     paths = [dataset.paths[i] for i in split.test]
     header, rows = predictions_rows(test, paths, dataset.class_names)
     write_text(run_dir / "predictions.csv", csv_text(header, rows))
-    save_figure(plots.plot_loss_curves(history).figure, run_dir / "loss_curves.png")
+    labels = loss_labels(result_metrics.get("config", {}))
+    save_figure(plots.plot_loss_curves(history, labels=labels).figure, run_dir / "loss_curves.png")
     save_figure(plots.plot_accuracy_curves(history).figure, run_dir / "accuracy_curves.png")
     write_kernels(model, run_dir / "kernels")
 
@@ -190,8 +197,7 @@ def _run_pictures(run_dir: Path, out: Path) -> tuple[dict[str, dict], list[dict]
 
     curves = {
         name: picture(run_dir / f"{name}.png", caption)
-        for name, caption in (("loss_curves", "Loss of every fold together"),
-                              ("accuracy_curves", "Validation accuracy (solid) and balanced accuracy (dotted)"))
+        for name, caption in (("accuracy_curves", "Validation accuracy (solid) and balanced accuracy (dotted)"),)
         if (run_dir / f"{name}.png").is_file()
     }  # fmt: skip
     kernels = [

@@ -12,7 +12,7 @@ from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from facecls.bundle import BundleError
-from facecls.inference.search import verify_threshold
+from facecls.inference.search import marked, verify_threshold
 from facecls.inference.verify import stored_threshold
 from facecls.logs import logger
 from facecls.numbers import NumberError
@@ -146,11 +146,14 @@ def add_routes(app: FastAPI, service: Service) -> None:
             threshold, _ = verify_threshold(store.model)
         except NumberError:  # a model.json whose verify threshold is not a number: unmarked
             threshold = None
+        # a facecls embed file's photos are named relative to the file's folder
+        root = gallery.folder if gallery.folder.is_dir() else gallery.folder.parent
         matches = [
-            Match(photo=relative_name(m.path, gallery.folder), face=m.face,
+            Match(photo=relative_name(m.path, root), face=m.face,
                   box=None if m.box is None else list(m.box), similarity=unit(m.similarity),
                   same=m.same)
-            for m in gallery.nearest(vector, top_k, threshold)
+            for m in marked(await run_in_threadpool(service.nearest, gallery, vector, top_k),
+                            threshold)  # fmt: skip
         ]  # fmt: skip
         return SearchAnswer(gallery_faces=len(gallery.faces), skipped=len(gallery.skipped),
                             threshold=threshold, matches=matches)  # fmt: skip

@@ -18,7 +18,6 @@ from urllib.parse import quote
 
 import torch
 
-from facecls.atomic import file_in_the_way
 from facecls.bundle import META_NAME
 from facecls.bundle_meta import refuse_unverified
 from facecls.data.sources import DataError
@@ -94,7 +93,7 @@ def build_app(
     prints each access-log line (it always goes to ``serve.log`` in the store).
 
     Raises:
-        DataError: ``gallery`` is not a folder, or ``store`` is (or lies under) a file.
+        DataError: ``gallery`` is not a folder.
         BundleError: ``require_digest`` (the default) and ``model.json`` records no weights
             digest: a service does not answer with weights nobody can verify.
     """
@@ -103,12 +102,6 @@ def build_app(
         refuse_unverified(meta, folder / META_NAME)
     if gallery is not None and not Path(gallery).is_dir():
         raise DataError(f"--gallery {gallery}: not a folder; give the folder of photos to search")
-    blocking = None if store is None else file_in_the_way(store)
-    if blocking is not None:
-        raise DataError(
-            f"--store {store}: {blocking} is a file; give --store DIR, a folder for the "
-            "enrolled versions"
-        )
     require_serve()
     service = importlib.import_module("facecls.service.app")  # needs the extra
     models = importlib.import_module("facecls.service.model_store")
@@ -142,7 +135,7 @@ def serve(
         token: bearer token every request must carry (default ``$FACECLS_TOKEN``); the page's
             address with it in the fragment is printed once to stdout, never logged.
         store: folder of enrolled versions (default ``<bundle>.served`` beside the bundle).
-        gallery: folder of photos ``/search`` looks in.
+        gallery: folder of photos (or ``facecls embed`` file) ``/search`` looks in.
         detect: find faces in uploads with OpenCV (``facecls[detect]``); otherwise each upload
             is one face, cut as training cut its photos.
         threads: PyTorch threads for the network (default :func:`default_threads`); this sets
@@ -163,17 +156,8 @@ def serve(
     if threads is not None and threads < 1:
         raise ValueError(f"--threads must be at least 1, got {threads}")
     torch.set_num_threads(threads or default_threads())
-    app = build_app(
-        model,
-        token,
-        store,
-        gallery,
-        detect,
-        device,
-        log,
-        console_log=not quiet,
-        require_digest=require_digest,
-    )
+    app = build_app(model, token, store, gallery, detect, device, log, console_log=not quiet,
+                    require_digest=require_digest)  # fmt: skip
     shown = f"[{host}]" if ":" in host else host
     needs = ", with the token" if token else ""
     log(

@@ -13,7 +13,7 @@ from fastapi import UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from facecls.inference.photos import Photo, finds_faces, photo_faces, photo_of
-from facecls.inference.search import Gallery, model_key
+from facecls.inference.search import Gallery, Match, model_key, open_gallery
 from facecls.openset import l2_normalize
 from facecls.service.batching import Batcher, PhotoBatcher
 from facecls.service.errors import ApiError
@@ -29,7 +29,7 @@ class Settings:
 
     Attributes:
         token: bearer token every request but the page must carry (``None``: loopback only).
-        gallery: folder of photos ``/search`` looks in.
+        gallery: folder of photos (or ``facecls embed`` file) ``/search`` looks in.
         detect: find every face in uploads (MTCNN); otherwise each upload is one face.
         max_bytes: the most bytes of one uploaded photo.
         max_pixels: the most pixels of one uploaded photo.
@@ -59,7 +59,7 @@ class Service:
         self.detector = PhotoBatcher(lambda photos: self.store.model.faces_in_photos(photos))
         self.detect = settings.detect
         self._gallery: Gallery | None = None
-        self._gallery_lock = threading.Lock()
+        self._gallery_lock = threading.Lock()  # a refresh adds to the index: never mid-search
 
     async def read(self, upload: UploadFile) -> Photo:
         """Bytes (size-limited), pixels (sniffed, pixel-limited) and faces of one upload."""
@@ -103,16 +103,25 @@ class Service:
         return l2_normalize(features.astype(np.float64))[0]
 
     def gallery(self) -> Gallery:
-        """The gallery, brought up to date with its folder."""
+        """The gallery (a folder, or a ``facecls embed`` file), brought up to date, with its
+        vector index built or read here, in a worker thread, not on the event loop."""
         if self.settings.gallery is None:
             raise ApiError(404, "not_found", "no gallery: start the service with --gallery DIR")
         with self._gallery_lock:
             model = self.store.model
             # a new enrolled version shares the network: the same gallery, nothing re-embedded
             if self._gallery is None or self._gallery.model_key != model_key(model):
-                self._gallery = Gallery(model, self.settings.gallery, self.settings.detect)
+                self._gallery = open_gallery(model, self.settings.gallery, self.settings.detect)
             # the first search embeds the whole gallery: shown on the console unless --quiet
-            return self._gallery.refresh(show_progress=self.settings.console_log)
+            gallery = self._gallery.refresh(show_progress=self.settings.console_log)
+            if gallery.faces:
+                gallery.index()
+            return gallery
+
+    def nearest(self, gallery: Gallery, vector: np.ndarray, top_k: int) -> list[Match]:
+        """The gallery faces nearest ``vector``, searched under the gallery's lock."""
+        with self._gallery_lock:
+            return gallery.nearest(vector, top_k)
 
     def close(self) -> None:
         """Stop the workers (the detector first: its faces go to the batcher)."""

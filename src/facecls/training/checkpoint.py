@@ -40,6 +40,9 @@ class TrainingState:
 
     Attributes:
         best_state: CPU copy of the model at ``best_epoch`` (lowest validation loss).
+        best_logits: that epoch's validation logits ``(N_val, C)``, float32 on the CPU: the
+            kept model's numbers are that pass's (``best_loss`` its loss), also after a resume.
+        best_features: that pass's embeddings ``(N_val, D)`` (calibration's), when it kept them.
         complete: every epoch of the fold is done.
     """
 
@@ -49,6 +52,8 @@ class TrainingState:
     best_loss: float = math.inf
     best_state: State | None = None
     complete: bool = False
+    best_logits: torch.Tensor | None = None
+    best_features: torch.Tensor | None = None
 
 
 def checkpoint_path(run_dir: Path, fold: int) -> Path:
@@ -112,6 +117,10 @@ def save_checkpoint(
     if state.best_state is not None:
         # best_state is already a detached CPU copy (cpu_copy when kept, or read from a file)
         tensors.update({f"best.{k}": v for k, v in state.best_state.items()})
+    if state.best_logits is not None:
+        tensors["kept.logits"] = state.best_logits
+    if state.best_features is not None:
+        tensors["kept.features"] = state.best_features
     optim_doc, optim_tensors = _flatten_optimizer(optimizer.state_dict())
     tensors.update(optim_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
@@ -201,4 +210,6 @@ def load_checkpoint(
         best_loss=math.inf if doc["best_loss"] is None else float(doc["best_loss"]),
         best_state=best or None,
         complete=bool(doc["complete"]),
+        best_logits=tensors.get("kept.logits"),
+        best_features=tensors.get("kept.features"),
     )

@@ -170,10 +170,11 @@ def evaluate(
         with runtime.autocast():
             if features:  # the input of the final Linear layer too, averaged like the logits
                 logits, embedded = logits_and_features(model, seen[0])
-                if len(seen) > 1:
+                logits, embedded = logits.float(), embedded.float()
+                if len(seen) > 1:  # averaged in float32, as the logits-only pass below does
                     second, embedded2 = logits_and_features(model, seen[1])
-                    logits, embedded = (logits + second) / 2, (embedded + embedded2) / 2
-                logits = logits.float()
+                    logits = (logits + second.float()) / 2
+                    embedded = (embedded + embedded2.float()) / 2
                 all_features.append(embedded.float())
             else:
                 logits = model(seen[0]).float()

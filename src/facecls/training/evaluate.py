@@ -24,6 +24,7 @@ from facecls.data.splits import (
 )
 from facecls.inference.strangers import OPENSET_FILE, evaluate_strangers, summary_lines
 from facecls.numbers import finite
+from facecls.report.run_data import check_run_folder
 from facecls.report.write import write_report_safely
 from facecls.runtime import resolve_device, runtime_for
 from facecls.training.distributed import (
@@ -64,14 +65,20 @@ def evaluation_metrics(
     table = metrics_classes.metrics_table(cm, class_names)
     if train_counts is not None:
         table["groups"] = group_metrics(cm, train_counts)
-    table["summary"]["top5_accuracy"] = metrics.top_k_accuracy(result.logits, result.targets, 5)
+    top5 = metrics.top_k_hits(result.logits, result.targets, 5)
+    table["summary"]["top5_accuracy"] = float(top5.mean())
     table["summary"]["loss"] = result.loss
     table["summary"]["images"] = int(len(result.targets))
-    table["intervals_95"] = {
-        name: list(metrics_intervals.bootstrap_ci(result.targets, result.preds, k, name, seed=seed))
-        for name in ("accuracy", "balanced_accuracy", "macro_f1", "class_avg_accuracy",
-                     "class_avg_aggregated")
-    }  # fmt: skip
+    # One stratified bootstrap for every figure: the same number gets the same interval.
+    intervals = metrics_intervals.bootstrap_intervals(
+        result.targets,
+        result.preds,
+        k,
+        metrics_intervals.TEST_INTERVALS,
+        {metrics_intervals.TOP5: top5},
+        seed=seed,
+    )
+    table["intervals_95"] = {name: list(low_high) for name, low_high in intervals.items()}
     return table
 
 
@@ -158,6 +165,7 @@ def evaluate_run(
             "--strangers measures the run's own model on its own test part: leave out "
             + ("--data" if data is not None else "--logit-adjust")
         )
+    check_run_folder(path)  # a bare run name: say so, not "model weights not found"
     bundle = load_bundle(path, "cpu", trust_pickle=trust_pickle)  # refuses pickles first
     run_dir = run_dir_of(path)
     config = load_yaml(run_dir / "config.yaml")

@@ -52,6 +52,18 @@ def probe_train_part(
     return features, dataset.targets.numpy()[rows]
 
 
+def test_line(test: dict[str, Any]) -> str:
+    """The terminal's test figures, each with the interval the pages and the card show."""
+    s, intervals = test["summary"], test.get("intervals_95", {})
+    parts = []
+    for label, key in (("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"),
+                       ("macro-F1", "macro_f1"), ("top-5", "top5_accuracy")):  # fmt: skip
+        low_high = intervals.get(key)
+        interval = f" [{low_high[0]:.3f}, {low_high[1]:.3f}]" if low_high else ""
+        parts.append(f"{label} {s[key]:.3f}{interval}")
+    return f"Test ({s['images']} images, 95 % intervals): " + "  ".join(parts)
+
+
 def finish_run(
     run: StartedRun, config: RunConfig, folds: list[TrainedModel], final: TrainedModel,
     test: EvalResult, result_metrics: dict[str, Any], started: float, log: Log,
@@ -64,6 +76,8 @@ def finish_run(
     result_metrics["environment"] = environment(config.train.seed)
     result_metrics["environment"]["processes"] = dist.world_size
     result_metrics["config"] = to_dict(config)
+    if run.given is not None:  # what the user set; the report lists the rest as filled in
+        result_metrics["settings_given"] = run.given
     # The one count of training images per identity (the kept model's training part) that
     # metrics.json's groups, the terminal and the report all use.
     result_metrics["final_model"]["train_counts"] = [int(c) for c in final.train_counts]
@@ -94,11 +108,7 @@ def finish_run(
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
 
     dist.main_writes(write)  # every rank returns once the files exist
-    s = result_metrics["test"]["summary"]
-    log(
-        f"Test: accuracy {s['accuracy']:.3f}  balanced accuracy {s['balanced_accuracy']:.3f}  "
-        f"macro-F1 {s['macro_f1']:.3f}  top-5 {s['top5_accuracy']:.3f}  ({len(split.test)} images)"
-    )
+    log(test_line(result_metrics["test"]))
     if groups_text(result_metrics["test"]):
         log(f"Test {groups_text(result_metrics['test'])}")
     if dist.is_main:

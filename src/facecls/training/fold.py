@@ -17,9 +17,11 @@ import torch.nn as nn
 
 from facecls import metrics
 from facecls.config import RunConfig
+from facecls.data.batches import IndexBatches
 from facecls.data.dataset import FaceDataset
 from facecls.models.embedding import head_name
 from facecls.progress import bar as progress_bar
+from facecls.runtime import Runtime
 from facecls.training.checkpoint import (
     TrainingState,
     cpu_copy,
@@ -133,6 +135,34 @@ def _batch_callback(
     return on_batch
 
 
+def _kept_pass(
+    state: TrainingState, module: nn.Module, val_batches: IndexBatches, val_targets: np.ndarray,
+    probe: tuple[HeadOnly, IndexBatches] | None, mean: list[float], std: list[float],
+    loss_fn: nn.Module, flip_tta: bool, runtime: Runtime,
+) -> EvalResult:  # fmt: skip
+    """The kept model's validation numbers: its epoch's one pass (history.csv's row, its logits
+    and embeddings kept in the checkpoint across a resume). Only where that pass kept no
+    embeddings (a compiled or replicated model) does a second pass run, for them alone.
+
+    Args:
+        val_targets: the targets of ``val_batches`` in the order of its (gathered) pass.
+        probe: the cached head and its validation batches when calibration reads the cache.
+    """
+    if state.best_logits is not None and state.best_features is not None:
+        logits, features = state.best_logits.numpy(), state.best_features.numpy()
+        return EvalResult(logits, val_targets, state.best_loss, features)
+    if probe is not None:
+        val = evaluate(
+            probe[0].head, probe[1], mean, std, loss_fn, flip_tta, runtime,
+            views=probe[0].eval_views, features=True,
+        )  # fmt: skip
+    else:
+        val = evaluate(module, val_batches, mean, std, loss_fn, flip_tta, runtime, features=True)
+    if state.best_logits is None:  # a checkpoint written before the logits were kept
+        return val
+    return EvalResult(state.best_logits.numpy(), val.targets, state.best_loss, val.features)
+
+
 def train_model(
     dataset: FaceDataset,
     images: torch.Tensor,
@@ -222,9 +252,11 @@ def train_model(
             )  # fmt: skip
         finally:
             bar.close()
+        # The embeddings come with the logits (a forward hook on the bare module or the cached
+        # head), so the kept epoch's one pass also feeds calibration.
         val = evaluate(
             net, epoch_val, mean, std, val_loss_fn, bool(t.flip_tta), runtime,
-            views=probe.eval_views if on_cache else None,
+            features=on_cache or net is module, views=probe.eval_views if on_cache else None,
         )  # fmt: skip
         _check_epoch(stats, val.loss, module, fold, epoch)
         cm = metrics.confusion_matrix(val.targets, val.preds, dataset.num_classes)
@@ -252,6 +284,12 @@ def train_model(
         if val.loss < state.best_loss:
             state.best_loss, state.best_epoch = val.loss, epoch
             state.best_state = cpu_copy(module.state_dict())
+            # The kept model's numbers: this pass, the one history.csv shows.
+            state.best_logits = torch.from_numpy(np.ascontiguousarray(val.logits, np.float32))
+            state.best_features = (
+                None if val.features is None
+                else torch.from_numpy(np.ascontiguousarray(val.features, np.float32))
+            )  # fmt: skip
         state.epoch, state.complete = epoch, epoch == t.epochs
         if checkpoint is not None:  # rank 0 writes, then every rank goes on
             dist.main_writes(
@@ -263,17 +301,14 @@ def train_model(
             stop.check(fold, epoch, None)
     assert state.best_state is not None
     module.load_state_dict(state.best_state)
-    # Embeddings kept too: calibration (open set, verify) reuses this pass.
-    if probe is not None and t.freeze == "backbone":
-        val = evaluate(
-            probe.head, probe_batches[1], mean, std, val_loss_fn, bool(t.flip_tta), runtime,
-            views=probe.eval_views, features=True,
-        )  # fmt: skip
-    else:
+    if not (probe is not None and t.freeze == "backbone"):
         probe = None  # the backbone trained: its embeddings are no longer the cached ones
-        val = evaluate(
-            module, val_batches, mean, std, val_loss_fn, bool(t.flip_tta), runtime, features=True
-        )
+    val_targets = targets[torch.as_tensor(val_idx, device=targets.device)].cpu().numpy()
+    val = _kept_pass(
+        state, module, val_batches, val_targets,
+        None if probe is None else (probe, probe_batches[1]),
+        mean, std, val_loss_fn, bool(t.flip_tta), runtime,
+    )  # fmt: skip
     # Keep a detached copy: with --compile the same module object is reused by the next fold.
     kept = copy.deepcopy(module) if t.compile else module
     return TrainedModel(

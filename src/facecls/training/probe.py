@@ -36,6 +36,7 @@ from torch import nn
 
 from facecls.atomic import atomic_path, write_json
 from facecls.config import AugmentConfig, RunConfig
+from facecls.config_rules import augment_of
 from facecls.data.augment import normalize
 from facecls.data.batches import IndexBatches
 from facecls.data.dataset import FaceDataset
@@ -197,7 +198,7 @@ class HeadOnly:
     @classmethod
     def of(cls, model: nn.Module, features: torch.Tensor, augment: AugmentConfig,
            flip_tta: bool) -> HeadOnly:  # fmt: skip
-        return cls(final_linear(model), features, augment, flip_tta)
+        return cls(final_linear(model), features, augment_of(augment), flip_tta)
 
     def train_inputs(
         self, rows: torch.Tensor, generator: torch.Generator, where: tuple[int, int]
@@ -232,7 +233,7 @@ class HeadOnly:
 
 def views_needed(augment: AugmentConfig, flip_tta: bool) -> int:
     """2 when the mirror image is used (flip augmentation or flip TTA), else 1."""
-    return 2 if flip_tta or (augment.enabled and augment.hflip) else 1
+    return 2 if flip_tta or (augment.enabled and augment_of(augment).hflip) else 1
 
 
 def head_only(

@@ -278,7 +278,10 @@ def _cross_validate(
         },
         "final_model": {"fold": best, "epoch": final.best_epoch, "rule": "lowest validation loss"},
     }
-    log("CV: " + "  ".join(f"{k} {m:.3f}±{s:.3f}" for k, (m, s) in mean_std.items() if k != "loss"))
+    log(
+        f"CV (validation parts, mean ± sd over {k} folds): "
+        + "  ".join(f"{n} {m:.3f} ± {s:.3f}" for n, (m, s) in mean_std.items() if n != "loss")
+    )
     return finish_run(
         run, config, trained_folds, final, test, result_metrics, started, log, show_progress
     )

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from facecls.atomic import file_in_the_way, write_json
 from facecls.config import ConfigError, RunConfig
+from facecls.config_io import given_settings, save_yaml, to_dict
 from facecls.config_io import replace as replace_config
-from facecls.config_io import save_yaml, to_dict
 from facecls.config_rules import resolve
 from facecls.data.batches import resident
 from facecls.data.checks import report_data_problems
@@ -36,6 +37,9 @@ from facecls.training.resume import (
     data_fingerprint,
 )
 
+# What the user set (config_io.given_settings), kept from the start so a resumed run knows it.
+GIVEN_NAME = "settings_given.json"
+
 
 def _silent(_message: str) -> None:
     """The log of ranks other than 0."""
@@ -53,6 +57,9 @@ class StartedRun:
     run_dir: Path
     dist: DistContext
     folds: list[np.ndarray] | None = None  # from folds.json when resuming
+    # What the user set (config_io.given_settings), before the recipe and this machine filled
+    # in the rest; None for a run started before facecls kept it.
+    given: dict[str, Any] | None = None
 
 
 def _check_processes(config: RunConfig, dist: DistContext) -> None:
@@ -84,29 +91,24 @@ def check_prerequisites(config: RunConfig) -> None:
         FileNotFoundError: ``--weights`` (or FaceNet's default weights) is not a file.
     """
     t = config.train
+    if t.weights and Path(t.weights).expanduser().is_dir():
+        raise FileNotFoundError(
+            f"{Path(t.weights).expanduser()}: is a folder (--weights); give the weights file "
+            "(safetensors) itself"
+        )
+    if t.weights and not Path(t.weights).expanduser().is_file():
+        raise FileNotFoundError(
+            f"{Path(t.weights).expanduser()}: weights file not found (--weights); nothing was "
+            "loaded and no run folder was made"
+        )
     facenet_default = not t.weights and t.model == "facenet" and t.pretrained
-    if t.weights:
-        wanted, option = Path(t.weights).expanduser(), "--weights"
-    elif facenet_default:
-        wanted, option = default_weights_path(), "--pretrained (FaceNet's default weights)"
-    else:
-        return
-    if wanted.is_dir():
-        raise FileNotFoundError(
-            f"{wanted}: is a folder ({option}); give the weights file (safetensors) itself"
-        )
-    if not wanted.is_file() and facenet_default:
+    if facenet_default and not default_weights_path().is_file():
         raise FileNotFoundError(f"{missing_weights_message()}; no run folder was made")
-    if not wanted.is_file():
-        raise FileNotFoundError(
-            f"{wanted}: weights file not found (--weights); nothing was loaded and no run "
-            "folder was made"
-        )
 
 
 def _start(
     config: RunConfig, dist: DistContext, log: Log, show_progress: bool, command: str,
-    resume: Path | None,
+    resume: Path | None, given: dict[str, Any] | None = None,
 ) -> StartedRun:  # fmt: skip
     _check_processes(config, dist)
     check_prerequisites(config)
@@ -164,8 +166,11 @@ def _start(
             save_yaml(config, run_dir / "config.yaml")
             write_json(run_dir / "environment.json", environment(config.train.seed))
             write_json(run_dir / DATA_FILES_NAME, data_fingerprint(dataset))
+            write_json(run_dir / GIVEN_NAME, given or {})
     else:
         run_dir = resume
+        saved = resume / GIVEN_NAME  # what the user set when the run started
+        given = json.loads(saved.read_text()) if saved.is_file() else None
     processes = f"; {dist.world_size} processes" if dist.distributed else ""
     precision = "bf16" if runtime_for(config.train, device).dtype is not None else "fp32"
     log(
@@ -173,7 +178,7 @@ def _start(
         f"({dataset.info['kind']}: {dataset.info['location']}); test part {len(split.test)} "
         f"images ({split.how}); device {device} ({precision}){processes}; run folder {run_dir}"
     )
-    return StartedRun(device, dataset, split, images, targets, run_dir, dist, folds)
+    return StartedRun(device, dataset, split, images, targets, run_dir, dist, folds, given)
 
 
 def begin_run(
@@ -183,6 +188,7 @@ def begin_run(
     """Resolve the recipe, join the process group (under torchrun) and start the run; ranks
     other than 0 log nothing, show no progress and keep no run.log."""
     log: Log = record.log
+    given = given_settings(config) if resume is None else None
     config = resolve(config)
     dist = dist_context(config.train.device)
     if resume is None and config.train.precision == "auto":
@@ -192,7 +198,13 @@ def begin_run(
     if not dist.is_main:
         log, show_progress = _silent, False
     run = _start(
-        config, dist, log, show_progress, command, None if resume is None else Path(resume)
+        config,
+        dist,
+        log,
+        show_progress,
+        command,
+        None if resume is None else Path(resume),
+        given,
     )
     if dist.is_main:
         record.open(run.run_dir)
