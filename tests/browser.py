@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -39,6 +41,18 @@ def find_chromium() -> str | None:
     if os.environ.get("CHROMIUM"):
         return os.environ["CHROMIUM"]
     return next((path for name in CANDIDATES if (path := shutil.which(name))), None)
+
+
+def require_chromium() -> str:
+    """The Chromium binary; a browser test without one fails (never skips to pass)."""
+    binary = find_chromium()
+    if binary is None:
+        pytest.fail(
+            "Chromium is not installed: the browser tests need it (`make test` and .ci/run install "
+            "Debian's chromium with apt-get; elsewhere install Chromium or set CHROMIUM=/path)",
+            pytrace=False,
+        )
+    return binary
 
 
 class Chromium:

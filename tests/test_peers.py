@@ -7,7 +7,6 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,8 +37,7 @@ def test_logistic_regression_chooses_c_by_cv_or_takes_the_given_one() -> None:
 
 def test_dlib_describer_falls_back_to_the_central_box(tmp_path: Path) -> None:
     peers = _peers()
-    if not peers.dlib_available():
-        pytest.skip("dlib peer not installed (pip install 'facecls[peers]')")
+    assert peers.dlib_available(), "the dev install brings dlib-bin (pip install -e '.[dev]')"
     blank = tmp_path / "blank.jpg"
     Image.new("RGB", (64, 64), (128, 128, 128)).save(blank)
     describe = peers.DlibDescriber()

@@ -1,5 +1,5 @@
 """The HTML/Markdown reports: numbers against metrics.json, escaping, shareable mode, comparison,
-and the page in a real headless Chromium (skipped only when Chromium is not installed)."""
+and the page in a real headless Chromium (failing when Chromium is not installed)."""
 
 from __future__ import annotations
 
@@ -395,15 +395,9 @@ def test_clustered_classes_puts_confused_classes_together() -> None:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    from tests.browser import Chromium, find_chromium
+    from tests.browser import Chromium, require_chromium
 
-    binary = find_chromium()
-    if binary is None:
-        pytest.skip(
-            "Chromium is not installed: `make test` installs Debian's chromium package with "
-            "apt-get when it can; install it (apt-get install chromium) to run the browser checks"
-        )
-    chromium = Chromium(binary, tmp_path_factory.mktemp("chromium-profile"))
+    chromium = Chromium(require_chromium(), tmp_path_factory.mktemp("chromium-profile"))
     yield chromium
     chromium.close()
 

@@ -222,12 +222,9 @@ def test_collapse_is_told_in_counts() -> None:
 
 def test_per_identity_table_fits_the_page(four_identity_run: dict, tmp_path: Path) -> None:
     """Issue 29.10: at 1,400 px no name of the per-identity table is clipped."""
-    from tests.browser import Chromium, find_chromium
+    from tests.browser import Chromium, require_chromium
 
-    binary = find_chromium()
-    if binary is None:  # as tests/test_report.py's browser checks
-        pytest.skip("Chromium is not installed: `make test` installs it (apt-get install chromium)")
-    browser = Chromium(binary, tmp_path / "profile", width=1400, height=900)
+    browser = Chromium(require_chromium(), tmp_path / "profile", width=1400, height=900)
     try:
         browser.open(four_identity_run["run"] / "report.html")
         assert browser.problems() == []

@@ -348,18 +348,6 @@ def live_server(tiny_run: Path, tmp_path: Path, request: pytest.FixtureRequest):
         yield url
 
 
-def chromium_or_skip() -> str:
-    from tests.browser import find_chromium
-
-    binary = find_chromium()
-    if binary is None:
-        pytest.skip(
-            "Chromium is not installed: `make test` installs Debian's chromium package with "
-            "apt-get when it can; install it (apt-get install chromium) to run the browser checks"
-        )
-    return binary
-
-
 def named_photo(tiny_run: Path, people: dict[str, Path]) -> tuple[Path, str]:
     """A photo of person_02 and what the library names it (a name or "unknown"): the page must
     show the same (whether a 20-epoch model names it right depends on one CPU's kernels)."""
@@ -396,9 +384,9 @@ def upload(browser, photo: Path) -> str:  # noqa: ANN001 - tests.browser.Chromiu
 
 
 def test_page_names_an_uploaded_photo_in_chromium(live_server, tiny_run, people, tmp_path):
-    from tests.browser import Chromium
+    from tests.browser import Chromium, require_chromium
 
-    binary = chromium_or_skip()
+    binary = require_chromium()
     photo, name = named_photo(tiny_run, people)
     browser = Chromium(binary, tmp_path / "profile")
     try:
@@ -429,9 +417,9 @@ def test_page_with_a_token_in_chromium(live_server, tiny_run, people, tmp_path):
     sees), sends it with every request, and asks for it in a field after a 401."""
     from urllib.parse import quote
 
-    from tests.browser import Chromium
+    from tests.browser import Chromium, require_chromium
 
-    binary = chromium_or_skip()
+    binary = require_chromium()
     photo, name = named_photo(tiny_run, people)
     browser = Chromium(binary, tmp_path / "profile")
     try:

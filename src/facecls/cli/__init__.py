@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-from facecls.cli import comfort, library, match, runs, use, weights
+from facecls.cli import comfort, library, match, people, runs, use, weights
 from facecls.cli.options import config_from_args, resume_dir
 from facecls.config import ConfigError
 
 # The command groups, in the order ``facecls --help`` lists them.
-GROUPS: tuple[ModuleType, ...] = (runs, use, comfort, match, weights, library)
+GROUPS: tuple[ModuleType, ...] = (runs, use, comfort, match, weights, library, people)
 
 __all__ = ["build_parser", "config_from_args", "main", "resume_dir"]
 

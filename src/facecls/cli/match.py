@@ -61,7 +61,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     add_require_digest(p)
     p = sub.add_parser("serve", help="local HTTP service and web page (facecls[serve])")
-    p.add_argument("model", type=Path, help="run folder or model bundle")
+    p.add_argument("model", type=Path, nargs="?", help="run folder or model bundle")
+    p.add_argument("--library", metavar="LIB", help="a face library: its People page (at / "
+                   "without a model, else at /people/), to name and fix its clusters")  # fmt: skip
     p.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--token", help="bearer token every request must carry (required off "
@@ -96,7 +98,7 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
     else:
         facecls.serve(args.model, args.host, args.port, args.token, args.store, args.gallery,
                       args.detect, log=log, threads=args.threads, quiet=args.quiet,
-                      require_digest=args.require_digest)  # fmt: skip
+                      require_digest=args.require_digest, library=args.library)  # fmt: skip
 
 
 def _search(args: argparse.Namespace, log: Any, progress: bool) -> None:

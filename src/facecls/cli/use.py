@@ -20,6 +20,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", type=Path, help="run folder or model bundle")
     p.add_argument("images", nargs="*", type=Path, help="image files and/or folders")
     p.add_argument("--video", help="a video file or a webcam index (0) instead of images")
+    p.add_argument(
+        "--library", metavar="LIB",
+        help="instead of images: name the faces of this face library that no person labelled, "
+        "as suggestions (never over a person's label)",
+    )  # fmt: skip
     p.add_argument("--every", type=int, default=1, help="with --video: every N-th frame")
     p.add_argument("--top-k", type=int, default=5, help="identities listed per face (default 5)")
     p.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write")
@@ -92,7 +97,13 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
             f"predict: photos ({args.images[0]}) and --video {args.video} given; name the faces "
             "of one at a time (a second command for the other)"
         )
-    if args.command == "predict" and args.video is not None:
+    if args.command == "predict" and args.library is not None:
+        if args.images or args.video is not None:
+            raise ValueError("predict --library names the library's faces: give no images")
+        from facecls.library.suggest import suggest
+
+        suggest(args.library, args.model, args.device, args.batch_size, log)
+    elif args.command == "predict" and args.video is not None:
         facecls.predict_video(args.model, args.video, args.out, args.every, args.annotate,
                               args.detect, args.device, log, show_progress=progress)  # fmt: skip
     elif args.command == "predict" and not args.images:

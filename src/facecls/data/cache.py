@@ -47,6 +47,8 @@ def cache_key(
     for ref in refs:
         stat = ref.path.stat()
         h.update(f"\n{ref.relpath}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+        if ref.face is not None:  # a library's face: where it is counts too
+            h.update(("\0" + ",".join(f"{v:.2f}" for v in ref.face)).encode())
     return h.hexdigest()[:24]
 
 
@@ -114,8 +116,17 @@ def _detect_all(
             for i, p in zip(part, photos, strict=True):
                 if isinstance(p, str):
                     skipped.append({"path": refs[i].relpath, "reason": p})
+            known = [i for i in readable if refs[i].face is not None]
+            for i in known:  # a library's face: cut where it was found, no detection
+                box, points = refs[i].known_face()
+                cut = cutter.cut_known(photos[i - start], box, points)
+                images[len(kept)] = cut.pixels.transpose(2, 0, 1)
+                boxes.append([*cut.box, cut.score])
+                kept.append(i)
+            readable = [i for i in readable if refs[i].face is None]
             arrays = [photos[i - start] for i in readable]
-            for i, photo, found in zip(readable, arrays, cutter.detect(arrays), strict=True):
+            detected = cutter.detect(arrays) if arrays else []
+            for i, photo, found in zip(readable, arrays, detected, strict=True):
                 if len(found) == 0:
                     skipped.append({"path": refs[i].relpath, "reason": "no face found"})
                     continue
@@ -215,7 +226,7 @@ def decode_cached(
         f"cache ({folder}) ..."
     )
     found = None
-    if cutter.detects:
+    if cutter.detects or any(ref.face is not None for ref in refs):
         images, kept, skipped, found = _detect_all(refs, cutter, show_progress)
         log(f"Faces: found in {len(kept)} of {len(refs)} photos; {len(found.rows)} with several "
             "faces")  # fmt: skip

@@ -25,7 +25,8 @@ from facecls.data.face_choice import (
     main_faces,
     records,
 )
-from facecls.data.sources import DataError, default_cache_dir, log_skipped, scan_source
+from facecls.data.library_source import scan_data
+from facecls.data.sources import DataError, default_cache_dir, log_skipped
 from facecls.data.synthetic import SyntheticSpec, render_synthetic
 
 
@@ -182,7 +183,7 @@ def load_dataset(
                 f"{option} {cache_dir}: {blocking} is a file, not a folder; give a folder for "
                 "the decode cache"
             )
-        scan = scan_source(config.source, cache_dir, log)
+        scan = scan_data(config.source, cache_dir, log)
         # Filter by file count first so LFW-20 decodes 3,023 images, not 13,233; bad files can
         # still drop an identity below the threshold, so it is applied again after decoding.
         files_per_identity = Counter(ref.identity for ref in scan.refs)
@@ -266,3 +267,28 @@ def load_dataset(
         skipped=len(dataset.skipped),
     )
     return dataset
+
+
+def keep_identities(dataset: FaceDataset, names: list[str]) -> FaceDataset:
+    """``dataset`` restricted to the identities ``names`` (in that order), when it holds them
+    all: a face library gains people after a model was trained on it, and the model's own
+    calibration and evaluation read the library again. Anything else is returned unchanged
+    (the caller's check then says the identities differ)."""
+    if dataset.class_names == names or not set(names) <= set(dataset.class_names):
+        return dataset
+    old = np.array([dataset.class_names.index(n) for n in names])
+    remap = np.full(dataset.num_classes, -1)
+    remap[old] = np.arange(len(names))
+    new_targets = remap[dataset.targets.numpy()]
+    keep = np.flatnonzero(new_targets >= 0)
+    return FaceDataset(
+        images=dataset.images[torch.from_numpy(keep)],
+        targets=torch.from_numpy(new_targets[keep]).to(torch.int64),
+        class_names=list(names),
+        paths=[dataset.paths[i] for i in keep],
+        presplit=None if dataset.presplit is None else [dataset.presplit[i] for i in keep],
+        skipped=dataset.skipped,
+        info=dict(dataset.info, identities=len(names), images=len(keep)),
+        groups=None if dataset.groups is None else dataset.groups[keep],
+        duplicates=dataset.duplicates,
+    )

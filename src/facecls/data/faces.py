@@ -74,6 +74,38 @@ def centre_box(height: int, width: int, crop: float) -> tuple[float, float, floa
     return (x1, y1, x1 + side, y1 + side)
 
 
+def lfw_square(
+    photo: np.ndarray,
+    box: tuple[int, int, int, int],
+    size: int,
+    enlarge: float = LFW_ENLARGE,
+    crop: float = 1.0,
+) -> np.ndarray:
+    """The square of side ``enlarge`` x the longer side of ``box`` (``x, y, w, h``), centred on
+    it and cut to its centre ``crop``, resized to ``size`` (edges padded by repetition): a face
+    anywhere in a photo framed as LFW frames its people, for ``centre`` models.
+
+    Returns:
+        uint8 ``(size, size, 3)``, resized as :func:`facecls.data.images.load_rgb` resizes.
+    """  # fmt: skip
+    x, y, w, h = box
+    side = max(1, round(enlarge * crop * max(w, h)))
+    cx, cy = x + w / 2, y + h / 2
+    left, top = round(cx - side / 2), round(cy - side / 2)
+    height, width = photo.shape[:2]
+    pad = max(0, -left, -top, left + side - width, top + side - height)
+    if pad:
+        photo = np.pad(photo, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    square = photo[top + pad : top + pad + side, left + pad : left + pad + side]
+    return np.asarray(_resize_centre_square(Image.fromarray(square), size))
+
+
+def box_of(corners: Sequence[float]) -> tuple[int, int, int, int]:
+    """``x, y, w, h`` in whole pixels of a detection's ``x1, y1, x2, y2``."""
+    x1, y1, x2, y2 = (float(v) for v in corners)
+    return round(x1), round(y1), max(1, round(x2 - x1)), max(1, round(y2 - y1))
+
+
 def check_pipeline(name: str) -> str:
     """``name`` if it is a face pipeline, else a ValueError that lists them."""
     if name not in PIPELINES:
@@ -205,6 +237,21 @@ class FaceCutter:
                 Face(pixels, tuple(float(v) for v in box), points.copy(), float(found.scores[i]))
             )
         return faces
+
+    def cut_known(
+        self, photo: np.ndarray, box: Sequence[float], landmarks: np.ndarray | None
+    ) -> Face:
+        """A face found earlier (a face library's), cut with this pipeline without detecting:
+        ``centre`` frames it as LFW does (:func:`lfw_square`)."""
+        corners = tuple(float(v) for v in box)
+        if not self.detects:
+            return Face(lfw_square(photo, box_of(corners), self.size, crop=self.crop), corners)
+        if landmarks is None:  # nothing to align on: the box, upright as stored
+            pixels = upright_box_crop(photo, corners, self.size, BOX_MARGIN * self.size, 0.0)
+            return Face(pixels, corners)
+        points = np.asarray(landmarks, dtype=np.float32).reshape(1, 5, 2)
+        found = Detections(np.asarray([corners], np.float32), np.ones(1, np.float32), points)
+        return self.faces_of(photo, found, every_face=False)[0]
 
     def describe(self) -> str:
         """One line for logs and reports."""

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from facecls.data.archive import ArchiveError, extract_archive, is_archive
 from facecls.data.images import IMAGE_EXTENSIONS, file_problem, is_junk, printable
 
@@ -42,12 +44,25 @@ class ImageRef:
         relpath: ``identity/file`` relative to the identity root (what reports and split files use).
         identity: the identity (folder) name.
         split: ``train``/``val``/``test`` for a pre-split source, else ``None``.
+        face: a face found earlier in the photo (a face library's): ``x1, y1, x2, y2`` and,
+            when known, the ten landmark coordinates; ``None``: find the photo's main face.
     """
 
     path: Path
     relpath: str
     identity: str
     split: str | None = None
+    face: tuple[float, ...] | None = None
+
+    def known_face(self) -> tuple[tuple[float, ...], np.ndarray | None]:
+        """``face`` as its box ``(x1, y1, x2, y2)`` and ``(5, 2)`` landmarks (``None`` when
+        not stored)."""
+        if self.face is None:
+            raise ValueError(f"{self.relpath}: no face was given for this image")
+        points = (
+            np.asarray(self.face[4:14], np.float32).reshape(5, 2) if len(self.face) >= 14 else None
+        )
+        return self.face[:4], points
 
 
 @dataclass
@@ -201,7 +216,8 @@ def lfw_archive(cache_dir: Path, log: Callable[[str], None] = print) -> Path:
 
 
 def scan_source(source: str, cache_dir: Path, log: Callable[[str], None] = print) -> Scan:
-    """Resolve ``--data`` (folder, archive or ``lfw``) into a :class:`Scan`.
+    """Resolve ``--data`` (folder, archive or ``lfw``) into a :class:`Scan` (a face library:
+    :func:`facecls.data.library_source.scan_data`).
 
     Raises:
         DataError: when the source is missing, unreadable or unsafe.

@@ -31,7 +31,7 @@ from facecls.bundle import (
 from facecls.config_io import load_yaml, replace
 from facecls.data.augment import normalize
 from facecls.data.batches import IndexBatches
-from facecls.data.dataset import FaceDataset, load_dataset
+from facecls.data.dataset import FaceDataset, keep_identities, load_dataset
 from facecls.data.face_choice import kept_faces_of
 from facecls.data.faces import FaceCutter
 from facecls.data.splits import folds_from_document
@@ -271,6 +271,8 @@ def calibrate_run(
     bundle = load_bundle(run_dir, device)
     kept = kept_faces_of(run_dir) if data is None else None
     dataset = load_dataset(config.data, log, show_progress, kept_faces=kept)
+    if dataset.info.get("kind") == "library":  # people named since training are not the model's
+        dataset = keep_identities(dataset, bundle.class_names)
     if dataset.class_names != bundle.class_names:
         raise ValueError(f"{run_dir}: the data's identities differ from the model's")
     split, folds = folds_from_document(dataset, json.loads((run_dir / "folds.json").read_text()))

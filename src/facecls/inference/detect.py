@@ -12,10 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
-from facecls.data.faces import LFW_ENLARGE, Face, main_first
-from facecls.data.images import _resize_centre_square
+from facecls.data.faces import LFW_ENLARGE, Face, lfw_square, main_first
 from facecls.data.mtcnn import Detections
 
 
@@ -50,15 +48,7 @@ def crop_face(
     Returns:
         uint8 ``(size, size, 3)``, resized as :func:`facecls.data.images.load_rgb` resizes.
     """
-    side = max(1, round(enlarge * crop * max(box.w, box.h)))
-    cx, cy = box.x + box.w / 2, box.y + box.h / 2
-    left, top = round(cx - side / 2), round(cy - side / 2)
-    height, width = photo.shape[:2]
-    pad = max(0, -left, -top, left + side - width, top + side - height)
-    if pad:
-        photo = np.pad(photo, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
-    square = photo[top + pad : top + pad + side, left + pad : left + pad + side]
-    return np.asarray(_resize_centre_square(Image.fromarray(square), size))
+    return lfw_square(photo, box.as_tuple(), size, enlarge, crop)
 
 
 def lfw_faces(

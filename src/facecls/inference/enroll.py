@@ -30,7 +30,8 @@ from facecls.bundle import (
 from facecls.data.face_choice import MAX_CANDIDATES, agree, doubtful
 from facecls.data.faces import Face
 from facecls.data.images import ImageError, load_rgb
-from facecls.data.sources import DataError, default_cache_dir, scan_source
+from facecls.data.library_source import is_library, scan_data
+from facecls.data.sources import DataError, default_cache_dir
 from facecls.inference.calibration import ensure_centroids
 from facecls.inference.model import load_model
 from facecls.inference.outputs import OutputError
@@ -57,7 +58,7 @@ def _embed_identities(
     photos (:func:`facecls.data.face_choice.agree`; the main face when the person has no
     single-face photo); each such choice is logged, the doubtful ones marked.
     """
-    scan = scan_source(str(data), default_cache_dir(), log)
+    scan = scan_data(str(data), default_cache_dir(), log)
     skipped = list(scan.skipped)
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = defaultdict(int)
@@ -71,6 +72,11 @@ def _embed_identities(
         photos: list[tuple[Any, list[Face] | None, int]] = []  # ref, faces, first row
         for ref in part:
             try:
+                if ref.face is not None:  # a face library's face: cut where it was found
+                    box, points = ref.known_face()
+                    photos.append((ref, None, len(pixels)))
+                    pixels.append(model.cutter.cut_known(load_rgb(ref.path), box, points).pixels)
+                    continue
                 if not detect:
                     photos.append((ref, None, len(pixels)))
                     pixels.append(model.load_face(ref.path))
@@ -143,7 +149,8 @@ def enroll(
     Args:
         model_path: a run folder or bundle. A run's model without trained centroids (``train``
             and ``cv`` leave them out) is calibrated first, once, as ``facecls calibrate``.
-        data: a folder or archive ``<name>/<photo>``; unreadable photos are listed and skipped.
+        data: a folder or archive ``<name>/<photo>``, or a face library (its named people the
+            model was not trained on); unreadable photos are listed and skipped.
         out: the new bundle folder (default ``<bundle folder>-enrolled`` beside the original).
             Enrolling into a bundle that already has enrolled people keeps them; a name enrolled
             again is replaced.
@@ -174,7 +181,13 @@ def enroll(
     if not sums:
         raise DataError(f"{data}: no usable photo to enroll (expected <name>/<photo> folders)")
     clash = sorted(set(sums) & set(model.trained_names))
-    if clash:
+    if clash and is_library(str(data)):  # a library names everyone: enroll the newcomers
+        log(f"Left out {len(clash)} people the model was trained on: {', '.join(clash)}")
+        sums = {n: v for n, v in sums.items() if n not in clash}
+        counts = {n: c for n, c in counts.items() if n not in clash}
+        if not sums:
+            raise DataError(f"{data}: every named person is one the model was trained on")
+    elif clash:
         raise DataError(
             f"{data}: {clash[0]!r} is already one of the model's trained identities "
             f"({len(clash)} such); rename the folder or leave it out"

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from facecls.data.library_tables import is_server_url
 from facecls.library.store_base import Library
 from facecls.library.store_pg import PostgresLibrary
 from facecls.library.store_sqlite import SQLiteLibrary
@@ -71,11 +72,6 @@ __all__ = [
     "is_server_url",
     "open_library",
 ]
-
-
-def is_server_url(location: str | Path) -> bool:
-    """Whether ``location`` names a PostgreSQL server rather than a library folder."""
-    return str(location).startswith(("postgresql://", "postgres://"))
 
 
 def open_library(

@@ -62,10 +62,17 @@ class Labels(Engine):
 
     def person(self, person_id: int) -> Person:
         """One person, or a LibraryError naming the id."""
-        found = [p for p in self.people() if p.id == int(person_id)]
-        if not found:
+        # one row by its key: clustering a large library asks this once per cluster
+        rows = self._rows(
+            "SELECT p.id, p.name, p.hidden, COUNT(f.id) FROM people p "
+            "LEFT JOIN faces f ON f.person_id = p.id WHERE p.id = ? "
+            "GROUP BY p.id, p.name, p.hidden",
+            (int(person_id),),
+        )
+        if not rows:
             raise LibraryError(f"{self.location}: no person or cluster {person_id}")
-        return found[0]
+        ((pid, name, hidden, faces),) = rows
+        return Person(int(pid), name, bool(hidden), int(faces))
 
     def person_named(self, name: str) -> Person | None:
         """The person with this name (as :func:`clean_name` stores it), if any."""

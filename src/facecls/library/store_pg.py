@@ -13,7 +13,6 @@ The database must exist (``createdb``); facecls makes its tables in it on the fi
 from __future__ import annotations
 
 import errno
-import re
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from facecls.atomic import WriteError
+from facecls.data.library_tables import redact
 from facecls.library.store_base import Library
 from facecls.library.store_types import LibraryError
 
@@ -37,11 +37,6 @@ def _psycopg() -> Any:
             "a postgresql:// library needs psycopg 3: pip install 'facecls[postgresql]'"
         ) from error
     return psycopg
-
-
-def redact(url: str) -> str:
-    """``url`` with its password hidden, for messages."""
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
 class PostgresLibrary(Library):

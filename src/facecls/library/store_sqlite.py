@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 
 from facecls.atomic import WriteError
+from facecls.data.library_tables import DB_NAME
 from facecls.library.store_base import Library
 from facecls.library.store_types import LibraryError, ModelKey
 
-DB_NAME = "library.sqlite"
 EMBEDDINGS_NAME = "embeddings.f32"
 # What may sit in a library folder (the database, SQLite's own files, the embeddings, the vector
 # indexes): anything else in a folder without a database means it is someone's folder, not ours.

@@ -8,8 +8,9 @@ from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 
-SCHEMA_VERSION = 1
-SOURCES = ("human", "cluster", "suggestion")
+# Shared with data/library_source.py, which reads the library for training.
+from facecls.data.library_tables import SCHEMA_VERSION as SCHEMA_VERSION
+from facecls.data.library_tables import SOURCES as SOURCES
 
 
 def facecls_version() -> str:

@@ -66,7 +66,7 @@ def create_app(store: ModelStore, settings: Settings | None = None) -> FastAPI:
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Any:
         # the page itself holds no data and must load to ask for the token; all else needs it
-        is_page = request.method == "GET" and request.url.path == "/"
+        is_page = request.method == "GET" and request.url.path in ("/", "/people/")
         if settings.token is not None and not is_page:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {settings.token}".encode()):

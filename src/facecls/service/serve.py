@@ -85,30 +85,47 @@ def require_serve() -> tuple[Any, Any]:
 
 
 def build_app(
-    model: str | Path, token: str | None = None, store: str | Path | None = None,
+    model: str | Path | None, token: str | None = None, store: str | Path | None = None,
     gallery: str | Path | None = None, detect: bool = False, device: str = "auto",
     log: Callable[[str], None] = print, console_log: bool = False, require_digest: bool = True,
+    library: str | None = None,
 ) -> Any:  # fmt: skip
     """The FastAPI app serving ``model`` (see :mod:`facecls.service.app`); ``console_log``
-    prints each access-log line (it always goes to ``serve.log`` in the store).
+    prints each access-log line (it always goes to ``serve.log`` in the store). With
+    ``library``, its People page (:mod:`facecls.service.people_app`) too: at ``/`` without a
+    model, else at ``/people/``.
 
     Raises:
-        DataError: ``gallery`` is not a folder.
+        DataError: ``gallery`` is neither a folder of photos nor a ``facecls embed`` file.
         BundleError: ``require_digest`` (the default) and ``model.json`` records no weights
             digest: a service does not answer with weights nobody can verify.
     """
-    if require_digest:
+    if model is not None and require_digest:
         folder, meta = read_meta(model)
         refuse_unverified(meta, folder / META_NAME)
-    if gallery is not None and not Path(gallery).is_dir():
-        raise DataError(f"--gallery {gallery}: not a folder; give the folder of photos to search")
+    if gallery is not None and not Path(gallery).exists():
+        raise DataError(
+            f"--gallery {gallery}: not found; give a folder of photos or a facecls embed file"
+        )
     require_serve()
+    if model is None and library is None:
+        raise ValueError(
+            "facecls serve needs a model (run folder or bundle), --library LIB, or both"
+        )
+    people_app = None
+    if library is not None:
+        people_app = importlib.import_module("facecls.service.people_app")
+        if model is None:
+            return people_app.create_people_app(library, token)
     service = importlib.import_module("facecls.service.app")  # needs the extra
     models = importlib.import_module("facecls.service.model_store")
     model_store = models.ModelStore(model, store, device, log)
     settings = service.Settings(token=token, gallery=None if gallery is None else Path(gallery),
                                 detect=detect, console_log=console_log)  # fmt: skip
-    return service.create_app(model_store, settings)
+    app = service.create_app(model_store, settings)
+    if people_app is not None:
+        app.mount("/people", people_app.create_people_app(library, token))
+    return app
 
 
 def default_threads() -> int:
@@ -123,10 +140,11 @@ def default_threads() -> int:
 
 
 def serve(
-    model: str | Path, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-    store: str | Path | None = None, gallery: str | Path | None = None, detect: bool = False,
-    device: str = "auto", log: Callable[[str], None] = print, threads: int | None = None,
-    quiet: bool = False, require_digest: bool = True,
+    model: str | Path | None, host: str = "127.0.0.1", port: int = 8000,
+    token: str | None = None, store: str | Path | None = None,
+    gallery: str | Path | None = None, detect: bool = False, device: str = "auto",
+    log: Callable[[str], None] = print, threads: int | None = None, quiet: bool = False,
+    require_digest: bool = True, library: str | None = None,
 ) -> None:  # fmt: skip
     """``facecls serve``: run the service until stopped (Ctrl-C).
 
@@ -144,6 +162,7 @@ def serve(
             ``serve.log``).
         require_digest: refuse a bundle whose ``model.json`` records no weights digest (the
             default; ``--no-require-digest`` serves it after a warning).
+        library: a face library whose People page is served too (alone without ``model``).
 
     Raises:
         ValueError: a port outside 1-65535; a non-loopback ``host`` without ``token``; a port
@@ -157,13 +176,17 @@ def serve(
         raise ValueError(f"--threads must be at least 1, got {threads}")
     torch.set_num_threads(threads or default_threads())
     app = build_app(model, token, store, gallery, detect, device, log, console_log=not quiet,
-                    require_digest=require_digest)  # fmt: skip
+                    require_digest=require_digest, library=library)  # fmt: skip
     shown = f"[{host}]" if ":" in host else host
     needs = ", with the token" if token else ""
-    log(
-        f"Serving on http://{shown}:{port}/ (OpenAPI: /openapi.json{needs}; access log: "
-        f"{app.state.access_log.path}); Ctrl-C stops"
-    )
+    if model is None:  # the People page alone
+        log(f"Serving the People page of {library} on http://{shown}:{port}/; Ctrl-C stops")
+    else:
+        people = "; the People page at /people/" if library is not None else ""
+        log(
+            f"Serving on http://{shown}:{port}/ (OpenAPI: /openapi.json{needs}; access log: "
+            f"{app.state.access_log.path}{people}); Ctrl-C stops"
+        )
     if token:
         # The token is the caller's own (argument or $FACECLS_TOKEN). Shown once, on the console
         # only: print, not ``log``, which reaches the facecls logger and whatever files it feeds.
