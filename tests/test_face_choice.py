@@ -26,7 +26,7 @@ from facecls.data.mtcnn import Detections
 from facecls.data.sources import DataError
 from facecls.data.splits import split_test
 from facecls.inference.faces import _detected
-from facecls.inference.verify import calibrate_verification
+from facecls.inference.verify_threshold import calibrate_verification
 from facecls.models.face_embedder import choice_embedder
 from facecls.models.facenet import NORMALIZATION, WEIGHTS_FILE, facenet
 from facecls.report.content import several_faces

@@ -15,7 +15,7 @@ from safetensors.numpy import load_file
 
 import facecls
 from facecls.cli import main
-from facecls.inference.verify import calibrate_verification, threshold_at_far
+from facecls.inference.verify_threshold import calibrate_verification, threshold_at_far
 from tests import serve_fixtures
 
 people, tiny_run = serve_fixtures.people, serve_fixtures.tiny_run  # session-scoped fixtures
