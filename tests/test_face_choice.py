@@ -26,7 +26,7 @@ from facecls.data.mtcnn import Detections
 from facecls.data.sources import DataError
 from facecls.data.splits import split_test
 from facecls.inference.faces import _detected
-from facecls.inference.verify import calibrate_verification
+from facecls.inference.verify_threshold import calibrate_verification
 from facecls.models.face_embedder import choice_embedder
 from facecls.models.facenet import NORMALIZATION, WEIGHTS_FILE, facenet
 from facecls.report.content import several_faces
@@ -140,7 +140,7 @@ def test_a_face_found_twice_is_one_row() -> None:
     merged = merge_overlaps(twice)
     assert len(merged) == 2 and merged.scores.tolist() == pytest.approx([0.99, 0.97])
     photo = np.full((300, 480, 3), 128, np.uint8)
-    rows = list(_detected("p.jpg", FaceCutter("box", 64).faces_of(photo, merged, True)))
+    rows = list(_detected(FaceCutter("box", 64).faces_of(photo, merged, True), path="p.jpg"))
     assert [r.template.faces for r in rows] == [2, 2]
     apart = Detections(twice.boxes[[0, 2]], twice.scores[[0, 2]], twice.landmarks[[0, 2]])
     assert len(merge_overlaps(apart)) == 2  # two faces side by side stay two

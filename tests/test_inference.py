@@ -99,7 +99,7 @@ def test_predict_csv_columns_and_bad_files(run: Path, people: dict[str, Path], t
     table = rows(out)
     assert list(table[0]) == [
         "path", "face", "faces", "box", "landmarks", "decision", "identity", "score", "top1",
-        "top1_probability", "top2", "top2_probability", "top3", "top3_probability", "reason",
+        "top1_probability", "top2", "top2_probability", "top3", "top3_probability", "reason", "closest",
     ]  # fmt: skip
     errors = {Path(r["path"]).name: r["reason"] for r in table if r["decision"] == "error"}
     assert set(errors) == {"broken.jpg", "missing.png"}

@@ -139,3 +139,16 @@ def test_the_test_sees_function_local_imports_and_circles() -> None:
     assert tree_imports == {"facecls.training.run"}
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+# DESIGN.md: a module a stranger can read in one sitting. Past this, split it by what it owns.
+MAX_LINES = 400
+
+
+def test_no_source_file_is_longer_than_the_house_allows() -> None:
+    long = {
+        str(path.relative_to(SRC)): n
+        for path in sorted(SRC.rglob("*.py"))
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+    assert long == {}, f"split these modules (over {MAX_LINES} lines): {long}"

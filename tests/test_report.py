@@ -349,6 +349,16 @@ def test_cli_report_and_compare(runs: dict[str, Path], tmp_path: Path, capsys) -
         assert (tmp_path / "r" / link).is_file(), link
     assert main(["compare", str(runs["plain"])]) == 2
     assert "at least two" in capsys.readouterr().err
+    # the verdict and the score table on the terminal, not only the page's path
+    again = shutil.copytree(runs["plain"], tmp_path / "again")
+    assert main(["--quiet", "compare", str(runs["plain"]), str(again), "--out",
+                 str(tmp_path / "cmp")]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    verdict = f"{runs['plain'].name} vs again: No significant difference between"
+    assert verdict in out
+    table = out.split("Metric (test part)")[1]
+    assert "Accuracy" in table and "Balanced accuracy" in table
+    assert str(tmp_path / "cmp" / "comparison.html") in out
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "no run folder named" in capsys.readouterr().err
     assert main(["report", str(tmp_path)]) == 2

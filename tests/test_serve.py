@@ -102,6 +102,11 @@ def test_predict_names_a_trained_person(client: TestClient, people, tiny_run: Pa
         assert face["identity"] == library.identity and face["decision"] == library.decision
         assert face["score"] == pytest.approx(library.score, abs=1e-3)
         assert face["identity"] in [*model.trained_names, "unknown"]
+        # the best guess, also of a rejected face, and what the page shows beside the face
+        assert face["closest"] == library.closest and face["threshold"] == library.threshold
+        assert face["label"] == library.label()
+        if face["decision"] == "unknown":
+            assert face["label"].startswith(f"unknown — closest: {face['closest']} ")
 
 
 def test_verify_and_search(client: TestClient, people, tiny_run: Path) -> None:
@@ -118,6 +123,10 @@ def test_verify_and_search(client: TestClient, people, tiny_run: Path) -> None:
     matches = found.json()["matches"]
     assert len(matches) == 2 and matches[0]["photo"] == query.name  # relative to the gallery
     assert matches[0]["similarity"] > 0.999
+    # marked against the verify threshold, as facecls verify decides
+    threshold = found.json()["threshold"]
+    assert threshold == client.app.state.service.store.model.meta["verify"]["threshold"]
+    assert [m["same"] for m in matches] == [m["similarity"] >= threshold for m in matches]
 
 
 def test_upload_limits_and_bad_uploads(client: TestClient, people, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from safetensors.numpy import load_file
 
 import facecls
 from facecls.cli import main
-from facecls.inference.verify import calibrate_verification, threshold_at_far
+from facecls.inference.verify_threshold import calibrate_verification, threshold_at_far
 from tests import serve_fixtures
 
 people, tiny_run = serve_fixtures.people, serve_fixtures.tiny_run  # session-scoped fixtures
@@ -271,3 +271,42 @@ def test_an_enrolled_model_keeps_the_score_and_threshold_it_is_given(
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(BundleError, match="no calibrated margin threshold"):
         facecls.load_model(run, method="margin")
+
+
+def test_search_marks_the_matches_at_or_above_the_verify_threshold(
+    tiny_run, people, tmp_path, capsys
+) -> None:
+    gallery = tmp_path / "gallery"
+    for name in ("person_01", "person_04"):
+        shutil.copytree(people["train"] / name, gallery / name)
+    query = sorted((gallery / "person_01").iterdir())[2]
+    model = facecls.load_model(tiny_run)
+    stored = model.meta["verify"]
+    found = facecls.search(model, query, gallery, top_k=10)
+    assert (found.threshold, found.far) == (stored["threshold"], stored["far"])
+    assert [m.same for m in found.matches] == [
+        m.similarity >= stored["threshold"] for m in found.matches
+    ]
+    assert found.matches[0].same  # the query itself, similarity 1
+    # A threshold between the 3rd and 4th matches marks exactly the first three, here and in
+    # the command's output.
+    sims = [m.similarity for m in found.matches]
+    cut = next(i for i in range(3, 10) if sims[i - 1] > sims[i])
+    bundle = shutil.copytree(tiny_run / "model", tmp_path / "bundle")
+    meta = json.loads((bundle / "model.json").read_text())
+    meta["verify"]["threshold"] = (sims[cut - 1] + sims[cut]) / 2
+    (bundle / "model.json").write_text(json.dumps(meta))
+    marked = facecls.search(bundle, query, gallery, top_k=10)
+    assert [m.same for m in marked.matches] == [True] * cut + [False] * (10 - cut)
+    capsys.readouterr()
+    assert main(["--quiet", "search", str(bundle), str(query), "--gallery", str(gallery),
+                 "--top-k", str(cut + 1)]) == 0  # fmt: skip
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [" same " in line for line in lines[:-1]] == [True] * cut + [False]
+    assert lines[-1].startswith(f"(same: similarity >= {meta['verify']['threshold']:.4f}")
+    # A model without a verify threshold marks nothing, and says so.
+    del meta["verify"]
+    (bundle / "model.json").write_text(json.dumps(meta))
+    assert {m.same for m in facecls.search(bundle, query, gallery).matches} == {None}
+    assert main(["--quiet", "search", str(bundle), str(query), "--gallery", str(gallery)]) == 0
+    assert "no verify threshold" in capsys.readouterr().out

@@ -23,3 +23,6 @@ MODELS: tuple[tuple[str, str], ...] = (
 
 # The open-set scores (``openset.py``, which re-exports this tuple).
 METHODS: tuple[str, ...] = ("msp", "energy", "centroid", "margin")
+
+# How ``facecls cluster`` groups a library's faces (``library/cluster.py``, which re-exports it).
+CLUSTER_METHODS: tuple[str, ...] = ("agglomerative", "chinese-whispers", "hdbscan", "dbscan")

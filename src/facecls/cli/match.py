@@ -88,20 +88,20 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
 
     if args.command == "embed":
         facecls.embed(args.model, args.photos, args.out, args.detect, log=log,
-                      require_digest=args.require_digest)  # fmt: skip
+                      require_digest=args.require_digest, show_progress=progress)  # fmt: skip
     elif args.command == "verify":
         answer = facecls.verify(args.model, args.a, args.b, args.threshold, args.detect,
                                 face=args.face, require_digest=args.require_digest)  # fmt: skip
         print(answer.line())
     elif args.command == "search":
-        _search(args, log)
+        _search(args, log, progress)
     else:
         facecls.serve(args.model, args.host, args.port, args.token, args.store, args.gallery,
                       args.detect, log=log, threads=args.threads, quiet=args.quiet,
                       require_digest=args.require_digest, library=args.library)  # fmt: skip
 
 
-def _search(args: argparse.Namespace, log: Any) -> None:
+def _search(args: argparse.Namespace, log: Any, progress: bool) -> None:
     import facecls
 
     wanted = 1 if args.library else 2
@@ -115,7 +115,15 @@ def _search(args: argparse.Namespace, log: Any) -> None:
             print(f"{rank}. {match.similarity:.4f}  {match.path} face {match.face}{who}")
         return
     result = facecls.search(*args.inputs, args.gallery, args.top_k, args.detect, log=log,
-                            require_digest=args.require_digest)  # fmt: skip
+                            require_digest=args.require_digest,
+                            show_progress=progress)  # fmt: skip
     for rank, match in enumerate(result.matches, 1):
         face = "" if match.face is None else f" face {match.face}"
-        print(f"{rank}. {match.similarity:.4f}  {match.path}{face}")
+        mark = "" if match.same is None else ("same   " if match.same else "       ")
+        print(f"{rank}. {match.similarity:.4f}  {mark}{match.path}{face}")
+    if result.threshold is None:
+        print("(this model has no verify threshold: no match is marked as the same person)")
+    else:
+        far = "" if result.far is None else f", false-accept rate {result.far:.1%}"
+        print(f"(same: similarity >= {result.threshold:.4f}, the model's verify threshold"
+              f"{far})")  # fmt: skip

@@ -7,6 +7,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from facecls.catalog import CLUSTER_METHODS
+
 COMMANDS = ("cluster", "people", "export-folders")
 LIBRARY_HELP = "library folder (or postgresql:// URL) made by facecls index"
 
@@ -20,11 +22,11 @@ def _face_ids(text: str) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """The parsers of :data:`COMMANDS`."""
-    from facecls.library.cluster import METHODS
-
     p = sub.add_parser("cluster", help="group a library's faces into people (unnamed clusters)")
     p.add_argument("library", help=LIBRARY_HELP)
-    p.add_argument("--method", choices=METHODS, help="clustering method (default agglomerative)")
+    p.add_argument(
+        "--method", choices=CLUSTER_METHODS, help="clustering method (default agglomerative)"
+    )
     p.add_argument("--threshold", type=float, help="cosine similarity of the cut (default: "
                    "the method's, chosen on LFW)")  # fmt: skip
     p.add_argument("--min-size", type=int, default=2, help="smaller clusters stay unclustered")

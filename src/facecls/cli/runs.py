@@ -97,7 +97,9 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
             print(facecls.write_report(folder, out=out, shareable=args.shareable,
                                        show_progress=progress))  # fmt: skip
     elif args.command == "compare":
-        print(facecls.write_comparison(args.runs, out=args.out, shareable=args.shareable))
+        page = facecls.write_comparison(args.runs, out=args.out, shareable=args.shareable,
+                                        echo=print)  # fmt: skip
+        print(f"\nThe whole comparison (tests, per-identity tables, figures): {page}")
     elif args.command == "models":
         list_models()
     else:

@@ -160,6 +160,19 @@ def load_rgb(path: Path, size: int | None = None, crop: float = 1.0) -> np.ndarr
         raise ImageError(f"cannot read file ({error.strerror or error})", path) from error
 
 
+def rgb_of(image: Image.Image) -> np.ndarray:
+    """An in-memory PIL image as :func:`load_rgb` decodes a file: upright by its EXIF
+    orientation (a no-op once applied), 8-bit RGB ``(H, W, 3)``.
+
+    Raises:
+        ValueError: a colour mode that cannot be turned into RGB.
+    """
+    try:
+        return np.array(_to_rgb(_apply_exif_orientation(image)), dtype=np.uint8)
+    except OSError as error:
+        raise ValueError(f"unsupported colour mode: {image.mode}") from error
+
+
 def decode_bytes(data: bytes, name: str = "upload", size: int | None = None) -> np.ndarray:
     """Decode an image held in memory (an upload) as :func:`load_rgb` decodes a file: the
     content decides the format, never the name (``name`` only labels errors)."""

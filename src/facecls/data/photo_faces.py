@@ -1,4 +1,5 @@
-"""Photos -> faces, fast: the one reader for the face library's index and ``predict``.
+"""Photos -> faces, fast: the one reader for the face library's index, ``predict``, ``embed``,
+``search`` and the Python API (``FaceModel.predict``/``embed``).
 
 A 12-megapixel phone photo costs more to decode than to search for faces once it is small, so
 each file is read once (its bytes, their sha256) and decoded at a reduced size for the detector
@@ -9,6 +10,9 @@ from the full photo, a big one from a reduced decode (never smaller than the mod
 nothing is lost against detecting and cutting at full size. Each worker thread takes a photo
 from its bytes to its faces (Pillow, libjpeg and PyTorch release the GIL), optionally to their
 embeddings too.
+
+Photos already in memory (the Python API's arrays and PIL images) take the same way from the
+reduced copy on (:meth:`FaceReader.read_arrays`), so they give the faces their files give.
 
 Boxes and landmarks come back in full-resolution pixels of the upright photo (EXIF orientation
 applied). A file that cannot be read, or that changes while it is read, comes back with an
@@ -76,6 +80,7 @@ class _Loaded:
     data: bytes = b""
     copy: np.ndarray | None = None  # the detector's reduced copy
     reduction: int = 1
+    pixels: np.ndarray | None = None  # an in-memory photo, whole (``read_arrays``)
 
 
 def _power_of_two_at_most(value: float) -> int:
@@ -155,9 +160,35 @@ class FaceReader:
             while pending:
                 yield pending.popleft().result()
 
+    def read_arrays(self, photos: Iterable[np.ndarray]) -> Iterator[ReadPhoto]:
+        """:meth:`read` for photos already decoded (RGB uint8 ``(H, W, 3)``, upright), in the
+        order given: the same reduced copy for the detector, the same cut at full detail, so a
+        photo gives the faces and boxes its file gives. Each :class:`ReadPhoto`'s ``path`` is
+        ``<image i>`` (its place in ``photos``); nothing is hashed."""
+        ahead = 3 * self.workers
+        with ThreadPoolExecutor(self.workers) as pool:
+            pending: deque[Future[ReadPhoto]] = deque()
+            for i, rgb in enumerate(photos):
+                pending.append(pool.submit(self._process_array, i, rgb))
+                if len(pending) >= ahead:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
+    def _process_array(self, index: int, rgb: np.ndarray) -> ReadPhoto:
+        """One in-memory photo, start to end, in a worker thread."""
+        height, width = rgb.shape[:2]
+        photo = ReadPhoto(Path(f"<image {index}>"), width=width, height=height)
+        reduction = self.reduction(width, height)
+        copy = np.asarray(_reduced(Image.fromarray(rgb), reduction))
+        return self._search(_Loaded(photo, copy=copy, reduction=reduction, pixels=rgb))
+
     def _process(self, path: Path, skip: Callable[[str], bool] | None) -> ReadPhoto:
         """One photo, start to end, in a worker thread."""
-        item = self._load(path, skip)
+        return self._search(self._load(path, skip))
+
+    def _search(self, item: _Loaded) -> ReadPhoto:
+        """Detect on the reduced copy, cut (and embed) the faces."""
         if item.copy is None:
             return item.photo
         detector = self.detector()
@@ -216,6 +247,8 @@ class FaceReader:
             cut_at = min(item.reduction, _power_of_two_at_most(sides.min() / self.face_px))
             if cut_at == item.reduction:
                 source = Image.fromarray(copy)
+            elif item.pixels is not None:
+                source = _reduced(Image.fromarray(item.pixels), cut_at)
             else:
                 try:
                     source, _ = decode_reduced_image(item.data, photo.path, lambda _w, _h: cut_at)
@@ -226,8 +259,14 @@ class FaceReader:
             back_x, back_y = photo.width / source.width, photo.height / source.height
             faces = cut_each(source, _rescale(found, to_x, to_y), self.cut)
             photo.faces = [_rescale_face(face, back_x, back_y) for face in faces]
-        item.data, item.copy = b"", None  # free the bytes as soon as the photo is done
+        item.data, item.copy, item.pixels = b"", None, None  # free them as soon as it is done
         return photo
+
+
+def _reduced(image: Image.Image, factor: int) -> Image.Image:
+    """``image`` box-reduced by ``factor`` (what :func:`decode_reduced_image` does to a photo
+    that is not a JPEG)."""
+    return image if factor <= 1 else image.reduce(factor)
 
 
 def cut_each(

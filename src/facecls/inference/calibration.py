@@ -42,7 +42,7 @@ from facecls.inference.calibration_store import (
     write_calibration,
 )
 from facecls.inference.calibration_views import face_sizes, scored_views
-from facecls.inference.verify import DEFAULT_FAR, calibrate_verification
+from facecls.inference.verify_threshold import DEFAULT_FAR, calibrate_verification
 from facecls.models.cpu_pass import FrozenPass
 from facecls.numbers import finite
 from facecls.openset import DEFAULT_ACCEPTANCE, DEFAULT_METHOD, default_method
@@ -120,7 +120,7 @@ def calibrate_with_verify(
 ) -> tuple[Calibration, dict[str, Any]]:
     """Class centroids from ``train_idx``, open-set thresholds and the NCM scale from
     ``val_idx`` and its calibration ``views``, and the ``verify`` threshold at false-accept
-    rate ``far`` (:func:`~facecls.inference.verify.calibrate_verification`)."""
+    rate ``far`` (:func:`~facecls.inference.verify_threshold.calibrate_verification`)."""
     seen = {"flip_tta": flip_tta, "show_progress": show_progress, "architecture": architecture}
     _, train_features = model_outputs(model, images, train_idx, mean, std, device, **seen)
     val_logits, val_features = model_outputs(model, images, val_idx, mean, std, device, **seen)

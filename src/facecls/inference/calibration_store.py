@@ -25,7 +25,7 @@ def write_calibration(
     folder: Path, calibration: Calibration, verification: dict[str, Any] | None = None
 ) -> None:
     """Store a calibration in a bundle folder (centroids first, then the JSON that names them);
-    ``verification`` (see :func:`~facecls.inference.verify.calibrate_verification`), when given,
+    ``verification`` (see :func:`~facecls.inference.verify_threshold.calibrate_verification`), when given,
     becomes the ``verify`` entry of ``model.json``."""
     if calibration.centroids is not None:
         tensors = read_centroids(folder)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -39,6 +39,12 @@ class Prediction:
         box: ``(x, y, w, h)`` of the detected face in the photo's pixels.
         landmarks: eyes, nose and mouth corners ``((x, y), ...)`` in the photo's pixels.
         reason: why there is no answer (``error``/``no_face``).
+        image: the photo's place among in-memory photos given to ``FaceModel.predict`` (arrays,
+            PIL images; ``path`` is then ``None``).
+        closest: the identity the model found closest, also when it said ``unknown`` (its best
+            guess; :func:`closest_text` shows it).
+        threshold: the open-set threshold ``score`` was compared with (``None``: no threshold,
+            every face is named).
         detection: the detector's face probability of a detected face.
     """
 
@@ -52,7 +58,37 @@ class Prediction:
     box: tuple[int, int, int, int] | None = None
     landmarks: tuple[tuple[float, float], ...] | None = None
     reason: str = ""
+    image: int | None = None
+    closest: str = ""
+    threshold: float | None = None
     detection: float | None = None
+
+    def label(self, dash: str = "—") -> str:
+        """What a person reads beside the face: the name, or ``unknown`` with the best guess
+        (``unknown — closest: Tony_Blair 0.95 < 0.956``; ``dash`` for a font without one)."""
+        if self.decision != "unknown":
+            return self.identity
+        guess = closest_text(self)
+        return f"unknown {dash} closest: {guess}" if guess else "unknown"
+
+
+def closest_text(prediction: Prediction) -> str:
+    """A rejected face's best guess with the decision's score and threshold
+    (``Tony_Blair 0.95 < 0.956``); empty for any other row.
+
+    Both numbers get the fewest decimals (two at least) that keep them apart, so the text never
+    reads ``0.96 < 0.96``.
+    """
+    p = prediction
+    if p.decision != "unknown" or not p.closest:
+        return ""
+    if p.threshold is None or not np.isfinite(p.score) or not np.isfinite(p.threshold):
+        return f"{p.closest} {p.score:.2f}" if np.isfinite(p.score) else p.closest
+    for digits in range(2, 18):  # 17 decimals part any two different doubles of such size
+        score, limit = f"{p.score:.{digits}f}", f"{p.threshold:.{digits}f}"
+        if float(score) < float(limit):
+            break
+    return f"{p.closest} {score} < {limit}"
 
 
 def check_top_k(top_k: int) -> None:
@@ -114,6 +150,8 @@ class FaceSource(Protocol):
 
     def load_face(self, path: Path) -> np.ndarray: ...
 
+    def face(self, rgb: np.ndarray) -> np.ndarray: ...
+
     def faces_in(self, photo: np.ndarray, every_face: bool = True) -> list[Face]: ...
 
     def faces_in_photos(
@@ -163,16 +201,12 @@ def face_items(
     """
     workers = max(1, min(4, os.cpu_count() or 1))
     if detect:  # the shared reader: read once, detect on a reduced copy, cut at full detail
-        # Photos in parallel, each on the PyTorch threads left: cores are not oversubscribed.
-        searchers = max(1, (os.cpu_count() or 1) // max(1, torch.get_num_threads()))
-        reader = FaceReader(model_cut(model), model.image_size, model.cutter.detector(),
-                            min_face=None, workers=searchers)  # fmt: skip
-        for photo in reader.read(paths):
+        for photo in face_reader(model).read(paths):
             shown = printable(str(photo.path))  # a non-UTF-8 name, escaped for the CSV and log
             if photo.error is not None:
                 yield FaceItem(Prediction("error", path=shown, reason=photo.error))
             else:
-                yield from _detected(shown, photo.faces)
+                yield from _detected(photo.faces, path=shown)
         return
     with ThreadPoolExecutor(workers) as pool:
         for part in _chunks(paths, chunk):
@@ -183,6 +217,37 @@ def face_items(
                     yield FaceItem(Prediction("error", path=shown, reason=str(item)))
                 else:
                     yield FaceItem(Prediction("", path=shown), item.transpose(2, 0, 1))
+
+
+def face_reader(model: FaceSource) -> FaceReader:
+    """The shared photo -> faces reader cutting as ``model`` does (:func:`model_cut`)."""
+    # Photos in parallel, each on the PyTorch threads left: cores are not oversubscribed.
+    searchers = max(1, (os.cpu_count() or 1) // max(1, torch.get_num_threads()))
+    return FaceReader(model_cut(model), model.image_size, model.cutter.detector(),
+                      min_face=None, workers=searchers)  # fmt: skip
+
+
+def photo_items(
+    photos: Iterable[np.ndarray], model: FaceSource, detect: bool
+) -> Iterator[FaceItem]:
+    """:func:`face_items` for photos in memory (RGB uint8 ``(H, W, 3)``, upright): each photo's
+    faces with their boxes and landmarks (or one ``no_face`` row) through the same reader, or,
+    without ``detect``, the photo as one face cut as training cut it. Rows carry ``image``, the
+    photo's place in ``photos``."""
+    if detect:
+        for i, photo in enumerate(face_reader(model).read_arrays(photos)):
+            yield from _detected(photo.faces, image=i)
+        return
+    for i, rgb in enumerate(photos):
+        yield FaceItem(Prediction("", image=i), model.face(rgb).transpose(2, 0, 1))
+
+
+def main_faces(items: Iterable[FaceItem]) -> Iterator[FaceItem]:
+    """Of each photo's items, its main face (face 0, or its only face) or its
+    ``error``/``no_face`` row: one item per photo."""
+    for item in items:
+        if not item.template.face:  # None (one face per photo, an error row) or 0
+            yield item
 
 
 def _chunks(paths: Iterable[Path], size: int) -> Iterator[list[Path]]:
@@ -196,16 +261,17 @@ def _chunks(paths: Iterable[Path], size: int) -> Iterator[list[Path]]:
         yield part
 
 
-def _detected(shown: str, faces: list[Face]) -> Iterator[FaceItem]:
-    """A row per face of one photo, or one ``no_face`` row."""
+def _detected(faces: list[Face], **where: Any) -> Iterator[FaceItem]:
+    """A row per face of one photo, or one ``no_face`` row; ``where``: its ``path`` or
+    ``image``."""
     if not faces:
-        yield FaceItem(Prediction("no_face", path=shown, faces=0, reason="no face found"))
+        yield FaceItem(Prediction("no_face", faces=0, reason="no face found", **where))
     for i, face in enumerate(faces):
         x1, y1, x2, y2 = face.box
         box = (round(x1), round(y1), round(x2 - x1), round(y2 - y1))
         points = None
         if face.landmarks is not None:
             points = tuple((round(float(x), 1), round(float(y), 1)) for x, y in face.landmarks)
-        row = Prediction("", path=shown, face=i, faces=len(faces), box=box, landmarks=points,
-                         detection=round(float(face.score), 6))  # fmt: skip
+        row = Prediction("", face=i, faces=len(faces), box=box, landmarks=points,
+                         detection=round(float(face.score), 6), **where)  # fmt: skip
         yield FaceItem(row, face.pixels.transpose(2, 0, 1))

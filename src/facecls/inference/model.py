@@ -26,15 +26,23 @@ from facecls.bundle import (
 )
 from facecls.bundle_meta import refuse_unverified
 from facecls.data.faces import FaceCutter
+from facecls.data.images import ImageError
 from facecls.inference.backends import OnnxRunner, TorchRunner
-from facecls.inference.faces import FaceItem, Prediction, expand_paths, face_items
+from facecls.inference.faces import (
+    FaceItem,
+    Prediction,
+    expand_paths,
+    face_items,
+    main_faces,
+    photo_items,
+)
 from facecls.inference.identities import (
     INDEXED_FROM,
     centroid_head,
     centroid_index,
     classifier_head,
 )
-from facecls.inference.model_inputs import PhotoInputs
+from facecls.inference.model_inputs import PhotoInputs, in_memory_photos
 from facecls.numbers import finite
 from facecls.openset import METHODS, l2_normalize
 from facecls.openset_thresholds import (
@@ -215,7 +223,8 @@ class FaceModel(PhotoInputs):
             top = [(names[c], float(p)) for c, p in zip(head.order[i], head.probs[i], strict=True)]
             results.append(Prediction("known" if known else "unknown",
                                       names[chosen] if known else "unknown",
-                                      float(head.score[i]), top))  # fmt: skip
+                                      float(head.score[i]), top, closest=names[chosen],
+                                      threshold=limit))  # fmt: skip
         return results
 
     def predict(
@@ -225,26 +234,54 @@ class FaceModel(PhotoInputs):
         batch_size: int = 64,
         detect: bool = False,
     ) -> list[Prediction]:
-        """Predict faces given as files or folders (streamed; bad files come back as ``error``)
-        or as in-memory images (RGB arrays, PIL images, a uint8 tensor)."""
+        """Name the faces of photos given as files or folders (streamed; a bad file comes back
+        as an ``error`` row) or in memory (RGB uint8 arrays ``(H, W, 3)``, PIL images, a uint8
+        tensor ``(N, 3, H, W)``).
+
+        Both give the same rows through the same reader as ``facecls predict``: with ``detect``
+        (always so for a model trained on detected faces) every face of each photo, main face
+        first, with its ``box`` and ``landmarks``, or one ``no_face`` row; otherwise one row per
+        photo, cut as training cut its photos. Rows of in-memory photos carry ``image`` (their
+        place in ``images``) where rows of files carry ``path``.
+        """
         if isinstance(images, (str, Path)):
             images = [images]
-        if all(isinstance(x, (str, Path)) for x in images):
+        if not isinstance(images, torch.Tensor) and all(isinstance(x, (str, Path)) for x in images):
             return list(predict_files(self, images, top_k, batch_size, detect))
-        if detect:
-            raise ValueError("detect=True works on files; crop in-memory images yourself")
-        results: list[Prediction] = []
-        for start in range(0, len(images), batch_size):
-            batch = self.to_batch(images[start : start + batch_size])
-            results.extend(self.decide(*self.outputs(batch), top_k=top_k))
-        return results
+        items = photo_items(in_memory_photos(images), self, detect or self.detects)
+        return list(predict_items(self, items, top_k, batch_size))
 
-    def embed(self, images: Sequence[Any] | np.ndarray | torch.Tensor, batch_size: int = 64):
-        """L2-normalised embeddings ``(N, D)`` float32 of paths or in-memory images."""
-        chunks = [
-            l2_normalize(self.outputs(self.to_batch(images[s : s + batch_size]))[1])
-            for s in range(0, len(images), batch_size)
-        ]
+    def embed(
+        self, images: Sequence[Any] | np.ndarray | torch.Tensor | str | Path, batch_size: int = 64
+    ) -> np.ndarray:
+        """L2-normalised embeddings ``(N, D)`` float32, one per photo: its main face as the
+        model cuts it (files through the shared reader of ``facecls predict``; ``facecls.embed``
+        gives every face). Photos are files or in-memory, as for :meth:`predict`.
+
+        Raises:
+            facecls.data.images.ImageError: a file cannot be read, or holds no face (a model
+                trained on detected faces); the message names it.
+            ValueError: an in-memory photo without a face (idem).
+        """
+        if isinstance(images, (str, Path)):
+            images = [images]
+        if not isinstance(images, torch.Tensor) and all(isinstance(x, (str, Path)) for x in images):
+            items = face_items([Path(p) for p in images], self, self.detects)
+        else:
+            items = photo_items(in_memory_photos(images), self, self.detects)
+        chunks, pending = [], []
+        for item in main_faces(items):
+            if item.pixels is None:
+                where = item.template
+                if where.path is not None:
+                    raise ImageError(where.reason, Path(where.path))
+                raise ValueError(f"image {where.image}: {where.reason}")
+            pending.append(item.pixels)
+            if len(pending) == batch_size:
+                chunks.append(l2_normalize(self.outputs(np.stack(pending))[1]))
+                pending = []
+        if pending:
+            chunks.append(l2_normalize(self.outputs(np.stack(pending))[1]))
         return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
 
 
@@ -316,6 +353,23 @@ def predict_files(
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    paths = expand_paths(inputs, images_only=False)  # other files become error rows
+    yield from predict_items(model, face_items(paths, model, detect or model.detects), top_k,
+                             chunk_size)  # fmt: skip
+
+
+# What a row says about where its face is, kept from the reader's row.
+PLACE = ("path", "face", "faces", "box", "landmarks", "detection", "image")
+
+
+def predict_items(
+    model: FaceModel, items: Iterable[FaceItem], top_k: int = 5, chunk_size: int = 64
+) -> Iterator[Prediction]:
+    """The answers for the faces of ``items`` (:func:`~facecls.inference.faces.face_items`,
+    :func:`~facecls.inference.faces.photo_items`), in their order, ``chunk_size`` rows a pass;
+    rows without a face pass through."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     pending: list[FaceItem] = []
 
     def flush() -> Iterator[Prediction]:
@@ -327,16 +381,11 @@ def predict_files(
             if item.pixels is None:
                 yield item.template
             else:
-                answer = next(answers)
-                yield replace(
-                    answer, path=item.template.path, face=item.template.face,
-                    faces=item.template.faces, box=item.template.box,
-                    landmarks=item.template.landmarks, detection=item.template.detection,
-                )  # fmt: skip
+                place = {key: getattr(item.template, key) for key in PLACE}
+                yield replace(next(answers), **place)
         pending.clear()
 
-    paths = expand_paths(inputs, images_only=False)  # other files become error rows
-    for item in face_items(paths, model, detect or model.detects):
+    for item in items:
         pending.append(item)
         if len(pending) >= chunk_size:  # error rows count too, so memory stays bounded
             yield from flush()

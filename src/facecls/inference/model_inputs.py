@@ -11,8 +11,29 @@ import torch
 from PIL import Image
 
 from facecls.data.faces import Face, FaceCutter, as_square
-from facecls.data.images import ImageError, load_rgb
+from facecls.data.images import ImageError, load_rgb, rgb_of
 from facecls.inference.detect import lfw_faces
+
+
+def in_memory_photos(images: Sequence[Any] | np.ndarray | torch.Tensor) -> list[np.ndarray]:
+    """Photos given in memory as RGB uint8 ``(H, W, 3)`` arrays, upright: arrays as they are,
+    PIL images as :func:`facecls.data.images.load_rgb` decodes a file (EXIF orientation, RGB),
+    a uint8 tensor ``(N, 3, H, W)`` one photo per row.
+
+    Raises:
+        ValueError: an array or tensor of another type or shape.
+    """
+    if isinstance(images, torch.Tensor):
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError("a tensor of photos must be uint8 (N, 3, H, W)")
+        return list(np.ascontiguousarray(images.permute(0, 2, 3, 1).cpu().numpy()))
+    photos = []
+    for item in images:
+        rgb = rgb_of(item) if isinstance(item, Image.Image) else np.asarray(item)
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
+            raise ValueError("an image array must be uint8 RGB (H, W, 3)")
+        photos.append(rgb)
+    return photos
 
 
 class PhotoInputs:
@@ -36,7 +57,7 @@ class PhotoInputs:
             if isinstance(item, (str, Path)):
                 rgb = self.load_face(Path(item))
             elif isinstance(item, Image.Image):
-                rgb = self.face(np.asarray(item.convert("RGB")))
+                rgb = self.face(rgb_of(item))
             else:
                 rgb = np.asarray(item)
                 if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:

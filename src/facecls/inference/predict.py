@@ -18,7 +18,7 @@ import numpy as np
 from facecls.atomic import write_csv_stream
 from facecls.data.sources import DataError
 from facecls.inference.annotate import Annotator
-from facecls.inference.faces import Prediction, check_top_k, expand_paths
+from facecls.inference.faces import Prediction, check_top_k, closest_text, expand_paths
 from facecls.inference.model import FaceModel, load_model, predict_files
 from facecls.inference.outputs import check_output, csv_header
 from facecls.progress import bar as progress_bar
@@ -28,11 +28,12 @@ FIRST_COLUMNS = ("path", "face", "faces", "box", "landmarks", "decision", "ident
 
 
 def prediction_header(top_k: int) -> list[str]:
-    """Columns of ``predictions.csv``."""
+    """Columns of ``predictions.csv``: :data:`FIRST_COLUMNS`, the top-k pairs, ``reason``
+    and ``closest`` (a rejected face's best guess, score and threshold)."""
     header = list(FIRST_COLUMNS)
     for r in range(1, top_k + 1):
         header += [f"top{r}", f"top{r}_probability"]
-    return [*header, "reason"]
+    return [*header, "reason", "closest"]
 
 
 def prediction_row(prediction: Prediction, top_k: int) -> list[Any]:
@@ -46,7 +47,7 @@ def prediction_row(prediction: Prediction, top_k: int) -> list[Any]:
                       score]  # fmt: skip
     for r in range(top_k):
         row += [p.top_k[r][0], f"{p.top_k[r][1]:.6f}"] if r < len(p.top_k) else ["", ""]
-    return [*row, p.reason]
+    return [*row, p.reason, closest_text(p)]
 
 
 def predict_to_csv(

@@ -1,416 +1,69 @@
 """1:N search: the gallery faces closest to a photo's face, by cosine similarity.
 
-A gallery is a folder of photos (:class:`Gallery`) or the file ``facecls embed`` wrote
-(:class:`GalleryFile`: a collection embedded once, a million faces searched in milliseconds).
-
-The gallery's embeddings are computed once and cached in one safetensors file under the facecls
-cache (``$FACECLS_CACHE/gallery/``), keyed by the gallery folder and the model. Each cached face
-remembers its file's stamp (size, modification and change time, inode) and the sha256 of its
-bytes; on the next search only files whose bytes are new or changed are embedded again, files
-that are gone are dropped, and a cached vector that is not a finite unit vector is redone.
-
-Scale: the faces are searched through :class:`facecls.vector_index.VectorIndex` (FAISS): every
-face compared up to ``exact_up_to`` faces, an approximate index above, saved beside the cache
-(``.vectors``) and trusted only for the same model and embeddings (``docs/library.md`` has the
-figures). A gallery embedded beforehand (``facecls embed``'s safetensors file) is searched the
-same way (:class:`GalleryFile`).
+A gallery is a folder of photos (:class:`~facecls.inference.gallery.Gallery`, embedded once and
+cached) or the file ``facecls embed`` wrote (:class:`~facecls.inference.gallery_file.GalleryFile`);
+both are searched through a FAISS vector index.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-from safetensors import SafetensorError
-from safetensors import numpy as safetensors_numpy
-
-from facecls.atomic import atomic_path
-from facecls.data.images import printable
-from facecls.data.sources import DataError, default_cache_dir
-from facecls.inference.faces import Prediction, check_top_k, expand_paths
+from facecls.bundle import BundleError
+from facecls.data.sources import DataError
+from facecls.inference.faces import Prediction, check_top_k
+from facecls.inference.gallery import Gallery, Match, marked, matches_of
+from facecls.inference.gallery_file import GalleryFile, open_gallery
 from facecls.inference.model import FaceModel, load_model
 from facecls.inference.verify import (
-    FaceEmbeddings,
     check_photo,
-    embed_photos,
     model_key,
     photo_face,
+    stored_threshold,
 )
-from facecls.vector_file import embeddings_digest, load_or_build, save_index
-from facecls.vector_index import IndexSettings, VectorIndex, size_note
+from facecls.vector_index import size_note
 
-CACHE_FORMAT = "facecls-gallery-2"  # 2: rows carry a content digest
-
-
-@dataclass
-class Match:
-    """One gallery face: its photo, face index and box (``--detect``) and its similarity."""
-
-    path: str
-    similarity: float
-    face: int | None = None
-    box: tuple[int, int, int, int] | None = None
+__all__ = [
+    "Gallery",
+    "GalleryFile",
+    "Match",
+    "SearchResult",
+    "marked",
+    "matches_of",
+    "model_key",
+    "open_gallery",
+    "search",
+    "verify_threshold",
+]
 
 
 @dataclass
 class SearchResult:
-    """The query's face, the closest gallery faces (most similar first) and the gallery files
-    that were skipped (``(path, reason)``)."""
+    """The query's face, the closest gallery faces (most similar first), the gallery files
+    that were skipped (``(path, reason)``), and the verify threshold the matches were marked
+    against with its false-accept rate (``None``: the model has none; nothing is marked)."""
 
     query: Prediction
     matches: list[Match]
     gallery_faces: int
     skipped: list[tuple[str, str]]
+    threshold: float | None = None
+    far: float | None = None
 
 
-def _stamp(path: Path) -> list[int] | None:
-    """Size, modification and change time, inode: a photo replaced or rewritten, even with its
-    modification time set back, gets a new change time (which no user call can set back)."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+def verify_threshold(model: FaceModel) -> tuple[float | None, float | None]:
+    """The model's calibrated verify threshold and its false-accept rate, ``(None, None)``
+    when it has none (bundles from before ``facecls verify``).
 
-
-def _face_key(row: dict[str, Any]) -> str:
-    """A face's place and version: the index is extended only while these stay in order."""
-    return json.dumps([row["path"], row.get("face"), row.get("stamp"), row.get("sha256")])
-
-
-def _digest(path: Path) -> str | None:
-    """sha256 of the bytes of ``path`` (what is read to embed it); ``None`` when unreadable."""
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as f:
-            while block := f.read(1 << 20):
-                digest.update(block)
-    except OSError:
-        return None
-    return digest.hexdigest()
-
-
-# A cached embedding is trusted only when it is a finite unit vector (embeddings are
-# L2-normalised; float32 rounding stays far inside this).
-UNIT_TOLERANCE = 1e-3
-Entry = tuple[dict[str, Any], np.ndarray | None]  # a cache row and its vector (None: skipped)
-
-
-def _usable(vectors: np.ndarray) -> np.ndarray:
-    """``(N,)`` whether each row of ``vectors`` is a finite unit vector."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
-    return np.isfinite(vectors).all(axis=1) & (np.abs(norms - 1.0) <= UNIT_TOLERANCE)
-
-
-class Gallery:
-    """A folder of photos with its cached embeddings for one model.
-
-    Each cached face keeps its file's stamp (size, modification and change time, inode) and the
-    sha256 of its bytes: a file whose stamp changed is hashed again and embedded again only when
-    its bytes changed. A cached vector that is not a finite unit vector is discarded (counted in
-    ``discarded``) and its photo embedded again.
-
-    Args:
-        folder: the gallery (searched recursively; junk and non-image files skipped).
-        detect: one entry per face MTCNN finds instead of per photo.
-        cache_dir: where the cache lives (default the facecls cache).
-        index_settings: the vector index's engine and limits (default: exact up to 50,000
-            faces, approximate above).
+    Raises:
+        facecls.numbers.NumberError: the stored threshold is not a finite number.
     """
-
-    def __init__(
-        self, model: FaceModel, folder: str | Path, detect: bool = False,
-        cache_dir: Path | None = None, index_settings: IndexSettings | None = None,
-    ) -> None:  # fmt: skip
-        self.model, self.folder, self.detect = model, Path(folder), detect
-        self.index_settings = index_settings or IndexSettings()
-        self._index: VectorIndex | None = None  # ids: positions in faces
-        if not self.folder.is_dir():
-            raise DataError(f"{self.folder}: the gallery must be a folder of photos")
-        self.model_key = model_key(model)
-        key = hashlib.sha256(
-            f"{self.folder.resolve()}|{detect}|{self.model_key}".encode()
-        ).hexdigest()[:24]
-        self.cache = (cache_dir or default_cache_dir()) / "gallery" / f"{key}.safetensors"
-        self.faces: list[Prediction] = []
-        self.vectors = np.zeros((0, 0), np.float32)
-        self.skipped: list[tuple[str, str]] = []
-        self.embedded = 0  # photos embedded by the last refresh (0: all from the cache)
-        self.discarded = 0  # cached faces found damaged (not finite unit vectors) and redone
-        self._entries: list[Entry] | None = None  # after a refresh: the cache, in memory
-        self._face_keys: list[str] = []  # what each position of the index holds
-
-    def _read_cache(self) -> list[Entry]:
-        """The cached rows with their vectors; damaged vectors are left out (and counted)."""
-        try:
-            with safetensors_numpy.safe_open(str(self.cache), framework="np") as f:
-                meta = f.metadata() or {}
-                if meta.get("format") != CACHE_FORMAT:
-                    return []
-                rows = json.loads(meta["rows"])
-                vectors = f.get_tensor("embeddings")
-        except (OSError, SafetensorError, KeyError, ValueError):
-            return []  # missing or unreadable: rebuild
-        if not isinstance(rows, list) or not all(
-            isinstance(row, dict) and isinstance(row.get("path"), str) for row in rows
-        ):
-            return []  # not rows this version wrote: rebuild
-        faces = [row for row in rows if not row.get("reason")]
-        whole = (
-            vectors.ndim == 2 and vectors.dtype == np.float32
-            and (len(faces) == vectors.shape[0] or (not faces and vectors.shape[0] == 0))
-        )  # fmt: skip
-        if not whole:
-            self.discarded = len(faces)
-            return []
-        usable = _usable(vectors) if faces else np.zeros(0, bool)
-        self.discarded = int((~usable).sum())
-        entries: list[Entry] = [(row, None) for row in rows if row.get("reason")]
-        entries += [(row, vectors[n]) for n, row in enumerate(faces) if usable[n]]
-        return entries
-
-    def refresh(self) -> Gallery:
-        """Bring the embeddings up to date with the folder; re-embed only changed files."""
-        self.discarded = 0
-        entries = self._read_cache() if self._entries is None else self._entries
-        changed = self.discarded > 0
-        old: dict[str, list[Entry]] = {}
-        for row, vector in entries:
-            old.setdefault(row["path"], []).append((row, vector))
-        keep: list[Entry] = []
-        todo: list[Path] = []
-        known: dict[str, dict[str, Any]] = {}  # stamp and digest of each file embedded now
-        for path in expand_paths([self.folder], images_only=False):
-            shown, stamp = printable(str(path)), _stamp(path)
-            seen = old.pop(shown, [])
-            if seen and all(row.get("stamp") == stamp for row, _ in seen):
-                keep += seen
-                continue
-            changed = True
-            digest = _digest(path)
-            if seen and digest is not None and all(row.get("sha256") == digest for row, _ in seen):
-                keep += [({**row, "stamp": stamp}, vector) for row, vector in seen]  # touched
-                continue
-            todo.append(path)
-            known[shown] = {"stamp": stamp, "sha256": digest}
-        changed = changed or bool(old)  # files that are gone
-        found = (
-            embed_photos(self.model, todo, self.detect, images_only=False)
-            if todo else FaceEmbeddings([], np.zeros((0, 0), np.float32), [])
-        )  # fmt: skip
-        self.embedded = len(todo)
-        usable = _usable(found.vectors) if found.faces else np.zeros(0, bool)
-        for face, vector, ok in zip(found.faces, found.vectors, usable, strict=True):
-            row = {"path": face.path, "face": face.face, "box": face.box,
-                   **known.get(face.path or "", {})}  # fmt: skip
-            if ok:
-                keep.append((row, vector))
-            else:  # a model that gives NaN for this photo: listed, never cached as a face
-                keep.append(({**row, "reason": "the model gave a non-finite embedding"}, None))
-        keep += [
-            ({"path": s.path, "reason": s.reason, **known.get(s.path or "", {})}, None)
-            for s in found.skipped
-        ]  # fmt: skip
-        faces = [(row, vector) for row, vector in keep if vector is not None]
-        self.vectors = (
-            np.stack([vector for _, vector in faces]).astype(np.float32)
-            if faces else np.zeros((0, 0), np.float32)
-        )  # fmt: skip
-        keys = [_face_key(row) for row, _ in faces]
-        if keys[: len(self._face_keys)] != self._face_keys:
-            self._index = None  # faces left, moved or changed: positions differ, rebuild
-        self._face_keys = keys
-        self.faces = [
-            Prediction("", path=row["path"], face=row["face"],
-                       box=None if row["box"] is None else tuple(row["box"]))
-            for row, _ in faces
-        ]  # fmt: skip
-        self.skipped = [(row["path"], row["reason"]) for row, vector in keep if vector is None]
-        ordered = faces + [(row, None) for row, vector in keep if vector is None]
-        if changed:
-            self._write_cache([row for row, _ in ordered])
-        self._entries = ordered
-        return self
-
-    def _write_cache(self, rows: list[dict[str, Any]]) -> None:
-        vectors = self.vectors if self.vectors.size else np.zeros((0, 1), np.float32)
-        with atomic_path(self.cache, vectors.nbytes) as tmp:
-            safetensors_numpy.save_file(
-                {"embeddings": np.ascontiguousarray(vectors, dtype=np.float32)}, str(tmp),
-                metadata={"format": CACHE_FORMAT, "rows": json.dumps(rows),
-                          "gallery": str(self.folder.resolve())},
-            )  # fmt: skip
-        os.chmod(self.cache, 0o600)  # embeddings of people's faces: the user's own
-
-    def index(self) -> VectorIndex:
-        """The vector index of the faces (ids: positions in :attr:`faces`), brought up to date:
-        new faces added, rebuilt after faces left; above ``exact_up_to`` faces it is saved
-        beside the cache and reused while model and embeddings are the same."""
-        count, saved = len(self.faces), self.cache.with_suffix(".vectors")
-        approximate = count > self.index_settings.exact_up_to
-        if self._index is None or len(self._index) > count:
-            ids = np.arange(count)
-            if approximate:
-                self._index = load_or_build(saved, self.vectors, ids, self.model_key,
-                                            self.index_settings)  # fmt: skip
-            else:
-                self._index = VectorIndex(self._dim(), self.index_settings)
-                self._index.add(self.vectors, ids)
-        elif len(self._index) < count:
-            done = len(self._index)
-            self._index.add(self.vectors[done:], np.arange(done, count))
-            if approximate:
-                save_index(self._index, saved, self.model_key,
-                           embeddings_digest(self.vectors, np.arange(count)))  # fmt: skip
-        return self._index
-
-    def _dim(self) -> int:
-        return self.vectors.shape[1] if self.vectors.size else 1
-
-    def nearest(self, vector: np.ndarray, top_k: int = 5) -> list[Match]:
-        """The ``top_k`` gallery faces most similar to a unit embedding, most similar first
-        (equal similarities: the face embedded first).
-
-        Raises:
-            ValueError: ``top_k`` below 1.
-        """
-        check_top_k(top_k)
-        if not self.faces:
-            return []
-        scores, ids = self.index().search(np.asarray(vector, dtype=np.float32), top_k)
-        return matches_of(self.faces, scores[0], ids[0])
-
-
-def matches_of(faces: list[Prediction], scores: np.ndarray, ids: np.ndarray) -> list[Match]:
-    """:class:`Match` rows for one query's index answer (empty slots left out)."""
-    return [
-        Match(faces[i].path or "", float(score), faces[i].face, faces[i].box)
-        for score, i in zip(scores, ids, strict=True)
-        if i >= 0
-    ]
-
-
-class FaceRows(Sequence[Prediction]):
-    """The faces of an embeddings file as ``Prediction`` rows, made when asked for (a million
-    dataclasses would cost more memory than the embeddings)."""
-
-    def __init__(self, paths: list[str], faces: np.ndarray, boxes: np.ndarray) -> None:
-        self._paths, self._faces, self._boxes = paths, faces, boxes
-
-    def __len__(self) -> int:
-        return len(self._paths)
-
-    def __getitem__(self, i):  # noqa: ANN001, ANN204 (Sequence's int | slice protocol)
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        face = int(self._faces[i])
-        box = self._boxes[i]
-        return Prediction(
-            "", path=self._paths[i], face=None if face < 0 else face,
-            box=None if box[2] <= 0 else (int(box[0]), int(box[1]), int(box[2]), int(box[3])),
-        )  # fmt: skip
-
-
-def read_rows(index: Path, count: int) -> FaceRows:
-    """The CSV index of an embeddings file (``row, photo, face, box``), checked against its
-    ``count`` tensor rows."""
-    paths: list[str] = []
-    faces = np.full(count, -1, np.int32)
-    boxes = np.zeros((count, 4), np.int32)
     try:
-        with index.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            for n, row in enumerate(reader):
-                if n >= count or int(row["row"]) != n:
-                    raise DataError(f"{index}: row {n} does not match the embeddings' rows")
-                paths.append(row["photo"])
-                if row.get("face"):
-                    faces[n] = int(row["face"])
-                if row.get("box"):
-                    boxes[n] = [int(v) for v in row["box"].split()]
-    except (OSError, KeyError, ValueError) as error:
-        raise DataError(f"{index}: not a readable facecls embed index ({error})") from error
-    if len(paths) != count:
-        raise DataError(f"{index}: {len(paths)} rows for {count} embeddings")
-    return FaceRows(paths, faces, boxes)
-
-
-class GalleryFile(Gallery):
-    """A ``facecls embed`` output searched as a gallery (the module docstring).
-
-    Args:
-        model: the model whose embeddings the file must hold.
-        path: the safetensors file (its ``.csv`` index beside it).
-        cache_dir: where a saved approximate index lives (default the facecls cache).
-        index_settings: the vector index's engine and limits.
-    """
-
-    def __init__(
-        self, model: FaceModel, path: str | Path, cache_dir: Path | None = None,
-        index_settings: IndexSettings | None = None,
-    ) -> None:  # fmt: skip
-        self.model, self.folder, self.detect = model, Path(path), False
-        if not self.folder.is_file():
-            raise DataError(f"{self.folder}: the gallery must be a folder or an embeddings file")
-        self.index_settings = index_settings or IndexSettings()
-        self.model_key = model_key(model)
-        key = hashlib.sha256(f"{self.folder.resolve()}|{self.model_key}".encode()).hexdigest()
-        self.cache = (cache_dir or default_cache_dir()) / "gallery" / f"file-{key[:24]}.safetensors"
-        self.faces = []  # type: ignore[assignment] (FaceRows once read)
-        self.vectors = np.zeros((0, 0), np.float32)
-        self.skipped: list[tuple[str, str]] = []
-        self.embedded = 0
-        self.discarded = 0  # the file is read whole, as embed wrote it
-        self._index = None
-        self._stamp: tuple[int, int] | None = None
-
-    def refresh(self) -> GalleryFile:
-        """Read the file again if it changed since it was last read."""
-        stat = self.folder.stat()
-        if self._stamp == (stat.st_size, stat.st_mtime_ns):
-            return self
-        try:
-            with safetensors_numpy.safe_open(str(self.folder), framework="np") as f:
-                meta = f.metadata() or {}
-                names = set(f.keys())
-                vectors = f.get_tensor("embeddings") if "embeddings" in names else None
-        except (OSError, SafetensorError) as error:
-            raise DataError(f"{self.folder}: not a readable safetensors file ({error})") from error
-        if meta.get("format") != "facecls-embeddings" or vectors is None or vectors.ndim != 2:
-            raise DataError(f"{self.folder}: not an embeddings file written by facecls embed")
-        if meta.get("model") != self.model_key:
-            raise DataError(
-                f"{self.folder}: embedded by another model (or by a facecls that did not record "
-                "the model); embed the photos again with this model (facecls embed)"
-            )
-        if not np.isfinite(vectors).all():
-            raise DataError(f"{self.folder}: holds non-finite embeddings; embed the photos again")
-        rows = read_rows(
-            self.folder.with_name(meta.get("index") or self.folder.with_suffix(".csv").name),
-            len(vectors),
-        )
-        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        self.faces = rows  # type: ignore[assignment]
-        self._index, self._stamp = None, (stat.st_size, stat.st_mtime_ns)
-        return self
-
-
-def open_gallery(
-    model: FaceModel, gallery: str | Path, detect: bool = False,
-    index_settings: IndexSettings | None = None,
-) -> Gallery:  # fmt: skip
-    """A folder of photos (:class:`Gallery`) or a ``facecls embed`` file (:class:`GalleryFile`)."""
-    if Path(gallery).is_file():
-        return GalleryFile(model, gallery, index_settings=index_settings)
-    return Gallery(model, gallery, detect, index_settings=index_settings)
+        return stored_threshold(model, None)
+    except BundleError:
+        return None, None
 
 
 def search(
@@ -422,8 +75,13 @@ def search(
     device: str = "auto",
     log: Callable[[str], None] = print,
     require_digest: bool = False,
+    show_progress: bool = False,
 ) -> SearchResult:
-    """``facecls search``: the ``top_k`` gallery faces closest to the (main) face of ``photo``.
+    """``facecls search``: the ``top_k`` gallery faces closest to the (main) face of ``photo``,
+    each marked ``same`` when its similarity reaches the model's verify threshold (the one
+    ``facecls verify`` decides with).
+
+    ``show_progress``: a bar over the gallery photos embedded (all of them the first time).
 
     Raises:
         DataError: the photo cannot be read or has no face; the gallery is not a folder.
@@ -435,7 +93,7 @@ def search(
         model = load_model(model, device=device, require_digest=require_digest)
     if not isinstance(gallery, Gallery):
         gallery = open_gallery(model, gallery, detect)
-    gallery.refresh()
+    gallery.refresh(show_progress)  # the first search embeds the whole gallery: minutes
     if gallery.discarded:
         log(f"Gallery cache {gallery.cache}: {gallery.discarded} damaged embedding(s) discarded "
             "and embedded again")  # fmt: skip
@@ -444,7 +102,8 @@ def search(
     if not gallery.faces:
         raise DataError(f"{gallery.folder}: no usable face photo in the gallery")
     query, vector, _ = photo_face(model, photo, detect)
-    matches = gallery.nearest(vector, top_k)
+    threshold, far = verify_threshold(model)
+    matches = marked(gallery.nearest(vector, top_k), threshold)
     if note := size_note(len(gallery.faces), gallery.index_settings):
         log(f"{gallery.folder}: {note}")
-    return SearchResult(query, matches, len(gallery.faces), gallery.skipped)
+    return SearchResult(query, matches, len(gallery.faces), gallery.skipped, threshold, far)

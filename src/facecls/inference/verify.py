@@ -15,7 +15,6 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from safetensors import numpy as safetensors_numpy
@@ -28,6 +27,7 @@ from facecls.inference.model import FaceModel, load_model
 from facecls.inference.outputs import OutputError, check_output, csv_header, safetensors_format
 from facecls.numbers import finite
 from facecls.openset import l2_normalize
+from facecls.progress import bar as progress_bar
 
 # model.json entries that change embeddings (enrolling people or recalibrating does not)
 EMBEDDING_KEYS = ("architecture", "image_size", "crop", "mean", "std", "flip_tta")
@@ -46,12 +46,6 @@ def model_key(model: FaceModel) -> str:
     return digest.hexdigest()
 
 
-DEFAULT_FAR = 0.01
-# Pairs of different people drawn at most, so calibration stays fast on big validation parts.
-MAX_IMPOSTOR_PAIRS = 2_000_000
-# Fewer validation pairs of different people than this: the training part's join them (the
-# 1 % tail of 1,000 pairs is 10 pairs).
-MIN_IMPOSTOR_PAIRS = 1_000
 # What ``facecls embed`` writes: the safetensors ``format`` and the index CSV's columns.
 EMBEDDINGS_FORMAT = "facecls-embeddings"
 INDEX_HEADER = ("row", "photo", "face", "box")
@@ -78,6 +72,8 @@ def embed_photos(
     detect: bool = False,
     chunk_size: int = 64,
     images_only: bool = True,
+    show_progress: bool = False,
+    desc: str = "embed",
 ) -> FaceEmbeddings:
     """Embed every face of the photos and folders ``inputs``, ``chunk_size`` faces per pass.
 
@@ -86,6 +82,7 @@ def embed_photos(
             align``/``box``); otherwise a photo is one face, cut as training cut it.
         images_only: under folders, skip files without an image extension silently (otherwise
             they become ``skipped`` rows).
+        show_progress: a bar over the photos (a line every 10 % off a terminal), named ``desc``.
     """
     faces: list[Prediction] = []
     chunks: list[np.ndarray] = []
@@ -97,7 +94,11 @@ def embed_photos(
             chunks.append(l2_normalize(model.outputs(np.stack(pending))[1]).astype(np.float32))
             pending.clear()
 
-    for item in face_items(expand_paths(inputs, images_only), model, detect or model.detects):
+    paths = list(expand_paths(inputs, images_only))  # counted, for the progress bar
+    counter = progress_bar(len(paths), desc, show_progress, unit="photo")
+    for item in face_items(paths, model, detect or model.detects):
+        if not item.template.face:  # a photo's first row: its main face, or why it has none
+            counter.update(1)
         if item.pixels is None:
             skipped.append(item.template)
             continue
@@ -106,6 +107,7 @@ def embed_photos(
         if len(pending) >= chunk_size:
             flush()
     flush()
+    counter.close()
     vectors = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
     return FaceEmbeddings(faces, vectors, skipped)
 
@@ -148,16 +150,19 @@ def embed(
     device: str = "auto",
     log: Callable[[str], None] = print,
     require_digest: bool = False,
+    show_progress: bool = False,
 ) -> FaceEmbeddings:
     """``facecls embed``: embed the faces of ``photos`` into ``out`` (+ a ``.csv`` index).
 
-    Unreadable files are listed and skipped. Raises :class:`DataError` when no face is left, and
+    Unreadable files are listed and skipped. ``show_progress``: a bar over the photos (a line
+    every 10 % off a terminal). Raises :class:`DataError` when no face is left, and
     :class:`~facecls.inference.outputs.OutputError` (before any work) when ``out`` or its index
     would replace an input or a file that is not an earlier ``embed`` output.
     """
     check_embed_out(Path(out), photos)
     from_model = model if isinstance(model, FaceModel) else _load(model, device, require_digest)
-    found = embed_photos(from_model, photos, detect, images_only=True)
+    found = embed_photos(from_model, photos, detect, images_only=True,
+                         show_progress=show_progress)  # fmt: skip
     for row in found.skipped:
         log(f"  skipped {row.path}: {row.reason}")
     if not found.faces:
@@ -187,78 +192,6 @@ def _load(path: str | Path, device: str, require_digest: bool = False) -> FaceMo
 
 
 # ---- 1:1 verification ----------------------------------------------------------------------
-
-
-def pair_similarities(vectors: np.ndarray, targets: np.ndarray, seed: int = 0):
-    """Cosine similarities of every pair of unit ``vectors``: ``(same-person, different)``.
-
-    Different-person pairs beyond :data:`MAX_IMPOSTOR_PAIRS` are sampled (fixed seed).
-    """
-    vectors = l2_normalize(np.asarray(vectors, dtype=np.float64))
-    targets = np.asarray(targets)
-    i, j = np.triu_indices(len(targets), k=1)
-    same = targets[i] == targets[j]
-    diff_i, diff_j = i[~same], j[~same]
-    if len(diff_i) > MAX_IMPOSTOR_PAIRS:
-        pick = np.random.default_rng(seed).choice(len(diff_i), MAX_IMPOSTOR_PAIRS, replace=False)
-        diff_i, diff_j = diff_i[pick], diff_j[pick]
-    genuine = np.einsum("nd,nd->n", vectors[i[same]], vectors[j[same]])
-    impostor = np.einsum("nd,nd->n", vectors[diff_i], vectors[diff_j])
-    return genuine, impostor
-
-
-def threshold_at_far(impostor: np.ndarray, far: float) -> float:
-    """The lowest similarity that accepts at most ``far`` of the ``impostor`` pairs (``>=``)."""
-    if not 0.0 <= far < 1.0:
-        raise ValueError(f"the false-accept rate must be in [0, 1), got {far}")
-    ranked = np.sort(np.asarray(impostor, dtype=np.float64))[::-1]
-    allowed = int(np.floor(far * len(ranked)))  # impostor pairs that may be accepted
-    return float(np.nextafter(ranked[allowed], np.inf))
-
-
-def calibrate_verification(
-    vectors: np.ndarray,
-    targets: np.ndarray,
-    far: float = DEFAULT_FAR,
-    train_vectors: np.ndarray | None = None,
-    train_targets: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """The ``verify`` entry of ``model.json`` from validation embeddings.
-
-    The FAR threshold needs only pairs of different people (the impostor distribution): a
-    validation part with one photo per person has none of the same person, and still sets it.
-    Where the validation part has fewer than :data:`MIN_IMPOSTOR_PAIRS` such pairs, pairs of
-    the training part's different people (``train_vectors``) join them. The true-accept rate is
-    measured where same-person validation pairs exist. With no pair of different people at all
-    the entry holds no threshold, only ``missing``: why (``facecls verify`` says it).
-    """
-    genuine, impostor = pair_similarities(vectors, targets)
-    part = "validation"
-    if len(impostor) < MIN_IMPOSTOR_PAIRS and train_vectors is not None and len(train_vectors):
-        _, more = pair_similarities(train_vectors, np.asarray(train_targets))
-        if len(more):
-            impostor = np.concatenate([impostor, more])
-            part = "validation and training parts"
-    if len(impostor) == 0:
-        return {
-            "far": far,
-            "missing": "no pair of photos of different people in the validation part (one "
-            "person, or no validation part); give --threshold, or retrain with more people",
-        }
-    threshold = threshold_at_far(impostor, far)
-    return {
-        "threshold": threshold,
-        "far": far,
-        "similarity": "cosine of L2-normalised embeddings",
-        "calibration": {
-            "part": part,
-            "genuine_pairs": int(len(genuine)),
-            "impostor_pairs": int(len(impostor)),
-            "false_accept_rate": float(np.mean(impostor >= threshold)),
-            # unmeasured without a same-person pair (one validation photo per person)
-            "true_accept_rate": float(np.mean(genuine >= threshold)) if len(genuine) else None,
-        },
-    }
 
 
 @dataclass

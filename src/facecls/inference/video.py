@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from facecls.atomic import write_csv_stream
+from facecls.colours import KNOWN, UNKNOWN, bgr
 from facecls.data.sources import DataError
 from facecls.inference.model import FaceModel, load_model
 from facecls.inference.outputs import (
@@ -28,6 +29,7 @@ from facecls.inference.outputs import (
     recorded_output,
 )
 from facecls.inference.photos import photo_faces
+from facecls.progress import bar as progress_bar
 
 HEADER = ["frame", "time_s", "face", "faces", "box", "decision", "identity", "score", "top1",
           "top1_probability"]  # fmt: skip
@@ -104,7 +106,7 @@ def _frames(capture: Any, camera: bool) -> Iterator[np.ndarray]:
 def _draw(cv2: Any, frame: np.ndarray, answers: list[tuple[tuple[int, ...], str, bool]]) -> None:
     thick = max(1, frame.shape[1] // 320)
     for (x, y, w, h), name, known in answers:
-        colour = (0, 170, 0) if known else (0, 0, 220)  # BGR: green named, red unknown
+        colour = bgr(KNOWN if known else UNKNOWN)  # the colours of every drawn answer
         cv2.rectangle(frame, (x, y), (x + w, y + h), colour, thick)
         cv2.putText(frame, name, (x, max(12, y - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick,
                     colour, thick)  # fmt: skip
@@ -119,6 +121,7 @@ def predict_video(
     detect: bool = False,
     device: str = "auto",
     log: Callable[[str], None] = print,
+    show_progress: bool = False,
 ) -> dict[str, int]:
     """``facecls predict --video``: the faces of every ``every``-th frame into the CSV ``out``.
 
@@ -126,6 +129,8 @@ def predict_video(
         source: a video file, or a camera index (``0``).
         annotate: write the video with boxes and names here (``.mp4`` or ``.avi``).
         detect: every face MTCNN finds; otherwise the frame is one face (centre crop).
+        show_progress: a bar over the frames (a line every 10 % off a terminal; a camera,
+            whose length is unknown, a count).
 
     Returns:
         Rows per decision, and ``frames`` read.
@@ -151,10 +156,14 @@ def predict_video(
             capture.release()
             raise DataError(f"{target}: OpenCV cannot write this video type (use .mp4 or .avi)")
 
+    length = 0 if camera else max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+    counter = progress_bar(length, "video", show_progress, unit="frame")
+
     def rows() -> Iterator[list[Any]]:
         shown: list[tuple[tuple[int, ...], str, bool]] = []
         for index, frame in enumerate(_frames(capture, camera)):
             counts["frames"] += 1
+            counter.update(1)
             if index % every == 0:
                 photo = photo_faces(model, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), detect)
                 answers = (
@@ -181,6 +190,7 @@ def predict_video(
             partial.unlink(missing_ok=True)  # no half-written video left behind
         raise
     finally:
+        counter.close()
         capture.release()
         if writer is not None:
             writer.release()

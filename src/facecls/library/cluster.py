@@ -35,10 +35,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
+from facecls.catalog import CLUSTER_METHODS
 from facecls.openset import l2_normalize
 from facecls.vector_index import VectorIndex
 
-METHODS = ("agglomerative", "chinese-whispers", "hdbscan", "dbscan")
+METHODS = CLUSTER_METHODS
 DEFAULT_METHOD = "agglomerative"
 # Cosine similarity of the default cut, per method, for FaceNet (CASIA-WebFace) embeddings with
 # the box pipeline; chosen on LFW-8's photos (benchmarks/cluster_lfw.py --sweep).

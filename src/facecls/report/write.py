@@ -27,6 +27,7 @@ from facecls.report import faces as report_faces
 from facecls.report import plots
 from facecls.report.card import CARD_NAME, model_card
 from facecls.report.compare import build_comparison
+from facecls.report.compare_text import comparison_text
 from facecls.report.content import build_run_page
 from facecls.report.lr_find import plot_lr_find
 from facecls.report.render import render
@@ -334,14 +335,17 @@ def _relative_link(target: Path, start: Path) -> str:
 
 
 def write_comparison(
-    run_dirs: Sequence[Path], out: Path | None = None, shareable: bool = False
-) -> Path:
+    run_dirs: Sequence[Path], out: Path | None = None, shareable: bool = False,
+    echo: Callable[[str], None] | None = None,
+) -> Path:  # fmt: skip
     """Write ``comparison.html`` and ``comparison.md`` for two or more runs.
 
     Args:
         run_dirs: run folders; runs with the same test images also get paired tests.
         out: folder for the page; ``<parent of the first run>/compare-<a>-vs-<b>…`` when ``None``.
         shareable: leave out file paths (the page shows no face in either case).
+        echo: also given the verdict sentences and the score table as text
+            (:func:`facecls.report.compare_text.comparison_text`; ``facecls compare`` prints it).
 
     Returns:
         The HTML file's path.
@@ -369,4 +373,6 @@ def write_comparison(
     ]  # fmt: skip
     write_text(out / f"{stem}.md", render("compare.md.j2", context))
     write_text(out / f"{stem}.html", render("compare.html.j2", context))
+    if echo is not None:
+        echo(comparison_text(context))
     return out / f"{stem}.html"

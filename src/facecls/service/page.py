@@ -16,6 +16,8 @@ from __future__ import annotations
 import base64
 import hashlib
 
+from facecls.colours import KNOWN, TEXT, UNKNOWN, css
+
 STYLE = """
 body{font:15px/1.4 system-ui,sans-serif;margin:0 auto;max-width:960px;padding:1rem;color:#222}
 h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem}
@@ -70,15 +72,16 @@ function draw(file, result) {
     ctx.lineWidth = line; ctx.font = size + "px sans-serif"; ctx.textBaseline = "top";
     for (const face of result.faces) {
       const [x, y, w, h] = face.box;
-      const colour = face.decision === "known" ? "#080" : "#c00";
+      const colour = face.decision === "known" ? "__KNOWN__" : "__UNKNOWN__";
       ctx.strokeStyle = colour;
       ctx.strokeRect(x, y, w, h);
-      // the name on a filled tag above the box (below it at the top edge), inside the photo
-      const width = ctx.measureText(face.identity).width + 2 * line;
+      // the name (or "unknown — closest: ...") on a filled tag above the box (below it at the
+      // top edge), inside the photo
+      const width = ctx.measureText(face.label).width + 2 * line;
       const left = Math.max(0, Math.min(x, canvas.width - width));
       const top = y >= size + 2 * line ? y - size - 2 * line : Math.min(y + h, canvas.height - size);
       ctx.fillStyle = colour; ctx.fillRect(left, top, width, size + 2 * line);
-      ctx.fillStyle = "#fff"; ctx.fillText(face.identity, left + line, top + line);
+      ctx.fillStyle = "__TEXT__"; ctx.fillText(face.label, left + line, top + line);
     }
     URL.revokeObjectURL(url);
   };
@@ -90,7 +93,7 @@ async function predict(file) {
   try {
     const result = await call("predict", form);
     draw(file, result);
-    const names = result.faces.map((f) => f.identity);
+    const names = result.faces.map((f) => f.label);
     $("names-found").textContent = names.length ? names.join(", ") : (result.message || "no face");
     show("predict-status", result.faces.length + " face(s)", false);
   } catch (e) { show("predict-status", e.message, true); }
@@ -146,6 +149,13 @@ $("token-form").addEventListener("submit", (e) => {
 });
 identities();
 """
+
+# The colours of every drawn answer (facecls.colours), as annotated photos and videos have them.
+SCRIPT = (
+    SCRIPT.replace("__KNOWN__", css(KNOWN))
+    .replace("__UNKNOWN__", css(UNKNOWN))
+    .replace("__TEXT__", css(TEXT))
+)
 
 _BODY = """<h1>facecls</h1>
 <p>Everything runs on this machine; photos are not kept unless you enroll someone.</p>

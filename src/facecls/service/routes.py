@@ -12,8 +12,10 @@ from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from facecls.bundle import BundleError
+from facecls.inference.search import marked, verify_threshold
 from facecls.inference.verify import stored_threshold
 from facecls.logs import logger
+from facecls.numbers import NumberError
 from facecls.service.errors import ApiError, responses
 from facecls.service.model_store import NAME_MAX, NAME_PATTERN
 from facecls.service.schemas import (
@@ -104,7 +106,8 @@ def add_routes(app: FastAPI, service: Service) -> None:
         answers = store.model.decide(logits, features, top_k=top_k)
         faces = [
             Face(box=list(box), identity=a.identity, decision=a.decision, score=a.score,
-                 top_k=[Candidate(identity=n, probability=unit(p, 0)) for n, p in a.top_k])
+                 top_k=[Candidate(identity=n, probability=unit(p, 0)) for n, p in a.top_k],
+                 closest=a.closest, threshold=a.threshold, label=a.label())
             for box, a in zip(found.boxes, answers, strict=True)
         ]  # fmt: skip
         return Prediction(width=width, height=height, faces=faces, message=None)
@@ -119,8 +122,8 @@ def add_routes(app: FastAPI, service: Service) -> None:
     ) -> Verification:  # fmt: skip
         """Are the faces of two photos the same person (cosine similarity)?"""
         try:
-            limit, far = stored_threshold(store.model, threshold)
-        except BundleError as error:
+            limit, far = stored_threshold(store.model, threshold, "the threshold field")
+        except (BundleError, NumberError) as error:  # none stored, or model.json's not finite
             raise ApiError(
                 409, "not_calibrated",
                 "the served model has no calibrated verification threshold: send a threshold",
@@ -139,15 +142,21 @@ def add_routes(app: FastAPI, service: Service) -> None:
         """The gallery faces closest to the photo's face (needs ``--gallery``)."""
         gallery = await run_in_threadpool(service.gallery)
         vector = await service.first_embedding(file)
+        try:
+            threshold, _ = verify_threshold(store.model)
+        except NumberError:  # a model.json whose verify threshold is not a number: unmarked
+            threshold = None
         # a facecls embed file's photos are named relative to the file's folder
         root = gallery.folder if gallery.folder.is_dir() else gallery.folder.parent
         matches = [
             Match(photo=relative_name(m.path, root), face=m.face,
-                  box=None if m.box is None else list(m.box), similarity=unit(m.similarity))
-            for m in await run_in_threadpool(service.nearest, gallery, vector, top_k)
+                  box=None if m.box is None else list(m.box), similarity=unit(m.similarity),
+                  same=m.same)
+            for m in marked(await run_in_threadpool(service.nearest, gallery, vector, top_k),
+                            threshold)  # fmt: skip
         ]  # fmt: skip
         return SearchAnswer(gallery_faces=len(gallery.faces), skipped=len(gallery.skipped),
-                            matches=matches)  # fmt: skip
+                            threshold=threshold, matches=matches)  # fmt: skip
 
     @app.post("/enroll", responses=responses(*POSTED, 409, 503), openapi_extra=photo_parts("files"))
     async def enroll(

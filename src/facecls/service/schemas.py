@@ -91,6 +91,18 @@ class Face(_Answer):
     decision: Literal["known", "unknown"]
     score: float = Field(description="the open-set score the decision compared with its threshold")
     top_k: list[Candidate] = Field(description="the most likely identities, most likely first")
+    closest: str = Field(
+        description="the identity the model found closest: the name, or for `unknown` its best "
+        "guess"
+    )
+    threshold: float | None = Field(
+        description="the open-set threshold `score` was compared with (null: none, every face "
+        "is named)"
+    )
+    label: str = Field(
+        description="what to show beside the face: the name, or `unknown — closest: NAME SCORE "
+        "< THRESHOLD`"
+    )
 
 
 class Prediction(_Answer):
@@ -123,6 +135,10 @@ class Match(_Answer):
     face: int | None = Field(description="the face's index in its photo (with face detection)")
     box: Box | None
     similarity: float = Field(ge=-1, le=1, description="cosine with the query's embedding")
+    same: bool | None = Field(
+        description="similarity >= threshold: the same person as `facecls verify` decides "
+        "(null when the model has no verify threshold)"
+    )
 
 
 class SearchAnswer(_Answer):
@@ -130,6 +146,10 @@ class SearchAnswer(_Answer):
 
     gallery_faces: int = Field(ge=0)
     skipped: int = Field(ge=0, description="gallery files that are not usable photos")
+    threshold: float | None = Field(
+        description="the model's calibrated verify threshold the matches are marked against "
+        "(null: none)"
+    )
     matches: list[Match]
 
 

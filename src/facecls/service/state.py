@@ -112,7 +112,8 @@ class Service:
             # a new enrolled version shares the network: the same gallery, nothing re-embedded
             if self._gallery is None or self._gallery.model_key != model_key(model):
                 self._gallery = open_gallery(model, self.settings.gallery, self.settings.detect)
-            gallery = self._gallery.refresh()
+            # the first search embeds the whole gallery: shown on the console unless --quiet
+            gallery = self._gallery.refresh(show_progress=self.settings.console_log)
             if gallery.faces:
                 gallery.index()
             return gallery
