@@ -59,9 +59,11 @@ def _state(lib) -> tuple:
 def test_cluster_finds_the_people_and_leaves_the_stranger(library_location: str) -> None:
     truth = make_library(library_location)
     with open_library(library_location) as lib:
-        report = people.cluster(lib, log=lambda _m: None)
+        said: list[str] = []
+        report = people.cluster(lib, log=said.append)
         groups = _groups(lib)
     assert report.clusters == 3 and report.unclustered == 1
+    assert said[0].startswith("Clustering 16 faces")  # the wait is announced before it starts
     expected = [{f for f, t in truth.items() if t == k} for k in range(3)]
     assert sorted(map(sorted, expected)) == sorted(sorted(g) for p, g in groups.items() if p)
     assert groups[None] == {f for f, t in truth.items() if t == -1}
