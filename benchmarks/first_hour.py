@@ -12,7 +12,7 @@ would type (a fresh ``$FACECLS_CACHE``, so nothing is reused from earlier runs):
 3. ``facecls predict RUN group/*.jpg --annotate out/`` on group photos of 2-4 faces, held-out
    photos of the same people and strangers (people with one LFW photo).
 
-``--setup`` also times the set-up itself (``python -m venv`` and ``pip install -e .`` of this
+``--setup`` also times the set-up itself (``python -m venv`` and ``pip install -e '.[serve]'`` of this
 checkout, in a new venv); ``--cold`` runs pip without its cache, so the weights are really
 downloaded. Printed: the wall time of each step, the share of known faces named
 and of strangers answered ``unknown`` in the group photos, the hardware and the load average.
@@ -144,7 +144,9 @@ def score(csv_path: Path, plan: list) -> tuple[int, int, int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--setup", action="store_true", help="also time venv + pip install -e .")
+    parser.add_argument(
+        "--setup", action="store_true", help="also time venv + pip install -e '.[serve]'"
+    )
     parser.add_argument("--cold", action="store_true",
                         help="pip without its cache (PIP_NO_CACHE_DIR=1): a first download")  # fmt: skip
     parser.add_argument("--people", type=int, default=10)
@@ -165,8 +167,8 @@ def main() -> None:
     if args.setup:
         venv = work / "venv"
         timed("set-up: python -m venv", [sys.executable, "-m", "venv", str(venv)], env, times)
-        timed("set-up: pip install -e .", [str(venv / "bin" / "pip"), "install", "-q", "-e",
-                                          str(REPO)], env, times)  # fmt: skip
+        timed("set-up: pip install -e '.[serve]'", [str(venv / "bin" / "pip"), "install", "-q",
+                                                    "-e", f"{REPO}[serve]"], env, times)  # fmt: skip
         facecls = [str(venv / "bin" / "facecls")]
     people, strangers = pick_people(args.people, args.photos)
     started = time.perf_counter()
