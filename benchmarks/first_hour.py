@@ -12,8 +12,9 @@ would type (a fresh ``$FACECLS_CACHE``, so nothing is reused from earlier runs):
 3. ``facecls predict RUN group/*.jpg --annotate out/`` on group photos of 2-4 faces, held-out
    photos of the same people and strangers (people with one LFW photo).
 
-``--setup`` also times the set-up itself (``python -m venv`` and ``pip install -e .`` of this
-checkout, in a new venv). Printed: the wall time of each step, the share of known faces named
+``--setup`` also times the set-up itself (``python -m venv`` and ``pip install -e '.[serve]'`` of this
+checkout, in a new venv); ``--cold`` runs pip without its cache, so the weights are really
+downloaded. Printed: the wall time of each step, the share of known faces named
 and of strangers answered ``unknown`` in the group photos, the hardware and the load average.
 The photos are LFW photos (``../shared``) pasted onto smooth backgrounds, as in
 ``group_photos.py``; nothing is written into the repository.
@@ -143,7 +144,11 @@ def score(csv_path: Path, plan: list) -> tuple[int, int, int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--setup", action="store_true", help="also time venv + pip install -e .")
+    parser.add_argument(
+        "--setup", action="store_true", help="also time venv + pip install -e '.[serve]'"
+    )
+    parser.add_argument("--cold", action="store_true",
+                        help="pip without its cache (PIP_NO_CACHE_DIR=1): a first download")  # fmt: skip
     parser.add_argument("--people", type=int, default=10)
     parser.add_argument("--photos", type=int, default=15, help="photos per person in the folder")
     parser.add_argument("--groups", type=int, default=12, help="group photos to annotate")
@@ -155,13 +160,15 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]
     env = dict(os.environ, FACECLS_CACHE=str(work / "cache"))
+    if args.cold:
+        env["PIP_NO_CACHE_DIR"] = "1"
     times: list[tuple[str, float]] = []
     facecls = [sys.executable, "-m", "facecls"]
     if args.setup:
         venv = work / "venv"
         timed("set-up: python -m venv", [sys.executable, "-m", "venv", str(venv)], env, times)
-        timed("set-up: pip install -e .", [str(venv / "bin" / "pip"), "install", "-q", "-e",
-                                          str(REPO)], env, times)  # fmt: skip
+        timed("set-up: pip install -e '.[serve]'", [str(venv / "bin" / "pip"), "install", "-q",
+                                                    "-e", f"{REPO}[serve]"], env, times)  # fmt: skip
         facecls = [str(venv / "bin" / "facecls")]
     people, strangers = pick_people(args.people, args.photos)
     started = time.perf_counter()

@@ -103,3 +103,27 @@ def test_holm_adjusts_the_fold_test_too(four_identity_run: dict, tmp_path: Path)
     md = read(tmp_path / "cmp" / "comparison.md")
     fold_lines = [line for line in md.splitlines() if line.startswith("| Corrected t-test")]
     assert len(fold_lines) == 3 and all(not line.rstrip().endswith("– |") for line in fold_lines)
+
+
+def test_the_fold_sentence_says_which_p_it_quotes(four_identity_run: dict, tmp_path: Path) -> None:
+    """Three runs: the fold row shows p and its Holm-adjusted p; the sentence below quotes both
+    as they are, never the adjusted one under the plain name (0.875 in the row, "p = 1.000")."""
+    run = four_identity_run["run"]
+    a = variant(run, tmp_path / "a", balanced=[0.50, 0.60])
+    b = variant(run, tmp_path / "b", flip=1, balanced=[0.55, 0.62])
+    c = variant(run, tmp_path / "c", flip=2, balanced=[0.65, 0.70])
+    page = read(write_comparison([a, b, c], tmp_path / "cmp"))
+    md = read(tmp_path / "cmp" / "comparison.md")
+    rows = [r.split("</tr>")[0] for r in page.split('<tr class="folds"')[1:]]
+    notes = [text_of(n.split("</p>")[0]) for n in page.split('class="note fold-note">')[1:]]
+    md_rows = [line for line in md.splitlines() if line.startswith("| Corrected t-test")]
+    assert len(rows) == len(notes) == len(md_rows) == 3
+    for row, note, md_row in zip(rows, notes, md_rows, strict=True):
+        raw, holm = re.findall(r'<td class="num">([^<]*)</td>', row)[-2:]
+        said = re.search(r"corrected t-test (p [^)]*)\)", note).group(1)
+        plain = f"= {raw}" if not raw.startswith("<") else raw
+        adjusted = f"= {holm}" if not holm.startswith("<") else holm
+        want = f"p {plain}" if raw == holm else f"p {plain}, Holm-adjusted {adjusted}"
+        assert said == want
+        assert want in md  # the Markdown says the same
+        assert md_row.rstrip().endswith(f"| {raw} | {holm} |")

@@ -16,7 +16,7 @@ from PIL import Image
 
 from facecls.library import people as people_actions
 from facecls.library.store import FileStamp, ModelKey, NewFace, NewPhoto, open_library
-from facecls.service.people_app import create_people_app
+from facecls.service.serve import build_app
 from tests import serve_fixtures
 
 # The tiny trained run's session-scoped fixtures (the model service under the page).
@@ -60,7 +60,7 @@ def page_server(tmp_path: Path, request: pytest.FixtureRequest):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_people_app(location, token=getattr(request, "param", None))
+    app = build_app(None, token=getattr(request, "param", None), library=location)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -189,17 +189,22 @@ def test_the_api_needs_the_token_the_page_does_not(page_server) -> None:
 
     url, location = page_server
     assert httpx.get(url).status_code == 200  # the page: it holds no data
-    assert httpx.get(url + "api/people").status_code == 401
+    refused = httpx.get(url + "api/people")
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"
     assert httpx.post(url + "api/undo", json={}).status_code == 401
     good = {"Authorization": "Bearer s3cret"}
     listed = httpx.get(url + "api/people", headers=good).json()
     assert len(listed) == 3
     bad = httpx.post(url + f"api/people/{listed[0]['id']}/name", json={"name": " "}, headers=good)
-    assert bad.status_code == 422 and "empty" in bad.json()["detail"]
+    assert bad.status_code == 422 and "empty" in bad.json()["error"]["message"]
     face = httpx.get(url + f"api/people/{listed[0]['id']}/faces", headers=good).json()[0]
     thumb = httpx.get(url + f"api/faces/{face['id']}/thumb", headers=good)
     assert thumb.headers["content-type"] == "image/jpeg"
     assert Image.open(io.BytesIO(thumb.content)).size == (112, 112)
+    # the page served alone logs every request beside the library, never the token
+    logged = (Path(location) / "serve.log").read_text().splitlines()
+    assert sum("/api/people" in line for line in logged) >= 3
+    assert not any("s3cret" in line for line in logged)
 
 
 def test_a_model_service_serves_the_page_under_people(tiny_run: Path, tmp_path: Path) -> None:

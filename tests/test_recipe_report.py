@@ -14,6 +14,7 @@ from facecls.config import RunConfig, TrainConfig
 from facecls.config_rules import resolve
 from facecls.report.content import build_run_page
 from facecls.report.run_data import load_run
+from facecls.report.settings import loss_labels
 
 
 def cli_config(*flags: str) -> RunConfig:
@@ -53,3 +54,35 @@ def test_the_page_says_which_weights_trained(four_identity_run: dict, tmp_path: 
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     scope = build_run_page(load_run(run), shareable=True).context["training_scope"]
     assert scope == "The whole network trained, starting from pretrained weights."
+
+
+def test_a_frozen_backbone_s_page_does_not_claim_the_rotation(
+    four_identity_run: dict, tmp_path: Path
+) -> None:
+    """A frozen backbone's head trains on embeddings computed once (``probe.py``): the rotation of
+    ``--recipe report`` is not applied, and neither the loss label nor the scope says it was."""
+    report = {"label_smoothing": 0.0, "freeze": "backbone", "recipe": "report"}
+    rotation_only = {"rotation": 10, "hflip": False, "scale": 0, "translate": 0}
+    train, _ = loss_labels({"train": report, "augment": rotation_only})
+    assert "augmented images" not in train
+    assert "no augmentation (rotation ±10° not applied to a frozen backbone's embeddings)" in train
+    fast = {"rotation": 10, "hflip": True, "scale": 0.1, "translate": 0.06}
+    train, _ = loss_labels({"train": {"freeze": "backbone"}, "augment": fast})
+    assert "mirror images only (rotation ±10°, zoom ±0.1, shift ±0.06 not applied" in train
+    staged = {"freeze": "backbone-then-unfreeze", "epochs": 9}
+    train, _ = loss_labels({"train": staged, "augment": rotation_only})
+    assert "no augmentation before epoch 4" in train
+    assert "augmented images (rotation ±10°) from it on" in train
+    train, _ = loss_labels({"train": {"freeze": "none"}, "augment": rotation_only})
+    assert "augmented images (rotation ±10°)" in train  # the backbone runs on every warped image
+    run = tmp_path / "transfer"
+    shutil.copytree(four_identity_run["run"], run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["train"].update(model="resnet18", pretrained=True, recipe="report", freeze="backbone")
+    config["augment"].update(rotation_only)
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    page = build_run_page(load_run(run), shareable=True).context
+    assert (
+        "the rotation ±10° of the augmentation settings was not applied" in page["training_scope"]
+    )
+    assert "augmented images" not in page["loss_labels"][0]

@@ -237,3 +237,37 @@ def test_per_identity_table_fits_the_page(four_identity_run: dict, tmp_path: Pat
         assert clipped == 0
     finally:
         browser.close()
+
+
+def test_the_loss_overlay_keeps_its_labels_on_the_figure() -> None:
+    """The compare page's loss figure with two runs' long labels (class weights, every warp):
+    every legend line and the title lie inside the figure and the axis keeps most of its width
+    (the labels once squeezed the axis to a sliver and ran off the figure's left edge)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from facecls.report.plots import plot_loss_overlay
+    from facecls.report.settings import loss_labels
+
+    config = {
+        "train": {"label_smoothing": 0.1, "flip_tta": True, "imbalance": "inverse"},
+        "augment": {"rotation": 10, "hflip": True, "scale": 0.1, "translate": 0.06},
+    }
+    names = ["a-run-with-a-long-name", "another-run-with-a-long-name"]
+    history = [{"fold": 0, "epoch": e, "train_loss": 4 / e, "val_loss": 3 / e} for e in (1, 2, 3)]
+    ax = plot_loss_overlay(
+        dict.fromkeys(names, history),
+        dict.fromkeys(names, 0),
+        dict.fromkeys(names, loss_labels(config)),
+    )
+    figure = ax.figure
+    canvas = FigureCanvasAgg(figure)  # how the page's PNG is drawn
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    box = figure.bbox
+    texts = [*ax.get_legend().get_texts(), ax.title]
+    assert len(texts) == 5
+    for text in texts:
+        extent = text.get_window_extent(renderer)
+        assert box.x0 - 1 <= extent.x0 and extent.x1 <= box.x1 + 1, text.get_text()
+        assert box.y0 - 1 <= extent.y0 and extent.y1 <= box.y1 + 1, text.get_text()
+    assert ax.get_window_extent(renderer).width > 0.6 * box.width

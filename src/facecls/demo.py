@@ -39,8 +39,8 @@ def choose_data(data: str | None, log: Callable[[str], None]) -> tuple[str, bool
 def demo_configs(source: str, is_lfw: bool, on_gpu: bool, runs_dir: str) -> list[RunConfig]:
     """One cross-validation config per model, sized to the hardware.
 
-    On a GPU the report's 224 px; on a CPU small images, few epochs and 3 folds so the whole demo
-    ends within about 10 minutes on 2 cores.
+    On a GPU the report's 224 px; on a CPU small images, few epochs and 3 folds (9.3 min of CPU
+    time on the 2-core dev VM; 22 min real time there while the VM was shared, README).
     """
     if on_gpu:
         size, folds, batch = 224, 5, 64

@@ -156,7 +156,14 @@ def fold_note(a: str, b: str, tests: dict[str, Any], markdown: bool = False) -> 
             "tell them apart. Whether retraining keeps the order is a question for two cv runs "
             "with the same seed, which also get a test over folds."
         )
-    p = _p(fold_test.get("p_adjusted", fold_test["p_value"]))
+    # With more than two runs the verdict uses the Holm-adjusted p: the sentence says which.
+    adjusted = fold_test.get("p_adjusted")
+    holm = adjusted is not None and format_p(adjusted) != format_p(fold_test["p_value"])
+    p = (
+        f"{_p(fold_test['p_value'])}, Holm-adjusted {_p(adjusted)}"
+        if holm
+        else _p(fold_test["p_value"] if adjusted is None else adjusted)
+    )
     diff = fold_test["mean_difference"]  # B minus A
     if diff == 0:
         return f"Over the folds the validation balanced accuracy is the same for both (p {p})."

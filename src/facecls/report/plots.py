@@ -212,22 +212,30 @@ def plot_loss_overlay(
     """Several runs' loss curves on one axis: each run's tested fold, training solid,
     validation dashed, one colour per run; ``labels`` (run → what its training and validation
     losses are) go into the legend, since runs may train with different losses."""
-    ax = _axes(ax, figsize=(6.4, 4.4))
+    # The labels say what each loss is and run long: wrapped, in a legend below the axis, with
+    # the figure as tall as they need (in the axis they squeezed it to nothing).
+    named = {n: (labels or {}).get(n, LOSSES) for n in histories}
+    wrapped = {
+        n: tuple(textwrap.fill(f"{mpl_text(n)}: {mpl_text(t)}", 95) for t in pair)
+        for n, pair in named.items()
+    }
+    lines = sum(label.count("\n") + 1 for pair in wrapped.values() for label in pair)
+    ax = _axes(ax, figsize=(6.4, 4.0 + 0.16 * lines))
     for i, (name, history) in enumerate(histories.items()):
         rows = [r for r in history if int(r["fold"]) == folds.get(name, 0)]
         if not rows:
             continue
-        train, val = (labels or {}).get(name, LOSSES)
+        train, val = wrapped[name]
         epochs = [int(r["epoch"]) for r in rows]
         ax.plot(epochs, [float(r["train_loss"]) for r in rows], color=f"C{i % 10}", marker=".",
-                label=f"{mpl_text(name)}: {mpl_text(train)}")  # fmt: skip
+                label=train)  # fmt: skip
         ax.plot(epochs, [float(r["val_loss"]) for r in rows], color=f"C{i % 10}", linestyle="--",
-                marker=".", label=f"{mpl_text(name)}: {mpl_text(val)}")  # fmt: skip
+                marker=".", label=val)  # fmt: skip
     _epoch_axis(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy loss")
-    ax.set_title("Loss of each run's tested fold: training (solid), validation (dashed)")
-    ax.legend(fontsize="x-small")
+    ax.set_title("Loss of each run's tested fold:\ntraining (solid), validation (dashed)")
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(0.0, -0.14))
     ax.grid(alpha=0.3)
     return ax
 

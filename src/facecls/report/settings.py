@@ -97,20 +97,46 @@ def _remedy(train: dict[str, Any]) -> str | None:
     return None if scheme in (None, "none") else scheme
 
 
+def _warps(augment: dict[str, Any]) -> list[str]:
+    """The geometric warps a run's augmentation asks for (rotation, zoom, shift)."""
+    a = augment
+    warps = [f"rotation ±{a['rotation']:g}°" if a.get("rotation") else ""]
+    warps += [f"zoom ±{a['scale']:g}" if a.get("scale") else ""]
+    warps += [f"shift ±{a['translate']:g}" if a.get("translate") else ""]
+    return [w for w in warps if w and a.get("enabled", True)]
+
+
+def _on_cached_embeddings(train: dict[str, Any]) -> bool:
+    """Whether the frozen phase trained the head on embeddings computed once (``probe.py``), where
+    the warps are not applied: a frozen backbone, not compiled (one process assumed)."""
+    frozen = train.get("freeze") in ("backbone", "backbone-then-unfreeze")
+    return frozen and not train.get("compile")
+
+
+def _augmentation(augment: dict[str, Any], train: dict[str, Any]) -> str:
+    """What the training images went through, as the training loop applied it: a frozen backbone's
+    cached embeddings carry the mirror image only, so rotation, zoom and shift are not applied."""
+    flip = ["flip"] if augment.get("enabled", True) and augment.get("hflip") else []
+    warps = _warps(augment)
+    seen = warps[:1] + flip + warps[1:] if augment.get("rotation") else flip + warps
+    every = f"augmented images ({', '.join(seen)})" if seen else "no augmentation"
+    if not warps or not _on_cached_embeddings(train):
+        return every
+    frozen = "mirror images only" if flip else "no augmentation"
+    skipped = f"{', '.join(warps)} not applied to a frozen backbone's embeddings"
+    if train.get("freeze") == "backbone":
+        return f"{frozen} ({skipped})"
+    start = train.get("unfreeze_epoch") or int(train.get("epochs") or 0) // 3 + 1
+    return f"{frozen} before epoch {start} ({skipped}), {every} from it on"
+
+
 def loss_labels(config: dict[str, Any]) -> tuple[str, str]:
     """What a run's training and validation loss curves are: they are often not the same loss
     (label smoothing and augmentation train; checkpoint selection scores without them)."""
     t, a = config.get("train", {}), config.get("augment", {})
     smoothing = float(t.get("label_smoothing") or 0.0)
     train = [f"label smoothing {smoothing:g}" if smoothing else "no label smoothing"]
-    warps = [f"rotation ±{a['rotation']:g}°" if a.get("rotation") else ""]
-    warps += ["flip" if a.get("hflip") else "", f"zoom ±{a['scale']:g}" if a.get("scale") else ""]
-    warps += [f"shift ±{a['translate']:g}" if a.get("translate") else ""]
-    warps = [w for w in warps if w]
-    if a.get("enabled", True) and warps:
-        train.append(f"augmented images ({', '.join(warps)})")
-    else:
-        train.append("no augmentation")
+    train.append(_augmentation(a, t))
     if t.get("sampler", "none") != "none":
         train.append(f"{t['sampler']} sampling")
     val = ["no label smoothing", "no augmentation"]
@@ -140,14 +166,26 @@ def training_scope(run: RunData) -> str:
         source = "starting from a weights file"
     else:
         source = "from random initialisation"
+    config = to_dict(run.config)
+    warps = _warps(config.get("augment", {}))
+    # The seed report rotated the images its frozen ResNet saw; facecls's probe does not.
+    skipped = (
+        f" Its embeddings were computed once per image, so the {', '.join(warps)} of the "
+        f"augmentation settings {'was' if len(warps) == 1 else 'were'} not applied while it was "
+        "frozen (the seed report rotated the images its frozen backbone saw)."
+        if warps and _on_cached_embeddings(config.get("train", {})) else ""
+    )  # fmt: skip
     if t.freeze == "backbone":
         return (
             f"Backbone frozen, {source}: only the final layer trained (a linear probe, as the "
-            "seed report's transfer model trained only its fully connected layer)."
+            f"seed report's transfer model trained only its fully connected layer).{skipped}"
         )
     if t.freeze == "backbone-then-unfreeze":
         start = t.unfreeze_epoch or (t.epochs or 0) // 3 + 1
-        return f"Backbone frozen until epoch {start}, {source}; then the whole network trained."
+        return (
+            f"Backbone frozen until epoch {start}, {source}; then the whole network trained."
+            f"{skipped}"
+        )
     return f"The whole network trained, {source}."
 
 

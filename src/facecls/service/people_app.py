@@ -29,10 +29,13 @@ from PIL import Image, ImageOps
 from pydantic import BaseModel
 
 from facecls.data.faces import box_of, lfw_square
-from facecls.data.library_tables import PhotoFiles
+from facecls.data.library_tables import PhotoFiles, is_server_url
 from facecls.data.sources import default_cache_dir
 from facecls.library import people
 from facecls.library.store import LibraryError, open_library
+from facecls.logs import logger
+from facecls.service.access_log import AccessLog, AccessLogMiddleware
+from facecls.service.errors import CatchAll, Scrubber, error_response, install_handlers
 from facecls.service.people_page import CSP, PAGE
 
 THUMB = 112  # px, the side of a face on the sheets
@@ -138,9 +141,19 @@ class PeopleService:
             return getattr(people, action)(lib, *args, **kwargs)
 
 
-def create_people_app(location: str, token: str | None = None) -> FastAPI:
-    """The People page and its API for the library at ``location`` (see the module notes)."""
+def create_people_app(
+    location: str, token: str | None = None, access_log: AccessLog | None = None
+) -> FastAPI:
+    """The People page and its API for the library at ``location`` (see the module notes).
+
+    Refusals answer the service's error body (``{"error": {"code", "message"}}``), with the
+    library's folder and the home folder named by label, never by path. ``access_log``: where
+    each request leaves a line when the page is served alone (mounted beside a model, the
+    model service's log has them).
+    """
     service = PeopleService(location)
+    local = None if is_server_url(location) else Path(location).expanduser()
+    scrub = Scrubber({"library": local, "home": Path.home()})
     app = FastAPI(title="facecls people", version="1", docs_url=None, redoc_url=None,
                   openapi_url=None)  # fmt: skip
 
@@ -151,13 +164,13 @@ def create_people_app(location: str, token: str | None = None) -> FastAPI:
         if token is not None and not is_page:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                return JSONResponse({"detail": "missing or wrong bearer token"}, 401,
-                                    headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+                return error_response(401, "unauthorized", "missing or wrong bearer token",
+                                      headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
         return await call_next(request)
 
     @app.exception_handler(LibraryError)
     async def library_error(_: Request, error: LibraryError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, 422)
+        return error_response(422, "invalid_request", scrub(str(error)))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
@@ -211,4 +224,8 @@ def create_people_app(location: str, token: str | None = None) -> FastAPI:
     async def undo() -> dict[str, str]:
         return await act("undo")
 
+    install_handlers(app, scrub)
+    app.add_middleware(CatchAll, log=logger())
+    if access_log is not None:
+        app.add_middleware(AccessLogMiddleware, log=access_log)  # outermost: every answer
     return app

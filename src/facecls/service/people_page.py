@@ -56,9 +56,8 @@ async function call(path, body) {
   const response = await fetch(path, init);
   if (response.status === 401) { $("token-box").hidden = false; throw new Error("This page needs its token"); }
   if (!response.ok) {
-    const problem = await response.json().catch(() => ({detail: response.statusText}));
-    const detail = Array.isArray(problem.detail) ? problem.detail.map((d) => d.msg).join("; ") : problem.detail;
-    throw new Error(detail || ("HTTP " + response.status));
+    const problem = await response.json().catch(() => ({}));
+    throw new Error((problem.error && problem.error.message) || ("HTTP " + response.status));
   }
   return response;
 }

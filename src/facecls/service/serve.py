@@ -20,7 +20,8 @@ import torch
 
 from facecls.bundle import META_NAME
 from facecls.bundle_meta import refuse_unverified
-from facecls.data.sources import DataError
+from facecls.data.library_tables import is_server_url
+from facecls.data.sources import DataError, default_cache_dir
 from facecls.inference.model import read_meta
 
 LOOPBACK_NAMES = ("localhost",)
@@ -115,8 +116,17 @@ def build_app(
     people_app = None
     if library is not None:
         people_app = importlib.import_module("facecls.service.people_app")
-        if model is None:
-            return people_app.create_people_app(library, token)
+        if model is None:  # the page alone: its access log in the library folder
+            if is_server_url(library):
+                folder = default_cache_dir() / "people"
+                folder.mkdir(parents=True, exist_ok=True)
+            elif not (folder := Path(library).expanduser()).is_dir():
+                raise DataError(f"--library {library}: no face library there; make one with "
+                                f"facecls index PHOTOS --library {library}")  # fmt: skip
+            access = importlib.import_module("facecls.service.access_log")
+            return people_app.create_people_app(
+                library, token, access.AccessLog(folder, console_log)
+            )
     service = importlib.import_module("facecls.service.app")  # needs the extra
     models = importlib.import_module("facecls.service.model_store")
     model_store = models.ModelStore(model, store, device, log)
