@@ -54,6 +54,9 @@ def validation_views(
     if len(rows) > MAX_VIEWS:
         rows = rows[np.linspace(0, len(rows) - 1, MAX_VIEWS).round().astype(np.int64)]
     found = dataset.faces_found
+    # Re-reading and detecting every photo again takes minutes on a CPU: say so before it starts.
+    log(f"Calibration views: rendering {len(rows)} validation faces as photos show them "
+        "(each photo read and its face found again) ...")  # fmt: skip
     parts: list[Views] = []
     offset = 0
     for start in range(0, len(rows), CHUNK):
