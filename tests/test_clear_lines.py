@@ -9,35 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from facecls.cli import main
 from tests import serve_fixtures
+from tests.cli_helpers import one_error, photo, train_args
 
 people, tiny_run = serve_fixtures.people, serve_fixtures.tiny_run  # session-scoped fixtures
 
 
-def _photo(path: Path, seed: int = 0) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 256, (40, 40, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path)
-    return path
-
-
-def _one_error(capsys: pytest.CaptureFixture) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("\n") == 1, err
-    assert err.startswith("facecls: error: ") and "run with --debug" not in err, err
-    return err
-
-
-def _train_args(data: Path, runs: Path, *extra: str) -> list[str]:
-    return [
-        "--quiet", "train", "--data", str(data), "--image-size", "32", "--epochs", "1",
-        "--batch-size", "8", "--runs-dir", str(runs), "--name", "run", "--device", "cpu", *extra,
-    ]  # fmt: skip
+_photo, _one_error, _train_args = photo, one_error, train_args
 
 
 # --- item 7: a folder where one photo is expected -----------------------------------------------

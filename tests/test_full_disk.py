@@ -8,33 +8,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from PIL import Image
 from safetensors import SafetensorError
 
 from facecls.cli import main
+from tests.cli_helpers import one_error, photo, train_args
 
-
-def _photo(path: Path, seed: int = 0) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 256, (40, 40, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path)
-    return path
-
-
-def _one_error(capsys: pytest.CaptureFixture) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("\n") == 1, err
-    assert err.startswith("facecls: error: ") and "run with --debug" not in err, err
-    return err
-
-
-def _train_args(data: Path, runs: Path, *extra: str) -> list[str]:
-    return [
-        "--quiet", "train", "--data", str(data), "--image-size", "32", "--epochs", "1",
-        "--batch-size", "8", "--runs-dir", str(runs), "--name", "run", "--device", "cpu", *extra,
-    ]  # fmt: skip
+_photo, _one_error, _train_args = photo, one_error, train_args
 
 
 # What a full disk raises, as measured on a full tmpfs: safetensors (Rust) and numpy's np.save do
