@@ -213,3 +213,29 @@ def test_the_cached_flip_follows_the_coin_augment_draws() -> None:
     probe = HeadOnly(nn.Linear(4, 2), rows, flips_only, flip_tta=False)
     chosen = probe.train_inputs(rows, torch.Generator().manual_seed(7), (0, 16))
     assert chosen[:, 0].bool().tolist() == mirrored
+
+
+@pytest.mark.parametrize("recipe", ["fast", "report"])
+def test_the_report_recipe_rotates_what_its_frozen_backbone_sees(
+    synthetic_folder: Path, tmp_path: Path, recipe: str
+) -> None:
+    """Issue 29.17: the seed report rotated the images its frozen ResNet saw. Under ``--recipe
+    report`` the frozen backbone runs on the rotated batch in every step (no embeddings computed
+    once); the fast recipe's probe keeps its cache (the mirror image only)."""
+    config = resolve(
+        RunConfig(
+            name="rotated", runs_dir=str(tmp_path / "runs"),
+            data=DataConfig(source=str(synthetic_folder), image_size=32),
+            augment=AugmentConfig(rotation=10.0),
+            train=TrainConfig(model="tronnet", freeze="backbone", epochs=1, batch_size=16,
+                              precision="fp32", device="cpu", recipe=recipe),
+        )
+    )  # fmt: skip
+    dataset = load_dataset(config.data, log=lambda _m: None)
+    order = np.random.default_rng(0).permutation(len(dataset))
+    trained = train_model(
+        dataset, dataset.images, dataset.targets, order[20:], order[:20], config,
+        torch.device("cpu"), ModelSource(config, dataset.num_classes, torch.device("cpu")),
+        log=lambda _m: None,
+    )  # fmt: skip
+    assert (trained.head_only is None) == (recipe == "report")

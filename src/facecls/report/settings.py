@@ -108,9 +108,11 @@ def _warps(augment: dict[str, Any]) -> list[str]:
 
 def _on_cached_embeddings(train: dict[str, Any]) -> bool:
     """Whether the frozen phase trained the head on embeddings computed once (``probe.py``), where
-    the warps are not applied: a frozen backbone, not compiled (one process assumed)."""
+    the warps are not applied: a frozen backbone, not compiled (one process assumed), not under
+    ``--recipe report``."""
     frozen = train.get("freeze") in ("backbone", "backbone-then-unfreeze")
-    return frozen and not train.get("compile")
+    # --recipe report runs the frozen backbone on the warped images in every step (fold.py)
+    return frozen and not train.get("compile") and train.get("recipe") != "report"
 
 
 def _augmentation(augment: dict[str, Any], train: dict[str, Any]) -> str:
@@ -168,7 +170,8 @@ def training_scope(run: RunData) -> str:
         source = "from random initialisation"
     config = to_dict(run.config)
     warps = _warps(config.get("augment", {}))
-    # The seed report rotated the images its frozen ResNet saw; facecls's probe does not.
+    # The seed report rotated the images its frozen ResNet saw; so does --recipe report, while
+    # facecls's probe (embeddings computed once) does not.
     skipped = (
         f" Its embeddings were computed once per image, so the {', '.join(warps)} of the "
         f"augmentation settings {'was' if len(warps) == 1 else 'were'} not applied while it was "

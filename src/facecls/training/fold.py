@@ -223,6 +223,11 @@ def train_model(
             else f"fold {fold}: resuming from {checkpoint.name} after epoch {state.epoch}"
         )  # fmt: skip
     probe = None
+    # The report's recipe rotates the images its frozen backbone sees (its §3.1, §3.4), which
+    # embeddings computed once cannot: under it the backbone runs in every step.
+    warped = config.augment.enabled and bool(config.augment.rotation or config.augment.scale
+                                             or config.augment.translate)  # fmt: skip
+    embed_frozen = embed_frozen and not (t.recipe == "report" and warped)
     if embed_frozen and frozen_at(t, state.epoch + 1) and not t.compile and not dist.distributed:
         _set_frozen(module, True)
         probe = head_only(dataset, module, images, mean, std, runtime, config, log, models.embedded)
