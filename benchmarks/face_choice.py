@@ -19,12 +19,10 @@ many choices were marked doubtful and how many of those were wrong; the goal of 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
 import shutil
-import tarfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -33,15 +31,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
+from _paths import shared
 from facecls.config import DataConfig, TrainConfig
 from facecls.data.dataset import load_dataset
 from facecls.models.face_embedder import choice_embedder
+from group_photos import read_photos  # the LFW archive read once for the wanted photos
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = next(
-    (p / "shared" for p in (REPO.parent, REPO.parent.parent) if (p / "shared").is_dir()),
-    REPO.parent / "shared",
-)
+SHARED = shared()  # ../shared, or $FACECLS_SHARED (benchmarks/_paths.py)
 WEIGHTS = SHARED / "weights" / "facenet-inception-resnet-v1-casia-webface.safetensors"
 FACE_SHARE = 1 / 2.04  # an LFW deep-funneled photo's face is about 1/2.04 of its side
 
@@ -66,17 +62,6 @@ def paste(canvas: Image.Image, photo: np.ndarray, centre: tuple[int, int], width
     ImageDraw.Draw(mask).ellipse([side * 0.2, side * 0.12, side * 0.8, side * 0.92], fill=255)
     canvas.paste(face, (centre[0] - side // 2, centre[1] - side // 2),
                  mask.filter(ImageFilter.GaussianBlur(side / 40)))  # fmt: skip
-
-
-def read(keys: set[str]) -> dict[str, np.ndarray]:
-    photos = {}
-    with tarfile.open(SHARED / "datasets" / "lfw-deepfunneled.tgz") as tar:
-        for member in tar:
-            key = member.name.split("/", 1)[-1]
-            if member.isfile() and key in keys:
-                data = tar.extractfile(member).read()
-                photos[key] = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    return photos
 
 
 def layout(rng: np.random.Generator, width: int, height: int, bystanders: int, hard: bool):
@@ -127,7 +112,7 @@ def make(out: Path, people: int, per_person: int, seed: int) -> dict[str, dict]:
                 str(rng.choice(strangers)) for _ in range(extra)
             ]
             plan.append((name, i, keys, faces, hard))
-    photos = read({k for *_, keys, _, _ in plan for k in keys})
+    photos = read_photos({k for *_, keys, _, _ in plan for k in keys})
     shutil.rmtree(out, ignore_errors=True)
     truth = {}
     for name, i, keys, faces, hard in plan:

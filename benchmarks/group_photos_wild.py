@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import os
 import platform
-import tarfile
 import time
 from collections import Counter
 from dataclasses import replace
@@ -39,14 +37,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
+from _paths import shared
 from facecls.inference.faces import face_items
 from facecls.inference.model import load_model
+from group_photos import read_photos  # the LFW archive read once for the wanted photos
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = next(
-    (p / "shared" for p in (REPO.parent, REPO.parent.parent) if (p / "shared").is_dir()),
-    REPO.parent / "shared",
-)
+SHARED = shared()  # ../shared, or $FACECLS_SHARED (benchmarks/_paths.py)
 FACE_SHARE = 1 / 2.04  # an LFW deep-funneled photo's face is about 1/2.04 of its side
 BANDS = ((0, 60), (60, 100), (100, 160), (160, 10_000))
 
@@ -153,17 +149,6 @@ def paste_face(
     face = face.rotate(angle, Image.Resampling.BILINEAR)
     mask = mask.rotate(angle, Image.Resampling.BILINEAR)
     canvas.paste(face, (centre[0] - side // 2, centre[1] - side // 2), mask)
-
-
-def read_photos(keys: set[str]) -> dict[str, np.ndarray]:
-    photos = {}
-    with tarfile.open(SHARED / "datasets" / "lfw-deepfunneled.tgz") as tar:
-        for member in tar:
-            key = member.name.split("/", 1)[-1]
-            if member.isfile() and key in keys:
-                data = tar.extractfile(member).read()
-                photos[key] = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    return photos
 
 
 def plan_photos(rng: np.random.Generator, count: int, known: list[str], strangers: list[str]):

@@ -40,6 +40,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_ready(url: str, tries: int) -> None:
+    """Poll the service's /health every 0.1 s until it answers 200 (at most ``tries`` times)."""
+    for _ in range(tries):
+        try:
+            if httpx.get(url + "health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+
+
 def tiny_run(work: Path) -> tuple[Path, Path]:
     """A baseline trained on synthetic faces (6 people) and a folder of their photos."""
     from facecls.cli import main
@@ -117,12 +127,7 @@ def main() -> None:
             env=env,
         )  # fmt: skip
         try:
-            for _ in range(600):
-                try:
-                    if httpx.get(url + "health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+            wait_ready(url, 600)
             print(f"Service load on {platform.machine()} with {os.cpu_count()} CPUs; load "
                   f"average before: {os.getloadavg()[0]:.2f}; model {run}; service threads "
                   f"{args.threads or 'default'}")  # fmt: skip

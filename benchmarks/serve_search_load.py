@@ -32,7 +32,7 @@ from facecls.data.sources import default_cache_dir
 from facecls.inference.model import load_model
 from facecls.inference.search import GalleryFile
 from facecls.inference.verify import model_key
-from serve_load import free_port, report
+from serve_load import free_port, report, wait_ready
 from vector_data import RealFaces, database, embed_lfw, hardware, read_real
 
 
@@ -119,12 +119,7 @@ def main() -> None:
         env=env,
     )  # fmt: skip
     try:
-        for _ in range(1200):
-            try:
-                if httpx.get(url + "health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_ready(url, 1200)
         print(f"/search load on {hardware()}; load average {os.getloadavg()[0]:.2f}")
         print(f"  gallery: {args.faces:,} faces ({len(real.database):,} real LFW + distractors), "
               f"{gallery}; index built or read in this process in {built:.1f} s")  # fmt: skip
