@@ -3,7 +3,12 @@
 The OpenAPI document says that the photo parts of a form are ``image/jpeg``, ``image/png``, ...
 (the ``encoding`` of each operation). A fuzzer cannot make a decodable PNG from a JSON schema, so
 these tell Schemathesis how to make values of those media types: small real images of random size
-and colour. Every other part, field and body it still generates from the document alone.
+and colour. Every other part, field and body it still generates from the document alone, but
+one: a face index (``/verify``'s ``face_a``/``face_b``, marked ``x-face-of``) must name a face
+its photo holds, which no schema can say; the photos made here hold one face each (the service
+runs without ``--detect``), so ``map_body`` / ``map_case`` send a valid index as 0 and an
+invalid one as drawn (a case keeps its mode). Indexes beyond a photo's faces are refused by
+tests of their own (``tests/test_serve.py``, ``tests/test_face_choice.py``).
 
 Three repairs of Schemathesis itself (4.32.5), so that a finding is the service's and not the
 tool's; the document is not bent for any:
@@ -62,16 +67,43 @@ def _photos_in_lists(fields: object) -> None:
                 fields[name] = [fields[name]]
 
 
+def _faces_of_the_photos(context: Any, fields: object) -> None:
+    """A valid face index (a field marked ``x-face-of``) sent as 0: the photos made here hold
+    one face each. An invalid one is sent as drawn: a case keeps its mode."""
+    operation = getattr(context, "operation", None)
+    if operation is None or not isinstance(fields, dict):
+        return
+    body = operation.get_body_for_media_type("multipart/form-data")
+    schema = (body.resolved_schema if body is not None else None) or {}
+    for name, sub in schema.get("properties", {}).items():
+        if "x-face-of" not in sub or name not in fields:
+            continue
+        value = fields[name]
+        values = value if isinstance(value, list) else [value]
+        kept = [
+            ("0" if isinstance(v, str) else 0) if _valid(v, sub) and not isinstance(v, bool) else v
+            for v in values
+        ]
+        fields[name] = kept if isinstance(value, list) else kept[0]
+
+
+def _valid(value: object, schema: dict[str, Any]) -> bool:
+    read = _read(value if isinstance(value, str) else json.dumps(value), schema)
+    return read is not _INVALID and Draft202012Validator(schema).is_valid(read)
+
+
 @schemathesis.hook
 def map_body(context: Any, body: Any) -> Any:
     # fuzzing: a form with typed parts is a FormBodyWithContentTypes (.body: the fields)
     _photos_in_lists(getattr(body, "body", body))
+    _faces_of_the_photos(context, getattr(body, "body", body))
     return body
 
 
 @schemathesis.hook
 def map_case(context: Any, case: Any) -> Any:
     _photos_in_lists(case.body)  # the coverage phase
+    _faces_of_the_photos(context, case.body)
     return case
 
 

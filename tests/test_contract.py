@@ -118,6 +118,10 @@ def tour(tiny_run, people, tmp_path: Path) -> dict[str, object]:
         call("POST", "/verify", files={"a": ("a", photo), "b": ("b", other)},
              data={"threshold": "nan"})  # 422  # fmt: skip
         call("POST", "/verify", files={"a": ("a", photo)})  # 422: b is missing
+        call("POST", "/verify", files={"a": ("a", photo), "b": ("b", other)},
+             data={"face_a": "0", "face_b": "0"})  # fmt: skip
+        call("POST", "/verify", files={"a": ("a", photo), "b": ("b", other)},
+             data={"face_b": "1"})  # 422: photo b holds one face  # fmt: skip
         call("POST", "/search", files={"file": ("q.png", other)}, data={"top_k": "3"})
         call("POST", "/search", files={"file": ("q.png", other)}, data={"top_k": "101"})
         name_taken = {"name": "person_00"}
@@ -217,6 +221,11 @@ def test_the_document_is_served_and_no_page_loads_from_elsewhere(tiny_run, tmp_p
     assert (enroll["files"]["minItems"], enroll["files"]["maxItems"]) == (1, 20)
     threshold = forms["Body_verify_verify_post"]["threshold"]
     assert threshold == {**threshold, "type": "number", "minimum": -1, "maximum": 1}
+    for photo in ("a", "b"):  # which photo's faces it indexes (their count is the photo's)
+        face = forms["Body_verify_verify_post"][f"face_{photo}"]
+        assert face == {**face, "type": "integer", "minimum": 0, "default": 0, "x-face-of": photo}
+    answer = spec["components"]["schemas"]["Verification"]
+    assert {"a", "b", "message"} <= set(answer["required"])
     encoding = spec["paths"]["/enroll"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert "image/jpeg" in encoding["encoding"]["files"]["contentType"]
     for ops in spec["paths"].values():

@@ -299,3 +299,48 @@ def test_the_service_enrolls_the_face_that_agrees_not_the_main_face(
     group, alone, wrong = (_unit(vectors[n].astype(np.float64)) for n in fourth)
     same, other = float(group @ alone), float(group @ wrong)
     assert same > 0.99 and same > other + 0.02, (same, other)  # the main face's: 0.934
+
+
+def test_the_service_verifies_the_face_asked_for_and_says_which(
+    facenet_bundle: Path, lfw: dict[str, list[np.ndarray]], tmp_path: Path
+) -> None:
+    """/verify of a group photo (a large stranger as main face, the subject small at the edge)
+    against a portrait: the main face unless ``face_a`` chooses, as ``facecls verify --face``
+    compares them; the answer gives each photo's face, count and ``/predict``'s box."""
+    group, portrait = tmp_path / "group.jpg", tmp_path / "portrait.jpg"
+    _group(lfw["George_W_Bush"][4], lfw["Abdullah_Gul"][0]).save(group, quality=95)
+    Image.fromarray(lfw["George_W_Bush"][0]).save(portrait, quality=95)
+    files = {"a": ("g.jpg", group.read_bytes()), "b": ("p.jpg", portrait.read_bytes())}
+    store = ModelStore(facenet_bundle, tmp_path / "store", device="cpu", log=lambda _m: None)
+    with TestClient(create_app(store, Settings())) as client:
+        boxes = [
+            f["box"] for f in client.post("/predict", files={"file": files["a"]}).json()["faces"]
+        ]
+        main = client.post("/verify", files=files).json()
+        chosen = client.post("/verify", files=files, data={"face_a": "1", "face_b": "0"}).json()
+        beyond = client.post("/verify", files=files, data={"face_a": "2"})
+        alone = client.post("/verify", files=files, data={"face_b": "1"})
+    assert len(boxes) == 2
+    assert main["a"] == {"face": 0, "faces": 2, "box": boxes[0]}  # the stranger, in the middle
+    assert chosen["a"] == {"face": 1, "faces": 2, "box": boxes[1]}
+    x, y, w, h = chosen["a"]["box"]
+    assert x <= 90 <= x + w and y <= 220 <= y + h  # the subject, small at the left edge
+    assert main["b"]["faces"] == chosen["b"]["faces"] == 1 and main["b"]["box"] is not None
+    expected = {0: facecls.verify(facenet_bundle, group, portrait),
+                1: facecls.verify(facenet_bundle, group, portrait, face=[1, 0])}  # fmt: skip
+    assert main["similarity"] == pytest.approx(expected[0].similarity, abs=1e-3)
+    assert chosen["similarity"] == pytest.approx(expected[1].similarity, abs=1e-3)
+    assert chosen["similarity"] > main["similarity"] and chosen["same"]
+    # the line facecls verify prints, with the form's field for --face; nothing on photo b
+    box = " ".join(map(str, boxes[0]))
+    assert main["message"] == (
+        f"a: 2 faces; compared face 0 (box {box}); another one: face_a=N (0 = the main face)"
+    )
+    assert chosen["message"].startswith("a: 2 faces; compared face 1 (box ")
+    for answer, field, count in ((beyond, "face_a", 2), (alone, "face_b", 1)):
+        assert answer.status_code == 422
+        assert answer.json()["error"] == {
+            "code": "invalid_request",
+            "message": f"{field}: the photo holds {count} face(s), numbered 0 to {count - 1} "
+            "(0 = the main face)",
+        }

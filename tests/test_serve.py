@@ -118,6 +118,19 @@ def test_verify_and_search(client: TestClient, people, tiny_run: Path) -> None:
     expected = facecls.verify(tiny_run, a, b)
     assert same["similarity"] == pytest.approx(expected.similarity, abs=1e-3)
     assert same["same"] == (same["similarity"] >= same["threshold"]) and same["far"] == 0.01
+    # each upload is one face without detection: face 0, no box, nothing to say
+    one = {"face": 0, "faces": 1, "box": None}
+    assert same["a"] == same["b"] == one and same["message"] is None
+    files = {"a": ("a", png(a)), "b": ("b", png(b))}
+    chosen = client.post("/verify", files=files, data={"face_a": "0", "face_b": "0"}).json()
+    assert chosen == same
+    for field, value, says in (("face_a", "1", "face_a: the photo holds 1 face(s), numbered 0 "
+                                "to 0 (0 = the main face)"),
+                               ("face_b", "-1", "face_b: Input should be greater than or equal "
+                                "to 0")):  # fmt: skip
+        refused = client.post("/verify", files=files, data={field: value})
+        assert refused.status_code == 422
+        assert refused.json()["error"] == {"code": "invalid_request", "message": says}
     query = photos_of(people["train"] / "person_03", 2)[1]  # in the gallery
     found = client.post("/search", files={"file": ("q", png(query))}, data={"top_k": "2"})
     matches = found.json()["matches"]
@@ -374,12 +387,17 @@ def wait_text(browser, element: str) -> str:  # noqa: ANN001 - tests.browser.Chr
     return found
 
 
-def upload(browser, photo: Path) -> str:  # noqa: ANN001 - tests.browser.Chromium
-    """Pick ``photo`` in the page's file field; the names the page then shows."""
-    node = browser.send("Runtime.evaluate", {"expression": "document.getElementById('photo')"},
+def pick(browser, field: str, photo: Path) -> None:  # noqa: ANN001 - tests.browser.Chromium
+    """Pick ``photo`` in the page's file field ``field``."""
+    node = browser.send("Runtime.evaluate", {"expression": f"document.getElementById('{field}')"},
                         session=True)["result"]["objectId"]  # fmt: skip
     browser.send("DOM.setFileInputFiles", {"files": [str(photo)], "objectId": node},
                  session=True)  # fmt: skip
+
+
+def upload(browser, photo: Path) -> str:  # noqa: ANN001 - tests.browser.Chromium
+    """Pick ``photo`` in the page's photo field; the names the page then shows."""
+    pick(browser, "photo", photo)
     return wait_text(browser, "names-found")
 
 
@@ -399,6 +417,13 @@ def test_page_names_an_uploaded_photo_in_chromium(live_server, tiny_run, people,
         assert browser.problems() == []  # no console error, CSP violation or exception
         assert all(u.startswith((live_server, "blob:")) for u in browser.requests())
         browser.screenshot(tmp_path / "page.png")
+        # compare: one photo twice is the same person (one face each: no word on faces)
+        pick(browser, "a", photo)
+        pick(browser, "b", photo)
+        browser.evaluate("document.getElementById('compare').click()")
+        said = wait_text(browser, "verify-status")
+        assert said.startswith("same person (similarity 1.000, threshold ") and said.endswith(")")
+        assert browser.problems() == []
         # a refusal shows its message: the page reads the error body the API documents
         (tmp_path / "notes.jpg").write_text("not a photo")
         browser.evaluate("document.getElementById('predict-status').textContent = ''")

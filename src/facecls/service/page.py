@@ -105,7 +105,10 @@ async function compare() {
   try {
     const r = await call("verify", form);
     show("verify-status", (r.same ? "same person" : "different people") +
-      " (similarity " + r.similarity.toFixed(3) + ", threshold " + r.threshold.toFixed(3) + ")", false);
+      " (similarity " + r.similarity.toFixed(3) + ", threshold " + r.threshold.toFixed(3) + ")" +
+      [["first", r.a], ["second", r.b]].filter((p) => p[1].faces > 1)
+        .map((p) => "; " + p[0] + " photo: " + p[1].faces + " faces, the main one compared").join(""),
+      false);
   } catch (e) { show("verify-status", e.message, true); }
 }
 async function enroll() {

@@ -8,12 +8,13 @@ their ``Annotated`` types are made inside :func:`add_routes` and FastAPI must se
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from facecls.bundle import BundleError
 from facecls.inference.search import marked, verify_threshold
-from facecls.inference.verify import stored_threshold
+from facecls.inference.verify import box_text, stored_threshold
 from facecls.logs import logger
 from facecls.numbers import NumberError
 from facecls.service.errors import ApiError, responses
@@ -21,6 +22,7 @@ from facecls.service.model_store import NAME_MAX, NAME_PATTERN
 from facecls.service.schemas import (
     IMAGE_TYPES,
     Candidate,
+    ComparedFace,
     Enrollment,
     Face,
     Health,
@@ -30,10 +32,16 @@ from facecls.service.schemas import (
     SearchAnswer,
     Verification,
 )
-from facecls.service.state import MAX_ENROLL_PHOTOS, Service
+from facecls.service.state import MAX_ENROLL_PHOTOS, Chosen, Service
 
 MAX_TOP_K = 20  # /predict: names per face
 MAX_MATCHES = 100  # /search: gallery faces per answer
+# a face index's upper limit is the photo's face count: not in the document, which says only
+# which photo (``x-face-of``) it indexes
+FACE_FIELD = (
+    "which face of `{0}` to compare: its index in the photo, in /predict's order (0, the "
+    "default: the main face); beyond the photo's faces: 422"
+)
 POSTED = (400, 413, 415, 422)  # what any upload can be refused with
 
 
@@ -67,6 +75,19 @@ def relative_name(path: str, folder: Path) -> str:
             except ValueError:
                 continue
     return found.name  # not below the gallery (cannot happen): the bare name, not the path
+
+
+def compared_message(chosen: dict[str, Chosen]) -> str | None:
+    """Which face of each photo with several was compared, and how to choose another: the line
+    ``facecls verify`` prints, with the form's field in place of ``--face``; ``None`` when each
+    photo holds one face."""
+    lines = [
+        f"{name}: {c.faces} faces; compared face {c.face} (box {box_text(c.box)}); another one: "
+        f"face_{name}=N (0 = the main face)"
+        for name, c in chosen.items()
+        if c.faces > 1
+    ]
+    return "\n".join(lines) or None
 
 
 def add_routes(app: FastAPI, service: Service) -> None:
@@ -119,8 +140,13 @@ def add_routes(app: FastAPI, service: Service) -> None:
             ge=-1, le=1, allow_inf_nan=False, json_schema_extra=not_null,
             description="cosine threshold (default: the one calibrated with the model)",
         )] = None,
+        face_a: Annotated[int, Form(ge=0, description=FACE_FIELD.format("a"),
+                                    json_schema_extra={"x-face-of": "a"})] = 0,
+        face_b: Annotated[int, Form(ge=0, description=FACE_FIELD.format("b"),
+                                    json_schema_extra={"x-face-of": "b"})] = 0,
     ) -> Verification:  # fmt: skip
-        """Are the faces of two photos the same person (cosine similarity)?"""
+        """Are the faces of two photos the same person (cosine similarity)? Of a photo with
+        several faces, the main one unless ``face_a``/``face_b`` chooses; the answer says which."""
         try:
             limit, far = stored_threshold(store.model, threshold, "the threshold field")
         except (BundleError, NumberError) as error:  # none stored, or model.json's not finite
@@ -128,11 +154,17 @@ def add_routes(app: FastAPI, service: Service) -> None:
                 409, "not_calibrated",
                 "the served model has no calibrated verification threshold: send a threshold",
             ) from error  # fmt: skip
-        vec_a = await service.first_embedding(a)
-        vec_b = await service.first_embedding(b)
-        similarity = unit(vec_a @ vec_b)
+        chosen = {"a": await service.chosen_face(a, face_a, "face_a"),
+                  "b": await service.chosen_face(b, face_b, "face_b")}  # fmt: skip
+        vectors = await service.embeddings(np.stack([c.pixels for c in chosen.values()]))
+        similarity = unit(vectors[0] @ vectors[1])
+        compared = {
+            name: ComparedFace(face=c.face, faces=c.faces, box=None if c.box is None else list(c.box))
+            for name, c in chosen.items()
+        }  # fmt: skip
         return Verification(similarity=similarity, threshold=limit, far=far,
-                            same=similarity >= limit)  # fmt: skip
+                            same=similarity >= limit, message=compared_message(chosen),
+                            **compared)  # fmt: skip
 
     @app.post("/search", responses=responses(*POSTED, 404), openapi_extra=photo_parts("file"))
     async def search(

@@ -114,6 +114,20 @@ class Prediction(_Answer):
     message: str | None = Field(description="`no face found` when `faces` is empty, else null")
 
 
+class ComparedFace(_Answer):
+    """Which face of one photo `/verify` compared."""
+
+    face: int = Field(
+        ge=0, description="the face's index in the photo: 0 is the main face, in `/predict`'s "
+        "order (the form's `face_a` / `face_b`)"
+    )  # fmt: skip
+    faces: int = Field(ge=1, description="faces the photo holds (1 without face detection)")
+    box: Box | None = Field(
+        description="the compared face's box, x, y, width, height as `/predict` gives it (null "
+        "without face detection: the photo is one face, cut as training cut it)"
+    )
+
+
 class Verification(_Answer):
     """Are two photos' faces the same person."""
 
@@ -124,6 +138,13 @@ class Verification(_Answer):
         "request gave its own threshold"
     )
     same: bool = Field(description="similarity >= threshold")
+    a: ComparedFace = Field(description="the face of photo `a` compared")
+    b: ComparedFace = Field(description="the face of photo `b` compared")
+    message: str | None = Field(
+        description="for each photo holding several faces, which one was compared and how to "
+        "choose another (`a: 2 faces; compared face 0 (box 212 96 170 190); another one: "
+        "face_a=N (0 = the main face)`), one line each; null when both hold one face"
+    )
 
 
 class Match(_Answer):

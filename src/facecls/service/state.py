@@ -49,6 +49,17 @@ class Settings:
         return self.max_bytes * MAX_ENROLL_PHOTOS + 65536
 
 
+@dataclass
+class Chosen:
+    """One face of an upload: its pixels, uint8 ``(3, S, S)``, its index in the photo (main
+    face first), how many faces the photo holds, and its box (``None`` without detection)."""
+
+    pixels: np.ndarray
+    face: int
+    faces: int
+    box: tuple[int, int, int, int] | None
+
+
 class Service:
     """The state behind the endpoints: the model store, the batchers, the gallery."""
 
@@ -92,15 +103,33 @@ class Service:
             raise ApiError(422, "no_face", f"{upload.filename or 'upload'}: no face found")
         return photo.faces
 
-    async def main_face(self, upload: UploadFile) -> np.ndarray:
-        """The upload's main face, uint8 ``(3, S, S)``; 422 ``no_face`` without one."""
-        return (await self.faces(upload))[0]
+    async def chosen_face(self, upload: UploadFile, index: int = 0, field: str = "") -> Chosen:
+        """Face ``index`` of the upload (0: the main face; ``/predict``'s order), how many faces
+        it holds and its box; 422 ``no_face`` without one, and 422 naming the form ``field``
+        when the photo holds no face ``index``."""
+        photo = await self.read(upload)
+        count = len(photo.faces)
+        if count == 0:
+            raise ApiError(422, "no_face", f"{upload.filename or 'upload'}: no face found")
+        if not 0 <= index < count:
+            raise ApiError(
+                422, "invalid_request",
+                f"{field or 'face'}: the photo holds {count} face(s), numbered 0 to {count - 1} "
+                "(0 = the main face)",
+            )  # fmt: skip
+        # without detection the photo is one face, cut as training cut it: no box to report
+        detected = finds_faces(self.store.model, self.detect)
+        return Chosen(photo.faces[index], index, count, photo.boxes[index] if detected else None)
+
+    async def embeddings(self, faces: np.ndarray) -> np.ndarray:
+        """Unit embeddings ``(N, D)`` (float64) of uint8 faces ``(N, 3, S, S)``."""
+        _, features = await self.outputs(faces)
+        return l2_normalize(features.astype(np.float64))
 
     async def first_embedding(self, upload: UploadFile) -> np.ndarray:
         """The unit embedding of the upload's main face."""
-        face = await self.main_face(upload)
-        _, features = await self.outputs(face[None])
-        return l2_normalize(features.astype(np.float64))[0]
+        face = await self.chosen_face(upload)
+        return (await self.embeddings(face.pixels[None]))[0]
 
     def gallery(self) -> Gallery:
         """The gallery (a folder, or a ``facecls embed`` file), brought up to date, with its
