@@ -63,6 +63,28 @@ def test_video_rows_and_annotated_copy(tiny_run: Path, people, tmp_path: Path) -
     assert not list(tmp_path.glob(".*partial*"))
 
 
+def test_rejected_faces_show_their_best_guess(tiny_run: Path, people, tmp_path: Path) -> None:
+    """A face the threshold rejects keeps its best guess in the CSV's ``closest`` column, as
+    ``facecls predict`` writes it for photos (``NAME score < threshold``)."""
+    photos = sorted((people["train"] / "person_02").iterdir())[:3]
+    clip = make_clip(photos, tmp_path / "clip.avi")
+    out = tmp_path / "video.csv"
+    args = ["predict", str(tiny_run), "--video", str(clip), "--out", str(out)]
+    assert main([*args, "--threshold", "2", "--annotate", str(tmp_path / "boxes.avi")]) == 0
+    with out.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and all(r["decision"] == "unknown" for r in rows)
+    for r in rows:  # e.g. "person_02 0.81 < 2.00": the top guess, its score, the threshold
+        name, score, less, limit = r["closest"].split(" ")
+        assert (name, less, float(limit)) == (r["top1"], "<", 2.0)
+        assert float(score) == pytest.approx(float(r["score"]), abs=0.01)
+    # a CSV written before the closest column is still recognised as an earlier output
+    out.write_text(",".join(["frame", "time_s", "face", "faces", "box", "decision", "identity",
+                             "score", "top1", "top1_probability"]) + "\n")  # fmt: skip
+    assert main(args) == 0
+    assert "closest" in out.read_text().splitlines()[0]
+
+
 def test_bad_video_and_missing_camera(tiny_run: Path, tmp_path: Path, capsys) -> None:
     (tmp_path / "clip.mp4").write_text("not a video")
     for source, expected in (

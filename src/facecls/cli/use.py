@@ -104,8 +104,11 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
 
         suggest(args.library, args.model, args.device, args.batch_size, log)
     elif args.command == "predict" and args.video is not None:
-        facecls.predict_video(args.model, args.video, args.out, args.every, args.annotate,
-                              args.detect, args.device, log, show_progress=progress)  # fmt: skip
+        facecls.predict_video(
+            args.model, args.video, args.out, args.every, args.annotate, args.detect,
+            args.device, log, progress, args.method, args.threshold, args.backend,
+            args.trust_pickle, args.require_digest,
+        )  # fmt: skip
     elif args.command == "predict" and not args.images:
         raise ValueError("predict needs image files or folders, or --video FILE|CAMERA")
     elif args.command == "predict":

@@ -20,6 +20,7 @@ import numpy as np
 from facecls.atomic import write_csv_stream
 from facecls.colours import KNOWN, UNKNOWN, bgr
 from facecls.data.sources import DataError
+from facecls.inference.faces import closest_text
 from facecls.inference.model import FaceModel, load_model
 from facecls.inference.outputs import (
     check_distinct,
@@ -32,7 +33,7 @@ from facecls.inference.photos import photo_faces
 from facecls.progress import bar as progress_bar
 
 HEADER = ["frame", "time_s", "face", "faces", "box", "decision", "identity", "score", "top1",
-          "top1_probability"]  # fmt: skip
+          "top1_probability", "closest"]  # fmt: skip
 WEBCAM_FPS = 30.0  # when a camera does not say
 ANNOTATED = "annotated video"  # the kind facecls records the videos it writes as
 
@@ -85,7 +86,8 @@ def check_video_outputs(
     """
     check_distinct({"--out": out, "--annotate": annotate})
     given = [] if str(source).isdigit() else [Path(source)]
-    check_output(out, "--out", "video predictions CSV", csv_header(HEADER), given)
+    check_output(out, "--out", "video predictions CSV", csv_header(HEADER[:-1]), given)  # also
+    # a CSV written before the ``closest`` column: an earlier output all the same
     if annotate is not None:
         check_output(annotate, "--annotate", ANNOTATED, recorded_output(ANNOTATED), given)
 
@@ -122,6 +124,11 @@ def predict_video(
     device: str = "auto",
     log: Callable[[str], None] = print,
     show_progress: bool = False,
+    method: str | None = None,
+    threshold: float | None = None,
+    backend: str = "torch",
+    trust_pickle: bool = False,
+    require_digest: bool = False,
 ) -> dict[str, int]:
     """``facecls predict --video``: the faces of every ``every``-th frame into the CSV ``out``.
 
@@ -131,6 +138,8 @@ def predict_video(
         detect: every face MTCNN finds; otherwise the frame is one face (centre crop).
         show_progress: a bar over the frames (a line every 10 % off a terminal; a camera,
             whose length is unknown, a count).
+        method, threshold, backend, trust_pickle, require_digest: as for ``facecls predict``
+            (:func:`facecls.inference.model.load_model`).
 
     Returns:
         Rows per decision, and ``frames`` read.
@@ -138,7 +147,8 @@ def predict_video(
     if every < 1:
         raise ValueError(f"--every must be at least 1, got {every}")
     check_video_outputs(source, out, annotate)
-    model = model if isinstance(model, FaceModel) else load_model(model, device=device)
+    if not isinstance(model, FaceModel):
+        model = load_model(model, device, backend, method, threshold, trust_pickle, require_digest)
     cv2 = require_cv2()
     capture, camera = open_source(source)
     fps = capture.get(cv2.CAP_PROP_FPS) or WEBCAM_FPS
@@ -172,13 +182,16 @@ def predict_video(
                 shown = []
                 if not answers:
                     counts["no_face"] = counts.get("no_face", 0) + 1
-                    yield [index, f"{index / fps:.3f}", "", 0, "", "no_face", "", "", "", ""]
+                    yield [index, f"{index / fps:.3f}", "", 0, "", "no_face", "", "", "", "", ""]
                 for i, (box, a) in enumerate(zip(photo.boxes, answers, strict=True)):
                     counts[a.decision] = counts.get(a.decision, 0) + 1
-                    shown.append((box, a.identity, a.decision == "known"))
+                    # a rejected face shows its best guess, as annotated photos do (Hershey
+                    # fonts are ASCII: no em dash)
+                    shown.append((box, a.label(dash="-"), a.decision == "known"))
                     top = a.top_k[0]
                     yield [index, f"{index / fps:.3f}", i, len(answers), " ".join(map(str, box)),
-                           a.decision, a.identity, f"{a.score:.6f}", top[0], f"{top[1]:.6f}"]  # fmt: skip
+                           a.decision, a.identity, f"{a.score:.6f}", top[0], f"{top[1]:.6f}",
+                           closest_text(a)]  # fmt: skip
             if writer is not None:
                 _draw(cv2, frame, shown)
                 writer.write(frame)
