@@ -113,7 +113,18 @@ def test_cluster_name_train_enroll_predict(pile, tmp_path: Path) -> None:
                  "--out", str(enrolled)]) == 0  # fmt: skip
     assert json.loads((enrolled / "model.json").read_text())["enrolled"]["names"] == [newcomer]
 
-    assert main(["--quiet", "predict", str(runs / "lib"), "--library", location]) == 0
+    suggest = ["--quiet", "predict", str(runs / "lib"), "--library", location]
+    assert main([*suggest, "--threshold", "0"]) == 0  # honoured: every face clears it
+    with open_library(location) as lib:
+        open_faces = [f for f in lib.faces() if not f.ignored and f.source != "human"]
+        assert open_faces and all(f.source == "suggestion" for f in open_faces)
+        assert lib.undo() is not None
+    assert main([*suggest, "--threshold", "2"]) == 0  # and no face clears this one
+    with open_library(location) as lib:
+        assert not [f for f in lib.faces() if f.source == "suggestion"]
+    assert main([*suggest, "--annotate", str(tmp_path / "drawn")]) == 2  # for photos only
+    assert not (tmp_path / "drawn").exists()
+    assert main(suggest) == 0
     with open_library(location) as lib:
         after = {f.id: f for f in lib.faces()}
         assert {f: after[f].person_id for f in human} == human  # never over a person's label

@@ -100,9 +100,15 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
     if args.command == "predict" and args.library is not None:
         if args.images or args.video is not None:
             raise ValueError("predict --library names the library's faces: give no images")
+        if args.annotate is not None:
+            raise ValueError(
+                f"predict --library writes its names into the library, not onto photos: "
+                f"--annotate {args.annotate} is for photos given by name"
+            )
         from facecls.library.suggest import suggest
 
-        suggest(args.library, args.model, args.device, args.batch_size, log)
+        suggest(args.library, args.model, args.device, args.batch_size, log, args.method,
+                args.threshold, args.backend, args.trust_pickle, args.require_digest)  # fmt: skip
     elif args.command == "predict" and args.video is not None:
         facecls.predict_video(
             args.model, args.video, args.out, args.every, args.annotate, args.detect,

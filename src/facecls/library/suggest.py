@@ -47,9 +47,15 @@ def suggest(
     device: str = "auto",
     batch_size: int = 64,
     log: Callable[[str], None] = print,
+    method: str | None = None,
+    threshold: float | None = None,
+    backend: str = "torch",
+    trust_pickle: bool = False,
+    require_digest: bool = False,
 ) -> Suggested:
-    """Write ``model``'s names for the library's faces as suggestions (see the module notes)."""
-    face_model = load_model(model, device=device)
+    """Write ``model``'s names for the library's faces as suggestions (see the module notes);
+    ``method`` to ``require_digest`` as for ``facecls predict``."""
+    face_model = load_model(model, device, backend, method, threshold, trust_pickle, require_digest)
     files = PhotoFiles(default_cache_dir())
     with opened(library) as lib:
         faces = [f for f in lib.faces() if not f.ignored and f.source != "human"]
