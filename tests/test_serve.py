@@ -424,6 +424,12 @@ def test_page_names_an_uploaded_photo_in_chromium(live_server, tiny_run, people,
         said = wait_text(browser, "verify-status")
         assert said.startswith("same person (similarity 1.000, threshold ") and said.endswith(")")
         assert browser.problems() == []
+        # the face fields reach the API: a second face of a one-face photo is refused, saying so
+        browser.evaluate("document.getElementById('face-b').value = '1'")
+        browser.evaluate("document.getElementById('verify-status').textContent = ''")
+        browser.evaluate("document.getElementById('compare').click()")
+        assert wait_text(browser, "verify-status").startswith("face_b: the photo holds 1 face(s)")
+        browser.evaluate("document.getElementById('face-b').value = '0'")
         # a refusal shows its message: the page reads the error body the API documents
         (tmp_path / "notes.jpg").write_text("not a photo")
         browser.evaluate("document.getElementById('predict-status').textContent = ''")

@@ -24,6 +24,7 @@ h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem}
 section{border:1px solid #ccc;border-radius:6px;padding:.5rem 1rem;margin:1rem 0}
 .drop{border:2px dashed #999;padding:1rem;text-align:center;border-radius:6px}
 .drop.over{background:#eef}
+.face{width:3.5em}
 canvas{width:min(100%,480px);height:auto;display:block;margin:.5rem 0}
 .err{color:#b00}.ok{color:#070}
 ul#names{columns:3}
@@ -102,12 +103,15 @@ async function compare() {
   const a = $("a").files[0], b = $("b").files[0];
   if (!a || !b) { show("verify-status", "choose two photos", true); return; }
   const form = new FormData(); form.append("a", a); form.append("b", b);
+  // which face of each photo (0 = the main one, /predict's order); the API refuses one beyond it
+  form.append("face_a", $("face-a").value || "0"); form.append("face_b", $("face-b").value || "0");
   try {
     const r = await call("verify", form);
     show("verify-status", (r.same ? "same person" : "different people") +
       " (similarity " + r.similarity.toFixed(3) + ", threshold " + r.threshold.toFixed(3) + ")" +
       [["first", r.a], ["second", r.b]].filter((p) => p[1].faces > 1)
-        .map((p) => "; " + p[0] + " photo: " + p[1].faces + " faces, the main one compared").join(""),
+        .map((p) => "; " + p[0] + " photo: " + p[1].faces + " faces, face " + p[1].face +
+          (p[1].face === 0 ? " (the main one)" : "") + " compared").join(""),
       false);
   } catch (e) { show("verify-status", e.message, true); }
 }
@@ -170,7 +174,9 @@ _BODY = """<h1>facecls</h1>
 <p id="predict-status"></p><p>Names: <span id="names-found"></span></p><canvas id="canvas" width="0" height="0"></canvas>
 </section>
 <section><h2>Same person?</h2>
-<input type="file" id="a" accept="image/*"> <input type="file" id="b" accept="image/*">
+<input type="file" id="a" accept="image/*"> <label>face <input type="number" id="face-a" min="0"
+value="0" class="face"></label> <input type="file" id="b" accept="image/*"> <label>face <input
+type="number" id="face-b" min="0" value="0" class="face"></label>
 <button id="compare">Compare</button><p id="verify-status"></p></section>
 <section><h2>Enroll a person</h2>
 <input id="enroll-name" placeholder="name" maxlength="64">
