@@ -139,9 +139,10 @@ def predict_video(
         detect: every face MTCNN finds; otherwise the frame is one face (centre crop).
         show_progress: a bar over the frames (a line every 10 % off a terminal; a camera,
             whose length is unknown, a count).
-        method, threshold, backend, trust_pickle, require_digest: as for ``facecls predict``
-            (:func:`facecls.inference.model.load_model`).
         batch_size: a frame's faces per forward pass (``--batch-size``).
+
+    ``method``, ``threshold``, ``backend``, ``trust_pickle`` and ``require_digest`` are as for
+    ``facecls predict`` (:func:`facecls.inference.model.load_model`).
 
     Returns:
         Rows per decision, and ``frames`` read.
