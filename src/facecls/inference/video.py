@@ -139,10 +139,12 @@ def predict_video(
         detect: every face MTCNN finds; otherwise the frame is one face (centre crop).
         show_progress: a bar over the frames (a line every 10 % off a terminal; a camera,
             whose length is unknown, a count).
+        method: open-set score instead of the bundle's (as ``load_model`` takes it).
+        threshold: open-set threshold instead of the calibrated one.
+        backend: ``torch`` or ``onnx``.
+        trust_pickle: allow ``.pt``/``.pth`` weights beside a ``model.json``.
+        require_digest: refuse a bundle whose ``model.json`` records no weights digest.
         batch_size: a frame's faces per forward pass (``--batch-size``).
-
-    ``method``, ``threshold``, ``backend``, ``trust_pickle`` and ``require_digest`` are as for
-    ``facecls predict`` (:func:`facecls.inference.model.load_model`).
 
     Returns:
         Rows per decision, and ``frames`` read.
