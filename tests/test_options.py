@@ -99,9 +99,19 @@ def _sample(o: RunOption) -> tuple[list[str], object]:
     return [o.flag, "cpu"], "cpu"  # a valid device, and text for every other text option
 
 
+# The options that belong to another one's setting (refused without it: test_option_modes.py).
+_NEEDS = {
+    "train.tau": ["--imbalance", "logit-adjust"], "train.beta": ["--imbalance", "effective"],
+    "train.drw_epoch": ["--imbalance", "drw"],
+    "train.unfreeze_epoch": ["--freeze", "backbone-then-unfreeze"],
+    "data.split_column": ["--split-file", "splits.csv"],
+}  # fmt: skip
+
+
 @pytest.mark.parametrize("option", [o for o in run_options() if o.flag], ids=lambda o: o.path)
 def test_every_flag_lands_in_its_config_key(option: RunOption) -> None:
     argv, value = _sample(option)
+    argv += _NEEDS.get(option.path, [])
     args = build_parser().parse_args(["train" if "train" in option.commands else "cv", *argv])
     config = config_from_args(args, args.command)
     section = getattr(config, option.section) if option.section else config

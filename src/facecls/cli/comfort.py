@@ -53,6 +53,11 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
             f"{found.run_dir / 'config.yaml'} --name train-{config.train.model} --lr {lr}"
         )
         return
+    if args.folds is not None and args.mode == "holdout":
+        raise ValueError(
+            f"--folds {args.folds} is for --mode cv; a holdout trial trains once on the "
+            "train/validation split"
+        )
     result = facecls.tune(
         config_from_args(args, "tune"), trials=args.trials, mode=args.mode,
         resume=resume_dir(args), log=log, show_progress=progress,

@@ -107,9 +107,17 @@ def _search(args: argparse.Namespace, log: Any, progress: bool) -> None:
     wanted = 1 if args.library else 2
     if len(args.inputs) != wanted:
         raise ValueError("search takes MODEL PHOTO with --gallery, or PHOTO with --library")
+    if not args.library:  # the gallery's model is the first argument
+        given = [f for f, v in (("--model", args.model), ("--weights", args.weights)) if v]
+        if given:
+            raise ValueError(
+                f"search {given[0]} is for --library; with --gallery the model is the first "
+                "argument (search MODEL PHOTO --gallery DIR)"
+            )
     if args.library:
         found = facecls.search_library(args.inputs[0], args.library, args.top_k, args.model,
-                                       args.weights, log=log)  # fmt: skip
+                                       args.weights, log=log,
+                                       require_digest=args.require_digest)  # fmt: skip
         for rank, match in enumerate(found.matches, 1):
             who = f"  [{match.person}]" if match.person else ""
             print(f"{rank}. {match.similarity:.4f}  {match.path} face {match.face}{who}")

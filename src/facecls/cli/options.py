@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from facecls.config import ConfigError, RunConfig, device_name
+from facecls.config import ConfigError, RunConfig, device_name, imbalance_of
 from facecls.config_io import from_dict, load_yaml, to_dict
 from facecls.config_options import GROUPS, RunOption, run_options
 from facecls.numbers import finite_float
@@ -126,4 +126,41 @@ def config_from_args(args: argparse.Namespace, command: str) -> RunConfig:
             values.setdefault(o.section, {})[o.key] = value
         else:
             values[o.key] = value
-    return from_dict(values)
+    config = from_dict(values)
+    check_given(args, config, command)
+    return config
+
+
+# What ``tune`` draws for each trial: the same options given would be overwritten.
+SEARCHED = ("lr", "weight_decay", "imbalance", "sampler", "tau", "beta", "class_weights")
+
+
+def check_given(args: argparse.Namespace, config: RunConfig, command: str) -> None:
+    """Refuse, in one line, an option given on the command line that ``config`` would not use
+    (a setting of another imbalance remedy, fine-tuning schedule or split; one tune searches).
+
+    Raises:
+        ConfigError: naming the option and what it belongs to.
+    """
+    t, remedy = config.train, imbalance_of(config.train)
+    if command == "tune":
+        for dest in SEARCHED:
+            if getattr(args, dest, None) is not None:
+                raise ConfigError(
+                    f"--{dest.replace('_', '-')}: facecls tune searches it (one value per "
+                    "trial); leave it out, or train with it"
+                )
+    rules = [
+        ("unfreeze_epoch", t.freeze == "backbone-then-unfreeze", "--freeze backbone-then-unfreeze"),
+        ("split_column", config.data.split_file is not None, "--split-file"),
+    ]
+    if command != "tune":  # a trial may draw any remedy: its settings wait for it there
+        rules += [
+            ("tau", remedy == "logit-adjust", "--imbalance logit-adjust"),
+            ("beta", remedy in ("effective", "drw"), "--imbalance effective or drw"),
+            ("drw_epoch", remedy == "drw", "--imbalance drw"),
+        ]
+    for dest, used, needs in rules:
+        if getattr(args, dest, None) is not None and not used:
+            raise ConfigError(f"--{dest.replace('_', '-')} is a setting of {needs}; without it, it "
+                              "would be ignored")  # fmt: skip

@@ -34,7 +34,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "calibrated verify threshold")  # fmt: skip
     p = sub.add_parser("people", help="list, name, merge, split, forget people; undo")
     p.add_argument("library", help=LIBRARY_HELP)
-    p.add_argument("--all", action="store_true", help="list forgotten (hidden) people too")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="list forgotten (hidden) people too (the listing: no ACTION)",
+    )
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     a = actions.add_parser("name", help="name a cluster or rename a person")
     a.add_argument("person", help="id or name")
@@ -78,6 +82,10 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
         people.export_command(args.library, args.out, args.size, log=log)
     elif args.action is None:
         print(people.listing(args.library, hidden=args.all))
+    elif args.all:
+        raise ValueError(
+            f"people --all lists forgotten people too: it is for the listing, not {args.action}"
+        )
     else:
         options = {k: v for k, v in vars(args).items() if k in people.ACTION_OPTIONS}
         print(people.people_command(args.library, args.action, log=log, **options))

@@ -12,6 +12,7 @@ from facecls.cli.options import add_require_digest, device_type
 from facecls.numbers import finite_float
 
 COMMANDS = ("predict", "enroll", "export", "calibrate")
+OUT = Path("predictions.csv")  # predict's CSV when --out is not given
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -25,9 +26,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="instead of images: name the faces of this face library that no person labelled, "
         "as suggestions (never over a person's label)",
     )  # fmt: skip
-    p.add_argument("--every", type=int, default=1, help="with --video: every N-th frame")
-    p.add_argument("--top-k", type=int, default=5, help="identities listed per face (default 5)")
-    p.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write")
+    p.add_argument("--every", type=int, help="with --video: every N-th frame (default 1)")
+    p.add_argument("--top-k", type=int, help="identities listed per face, photos only (default 5)")
+    p.add_argument("--out", type=Path, help="CSV to write (default predictions.csv)")
     p.add_argument(
         "--detect", action="store_true",
         help="find every face in each photo (MTCNN); always on for models trained with "
@@ -49,7 +50,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="auto (default), cpu, cuda (torch backend)",
     )
-    p.add_argument("--batch-size", type=int, default=64, help="faces per forward pass")
+    p.add_argument("--batch-size", type=int, default=64, help="faces per forward pass (default 64)")
     add_require_digest(p)
     p.add_argument(
         "--trust-pickle", action="store_true",
@@ -97,31 +98,26 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
             f"predict: photos ({args.images[0]}) and --video {args.video} given; name the faces "
             "of one at a time (a second command for the other)"
         )
+    if args.command == "predict":
+        _check_predict(args)
     if args.command == "predict" and args.library is not None:
-        if args.images or args.video is not None:
-            raise ValueError("predict --library names the library's faces: give no images")
-        if args.annotate is not None:
-            raise ValueError(
-                f"predict --library writes its names into the library, not onto photos: "
-                f"--annotate {args.annotate} is for photos given by name"
-            )
         from facecls.library.suggest import suggest
 
         suggest(args.library, args.model, args.device, args.batch_size, log, args.method,
                 args.threshold, args.backend, args.trust_pickle, args.require_digest)  # fmt: skip
     elif args.command == "predict" and args.video is not None:
+        every = 1 if args.every is None else args.every
         facecls.predict_video(
-            args.model, args.video, args.out, args.every, args.annotate, args.detect,
-            args.device, log, progress, args.method, args.threshold, args.backend,
-            args.trust_pickle, args.require_digest,
+            args.model, args.video, args.out or OUT, every, args.annotate, args.detect, args.device, log, progress, args.method, args.threshold, args.backend,
+            args.trust_pickle, args.require_digest, args.batch_size,
         )  # fmt: skip
     elif args.command == "predict" and not args.images:
         raise ValueError("predict needs image files or folders, or --video FILE|CAMERA")
     elif args.command == "predict":
         facecls.predict(
-            args.model, args.images, args.out, args.top_k, args.detect, args.backend,
-            args.threshold, args.method, args.device, args.batch_size, log, args.trust_pickle,
-            args.annotate,
+            args.model, args.images, args.out or OUT, 5 if args.top_k is None else args.top_k,
+            args.detect, args.backend, args.threshold, args.method, args.device, args.batch_size,
+            log, args.trust_pickle, args.annotate,
             show_progress=progress, require_digest=args.require_digest,
         )  # fmt: skip
     elif args.command == "enroll":
@@ -140,3 +136,31 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
             fpir=args.fpir,
         )  # fmt: skip
         print(json.dumps(openset, indent=2))
+
+
+def _check_predict(args: argparse.Namespace) -> None:
+    """Refuse, in one line, an option the chosen kind of predict would not use."""
+    if args.library is not None:
+        if args.images or args.video is not None:
+            raise ValueError("predict --library names the library's faces: give no images")
+        if args.annotate is not None:
+            raise ValueError(
+                f"predict --library writes its names into the library, not onto photos: "
+                f"--annotate {args.annotate} is for photos given by name"
+            )
+        if args.out is not None:
+            raise ValueError(
+                f"predict --library writes its names into the library as suggestions, no CSV: "
+                f"--out {args.out} is for photos or a video"
+            )
+        if args.top_k is not None:
+            raise ValueError(
+                "predict --library suggests each face's one name: --top-k is for photos"
+            )
+    if args.every is not None and args.video is None:
+        raise ValueError(f"--every {args.every} reads every N-th frame: it is for --video")
+    if args.video is not None and args.top_k is not None:
+        raise ValueError(
+            "predict --video writes each face's top identity (top1 and its probability): "
+            "--top-k is for photos"
+        )

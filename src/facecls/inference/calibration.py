@@ -324,6 +324,14 @@ def calibrate_command(
         finite(acceptance, "--acceptance")
         if not 0.0 < acceptance <= 1.0:
             raise ValueError(f"--acceptance must be in (0, 1], not {acceptance}")
+    if threshold is not None:  # by hand: the options that choose one from data play no part
+        unused = [f"--{n}" for n, v in (("fpir", fpir), ("acceptance", acceptance),
+                                        ("data", data)) if v is not None]  # fmt: skip
+        if unused:
+            raise ValueError(
+                f"--threshold {threshold} sets the threshold by hand: {unused[0]} chooses one "
+                "from data; give one or the other"
+            )
     path = Path(model_path)
     is_run = (path / "config.yaml").is_file() and (path / "folds.json").is_file()
     if threshold is not None or (method is not None and not is_run and data is None):

@@ -305,7 +305,7 @@ def load_model(
 
     Args:
         path: a run folder, a bundle folder, ``model.safetensors`` or ``model.json``.
-        device: ``auto``, ``cpu``, ``cuda`` (torch backend only).
+        device: ``auto``, ``cpu``, ``cuda`` (torch backend; onnx: ``auto``/``cpu`` only).
         backend: ``torch``, or ``onnx`` to run ``model.onnx`` (see ``facecls export``) through
             onnxruntime.
         method: open-set score to use instead of the bundle's (``msp``, ``energy``, ``centroid``).
@@ -317,9 +317,12 @@ def load_model(
 
     Raises:
         BundleError: when the bundle or its ONNX file cannot be used.
+        ValueError: an unknown backend, or a device the onnx backend does not run on.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    if backend == "onnx" and device not in ("auto", "cpu"):
+        raise ValueError(f"--device {device} is for --backend torch; onnx runs on the CPU")
     refuse_pickle(Path(path), trust_pickle)  # before anything else is read
     folder, meta = read_meta(path)
     if require_digest:

@@ -129,6 +129,7 @@ def predict_video(
     backend: str = "torch",
     trust_pickle: bool = False,
     require_digest: bool = False,
+    batch_size: int = 64,
 ) -> dict[str, int]:
     """``facecls predict --video``: the faces of every ``every``-th frame into the CSV ``out``.
 
@@ -143,12 +144,15 @@ def predict_video(
         backend: ``torch`` or ``onnx``.
         trust_pickle: allow ``.pt``/``.pth`` weights beside a ``model.json``.
         require_digest: refuse a bundle whose ``model.json`` records no weights digest.
+        batch_size: a frame's faces per forward pass (``--batch-size``).
 
     Returns:
         Rows per decision, and ``frames`` read.
     """
     if every < 1:
         raise ValueError(f"--every must be at least 1, got {every}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
     check_video_outputs(source, out, annotate)
     if not isinstance(model, FaceModel):
         model = load_model(model, device, backend, method, threshold, trust_pickle, require_digest)
@@ -180,7 +184,9 @@ def predict_video(
             if index % every == 0:
                 photo = photo_faces(model, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), detect)
                 answers = (
-                    model.decide(*model.outputs(photo.faces), top_k=1) if len(photo.faces) else []
+                    model.decide(*model.outputs(photo.faces, batch_size), top_k=1)
+                    if len(photo.faces)
+                    else []
                 )
                 shown = []
                 if not answers:

@@ -92,6 +92,19 @@ def find_facenet_weights(weights: str | Path | None) -> Path:
     return found
 
 
+def check_choice(model: str | Path | None, weights: str | Path | None) -> None:
+    """Refuse ``--model`` and ``--weights`` together: one embedder, so one would be ignored.
+
+    Raises:
+        ValueError: naming both options.
+    """
+    if model is not None and weights is not None:
+        raise ValueError(
+            f"--weights {weights} is FaceNet's weights file and --model {model} embeds with the "
+            "run's own backbone: give one of them"
+        )
+
+
 def facenet_embedder(weights: str | Path | None = None, device: str = "auto") -> Embedder:
     """FaceNet's 512-d embeddings of faces cut by the ``box`` pipeline (no trained model)."""
     where = resolve_device(device)
@@ -129,9 +142,10 @@ def facenet_embedder(weights: str | Path | None = None, device: str = "auto") ->
     )
 
 
-def model_embedder(run: str | Path, device: str = "auto") -> Embedder:
-    """A trained model's embeddings (the input of its classifier) and face pipeline."""
-    model = load_model(run, device)
+def model_embedder(run: str | Path, device: str = "auto", require_digest: bool = False) -> Embedder:
+    """A trained model's embeddings (the input of its classifier) and face pipeline;
+    ``require_digest`` refuses a bundle that records no weights digest."""
+    model = load_model(run, device, require_digest=require_digest)
     return Embedder(
         _model_key(model), model_cut(model), model.image_size,
         lambda faces: l2_normalize(model.outputs(faces)[1]).astype(np.float32),

@@ -29,7 +29,7 @@ from facecls.data.archive import ArchiveError, extract_archive, is_archive
 from facecls.data.images import IMAGE_EXTENSIONS, is_junk, printable
 from facecls.data.photo_faces import FaceReader, ReadPhoto
 from facecls.data.sources import DataError, default_cache_dir
-from facecls.library.embedder import Embedder, facenet_embedder, model_embedder
+from facecls.library.embedder import Embedder, check_choice, facenet_embedder, model_embedder
 from facecls.library.reembed import reembed_library
 from facecls.library.store import FileStamp, Library, NewFace, NewPhoto, open_library
 from facecls.progress import bar
@@ -180,7 +180,9 @@ def index_photos(
     Raises:
         LibraryError: the library refuses (another model's, a newer facecls's, read-only).
         DataError: an input does not exist.
+        ValueError: both ``model`` and ``weights``.
     """
+    check_choice(model, weights)
     start = time.perf_counter()
     rank, world = shard
     with open_library(library, create=True) as lib:

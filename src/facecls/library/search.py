@@ -17,7 +17,7 @@ import numpy as np
 
 from facecls.data.photo_faces import FaceReader
 from facecls.data.sources import DataError
-from facecls.library.embedder import Embedder, facenet_embedder, model_embedder
+from facecls.library.embedder import Embedder, check_choice, facenet_embedder, model_embedder
 from facecls.library.store import Library, LibraryError, open_library
 from facecls.library.vectors import LibraryVectors
 from facecls.vector_index import IndexSettings
@@ -44,13 +44,15 @@ class LibrarySearchResult:
 
 
 def library_embedder(
-    lib: Library, model: str | Path | None, weights: str | Path | None, device: str
-) -> Embedder:
+    lib: Library, model: str | Path | None, weights: str | Path | None, device: str,
+    require_digest: bool = False,
+) -> Embedder:  # fmt: skip
     """The embedder the library's faces were made with (refusing any other)."""
     key = lib.model_key()
     if key is None:
         raise LibraryError(f"{lib.location}: the library has no faces yet; facecls index first")
-    embedder = model_embedder(model, device) if model else facenet_embedder(weights, device)
+    embedder = (model_embedder(model, device, require_digest) if model
+                else facenet_embedder(weights, device))  # fmt: skip
     if embedder.key != key:
         raise LibraryError(
             f"{lib.location}: its faces were embedded by {key.describe()}, not by "
@@ -78,18 +80,26 @@ def search_library(
     photo: str | Path, library: str | Path, top_k: int = 5, model: str | Path | None = None,
     weights: str | Path | None = None, device: str = "auto", min_face: int = 40,
     settings: IndexSettings | None = None, log: Callable[[str], None] = print,
+    require_digest: bool = False,
 ) -> LibrarySearchResult:  # fmt: skip
     """The ``top_k`` faces of the library nearest the main face of ``photo``.
 
     ``min_face`` (pixels) is the smallest face looked for, as in ``facecls index``: a photo of
-    the library read the same way gives its own faces' embeddings back.
+    the library read the same way gives its own faces' embeddings back. ``require_digest``
+    refuses a ``model`` bundle that records no weights digest (it needs ``model``).
 
     Raises:
         LibraryError: no library there, no faces yet, or another model than the library's.
         DataError: the photo cannot be read or has no face.
     """
+    check_choice(model, weights)
+    if require_digest and model is None:
+        raise ValueError(
+            "--require-digest checks a trained model's bundle: with --library it needs --model "
+            "RUN (FaceNet's weights file is checked against its sha256 when facecls gets it)"
+        )
     with open_library(library, writable=False) as lib:
-        embedder = library_embedder(lib, model, weights, device)
+        embedder = library_embedder(lib, model, weights, device, require_digest)
         reader = FaceReader(embedder.cut, embedder.face_px, embedder.detector, min_face=min_face,
                             workers=1)  # fmt: skip
         read = next(iter(reader.read([Path(photo)])))

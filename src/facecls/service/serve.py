@@ -113,6 +113,11 @@ def build_app(
         raise ValueError(
             "facecls serve needs a model (run folder or bundle), --library LIB, or both"
         )
+    if model is None:  # the People page alone: the model's options would do nothing
+        for flag, value in (("--store", store), ("--gallery", gallery), ("--detect", detect)):
+            if value:
+                raise ValueError(f"{flag} is for the model's service: serve --library without "
+                                 "a model serves the People page only")  # fmt: skip
     people_app = None
     if library is not None:
         people_app = importlib.import_module("facecls.service.people_app")
