@@ -108,7 +108,8 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
     elif args.command == "predict" and args.video is not None:
         every = 1 if args.every is None else args.every
         facecls.predict_video(
-            args.model, args.video, args.out or OUT, every, args.annotate, args.detect, args.device, log, progress, args.method, args.threshold, args.backend,
+            args.model, args.video, args.out or OUT, every, args.annotate, args.detect,
+            args.device, log, progress, args.method, args.threshold, args.backend,
             args.trust_pickle, args.require_digest, args.batch_size,
         )  # fmt: skip
     elif args.command == "predict" and not args.images:
