@@ -66,3 +66,22 @@ def test_every_public_name_resolves_lazily() -> None:
     assert callable(demo) and RunConfig().name
     with pytest.raises(AttributeError):
         facecls.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize("command", [["people"], ["cluster"], ["people", "suggest"]])
+def test_library_commands_that_need_no_network_answer_without_torch(
+    command: list[str], tmp_path: Path
+) -> None:
+    """Listing, clustering and the next question come from the stored vectors: the People
+    workflow's commands answer in a fraction of a second, without loading torch."""
+    from facecls.library.store import open_library
+
+    library = tmp_path / "lib"
+    open_library(library, create=True).close()
+    argv = [command[0], str(library), *command[1:]]
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(argv=argv)], capture_output=True, text=True,
+        env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"}, timeout=120,
+    )  # fmt: skip
+    assert done.stdout.strip().endswith("no torch"), done.stdout + done.stderr
+    assert "exit 0" in done.stdout, done.stdout + done.stderr

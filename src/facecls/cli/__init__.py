@@ -15,7 +15,8 @@ import os
 import sys
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
@@ -70,25 +71,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(shtab.complete(parser, shell=args.shell))
         return 0
+    # Light imports only: a command that needs no network (people, cluster, weights list) must
+    # not pay for torch's import here (tests/test_startup.py). BundleError is a ValueError.
     from facecls.atomic import WriteError
-    from facecls.bundle import BundleError
     from facecls.data.sources import DataError
-    from facecls.training.distributed import process_group
-    from facecls.training.fold import NonFiniteError
     from facecls.training.interrupt import Interrupted
 
     try:
-        with process_group(), warnings.catch_warnings():  # the latter restores showwarning
+        with _process_group(), warnings.catch_warnings():  # the latter restores showwarning
             warnings.showwarning = _one_line_warning(warnings.showwarning)
             return _run(args)
-    except (NonFiniteError, WriteError) as error:
-        print(f"facecls: error: {error}", file=sys.stderr)
-        return 1
     except (
-        ConfigError, DataError, BundleError, FileNotFoundError, ValueError, ImportError
+        WriteError, ConfigError, DataError, FileNotFoundError, ValueError, ImportError
     ) as error:  # fmt: skip
         print(f"facecls: error: {error}", file=sys.stderr)
-        return 2
+        # a run that failed (a full disk, a loss gone non-finite) is 1; bad input is 2
+        failed = (WriteError, *_loaded("facecls.training.fold", "NonFiniteError"))
+        return 1 if isinstance(error, failed) else 2
     except Interrupted as stopped:
         print(
             f"facecls: {stopped}; the last completed epoch is saved. Resume with: "
@@ -106,6 +105,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as error:  # the backstop: one line, the traceback only when asked for
         return _unexpected(error, getattr(args, "debug", False))
+
+
+def _loaded(module: str, name: str) -> tuple[type, ...]:
+    """``(module.name,)`` when ``module`` has been imported, else ``()``: an error of a module
+    never imported was never raised, and importing it to find out would load torch."""
+    found = sys.modules.get(module)
+    return (getattr(found, name),) if found is not None else ()
+
+
+@contextmanager
+def _process_group() -> Iterator[None]:
+    """The CLI owns the process: a process group a command started (``torchrun``) ends with it.
+    Only a command that imported the distributed module can have started one."""
+    if "torch.distributed" in sys.modules:  # a group may run already: the library's guard
+        from facecls.training.distributed import process_group
+
+        with process_group():
+            yield
+        return
+    try:
+        yield
+    except BaseException:
+        _end_group(failed=True)
+        raise
+    _end_group(failed=False)
+
+
+def _end_group(failed: bool) -> None:
+    distributed = sys.modules.get("facecls.training.distributed")
+    if distributed is not None:
+        distributed.end_group(failed)
 
 
 def _one_line_warning(show: Any) -> Any:

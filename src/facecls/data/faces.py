@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -29,7 +30,10 @@ from PIL import Image
 from facecls.config import FACES as PIPELINES
 from facecls.data.align import align_face, eye_angle, upright_box_crop
 from facecls.data.images import _resize_centre_square
-from facecls.data.mtcnn import MTCNN, Detections
+
+if TYPE_CHECKING:
+    from facecls.data.mtcnn import MTCNN
+from facecls.data.detections import Detections
 
 # Context around the face, measured on LFW's 6,000 pairs with FaceNet (benchmarks/face_pipeline.py,
 # 10-fold accuracy): box margin 0.2 0.979, margin 0.1 0.978, align at 0.9 0.973, centre crop
@@ -200,6 +204,10 @@ class FaceCutter:
     def detector(self) -> MTCNN:
         """The MTCNN detector, made on first use (its weights load then)."""
         if self._detector is None:
+            # imported here, not above: cutting known faces (export, the People page) must not
+            # load torch; only detecting needs the network
+            from facecls.data.mtcnn import MTCNN
+
             self._detector = MTCNN(self.device, min_face_size=self.min_face_size)
         return self._detector
 

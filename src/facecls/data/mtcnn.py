@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,26 +28,8 @@ from PIL import Image
 from torch import nn
 from torchvision.ops import batched_nms, roi_align
 
+from facecls.data.detections import Detections  # the faces found, re-exported here
 from facecls.data.mtcnn_nets import ONet, PNet, RNet, load_nets
-
-
-@dataclass(frozen=True)
-class Detections:
-    """The faces found in one image, best score first.
-
-    Attributes:
-        boxes: ``(n, 4)`` float32 ``x1, y1, x2, y2`` in image pixels (may reach past the border).
-        scores: ``(n,)`` float32 O-Net face probabilities.
-        landmarks: ``(n, 5, 2)`` float32 ``x, y`` of left eye, right eye, nose, left and right
-            mouth corner, "left" meaning the image's left.
-    """
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    landmarks: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.scores)
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:

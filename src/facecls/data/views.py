@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
+from facecls.data.detections import Detections
 from facecls.data.faces import LFW_ENLARGE, FaceCutter, as_square
-from facecls.data.mtcnn import Detections
 
 # Bump when views are rendered differently (cached figures keyed by it are then recomputed).
 VIEW_VERSION = 1

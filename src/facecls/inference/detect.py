@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facecls.data.detections import Detections
 from facecls.data.faces import LFW_ENLARGE, Face, lfw_square, main_first
-from facecls.data.mtcnn import Detections
 
 
 @dataclass(frozen=True)

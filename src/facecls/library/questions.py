@@ -100,10 +100,11 @@ def questions(library: Library, limit: int = 20, threshold: float | None = None)
     person = table["person_id"]
     use = ~table["ignored"] & ~(table["human"] & (person < 0))
     use &= np.array([p < 0 or not people[p].hidden for p in person], dtype=bool)
-    named = np.array([index.get(p, -1) for p in person])
+    # int64 even when the library holds no face (an empty list would make float64 arrays)
+    named = np.array([index.get(p, -1) for p in person], dtype=np.int64)
     unnamed = sorted({int(p) for p in person[use] if p >= 0 and people[p].name is None})
     group = {pid: k for k, pid in enumerate(unnamed)}
-    clusters = np.array([group.get(p, -1) for p in person])
+    clusters = np.array([group.get(p, -1) for p in person], dtype=np.int64)
     lines = []
     for q in rank_questions(vectors[use], named[use], clusters[use], cut, limit):
         faces = ids[use][list(q.faces)]

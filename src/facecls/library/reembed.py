@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from facecls.data.archive import extract_archive, is_archive
+from facecls.data.detections import Detections
 from facecls.data.images import ImageError, decode_reduced_image, printable
-from facecls.data.mtcnn import Detections
 from facecls.data.photo_faces import cut_each
 from facecls.data.sources import default_cache_dir
 from facecls.library.embedder import Embedder

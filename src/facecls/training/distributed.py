@@ -172,10 +172,19 @@ def process_group() -> Iterator[None]:
     try:
         yield
     except BaseException:
-        if not running and dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        if not running:
+            end_group(failed=True)
         raise
-    if not running and dist.is_available() and dist.is_initialized():
+    if not running:
+        end_group(failed=False)
+
+
+def end_group(failed: bool) -> None:
+    """End the process group, if one runs: at once after a failure, else after every rank has
+    arrived (the end of :func:`process_group`; the CLI calls it when a command started one)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if not failed:
         # Every rank reaches this point before any tears its connections down: a rank that
         # destroyed the group while a peer was still finishing made gloo abort that peer.
         # Bounded, so a peer that died cannot hold the others here for gloo's 30 minutes.
@@ -186,7 +195,7 @@ def process_group() -> Iterator[None]:
                 dist.barrier()
         except RuntimeError:
             pass  # a peer is gone; ending the group is all that is left to do
-        dist.destroy_process_group()
+    dist.destroy_process_group()
 
 
 def sum_over_ranks(values: torch.Tensor, context: DistContext) -> torch.Tensor:
