@@ -117,6 +117,17 @@ def box_text(box: tuple[int, int, int, int] | None) -> str:
     return "" if box is None else " ".join(str(v) for v in box)
 
 
+def compared_text(
+    faces: int, face: int | None, box: tuple[int, int, int, int] | None, option: str
+) -> str:
+    """Which face of a photo with several was compared and how to choose another, ``option``
+    being the way to ask (``--face N``, the service's ``face_a=N``)."""
+    return (
+        f"{faces} faces; compared face {face} (box {box_text(box)}); another one: {option} "
+        "(0 = the main face)"
+    )
+
+
 def write_embeddings(
     found: FaceEmbeddings, out: Path, model: str | None = None
 ) -> tuple[Path, Path]:
@@ -217,8 +228,7 @@ class Verification:
         for face, count in zip(self.faces, self.found, strict=True):
             if count > 1:
                 lines.append(
-                    f"  {face.path}: {count} faces; compared face {face.face} (box "
-                    f"{box_text(face.box)}); another one: --face N (0 = the main face)"
+                    f"  {face.path}: {compared_text(count, face.face, face.box, '--face N')}"
                 )
         return "\n".join(lines)
 

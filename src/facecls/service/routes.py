@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from facecls.bundle import BundleError
 from facecls.inference.search import marked, verify_threshold
-from facecls.inference.verify import box_text, stored_threshold
+from facecls.inference.verify import compared_text, stored_threshold
 from facecls.logs import logger
 from facecls.numbers import NumberError
 from facecls.service.errors import ApiError, responses
@@ -82,8 +82,7 @@ def compared_message(chosen: dict[str, Chosen]) -> str | None:
     ``facecls verify`` prints, with the form's field in place of ``--face``; ``None`` when each
     photo holds one face."""
     lines = [
-        f"{name}: {c.faces} faces; compared face {c.face} (box {box_text(c.box)}); another one: "
-        f"face_{name}=N (0 = the main face)"
+        f"{name}: {compared_text(c.faces, c.face, c.box, f'face_{name}=N')}"
         for name, c in chosen.items()
         if c.faces > 1
     ]

@@ -95,22 +95,24 @@ class Service:
         """Logits ``(N, C)`` and embeddings ``(N, D)`` of uint8 faces, batched with others."""
         return await asyncio.wrap_future(self.batcher.submit(faces))
 
-    async def faces(self, upload: UploadFile) -> np.ndarray:
-        """The upload's faces, uint8 ``(N, 3, S, S)``, main face first; 422 ``no_face`` without
-        one."""
+    async def found(self, upload: UploadFile) -> Photo:
+        """The upload read and its faces found, main face first; 422 ``no_face`` without one."""
         photo = await self.read(upload)
         if len(photo.faces) == 0:
             raise ApiError(422, "no_face", f"{upload.filename or 'upload'}: no face found")
-        return photo.faces
+        return photo
+
+    async def faces(self, upload: UploadFile) -> np.ndarray:
+        """The upload's faces, uint8 ``(N, 3, S, S)``, main face first; 422 ``no_face`` without
+        one."""
+        return (await self.found(upload)).faces
 
     async def chosen_face(self, upload: UploadFile, index: int = 0, field: str = "") -> Chosen:
         """Face ``index`` of the upload (0: the main face; ``/predict``'s order), how many faces
         it holds and its box; 422 ``no_face`` without one, and 422 naming the form ``field``
         when the photo holds no face ``index``."""
-        photo = await self.read(upload)
+        photo = await self.found(upload)
         count = len(photo.faces)
-        if count == 0:
-            raise ApiError(422, "no_face", f"{upload.filename or 'upload'}: no face found")
         if not 0 <= index < count:
             raise ApiError(
                 422, "invalid_request",
