@@ -8,6 +8,7 @@ The suite holds on any x86-64 CPU: ``make test-kernels`` runs it with ATen's por
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,20 @@ def pytest_report_header(config: pytest.Config) -> str:
         f"{torch.get_num_threads()} PyTorch thread(s) ({THREADS_ENV}="
         f"{os.environ.get(THREADS_ENV, 'unset')})"
     )
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One PyTorch thread for a module of tiny models (``pytestmark =
+    pytest.mark.usefixtures("one_torch_thread")``): they gain nothing from a second, and on a
+    busy 2-core machine two threads waiting on each other make small steps many times slower
+    (measured: 40 s against 263 s wall). The setting is restored for the next module."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from facecls.data.faces import LFW_ENLARGE
@@ -19,14 +18,7 @@ from facecls.inference.detect import Box, crop_face
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine the threads'
-    synchronisation makes small steps many times slower (measured: 40 s vs 263 s wall)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def lfw_archive_path() -> Path:

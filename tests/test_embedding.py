@@ -8,15 +8,7 @@ import torch
 from facecls.models import create_model
 from facecls.models.embedding import embed, final_linear, logits_and_features
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine the threads'
-    synchronisation makes small steps many times slower (measured: 40 s vs 263 s wall)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import facecls
@@ -27,12 +26,7 @@ PEOPLE = {"Abdullah_Gul": 8, "Adrien_Brody": 8, "Al_Gore": 8}
 STRANGER = "Al_Sharpton"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # small nets on a busy 2-core machine: one thread is faster
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -23,14 +23,7 @@ from facecls.cli import main
 TRAINED, NEW = 6, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine the threads'
-    synchronisation makes small steps many times slower (measured: 40 s vs 263 s wall)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def rows(path: Path) -> list[dict[str, str]]:

@@ -7,23 +7,15 @@ predict (a folder, into a CSV outside it) and report.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from facecls.data.sources import LFW_URL, scan_source
 from facecls.models import create_model
 from tests.offline import NetworkUsed, no_network, run_locally
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # see tests/test_resume.py
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def local_commands(data: Path, runs: Path) -> list[list[str]]:

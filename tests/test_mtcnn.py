@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import math
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -53,14 +52,7 @@ REFERENCE = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    # On a shared 2-core machine two OpenMP threads that wait on each other run small convs
-    # ~20x slower than one; restore the setting for the other test modules.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

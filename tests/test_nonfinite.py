@@ -4,7 +4,6 @@ and no model with NaN weights is ever kept."""
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,13 +16,7 @@ from facecls.cli import main
 from facecls.training.checkpoint import checkpoint_path, read_checkpoint
 from facecls.training.fold import epoch_seed
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # see tests/test_resume.py
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class NaNAtStep(nn.Module):

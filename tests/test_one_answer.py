@@ -31,12 +31,7 @@ FACES = ("Aaron_Peirsol/Aaron_Peirsol_0001.jpg", "Abdullah_Gul/Abdullah_Gul_0001
          "Aaron_Eckhart/Aaron_Eckhart_0001.jpg")  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # small nets on a busy 2-core machine: one thread is faster
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _bundle(source: Path, folder: Path, **meta_changes: object) -> Path:

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,15 +41,8 @@ TIMING = {"wall_seconds", "report_seconds"}  # metrics.json keys that measure ti
 TIMING_COLUMNS = {"seconds", "images_per_second"}  # history.csv columns that measure time
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread here and in the killed processes: identical thread counts on both
-    sides of every comparison, and no spin-waiting when CI cores are shared (a tiny model's
-    step takes 1 ms on one thread and can take 400 ms on two busy ones)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# the killed training processes get one thread too: the same count on both sides
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def train_args(data: Path, runs: Path, cache: Path, *extra: str) -> list[str]:
