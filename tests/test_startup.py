@@ -85,3 +85,16 @@ def test_library_commands_that_need_no_network_answer_without_torch(
     )  # fmt: skip
     assert done.stdout.strip().endswith("no torch"), done.stdout + done.stderr
     assert "exit 0" in done.stdout, done.stdout + done.stderr
+
+
+def test_weights_list_answers_without_torch(tmp_path: Path) -> None:
+    """`facecls weights list` reads names, checksums and files: it loads no network."""
+    cache = tmp_path / "cache"
+    argv = ["weights", "list"]
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(argv=argv)], capture_output=True, text=True,
+        env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "FACECLS_CACHE": str(cache)},
+        timeout=120,
+    )  # fmt: skip
+    assert done.stdout.strip().endswith("no torch"), done.stdout + done.stderr
+    assert "exit 0" in done.stdout and "facenet: not stored" in done.stdout, done.stdout

@@ -30,7 +30,6 @@ puts it; ``docs/models.md`` has the other ways.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -42,13 +41,14 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from facecls.data.sources import default_cache_dir
 from facecls.models.embedding import load_backbone_weights
+from facecls.models.facenet_files import WEIGHTS_FILE as WEIGHTS_FILE
+from facecls.models.facenet_files import WEIGHTS_SHA256 as WEIGHTS_SHA256
+from facecls.models.facenet_files import default_weights_path as default_weights_path
+from facecls.models.facenet_files import missing_weights_message as missing_weights_message
+from facecls.models.facenet_files import sha256_of as sha256_of
 from facecls.models.registry import register_model
 
-WEIGHTS_FILE = "facenet-inception-resnet-v1-casia-webface.safetensors"
-# sha256 of the CASIA-WebFace file facecls was tested with (model 20180408-102900, BN folded).
-WEIGHTS_SHA256 = "ecda480cbb9a9a09805520e8d771f542699c5ef01050d7eab1f2b5af0170923f"
 EMBEDDING_DIM = 512
 MIN_IMAGE_SIZE = 75
 # (x − 127.5) / 128 on 0–255 pixels, in facecls's [0, 1] units.
@@ -237,20 +237,6 @@ class FaceNet(nn.Module):
         return self.classifier(self.head_input(x))
 
 
-def default_weights_path() -> Path:
-    """Where ``pretrained=True`` looks: ``$FACECLS_CACHE/weights/`` or ``~/.cache/facecls/weights/``."""
-    return default_cache_dir() / "weights" / WEIGHTS_FILE
-
-
-def missing_weights_message(path: Path | None = None) -> str:
-    """One line: the default weights are not at ``path``, and how to get them (also offline)."""
-    path = path or default_weights_path()
-    return (
-        f"FaceNet weights not found at {path}: run `facecls weights get facenet` (offline: copy "
-        f"{WEIGHTS_FILE}, sha256 {WEIGHTS_SHA256}, into {path.parent}/), or pass --weights PATH"
-    )
-
-
 def load_backbone(model: FaceNet, path: str | Path) -> FaceNet:
     """Load backbone weights into ``model`` with strict key matching (the head excepted).
 
@@ -264,15 +250,6 @@ def load_backbone(model: FaceNet, path: str | Path) -> FaceNet:
     load_backbone_weights(model, path, drop_prefixes=(FOREIGN_HEAD_PREFIX,))
     model.frozen_bn = True
     return model
-
-
-def sha256_of(path: Path) -> str:
-    """The hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def download_weights(url: str, sha256: str = WEIGHTS_SHA256, dest: Path | None = None) -> Path:

