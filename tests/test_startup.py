@@ -27,6 +27,7 @@ print("torch imported" if "torch" in sys.modules else "no torch")
     [
         ["--help"], ["--version"], ["models"], ["train", "--help"], ["cv", "--bogus"],
         ["predict"], ["completion", "bash"], ["completion", "zsh"], ["weights", "--help"],
+        ["report", "/no/such/run"], ["compare", "/no/such/run", "/tmp"],
     ],
 )  # fmt: skip
 def test_the_command_line_answers_without_torch(argv: list[str]) -> None:

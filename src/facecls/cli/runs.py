@@ -70,6 +70,7 @@ def list_models() -> None:
 def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
     """Carry out one of :data:`COMMANDS`."""
     import facecls
+    from facecls.report.run_data import check_complete_run
 
     if args.command in ("train", "cv"):
         config = config_from_args(args, args.command)
@@ -92,11 +93,15 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
             }
         print(json.dumps(shown, indent=2))
     elif args.command == "report":
+        for folder in args.runs:  # a mistyped folder is told before the 4 s PyTorch import
+            check_complete_run(folder)
         for folder in args.runs:
             out = args.out / folder.name if args.out and len(args.runs) > 1 else args.out
             print(facecls.write_report(folder, out=out, shareable=args.shareable,
                                        show_progress=progress))  # fmt: skip
     elif args.command == "compare":
+        for folder in args.runs:
+            check_complete_run(folder)
         page = facecls.write_comparison(args.runs, out=args.out, shareable=args.shareable,
                                         echo=print)  # fmt: skip
         print(f"\nThe whole comparison (tests, per-identity tables, figures): {page}")

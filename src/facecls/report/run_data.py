@@ -141,6 +141,22 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
+def check_complete_run(run_dir: Path) -> None:
+    """Refuse a path that is not a finished run folder (:data:`REQUIRED`), in one line; reads
+    nothing but file names, so the command line checks its folders before loading PyTorch.
+
+    Raises:
+        RunFolderError: no such folder, or one of the files is missing.
+    """
+    check_run_folder(run_dir)
+    missing = [name for name in REQUIRED if not (Path(run_dir) / name).is_file()]
+    if missing:
+        raise RunFolderError(
+            f"{run_dir}: not a complete facecls run folder (missing {', '.join(missing)}); "
+            "give a folder written by `facecls train` or `facecls cv`"
+        )
+
+
 def load_run(run_dir: Path) -> RunData:
     """Read a run folder written by ``facecls train`` or ``facecls cv``.
 
@@ -148,13 +164,7 @@ def load_run(run_dir: Path) -> RunData:
         RunFolderError: when ``config.yaml``, ``metrics.json`` or ``predictions.csv`` is missing.
     """
     run_dir = Path(run_dir)
-    check_run_folder(run_dir)
-    missing = [name for name in REQUIRED if not (run_dir / name).is_file()]
-    if missing:
-        raise RunFolderError(
-            f"{run_dir}: not a complete facecls run folder (missing {', '.join(missing)}); "
-            "give a folder written by `facecls train` or `facecls cv`"
-        )
+    check_complete_run(run_dir)
     result_metrics = _read_json(run_dir / "metrics.json")
     class_names = [row["name"] for row in result_metrics["test"]["per_class"]]
     return RunData(
