@@ -28,6 +28,8 @@ print("torch imported" if "torch" in sys.modules else "no torch")
         ["--help"], ["--version"], ["models"], ["train", "--help"], ["cv", "--bogus"],
         ["predict"], ["completion", "bash"], ["completion", "zsh"], ["weights", "--help"],
         ["report", "/no/such/run"], ["compare", "/no/such/run", "/tmp"],
+        ["predict", "/no/such/run", "/tmp"], ["export", "/no/such/run"],
+        ["search", "/tmp/a.jpg", "--library", "/tmp/lib", "--model", "/no/such/run"],
     ],
 )  # fmt: skip
 def test_the_command_line_answers_without_torch(argv: list[str]) -> None:
@@ -99,3 +101,23 @@ def test_weights_list_answers_without_torch(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.stdout.strip().endswith("no torch"), done.stdout + done.stderr
     assert "exit 0" in done.stdout and "facenet: not stored" in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["predict", "four", "."], ["serve", "four"], ["calibrate", "four"], ["enroll", "four", "--data", "."]],
+)  # fmt: skip
+def test_a_mistyped_model_is_named_in_one_line(
+    argv: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A model that is no file or folder is told at once, with the runs folder when it is there."""
+    import facecls.cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "four").mkdir(parents=True)
+    assert facecls.cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no run folder or model named four" in err and "did you mean runs/four" in err, err

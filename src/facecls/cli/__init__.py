@@ -17,6 +17,7 @@ import traceback
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -51,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    model = getattr(args, "model", None)  # a Path where a command takes a trained model
+    if isinstance(model, Path):  # a mistyped one is told before the 4 s PyTorch import
+        from facecls.report.run_data import check_run_folder
+
+        check_run_folder(model, "run folder or model")
     log, progress = _console(args)
     for group in GROUPS:
         if args.command in group.COMMANDS:

@@ -93,11 +93,11 @@ class RunData:
         return metrics.confusion_matrix(targets, preds, len(self.class_names))
 
 
-def check_run_folder(path: Path) -> None:
+def check_run_folder(path: Path, what: str = "run folder") -> None:
     """Refuse a path that is nothing at all: a run name typed without its runs folder.
 
     Raises:
-        RunFolderError: "no run folder named …", with the runs folder's path when the name is
+        RunFolderError: "no ``what`` named …", with the runs folder's path when the name is
             one there.
     """
     path = Path(path)
@@ -106,7 +106,7 @@ def check_run_folder(path: Path) -> None:
     where = "" if path.is_absolute() else f" in {Path.cwd()}"
     if not path.is_absolute() and (Path("runs") / path).is_dir():
         where += f"; did you mean {Path('runs') / path}?"
-    raise RunFolderError(f"no run folder named {path}{where}")
+    raise RunFolderError(f"no {what} named {path}{where}")
 
 
 def _read_predictions(path: Path) -> list[Prediction]:
