@@ -30,6 +30,7 @@ print("torch imported" if "torch" in sys.modules else "no torch")
         ["report", "/no/such/run"], ["compare", "/no/such/run", "/tmp"],
         ["predict", "/no/such/run", "/tmp"], ["export", "/no/such/run"],
         ["search", "/tmp/a.jpg", "--library", "/tmp/lib", "--model", "/no/such/run"],
+        ["train", "--data", "/no/such/data"], ["cv", "--data", "/no/such/data"],
     ],
 )  # fmt: skip
 def test_the_command_line_answers_without_torch(argv: list[str]) -> None:
@@ -121,3 +122,15 @@ def test_a_mistyped_model_is_named_in_one_line(
     assert facecls.cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "no run folder or model named four" in err and "did you mean runs/four" in err, err
+
+
+@pytest.mark.parametrize("command", ["train", "cv", "tune", "lr-find", "demo"])
+def test_missing_data_is_named_in_one_line(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import facecls.cli
+
+    assert facecls.cli.main([command, "--data", "/no/such/photos"]) == 2
+    assert (
+        capsys.readouterr().err.strip() == "facecls: error: /no/such/photos: no such file or folder"
+    )

@@ -57,6 +57,10 @@ def _run(args: argparse.Namespace) -> int:
         from facecls.report.run_data import check_run_folder
 
         check_run_folder(model, "run folder or model")
+    if isinstance(getattr(args, "data", None), str):  # --data of train, cv, enroll, calibrate...
+        from facecls.data.library_source import check_data
+
+        check_data(args.data)
     log, progress = _console(args)
     for group in GROUPS:
         if args.command in group.COMMANDS:

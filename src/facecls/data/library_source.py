@@ -114,6 +114,17 @@ def scan_library(source: str, cache_dir: Path) -> Scan:
     return scan
 
 
+def check_data(source: str) -> None:
+    """Refuse a ``--data`` that names nothing (no ``lfw``, server URL, file or folder), reading
+    no file, so the command line can say so before PyTorch loads.
+
+    Raises:
+        DataError: ``SOURCE: no such file or folder``, the words :func:`scan_data` would use.
+    """
+    if source != "lfw" and not is_server_url(source) and not Path(source).expanduser().exists():
+        raise DataError(f"{source}: no such file or folder")
+
+
 def scan_data(source: str, cache_dir: Path, log: Callable[[str], None] = print) -> Scan:
     """``--data`` as a :class:`Scan`: a face library's named faces, else
     :func:`facecls.data.sources.scan_source` (a folder, an archive or ``lfw``)."""
