@@ -79,7 +79,7 @@ def test_training_stores_calibration(run: Path, tmp_path: Path) -> None:
     shutil.copytree(run, copy)
     assert main(["--quiet", "calibrate", str(copy)]) == 0
     again = json.loads((copy / "model" / "model.json").read_text())["openset"]
-    assert set(again["thresholds"]) == {"msp", "energy", "centroid", "margin"}
+    assert set(again["thresholds"]) == {"msp", "energy", "centroid", "margin", "fused"}
     assert facecls.load_model(copy).centroids.shape[0] == TRAINED
 
 
@@ -343,7 +343,7 @@ def test_evaluate_strangers_measures_the_unknown_decision(
     # The centroid score only once the run is calibrated (train leaves the centroids out).
     calibrated = (copy / "model" / "centroids.safetensors").is_file()
     assert set(result["methods"]) == {"msp", "energy"} | (
-        {"centroid", "margin"} if calibrated else set()
+        {"centroid", "margin", "fused"} if calibrated else set()
     )
     named = [p.decision == "known" for p in facecls.load_model(copy).predict(photos)]
     assert result["methods"]["msp"]["fpir"] == pytest.approx(np.mean(named))

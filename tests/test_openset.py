@@ -27,6 +27,10 @@ def test_scores_match_their_definitions() -> None:
     second = np.array([max(np.delete(row, c)) for row, c in zip(cos, chosen, strict=True)])
     margin = openset.scores("margin", logits, features, centroids)
     assert margin == pytest.approx(expected - openset.MARGIN_WEIGHT * second, abs=1e-5)
+    # fused: the margin plus the weighted softmax probability of the same (chosen) identity
+    fused = openset.scores("fused", logits, features, centroids)
+    probability = scipy_softmax(logits, 1)[np.arange(20), chosen]
+    assert fused == pytest.approx(margin + openset.FUSED_WEIGHT * probability, abs=1e-5)
     # one identity has no runner-up: the margin is the cosine
     one = openset.scores("margin", logits[:, :1], features, centroids[:1])
     assert one == pytest.approx(unit @ centroids[0], abs=1e-5)
@@ -171,3 +175,22 @@ def test_margin_thresholds_for_enrolled_people_and_older_bundles() -> None:
     assert openset_thresholds.enrolled_table(flat, "margin") == {}
     nested = {"enrolled_thresholds": {"centroid": {"3": 0.6}, "margin": {"3": 0.3}}}
     assert openset_thresholds.enrolled_table(nested, "margin") == {"3": 0.3}
+
+
+def test_fused_pseudo_strangers_leave_their_own_identity_out() -> None:
+    """A pseudo-stranger's fused score is the score of a face whose identity is gone from both
+    the head and the centroids: the brute force on the reduced logits and centroids."""
+    from facecls.openset_fpir import pseudo_stranger_scores
+
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(12, 4)) * 3
+    features = rng.normal(size=(12, 6))
+    centroids = openset.l2_normalize(rng.normal(size=(4, 6))).astype(np.float32)
+    targets = rng.integers(0, 4, size=12)
+    got = pseudo_stranger_scores("fused", logits, features, centroids, targets)
+    for i, own in enumerate(targets):
+        keep = [c for c in range(4) if c != own]
+        alone = openset.scores(
+            "fused", logits[i : i + 1, keep], features[i : i + 1], centroids[keep]
+        )
+        assert got[i] == pytest.approx(alone[0], abs=1e-5)

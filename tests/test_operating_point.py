@@ -57,7 +57,7 @@ def test_calibration_at_fpir_names_that_share_of_new_strangers() -> None:
     )
     assert cal.rule == "fpir" and cal.meta()["fpir"] == 0.01 and cal.meta()["version"] == 2
     strangers, _ = _people(rng, centres, np.arange(classes, classes + 400), 25)
-    for method in ("centroid", "margin"):
+    for method in ("centroid", "margin", "fused"):
         fresh = openset.scores(method, 4.0 * openset.cosine(strangers, cal.centroids), strangers,
                                cal.centroids)  # fmt: skip
         assert np.mean(fresh >= cal.thresholds[method]) == pytest.approx(0.01, abs=0.005)

@@ -22,7 +22,7 @@ MODELS: tuple[tuple[str, str], ...] = (
 )
 
 # The open-set scores (``openset.py``, which re-exports this tuple).
-METHODS: tuple[str, ...] = ("msp", "energy", "centroid", "margin")
+METHODS: tuple[str, ...] = ("msp", "energy", "centroid", "margin", "fused")
 
 # How ``facecls cluster`` groups a library's faces (``library/cluster.py``, which re-exports it).
 CLUSTER_METHODS: tuple[str, ...] = ("agglomerative", "chinese-whispers", "hdbscan", "dbscan")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facecls.openset import cosine, logsumexp, margin_score, softmax
+from facecls.openset import CENTROID_METHODS, cosine, fused_score, logsumexp, margin_score, softmax
 
 DEFAULT_FPIR = 0.01
 MAX_FPIR = 0.5
@@ -55,7 +55,8 @@ def pseudo_stranger_scores(
     """Each image's ``method`` score ``(N,)`` with its own identity (``targets``) left out.
 
     ``msp``/``energy``: the softmax or ``logsumexp`` of the logits without the own class's;
-    ``centroid``/``margin``: the cosines to every centroid but the own one.
+    ``centroid``/``margin``: the cosines to every centroid but the own one; ``fused``: both, for
+    the identity the remaining logits choose (as :func:`facecls.openset.scores` does).
     """
     rows = np.arange(len(targets))
     if method in ("msp", "energy"):
@@ -64,12 +65,22 @@ def pseudo_stranger_scores(
         if method == "energy":
             return logsumexp(rest)
         return softmax(rest).max(axis=1)
-    if method not in ("centroid", "margin"):
+    if method not in CENTROID_METHODS:
         raise ValueError(f"unknown open-set method {method!r}")
     if features is None or centroids is None:
         raise ValueError(f"the {method} score needs embeddings and class centroids")
     cos = cosine(features, centroids).astype(np.float64)
     cos[rows, targets] = -np.inf
+    if method == "fused":
+        rest = np.asarray(logits, dtype=np.float64).copy()
+        rest[rows, targets] = -np.inf
+        probs = softmax(rest)
+        chosen = probs.argmax(axis=1)
+        own = cos[rows, chosen]
+        cos[rows, chosen] = -np.inf
+        second = cos.max(axis=1) if cos.shape[1] > 2 else np.zeros(len(rows))
+        margin = margin_score(own, np.where(np.isfinite(second), second, 0.0))
+        return fused_score(margin, probs[rows, chosen])
     chosen = cos.argmax(axis=1)
     best = cos[rows, chosen]
     if method == "centroid":

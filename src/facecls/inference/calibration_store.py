@@ -16,7 +16,7 @@ from facecls.bundle import (
     write_centroids,
 )
 from facecls.numbers import finite
-from facecls.openset import DEFAULT_METHOD, METHODS
+from facecls.openset import CENTROID_METHODS, DEFAULT_METHOD, METHODS
 from facecls.openset_calibration import Calibration
 from facecls.openset_thresholds import enrolled_method
 
@@ -70,7 +70,7 @@ def set_threshold(
     if method is not None:
         if method not in METHODS:
             raise ValueError(f"unknown open-set method {method!r}; choose one of {METHODS}")
-        if method in ("centroid", "margin") and not read_centroids(folder):
+        if method in CENTROID_METHODS and not read_centroids(folder):
             raise BundleError(f"{folder}: no {CENTROIDS_NAME}; calibrate from data first")
         openset["method"] = method
         if threshold is None:

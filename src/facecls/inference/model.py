@@ -44,7 +44,7 @@ from facecls.inference.identities import (
 )
 from facecls.inference.model_inputs import PhotoInputs, in_memory_photos
 from facecls.numbers import finite
-from facecls.openset import METHODS, l2_normalize
+from facecls.openset import CENTROID_METHODS, METHODS, l2_normalize
 from facecls.openset_thresholds import (
     ENROLLED_METHODS,
     enrolled_method,
@@ -112,7 +112,7 @@ class FaceModel(PhotoInputs):
         self.method: str = method or default
         if self.method not in METHODS:
             raise ValueError(f"unknown open-set method {self.method!r}; choose one of {METHODS}")
-        if self.method in ENROLLED_METHODS and self._trained_centroids is None:
+        if self.method in CENTROID_METHODS and self._trained_centroids is None:
             raise BundleError(
                 f"{folder}: the {self.method} method needs class centroids; run facecls calibrate"
             )

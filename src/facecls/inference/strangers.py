@@ -54,13 +54,13 @@ def open_set_figures(
     """Per open-set method: rates at its threshold in ``thresholds`` (if any) and at FPIR 1 %,
     AUROC and the DIR/FPIR curve.
 
-    ``centroid`` and ``margin`` are left out when the model has no centroids.
+    The scores on centroids (``openset.CENTROID_METHODS``) are left out when the model has none.
     """
     predicted = known_logits.argmax(axis=1)
     correct = predicted == known_targets
     out: dict[str, dict[str, Any]] = {}
     for method in openset.METHODS:
-        if method in ("centroid", "margin") and centroids is None:
+        if method in openset.CENTROID_METHODS and centroids is None:
             continue
         known = openset.scores(method, known_logits, known_features, centroids, predicted)
         unknown = openset.scores(method, stranger_logits, stranger_features, centroids)
