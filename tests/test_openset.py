@@ -194,3 +194,12 @@ def test_fused_pseudo_strangers_leave_their_own_identity_out() -> None:
             "fused", logits[i : i + 1, keep], features[i : i + 1], centroids[keep]
         )
         assert got[i] == pytest.approx(alone[0], abs=1e-5)
+
+
+def test_a_trained_face_model_decides_by_fused_and_an_enrolled_one_by_margin() -> None:
+    assert openset.default_method("facenet") == "fused"
+    assert openset.default_method("facenet", has_centroids=False) == "msp"  # not calibrated yet
+    assert openset.default_method("tronnet") == "msp"
+    # enrolling into a model that decides by fused: everyone is then decided on the centroids
+    calibrated = {"method": "fused", "thresholds": {"msp": 0.5, "margin": 0.4, "fused": 0.5}}
+    assert openset_thresholds.enrolled_method(calibrated) == "margin"
