@@ -163,14 +163,23 @@ def _explode(*_args: Any, **_kwargs: Any) -> Any:
     return {}["no such key"]  # a KeyError no command anticipates
 
 
+def _run_folder(tmp_path: Path) -> Path:
+    """A folder the command line takes for a run (it checks the files' names, not their text)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.yaml", "metrics.json", "predictions.csv"):
+        (run / name).write_text("")
+    return run
+
+
 def test_an_unexpected_error_is_one_line_and_exit_1(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path
 ) -> None:
     import facecls
 
     monkeypatch.delenv("FACECLS_DEBUG", raising=False)
     monkeypatch.setattr(facecls, "write_report", _explode)
-    assert main(["report", "any-run"]) == 1
+    assert main(["report", str(_run_folder(tmp_path))]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("facecls: error: KeyError: 'no such key'") and "--debug" in err
@@ -178,14 +187,15 @@ def test_an_unexpected_error_is_one_line_and_exit_1(
 
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_debug_shows_the_traceback(
-    how: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    how: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path
 ) -> None:
     import facecls
 
     monkeypatch.setattr(facecls, "write_report", _explode)
     if how == "env":
         monkeypatch.setenv("FACECLS_DEBUG", "1")
-    assert main(["--debug", "report", "r"] if how == "flag" else ["report", "r"]) == 1
+    run = str(_run_folder(tmp_path))
+    assert main(["--debug", "report", run] if how == "flag" else ["report", run]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "_explode" in err and "facecls: error: KeyError" in err
 

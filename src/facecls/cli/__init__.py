@@ -51,14 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands whose --data is a source given as it is (no run options checked before it is read).
+DATA_COMMANDS = ("demo", "evaluate", "enroll", "calibrate")
+
+
 def _run(args: argparse.Namespace) -> int:
     model = getattr(args, "model", None)  # a Path where a command takes a trained model
     if isinstance(model, Path):  # a mistyped one is told before the 4 s PyTorch import
         from facecls.report.run_data import check_run_folder
 
         check_run_folder(model, "run folder or model")
-    if isinstance(getattr(args, "data", None), str):  # --data of train, cv, enroll, calibrate...
-        from facecls.data.library_source import check_data
+    if args.command in DATA_COMMANDS and isinstance(args.data, str):  # (train, cv, tune and
+        from facecls.data.library_source import check_data  # lr-find: with their options)
 
         check_data(args.data)
     log, progress = _console(args)

@@ -128,6 +128,10 @@ def config_from_args(args: argparse.Namespace, command: str) -> RunConfig:
             values[o.key] = value
     config = from_dict(values)
     check_given(args, config, command)
+    # the options are checked first; then a --data that names nothing, before PyTorch loads
+    from facecls.data.library_source import check_data
+
+    check_data(config.data.source)
     return config
 
 

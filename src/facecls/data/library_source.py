@@ -38,6 +38,8 @@ NAMED_FACES = (
     "AND (f.source IS NULL OR f.source <> 'suggestion') ORDER BY p.name, f.id"
 )
 VERSION = "SELECT value FROM meta WHERE key = 'schema_version'"
+# The sources that are names, not paths.
+BUILT_IN = ("lfw", "synthetic")
 
 
 def is_library(source: str) -> bool:
@@ -115,14 +117,15 @@ def scan_library(source: str, cache_dir: Path) -> Scan:
 
 
 def check_data(source: str) -> None:
-    """Refuse a ``--data`` that names nothing (no ``lfw``, server URL, file or folder), reading
-    no file, so the command line can say so before PyTorch loads.
+    """Refuse a ``--data`` that names nothing (no ``lfw``, ``synthetic``, server URL, file or
+    folder), reading no file, so the command line can say so before PyTorch loads.
 
     Raises:
         DataError: ``SOURCE: no such file or folder``, the words :func:`scan_data` would use.
     """
-    if source != "lfw" and not is_server_url(source) and not Path(source).expanduser().exists():
-        raise DataError(f"{source}: no such file or folder")
+    if source in BUILT_IN or is_server_url(source) or Path(source).expanduser().exists():
+        return
+    raise DataError(f"{source}: no such file or folder")
 
 
 def scan_data(source: str, cache_dir: Path, log: Callable[[str], None] = print) -> Scan:
