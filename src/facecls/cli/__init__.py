@@ -62,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
 
         check_run_folder(model, "run folder or model")
     if args.command in DATA_COMMANDS and isinstance(args.data, str):  # (train, cv, tune and
-        from facecls.data.library_source import check_data  # lr-find: with their options)
+        from facecls.data.library_source import check_data  # lr-find: options.run_config)
 
         check_data(args.data)
     log, progress = _console(args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from facecls.cli.options import add_run_options, config_from_args, resume_dir
+from facecls.cli.options import add_run_options, resume_dir, run_config
 from facecls.numbers import finite_float
 
 COMMANDS = ("tune", "lr-find")
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
     import facecls
 
     if args.command == "lr-find":
-        config = config_from_args(args, "lr-find")
+        config = run_config(args, "lr-find")
         found = facecls.lr_find(
             config, steps=args.steps, start_lr=args.start_lr, end_lr=args.end_lr, log=log,
             show_progress=progress,
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
             "train/validation split"
         )
     result = facecls.tune(
-        config_from_args(args, "tune"), trials=args.trials, mode=args.mode,
+        run_config(args, "tune"), trials=args.trials, mode=args.mode,
         resume=resume_dir(args), log=log, show_progress=progress,
     )  # fmt: skip
     print(f"Best configuration: {result.best_config} (train with --config)")

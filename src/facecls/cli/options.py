@@ -128,9 +128,15 @@ def config_from_args(args: argparse.Namespace, command: str) -> RunConfig:
             values[o.key] = value
     config = from_dict(values)
     check_given(args, config, command)
-    # the options are checked first; then a --data that names nothing, before PyTorch loads
+    return config
+
+
+def run_config(args: argparse.Namespace, command: str) -> RunConfig:
+    """:func:`config_from_args`, then a ``--data`` that names nothing refused in one line: the
+    options are checked first, the data before PyTorch loads."""
     from facecls.data.library_source import check_data
 
+    config = config_from_args(args, command)
     check_data(config.data.source)
     return config
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from facecls.catalog import MODELS
-from facecls.cli.options import add_run_options, config_from_args, resume_dir
+from facecls.cli.options import add_run_options, resume_dir, run_config
 from facecls.numbers import finite_float
 
 COMMANDS = ("train", "cv", "evaluate", "report", "compare", "models", "demo")
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
     from facecls.report.run_data import check_complete_run
 
     if args.command in ("train", "cv"):
-        config = config_from_args(args, args.command)
+        config = run_config(args, args.command)
         call = facecls.train if args.command == "train" else facecls.cross_validate
         extras = {"tensorboard": True} if getattr(args, "tensorboard", False) else {}
         call(config, log=log, show_progress=progress, resume=resume_dir(args), **extras)
