@@ -59,35 +59,28 @@ def pseudo_stranger_scores(
     the identity the remaining logits choose (as :func:`facecls.openset.scores` does).
     """
     rows = np.arange(len(targets))
-    if method in ("msp", "energy"):
+    if method in ("msp", "energy", "fused"):
         rest = np.asarray(logits, dtype=np.float64).copy()
         rest[rows, targets] = -np.inf
         if method == "energy":
             return logsumexp(rest)
-        return softmax(rest).max(axis=1)
-    if method not in CENTROID_METHODS:
+        if method == "msp":
+            return softmax(rest).max(axis=1)
+    elif method not in CENTROID_METHODS:
         raise ValueError(f"unknown open-set method {method!r}")
     if features is None or centroids is None:
         raise ValueError(f"the {method} score needs embeddings and class centroids")
     cos = cosine(features, centroids).astype(np.float64)
     cos[rows, targets] = -np.inf
-    if method == "fused":
-        rest = np.asarray(logits, dtype=np.float64).copy()
-        rest[rows, targets] = -np.inf
-        probs = softmax(rest)
-        chosen = probs.argmax(axis=1)
-        own = cos[rows, chosen]
-        cos[rows, chosen] = -np.inf
-        second = cos.max(axis=1) if cos.shape[1] > 2 else np.zeros(len(rows))
-        margin = margin_score(own, np.where(np.isfinite(second), second, 0.0))
-        return fused_score(margin, probs[rows, chosen])
-    chosen = cos.argmax(axis=1)
+    probs = softmax(rest) if method == "fused" else None
+    chosen = cos.argmax(axis=1) if probs is None else probs.argmax(axis=1)
     best = cos[rows, chosen]
     if method == "centroid":
         return best
     cos[rows, chosen] = -np.inf
     second = cos.max(axis=1) if cos.shape[1] > 2 else np.zeros(len(rows))
-    return margin_score(best, np.where(np.isfinite(second), second, 0.0))
+    margin = margin_score(best, np.where(np.isfinite(second), second, 0.0))
+    return margin if probs is None else fused_score(margin, probs[rows, chosen])
 
 
 def threshold_at_fpir(stranger_scores: np.ndarray, fpir: float) -> float:
