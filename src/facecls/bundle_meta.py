@@ -9,7 +9,6 @@ sha256 of the weights, so weights swapped in from another run are refused.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import warnings
@@ -18,6 +17,7 @@ from typing import Any
 
 from facecls.config import FACES, MAX_IMAGE_SIZE
 from facecls.models import model_info
+from facecls.models.facenet_files import sha256_of
 from facecls.numbers import is_finite_number
 from facecls.openset import METHODS
 
@@ -142,12 +142,8 @@ def validate_meta(meta: Any, path: Path) -> dict[str, Any]:
 
 
 def weights_digest(path: Path) -> str:
-    """sha256 of a weights file, streamed in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """sha256 of a weights file, streamed in 1 MiB chunks (the weights store's checksum)."""
+    return sha256_of(path)
 
 
 def check_digest(meta: dict[str, Any], weights_path: Path, meta_path: Path) -> None:

@@ -1,7 +1,9 @@
 """FaceNet's weights file: its name, checksum and place in the cache, readable without PyTorch.
 
 The weights store (``facecls weights list``/``get``) and the messages that point to it need these
-and nothing of the network, so they live apart from :mod:`facecls.models.facenet`.
+and nothing of the network, so they live apart from :mod:`facecls.models.facenet`. Its file
+checksum, :func:`sha256_of`, is also the one model bundles record
+(:func:`facecls.bundle_meta.weights_digest`).
 """
 
 from __future__ import annotations
