@@ -31,6 +31,9 @@ def test_scores_match_their_definitions() -> None:
     fused = openset.scores("fused", logits, features, centroids)
     probability = scipy_softmax(logits, 1)[np.arange(20), chosen]
     assert fused == pytest.approx(margin + openset.FUSED_WEIGHT * probability, abs=1e-5)
+    # a bundle's own weight (a model with a tuned last stage stores a smaller one)
+    light = openset.scores("fused", logits, features, centroids, fused_weight=0.1)
+    assert light == pytest.approx(margin + 0.1 * probability, abs=1e-5)
     # one identity has no runner-up: the margin is the cosine
     one = openset.scores("margin", logits[:, :1], features, centroids[:1])
     assert one == pytest.approx(unit @ centroids[0], abs=1e-5)
@@ -187,13 +190,41 @@ def test_fused_pseudo_strangers_leave_their_own_identity_out() -> None:
     features = rng.normal(size=(12, 6))
     centroids = openset.l2_normalize(rng.normal(size=(4, 6))).astype(np.float32)
     targets = rng.integers(0, 4, size=12)
-    got = pseudo_stranger_scores("fused", logits, features, centroids, targets)
-    for i, own in enumerate(targets):
-        keep = [c for c in range(4) if c != own]
-        alone = openset.scores(
-            "fused", logits[i : i + 1, keep], features[i : i + 1], centroids[keep]
-        )
-        assert got[i] == pytest.approx(alone[0], abs=1e-5)
+    for weight in (openset.FUSED_WEIGHT, openset.TOP_FUSED_WEIGHT):
+        got = pseudo_stranger_scores("fused", logits, features, centroids, targets, weight)
+        for i, own in enumerate(targets):
+            keep = [c for c in range(4) if c != own]
+            alone = openset.scores(
+                "fused", logits[i : i + 1, keep], features[i : i + 1], centroids[keep],
+                fused_weight=weight,
+            )  # fmt: skip
+            assert got[i] == pytest.approx(alone[0], abs=1e-5)
+
+
+def test_the_fused_weight_is_the_bundles() -> None:
+    """A run with a tuned last stage calibrates and decides with its lighter weight, stored in
+    the bundle; a bundle calibrated before the weight was stored keeps the one it used."""
+    from facecls.openset_calibration import calibrate
+    from facecls.openset_fpir import pseudo_stranger_scores, threshold_at_fpir
+
+    assert openset.fused_weight_for("top") == openset.TOP_FUSED_WEIGHT
+    assert openset.fused_weight_for("backbone") == openset.FUSED_WEIGHT
+    assert openset.fused_weight_of({"method": "fused", "threshold": 0.5}) == openset.FUSED_WEIGHT
+    rng = np.random.default_rng(2)
+    targets = np.repeat(np.arange(6), 40)
+    centres = rng.normal(size=(6, 16))
+    features = centres[targets] + rng.normal(size=(240, 16))
+    logits = (features @ centres.T) * 0.5
+    calibration = calibrate(
+        features, targets, logits, features, targets, 6, "fused", fpir=0.05,
+        fused_weight=openset.TOP_FUSED_WEIGHT,
+    )  # fmt: skip
+    meta = calibration.meta()
+    assert openset.fused_weight_of(meta) == openset.TOP_FUSED_WEIGHT
+    strangers = pseudo_stranger_scores(
+        "fused", logits, features, calibration.centroids, targets, openset.TOP_FUSED_WEIGHT
+    )
+    assert meta["thresholds"]["fused"] == pytest.approx(threshold_at_fpir(strangers, 0.05))
 
 
 def test_a_trained_face_model_decides_by_fused_and_an_enrolled_one_by_margin() -> None:

@@ -104,6 +104,7 @@ _NEEDS = {
     "train.tau": ["--imbalance", "logit-adjust"], "train.beta": ["--imbalance", "effective"],
     "train.drw_epoch": ["--imbalance", "drw"],
     "train.unfreeze_epoch": ["--freeze", "backbone-then-unfreeze"],
+    "train.freeze": ["--model", "facenet"],  # the sample, top, is FaceNet's
     "data.split_column": ["--split-file", "splits.csv"],
 }  # fmt: skip
 

@@ -31,7 +31,7 @@ MAX_IMAGE_SIZE = 4096
 CLASS_WEIGHTS = ("none", "inverse")
 IMBALANCE = ("none", "inverse", "sqrt", "effective", "drw", "balanced-softmax", "logit-adjust")
 SAMPLERS = ("none", "class-balanced", "sqrt")
-FREEZE = ("none", "backbone", "backbone-then-unfreeze")
+FREEZE = ("none", "backbone", "backbone-then-unfreeze", "top")
 RECIPE_NAMES = ("fast", "report")  # what facecls.config_rules.RECIPES fills in
 # The face pipelines of facecls.data.faces (kept here so config needs no torch import).
 FACES = ("centre", "align", "box")
@@ -201,7 +201,7 @@ class TrainConfig:
     lr: float | None = _opt(
         None,
         "learning rate (the peak of the one-cycle schedule)",
-        default_text="from --recipe; fast: 1e-3 pretrained, 1e-2 for a --freeze backbone probe",
+        default_text="from --recipe; fast: 1e-3 pretrained, 1e-2 for a --freeze backbone (or top) probe",
     )
     weight_decay: float | None = _opt(None, "weight decay of the optimiser", default_text=_RECIPE)
     optimizer: str | None = _opt(
@@ -252,7 +252,9 @@ class TrainConfig:
     freeze: str | None = _opt(
         None,
         "none: the whole network trains; backbone: linear probe (only the final Linear "
-        "trains); backbone-then-unfreeze: probe until --unfreeze-epoch, then fine-tune",
+        "trains); backbone-then-unfreeze: probe until --unfreeze-epoch, then fine-tune; top "
+        "(facenet): the probe, then its last stage tuned on cached inputs, kept near the "
+        "pretrained embedding",
         choices=FREEZE,
         group="fine-tuning",
         default_text="none; under --recipe report, backbone for --pretrained or --weights "

@@ -41,6 +41,8 @@ FAST_PRETRAINED_LR = 1e-3
 # A linear probe (--freeze backbone) trains one Linear layer: a larger step converges in a few
 # epochs (FaceNet embeddings of LFW-8: 0.95 balanced accuracy after 1 epoch at 1e-2, 0.33 at 1e-3).
 FAST_PROBE_LR = 1e-2
+# Models whose last stage ``--freeze top`` knows (training/top_tune.py).
+TOP_STAGE_MODELS = ("facenet",)
 
 
 def resolve(config: RunConfig) -> RunConfig:
@@ -55,7 +57,7 @@ def resolve(config: RunConfig) -> RunConfig:
     starts_pretrained = bool(t.pretrained or t.weights)
     defaults["freeze"] = "backbone" if t.recipe == "report" and starts_pretrained else "none"
     freeze = t.freeze if t.freeze is not None else defaults["freeze"]
-    if t.recipe == "fast" and freeze == "backbone":
+    if t.recipe == "fast" and freeze in ("backbone", "top"):
         defaults["lr"] = FAST_PROBE_LR
     elif t.recipe == "fast" and (t.pretrained or t.weights):
         defaults["lr"] = FAST_PRETRAINED_LR
@@ -165,6 +167,12 @@ def validate(config: RunConfig) -> RunConfig:
             t.unfreeze_epoch is None
             or (t.unfreeze_epoch >= 1 and (t.epochs is None or t.unfreeze_epoch <= t.epochs)),
             f"train.unfreeze_epoch must be in [1, epochs={t.epochs}], got {t.unfreeze_epoch}",
+        ),
+        (
+            t.freeze != "top" or (t.model in TOP_STAGE_MODELS and not t.compile),
+            f"train.freeze top tunes FaceNet's last stage on cached inputs: it needs --model "
+            f"facenet and no --compile (got --model {t.model}"
+            f"{', --compile' if t.compile else ''})",
         ),
         (
             t.backbone_lr_scale > 0,

@@ -20,6 +20,7 @@ from facecls.catalog import METHODS
 from facecls.openset import (
     DEFAULT_ACCEPTANCE,
     DEFAULT_METHOD,
+    FUSED_WEIGHT,
     class_centroids,
     cosine,
     logsumexp,
@@ -105,6 +106,8 @@ class Calibration:
     rule: str = "fpir"
     # per score: the rates at its threshold (named, pseudo-strangers named, per face-size band)
     rates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the head probability's weight in the ``fused`` score (openset.fused_weight_for)
+    fused_weight: float = FUSED_WEIGHT
 
     def meta(self) -> dict[str, Any]:
         """The ``openset`` entry of a bundle's ``model.json`` (centroids live in safetensors)."""
@@ -118,6 +121,7 @@ class Calibration:
             "acceptance": self.acceptance,
             "calibration": self.stats,
             "rates": self.rates,
+            "fused_weight": self.fused_weight,
         }
         if self.scale is not None:
             entry["ncm_scale"] = self.scale
@@ -154,6 +158,7 @@ def calibrate(
     fpir: float | None = DEFAULT_FPIR,
     views: ScoredViews | None = None,
     val_face_px: np.ndarray | None = None,
+    fused_weight: float = FUSED_WEIGHT,
 ) -> Calibration:
     """Centroids from the training part; thresholds and the NCM scale from the validation part
     and its calibration ``views``.
@@ -196,8 +201,8 @@ def calibrate(
     thresholds, rates = {}, {}
     clean_correct = correct & ~is_view
     for m in methods:
-        known = scores(m, logits, features, centroids)
-        strangers = pseudo_stranger_scores(m, logits, features, centroids, targets)
+        known = scores(m, logits, features, centroids, fused_weight=fused_weight)
+        strangers = pseudo_stranger_scores(m, logits, features, centroids, targets, fused_weight)
         if rule == "fpir":
             thresholds[m] = threshold_at_fpir(strangers, fpir)
         else:
@@ -238,5 +243,5 @@ def calibrate(
             )  # fmt: skip
     return Calibration(
         centroids, scale, thresholds, method, acceptance, stats, enrolled,
-        fpir if rule == "fpir" else None, rule, rates,
+        fpir if rule == "fpir" else None, rule, rates, fused_weight,
     )  # fmt: skip

@@ -18,7 +18,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from facecls.openset import CENTROID_METHODS, cosine, fused_score, logsumexp, margin_score, softmax
+from facecls.openset import (
+    CENTROID_METHODS,
+    FUSED_WEIGHT,
+    cosine,
+    fused_score,
+    logsumexp,
+    margin_score,
+    softmax,
+)
 
 DEFAULT_FPIR = 0.01
 MAX_FPIR = 0.5
@@ -51,6 +59,7 @@ def pseudo_stranger_scores(
     features: np.ndarray | None,
     centroids: np.ndarray | None,
     targets: np.ndarray,
+    fused_weight: float = FUSED_WEIGHT,
 ) -> np.ndarray:
     """Each image's ``method`` score ``(N,)`` with its own identity (``targets``) left out.
 
@@ -80,7 +89,7 @@ def pseudo_stranger_scores(
     cos[rows, chosen] = -np.inf
     second = cos.max(axis=1) if cos.shape[1] > 2 else np.zeros(len(rows))
     margin = margin_score(best, np.where(np.isfinite(second), second, 0.0))
-    return margin if probs is None else fused_score(margin, probs[rows, chosen])
+    return margin if probs is None else fused_score(margin, probs[rows, chosen], fused_weight)
 
 
 def threshold_at_fpir(stranger_scores: np.ndarray, fpir: float) -> float:

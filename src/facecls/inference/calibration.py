@@ -45,7 +45,13 @@ from facecls.inference.calibration_views import face_sizes, scored_views
 from facecls.inference.verify_threshold import DEFAULT_FAR, calibrate_verification
 from facecls.models.cpu_pass import FrozenPass
 from facecls.numbers import finite
-from facecls.openset import DEFAULT_ACCEPTANCE, DEFAULT_METHOD, default_method
+from facecls.openset import (
+    DEFAULT_ACCEPTANCE,
+    DEFAULT_METHOD,
+    FUSED_WEIGHT,
+    default_method,
+    fused_weight_for,
+)
 from facecls.openset_calibration import Calibration, ScoredViews, calibrate
 from facecls.openset_fpir import DEFAULT_FPIR, check_fpir
 from facecls.progress import bar as progress_bar
@@ -117,6 +123,7 @@ def calibrate_with_verify(
     fpir: float | None = DEFAULT_FPIR,
     views: ScoredViews | None = None,
     val_face_px: np.ndarray | None = None,
+    fused_weight: float = FUSED_WEIGHT,
 ) -> tuple[Calibration, dict[str, Any]]:
     """Class centroids from ``train_idx``, open-set thresholds and the NCM scale from
     ``val_idx`` and its calibration ``views``, and the ``verify`` threshold at false-accept
@@ -126,7 +133,7 @@ def calibrate_with_verify(
     val_logits, val_features = model_outputs(model, images, val_idx, mean, std, device, **seen)
     calibration = calibrate(
         train_features, targets[train_idx], val_logits, val_features, targets[val_idx],
-        num_classes, method, acceptance, fpir, views, val_face_px,
+        num_classes, method, acceptance, fpir, views, val_face_px, fused_weight,
     )  # fmt: skip
     vectors, labels = _with_views(val_features, targets[val_idx], views)
     return calibration, calibrate_verification(
@@ -177,6 +184,7 @@ def calibrate_trained(
     dataset: FaceDataset | None = None,
     architecture: str = "",
     fpir: float | None = DEFAULT_FPIR,
+    fused_weight: float = FUSED_WEIGHT,
 ) -> None:
     """Calibrate a just-trained model (``training.fold.TrainedModel``) from what evaluation
     already computed, and store it in its bundle ``folder``; called at the end of ``train``/``cv``.
@@ -210,7 +218,7 @@ def calibrate_trained(
     calibration = calibrate(
         train_part[0] if complete else None, train_part[1] if complete else None, val.logits,
         features, val.targets, val.logits.shape[1], method, DEFAULT_ACCEPTANCE, fpir, views,
-        face_px,
+        face_px, fused_weight,
     )  # fmt: skip
     verification = None
     if features is not None:
@@ -290,6 +298,7 @@ def calibrate_run(
         method or default_method(bundle.architecture), acceptance, show_progress=show_progress,
         architecture=bundle.architecture, fpir=fpir, views=views,
         val_face_px=face_sizes(dataset, val_idx),
+        fused_weight=fused_weight_for(config.train.freeze),
     )  # fmt: skip
     write_calibration(into or bundle_folder(run_dir), calibration, verification)
     log(describe(calibration.meta()))

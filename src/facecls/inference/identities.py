@@ -15,7 +15,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facecls.openset import cosine, l2_normalize, margin_score, runner_up, scores, softmax
+from facecls.openset import (
+    FUSED_WEIGHT,
+    cosine,
+    l2_normalize,
+    margin_score,
+    runner_up,
+    scores,
+    softmax,
+)
 from facecls.vector_index import IndexSettings, VectorIndex
 
 INDEXED_FROM = IndexSettings().exact_up_to  # identities from which the index is searched
@@ -40,12 +48,13 @@ def _top(probs: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def classifier_head(
     logits: np.ndarray, features: np.ndarray, centroids: np.ndarray | None, method: str,
-    top_k: int,
+    top_k: int, fused_weight: float = FUSED_WEIGHT,
 ) -> Nearest:  # fmt: skip
     """A trained model's answer: softmax over its classes, the open-set score of ``method``."""
     probs = softmax(logits)
     chosen = probs.argmax(axis=1)
-    return Nearest(chosen, scores(method, logits, features, centroids, chosen), *_top(probs, top_k))
+    score = scores(method, logits, features, centroids, chosen, fused_weight)
+    return Nearest(chosen, score, *_top(probs, top_k))
 
 
 def centroid_index(centroids: np.ndarray, settings: IndexSettings | None = None) -> VectorIndex:

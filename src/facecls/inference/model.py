@@ -44,7 +44,7 @@ from facecls.inference.identities import (
 )
 from facecls.inference.model_inputs import PhotoInputs, in_memory_photos
 from facecls.numbers import finite
-from facecls.openset import CENTROID_METHODS, METHODS, l2_normalize
+from facecls.openset import CENTROID_METHODS, METHODS, fused_weight_of, l2_normalize
 from facecls.openset_thresholds import (
     ENROLLED_METHODS,
     enrolled_method,
@@ -120,6 +120,7 @@ class FaceModel(PhotoInputs):
         by_hand = threshold is not None or openset.get("set_by_hand", False)
         self._enrolled_thresholds = {} if by_hand else enrolled_table(openset, self.method)
         self._enrolled_images = list((meta.get("enrolled") or {}).get("images", []))
+        self.fused_weight: float = fused_weight_of(openset)
         if threshold is None and openset:
             stored = openset.get("thresholds", {})
             same = openset.get("method") == self.method and "threshold" in openset
@@ -215,7 +216,9 @@ class FaceModel(PhotoInputs):
                                  self.method == "margin", top_k,
                                  self._centroid_index if many else None)  # fmt: skip
         else:
-            head = classifier_head(logits, features, self._trained_centroids, self.method, top_k)
+            head = classifier_head(
+                logits, features, self._trained_centroids, self.method, top_k, self.fused_weight
+            )
         names, results = self.class_names, []
         for i, chosen in enumerate(head.chosen):
             limit = self.threshold_of(int(chosen))

@@ -50,6 +50,7 @@ def open_set_figures(
     stranger_features: np.ndarray,
     centroids: np.ndarray | None,
     thresholds: dict[str, float],
+    fused_weight: float = openset.FUSED_WEIGHT,
 ) -> dict[str, dict[str, Any]]:
     """Per open-set method: rates at its threshold in ``thresholds`` (if any) and at FPIR 1 %,
     AUROC and the DIR/FPIR curve.
@@ -62,8 +63,12 @@ def open_set_figures(
     for method in openset.METHODS:
         if method in openset.CENTROID_METHODS and centroids is None:
             continue
-        known = openset.scores(method, known_logits, known_features, centroids, predicted)
-        unknown = openset.scores(method, stranger_logits, stranger_features, centroids)
+        known = openset.scores(
+            method, known_logits, known_features, centroids, predicted, fused_weight
+        )
+        unknown = openset.scores(
+            method, stranger_logits, stranger_features, centroids, fused_weight=fused_weight
+        )
         row: dict[str, Any] = {}
         if method in thresholds:
             at = openset_rates.rates_at(thresholds[method], known, correct, unknown)
@@ -183,7 +188,7 @@ def evaluate_strangers(
     k_logits, k_features = model.outputs(known_images)
     methods = open_set_figures(
         k_logits, k_features, known_targets, s_logits, s_features,
-        model.trained_centroids, thresholds,
+        model.trained_centroids, thresholds, model.fused_weight,
     )  # fmt: skip
     result = {
         "knowns": {

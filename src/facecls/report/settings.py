@@ -110,7 +110,7 @@ def _on_cached_embeddings(train: dict[str, Any]) -> bool:
     """Whether the frozen phase trained the head on embeddings computed once (``probe.py``), where
     the warps are not applied: a frozen backbone, not compiled (one process assumed), not under
     ``--recipe report``."""
-    frozen = train.get("freeze") in ("backbone", "backbone-then-unfreeze")
+    frozen = train.get("freeze") in ("backbone", "backbone-then-unfreeze", "top")
     # --recipe report runs the frozen backbone on the warped images in every step (fold.py)
     return frozen and not train.get("compile") and train.get("recipe") != "report"
 
@@ -126,7 +126,7 @@ def _augmentation(augment: dict[str, Any], train: dict[str, Any]) -> str:
         return every
     frozen = "mirror images only" if flip else "no augmentation"
     skipped = f"{', '.join(warps)} not applied to a frozen backbone's embeddings"
-    if train.get("freeze") == "backbone":
+    if train.get("freeze") in ("backbone", "top"):
         return f"{frozen} ({skipped})"
     start = train.get("unfreeze_epoch") or int(train.get("epochs") or 0) // 3 + 1
     return f"{frozen} before epoch {start} ({skipped}), {every} from it on"
@@ -182,6 +182,13 @@ def training_scope(run: RunData) -> str:
         return (
             f"Backbone frozen, {source}: only the final layer trained (a linear probe, as the "
             f"seed report's transfer model trained only its fully connected layer).{skipped}"
+        )
+    if t.freeze == "top":
+        return (
+            f"Backbone frozen, {source}: a linear probe, then the last stage (FaceNet's "
+            "Inception-ResNet-C blocks and embedding layer) tuned with the head on the lower "
+            "stages' outputs computed once, each embedding kept near the pretrained one."
+            f"{skipped}"
         )
     if t.freeze == "backbone-then-unfreeze":
         start = t.unfreeze_epoch or (t.epochs or 0) // 3 + 1

@@ -20,6 +20,9 @@ from torch import nn
 
 from facecls.config import TrainConfig
 from facecls.models.embedding import split_parameters
+from facecls.training.top_tune import EPOCHS as TOP_EPOCHS
+from facecls.training.top_tune import HEAD_LR as TOP_HEAD_LR
+from facecls.training.top_tune import LR as TOP_LR
 
 
 def backbone_frozen(model: nn.Module) -> bool:
@@ -57,7 +60,7 @@ def unfreeze_start(train: TrainConfig) -> int:
 
 def frozen_at(train: TrainConfig, epoch: int) -> bool:
     """Whether the backbone is frozen during 1-based ``epoch``."""
-    if train.freeze == "backbone":
+    if train.freeze in ("backbone", "top"):  # top: the probe first (training/top_tune.py)
         return True
     return train.freeze == "backbone-then-unfreeze" and epoch < unfreeze_start(train)
 
@@ -80,6 +83,11 @@ def describe(train: TrainConfig, pretrained: bool) -> str:
     scale = train.backbone_lr_scale if pretrained else 1.0
     if train.freeze == "backbone":
         return f"linear probe: backbone frozen, head lr {train.lr:g}"
+    if train.freeze == "top":
+        return (
+            f"linear probe (backbone frozen, head lr {train.lr:g}), then the last stage "
+            f"tuned for {TOP_EPOCHS} epochs (lr {TOP_LR:g}, head lr {TOP_HEAD_LR:g})"
+        )
     lrs = f"backbone lr {train.lr * scale:g}, head lr {train.lr:g}"
     if train.freeze == "backbone-then-unfreeze":
         return f"backbone frozen until epoch {unfreeze_start(train)}, then {lrs}"

@@ -18,6 +18,7 @@ from facecls.data.checks import data_report
 from facecls.data.dataset import FaceDataset
 from facecls.environment import environment
 from facecls.inference.calibration import calibrate_trained
+from facecls.openset import fused_weight_for
 from facecls.report.write import (
     architecture,
     write_model_card,
@@ -45,7 +46,7 @@ def probe_train_part(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """A linear probe's training-part embeddings (from its cache, mirror-averaged as ``predict``
     computes them) and targets, for a complete calibration at no extra pass; else ``None``."""
-    probe, rows = final.head_only, final.train_idx
+    probe, rows = final.head_only or final.top_only, final.train_idx
     if probe is None or rows is None or len(rows) == 0:
         return None
     _, features = probe.outputs(rows, Runtime(probe.features.device))
@@ -97,7 +98,8 @@ def finish_run(
         # calibration views of the validation part (one pass); every score and the centroids
         # when a linear probe holds the training part's embeddings
         calibrate_trained(run_dir / "model", final, log, probe_train_part(final, dataset),
-                          dataset, config.train.model)  # fmt: skip
+                          dataset, config.train.model,
+                          fused_weight=fused_weight_for(config.train.freeze))  # fmt: skip
         # Up to here; the report adds its own time below (report_seconds).
         result_metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
         history = [row for trained in folds for row in trained.history]

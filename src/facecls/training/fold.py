@@ -41,6 +41,7 @@ from facecls.training.fold_setup import ModelSource, setup_fold
 from facecls.training.interrupt import StopRequest, signal_hook_for_tests
 from facecls.training.optimization import build_scheduler
 from facecls.training.probe import HeadOnly, head_only
+from facecls.training.top_tune import TopOnly, tune_top
 
 Log = Callable[[str], None]
 # Called after each epoch with its history row, the (C, C) validation confusion matrix and the
@@ -64,6 +65,9 @@ class TrainedModel:
     # A linear probe's cached embeddings of every image (``probe.py``): evaluation and
     # calibration read them instead of running the frozen backbone again.
     head_only: HeadOnly | None = None
+    # ``--freeze top``: the lower stages' cached outputs of the training and validation rows,
+    # for calibration (the test part runs the whole tuned network).
+    top_only: TopOnly | None = None
 
 
 class NonFiniteError(ValueError):
@@ -306,18 +310,48 @@ def train_model(
             stop.check(fold, epoch, None)
     assert state.best_state is not None
     module.load_state_dict(state.best_state)
+    top = None
+    if t.freeze == "top":
+        if probe is None:  # DDP or --recipe report's warps: no cached embeddings to start from
+            raise ValueError(
+                "--freeze top needs one process and the cached embeddings of a "
+                "probe (not --recipe report with rotation, zoom or shift)"
+            )
+        top = tune_top(
+            module, images, targets, train_idx, val_idx, mean, std, runtime, loss_fn,
+            int(probe.features.shape[1]), bool(probe.augment.enabled and probe.augment.hflip),
+            bool(t.flip_tta), _global_seed(t.seed, fold, 0), log,
+        )  # fmt: skip
     if not (probe is not None and t.freeze == "backbone"):
         probe = None  # the backbone trained: its embeddings are no longer the cached ones
     val_targets = targets[torch.as_tensor(val_idx, device=targets.device)].cpu().numpy()
-    val = _kept_pass(
-        state, module, val_batches, val_targets,
-        None if probe is None else (probe, probe_batches[1]),
-        mean, std, val_loss_fn, bool(t.flip_tta), runtime,
-    )  # fmt: skip
+    if top is not None:  # the tuned network's validation outputs, from the cached inputs
+        logits, features = top.outputs(val_idx, runtime)
+        on = targets.device  # the loss (its class weights) lives where training ran
+        loss = float(
+            val_loss_fn(torch.from_numpy(logits).to(on), torch.from_numpy(val_targets).to(on))
+        )
+        val = EvalResult(logits, val_targets, loss, features)
+    else:
+        val = _kept_pass(
+            state, module, val_batches, val_targets,
+            None if probe is None else (probe, probe_batches[1]),
+            mean, std, val_loss_fn, bool(t.flip_tta), runtime,
+        )  # fmt: skip
     # Keep a detached copy: with --compile the same module object is reused by the next fold.
     kept = copy.deepcopy(module) if t.compile else module
     return TrainedModel(
-        kept, mean, std, state.history, state.best_epoch, val, counts, train_idx, val_idx, probe
+        kept,
+        mean,
+        std,
+        state.history,
+        state.best_epoch,
+        val,
+        counts,
+        train_idx,
+        val_idx,
+        probe,
+        top,
     )
 
 
