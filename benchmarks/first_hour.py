@@ -180,7 +180,7 @@ def main() -> None:
     timed("facecls weights get facenet", [*facecls, "weights", "get", "facenet"], env, times)
     timed("facecls train (my_people/, facenet, --faces detect)",
           [*facecls, "train", "--data", str(work / "my_people"), "--model", "facenet",
-           "--faces", "detect", "--image-size", "160", "--freeze", "backbone",
+           "--faces", "detect", "--image-size", "160", "--freeze", "top",
            "--epochs", str(args.epochs), "--runs-dir", str(work / "runs"), "--name", "my-people"],
           env, times)  # fmt: skip
     groups = sorted(str(p) for p in (work / "group").glob("*.jpg"))

@@ -118,7 +118,7 @@ def main() -> None:
     # The same figures as `facecls evaluate RUN --strangers` (one function computes both).
     figures = open_set_figures(
         k_logits, k_features, known_targets, u_logits, u_features, model.trained_centroids,
-        model.meta["openset"]["thresholds"],
+        model.meta["openset"]["thresholds"], model.fused_weight,
     )  # fmt: skip
     curves, marks = {}, {}
     for method, row in figures.items():
