@@ -82,32 +82,40 @@ def lower_outputs(
 
 @dataclass
 class TopOnly:
-    """The tuned model with the lower stages' outputs of the training and validation rows.
+    """The tuned model's outputs of the training and validation rows, computed once from the
+    cached lower outputs (which are then freed): what calibration reads.
 
     Attributes:
-        features: ``(R, V, C, H, W)`` lower outputs; ``row_of[i]`` is dataset row ``i``'s row.
+        logits: ``(R, C)``; features: ``(R, D)`` classifier inputs (CPU), mirror-averaged under
+            flip TTA as ``predict`` computes them; ``row_of[i]`` is dataset row ``i``'s row.
     """
 
-    model: nn.Module
+    logits: np.ndarray
     features: torch.Tensor
     row_of: dict[int, int]
-    flip_tta: bool
 
-    @torch.no_grad()
     def outputs(self, indices: np.ndarray, runtime: Runtime) -> tuple[np.ndarray, np.ndarray]:
-        """Logits and classifier inputs of dataset rows ``indices``, mirror-averaged under flip
-        TTA as ``predict`` computes them."""
-        rows = torch.tensor([self.row_of[int(i)] for i in indices], dtype=torch.int64)
-        device = next(self.model.parameters()).device
-        logits, features = [], []
-        for start in range(0, len(rows), 256):
-            x = self.features[rows[start : start + 256]].to(device)
-            seen = [x[:, 0], x[:, 1]] if self.flip_tta and x.shape[1] > 1 else [x[:, 0]]
-            with runtime.autocast():
-                embedded = [embed_from_lower(self.model, v.float()).float() for v in seen]
-                logits.append(sum(self.model.classifier(e).float() for e in embedded) / len(seen))
-            features.append(sum(embedded) / len(seen))
-        return torch.cat(logits).cpu().numpy(), torch.cat(features).cpu().numpy()
+        """Logits and classifier inputs of dataset rows ``indices`` (``runtime``: unused, the
+        signature of ``probe.HeadOnly.outputs``)."""
+        rows = np.array([self.row_of[int(i)] for i in indices], dtype=np.int64)
+        return self.logits[rows], self.features.numpy()[rows]
+
+
+@torch.no_grad()
+def tuned_outputs(
+    model: nn.Module, lower: torch.Tensor, flip_tta: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and classifier inputs of every row of ``lower`` in fp32, mirror-averaged under
+    flip TTA."""
+    device = next(model.parameters()).device
+    logits, features = [], []
+    for start in range(0, len(lower), 256):
+        x = lower[start : start + 256].to(device)
+        seen = [x[:, 0], x[:, 1]] if flip_tta and x.shape[1] > 1 else [x[:, 0]]
+        embedded = [embed_from_lower(model, v.float()).float() for v in seen]
+        logits.append(sum(model.classifier(e).float() for e in embedded) / len(seen))
+        features.append(sum(embedded) / len(seen))
+    return torch.cat(logits).cpu().numpy(), torch.cat(features).cpu().numpy()
 
 
 def tune_top(
@@ -128,7 +136,9 @@ def tune_top(
     mirrors = " and their mirror images" if views == 2 else ""
     log(f"Top stage: the frozen lower stages run once on {len(rows)} images{mirrors}, then the "
         f"last stage and the head train for {EPOCHS} epochs")  # fmt: skip
-    lower = lower_outputs(model, images, rows, mean, std, runtime, views)
+    # fp32 on the CPU, as predict runs the network (and faster there than bf16 for FaceNet)
+    exact = Runtime(device, None) if device.type == "cpu" else runtime
+    lower = lower_outputs(model, images, rows, mean, std, exact, views)
     n_train = len(train_idx)
     y = targets.cpu()[torch.from_numpy(np.asarray(train_idx, dtype=np.int64))].to(device)
     frozen = torch.empty(n_train, lower.shape[1], int(model.last_bn.num_features), device=device)
@@ -171,4 +181,5 @@ def tune_top(
     for p in tuned:
         p.requires_grad_(False)
     model.eval()
-    return TopOnly(model, lower, {int(r): i for i, r in enumerate(rows)}, flip_tta)
+    logits, features = tuned_outputs(model, lower, flip_tta)
+    return TopOnly(logits, torch.from_numpy(features), {int(r): i for i, r in enumerate(rows)})
