@@ -65,8 +65,8 @@ class TrainedModel:
     # A linear probe's cached embeddings of every image (``probe.py``): evaluation and
     # calibration read them instead of running the frozen backbone again.
     head_only: HeadOnly | None = None
-    # ``--freeze top``: the lower stages' cached outputs of the training and validation rows,
-    # for calibration (the test part runs the whole tuned network).
+    # ``--freeze top``: the tuned network's outputs of the training and validation rows, for
+    # calibration (the test part runs the whole tuned network).
     top_only: TopOnly | None = None
 
 
@@ -236,6 +236,11 @@ def train_model(
         _set_frozen(module, True)
         probe = head_only(dataset, module, images, mean, std, runtime, config, log, models.embedded)
         probe_batches = batches_of(probe.features)
+    if t.freeze == "top" and probe is None:  # before any training, not after it
+        raise ValueError(
+            "--freeze top tunes the last stage after a probe on cached embeddings: it needs one "
+            "process and no --recipe report with rotation, zoom or shift"
+        )
     for epoch in range(state.epoch + 1, t.epochs + 1):
         torch.manual_seed(_global_seed(t.seed, fold, epoch))
         loss_fn.set_epoch(epoch)
@@ -312,11 +317,7 @@ def train_model(
     module.load_state_dict(state.best_state)
     top = None
     if t.freeze == "top":
-        if probe is None:  # DDP or --recipe report's warps: no cached embeddings to start from
-            raise ValueError(
-                "--freeze top needs one process and the cached embeddings of a "
-                "probe (not --recipe report with rotation, zoom or shift)"
-            )
+        assert probe is not None  # refused before training otherwise
         top = tune_top(
             module, images, targets, train_idx, val_idx, mean, std, runtime, loss_fn,
             int(probe.features.shape[1]), bool(probe.augment.enabled and probe.augment.hflip),
@@ -341,18 +342,9 @@ def train_model(
     # Keep a detached copy: with --compile the same module object is reused by the next fold.
     kept = copy.deepcopy(module) if t.compile else module
     return TrainedModel(
-        kept,
-        mean,
-        std,
-        state.history,
-        state.best_epoch,
-        val,
-        counts,
-        train_idx,
-        val_idx,
-        probe,
+        kept, mean, std, state.history, state.best_epoch, val, counts, train_idx, val_idx, probe,
         top,
-    )
+    )  # fmt: skip
 
 
 def share_folds(

@@ -102,20 +102,28 @@ class TopOnly:
 
 
 @torch.no_grad()
+def embed_views(model: nn.Module, lower: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    """``(N, V, D)`` classifier inputs of every row and view of ``lower``, on the model's device."""
+    device = next(model.parameters()).device
+    parts = []
+    for start in range(0, len(lower), 256):
+        x = lower[start : start + 256].to(device).float()
+        with runtime.autocast():
+            seen = [embed_from_lower(model, x[:, v]).float() for v in range(x.shape[1])]
+        parts.append(torch.stack(seen, 1))
+    return torch.cat(parts)
+
+
+@torch.no_grad()
 def tuned_outputs(
     model: nn.Module, lower: torch.Tensor, flip_tta: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Logits and classifier inputs of every row of ``lower`` in fp32, mirror-averaged under
-    flip TTA."""
-    device = next(model.parameters()).device
-    logits, features = [], []
-    for start in range(0, len(lower), 256):
-        x = lower[start : start + 256].to(device)
-        seen = [x[:, 0], x[:, 1]] if flip_tta and x.shape[1] > 1 else [x[:, 0]]
-        embedded = [embed_from_lower(model, v.float()).float() for v in seen]
-        logits.append(sum(model.classifier(e).float() for e in embedded) / len(seen))
-        features.append(sum(embedded) / len(seen))
-    return torch.cat(logits).cpu().numpy(), torch.cat(features).cpu().numpy()
+    flip TTA (as ``predict`` averages them)."""
+    embedded = embed_views(model, lower, Runtime(next(model.parameters()).device))
+    seen = embedded if flip_tta else embedded[:, :1]
+    logits = torch.stack([model.classifier(seen[:, v]) for v in range(seen.shape[1])], 1)
+    return logits.mean(1).cpu().numpy(), seen.mean(1).cpu().numpy()
 
 
 def tune_top(
@@ -141,13 +149,8 @@ def tune_top(
     lower = lower_outputs(model, images, rows, mean, std, exact, views)
     n_train = len(train_idx)
     y = targets.cpu()[torch.from_numpy(np.asarray(train_idx, dtype=np.int64))].to(device)
-    frozen = torch.empty(n_train, lower.shape[1], int(model.last_bn.num_features), device=device)
-    with torch.no_grad(), runtime.autocast():  # the frozen embeddings the tuned ones stay near
-        for start in range(0, n_train, 256):
-            end = min(start + 256, n_train)
-            for v in range(lower.shape[1]):
-                x = lower[start:end, v].to(device).float()
-                frozen[start:end, v] = F.normalize(embed_from_lower(model, x).float(), dim=1)
+    # the frozen embeddings the tuned ones stay near
+    frozen = F.normalize(embed_views(model, lower[:n_train], runtime), dim=2)
     tuned = top_parameters(model)
     head = list(model.classifier.parameters())
     for p in tuned + head:
