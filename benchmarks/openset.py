@@ -13,7 +13,10 @@ detection-and-identification rate (DIR = 1 - FNIR) at FPIR 1 %, and writes the D
 Enrollment: the people with 5-7 images (outside LFW-8) are enrolled from their first 3 images;
 their remaining images are then identified among all trained + enrolled people, next to the
 trained people's test images under the same nearest-class-mean head, decided by the bundle's
-score (``margin``) and by the plain centroid cosine, each at its calibrated thresholds.
+score (``margin``) and by the plain centroid cosine, each at its calibrated thresholds. A
+control scores the trained people as the enrolled ones are scored: their centroid from their first
+k training photos only (3, 5, 10), at the enrolled threshold for k photos: what the number of
+photos alone costs.
 
     PYTHONPATH=src python benchmarks/openset.py [--run RUN_FOLDER] [--epochs 40] [--out DIR]
 """
@@ -44,6 +47,69 @@ from facecls.inference.strangers import open_set_figures
 from facecls.report.plots import plot_open_set
 from facecls.report.write import save_figure
 from facecls.training.run import fit
+
+
+def named_at(
+    method: str, centroids: np.ndarray, thresholds: np.ndarray, features: np.ndarray,
+    truth: np.ndarray | None,
+) -> np.ndarray:  # fmt: skip
+    """Per face: named (its identity's threshold passed; the right person where ``truth``)."""
+    chosen = openset.cosine(features, centroids).argmax(1)
+    score = openset.scores(method, np.zeros((len(features), 1)), features, centroids, chosen)
+    accepted = score >= thresholds[chosen]
+    return accepted if truth is None else accepted & (chosen == truth)
+
+
+def photos_alone(
+    enrolled, refs: list, split_file: str, cache: Path, known: tuple, probes: tuple,
+    strangers: np.ndarray, shots: tuple[int, ...] = (3, 5, 10),
+) -> None:  # fmt: skip
+    """Print what the number of photos alone costs: the trained people decided as enrolled
+    people are, by the centroid of their first ``k`` training photos (enrollment takes the
+    first) at the enrolled bundle's threshold for ``k`` photos; the enrolled people as before."""
+    import csv
+
+    names = enrolled.trained_names
+    with open(split_file, newline="") as f:
+        train_keys = {
+            "/".join(r["path"].split("/")[-2:]) for r in csv.DictReader(f) if r["lfw8"] == "train"
+        }
+    chosen = []
+    for name in names:
+        own = sorted((r for r in refs if r.identity == name and r.relpath in train_keys),
+                     key=lambda r: r.relpath)  # fmt: skip
+        chosen.extend((rank, r) for rank, r in enumerate(own[: max(shots)]))
+    images, kept, _, _ = decode_cached(
+        [r for _, r in chosen], enrolled.image_size, cache, lambda _m: None,
+        crop=enrolled.crop, faces=enrolled.faces,
+    )  # fmt: skip
+    _, shot_features = enrolled.outputs(images)
+    targets = np.array([names.index(chosen[i][1].identity) for i in kept])
+    ranks = np.array([chosen[i][0] for i in kept])
+    method = openset_thresholds.enrolled_method(enrolled.meta["openset"])
+    table = openset_thresholds.enrolled_table(enrolled.meta["openset"], method)
+    if not table:
+        print("  (no enrolled thresholds in this bundle: the photos-alone control skipped)")
+        return
+    enrolled_at = openset_thresholds.shot_threshold(table, 3)
+    print(f"  control, the number of photos alone: each trained person decided as if enrolled from "
+          f"the first k of their training photos, {method} at the threshold for k photos "
+          f"(enrolled people: 3 photos, {enrolled_at:.4f})")  # fmt: skip
+    print("     k  threshold  trained named  enrolled named  strangers named  (people with "
+          "fewer than k training photos)")  # fmt: skip
+    for k in shots:
+        centroids = enrolled.centroids.copy()
+        take = ranks < k
+        centroids[: len(names)] = openset.class_centroids(
+            shot_features[take], targets[take], len(names)
+        )
+        at_k = openset_thresholds.shot_threshold(table, k)
+        per_id = np.where(np.arange(len(centroids)) < len(names), at_k, enrolled_at)
+        fewer = int(np.sum(np.bincount(targets, minlength=len(names)) < k))
+        rates = [named_at(method, centroids, per_id, *faces).mean()
+                 for faces in (known, probes, (strangers, None))]  # fmt: skip
+        print(f"    {k:>2}  {at_k:>9.4f}  {rates[0]:>13.3f}  {rates[1]:>14.3f}  {rates[2]:>15.4f}  "
+              f"({fewer})")  # fmt: skip
 
 
 def main() -> None:
@@ -192,11 +258,14 @@ def main() -> None:
         print(f"    strangers named as someone (FPIR) {fpir:.4f} of {len(answers)} images of people "
               "neither trained nor enrolled")  # fmt: skip
     print(f"  (trained people with the trained linear head: accuracy {correct.mean():.3f})")
+    photos_alone(enrolled, scan.refs, args.split_file, cache, (k_features, known_targets),
+                 (p_features, probe_targets), u_features[other])  # fmt: skip
     if args.dump:
         # raw embeddings and the enrolled bundle's centroids, to study decision rules offline
         np.savez_compressed(
             args.dump, known=k_features, known_targets=known_targets, probes=p_features,
             probe_targets=probe_targets, strangers=u_features[other],
+            known_logits=k_logits, stranger_logits=u_logits[other],  # for the fused score
             centroids=enrolled.centroids, trained=len(names),
             enrolled_images=np.array(enrolled.meta["enrolled"]["images"]),
             threshold=load_model(enrolled_dir, device="cpu", method="centroid").threshold,

@@ -180,6 +180,45 @@ def test_margin_thresholds_for_enrolled_people_and_older_bundles() -> None:
     assert openset_thresholds.enrolled_table(nested, "margin") == {"3": 0.3}
 
 
+def test_settled_thresholds_never_fall_with_more_photos_nor_pass_the_trained_one() -> None:
+    raw = {"1": 0.22, "2": 0.33, "3": 0.39, "5": 0.46, "10": 0.38}
+    assert openset_thresholds.settled(raw, 0.40) == {
+        "1": 0.22, "2": 0.33, "3": 0.39, "5": 0.40, "10": 0.40,
+    }  # fmt: skip
+    assert openset_thresholds.settled(raw) == {
+        "1": 0.22, "2": 0.33, "3": 0.39, "5": 0.46, "10": 0.46,
+    }  # fmt: skip
+    assert openset_thresholds.settled({}, 0.4) == {}
+
+
+def test_calibration_keeps_few_tight_people_from_raising_the_five_photo_threshold() -> None:
+    """Most validation people have 2 photos, three have 8 alike ones: the raw 5-photo threshold
+    is theirs alone and passes the trained one; the stored table stays below it, in order."""
+    rng = np.random.default_rng(8)
+    classes, dim = 40, 32
+    centres = openset.l2_normalize(rng.normal(size=(classes, dim))) * 4
+    per_val = np.full(classes, 2)
+    per_val[:3] = 8
+    val_t = np.repeat(np.arange(classes), per_val)
+    noise = np.where(val_t[:, None] < 3, 0.1, 0.6)  # the three: alike photos
+    val_f = centres[val_t] + rng.normal(size=(len(val_t), dim)) * noise
+    train_t = np.repeat(np.arange(classes), 15)
+    train_f = centres[train_t] + rng.normal(size=(len(train_t), dim)) * 0.6
+    logits = val_f @ centres.T
+    cal = openset_calibration.calibrate(
+        train_f, train_t, logits, val_f, val_t, classes, method="margin", fpir=None
+    )
+    correct = logits.argmax(1) == val_t
+    raw = openset_thresholds.few_shot_thresholds(  # as calibrate simulates them (acceptance rule)
+        val_f, val_t, correct, cal.acceptance, method="margin", centroids=cal.centroids
+    )
+    assert raw["5"] > cal.thresholds["margin"]  # the case this guards against
+    table = cal.enrolled_thresholds["margin"]
+    values = [table[k] for k in sorted(table, key=int)]
+    assert values == sorted(values) and max(values) <= cal.thresholds["margin"]
+    assert table["1"] == pytest.approx(raw["1"])  # many people: kept as simulated
+
+
 def test_fused_pseudo_strangers_leave_their_own_identity_out() -> None:
     """A pseudo-stranger's fused score is the score of a face whose identity is gone from both
     the head and the centroids: the brute force on the reduced logits and centroids."""

@@ -37,6 +37,7 @@ from facecls.openset_fpir import (
 from facecls.openset_thresholds import (
     ENROLLED_METHODS,
     few_shot_thresholds,
+    settled,
     threshold_at_acceptance,
 )
 
@@ -237,10 +238,11 @@ def calibrate(
             share = rates[m]["accepted_of_correct"] if rule == "fpir" else acceptance
             share = min(max(share, 0.5), 1.0)
             clean = ~is_view  # a view of an enrolled photo would flatter its centroid
-            enrolled[m] = few_shot_thresholds(
+            table = few_shot_thresholds(
                 features[clean], targets[clean], subset[clean], share, method=m,
                 centroids=centroids,
             )  # fmt: skip
+            enrolled[m] = settled(table, thresholds[m])
     return Calibration(
         centroids, scale, thresholds, method, acceptance, stats, enrolled,
         fpir if rule == "fpir" else None, rule, rates, fused_weight,
