@@ -176,6 +176,16 @@ def test_enrollment_names_new_people_without_retraining(
         assert float(own @ expected) == pytest.approx(1.0, abs=1e-3)
         mean_cos = (vectors @ centroids.T).mean(0)
         assert mean_cos[TRAINED + k] >= mean_cos.max() - 1e-3
+    # Five photos a person say nothing more; two say that the person will be named less often.
+    lines: list[str] = []
+    facecls.enroll(run, people["enroll"], tmp_path / "five", log=lines.append)
+    assert not any("fewer than" in line for line in lines)
+    few = tmp_path / "few" / new_names[0]
+    few.mkdir(parents=True)
+    for photo in sorted((people["enroll"] / new_names[0]).iterdir())[:2]:
+        shutil.copy(photo, few / photo.name)
+    facecls.enroll(run, few.parent, tmp_path / "two", log=lines.append)
+    assert f"1 enrolled from fewer than 5 photos: {new_names[0]} (2)" in lines[-1]
     # Enrolling a trained identity's name is refused.
     clash = tmp_path / "clash" / "person_00"
     shutil.copytree(people["train"] / "person_00", clash)
