@@ -278,6 +278,7 @@ def test_enrollment_persists_and_names_the_person(client: TestClient, people, ti
     assert answer.status_code == 200, answer.text
     # v000001: the run calibrated into the store at start-up; Ada's is the next
     assert answer.json()["photos"] == 4 and answer.json()["version"] == "v000002"
+    assert "enrolled from 4 photos" in answer.json()["advice"]  # fewer than 5: says so
     assert client.get("/identities").json()["enrolled"] == ["Ada"]
     # Ada (4 photos) is judged against the threshold calibrated for few-photo centroids
     model = client.app.state.service.store.model
@@ -304,6 +305,8 @@ def test_enrollment_persists_and_names_the_person(client: TestClient, people, ti
     assert bad.status_code == 422
     trained = client.post("/enroll", data={"name": "person_00"}, files=enroll_files(new, 1))
     assert trained.status_code == 409 and trained.json()["error"]["code"] == "conflict"
+    again = client.post("/enroll", data={"name": "Ada"}, files=enroll_files(new, 5))
+    assert again.status_code == 200 and again.json()["advice"] is None  # 5 photos: nothing to add
 
 
 def test_two_concurrent_enrollments_both_land(client: TestClient, people) -> None:

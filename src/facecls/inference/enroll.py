@@ -210,12 +210,15 @@ def enroll(
     few = sorted((n for n in counts if counts[n] < ENOUGH_PHOTOS), key=lambda n: (counts[n], n))
     if few:
         shown = ", ".join(f"{n} ({counts[n]})" for n in few[:3]) + (", ..." if len(few) > 3 else "")
-        log(
-            f"{len(few)} enrolled from fewer than {ENOUGH_PHOTOS} photos: {shown}; they will be "
-            f"named less often than people with {ENOUGH_PHOTOS} or more (docs/serve.md): enroll "
-            "them again with more photos where you can"
-        )
+        log(f"{len(few)} enrolled from fewer than {ENOUGH_PHOTOS} photos: {shown}; " + FEW_PHOTOS)
     return target
+
+
+# What enroll and the service's /enroll say of a person enrolled from fewer photos.
+FEW_PHOTOS = (
+    f"they will be named less often than people with {ENOUGH_PHOTOS} photos or more "
+    "(docs/serve.md): enroll them again with more photos where you can"
+)
 
 
 def check_bundle_out(target: Path) -> None:

@@ -27,7 +27,7 @@ from facecls.bundle import CENTROIDS_NAME, WEIGHTS_NAME, BundleError, read_centr
 from facecls.data.face_choice import agree
 from facecls.data.sources import DataError
 from facecls.inference.calibration import calibrate_run
-from facecls.inference.enroll import write_enrolled
+from facecls.inference.enroll import ENOUGH_PHOTOS, FEW_PHOTOS, write_enrolled
 from facecls.inference.model import FaceModel, load_model
 from facecls.openset import l2_normalize
 
@@ -188,8 +188,11 @@ class ModelStore:
             self._model = model.with_bundle(self.root / version)
             self.version = version
             self._prune(number)
+        advice = (
+            f"enrolled from {len(unit)} photos; {FEW_PHOTOS}" if len(unit) < ENOUGH_PHOTOS else None
+        )
         return {"name": name, "photos": int(len(unit)), "version": version,
-                "enrolled": list(self._model.enrolled_names)}  # fmt: skip
+                "enrolled": list(self._model.enrolled_names), "advice": advice}  # fmt: skip
 
     def _prune(self, current: int) -> None:
         for number in self._versions():

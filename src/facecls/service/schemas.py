@@ -181,3 +181,5 @@ class Enrollment(_Answer):
     photos: int = Field(ge=1)
     version: str
     enrolled: list[str]
+    # set when the person was enrolled from fewer photos than name people reliably
+    advice: str | None = None
