@@ -135,10 +135,15 @@ def _add_chosen_faces(
             f"{y2 - y1}; {how}){' - doubtful, check this photo' if unsure else ''}")  # fmt: skip
 
 
-# Photos a person from which an enrolled centroid names them about as often as a trained one (on
-# LFW-8: 0.967 named from 5 photos, 0.949 from 3, 0.972 from a whole training part;
+# Photos a person enrolled from which their centroid names them about as often as a trained
+# person's (on LFW-8: 0.967 named from 5 photos, 0.949 from 3, 0.972 from a whole training part;
 # benchmarks/openset.py).
 ENOUGH_PHOTOS = 5
+# What enroll and the service's /enroll say of people enrolled from fewer photos.
+FEW_PHOTOS = (
+    f"they will be named less often than people with {ENOUGH_PHOTOS} photos or more "
+    "(docs/serve.md): enroll them again with more photos where you can"
+)
 
 
 def enroll(
@@ -212,13 +217,6 @@ def enroll(
         shown = ", ".join(f"{n} ({counts[n]})" for n in few[:3]) + (", ..." if len(few) > 3 else "")
         log(f"{len(few)} enrolled from fewer than {ENOUGH_PHOTOS} photos: {shown}; " + FEW_PHOTOS)
     return target
-
-
-# What enroll and the service's /enroll say of a person enrolled from fewer photos.
-FEW_PHOTOS = (
-    f"they will be named less often than people with {ENOUGH_PHOTOS} photos or more "
-    "(docs/serve.md): enroll them again with more photos where you can"
-)
 
 
 def check_bundle_out(target: Path) -> None:
