@@ -226,6 +226,7 @@ def test_faces_detect_resolves_to_the_pipeline_that_suits_the_model() -> None:
         return resolve(config).data.faces
 
     assert faces("facenet") == "box"
+    assert faces("sface") == "arcface"  # the ArcFace template its weights were trained on
     assert faces("tronnet") == "align"
     assert resolve(RunConfig()).data.faces == "centre"
 

@@ -29,6 +29,7 @@ MOBILENET_V1_FILE = "mobilenet_v2-b0353104.pth"
 # Small inputs keep every test on the CPU and fast; all are above the models' minimum sizes.
 TEST_SIZE = {
     "baseline": 64, "baseline-report": 64, "tronnet": 64, "tronnet-report": 64, "facenet": 75,
+    "sface": 112,
 }  # fmt: skip
 DEFAULT_TEST_SIZE = 32
 

@@ -127,7 +127,9 @@ def test_choices_are_refused_on_the_command_line_and_in_a_config(
     assert "invalid choice: 'sgd'" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="train.optimizer must be one of adam, adamw"):
         from_dict({"train": {"optimizer": "sgd"}})
-    with pytest.raises(ConfigError, match="data.faces must be one of centre, align, box, detect"):
+    with pytest.raises(
+        ConfigError, match="data.faces must be one of centre, align, box, arcface, detect"
+    ):
         from_dict({"data": {"faces": "eyes"}})
 
 

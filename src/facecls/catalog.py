@@ -17,6 +17,11 @@ MODELS: tuple[tuple[str, str], ...] = (
     ),
     ("mobilenet_v2", "torchvision MobileNetV2, ImageNet weights"),
     ("resnet18", "torchvision ResNet-18 (report §3.4), ImageNet weights"),
+    (
+        "sface",
+        "SFace (OpenCV Zoo), 128-d embedding of 112 px aligned faces; weights: facecls weights "
+        "get sface",
+    ),
     ("tronnet", "Seed report Table 2: 7 convs, 2 max-pools, BatchNorm, Xavier init"),
     ("tronnet-report", "Table 2 as the report ran it: F = 1210 at 224 px, double ReLU"),
 )

@@ -34,7 +34,7 @@ SAMPLERS = ("none", "class-balanced", "sqrt")
 FREEZE = ("none", "backbone", "backbone-then-unfreeze", "top")
 RECIPE_NAMES = ("fast", "report")  # what facecls.config_rules.RECIPES fills in
 # The face pipelines of facecls.data.faces (kept here so config needs no torch import).
-FACES = ("centre", "align", "box")
+FACES = ("centre", "align", "box", "arcface")
 
 # The commands that take a run's options, and those of them that train folds.
 RUN_COMMANDS = ("train", "cv", "tune", "lr-find")
@@ -132,8 +132,9 @@ class DataConfig:
     faces: str = _opt(
         "centre",
         "face pipeline: centre (centre crop of photos that are faces), "
-        "align (find faces with MTCNN, align on 5 landmarks), box (MTCNN box + "
-        "margin) or detect (box for facenet, align otherwise); detection runs once, "
+        "align (find faces with MTCNN, align on 5 landmarks), arcface (the same on the "
+        "ArcFace framing, what sface expects), box (MTCNN box + margin) or detect (box for "
+        "facenet, arcface for sface, align otherwise); detection runs once, "
         "at decode time; of a photo with several faces it keeps the one that agrees with "
         "the identity's other photos (FaceNet embeddings; else the main face) and lists them "
         "in data_report.json, as it lists photos without one",

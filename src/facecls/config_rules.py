@@ -16,8 +16,12 @@ from facecls.config import (
 )
 
 # ``faces: detect`` is the detecting pipeline that suits the model: for FaceNet the box crop its
-# weights were trained on (better than alignment on LFW pairs), else alignment.
-DETECT_PIPELINES = {"facenet": "box"}
+# weights were trained on (better than alignment on LFW pairs), for SFace the ArcFace template
+# it was trained on, else alignment.
+DETECT_PIPELINES = {"facenet": "box", "sface": "arcface"}
+# Face backbones with weights of their own in the weights store (``facecls weights get NAME``):
+# they start from them unless told otherwise.
+PRETRAINED_FACE_MODELS = ("facenet", "sface")
 
 # What each recipe puts in the TrainConfig fields left unset. The report's is Table 1-2's
 # training; "fast" is a modern short schedule (AdamW + one-cycle + label smoothing + flip TTA).
@@ -51,8 +55,8 @@ def resolve(config: RunConfig) -> RunConfig:
     if t.recipe not in RECIPES:
         raise ConfigError(f"train.recipe must be one of {sorted(RECIPES)}, got {t.recipe!r}")
     defaults = dict(RECIPES[t.recipe])
-    if t.pretrained is None:  # FaceNet from scratch is rarely wanted: its weights by default
-        t = dataclasses.replace(t, pretrained=t.model == "facenet" and not t.weights)
+    if t.pretrained is None:  # a face backbone from scratch is rarely wanted: its weights
+        t = dataclasses.replace(t, pretrained=t.model in PRETRAINED_FACE_MODELS and not t.weights)
     # The report's transfer model trained only its fully connected layer (§3.4).
     starts_pretrained = bool(t.pretrained or t.weights)
     defaults["freeze"] = "backbone" if t.recipe == "report" and starts_pretrained else "none"

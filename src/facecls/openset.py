@@ -51,7 +51,7 @@ DEFAULT_ACCEPTANCE = 0.95
 # Architectures whose embedding is a face embedding, and the score a trained one decides by. Once
 # people are enrolled, everyone is decided by ``margin`` on the centroids (``enrolled_method``):
 # either way a model has one operating point for all the people it knows.
-FACE_BACKBONES: tuple[str, ...] = ("facenet",)
+FACE_BACKBONES: tuple[str, ...] = ("facenet", "sface")
 FACE_METHOD = "fused"
 # The scores computed on class centroids (they need the training part's embeddings).
 CENTROID_METHODS: tuple[str, ...] = ("centroid", "margin", "fused")

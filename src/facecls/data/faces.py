@@ -8,7 +8,9 @@ which one a model was trained with:
   already face crops); no detector. Bundles written before pipelines existed use it.
 - ``align``: MTCNN finds the faces and their five landmarks; a similarity transform puts the
   landmarks on the ArcFace template (:func:`facecls.data.align.align_face`): tilted heads come
-  out upright.
+  out upright. The face fills :data:`ALIGN_SCALE` of the template, for some context.
+- ``arcface``: the same alignment on the ArcFace template itself (eyes to chin, no zoom), the
+  framing SFace's weights were trained on.
 - ``box``: MTCNN's box plus a margin, resized (:func:`facecls.data.align.box_crop`) — the
   framing FaceNet's CASIA-WebFace weights were trained on; a head tilted 10° or more is cut
   along its eye line, so it comes out upright (:func:`facecls.data.align.upright_box_crop`).
@@ -235,8 +237,9 @@ class FaceCutter:
         faces = []
         for i in order.tolist():
             box, points = found.boxes[i], found.landmarks[i]
-            if self.pipeline == "align":
-                pixels = align_face(photo, points, self.size, scale=ALIGN_SCALE)
+            if self.pipeline in ("align", "arcface"):
+                scale = ALIGN_SCALE if self.pipeline == "align" else 1.0
+                pixels = align_face(photo, points, self.size, scale=scale)
             else:
                 pixels = upright_box_crop(
                     photo, box, self.size, BOX_MARGIN * self.size, eye_angle(points)
@@ -265,4 +268,7 @@ class FaceCutter:
         """One line for logs and reports."""
         if self.pipeline == "centre":
             return "centre crop" + (f" {self.crop:g}" if self.crop != 1.0 else "")
-        return {"align": "MTCNN + 5-point alignment", "box": "MTCNN box + margin"}[self.pipeline]
+        return {
+            "align": "MTCNN + 5-point alignment", "arcface": "MTCNN + ArcFace-template alignment",
+            "box": "MTCNN box + margin",
+        }[self.pipeline]  # fmt: skip

@@ -17,7 +17,7 @@ _HOMES = {
     "model_info": "registry", "register_model": "registry", "create_model": "factory",
     "SeedCNN": "seed", "feature_shapes": "seed", "min_image_size": "seed",
     "replace_classifier": "tv", "torchvision_model_names": "tv",
-    "facenet": None, "seed": None, "tv": None,
+    "facenet": None, "seed": None, "sface": None, "tv": None,
 }  # fmt: skip
 
 __all__ = sorted(_HOMES)

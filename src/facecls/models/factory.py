@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from facecls.models import facenet, seed, tv  # noqa: F401  (importing registers the models)
+from facecls.models import facenet, seed, sface, tv  # noqa: F401  (importing registers the models)
 from facecls.models.registry import list_models, registered
 
 

