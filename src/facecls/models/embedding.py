@@ -144,3 +144,50 @@ def key_differences(expected: dict[str, Any], given: dict[str, Any], show: int =
         if keys
     ]  # fmt: skip
     return "; ".join(parts)
+
+
+class NormFaceNet(nn.Module):
+    """A face network whose classifier sees its L2-normalised embedding × ``embedding_scale`` (a
+    NormFace head, Wang et al. 2017): FaceNet and SFace. Subclasses give :meth:`features` (the
+    un-normalised embedding) and a ``classifier`` Linear.
+
+    ``forward`` returns logits; :meth:`embed` the L2-normalised embeddings (the metric space
+    faces are compared in); :meth:`head_input` what the classifier sees (what a forward hook on
+    the final Linear sees), whose cosine similarities are the embeddings'.
+
+    Attributes:
+        frozen_bn: keep every BatchNorm in eval mode even in ``train()``. Set when pretrained
+            weights are loaded: batch statistics of a few hundred faces (or, for FaceNet's
+            folded file, any batch statistics) would change what every layer computes; the
+            BatchNorm affine terms still train.
+    """
+
+    classifier: nn.Linear
+
+    def __init__(self, embedding_scale: float = 16.0) -> None:
+        super().__init__()
+        self.frozen_bn = False
+        self.embedding_scale = embedding_scale
+
+    def train(self, mode: bool = True) -> NormFaceNet:
+        super().train(mode)
+        if mode and self.frozen_bn:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The un-normalised embeddings ``(N, D)`` of standardised faces ``(N, 3, S, S)``."""
+        raise NotImplementedError
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised embeddings ``(N, D)``; call in eval mode."""
+        return F.normalize(self.features(images), p=2, dim=1)
+
+    def head_input(self, images: torch.Tensor) -> torch.Tensor:
+        """The classifier's input ``(N, D)``: the normalised embedding × ``embedding_scale``."""
+        return self.embed(images) * self.embedding_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.head_input(x))

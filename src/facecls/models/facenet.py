@@ -37,11 +37,10 @@ import urllib.request
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from facecls.models.embedding import load_backbone_weights
+from facecls.models.embedding import NormFaceNet, load_backbone_weights
 from facecls.models.facenet_files import WEIGHTS_FILE as WEIGHTS_FILE
 from facecls.models.facenet_files import WEIGHTS_SHA256 as WEIGHTS_SHA256
 from facecls.models.facenet_files import default_weights_path as default_weights_path
@@ -164,29 +163,19 @@ class Mixed7a(nn.Module):
         return torch.cat(branches, 1)
 
 
-class FaceNet(nn.Module):
+class FaceNet(NormFaceNet):
     """Inception-ResNet-v1 → 512-d embedding → L2-normalised × ``embedding_scale`` → logits.
 
-    ``forward`` returns logits ``(N, num_classes)``; :meth:`embed` returns the L2-normalised
-    512-d embeddings (FaceNet's metric space). The classifier sees the normalised embedding times
-    a fixed scale (a NormFace head, Wang et al. 2017): FaceNet's embeddings are made to be
-    compared by angle, and on LFW-8 a linear probe on them reached 0.989 balanced accuracy
-    against 0.985 on the un-normalised ones. :meth:`head_input` is that input (what a forward
-    hook on the final Linear sees); its cosine similarities are the embeddings'.
-
-    Attributes:
-        frozen_bn: keep every BatchNorm in eval mode even in ``train()``. Set when pretrained
-            weights are loaded: the shared file has batch norm folded into the convolutions
-            (mean 0, var 1), so batch statistics would change what every layer computes; the
-            BatchNorm affine terms still train.
+    A :class:`facecls.models.embedding.NormFaceNet`: FaceNet's embeddings are made to be compared
+    by angle, and on LFW-8 a linear probe on the normalised ones reached 0.989 balanced accuracy
+    against 0.985 on the un-normalised ones. ``frozen_bn`` is set when pretrained weights are
+    loaded: the shared file has batch norm folded into the convolutions (mean 0, var 1).
     """
 
     def __init__(
         self, num_classes: int, dropout: float = 0.6, embedding_scale: float = 16.0
     ) -> None:
-        super().__init__()
-        self.frozen_bn = False
-        self.embedding_scale = embedding_scale
+        super().__init__(embedding_scale)
         self.conv2d_1a = BasicConv2d(3, 32, 3, 2)
         self.conv2d_2a = BasicConv2d(32, 32, 3)
         self.conv2d_2b = BasicConv2d(32, 64, 3, 1, 1)
@@ -206,14 +195,6 @@ class FaceNet(nn.Module):
         self.last_bn = nn.BatchNorm1d(EMBEDDING_DIM, eps=0.001, momentum=0.1)
         self.classifier = nn.Linear(EMBEDDING_DIM, num_classes)
 
-    def train(self, mode: bool = True) -> FaceNet:
-        super().train(mode)
-        if mode and self.frozen_bn:
-            for module in self.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-        return self
-
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Un-normalised 512-d embeddings (``last_bn``'s output) ``(N, 512)`` of images
         ``(N, 3, S, S)`` standardised as :data:`NORMALIZATION` says."""
@@ -224,17 +205,6 @@ class FaceNet(nn.Module):
         ):  # fmt: skip
             x = stage(x)
         return self.last_bn(self.last_linear(x.flatten(1)))
-
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """L2-normalised embeddings ``(N, 512)``; call in eval mode (as facenet-pytorch)."""
-        return F.normalize(self.features(images), p=2, dim=1)
-
-    def head_input(self, images: torch.Tensor) -> torch.Tensor:
-        """The classifier's input ``(N, 512)``: the normalised embedding × ``embedding_scale``."""
-        return self.embed(images) * self.embedding_scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.head_input(x))
 
 
 def load_backbone(model: FaceNet, path: str | Path) -> FaceNet:

@@ -27,10 +27,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from facecls.models.embedding import load_backbone_weights
+from facecls.models.embedding import NormFaceNet, load_backbone_weights
 from facecls.models.registry import register_model
 from facecls.models.sface_files import EMBEDDING_DIM, IMAGE_SIZE, PAIRS
 
@@ -50,23 +49,17 @@ class ConvBnPrelu(nn.Module):
         return self.prelu(self.bn(self.conv(x)))
 
 
-class SFace(nn.Module):
+class SFace(NormFaceNet):
     """SFace's network → 128-d embedding → L2-normalised × ``embedding_scale`` → logits.
 
-    The same contract as :class:`facecls.models.facenet.FaceNet`: ``forward`` gives logits,
-    :meth:`embed` the L2-normalised embeddings, :meth:`head_input` what the classifier sees.
-
-    Attributes:
-        frozen_bn: keep every BatchNorm in eval mode even in ``train()`` (set when pretrained
-            weights are loaded: batch statistics of a few hundred faces would undo them).
+    ``forward``, :meth:`embed` and :meth:`head_input` as every
+    :class:`facecls.models.embedding.NormFaceNet` (FaceNet's too).
     """
 
     def __init__(
         self, num_classes: int, dropout: float = 0.4, embedding_scale: float = 16.0
     ) -> None:
-        super().__init__()
-        self.frozen_bn = False
-        self.embedding_scale = embedding_scale
+        super().__init__(embedding_scale)
         self.conv_1 = ConvBnPrelu(3, 32, 3, 1)
         self.stages = [f"conv_{n}{part}" for n, *_ in PAIRS for part in ("_dw", "")]
         for n, cin, cout, stride in PAIRS:
@@ -78,14 +71,6 @@ class SFace(nn.Module):
         self.fc1 = nn.BatchNorm1d(EMBEDDING_DIM, eps=2e-5)
         self.classifier = nn.Linear(EMBEDDING_DIM, num_classes)
 
-    def train(self, mode: bool = True) -> SFace:
-        super().train(mode)
-        if mode and self.frozen_bn:
-            for module in self.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-        return self
-
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Un-normalised 128-d embeddings ``(N, 128)`` of 112 px faces standardised as
         :data:`NORMALIZATION` says."""
@@ -94,17 +79,6 @@ class SFace(nn.Module):
             x = getattr(self, name)(x)
         x = self.dropout(self.bn1(x))
         return self.fc1(self.pre_fc1(x.flatten(1)))
-
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """L2-normalised embeddings ``(N, 128)``; call in eval mode."""
-        return F.normalize(self.features(images), p=2, dim=1)
-
-    def head_input(self, images: torch.Tensor) -> torch.Tensor:
-        """The classifier's input ``(N, 128)``: the normalised embedding × ``embedding_scale``."""
-        return self.embed(images) * self.embedding_scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.head_input(x))
 
 
 @register_model(
