@@ -187,7 +187,7 @@ class TrainConfig:
         None,
         "start from pretrained weights: ImageNet's (torchvision's weights API) or FaceNet's "
         "CASIA-WebFace file (facecls weights get facenet)",
-        default_text="on for facenet without --weights, off otherwise",
+        default_text="on for facenet and sface without --weights, off otherwise",
     )
     recipe: str = _opt(
         "fast",
