@@ -256,7 +256,15 @@ def test_an_enrolled_model_keeps_the_score_and_threshold_it_is_given(
     model = facecls.load_model(enrolled)
     assert model.method == "margin"
     ada = model.class_names.index("Ada")
-    assert model.threshold_of(ada) != model.threshold  # its own k-photo threshold
+    # Its own threshold for the number of photos it was enrolled from, never above the trained
+    # people's (what a tiny model's table holds varies with the CPU's kernels: set it by hand).
+    assert model.threshold_of(ada) <= model.threshold
+    meta_file = enrolled / "model.json"
+    meta = json.loads(meta_file.read_text())
+    table = meta["openset"]["enrolled_thresholds"]["margin"]
+    meta["openset"]["enrolled_thresholds"]["margin"] = {k: 0.123 for k in table}
+    meta_file.write_text(json.dumps(meta))
+    assert facecls.load_model(enrolled).threshold_of(ada) == pytest.approx(0.123)
     assert main(["--quiet", "calibrate", str(enrolled), "--method", "centroid",
                  "--threshold", "0.55"]) == 0  # fmt: skip
     model = facecls.load_model(enrolled)
