@@ -6,9 +6,11 @@ Train on LFW-8's train split (the benchmark split file), then probe with
 - knowns: LFW-8's test split (965 images of the 217 trained people);
 - strangers: every image of the LFW people with fewer than 8 images (none of them trained on).
 
-For each open-set score (max softmax probability, energy, centroid cosine, margin) it prints FPIR and
-FNIR at the threshold calibrated on validation (95 % of correct validation answers accepted), the
-detection-and-identification rate (DIR = 1 - FNIR) at FPIR 1 %, and writes the DIR/FPIR curve.
+For each open-set score (max softmax probability, energy, centroid cosine, margin, fused) it prints
+FPIR and FNIR at the run's calibrated threshold (1 % of pseudo-strangers named, each validation
+person counted once), the detection-and-identification rate (DIR = 1 - FNIR) at FPIR 1 %, and
+writes the DIR/FPIR curve. Then the thresholds ``facecls calibrate --strangers`` would set on real
+strangers: set on half of the stranger people (every other name), measured on the other half.
 
 Enrollment: the people with 5-7 images (outside LFW-8) are enrolled from their first 3 images;
 their remaining images are then identified among all trained + enrolled people, next to the
@@ -35,7 +37,7 @@ import numpy as np
 import torch
 
 from _paths import LFW_ARCHIVE, LFW_SPLITS, shared
-from facecls import openset, openset_thresholds
+from facecls import openset, openset_fpir, openset_thresholds
 from facecls.bundle import CENTROIDS_NAME
 from facecls.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
 from facecls.data.cache import decode_cached
@@ -47,6 +49,40 @@ from facecls.inference.strangers import open_set_figures
 from facecls.report.plots import plot_open_set
 from facecls.report.write import save_figure
 from facecls.training.run import fit
+
+
+def calibrated_on_strangers(
+    model, k_logits: np.ndarray, k_features: np.ndarray, known_targets: np.ndarray,
+    u_logits: np.ndarray, u_features: np.ndarray, people: np.ndarray, fpir: float = 0.01,
+) -> None:  # fmt: skip
+    """Thresholds at ``fpir`` set on half of the stranger people (``calibrate --strangers``'s
+    rule, each person counted once), the real FPIR on the other half beside the run's own."""
+    names = np.unique(people)
+    first = np.isin(people, names[::2])
+    print(f"  thresholds set on real strangers (calibrate --strangers): {first.sum()} photos of "
+          f"{len(names[::2])} people set them at FPIR {fpir:.0%}; measured on the other "
+          f"{(~first).sum()} photos of {len(names[1::2])} people")  # fmt: skip
+    print(f"  {'score':<9} {'threshold':>9} {'FPIR':>6} {'per person':>10} {'DIR':>6}   "
+          f"{'(run: threshold':>15} {'FPIR':>6} {'per person':>10})")  # fmt: skip
+    predicted = k_logits.argmax(1)
+    stored = model.meta["openset"]["thresholds"]
+    for method in ("msp", "margin", "fused"):
+        known = openset.scores(method, k_logits, k_features, model.trained_centroids, predicted,
+                               model.fused_weight)  # fmt: skip
+        unknown = openset.scores(method, u_logits, u_features, model.trained_centroids,
+                                 fused_weight=model.fused_weight)  # fmt: skip
+        _, ids = np.unique(people, return_inverse=True)
+        weights = openset_fpir.person_weights(ids)
+        t = openset_fpir.threshold_at_fpir(unknown[first], fpir, weights[first])
+        rest = ~first
+        rates = [
+            (float(np.mean(unknown[rest] >= x)),
+             openset_fpir.stranger_rate(unknown[rest], x, weights[rest]))
+            for x in (t, stored[method])
+        ]  # fmt: skip
+        dir_ = float(np.mean((known >= t) & (predicted == known_targets)))
+        print(f"  {method:<9} {t:>9.4f} {rates[0][0]:>6.4f} {rates[0][1]:>10.4f} {dir_:>6.3f}   "
+              f"{stored[method]:>15.4f} {rates[1][0]:>6.4f} {rates[1][1]:>10.4f}")  # fmt: skip
 
 
 def named_at(
@@ -198,6 +234,10 @@ def main() -> None:
     ax.set_title(f"LFW-8 knowns vs LFW strangers ({model.meta['architecture']}, {size} px)")
     save_figure(ax.figure, args.out / "openset_curve.png")
     print(f"  curve: {args.out / 'openset_curve.png'} (dots: calibrated thresholds)")
+    calibrated_on_strangers(
+        model, k_logits, k_features, known_targets, u_logits, u_features,
+        np.array([stranger_refs[i].identity for i in stranger_kept]),
+    )  # fmt: skip
 
     # Enrollment: people with 5-7 images, first 3 enrolled, the rest probed.
     new_people = sorted(n for n, c in per_person.items() if 5 <= c <= 7)

@@ -65,6 +65,29 @@ def test_calibration_at_fpir_names_that_share_of_new_strangers() -> None:
         assert 0.0 < cal.rates[method]["named"] <= 1.0
 
 
+def test_each_validation_person_counts_once_as_a_stranger() -> None:
+    """A long tail: one person holds half the validation photos and every one of them looks
+    like someone else (a sibling). Counted per photo, that person alone would push the
+    threshold above every sibling-like score; counted per person they are one stranger in
+    100, so at FPIR 1 % the threshold sits among the other people's scores."""
+    rng = np.random.default_rng(3)
+    sibling = np.full(100, 0.9)
+    others = rng.uniform(0.0, 0.5, size=99)
+    scores = np.r_[sibling, others]
+    targets = np.r_[np.zeros(100, int), np.arange(1, 100)]
+    weights = openset_fpir.person_weights(targets)
+    assert weights.sum() == pytest.approx(100.0)
+    per_photo = openset_fpir.threshold_at_fpir(scores, 0.01)
+    per_person = openset_fpir.threshold_at_fpir(scores, 0.01, weights)
+    assert per_photo > 0.9 and per_person <= 0.9
+    assert openset_fpir.stranger_rate(scores, per_person, weights) <= 0.01 + 1e-12
+    assert openset_fpir.stranger_rate(scores, per_photo) <= 0.01
+    # equal weights are the per-photo rule
+    assert openset_fpir.threshold_at_fpir(others, 0.05, np.ones(99)) == (
+        openset_fpir.threshold_at_fpir(others, 0.05)
+    )
+
+
 def test_a_validation_part_too_small_falls_back_to_acceptance() -> None:
     rng = np.random.default_rng(2)
     centres = rng.normal(size=(5, 8)) * 2
@@ -177,3 +200,49 @@ def test_rates_per_face_size_band_as_the_report_and_card_show_them() -> None:
     assert old is not None and old["old"] and band_lines(old) == []
     assert "accept 95%" in how_set(old) and "facecls calibrate" in how_set(old)
     assert operating_point({}) is None
+
+
+def test_calibrate_on_real_strangers_names_at_most_the_target_share_of_them(
+    tiny_run: Path, people: dict[str, Path], tmp_path: Path
+) -> None:
+    """``calibrate --strangers``: the thresholds are set on photos of people the model does not
+    know, so ``predict`` names at most ``--fpir`` of them (each person counted once), and the
+    model card says how the threshold was set."""
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run, copy)
+    code = main(["--quiet", "calibrate", str(copy), "--strangers", str(people["new"]),
+                 "--fpir", "0.1"])  # fmt: skip
+    assert code == 0
+    openset_meta = json.loads((copy / "model" / "model.json").read_text())["openset"]
+    photos = sorted(people["new"].rglob("*.png"))
+    assert openset_meta["calibration"]["strangers"] == {
+        "photos": len(photos), "people": len({p.parent for p in photos})
+    }  # fmt: skip
+    for rates in openset_meta["rates"].values():
+        assert rates["strangers_named"] <= 0.1 + 1e-9
+    answers = facecls.load_model(copy).predict(photos)
+    folders = np.unique([str(p.parent) for p in photos], return_inverse=True)[1]
+    named = np.array([a.decision == "known" for a in answers])
+    per_person = [named[folders == k].mean() for k in range(folders.max() + 1)]
+    assert np.mean(per_person) <= 0.1 + 1e-9
+    point = operating_point(json.loads((copy / "model" / "model.json").read_text()))
+    assert point is not None and "--strangers" in how_set(point)
+
+
+def test_too_few_strangers_are_refused_in_one_line_and_nothing_changes(
+    tiny_run: Path, people: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run, copy)
+    before = (copy / "model" / "model.json").read_bytes()
+    one = next(p for p in sorted(people["new"].iterdir()) if p.is_dir())
+    for extra, expected in (
+        ([], "too few"),  # about 20 photos: FPIR 1 % needs 500
+        (["--acceptance", "0.9"], "--fpir"),
+        (["--threshold", "0.5"], "--strangers"),
+    ):
+        capsys.readouterr()
+        assert main(["calibrate", str(copy), "--strangers", str(one), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and expected in err, err
+    assert (copy / "model" / "model.json").read_bytes() == before

@@ -3,8 +3,9 @@
 Thresholds come from the validation part *and* its calibration views (``data/views.py``: the
 same faces rendered as real photos show them), by one of two rules:
 
-- ``fpir`` (the default): the threshold that names ``fpir`` (1 %) of pseudo-strangers
-  (``openset_fpir.py``), and the rate of known faces it names is reported beside it;
+- ``fpir`` (the default): the threshold that names ``fpir`` (1 %) of pseudo-strangers, each
+  validation person counted once (``openset_fpir.py``), and the rate of known faces it names is
+  reported beside it;
 - ``acceptance`` (``--acceptance``, and the fallback where the part is too small for the
   target rate): the threshold that accepts ``acceptance`` of the correctly named faces.
 """
@@ -31,7 +32,9 @@ from facecls.openset_fpir import (
     band_rates,
     named_rate,
     needed,
+    person_weights,
     pseudo_stranger_scores,
+    stranger_rate,
     threshold_at_fpir,
 )
 from facecls.openset_thresholds import (
@@ -77,6 +80,21 @@ class ScoredViews:
     targets: np.ndarray
     face_px: np.ndarray
     lost: int = 0
+
+
+@dataclass
+class RealStrangers:
+    """Model outputs of photos of people it does not know (``facecls calibrate --strangers``):
+    thresholds are set on them instead of on pseudo-strangers.
+
+    Attributes:
+        logits: ``(S, C)``; ``features``: ``(S, D)`` (``None`` without embeddings).
+        people: ``(S,)`` who each photo shows (its folder), so each person counts once.
+    """
+
+    logits: np.ndarray
+    features: np.ndarray | None
+    people: np.ndarray
 
 
 @dataclass
@@ -160,6 +178,7 @@ def calibrate(
     views: ScoredViews | None = None,
     val_face_px: np.ndarray | None = None,
     fused_weight: float = FUSED_WEIGHT,
+    strangers: RealStrangers | None = None,
 ) -> Calibration:
     """Centroids from the training part; thresholds and the NCM scale from the validation part
     and its calibration ``views``.
@@ -171,6 +190,11 @@ def calibrate(
             part with fewer pseudo-strangers than the target needs (``openset_fpir.needed``)
             falls back to the acceptance rule, and ``stats['fallback']`` says why.
         val_face_px: the size of each validation face in its photo (for the per-band rates).
+        strangers: photos of people the model does not know; with them each threshold names
+            ``fpir`` of these strangers (each person counted once) instead of pseudo-strangers.
+
+    Raises:
+        ValueError: ``strangers`` too few for a threshold at ``fpir``, or given without ``fpir``.
     """
     if method not in METHODS:
         raise ValueError(f"unknown open-set method {method!r}; choose one of {METHODS}")
@@ -187,13 +211,20 @@ def calibrate(
     # the acceptance rule: on the correctly named faces, all of them when fewer than 10
     subset = correct if correct.sum() >= 10 else np.ones_like(correct)
     rule, stats = "acceptance" if fpir is None else "fpir", {}
-    if fpir is not None and len(targets) < needed(fpir):
+    if fpir is not None and len(targets) < needed(fpir) and strangers is None:
         rule = "acceptance"
         stats["fallback"] = (
             f"{len(targets)} validation faces and views play pseudo-strangers; a threshold at "
             f"FPIR {fpir:.1%} needs at least {needed(fpir)}: set at acceptance {acceptance:.0%} "
             "instead"
         )
+    real_weights = None
+    if strangers is not None:
+        real_weights = check_strangers(strangers, fpir)
+        stats["strangers"] = {
+            "photos": int(len(strangers.people)),
+            "people": int(len(np.unique(strangers.people))),
+        }
     px = np.full(len(targets), np.nan)
     if val_face_px is not None:
         px[: len(val_targets)] = val_face_px
@@ -201,11 +232,17 @@ def calibrate(
         px[len(val_targets) :] = views.face_px
     thresholds, rates = {}, {}
     clean_correct = correct & ~is_view
+    weights = person_weights(targets)  # each validation person plays one stranger
     for m in methods:
         known = scores(m, logits, features, centroids, fused_weight=fused_weight)
-        strangers = pseudo_stranger_scores(m, logits, features, centroids, targets, fused_weight)
-        if rule == "fpir":
-            thresholds[m] = threshold_at_fpir(strangers, fpir)
+        pseudo = pseudo_stranger_scores(m, logits, features, centroids, targets, fused_weight)
+        real = None
+        if real_weights is not None:
+            real = scores(m, strangers.logits, strangers.features, centroids,
+                          fused_weight=fused_weight)  # fmt: skip
+            thresholds[m] = threshold_at_fpir(real, fpir, real_weights)
+        elif rule == "fpir":
+            thresholds[m] = threshold_at_fpir(pseudo, fpir, weights)
         else:
             thresholds[m] = threshold_at_acceptance(known[subset], acceptance)
         t = thresholds[m]
@@ -213,18 +250,22 @@ def calibrate(
             "named": named_rate(known[~is_view], correct[~is_view], t),
             "named_views": named_rate(known[is_view], correct[is_view], t) if is_view.any()
             else None,
-            "pseudo_strangers_named": float(np.mean(strangers >= t)),
+            "pseudo_strangers_named": stranger_rate(pseudo, t, weights),
             # of the clean validation faces named correctly, the share accepted
             "accepted_of_correct": float(np.mean(known[clean_correct] >= t))
             if clean_correct.any() else 0.0,
-            "bands": band_rates(known, correct, strangers, px, t),
+            "bands": band_rates(known, correct, pseudo, px, t),
         }  # fmt: skip
+        if real is not None:
+            rates[m]["strangers_named"] = stranger_rate(real, t, real_weights)
     stats.update(
         validation_images=int(len(val_targets)),
         validation_correct=int(correct[~is_view].sum()),
         views=int(is_view.sum()),
         views_lost=int(views.lost) if views is not None else 0,
         pseudo_strangers=int(len(targets)),
+        pseudo_stranger_people=int(len(np.unique(targets))),
+        stranger_weighting="person",
         calibrated_on="correct" if subset is correct else "all",
         validation_accuracy=float(correct[~is_view].mean()) if (~is_view).any() else 0.0,
     )
@@ -247,3 +288,24 @@ def calibrate(
         centroids, scale, thresholds, method, acceptance, stats, enrolled,
         fpir if rule == "fpir" else None, rule, rates, fused_weight,
     )  # fmt: skip
+
+
+def check_strangers(strangers: RealStrangers, fpir: float | None) -> np.ndarray:
+    """Each stranger photo's weight (a person counts once), once they can set a threshold.
+
+    Raises:
+        ValueError: no target rate, or fewer photos than a threshold at ``fpir`` needs.
+    """
+    if fpir is None:
+        raise ValueError(
+            "--strangers sets each threshold at a share of strangers named (--fpir); "
+            "--acceptance is the other rule: give one of them"
+        )
+    photos = len(strangers.people)
+    if photos < needed(fpir):
+        raise ValueError(
+            f"--strangers: {photos} stranger photos are too few for a threshold at FPIR "
+            f"{fpir:.1%}: at least {needed(fpir)} are needed (or a larger --fpir)"
+        )
+    _, people = np.unique(strangers.people, return_inverse=True)
+    return person_weights(people)

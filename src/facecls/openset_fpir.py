@@ -9,6 +9,12 @@ pseudo-strangers are exact: the other people's centroids never saw the left-out 
 trained head has seen every identity, so for ``msp`` and ``energy`` they are an approximation
 (``benchmarks/openset.py`` measures the real FPIR on LFW people outside training).
 
+Each validation person counts once (:func:`person_weights`): a stranger rate is a rate over the
+people a model may meet, and a validation part holds as many photos of a person as the user took,
+so unweighted the few people with hundreds of photos set the tail (on LFW-8 the look-alike
+brothers George W. and Jeb Bush held most of the top 1 %, George W. Bush having 16 times the
+median person's photos).
+
 The tail of a distribution needs samples: at fewer than :data:`MIN_TAIL` / ``fpir``
 pseudo-strangers (500 at 1 %) the estimate is too rough, and calibration falls back to the
 acceptance rule (:func:`facecls.openset_thresholds.threshold_at_acceptance`), saying so.
@@ -92,15 +98,46 @@ def pseudo_stranger_scores(
     return margin if probs is None else fused_score(margin, probs[rows, chosen], fused_weight)
 
 
-def threshold_at_fpir(stranger_scores: np.ndarray, fpir: float) -> float:
-    """The lowest threshold that accepts (score >= it) at most ``fpir`` of ``stranger_scores``."""
-    ranked = np.sort(np.asarray(stranger_scores, dtype=np.float64))[::-1]
-    if len(ranked) == 0:
+def person_weights(targets: np.ndarray) -> np.ndarray:
+    """A weight per pseudo-stranger so that each identity in ``targets`` weighs 1 in all."""
+    targets = np.asarray(targets, dtype=np.int64)
+    if len(targets) == 0:
+        return np.zeros(0)
+    counts = np.bincount(targets)
+    return 1.0 / counts[targets]
+
+
+def threshold_at_fpir(
+    stranger_scores: np.ndarray, fpir: float, weights: np.ndarray | None = None
+) -> float:
+    """The lowest threshold that accepts (score >= it) at most ``fpir`` of ``stranger_scores``,
+    each counted with its ``weights`` (equal by default)."""
+    scores_ = np.asarray(stranger_scores, dtype=np.float64)
+    if len(scores_) == 0:
         raise ValueError("no pseudo-stranger scores to set a threshold on")
-    allowed = int(np.floor(fpir * len(ranked) + 1e-9))  # strangers that may be accepted
+    w = np.ones(len(scores_)) if weights is None else np.asarray(weights, dtype=np.float64)
+    order = np.argsort(-scores_, kind="stable")
+    ranked = scores_[order]
+    share = np.cumsum(w[order]) / w.sum()
+    # strangers that may be accepted: the longest run from the top within the target
+    allowed = int(np.searchsorted(share, fpir + 1e-9, side="right"))
     if allowed >= len(ranked):
         return float(ranked[-1])
-    return float(np.nextafter(ranked[allowed], np.inf))
+    # Ties with the first stranger refused are refused too: the threshold sits just above it,
+    # one float32 step up, as ``predict`` compares float32 scores (a float64 step would round
+    # back onto the refused score there and accept it).
+    return float(np.nextafter(np.float32(ranked[allowed]), np.float32(np.inf)))
+
+
+def stranger_rate(
+    stranger_scores: np.ndarray, threshold: float, weights: np.ndarray | None = None
+) -> float:
+    """The (``weights``-weighted) share of ``stranger_scores`` accepted at ``threshold``."""
+    accepted = np.asarray(stranger_scores) >= threshold
+    if len(accepted) == 0:
+        return 0.0
+    w = np.ones(len(accepted)) if weights is None else np.asarray(weights, dtype=np.float64)
+    return float(w[accepted].sum() / w.sum())
 
 
 def named_rate(scores: np.ndarray, correct: np.ndarray, threshold: float) -> float:

@@ -87,6 +87,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--threshold", type=finite_float, help="set this threshold by hand (no data needed)"
     )
     p.add_argument("--data", help="recalibrate on this source instead of the run's")
+    p.add_argument(
+        "--strangers", nargs="+", type=Path, metavar="PHOTOS",
+        help="photos (files, folders: one folder per person) of people the model must not "
+        "name: thresholds name --fpir of them instead of pseudo-strangers",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
@@ -134,7 +139,7 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
     else:
         openset = facecls.calibrate(
             args.model, args.method, args.acceptance, args.threshold, args.data, log, progress,
-            fpir=args.fpir,
+            fpir=args.fpir, strangers=args.strangers,
         )  # fmt: skip
         print(json.dumps(openset, indent=2))
 

@@ -12,7 +12,7 @@ trained identities' embedding centroids (plus enrolled ones, see ``enroll.py``).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ from facecls.openset import (
     default_method,
     fused_weight_for,
 )
-from facecls.openset_calibration import Calibration, ScoredViews, calibrate
+from facecls.openset_calibration import Calibration, RealStrangers, ScoredViews, calibrate
 from facecls.openset_fpir import DEFAULT_FPIR, check_fpir
 from facecls.progress import bar as progress_bar
 from facecls.runtime import Runtime, resolve_device
@@ -124,6 +124,7 @@ def calibrate_with_verify(
     views: ScoredViews | None = None,
     val_face_px: np.ndarray | None = None,
     fused_weight: float = FUSED_WEIGHT,
+    strangers: RealStrangers | None = None,
 ) -> tuple[Calibration, dict[str, Any]]:
     """Class centroids from ``train_idx``, open-set thresholds and the NCM scale from
     ``val_idx`` and its calibration ``views``, and the ``verify`` threshold at false-accept
@@ -133,7 +134,7 @@ def calibrate_with_verify(
     val_logits, val_features = model_outputs(model, images, val_idx, mean, std, device, **seen)
     calibration = calibrate(
         train_features, targets[train_idx], val_logits, val_features, targets[val_idx],
-        num_classes, method, acceptance, fpir, views, val_face_px, fused_weight,
+        num_classes, method, acceptance, fpir, views, val_face_px, fused_weight, strangers,
     )  # fmt: skip
     vectors, labels = _with_views(val_features, targets[val_idx], views)
     return calibration, calibrate_verification(
@@ -251,6 +252,7 @@ def calibrate_run(
     show_progress: bool = False,
     fpir: float | None = DEFAULT_FPIR,
     into: Path | None = None,
+    strangers: Sequence[str | Path] | None = None,
 ) -> dict[str, Any]:
     """Calibrate a run's model from its saved split: centroids from the final model's training
     part, thresholds from its validation part and that part's calibration views. Rewrites only
@@ -260,6 +262,8 @@ def calibrate_run(
     Args:
         method: the score ``predict`` decides by (default: :func:`default_method`).
         fpir: the target share of strangers named; ``None``: the acceptance rule.
+        strangers: photos (files, folders) of people the model does not know: thresholds name
+            ``fpir`` of them (each folder one person) instead of ``fpir`` of pseudo-strangers.
 
     Returns:
         The new ``openset`` entry.
@@ -273,6 +277,11 @@ def calibrate_run(
     if fpir is not None:
         check_fpir(fpir)
     config = load_yaml(run_dir / "config.yaml")
+    real = None
+    if strangers:
+        from facecls.inference.strangers import real_strangers  # it loads the model: no cycle
+
+        real = real_strangers(run_dir, strangers, fpir, log, config.train.device, show_progress)
     if data is not None:
         config = replace(config, data={"source": data})
     device = resolve_device(config.train.device)
@@ -298,7 +307,7 @@ def calibrate_run(
         method or default_method(bundle.architecture), acceptance, show_progress=show_progress,
         architecture=bundle.architecture, fpir=fpir, views=views,
         val_face_px=face_sizes(dataset, val_idx),
-        fused_weight=fused_weight_for(config.train.freeze),
+        fused_weight=fused_weight_for(config.train.freeze), strangers=real,
     )  # fmt: skip
     write_calibration(into or bundle_folder(run_dir), calibration, verification)
     log(describe(calibration.meta()))
@@ -315,12 +324,14 @@ def calibrate_command(
     log: Callable[[str], None] = print,
     show_progress: bool = False,
     fpir: float | None = None,
+    strangers: Sequence[str | Path] | None = None,
 ) -> dict[str, Any]:
     """``facecls calibrate``: set a threshold by hand, or recalibrate a run folder from its data.
 
     With ``threshold`` (or only ``method`` on a bundle that is not a run folder) the stored
     ``openset`` entry is edited; otherwise the run's model is calibrated on its own split, at
-    ``fpir`` (default 1 %) of pseudo-strangers named, or by ``acceptance`` when that is given.
+    ``fpir`` (default 1 %) of pseudo-strangers named (of ``strangers``' photos when given), or
+    by ``acceptance`` when that is given.
 
     Returns:
         The bundle's new ``openset`` entry.
@@ -335,7 +346,8 @@ def calibrate_command(
             raise ValueError(f"--acceptance must be in (0, 1], not {acceptance}")
     if threshold is not None:  # by hand: the options that choose one from data play no part
         unused = [f"--{n}" for n, v in (("fpir", fpir), ("acceptance", acceptance),
-                                        ("data", data)) if v is not None]  # fmt: skip
+                                        ("data", data), ("strangers", strangers or None))
+                  if v is not None]  # fmt: skip
         if unused:
             raise ValueError(
                 f"--threshold {threshold} sets the threshold by hand: {unused[0]} chooses one "
@@ -343,7 +355,13 @@ def calibrate_command(
             )
     path = Path(model_path)
     is_run = (path / "config.yaml").is_file() and (path / "folds.json").is_file()
-    if threshold is not None or (method is not None and not is_run and data is None):
+    if strangers and acceptance is not None:
+        raise ValueError(
+            "--strangers sets each threshold at a share of strangers named (--fpir); "
+            "--acceptance is the other rule: give one of them"
+        )
+    by_hand = method is not None and not is_run and data is None and not strangers
+    if threshold is not None or by_hand:
         return set_threshold(path, threshold, method)
     if not is_run:
         raise FileNotFoundError(
@@ -352,8 +370,9 @@ def calibrate_command(
         )
     rule_fpir = None if acceptance is not None else (fpir or DEFAULT_FPIR)
     return calibrate_run(
-        path, method, acceptance or DEFAULT_ACCEPTANCE, data, log, show_progress, rule_fpir
-    )
+        path, method, acceptance or DEFAULT_ACCEPTANCE, data, log, show_progress, rule_fpir,
+        strangers=strangers,
+    )  # fmt: skip
 
 
 def ensure_centroids(folder: Path, log: Callable[[str], None] = print) -> bool:

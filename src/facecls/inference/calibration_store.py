@@ -95,10 +95,17 @@ def describe(openset: dict[str, Any]) -> str:
     stats = openset.get("calibration", {})
     rates = (openset.get("rates") or {}).get(openset["method"], {})
     if openset.get("rule") == "fpir":
+        real = stats.get("strangers")
+        if real:
+            whom = f"{real['photos']} stranger photos ({real['people']} people, each counted once)"
+        elif stats.get("stranger_weighting"):
+            whom = (f"{stats.get('pseudo_strangers', '?')} pseudo-strangers "
+                    f"({stats.get('pseudo_stranger_people', '?')} people, each counted once)")  # fmt: skip
+        else:
+            whom = f"{stats.get('pseudo_strangers', '?')} pseudo-strangers"
         how = (
-            f"names {openset['fpir']:.1%} of {stats.get('pseudo_strangers', '?')} "
-            f"pseudo-strangers; names {rates.get('named', float('nan')):.1%} of the validation "
-            "faces"
+            f"names {openset['fpir']:.1%} of {whom}; names "
+            f"{rates.get('named', float('nan')):.1%} of the validation faces"
         )
         if rates.get("named_views") is not None:
             how += f" and {rates['named_views']:.1%} of their views as photos show them"

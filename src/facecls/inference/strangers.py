@@ -18,6 +18,7 @@ files that cannot be read; both are counted and the unreadable ones listed with 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from facecls.atomic import write_json
 from facecls.data.images import ImageError, printable
 from facecls.inference.faces import expand_paths
 from facecls.inference.model import load_model
+from facecls.openset_calibration import RealStrangers, check_strangers
 from facecls.progress import track
 
 OPENSET_FILE = "openset.json"
@@ -87,20 +89,42 @@ def open_set_figures(
     return out
 
 
-def _stranger_outputs(
+@dataclass
+class StrangerOutputs:
+    """A model's outputs on photos of people it does not know.
+
+    Attributes:
+        logits: ``(N, C)``; ``features``: ``(N, D)``.
+        folders: each photo's folder (a folder of one person's photos stands for that person).
+        skipped: the unreadable files, with why.
+        known_named: files left out for sitting in a folder named like a trained identity.
+    """
+
+    logits: np.ndarray
+    features: np.ndarray
+    folders: list[str]
+    skipped: list[dict[str, str]]
+    known_named: int
+
+
+def stranger_outputs(
     model: Any,
     inputs: Sequence[str | Path],
     log: Callable[[str], None],
     chunk: int = 128,
     show_progress: bool = False,
-) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]], int]:
-    """Logits and embeddings of the stranger photos, decoded ``chunk`` at a time (memory does
-    not grow with their number), the unreadable files with why, and how many files were left
-    out for sitting in a folder named like a trained identity."""
+) -> StrangerOutputs:
+    """The model's outputs on the stranger photos under ``inputs``, decoded ``chunk`` at a time
+    (memory does not grow with their number).
+
+    Raises:
+        ValueError: no readable stranger photo (the message counts what was left out).
+    """
 
     trained = set(model.trained_names)
     faces: list[np.ndarray] = []
     parts: list[tuple[np.ndarray, np.ndarray]] = []
+    folders: list[str] = []
     skipped: list[dict[str, str]] = []
     known_named = 0
     paths = list(expand_paths(inputs))
@@ -110,6 +134,7 @@ def _stranger_outputs(
             continue
         try:
             faces.append(model.load_face(path).transpose(2, 0, 1))
+            folders.append(str(path.parent))
         except ImageError as error:
             skipped.append({"path": printable(str(path)), "reason": str(error)})
         if len(faces) == chunk:
@@ -132,9 +157,10 @@ def _stranger_outputs(
             f"{where}: no stranger photo to score ({len(skipped)} unreadable, {known_named} in "
             "folders named like a trained identity)"
         )
-    return (
+    return StrangerOutputs(
         np.concatenate([p[0] for p in parts]),
         np.concatenate([p[1] for p in parts]),
+        folders,
         skipped,
         known_named,
     )
@@ -177,8 +203,12 @@ def evaluate_strangers(
     thresholds = dict(calibrated.get("thresholds") or {})
     if model.threshold is not None:
         thresholds[model.method] = model.threshold  # what predict applies, hand-set or not
-    s_logits, s_features, skipped, known_named = _stranger_outputs(
-        model, strangers, log, show_progress=show_progress
+    found = stranger_outputs(model, strangers, log, show_progress=show_progress)
+    s_logits, s_features, skipped, known_named = (
+        found.logits,
+        found.features,
+        found.skipped,
+        found.known_named,
     )
     if len(s_logits) < 1 / TARGET_FPIR:
         log(
@@ -226,3 +256,23 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             f"{row['dir_at_fpir_1pct']:>10.3f}  {row['auroc']:.3f}{mark}"
         )
     return lines
+
+
+def real_strangers(
+    model_path: Path, inputs: Sequence[str | Path], fpir: float | None,
+    log: Callable[[str], None] = print, device: str = "auto", show_progress: bool = False,
+) -> RealStrangers:  # fmt: skip
+    """The outputs ``facecls calibrate --strangers`` sets thresholds on: the model's on the
+    photos under ``inputs``, each folder standing for one person.
+
+    Raises:
+        ValueError: no readable photo, no ``fpir``, or too few photos for it.
+    """
+    model = load_model(model_path, device=device)
+    found = stranger_outputs(model, inputs, log, show_progress=show_progress)
+    people = np.asarray(found.folders)
+    strangers = RealStrangers(found.logits, found.features, people)
+    check_strangers(strangers, fpir)  # before the minutes of the training part's pass
+    log(f"Strangers: {len(people)} photos of {len(np.unique(people))} folders (a folder counts "
+        "as one person) set the thresholds")  # fmt: skip
+    return strangers

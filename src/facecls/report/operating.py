@@ -24,6 +24,9 @@ def operating_point(meta: dict[str, Any]) -> dict[str, Any] | None:
         "named_views": rates.get("named_views"),
         "pseudo_strangers": stats.get("pseudo_strangers"),
         "pseudo_named": rates.get("pseudo_strangers_named"),
+        "people": stats.get("pseudo_stranger_people") if stats.get("stranger_weighting") else None,
+        "strangers": stats.get("strangers"),
+        "strangers_named": rates.get("strangers_named"),
         "views": stats.get("views"),
         "fallback": stats.get("fallback"),
         "bands": list(rates.get("bands") or []),
@@ -36,10 +39,21 @@ def how_set(point: dict[str, Any]) -> str:
     """One sentence on how the threshold was set."""
     if point["by_hand"]:
         return "set by hand (`facecls calibrate --threshold`)"
+    if point["rule"] == "fpir" and point.get("strangers"):
+        real = point["strangers"]
+        text = (
+            f"set where {point['fpir']:.1%} of {real['photos']} photos of {real['people']} "
+            "strangers given to `facecls calibrate --strangers` are named (each person counted "
+            "once)"
+        )
+        if point["named"] is not None:
+            text += f"; it names {point['named']:.1%} of the validation faces"
+        return text
     if point["rule"] == "fpir":
+        each = f", {point['people']} people each counted once" if point.get("people") else ""
         text = (
             f"set where {point['fpir']:.1%} of {point['pseudo_strangers']} pseudo-strangers "
-            "(validation people left out of their own class) are named"
+            f"(validation people left out of their own class{each}) are named"
         )
         if point["named"] is not None:
             text += f"; it names {point['named']:.1%} of the validation faces"
