@@ -63,11 +63,13 @@ def test_search_and_index_options_of_the_other_mode_are_refused(
         (["search", model, str(face), "--gallery", str(face.parent), "--weights", weights],
          "search --weights is for --library"),
         (["search", str(face), "--library", lib, "--model", model, "--weights", weights],
-         f"--weights {weights} is FaceNet's weights file and --model {model}"),
+         f"--weights {weights} is for a library made by a backbone alone, and --model {model}"),
         (["search", str(face), "--library", lib, "--require-digest"],
          "--require-digest checks a trained model's bundle: with --library it needs --model"),
         (["index", str(face), "--library", lib, "--model", model, "--weights", weights],
-         f"--weights {weights} is FaceNet's weights file and --model {model}"),
+         f"--weights {weights} is for a library made by a backbone alone, and --model {model}"),
+        (["index", str(face), "--library", lib, "--model", model, "--backbone", "sface"],
+         f"--backbone sface is for a library made by a backbone alone, and --model {model}"),
     ]  # fmt: skip
     for argv, says in cases:
         assert main(argv) == 2, argv

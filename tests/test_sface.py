@@ -191,3 +191,66 @@ def test_weights_get_sface_downloads_converts_and_matches_onnxruntime(
     with torch.no_grad():
         got = model.features((torch.from_numpy(pixels) / 255 - mean) / std).numpy()
     assert np.abs(got - expected).max() < 1e-3 * np.abs(expected).max()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_library_indexed_with_sface_keeps_it_for_later_index_and_search(
+    random_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """``index --backbone sface``: the library's faces are SFace's (128-d, 112 px, the
+    ``arcface`` pipeline); a later ``index`` and ``search`` with no --backbone take the
+    library's own, and a photo of the library finds its own face first."""
+    from facecls.library.store import open_library
+    from tests.library_photos import build_collection
+
+    root = tmp_path / "photos"
+    pasted = build_collection(root)
+    library = tmp_path / "lib"
+    first = root / "trip" / "day1"
+    weights = ["--weights", str(random_weights)]
+    assert main(["--quiet", "index", str(first), "--library", str(library),
+                 "--backbone", "sface", *weights, "--workers", "1"]) == 0  # fmt: skip
+    with open_library(library) as lib:
+        key = lib.model_key()
+        assert key is not None and (key.backbone, key.dim, key.image_size, key.pipeline) == (
+            "sface",
+            128,
+            112,
+            "arcface",
+        )
+        before = len(lib.faces())
+    assert main(["--quiet", "index", str(root), "--library", str(library), *weights,
+                 "--workers", "1"]) == 0  # fmt: skip
+    with open_library(library) as lib:
+        assert lib.model_key() == key and len(lib.faces()) > before
+    photo = next(p for p in pasted if p.endswith("beach.jpg"))
+    capsys.readouterr()
+    assert main(["search", photo, "--library", str(library), *weights, "--top-k", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "1. 1.0000" in out and "beach.jpg" in out, out
+
+
+def test_index_refuses_a_backbone_beside_a_model(tmp_path: Path) -> None:
+    """One embedder: ``--backbone`` with ``--model`` is refused before anything is read."""
+    from facecls.library.index import index_photos
+
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(
+        ValueError, match="--backbone sface is for a library made by a backbone alone, and --model"
+    ):
+        index_photos([tmp_path / "photos"], tmp_path / "lib", model=tmp_path / "run",
+                     backbone="sface")  # fmt: skip
+    assert not (tmp_path / "lib").exists()
+
+
+def test_index_with_sface_before_its_weights_says_how_to_get_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from tests.library_photos import build_collection
+
+    monkeypatch.setenv("FACECLS_CACHE", str(tmp_path / "cache"))
+    build_collection(tmp_path / "photos")
+    code = main(["index", str(tmp_path / "photos" / "trip"), "--library", str(tmp_path / "lib"),
+                 "--backbone", "sface", "--workers", "1"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "facecls weights get sface" in err, err

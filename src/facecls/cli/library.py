@@ -19,11 +19,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="library folder (made if new) or postgresql://user:pw@host/db")  # fmt: skip
     p.add_argument("--model", type=Path, metavar="RUN",
                    help="embed with a trained model's backbone and face pipeline "
-                   "(default: FaceNet with --faces detect's pipeline)")  # fmt: skip
+                   "(default: --backbone's)")  # fmt: skip
+    p.add_argument("--backbone", choices=["facenet", "sface"],
+                   help="the face backbone without --model (default: the library's own; "
+                   "facenet for a new library)")  # fmt: skip
     p.add_argument(
         "--weights",
         type=Path,
-        help="FaceNet weights file (default: the one facecls weights get facenet stored)",
+        help="the backbone's weights file (default: the one facecls weights get stored)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
     p.add_argument("--min-face", type=int, default=40, metavar="PX",
@@ -51,6 +54,7 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
     device = str(ctx.device) if ctx.distributed else args.device
     index_photos(
         args.photos, args.library, model=args.model, weights=args.weights, device=device,
+        backbone=args.backbone,
         min_face=args.min_face,
         workers=args.workers or max(1, cpu_cores() // ctx.local_world_size),
         commit_every=args.commit_every, reembed=args.reembed,

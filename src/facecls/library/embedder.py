@@ -1,11 +1,13 @@
 """What turns a photo's faces into the library's embeddings: a backbone and its face pipeline.
 
 By default the FaceNet backbone (CASIA-WebFace weights from the weights cache, or ``--weights``)
-with the ``box`` pipeline that ``--faces detect`` gives FaceNet; with ``--model RUN`` a trained
-model's backbone and pipeline (its flip averaging included). The :class:`ModelKey` names the
-embeddings: the backbone, a digest of its weights tensors (the head excluded, so a linear probe
-on frozen FaceNet keeps FaceNet's key unless its embeddings differ by flip averaging), the
-pipeline, the face size and the dimension.
+with the ``box`` pipeline that ``--faces detect`` gives FaceNet; ``--backbone sface`` OpenCV Zoo's
+SFace with its ``arcface`` pipeline (112 px); with ``--model RUN`` a trained model's backbone and
+pipeline (its flip averaging included). The :class:`ModelKey` names the embeddings: the
+backbone, a digest of its weights tensors (the head excluded, so a linear probe on frozen FaceNet
+keeps FaceNet's key unless its embeddings differ by flip averaging), the pipeline, the face size
+and the dimension. A library remembers its backbone by that key, so ``search`` and a later
+``index`` take the one it was made with.
 """
 
 from __future__ import annotations
@@ -26,15 +28,17 @@ from facecls.data.photo_faces import Cut
 from facecls.inference.faces import model_cut
 from facecls.inference.model import FaceModel, load_model
 from facecls.library.store_types import ModelKey
-from facecls.models import create_model
+from facecls.models import create_model, model_info
 from facecls.models.cpu_pass import onnx_pass
 from facecls.models.embedding import head_name, logits_and_features
-from facecls.models.facenet import NORMALIZATION, default_weights_path
-from facecls.models.weights_store import find_weights, offline_hint
+from facecls.models.facenet import default_weights_path
+from facecls.models.weights_store import find_weights, missing_message, offline_hint
 from facecls.openset import l2_normalize
 from facecls.runtime import resolve_device
 
 FACENET_SIZE = 160
+# The backbones a library can be made with alone: face size and embedding dimension.
+BACKBONES: dict[str, tuple[int, int]] = {"facenet": (FACENET_SIZE, 512), "sface": (112, 128)}
 
 
 @dataclass
@@ -92,39 +96,86 @@ def find_facenet_weights(weights: str | Path | None) -> Path:
     return found
 
 
-def check_choice(model: str | Path | None, weights: str | Path | None) -> None:
-    """Refuse ``--model`` and ``--weights`` together: one embedder, so one would be ignored.
+def check_choice(
+    model: str | Path | None, weights: str | Path | None, backbone: str | None = None
+) -> None:
+    """Refuse ``--model`` with ``--weights`` or ``--backbone``: one embedder, so one would be
+    ignored; and a backbone facecls does not have.
 
     Raises:
-        ValueError: naming both options.
+        ValueError: naming the options.
     """
-    if model is not None and weights is not None:
-        raise ValueError(
-            f"--weights {weights} is FaceNet's weights file and --model {model} embeds with the "
-            "run's own backbone: give one of them"
-        )
+    if backbone is not None and backbone not in BACKBONES:
+        raise ValueError(f"--backbone {backbone}: choose one of {', '.join(BACKBONES)}")
+    for option, value in (("--weights", weights), ("--backbone", backbone)):
+        if model is not None and value is not None:
+            raise ValueError(
+                f"{option} {value} is for a library made by a backbone alone, and --model "
+                f"{model} embeds with the run's own: give one of them"
+            )
+
+
+def library_backbone(key: ModelKey | None) -> str:
+    """The backbone a library's faces were embedded by when it was one of :data:`BACKBONES`
+    (a trained model's key names an architecture with a ``@`` or ``+flip``), else FaceNet."""
+    return key.backbone if key is not None and key.backbone in BACKBONES else "facenet"
+
+
+def find_backbone_weights(backbone: str, weights: str | Path | None) -> Path:
+    """The weights file of ``backbone``: ``weights`` if given, else the stored one.
+
+    Raises:
+        FileNotFoundError: it is not there (the message says how to get it).
+    """
+    if backbone == "facenet":
+        return find_facenet_weights(weights)
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"--weights {path}: no such file")
+        return path
+    found = find_weights(backbone)
+    if found is None:
+        raise FileNotFoundError(missing_message(backbone))
+    return found
 
 
 def facenet_embedder(weights: str | Path | None = None, device: str = "auto") -> Embedder:
     """FaceNet's 512-d embeddings of faces cut by the ``box`` pipeline (no trained model)."""
+    return backbone_embedder("facenet", weights, device)
+
+
+def backbone_embedder(
+    backbone: str = "facenet", weights: str | Path | None = None, device: str = "auto"
+) -> Embedder:
+    """A face backbone's unit embeddings of faces cut by its own pipeline (no trained model):
+    ``facenet`` (512-d, 160 px, ``box``) or ``sface`` (128-d, 112 px, ``arcface``).
+
+    Raises:
+        ValueError: another backbone; FileNotFoundError: its weights are missing.
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"--backbone {backbone}: choose one of {', '.join(BACKBONES)}")
+    size, dim = BACKBONES[backbone]
     where = resolve_device(device)
-    model = create_model("facenet", num_classes=1, image_size=FACENET_SIZE,
-                         weights=str(find_facenet_weights(weights)))  # fmt: skip
+    model = create_model(backbone, num_classes=1, image_size=size,
+                         weights=str(find_backbone_weights(backbone, weights)))  # fmt: skip
     model.eval().to(where)
-    pipeline = DETECT_PIPELINES["facenet"]
-    cutter = FaceCutter(pipeline, FACENET_SIZE, device=str(where))
-    mean = torch.tensor(NORMALIZATION[0]).view(1, 3, 1, 1) * 255
-    std = torch.tensor(NORMALIZATION[1]).view(1, 3, 1, 1) * 255
+    pipeline = DETECT_PIPELINES[backbone]
+    cutter = FaceCutter(pipeline, size, device=str(where))
+    info = model_info(backbone)
+    assert info is not None and info.normalization is not None  # both backbones fix theirs
+    normalization = info.normalization
+    mean = torch.tensor(normalization[0]).view(1, 3, 1, 1) * 255
+    std = torch.tensor(normalization[1]).view(1, 3, 1, 1) * 255
     # ONNX Runtime runs FaceNet 1.5x faster than PyTorch on the CPU (models/cpu_pass.py); one
     # thread per call, as the index embeds several photos' faces at once in its workers.
-    fast = (
-        onnx_pass(model, FACENET_SIZE, images=1 << 30, threads=1) if where.type == "cpu" else None
-    )
+    fast = onnx_pass(model, size, images=1 << 30, threads=1) if where.type == "cpu" else None
 
     @torch.inference_mode()
     def embed(faces: np.ndarray) -> np.ndarray:
         if len(faces) == 0:
-            return np.zeros((0, 512), np.float32)
+            return np.zeros((0, dim), np.float32)
         pixels = (torch.from_numpy(np.ascontiguousarray(faces)).float() - mean) / std
         if fast is not None:
             features = fast(pixels.numpy())[1]
@@ -132,11 +183,11 @@ def facenet_embedder(weights: str | Path | None = None, device: str = "auto") ->
             features = logits_and_features(model, pixels.to(where))[1].float().cpu().numpy()
         return l2_normalize(features).astype(np.float32)
 
-    key = ModelKey("facenet", backbone_digest(model), pipeline, FACENET_SIZE, 512)
+    key = ModelKey(backbone, backbone_digest(model), pipeline, size, dim)
     return Embedder(
         key,
         lambda photo, found: cutter.faces_of(photo, found, every_face=True),
-        FACENET_SIZE,
+        size,
         embed,
         MTCNN(where, fast=True),
     )

@@ -29,7 +29,13 @@ from facecls.data.archive import ArchiveError, extract_archive, is_archive
 from facecls.data.images import IMAGE_EXTENSIONS, is_junk, printable
 from facecls.data.photo_faces import FaceReader, ReadPhoto
 from facecls.data.sources import DataError, default_cache_dir
-from facecls.library.embedder import Embedder, check_choice, facenet_embedder, model_embedder
+from facecls.library.embedder import (
+    Embedder,
+    backbone_embedder,
+    check_choice,
+    library_backbone,
+    model_embedder,
+)
 from facecls.library.reembed import reembed_library
 from facecls.library.store import FileStamp, Library, NewFace, NewPhoto, open_library
 from facecls.progress import bar
@@ -163,14 +169,16 @@ def index_photos(
     workers: int | None = None, shard: tuple[int, int] = (0, 1),
     commit_every: int = COMMIT_EVERY, log: Callable[[str], None] = print,
     show_progress: bool = False, embedder: Embedder | None = None,
-    cache_dir: Path | None = None, reembed: bool = False,
+    cache_dir: Path | None = None, reembed: bool = False, backbone: str | None = None,
 ) -> IndexReport:  # fmt: skip
     """Index the photos of ``inputs`` into the face library ``library`` (see the module notes).
 
     Args:
         library: a folder (made if new) or a ``postgresql://`` URL.
         model: a trained model's run folder or bundle (``--model RUN``), else FaceNet.
-        weights: the FaceNet weights file (default: the weights cache's).
+        weights: the backbone's weights file (default: the weights cache's).
+        backbone: ``facenet`` or ``sface`` without a ``model`` (default: the library's own,
+            FaceNet for a new one).
         min_face: smallest face searched for, in pixels of the full photo.
         shard: ``(rank, world_size)`` under torchrun.
         embedder: a ready :class:`Embedder` (tests, benchmarks), instead of model/weights.
@@ -182,7 +190,7 @@ def index_photos(
         DataError: an input does not exist.
         ValueError: both ``model`` and ``weights``.
     """
-    check_choice(model, weights)
+    check_choice(model, weights, backbone)
     start = time.perf_counter()
     rank, world = shard
     with open_library(library, create=True) as lib:
@@ -208,8 +216,8 @@ def index_photos(
                 todo.append(entry)
         if todo or reembed:  # the backbone loads only when there is something to embed
             if embedder is None:
-                embedder = (model_embedder(model, device) if model
-                            else facenet_embedder(weights, device))  # fmt: skip
+                embedder = (model_embedder(model, device) if model else backbone_embedder(
+                    backbone or library_backbone(lib.model_key()), weights, device))  # fmt: skip
             threads = torch.get_num_threads()
             torch.set_num_threads(1)  # the workers run photos in parallel, one thread each
             try:

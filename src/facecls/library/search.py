@@ -17,7 +17,13 @@ import numpy as np
 
 from facecls.data.photo_faces import FaceReader
 from facecls.data.sources import DataError
-from facecls.library.embedder import Embedder, check_choice, facenet_embedder, model_embedder
+from facecls.library.embedder import (
+    Embedder,
+    backbone_embedder,
+    check_choice,
+    library_backbone,
+    model_embedder,
+)
 from facecls.library.store import Library, LibraryError, open_library
 from facecls.library.vectors import LibraryVectors
 from facecls.vector_index import IndexSettings
@@ -52,7 +58,7 @@ def library_embedder(
     if key is None:
         raise LibraryError(f"{lib.location}: the library has no faces yet; facecls index first")
     embedder = (model_embedder(model, device, require_digest) if model
-                else facenet_embedder(weights, device))  # fmt: skip
+                else backbone_embedder(library_backbone(key), weights, device))  # fmt: skip
     if embedder.key != key:
         raise LibraryError(
             f"{lib.location}: its faces were embedded by {key.describe()}, not by "
