@@ -18,6 +18,7 @@ cosine distance at most 0.5) on facecls's embeddings.
     PYTHONPATH=src python benchmarks/cluster_lfw.py --embeddings lfw-all-facenet.safetensors
     PYTHONPATH=src python benchmarks/cluster_lfw.py --model RUN   # embeds LFW itself (cached)
     PYTHONPATH=src python benchmarks/cluster_lfw.py               # facecls index LFW (cached)
+    PYTHONPATH=src python benchmarks/cluster_lfw.py --backbone sface   # ... with SFace
 
 dlib descriptors take about 0.15-0.25 s a photo on one core; they are cached in ``--cache`` in
 chunks of 500 photos, so an interrupted run loses little.
@@ -113,19 +114,28 @@ def embed_lfw(model: Path, paths: list[Path], cache: Path, log: Callable[[str], 
     return out
 
 
-def index_lfw(root: Path, relpaths: list[str], cache: Path, weights: Path | None) -> Path:
-    """Index LFW with ``facecls index`` (FaceNet, the ``box`` pipeline) into a library under
-    ``cache`` (resumed if interrupted), and write each photo's main face (rank 0) as a
-    ``facecls embed``-style file (safetensors + CSV) beside it; answers that file."""
+def index_lfw(
+    root: Path, relpaths: list[str], cache: Path, weights: Path | None, backbone: str = "facenet"
+) -> Path:
+    """Index LFW with ``facecls index`` (``backbone`` and its pipeline: FaceNet's ``box``,
+    SFace's ``arcface``) into a library under ``cache`` (resumed if interrupted), and write each
+    photo's main face (rank 0) as a ``facecls embed``-style file (safetensors + CSV) beside it;
+    answers that file."""
     from safetensors.numpy import save_file
 
     from facecls.library.index import index_photos
     from facecls.library.store import open_library
 
-    library, out = cache / "lfw-library", cache / "lfw-index-main-faces.safetensors"
+    tag = "" if backbone == "facenet" else f"-{backbone}"
+    library = cache / f"lfw-library{tag}"
+    out = cache / f"lfw-index-main-faces{tag}.safetensors"
     if out.exists():
         return out
-    index_photos([root], library, weights=weights, log=print, show_progress=True)
+    started = time.perf_counter()
+    index_photos([root], library, weights=weights, log=print, show_progress=True,
+                 backbone=backbone)  # fmt: skip
+    print(f"facecls index ({backbone}) of {len(relpaths)} LFW photos: "
+          f"{time.perf_counter() - started:.1f} s")  # fmt: skip
     rows, vectors = [], []
     with open_library(library) as lib:
         files = lib.files()
@@ -289,6 +299,9 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=WEIGHTS if WEIGHTS.is_file() else None,
                         help="else facecls index LFW with these FaceNet weights (default: "
                         "../shared's, else the weights cache's)")  # fmt: skip
+    parser.add_argument("--backbone", default="facenet", choices=["facenet", "sface"],
+                        help="the backbone facecls index embeds with (SFace: from the weights "
+                        "cache, facecls weights get sface)")  # fmt: skip
     parser.add_argument("--data", default=str(SHARED / "lfw-deepfunneled.tgz"))
     parser.add_argument("--split-file", type=Path, default=SHARED / "lfw-benchmark-splits.csv")
     parser.add_argument("--cache", type=Path, help="embeddings and dlib descriptors (default: "
@@ -310,7 +323,8 @@ def main() -> None:
         file = embed_lfw(args.model, paths, cache, print)
     else:  # facecls index, as a user's library would hold them
         root = paths[0].parents[1]
-        file = index_lfw(root, relpaths, cache, args.weights)
+        weights = args.weights if args.backbone == "facenet" else None
+        file = index_lfw(root, relpaths, cache, weights, args.backbone)
     vectors, found = main_faces(file, relpaths)
     in_lfw8 = lfw8_mask(relpaths, args.split_file)
     print(f"Clustering LFW with {file.name}; {hardware()}")
@@ -330,7 +344,7 @@ def main() -> None:
         seconds, made = through_library(vectors[found], cache / "cluster-library")
         print(f"\nfacecls cluster on a SQLite library of all {int(found.sum())} LFW faces: "
               f"{seconds:.1f} s ({made} clusters), labels written included")  # fmt: skip
-        indexed = cache / "lfw-library"
+        indexed = cache / ("lfw-library" + ("" if args.backbone == "facenet" else "-sface"))
         if args.embeddings is None and args.model is None and indexed.is_dir():
             seconds, faces, made = on_indexed_library(indexed, cache / "cluster-indexed")
             print(f"facecls cluster on a copy of the indexed LFW library (all {faces} faces "
