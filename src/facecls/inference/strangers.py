@@ -13,6 +13,9 @@ reports in ISO/IEC 19795-1 terms:
 as a curve. It is a snapshot: after ``facecls calibrate`` changes a threshold, run it again.
 Photos in folders named like a trained identity are left out (they are not strangers), as are
 files that cannot be read; both are counted and the unreadable ones listed with why.
+
+``facecls calibrate RUN --strangers DIR`` scores such photos the same way
+(:func:`real_strangers`) and sets the thresholds on them (``openset_calibration.calibrate``).
 """
 
 from __future__ import annotations
