@@ -62,7 +62,11 @@ def how_set(point: dict[str, Any]) -> str:
                 f" and {point['named_views']:.1%} of their {point['views']} views as photos "
                 "show them (smaller, softer, tilted, off-centre)"
             )
-        return text
+        # pseudo-strangers are the trained people: real strangers may resemble them less or more
+        return text + (
+            ". `facecls calibrate RUN --strangers PHOTOS/` sets it on photos of people the model "
+            "must not name instead"
+        )
     text = f"set to accept {point['acceptance']:.0%} of the correctly named validation faces"
     if point["fallback"]:
         text += f" ({point['fallback']})"
