@@ -66,13 +66,12 @@ def calibrated_on_strangers(
           f"{'(run: threshold':>15} {'FPIR':>6} {'per person':>10})")  # fmt: skip
     predicted = k_logits.argmax(1)
     stored = model.meta["openset"]["thresholds"]
+    weights = openset_fpir.person_weights(np.unique(people, return_inverse=True)[1])
     for method in ("msp", "margin", "fused"):
         known = openset.scores(method, k_logits, k_features, model.trained_centroids, predicted,
                                model.fused_weight)  # fmt: skip
         unknown = openset.scores(method, u_logits, u_features, model.trained_centroids,
                                  fused_weight=model.fused_weight)  # fmt: skip
-        _, ids = np.unique(people, return_inverse=True)
-        weights = openset_fpir.person_weights(ids)
         t = openset_fpir.threshold_at_fpir(unknown[first], fpir, weights[first])
         rest = ~first
         rates = [

@@ -290,17 +290,23 @@ def calibrate(
     )  # fmt: skip
 
 
+def require_fpir(fpir: float | None) -> float:
+    """``fpir``, which real strangers need (:class:`ValueError` under the acceptance rule)."""
+    if fpir is None:
+        raise ValueError(
+            "--strangers sets each threshold at a share of strangers named (--fpir); "
+            "--acceptance is the other rule: give one of them"
+        )
+    return fpir
+
+
 def check_strangers(strangers: RealStrangers, fpir: float | None) -> np.ndarray:
     """Each stranger photo's weight (a person counts once), once they can set a threshold.
 
     Raises:
         ValueError: no target rate, or fewer photos than a threshold at ``fpir`` needs.
     """
-    if fpir is None:
-        raise ValueError(
-            "--strangers sets each threshold at a share of strangers named (--fpir); "
-            "--acceptance is the other rule: give one of them"
-        )
+    require_fpir(fpir)
     photos = len(strangers.people)
     if photos < needed(fpir):
         raise ValueError(

@@ -52,7 +52,13 @@ from facecls.openset import (
     default_method,
     fused_weight_for,
 )
-from facecls.openset_calibration import Calibration, RealStrangers, ScoredViews, calibrate
+from facecls.openset_calibration import (
+    Calibration,
+    RealStrangers,
+    ScoredViews,
+    calibrate,
+    require_fpir,
+)
 from facecls.openset_fpir import DEFAULT_FPIR, check_fpir
 from facecls.progress import bar as progress_bar
 from facecls.runtime import Runtime, resolve_device
@@ -355,11 +361,8 @@ def calibrate_command(
             )
     path = Path(model_path)
     is_run = (path / "config.yaml").is_file() and (path / "folds.json").is_file()
-    if strangers and acceptance is not None:
-        raise ValueError(
-            "--strangers sets each threshold at a share of strangers named (--fpir); "
-            "--acceptance is the other rule: give one of them"
-        )
+    if strangers:
+        require_fpir(None if acceptance is not None else DEFAULT_FPIR)
     by_hand = method is not None and not is_run and data is None and not strangers
     if threshold is not None or by_hand:
         return set_threshold(path, threshold, method)

@@ -33,12 +33,12 @@ from facecls.models.cpu_pass import onnx_pass
 from facecls.models.embedding import head_name, logits_and_features
 from facecls.models.facenet import default_weights_path
 from facecls.models.weights_store import find_weights, missing_message, offline_hint
-from facecls.openset import l2_normalize
+from facecls.openset import FACE_BACKBONES, l2_normalize
 from facecls.runtime import resolve_device
 
-FACENET_SIZE = 160
-# The backbones a library can be made with alone: face size and embedding dimension.
-BACKBONES: dict[str, tuple[int, int]] = {"facenet": (FACENET_SIZE, 512), "sface": (112, 128)}
+# The backbones a library can be made with alone (face embeddings; each brings its own face
+# size, normalisation and pipeline).
+BACKBONES: tuple[str, ...] = FACE_BACKBONES
 
 
 @dataclass
@@ -80,10 +80,7 @@ def find_facenet_weights(weights: str | Path | None) -> Path:
         FileNotFoundError: neither is there (the message says how to get them).
     """
     if weights:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"--weights {path}: no such file")
-        return path
+        return given_weights(weights)
     found = find_weights("facenet") or next(
         (p for p in (default_weights_path(),) if p.is_file()), None
     )
@@ -121,6 +118,14 @@ def library_backbone(key: ModelKey | None) -> str:
     return key.backbone if key is not None and key.backbone in BACKBONES else "facenet"
 
 
+def given_weights(weights: str | Path) -> Path:
+    """The ``--weights`` file given, once it is there (:class:`FileNotFoundError` if not)."""
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"--weights {path}: no such file")
+    return path
+
+
 def find_backbone_weights(backbone: str, weights: str | Path | None) -> Path:
     """The weights file of ``backbone``: ``weights`` if given, else the stored one.
 
@@ -130,10 +135,7 @@ def find_backbone_weights(backbone: str, weights: str | Path | None) -> Path:
     if backbone == "facenet":
         return find_facenet_weights(weights)
     if weights:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"--weights {path}: no such file")
-        return path
+        return given_weights(weights)
     found = find_weights(backbone)
     if found is None:
         raise FileNotFoundError(missing_message(backbone))
@@ -154,18 +156,17 @@ def backbone_embedder(
     Raises:
         ValueError: another backbone; FileNotFoundError: its weights are missing.
     """
-    if backbone not in BACKBONES:
-        raise ValueError(f"--backbone {backbone}: choose one of {', '.join(BACKBONES)}")
-    size, dim = BACKBONES[backbone]
+    check_choice(None, weights, backbone)
+    info = model_info(backbone)
+    assert info is not None and info.normalization is not None  # both backbones fix theirs
+    size, normalization = info.default_size, info.normalization
     where = resolve_device(device)
     model = create_model(backbone, num_classes=1, image_size=size,
                          weights=str(find_backbone_weights(backbone, weights)))  # fmt: skip
     model.eval().to(where)
+    dim = int(model.get_submodule(head_name(model)).in_features)  # the embedding's
     pipeline = DETECT_PIPELINES[backbone]
     cutter = FaceCutter(pipeline, size, device=str(where))
-    info = model_info(backbone)
-    assert info is not None and info.normalization is not None  # both backbones fix theirs
-    normalization = info.normalization
     mean = torch.tensor(normalization[0]).view(1, 3, 1, 1) * 255
     std = torch.tensor(normalization[1]).view(1, 3, 1, 1) * 255
     # ONNX Runtime runs FaceNet 1.5x faster than PyTorch on the CPU (models/cpu_pass.py); one
