@@ -180,6 +180,65 @@ def test_margin_thresholds_for_enrolled_people_and_older_bundles() -> None:
     assert openset_thresholds.enrolled_table(nested, "margin") == {"3": 0.3}
 
 
+def test_enrolled_thresholds_by_the_stranger_rate_draw_strangers_like_trained_people() -> None:
+    """At the per-k thresholds set by the stranger rate, people enrolled from 1 or 3 photos
+    (fresh ones, not the validation people the thresholds were simulated on) draw about as many
+    real strangers each as a trained person does at the trained threshold."""
+    from facecls.openset_fpir import person_weights, pseudo_stranger_scores, threshold_at_fpir
+
+    rng = np.random.default_rng(5)
+    classes, dim, fresh_n = 80, 24, 120
+    centres = openset.l2_normalize(rng.normal(size=(classes + fresh_n + 600, dim))) * 6
+
+    def sample(ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        targets = np.repeat(ids, n)
+        return centres[targets] + rng.normal(size=(len(targets), dim)), targets
+
+    train, train_t = sample(np.arange(classes), 20)
+    val, val_t = sample(np.arange(classes), 6)
+    centroids = openset.class_centroids(train, train_t, classes)
+    weights = person_weights(val_t)
+    pseudo = pseudo_stranger_scores(
+        "margin", np.zeros((len(val_t), classes)), val, centroids, val_t
+    )
+    trained_t = threshold_at_fpir(pseudo, 0.05, weights)
+    table = openset_thresholds.few_shot_fpir_thresholds(
+        val, val_t, centroids, trained_t, val, val_t, weights, method="margin"
+    )
+    assert set(table) == {"1", "2", "3", "5"}  # 6 photos a person: no 10-photo centroid
+
+    strangers, _ = sample(np.arange(classes + fresh_n, len(centres)), 4)
+    fresh, fresh_t = sample(np.arange(classes, classes + fresh_n), 3)
+    unit_c = openset.l2_normalize(centroids)
+    cos = openset.cosine(strangers, unit_c)
+    first = cos.argmax(1)
+    trained_score = openset.margin_score(cos.max(1), openset.runner_up(cos, first))
+    per_trained = np.mean([np.mean((first == c) & (trained_score >= trained_t))
+                           for c in range(classes)])  # fmt: skip
+    for k in (1, 3):
+        drawn = []
+        for c in range(classes, classes + fresh_n):
+            shot = openset.l2_normalize(fresh[fresh_t == c][:k].sum(0, keepdims=True))
+            cos = openset.cosine(strangers, np.concatenate([unit_c, shot]))
+            chosen = cos.argmax(1)
+            score = openset.margin_score(cos.max(1), openset.runner_up(cos, chosen))
+            drawn.append(np.mean((chosen == classes) & (score >= table[str(k)])))
+        assert 0.5 * per_trained < np.mean(drawn) < 2.0 * per_trained, k
+    with pytest.raises(ValueError, match="decided by"):
+        openset_thresholds.few_shot_fpir_thresholds(
+            val, val_t, centroids, trained_t, val, val_t, weights, method="msp"
+        )
+    # calibrate stores them, in order and below the trained threshold, and says which rule
+    logits = np.zeros((len(val_t), classes))
+    logits[np.arange(len(val_t)), val_t] = 1.0
+    cal = openset_calibration.calibrate(train, train_t, logits, val, val_t, classes, fpir=0.05)
+    assert cal.thresholds["margin"] == pytest.approx(trained_t)
+    assert cal.enrolled_thresholds["margin"] == openset_thresholds.settled(table, trained_t)
+    assert cal.stats["enrolled_rule"] == "stranger_rate"
+    by_share = openset_calibration.calibrate(train, train_t, logits, val, val_t, classes, fpir=None)
+    assert by_share.stats["enrolled_rule"] == "acceptance"
+
+
 def test_settled_thresholds_never_fall_with_more_photos_nor_pass_the_trained_one() -> None:
     raw = {"1": 0.22, "2": 0.33, "3": 0.39, "5": 0.46, "10": 0.38}
     assert openset_thresholds.settled(raw, 0.40) == {

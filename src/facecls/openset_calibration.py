@@ -39,6 +39,7 @@ from facecls.openset_fpir import (
 )
 from facecls.openset_thresholds import (
     ENROLLED_METHODS,
+    few_shot_fpir_thresholds,
     few_shot_thresholds,
     settled,
     threshold_at_acceptance,
@@ -274,16 +275,25 @@ def calibrate(
         cos = cosine(features, centroids)
         stats["ncm_validation_accuracy"] = float((cos.argmax(axis=1) == targets)[~is_view].mean())
         scale = fit_scale(cos, targets)
+        clean = ~is_view  # a view of an enrolled photo would flatter its centroid
+        # the strangers an enrolled person may draw no more of than a trained one
+        if real_weights is not None:
+            others, own, w = strangers.features, np.full(len(real_weights), -1), real_weights
+        else:
+            others, own, w = features, targets, weights
         for m in ENROLLED_METHODS:
-            # enrolled people are named as often as trained ones at this operating point
-            share = rates[m]["accepted_of_correct"] if rule == "fpir" else acceptance
-            share = min(max(share, 0.5), 1.0)
-            clean = ~is_view  # a view of an enrolled photo would flatter its centroid
-            table = few_shot_thresholds(
-                features[clean], targets[clean], subset[clean], share, method=m,
-                centroids=centroids,
-            )  # fmt: skip
+            if rule == "fpir":
+                table = few_shot_fpir_thresholds(
+                    features[clean], targets[clean], centroids, thresholds[m], others, own, w,
+                    method=m,
+                )  # fmt: skip
+            else:  # enrolled people are accepted as often as trained ones
+                table = few_shot_thresholds(
+                    features[clean], targets[clean], subset[clean], acceptance, method=m,
+                    centroids=centroids,
+                )  # fmt: skip
             enrolled[m] = settled(table, thresholds[m])
+        stats["enrolled_rule"] = "stranger_rate" if rule == "fpir" else "acceptance"
     return Calibration(
         centroids, scale, thresholds, method, acceptance, stats, enrolled,
         fpir if rule == "fpir" else None, rule, rates, fused_weight,

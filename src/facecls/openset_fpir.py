@@ -116,11 +116,21 @@ def threshold_at_fpir(
     if len(scores_) == 0:
         raise ValueError("no pseudo-stranger scores to set a threshold on")
     w = np.ones(len(scores_)) if weights is None else np.asarray(weights, dtype=np.float64)
+    return threshold_at_share(scores_, w / w.sum(), fpir)
+
+
+def threshold_at_share(scores: np.ndarray, shares: np.ndarray, rate: float) -> float:
+    """The lowest threshold at which the ``shares`` of the ``scores`` accepted (score >= it) add
+    up to at most ``rate`` (shares need not sum to one: scores never accepted are left out); the
+    lowest score when all of them together stay within it."""
+    scores_ = np.asarray(scores, dtype=np.float64)
+    if len(scores_) == 0:
+        raise ValueError("no scores to set a threshold on")
     order = np.argsort(-scores_, kind="stable")
     ranked = scores_[order]
-    share = np.cumsum(w[order]) / w.sum()
+    share = np.cumsum(np.asarray(shares, dtype=np.float64)[order])
     # strangers that may be accepted: the longest run from the top within the target
-    allowed = int(np.searchsorted(share, fpir + 1e-9, side="right"))
+    allowed = int(np.searchsorted(share, rate + 1e-9, side="right"))
     if allowed >= len(ranked):
         return float(ranked[-1])
     # Ties with the first stranger refused are refused too: the threshold sits just above it,

@@ -1,4 +1,5 @@
-"""Open-set thresholds: at a target acceptance rate, and per photo count for enrolled people."""
+"""Open-set thresholds: at a target acceptance rate, and per photo count for enrolled people
+(by the acceptance rule or by the stranger rate)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from facecls.openset import DEFAULT_ACCEPTANCE, l2_normalize, margin_score, runner_up
+from facecls.openset_fpir import threshold_at_share
 
 
 def threshold_at_acceptance(
@@ -104,6 +106,90 @@ def few_shot_thresholds(
         scores_k = np.concatenate(accepted) if accepted else np.zeros(0)
         if len(scores_k) >= 10:
             table[str(k)] = threshold_at_acceptance(scores_k, acceptance, np.concatenate(weights))
+    return table
+
+
+def few_shot_fpir_thresholds(
+    features: np.ndarray,
+    targets: np.ndarray,
+    centroids: np.ndarray,
+    trained_threshold: float,
+    strangers: np.ndarray,
+    stranger_own: np.ndarray,
+    stranger_weights: np.ndarray,
+    method: str = "margin",
+    shots: tuple[int, ...] = SHOTS,
+    draws: int = 5,
+    seed: int = 0,
+) -> dict[str, float]:
+    """``centroid`` (or ``margin``) thresholds for identities enrolled from ``k`` photos, per
+    ``k``, that let each enrolled person draw as many strangers as a trained person does.
+
+    Where the trained threshold is set by the stranger rate, the acceptance rule of
+    :func:`few_shot_thresholds` has nothing to match: that threshold names every validation face
+    (SFace on LFW-8), and "accept them all" on the simulated few-shot probes is the lowest of a
+    handful of politicians' scores, above the trained threshold. Here the operating point is
+    matched instead: a centroid of ``k`` photos is simulated for each validation person with
+    ``k`` or more (``draws`` times), standing in for that person's trained centroid, and the
+    ``strangers`` are scored against it as an enrolled person would be scored (named when it is
+    nearer than every trained centroid but the stranger's own, ``stranger_own``, -1 for real
+    strangers). The threshold for ``k`` is the lowest at which the simulated centroids draw, on
+    average, no larger share of the strangers (``stranger_weights``: each person weighs the same)
+    than the same people's trained centroids draw at ``trained_threshold``. A noisier centroid
+    sits further from everyone, strangers included, so its threshold is lower where the
+    acceptance rule would keep it at the trained one.
+
+    Returns:
+        ``{str(k): threshold}``; ``k`` with no eligible person, or whose trained centroids draw
+        no stranger at all at ``trained_threshold``, is left out.
+    """
+    if method not in ENROLLED_METHODS:
+        raise ValueError(f"enrolled people are decided by {ENROLLED_METHODS}, not {method!r}")
+    rng = np.random.default_rng(seed)
+    unit = l2_normalize(np.asarray(features, dtype=np.float64))
+    targets = np.asarray(targets)
+    others = l2_normalize(np.asarray(strangers, dtype=np.float64))
+    own = np.asarray(stranger_own)
+    w = np.asarray(stranger_weights, dtype=np.float64)
+    cos = others @ l2_normalize(np.asarray(centroids, dtype=np.float64)).T
+    rows = np.arange(len(others))
+    cos[rows[own >= 0], own[own >= 0]] = -np.inf  # a pseudo-stranger's own centroid is gone
+    first = cos.argmax(axis=1)
+    best = cos[rows, first]
+    cos[rows, first] = -np.inf
+    second = cos.max(axis=1) if cos.shape[1] > 1 else np.full(len(rows), -np.inf)
+    second = np.where(np.isfinite(second), second, 0.0)
+    # each stranger's score as the trained identity it is nearest to
+    trained = best if method == "centroid" else margin_score(best, second)
+    table: dict[str, float] = {}
+    for k in shots:
+        target_rates, scores, weights = [], [], []
+        combos = 0
+        for c in np.unique(targets):
+            members = np.flatnonzero(targets == c)
+            if len(members) < k:
+                continue
+            outside = own != c  # the person's own photos are no strangers to them
+            total = w[outside].sum()
+            if total <= 0:
+                continue
+            drawn = trained[outside & (first == c)] >= trained_threshold
+            target_rates.append(w[outside & (first == c)][drawn].sum() / total)
+            # the nearest trained centroid once c's own is replaced by the simulated one
+            rival = np.where(first == c, second, best)[outside]
+            for _ in range(draws):
+                shot = l2_normalize(unit[rng.permutation(members)[:k]].sum(0, keepdims=True))[0]
+                near = others[outside] @ shot
+                named = near > rival
+                score = near if method == "centroid" else margin_score(near, rival)
+                scores.append(score[named])
+                weights.append(w[outside][named] / total)
+                combos += 1
+        if not combos or not np.mean(target_rates) > 0:
+            continue
+        table[str(k)] = threshold_at_share(
+            np.concatenate(scores), np.concatenate(weights) / combos, float(np.mean(target_rates))
+        )
     return table
 
 
