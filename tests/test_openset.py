@@ -206,6 +206,10 @@ def test_enrolled_thresholds_by_the_stranger_rate_draw_strangers_like_trained_pe
         val, val_t, centroids, trained_t, val, val_t, weights, method="margin"
     )
     assert set(table) == {"1", "2", "3", "5"}  # 6 photos a person: no 10-photo centroid
+    sampled = openset_thresholds.few_shot_fpir_thresholds(
+        val, val_t, centroids, trained_t, val, val_t, weights, method="margin", max_people=20
+    )  # half the people simulated: the same rule, a rougher estimate
+    assert set(sampled) == set(table) and sampled != table
 
     strangers, _ = sample(np.arange(classes + fresh_n, len(centres)), 4)
     fresh, fresh_t = sample(np.arange(classes, classes + fresh_n), 3)

@@ -121,6 +121,7 @@ def few_shot_fpir_thresholds(
     shots: tuple[int, ...] = SHOTS,
     draws: int = 5,
     seed: int = 0,
+    max_people: int = 300,
 ) -> dict[str, float]:
     """``centroid`` (or ``margin``) thresholds for identities enrolled from ``k`` photos, per
     ``k``, that let each enrolled person draw as many strangers as a trained person does.
@@ -137,7 +138,8 @@ def few_shot_fpir_thresholds(
     average, no larger share of the strangers (``stranger_weights``: each person weighs the same)
     than the same people's trained centroids draw at ``trained_threshold``. A noisier centroid
     sits further from everyone, strangers included, so its threshold is lower where the
-    acceptance rule would keep it at the trained one.
+    acceptance rule would keep it at the trained one. At most ``max_people`` people (drawn at
+    random) are simulated per ``k``.
 
     Returns:
         ``{str(k): threshold}``; ``k`` with no eligible person, or whose trained centroids draw
@@ -163,33 +165,36 @@ def few_shot_fpir_thresholds(
     trained = best if method == "centroid" else margin_score(best, second)
     table: dict[str, float] = {}
     for k in shots:
+        people = [c for c in np.unique(targets) if np.sum(targets == c) >= k and w[own != c].sum()]
+        if len(people) > max_people:  # a sample of them is enough, and bounds the work
+            people = sorted(rng.choice(people, size=max_people, replace=False))
+        if not people:
+            continue
+        owners = np.repeat(people, draws)
+        shots_ = l2_normalize(np.stack([
+            unit[rng.permutation(np.flatnonzero(targets == c))[:k]].sum(0) for c in owners
+        ]))  # fmt: skip
+        near_all = others @ shots_.T  # (strangers, people x draws): cosines to the centroids
         target_rates, scores, weights = [], [], []
-        combos = 0
-        for c in np.unique(targets):
-            members = np.flatnonzero(targets == c)
-            if len(members) < k:
-                continue
+        for j, c in enumerate(owners):
             outside = own != c  # the person's own photos are no strangers to them
             total = w[outside].sum()
-            if total <= 0:
-                continue
-            drawn = trained[outside & (first == c)] >= trained_threshold
-            target_rates.append(w[outside & (first == c)][drawn].sum() / total)
+            if j % draws == 0:  # the same people's trained centroids at the trained threshold
+                mine = outside & (first == c)
+                target_rates.append(w[mine][trained[mine] >= trained_threshold].sum() / total)
             # the nearest trained centroid once c's own is replaced by the simulated one
             rival = np.where(first == c, second, best)[outside]
-            for _ in range(draws):
-                shot = l2_normalize(unit[rng.permutation(members)[:k]].sum(0, keepdims=True))[0]
-                near = others[outside] @ shot
-                named = near > rival
-                score = near if method == "centroid" else margin_score(near, rival)
-                scores.append(score[named])
-                weights.append(w[outside][named] / total)
-                combos += 1
-        if not combos or not np.mean(target_rates) > 0:
+            near = near_all[outside, j]
+            named = near > rival
+            score = near if method == "centroid" else margin_score(near, rival)
+            scores.append(score[named])
+            weights.append(w[outside][named] / total)
+        if not np.mean(target_rates) > 0:
             continue
         table[str(k)] = threshold_at_share(
-            np.concatenate(scores), np.concatenate(weights) / combos, float(np.mean(target_rates))
-        )
+            np.concatenate(scores), np.concatenate(weights) / len(owners),
+            float(np.mean(target_rates)),
+        )  # fmt: skip
     return table
 
 
