@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from scipy.special import logsumexp as scipy_logsumexp
@@ -141,16 +143,25 @@ def test_auroc_matches_scikit_learn_with_ties() -> None:
     assert openset_rates.auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
 
 
+def _photos_of(
+    centres: np.ndarray, rng: np.random.Generator
+) -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
+    """``sample(ids, n)``: ``n`` embeddings of each person in ``ids`` (their centre plus unit
+    Gaussian noise) and who each shows."""
+
+    def sample(ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        targets = np.repeat(ids, n)
+        return centres[targets] + rng.normal(size=(len(targets), centres.shape[1])), targets
+
+    return sample
+
+
 def test_margin_thresholds_for_enrolled_people_and_older_bundles() -> None:
     """Margin thresholds per k accept about the target share of fresh people's photos that
     their centroid names; older bundles' flat tables read as centroid tables."""
     rng = np.random.default_rng(3)
     classes, dim = 30, 32
-    centres = rng.normal(size=(classes + 30, dim)) * 1.5
-
-    def sample(ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        targets = np.repeat(ids, n)
-        return centres[targets] + rng.normal(size=(len(targets), dim)), targets
+    sample = _photos_of(rng.normal(size=(classes + 30, dim)) * 1.5, rng)
 
     train, train_t = sample(np.arange(classes), 30)
     val, val_t = sample(np.arange(classes), 10)
@@ -189,10 +200,7 @@ def test_enrolled_thresholds_by_the_stranger_rate_draw_strangers_like_trained_pe
     rng = np.random.default_rng(5)
     classes, dim, fresh_n = 80, 24, 120
     centres = openset.l2_normalize(rng.normal(size=(classes + fresh_n + 600, dim))) * 6
-
-    def sample(ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        targets = np.repeat(ids, n)
-        return centres[targets] + rng.normal(size=(len(targets), dim)), targets
+    sample = _photos_of(centres, rng)
 
     train, train_t = sample(np.arange(classes), 20)
     val, val_t = sample(np.arange(classes), 6)
