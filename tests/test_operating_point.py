@@ -221,6 +221,12 @@ def test_calibrate_on_real_strangers_names_at_most_the_target_share_of_them(
     }  # fmt: skip
     for rates in openset_meta["rates"].values():
         assert rates["strangers_named"] <= 0.1 + 1e-9
+    # people enrolled later are held to the same strangers: per photo count, never above the
+    # trained threshold
+    assert openset_meta["calibration"]["enrolled_rule"] == "stranger_rate"
+    assert set(openset_meta["enrolled_thresholds"]) == {"centroid", "margin"}
+    for method, table in openset_meta["enrolled_thresholds"].items():
+        assert max(table.values()) <= openset_meta["thresholds"][method]
     answers = facecls.load_model(copy).predict(photos)
     folders = np.unique([str(p.parent) for p in photos], return_inverse=True)[1]
     named = np.array([a.decision == "known" for a in answers])
