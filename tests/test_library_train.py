@@ -167,10 +167,10 @@ def test_export_folders_and_xmp_from_the_library(pile, tmp_path: Path) -> None:
 def test_the_training_query_on_both_engines(library_location: str, tmp_path: Path) -> None:
     """Named faces only: not a forgotten person's, not an ignored face, not a suggestion; a
     face whose photo is gone is listed as skipped; the box and landmarks come along."""
-    from facecls.data.library_source import scan_data
+    from facecls.data.library_source import scan_data, scan_library
 
     files = []
-    for n in range(3):
+    for n in range(4):
         path = tmp_path / f"p{n}.png"
         Image.new("RGB", (100, 60)).save(path)
         files.append(path)
@@ -193,6 +193,8 @@ def test_the_training_query_on_both_engines(library_location: str, tmp_path: Pat
         lib.hide_person(eve)  # forgotten
         lib.assign_faces(faces[8:9], ada, "human")
         lib.ignore_faces(faces[2:3])
+        crowd = lib.create_person(None, hidden=True)  # a forgotten cluster: no name
+        lib.assign_faces(faces[9:10], crowd, "cluster")  # photo 3's faces: no one else's
     files[1].unlink()  # photo 1 (faces 3-5) is gone
     scan = scan_data(library_location, tmp_path / "cache", lambda _m: None)
     assert scan.kind == "library" and "facecls-test" not in scan.location  # no password shown
@@ -202,3 +204,50 @@ def test_the_training_query_on_both_engines(library_location: str, tmp_path: Pat
     box, points = scan.refs[0].known_face()
     assert box == LEFT and np.array_equal(points, marks)
     assert [s["path"].split("#")[1] for s in scan.skipped] == [str(f) for f in faces[3:5]]
+    # the strangers of calibrate --strangers LIB: the forgotten people's faces, one each
+    forgotten = scan_library(library_location, tmp_path / "cache", forgotten=True)
+    assert [(r.identity, r.path.name) for r in forgotten.refs] == [
+        ("Eve", "p2.png"), ("Eve", "p2.png"), (f"cluster {crowd}", "p3.png")
+    ]  # fmt: skip
+    assert forgotten.refs[2].known_face()[0] == LEFT
+
+
+def test_forgotten_people_are_the_strangers_calibrate_sets_thresholds_on(
+    pile, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``calibrate RUN --strangers LIB``: the people forgotten in the library (not ones the user
+    cares about, so not trained on) play the strangers, each face cut where the library found
+    it, each person counted once. Without a forgotten person: one line, and the model is left as it was."""
+    _, location, truth = pile
+    cluster_command(location, log=lambda _m: None)
+    _name_clusters(location, truth)
+    names = sorted(set(truth.values()))
+    with open_library(location) as lib:
+        for name in names[-2:]:
+            people.forget(lib, name)
+    runs = tmp_path / "runs"
+    assert main(["--quiet", "train", "--data", location, "--model", "baseline", "--image-size",
+                 "32", "--epochs", "2", "--batch-size", "16", "--runs-dir", str(runs),
+                 "--name", "lib"]) == 0  # fmt: skip
+    model_json = runs / "lib" / "model" / "model.json"
+    assert json.loads(model_json.read_text())["class_names"] == names[:-2]
+    calibrate = ["--quiet", "calibrate", str(runs / "lib"), "--strangers", location, "--fpir"]
+
+    with open_library(location) as lib:  # remembered: nobody is forgotten
+        for name in names[-2:]:
+            people.forget(lib, name, hidden=False)
+    before = model_json.read_bytes()
+    assert main([*calibrate, "0.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no forgotten people" in err and "forget" in err and "\n" not in err
+    assert model_json.read_bytes() == before
+
+    with open_library(location) as lib:  # forgotten again
+        for name in names[-2:]:
+            people.forget(lib, name)
+    faces = sum(1 for n in truth.values() if n in names[-2:])
+    assert main([*calibrate, "0.5"]) == 0
+    meta = json.loads(model_json.read_text())["openset"]
+    assert meta["calibration"]["strangers"] == {"photos": faces, "people": 2}
+    for rates in meta["rates"].values():
+        assert rates["strangers_named"] <= 0.5 + 1e-9

@@ -30,8 +30,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="evaluate on this source instead of the run's")
     p.add_argument(
         "--strangers", nargs="+", metavar="PHOTOS",
-        help="photos or folders of people not trained on: measure the unknown decision "
-        "(FPIR, FNIR, DIR at FPIR 1%%) into openset.json and the report",
+        help="photos or folders of people not trained on, or a face library (its forgotten "
+        "people): measure the unknown decision (FPIR, FNIR, DIR at FPIR 1%%) into "
+        "openset.json and the report",
     )  # fmt: skip
     p.add_argument(
         "--trust-pickle", action="store_true",

@@ -88,9 +88,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", help="recalibrate on this source instead of the run's")
     p.add_argument(
-        "--strangers", nargs="+", type=Path, metavar="PHOTOS",
+        "--strangers", nargs="+", metavar="PHOTOS",
         help="photos (files, folders: one folder per person) of people the model must not "
-        "name: thresholds name --fpir of them instead of pseudo-strangers",
+        "name, or a face library (its forgotten people): thresholds name --fpir of them "
+        "instead of pseudo-strangers",
     )  # fmt: skip
 
 

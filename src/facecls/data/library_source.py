@@ -37,6 +37,16 @@ NAMED_FACES = (
     "WHERE p.name IS NOT NULL AND p.hidden = 0 AND f.ignored = 0 "
     "AND (f.source IS NULL OR f.source <> 'suggestion') ORDER BY p.name, f.id"
 )
+# The faces of forgotten (hidden) people and clusters, for ``--strangers LIB``: people the user
+# said are not ones they care about, each a stranger (a named one by name, a cluster by number).
+FORGOTTEN_FACES = (
+    "SELECT f.id, f.x1, f.y1, f.x2, f.y2, f.landmarks, "
+    "COALESCE(p.name, 'cluster ' || CAST(p.id AS TEXT)), "
+    "(SELECT MIN(path) FROM files WHERE files.photo_id = f.photo_id AND files.error IS NULL) "
+    "FROM faces f JOIN people p ON p.id = f.person_id "
+    "WHERE p.hidden = 1 AND f.ignored = 0 "
+    "AND (f.source IS NULL OR f.source <> 'suggestion') ORDER BY p.id, f.id"
+)
 VERSION = "SELECT value FROM meta WHERE key = 'schema_version'"
 # The sources that are names, not paths.
 BUILT_IN = ("lfw", "synthetic")
@@ -47,16 +57,16 @@ def is_library(source: str) -> bool:
     return is_server_url(source) or (Path(source).expanduser() / DB_NAME).is_file()
 
 
-def _sqlite_rows(folder: Path) -> list[tuple]:
+def _sqlite_rows(folder: Path, query: str = NAMED_FACES) -> list[tuple]:
     uri = f"file:{urllib.parse.quote(str(folder / DB_NAME))}?mode=ro"
     try:
         with sqlite3.connect(uri, uri=True, timeout=60) as db:
-            return _checked(db.execute(VERSION).fetchall(), str(folder), db.execute)
+            return _checked(db.execute(VERSION).fetchall(), str(folder), db.execute, query)
     except sqlite3.Error as error:
         raise DataError(f"{folder}: cannot read the face library ({error})") from error
 
 
-def _server_rows(url: str) -> list[tuple]:
+def _server_rows(url: str, query: str = NAMED_FACES) -> list[tuple]:
     try:
         import psycopg
     except ImportError as error:
@@ -71,31 +81,33 @@ def _server_rows(url: str) -> list[tuple]:
             def run(sql: str) -> object:
                 return db.execute(sql)
 
-            return _checked(db.execute(VERSION).fetchall(), shown, run)
+            return _checked(db.execute(VERSION).fetchall(), shown, run, query)
     except psycopg.Error as error:
         raise DataError(f"{shown}: cannot read the face library ({error})") from error
 
 
-def _checked(version: list[tuple], where: str, run) -> list[tuple]:
+def _checked(version: list[tuple], where: str, run, query: str) -> list[tuple]:
     found = int(version[0][0]) if version else 0
     if found > SCHEMA_VERSION:
         raise DataError(
             f"{where}: the library was written by a newer facecls (library schema {found}; "
             f"this facecls reads {SCHEMA_VERSION} and older): upgrade facecls"
         )
-    return list(run(NAMED_FACES).fetchall())
+    return list(run(query).fetchall())
 
 
-def scan_library(source: str, cache_dir: Path) -> Scan:
+def scan_library(source: str, cache_dir: Path, forgotten: bool = False) -> Scan:
     """The named faces of the library ``source`` as image references (see the module notes);
     faces whose photo is no longer readable are listed as skipped. Photos inside archives are
-    read from the archive's extraction in ``cache_dir``."""
+    read from the archive's extraction in ``cache_dir``. With ``forgotten``: the faces of the
+    people and clusters the user forgot instead (strangers, one identity each)."""
     files = PhotoFiles(cache_dir)
+    query = FORGOTTEN_FACES if forgotten else NAMED_FACES
     if is_server_url(source):
-        rows, root = _server_rows(source), Path()
+        rows, root = _server_rows(source, query), Path()
     else:
         root = Path(source).expanduser()
-        rows = _sqlite_rows(root)
+        rows = _sqlite_rows(root, query)
     scan = Scan("library", redact(source), root)
     for face_id, x1, y1, x2, y2, marks, name, path in rows:
         where = (float(x1), float(y1), float(x2), float(y2))
@@ -108,6 +120,11 @@ def scan_library(source: str, cache_dir: Path) -> Scan:
             scan.skipped.append({"path": relpath, "reason": f"face {face_id}: {reason}"})
             continue
         scan.refs.append(ImageRef(file, relpath, name, face=where))
+    if not scan.refs and forgotten:
+        raise DataError(
+            f"{scan.location}: no forgotten people in the library to play strangers; forget the "
+            "people the model must not name first (facecls people LIB forget CLUSTER)"
+        )
     if not scan.refs:
         raise DataError(
             f"{scan.location}: no named faces in the library; name people first (facecls "

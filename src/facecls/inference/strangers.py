@@ -12,7 +12,9 @@ reports in ISO/IEC 19795-1 terms:
 ``evaluate`` writes the result to ``openset.json`` in the run folder, where the report shows it
 as a curve. It is a snapshot: after ``facecls calibrate`` changes a threshold, run it again.
 Photos in folders named like a trained identity are left out (they are not strangers), as are
-files that cannot be read; both are counted and the unreadable ones listed with why.
+files that cannot be read; both are counted and the unreadable ones listed with why. A face
+library given as ``DIR`` gives the faces of the people forgotten in it (``facecls people LIB
+forget``), each cut where the library found it; a forgotten person is one stranger.
 
 ``facecls calibrate RUN --strangers DIR`` scores such photos the same way
 (:func:`real_strangers`) and sets the thresholds on them (``openset_calibration.calibrate``).
@@ -29,7 +31,10 @@ import numpy as np
 
 from facecls import openset, openset_rates
 from facecls.atomic import write_json
+from facecls.data.cache import decode_cached
 from facecls.data.images import ImageError, printable
+from facecls.data.library_source import is_library, scan_library
+from facecls.data.sources import default_cache_dir
 from facecls.inference.faces import expand_paths
 from facecls.inference.model import load_model
 from facecls.openset_calibration import RealStrangers, check_strangers
@@ -100,7 +105,8 @@ class StrangerOutputs:
         logits: ``(N, C)``; ``features``: ``(N, D)``.
         folders: each photo's folder (a folder of one person's photos stands for that person).
         skipped: the unreadable files, with why.
-        known_named: files left out for sitting in a folder named like a trained identity.
+        known_named: files left out for sitting in a folder named like a trained identity
+            (or faces of a forgotten person so named).
     """
 
     logits: np.ndarray
@@ -108,6 +114,30 @@ class StrangerOutputs:
     folders: list[str]
     skipped: list[dict[str, str]]
     known_named: int
+
+
+def _forgotten_faces(
+    model: Any, library: str, trained: set[str], parts: list[tuple[np.ndarray, np.ndarray]],
+    folders: list[str], skipped: list[dict[str, str]], chunk: int,
+) -> int:  # fmt: skip
+    """Add the model's outputs on the faces of the people forgotten in ``library`` (each cut
+    where the library found it, by the model's pipeline, as ``train --data LIB`` cuts them) to
+    ``parts``, each person or cluster one stranger in ``folders``; returns how many faces were
+    left out for a name the model was trained on."""
+    scan = scan_library(library, default_cache_dir(), forgotten=True)
+    skipped.extend(scan.skipped)
+    refs = [r for r in scan.refs if r.identity not in trained]
+    quiet = lambda _m: None  # noqa: E731 - decode_cached's log: its progress is not ours to show
+    for start in range(0, len(refs), chunk):
+        some = refs[start : start + chunk]
+        images, kept, unread, _ = decode_cached(
+            some, model.image_size, default_cache_dir(), quiet, crop=model.crop, faces=model.faces
+        )
+        skipped.extend(unread)
+        if kept:
+            parts.append(model.outputs(images))
+            folders.extend(f"{library}#{some[i].identity}" for i in kept)
+    return len(scan.refs) - len(refs)
 
 
 def stranger_outputs(
@@ -118,7 +148,8 @@ def stranger_outputs(
     show_progress: bool = False,
 ) -> StrangerOutputs:
     """The model's outputs on the stranger photos under ``inputs``, decoded ``chunk`` at a time
-    (memory does not grow with their number).
+    (memory does not grow with their number). An input that is a face library (a folder or a
+    ``postgresql://`` URL) gives the faces of the people forgotten in it.
 
     Raises:
         ValueError: no readable stranger photo (the message counts what was left out).
@@ -130,7 +161,10 @@ def stranger_outputs(
     folders: list[str] = []
     skipped: list[dict[str, str]] = []
     known_named = 0
-    paths = list(expand_paths(inputs))
+    libraries = [str(s) for s in inputs if is_library(str(s))]
+    for library in libraries:
+        known_named += _forgotten_faces(model, library, trained, parts, folders, skipped, chunk)
+    paths = list(expand_paths([s for s in inputs if str(s) not in libraries]))
     for path in track(paths, len(paths), "strangers", show_progress):
         if path.parent.name in trained:
             known_named += 1
@@ -151,14 +185,14 @@ def stranger_outputs(
         log(f"Strangers: ... and {len(skipped) - 5} more unreadable file(s)")
     if known_named:
         log(
-            f"Strangers: left out {known_named} photo(s) in folders named like a trained identity "
-            "(they are not strangers)"
+            f"Strangers: left out {known_named} photo(s) of folders or people named like a trained "
+            "identity (they are not strangers)"
         )
     if not parts:
         where = ", ".join(str(s) for s in inputs)
         raise ValueError(
             f"{where}: no stranger photo to score ({len(skipped)} unreadable, {known_named} in "
-            "folders named like a trained identity)"
+            "folders or people named like a trained identity)"
         )
     return StrangerOutputs(
         np.concatenate([p[0] for p in parts]),
@@ -276,6 +310,6 @@ def real_strangers(
     people = np.asarray(found.folders)
     strangers = RealStrangers(found.logits, found.features, people)
     check_strangers(strangers, fpir)  # before the minutes of the training part's pass
-    log(f"Strangers: {len(people)} photos of {len(np.unique(people))} folders (a folder counts "
-        "as one person) set the thresholds")  # fmt: skip
+    log(f"Strangers: {len(people)} photos of {len(np.unique(people))} people (a folder, or a "
+        "person forgotten in a face library, counts as one) set the thresholds")  # fmt: skip
     return strangers
