@@ -289,8 +289,8 @@ def calibrate(
                 )  # fmt: skip
             else:  # enrolled people are accepted as often as trained ones
                 table = few_shot_thresholds(
-                    features[clean], targets[clean], subset[clean], acceptance, method=m,
-                    centroids=centroids,
+                    features[clean], targets[clean], subset[clean],
+                    min(max(acceptance, 0.5), 1.0), method=m, centroids=centroids,
                 )  # fmt: skip
             enrolled[m] = settled(table, thresholds[m])
         stats["enrolled_rule"] = "stranger_rate" if rule == "fpir" else "acceptance"

@@ -139,11 +139,14 @@ def few_shot_fpir_thresholds(
     than the same people's trained centroids draw at ``trained_threshold``. A noisier centroid
     sits further from everyone, strangers included, so its threshold is lower where the
     acceptance rule would keep it at the trained one. At most ``max_people`` people (drawn at
-    random) are simulated per ``k``.
+    random) are simulated per ``k``. Strangers are named by the nearest centroid throughout, as
+    a model with enrolled people names everyone (for the ``fused`` score the trained threshold
+    was set on the head's choice instead, which names fewer: the target is then the lenient
+    side of ``--fpir``).
 
     Returns:
-        ``{str(k): threshold}``; ``k`` with no eligible person, or whose trained centroids draw
-        no stranger at all at ``trained_threshold``, is left out.
+        ``{str(k): threshold}``; ``k`` with no eligible person, or whose trained or simulated
+        centroids draw no stranger at all, is left out.
     """
     if method not in ENROLLED_METHODS:
         raise ValueError(f"enrolled people are decided by {ENROLLED_METHODS}, not {method!r}")
@@ -160,9 +163,9 @@ def few_shot_fpir_thresholds(
     best = cos[rows, first]
     cos[rows, first] = -np.inf
     second = cos.max(axis=1) if cos.shape[1] > 1 else np.full(len(rows), -np.inf)
-    second = np.where(np.isfinite(second), second, 0.0)
-    # each stranger's score as the trained identity it is nearest to
-    trained = best if method == "centroid" else margin_score(best, second)
+    # each stranger's score as the trained identity it is nearest to (no runner-up: 0, as
+    # pseudo_stranger_scores has it)
+    trained = best if method == "centroid" else margin_score(best, _or_zero(second))
     table: dict[str, float] = {}
     for k in shots:
         people = [c for c in np.unique(targets) if np.sum(targets == c) >= k and w[own != c].sum()]
@@ -185,17 +188,23 @@ def few_shot_fpir_thresholds(
             # the nearest trained centroid once c's own is replaced by the simulated one
             rival = np.where(first == c, second, best)[outside]
             near = near_all[outside, j]
-            named = near > rival
-            score = near if method == "centroid" else margin_score(near, rival)
+            named = near > rival  # no rival at all (-inf): named whatever the cosine
+            score = near if method == "centroid" else margin_score(near, _or_zero(rival))
             scores.append(score[named])
             weights.append(w[outside][named] / total)
-        if not np.mean(target_rates) > 0:
-            continue
+        drawn = np.concatenate(scores)
+        if not np.mean(target_rates) > 0 or not len(drawn):
+            continue  # no stranger drawn at all: nothing to match
         table[str(k)] = threshold_at_share(
-            np.concatenate(scores), np.concatenate(weights) / len(owners),
+            drawn, np.concatenate(weights) / len(owners),
             float(np.mean(target_rates)),
         )  # fmt: skip
     return table
+
+
+def _or_zero(values: np.ndarray) -> np.ndarray:
+    """``values`` with the missing (not finite) ones as 0."""
+    return np.where(np.isfinite(values), values, 0.0)
 
 
 def settled(table: dict[str, float], ceiling: float | None = None) -> dict[str, float]:

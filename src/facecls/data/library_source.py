@@ -120,6 +120,11 @@ def scan_library(source: str, cache_dir: Path, forgotten: bool = False) -> Scan:
             scan.skipped.append({"path": relpath, "reason": f"face {face_id}: {reason}"})
             continue
         scan.refs.append(ImageRef(file, relpath, name, face=where))
+    if not scan.refs and forgotten and scan.skipped:
+        raise DataError(
+            f"{scan.location}: the {len(scan.skipped)} faces of the forgotten people are all in "
+            "photos that can no longer be read"
+        )
     if not scan.refs and forgotten:
         raise DataError(
             f"{scan.location}: no forgotten people in the library to play strangers; forget the "

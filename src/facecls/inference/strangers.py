@@ -34,6 +34,7 @@ from facecls.atomic import write_json
 from facecls.data.cache import decode_cached
 from facecls.data.images import ImageError, printable
 from facecls.data.library_source import is_library, scan_library
+from facecls.data.library_tables import redact
 from facecls.data.sources import default_cache_dir
 from facecls.inference.faces import expand_paths
 from facecls.inference.model import load_model
@@ -136,7 +137,7 @@ def _forgotten_faces(
         skipped.extend(unread)
         if kept:
             parts.append(model.outputs(images))
-            folders.extend(f"{library}#{some[i].identity}" for i in kept)
+            folders.extend(f"{redact(library)}#{some[i].identity}" for i in kept)
     return len(scan.refs) - len(refs)
 
 
@@ -189,7 +190,7 @@ def stranger_outputs(
             "identity (they are not strangers)"
         )
     if not parts:
-        where = ", ".join(str(s) for s in inputs)
+        where = ", ".join(redact(str(s)) for s in inputs)  # never a server URL's password
         raise ValueError(
             f"{where}: no stranger photo to score ({len(skipped)} unreadable, {known_named} in "
             "folders or people named like a trained identity)"
