@@ -195,6 +195,7 @@ def test_rates_per_face_size_band_as_the_report_and_card_show_them() -> None:
     assert point is not None and point["method"] == "margin" and not point["old"]
     assert "1.0% of 300 pseudo-strangers" in how_set(point) and "90.0%" in how_set(point)
     assert "--strangers" in how_set(point)  # how to set it on real strangers instead
+    assert "forgotten in a face library" in how_set(point)
     table = band_lines(point)
     assert len(table) == 2 + 3 and table[2] == "| < 60 px | 2 | 50.0% | 50.0% |"
     old = operating_point({"openset": {"method": "msp", "threshold": 0.6, "acceptance": 0.95}})

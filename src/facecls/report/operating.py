@@ -65,7 +65,8 @@ def how_set(point: dict[str, Any]) -> str:
         # pseudo-strangers are the trained people: real strangers may resemble them less or more
         return text + (
             ". `facecls calibrate RUN --strangers PHOTOS/` sets it on photos of people the model "
-            "must not name instead"
+            "must not name instead (or `--strangers LIBRARY`: the people forgotten in a face "
+            "library)"
         )
     text = f"set to accept {point['acceptance']:.0%} of the correctly named validation faces"
     if point["fallback"]:
