@@ -57,8 +57,9 @@ def main() -> None:
     parser.add_argument("--fpir", type=float, default=0.01)
     args = parser.parse_args()
     out = args.out
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
+    if out.exists() and any(out.iterdir()):  # never someone's folder: the library is made anew
+        raise SystemExit(f"{out}: not empty; give --out a new or empty folder")
+    out.mkdir(parents=True, exist_ok=True)
     log = out / "commands.log"
     meta = json.loads((args.run / "model" / "model.json").read_text())
     backbone = meta["architecture"]

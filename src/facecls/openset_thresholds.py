@@ -140,9 +140,9 @@ def few_shot_fpir_thresholds(
     sits further from everyone, strangers included, so its threshold is lower where the
     acceptance rule would keep it at the trained one. At most ``max_people`` people (drawn at
     random) are simulated per ``k``. Strangers are named by the nearest centroid throughout, as
-    a model with enrolled people names everyone (for the ``fused`` score the trained threshold
-    was set on the head's choice instead, which names fewer: the target is then the lenient
-    side of ``--fpir``).
+    a model with enrolled people names everyone (a threshold set on real strangers was set on
+    the trained head's choice, whose score is at most the nearest centroid's: there the target
+    is the lenient side of ``--fpir``).
 
     Returns:
         ``{str(k): threshold}``; ``k`` with no eligible person, or whose trained or simulated

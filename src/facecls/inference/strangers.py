@@ -125,14 +125,15 @@ def _forgotten_faces(
     where the library found it, by the model's pipeline, as ``train --data LIB`` cuts them) to
     ``parts``, each person or cluster one stranger in ``folders``; returns how many faces were
     left out for a name the model was trained on."""
-    scan = scan_library(library, default_cache_dir(), forgotten=True)
+    cache = default_cache_dir()
+    scan = scan_library(library, cache, forgotten=True)
     skipped.extend(scan.skipped)
     refs = [r for r in scan.refs if r.identity not in trained]
     quiet = lambda _m: None  # noqa: E731 - decode_cached's log: its progress is not ours to show
     for start in range(0, len(refs), chunk):
         some = refs[start : start + chunk]
         images, kept, unread, _ = decode_cached(
-            some, model.image_size, default_cache_dir(), quiet, crop=model.crop, faces=model.faces
+            some, model.image_size, cache, quiet, crop=model.crop, faces=model.faces
         )
         skipped.extend(unread)
         if kept:
