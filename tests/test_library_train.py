@@ -217,7 +217,8 @@ def test_forgotten_people_are_the_strangers_calibrate_sets_thresholds_on(
 ) -> None:
     """``calibrate RUN --strangers LIB``: the people forgotten in the library (not ones the user
     cares about, so not trained on) play the strangers, each face cut where the library found
-    it, each person counted once. Without a forgotten person: one line, and the model is left as it was."""
+    it, each person counted once. Without a forgotten person: one line, and the model is left as
+    it was; nor with a trained person forgotten since (the line names them)."""
     _, location, truth = pile
     cluster_command(location, log=lambda _m: None)
     _name_clusters(location, truth)
@@ -251,3 +252,12 @@ def test_forgotten_people_are_the_strangers_calibrate_sets_thresholds_on(
     assert meta["calibration"]["strangers"] == {"photos": faces, "people": 2}
     for rates in meta["rates"].values():
         assert rates["strangers_named"] <= 0.5 + 1e-9
+
+    # a person the model was trained on, forgotten since: calibration says whom, in one line
+    with open_library(location) as lib:
+        people.forget(lib, names[0])
+    before = model_json.read_bytes()
+    assert main(["--quiet", "calibrate", str(runs / "lib")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"the model knows {names[0]}, whom the data no longer holds" in err
+    assert "\n" not in err and model_json.read_bytes() == before

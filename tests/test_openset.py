@@ -367,3 +367,61 @@ def test_a_trained_face_model_decides_by_fused_and_an_enrolled_one_by_margin() -
     # enrolling into a model that decides by fused: everyone is then decided on the centroids
     calibrated = {"method": "fused", "thresholds": {"msp": 0.5, "margin": 0.4, "fused": 0.5}}
     assert openset_thresholds.enrolled_method(calibrated) == "margin"
+
+
+def test_pseudo_strangers_are_named_as_the_reduced_model_would_name_them() -> None:
+    """Beside each pseudo-stranger's score, the identity it would be named as is the one the
+    model without the own identity chooses (brute force on the reduced logits and centroids:
+    the head for ``msp``, ``energy``, ``fused``; the nearest centroid for ``centroid``,
+    ``margin``)."""
+    from facecls.openset_fpir import pseudo_stranger_answers
+
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(15, 5)) * 3
+    features = rng.normal(size=(15, 6))
+    centroids = openset.l2_normalize(rng.normal(size=(5, 6))).astype(np.float32)
+    targets = rng.integers(0, 5, size=15)
+    for method in openset.METHODS:
+        got, chosen = pseudo_stranger_answers(method, logits, features, centroids, targets)
+        for i, own in enumerate(targets):
+            keep = np.array([c for c in range(5) if c != own])
+            reduced_logits, reduced_centroids = logits[i : i + 1, keep], centroids[keep]
+            named = reduced_logits.argmax()
+            predicted = None
+            if method in ("centroid", "margin"):  # named by the nearest centroid, not the head
+                named = openset.cosine(features[i : i + 1], reduced_centroids).argmax()
+                predicted = np.array([named])
+            alone = openset.scores(
+                method, reduced_logits, features[i : i + 1], reduced_centroids, predicted
+            )
+            assert got[i] == pytest.approx(alone[0], abs=1e-5)
+            assert chosen[i] == keep[named] and chosen[i] != own
+
+
+def test_look_alikes_name_the_people_above_the_threshold() -> None:
+    """Two people who look alike (twins: nearly the same centre) are, with their own identity
+    left out, named as each other above a threshold set at FPIR 5 %: calibration records the
+    pair, both ways, strongest first, and nobody whose pseudo-stranger scores stay below it."""
+    from facecls.openset_fpir import look_alikes, pseudo_stranger_answers
+
+    rng = np.random.default_rng(6)
+    classes, dim = 30, 32
+    centres = openset.l2_normalize(rng.normal(size=(classes, dim))) * 5
+    centres[1] = centres[0] + 0.3 * rng.normal(size=dim)  # 0 and 1 are twins
+    sample = _photos_of(centres, rng)
+    train, train_t = sample(np.arange(classes), 10)
+    val, val_t = sample(np.arange(classes), 4)
+    cal = openset_calibration.calibrate(
+        train, train_t, val @ centres.T, val, val_t, classes, method="centroid", fpir=0.05
+    )
+    pairs = cal.rates["centroid"]["look_alikes"]
+    assert {(p["person"], p["as"]) for p in pairs[:2]} == {(0, 1), (1, 0)}
+    assert [p["score"] for p in pairs] == sorted((p["score"] for p in pairs), reverse=True)
+    scores, chosen = pseudo_stranger_answers("centroid", None, val, cal.centroids, val_t)
+    threshold = cal.thresholds["centroid"]
+    for p in pairs:
+        mine = (val_t == p["person"]) & (chosen == p["as"])
+        assert p["photos"] == int(np.sum(scores[mine] >= threshold)) > 0
+        assert p["score"] == pytest.approx(scores[mine].max())
+    assert look_alikes(scores, chosen, val_t, threshold, limit=1) == pairs[:1]
+    assert look_alikes(scores, chosen, val_t, float(scores.max()) + 1) == []

@@ -254,3 +254,31 @@ def test_too_few_strangers_are_refused_in_one_line_and_nothing_changes(
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and expected in err, err
     assert (copy / "model" / "model.json").read_bytes() == before
+
+
+def test_look_alikes_by_name_in_the_report_card_and_log() -> None:
+    """The look-alike pairs a calibration records (class indices) reach the report, the model
+    card and the calibrate log by the people's names; a model without them shows no table."""
+    from facecls.inference.calibration_store import describe_look_alikes
+    from facecls.report.operating import look_alike_lines
+
+    pairs = [{"person": 2, "as": 0, "score": 0.47, "photos": 3},
+             {"person": 0, "as": 2, "score": 0.43, "photos": 6}]  # fmt: skip
+    openset = {"method": "fused", "threshold": 0.4, "rule": "fpir", "fpir": 0.01, "version": 2,
+               "rates": {"fused": {"named": 0.99, "look_alikes": pairs}}}  # fmt: skip
+    names = ["George", "Laura", "Jeb"]
+    point = operating_point({"openset": openset, "class_names": names})
+    assert point is not None
+    assert [(p["person"], p["as"]) for p in point["look_alikes"]] == [
+        ("Jeb", "George"),
+        ("George", "Jeb"),
+    ]
+    assert look_alike_lines(point)[2:] == ["| Jeb | George | 0.4700 | 3 |",
+                                           "| George | Jeb | 0.4300 | 6 |"]  # fmt: skip
+    line = describe_look_alikes(openset, names)
+    assert line is not None and "Jeb as George (0.470), George as Jeb (0.430)" in line
+    assert "\n" not in line
+    openset["rates"]["fused"]["look_alikes"] = []
+    point = operating_point({"openset": openset, "class_names": names})
+    assert point is not None and look_alike_lines(point) == []
+    assert describe_look_alikes(openset, names) is None

@@ -238,6 +238,8 @@ def test_hostile_identity_names_are_text(runs: dict[str, Path]) -> None:
     md = read(runs["plain"] / "report.md")
     assert EVIL not in md and "&lt;img src=x onerror=alert(1)&gt;" in md
     assert 'Tom "T" &amp; Jerry\'s' in md
+    card = read(runs["plain"] / "model" / "MODEL_CARD.md")  # its tables of names too
+    assert EVIL not in card and "&lt;img src=x onerror=alert(1)&gt;" in card
 
 
 def test_shareable_report_has_no_face_and_no_path(runs: dict[str, Path]) -> None:

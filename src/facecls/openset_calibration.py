@@ -30,10 +30,11 @@ from facecls.openset import (
 from facecls.openset_fpir import (
     DEFAULT_FPIR,
     band_rates,
+    look_alikes,
     named_rate,
     needed,
     person_weights,
-    pseudo_stranger_scores,
+    pseudo_stranger_answers,
     stranger_rate,
     threshold_at_fpir,
 )
@@ -236,7 +237,9 @@ def calibrate(
     weights = person_weights(targets)  # each validation person plays one stranger
     for m in methods:
         known = scores(m, logits, features, centroids, fused_weight=fused_weight)
-        pseudo = pseudo_stranger_scores(m, logits, features, centroids, targets, fused_weight)
+        pseudo, chosen = pseudo_stranger_answers(
+            m, logits, features, centroids, targets, fused_weight
+        )
         real = None
         if real_weights is not None:
             real = scores(m, strangers.logits, strangers.features, centroids,
@@ -256,6 +259,8 @@ def calibrate(
             "accepted_of_correct": float(np.mean(known[clean_correct] >= t))
             if clean_correct.any() else 0.0,
             "bands": band_rates(known, correct, pseudo, px, t),
+            # the known people taken for each other when one is left out: who sets the tail
+            "look_alikes": look_alikes(pseudo, chosen, targets, t),
         }  # fmt: skip
         if real is not None:
             rates[m]["strangers_named"] = stranger_rate(real, t, real_weights)

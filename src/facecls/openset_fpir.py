@@ -73,14 +73,27 @@ def pseudo_stranger_scores(
     ``centroid``/``margin``: the cosines to every centroid but the own one; ``fused``: both, for
     the identity the remaining logits choose (as :func:`facecls.openset.scores` does).
     """
+    return pseudo_stranger_answers(method, logits, features, centroids, targets, fused_weight)[0]
+
+
+def pseudo_stranger_answers(
+    method: str,
+    logits: np.ndarray,
+    features: np.ndarray | None,
+    centroids: np.ndarray | None,
+    targets: np.ndarray,
+    fused_weight: float = FUSED_WEIGHT,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pseudo_stranger_scores` and, beside each, the identity it would be named as."""
     rows = np.arange(len(targets))
     if method in ("msp", "energy", "fused"):
         rest = np.asarray(logits, dtype=np.float64).copy()
         rest[rows, targets] = -np.inf
         if method == "energy":
-            return logsumexp(rest)
+            return logsumexp(rest), rest.argmax(axis=1)
         if method == "msp":
-            return softmax(rest).max(axis=1)
+            probs = softmax(rest)
+            return probs.max(axis=1), probs.argmax(axis=1)
     elif method not in CENTROID_METHODS:
         raise ValueError(f"unknown open-set method {method!r}")
     if features is None or centroids is None:
@@ -91,11 +104,41 @@ def pseudo_stranger_scores(
     chosen = cos.argmax(axis=1) if probs is None else probs.argmax(axis=1)
     best = cos[rows, chosen]
     if method == "centroid":
-        return best
+        return best, chosen
     cos[rows, chosen] = -np.inf
     second = cos.max(axis=1) if cos.shape[1] > 2 else np.zeros(len(rows))
     margin = margin_score(best, np.where(np.isfinite(second), second, 0.0))
-    return margin if probs is None else fused_score(margin, probs[rows, chosen], fused_weight)
+    if probs is None:
+        return margin, chosen
+    return fused_score(margin, probs[rows, chosen], fused_weight), chosen
+
+
+# Look-alike pairs kept in the record of a calibration (the strongest first).
+LOOK_ALIKES = 5
+
+
+def look_alikes(
+    scores_: np.ndarray,
+    chosen: np.ndarray,
+    targets: np.ndarray,
+    threshold: float,
+    limit: int = LOOK_ALIKES,
+) -> list[dict[str, float | int]]:
+    """The pairs of known people that pseudo-strangers above ``threshold`` come from: each
+    ``person`` whose photos, with their own identity left out, are named ``as`` another, with
+    the highest such score and the number of photos (or views) named so; the strongest
+    ``limit`` pairs. These set the threshold (siblings, look-alikes), and a user learns which
+    of their people the model may take for each other when one of them is not known."""
+    scores_ = np.asarray(scores_, dtype=np.float64)
+    above = np.flatnonzero(scores_ >= threshold)
+    pairs: dict[tuple[int, int], list[float]] = {}
+    for i in above[np.argsort(-scores_[above], kind="stable")]:
+        pairs.setdefault((int(targets[i]), int(chosen[i])), []).append(float(scores_[i]))
+    ranked = sorted(pairs.items(), key=lambda kv: -kv[1][0])[:limit]
+    return [
+        {"person": person, "as": other, "score": found[0], "photos": len(found)}
+        for (person, other), found in ranked
+    ]
 
 
 def person_weights(targets: np.ndarray) -> np.ndarray:

@@ -269,6 +269,27 @@ def load_dataset(
     return dataset
 
 
+def identity_difference(data: list[str], model: list[str], limit: int = 5) -> str:
+    """What sets the data's identities apart from a model's, for a one-line refusal: the
+    model's people the data lacks (a library where they were forgotten or renamed since
+    training), the data's people the model lacks, or their order."""
+    missing = [n for n in model if n not in set(data)]
+    extra = [n for n in data if n not in set(model)]
+
+    def listed(names: list[str]) -> str:
+        more = f" and {len(names) - limit} more" if len(names) > limit else ""
+        return ", ".join(names[:limit]) + more
+
+    if missing:
+        return (
+            f"the model knows {listed(missing)}, whom the data no longer holds (forgotten or "
+            "renamed since training?): name them again, or train a new model"
+        )
+    if extra:
+        return f"the data holds {listed(extra)}, whom the model does not know"
+    return "the same people in another order"
+
+
 def keep_identities(dataset: FaceDataset, names: list[str]) -> FaceDataset:
     """``dataset`` restricted to the identities ``names`` (in that order), when it holds them
     all: a face library gains people after a model was trained on it, and the model's own

@@ -90,6 +90,25 @@ def set_threshold(
     return openset
 
 
+def describe_look_alikes(openset: dict[str, Any], names: list[str]) -> str | None:
+    """One line on the known people taken for each other above the threshold in use (``None``
+    when there are none): the pseudo-strangers that set a threshold by the stranger rate."""
+    rates = (openset.get("rates") or {}).get(openset.get("method", ""), {})
+    pairs = rates.get("look_alikes") or []
+    if not pairs:
+        return None
+
+    def name(i: int) -> str:
+        return names[i] if 0 <= i < len(names) else str(i)
+
+    listed = ", ".join(f"{name(p['person'])} as {name(p['as'])} ({p['score']:.3f})" for p in pairs)
+    return (
+        f"Look-alikes: with their own identity left out, these people are still named (above "
+        f"the threshold): {listed}. A stranger who looks like one of them is the likeliest to "
+        "be named"
+    )
+
+
 def describe(openset: dict[str, Any]) -> str:
     """One line on a calibration for logs."""
     stats = openset.get("calibration", {})

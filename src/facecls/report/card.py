@@ -16,7 +16,14 @@ import numpy as np
 from facecls import metrics_classes
 from facecls.bundle import META_NAME
 from facecls.report.findings import findings
-from facecls.report.operating import band_lines, how_set, operating_point
+from facecls.report.operating import (
+    LOOK_ALIKES_NOTE,
+    band_lines,
+    how_set,
+    look_alike_lines,
+    operating_point,
+)
+from facecls.report.render import md_escape
 from facecls.report.run_data import RunData, load_run
 from facecls.report.scores import headline_rows
 
@@ -154,6 +161,8 @@ def _open_set(meta: dict[str, Any], run: RunData) -> list[str]:
             "",
             *band_lines(point),
         ]
+    if point["look_alikes"]:
+        lines += ["", LOOK_ALIKES_NOTE, "", *look_alike_lines(point)]
     row = run.openset.get("methods", {}).get(run.openset.get("method", ""), {})
     lines.append("")
     if row:
@@ -179,7 +188,7 @@ def model_card(run_dir: Path) -> str:
     weak = findings(run, cm, (test.get("groups") or {}).get("recall", {}))
     # Table 4 of the run's page, from the same predictions and the same ranking.
     _, worst_rows, _ = metrics_classes.top_and_worst(metrics_classes.per_class(cm, run.class_names))
-    worst = ", ".join(f"{r.name} {r.recall:.3f}" for r in worst_rows)
+    worst = ", ".join(f"{md_escape(r.name)} {r.recall:.3f}" for r in worst_rows)
     weak += [f"Weakest test identities (recall, the page's Table 4): {worst}."] if worst else []
     lines = [
         f"# Model card: {run.name}", "",
@@ -189,7 +198,7 @@ def model_card(run_dir: Path) -> str:
         f"{len(names)} identities; training images per identity: min {int(np.min(counts))}, "
         f"median {float(np.median(counts)):g}, max {int(np.max(counts))}.", "",
         "| identity | training images |", "| --- | --- |",
-        *[f"| {name} | {int(c)} |" for name, c in zip(names, counts, strict=False)],
+        *[f"| {md_escape(name)} | {int(c)} |" for name, c in zip(names, counts, strict=False)],
         "", "## Intended uses", "", _INTENDED, "", "## Out of scope", "", _OUT_OF_SCOPE,
         "", "## Measured quality", "", *_quality(run),
         "", "## Open-set operating point", "", *_open_set(meta, run),

@@ -21,7 +21,7 @@ from facecls import metrics_classes
 from facecls.config_io import to_dict
 from facecls.report import plots
 from facecls.report.findings import findings
-from facecls.report.operating import how_set, operating_point
+from facecls.report.operating import LOOK_ALIKES_NOTE, how_set, operating_point
 from facecls.report.run_data import RunData
 from facecls.report.scatter import plot_recall_vs_train_images
 from facecls.report.scores import (
@@ -250,6 +250,7 @@ def build_run_page(run: RunData, shareable: bool) -> RunPage:
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     context["operating"] = operating_point(meta)
     context["operating_how"] = how_set(context["operating"]) if context["operating"] else ""
+    context["look_alikes_note"] = LOOK_ALIKES_NOTE
     context["openset"] = openset_rows(run)
     context["openset_counts"] = {
         "knowns": run.openset.get("knowns", {}).get("images"),

@@ -5,6 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from facecls.report.render import md_escape
+
+LOOK_ALIKES_NOTE = (
+    "Known people taken for each other when one of them is left out (relatives, look-alikes): "
+    "with their own identity missing, some of their photos still score above the threshold, as "
+    "a stranger who looks like the other would. These pseudo-strangers set a threshold chosen "
+    "by the stranger rate: where the people resemble each other more than strangers resemble "
+    "them, it names fewer real strangers than its target (`facecls calibrate --strangers` sets "
+    "it on real ones)."
+)
+
 
 def operating_point(meta: dict[str, Any]) -> dict[str, Any] | None:
     """The operating point of a bundle's ``model.json`` content; ``None`` when uncalibrated."""
@@ -30,9 +41,19 @@ def operating_point(meta: dict[str, Any]) -> dict[str, Any] | None:
         "views": stats.get("views"),
         "fallback": stats.get("fallback"),
         "bands": list(rates.get("bands") or []),
+        "look_alikes": _named_pairs(rates.get("look_alikes") or [], meta.get("class_names") or []),
         "old": int(openset.get("version", 1)) < 2,
         "by_hand": bool(openset.get("set_by_hand")),
     }
+
+
+def _named_pairs(pairs: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """Look-alike pairs with the people's names (their indices where a name is missing)."""
+
+    def name(i: int) -> str:
+        return names[i] if 0 <= i < len(names) else str(i)
+
+    return [dict(pair, person=name(pair["person"]), **{"as": name(pair["as"])}) for pair in pairs]
 
 
 def how_set(point: dict[str, Any]) -> str:
@@ -91,5 +112,22 @@ def band_lines(point: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {row['band']} | {row['faces']} | {row['named']:.1%} | "
             f"{row['strangers_unknown']:.1%} |"
+        )
+    return lines
+
+
+def look_alike_lines(point: dict[str, Any]) -> list[str]:
+    """A Markdown table of the known people taken for each other above the threshold (``[]``
+    when there are none)."""
+    if not point["look_alikes"]:
+        return []
+    lines = [
+        "| person | named as (when left out) | highest score | photos |",
+        "| --- | --- | --- | --- |",
+    ]
+    for pair in point["look_alikes"]:
+        lines.append(
+            f"| {md_escape(pair['person'])} | {md_escape(pair['as'])} | {pair['score']:.4f} | "
+            f"{pair['photos']} |"
         )
     return lines
