@@ -190,3 +190,45 @@ def test_unknown_has_one_colour_everywhere(untrained_bundle: Path, photos, tmp_p
     assert tuple(frame[85, 100]) == bgr(UNKNOWN)
     assert css(UNKNOWN) in PAGE and css(KNOWN) in PAGE
     assert "#c00" not in PAGE and "#080" not in PAGE  # the page's old red and green
+
+
+def test_labels_of_faces_side_by_side_cover_no_other_label() -> None:
+    """A long ``unknown`` label beside a face whose own label sits at the same height is moved
+    (below its box) instead of covering it; labels stay in the picture and next to their face."""
+    from facecls.inference.annotate import _overlap, place_labels
+
+    boxes = [(100, 200, 120, 140), (300, 198, 120, 140), (520, 205, 100, 120)]
+    sizes = [(520, 24), (200, 24), (180, 24)]  # the first: "unknown - closest: …" runs long
+    spots = place_labels(boxes, sizes, (900, 700))
+    rects = [(x, y, x + w, y + h) for (x, y), (w, h) in zip(spots, sizes, strict=True)]
+    for i, a in enumerate(rects):
+        assert a[0] >= 0 and a[2] <= 900 and a[1] >= 0 and a[3] <= 700
+        x, y, w, h = boxes[i]
+        assert a[0] < x + w and a[2] > x  # over or under its own face
+        assert y - 4 * 24 <= a[1] <= y + h + 3 * 24
+        for b in rects[i + 1 :]:
+            assert _overlap(a, b) == 0
+    # a face at the top edge: the label goes inside the picture, below or inside the box
+    ((tx, ty),) = place_labels([(10, 0, 80, 80)], [(60, 20)], (200, 200))
+    assert ty >= 0 and tx >= 0
+    # a label wider than the photo starts at its left edge
+    assert place_labels([(50, 50, 40, 40)], [(300, 20)], (200, 200))[0][0] == 0
+
+
+def test_annotated_faces_side_by_side_show_both_labels(tmp_path: Path) -> None:
+    """Drawn: a stranger's long label and a known person's short one beside it both keep their
+    colour somewhere (neither is painted over)."""
+    from facecls.inference.annotate import draw_answers
+
+    photo = np.full((400, 600, 3), 255, np.uint8)
+    rows = [  # drawn in turn, the stranger's label would paint over the known one
+        Prediction("known", "Britney_Spears", score=0.8, box=(240, 148, 100, 110)),
+        Prediction("unknown", "unknown", score=0.1, box=(60, 150, 100, 110),
+                   closest="Michael_Schumacher", threshold=0.37),
+    ]  # fmt: skip
+    drawn = np.asarray(draw_answers(photo, rows))
+    # just above the known face, across its width: its own label's colour, not the stranger's
+    row = drawn[143, 242:338]
+    assert (row == np.array(KNOWN)).all(axis=1).mean() > 0.5
+    assert not (row == np.array(UNKNOWN)).all(axis=1).any()
+    assert (drawn.reshape(-1, 3) == np.array(UNKNOWN)).all(axis=1).sum() > 2000

@@ -1,5 +1,6 @@
-"""Photos with their answers drawn on them: a box per face, the name above it, or ``unknown``
-with the best guess (``unknown — closest: Tony_Blair 0.95 < 0.956``).
+"""Photos with their answers drawn on them: a box per face, the name above it (below it, or
+beside, where another label or face is in the way), or ``unknown`` with the best guess
+(``unknown — closest: Tony_Blair 0.95 < 0.956``).
 
 ``facecls predict RUN photos/ --annotate out/`` writes one JPEG per photo into ``out/``, never
 beside the user's photos; the photo itself is only read. A file already in ``out/`` is never
@@ -34,6 +35,57 @@ def is_annotation(path: Path) -> bool:
         return False
 
 
+Rect = tuple[float, float, float, float]  # left, top, right, bottom
+
+
+def _overlap(a: Rect, b: Rect) -> float:
+    """The area two rectangles share."""
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def place_labels(
+    boxes: Sequence[tuple[float, float, float, float]],
+    sizes: Sequence[tuple[float, float]],
+    image_size: tuple[int, int],
+) -> list[tuple[float, float]]:
+    """The top-left corner of each face's label (``sizes``: its width and height with padding)
+    so that labels cover no other label and as little of another face as they can.
+
+    Each label tries, in turn: above its box, below it, inside its top edge, then the same
+    right-aligned to the box, then further above or below; the first spot that covers nothing
+    is taken, else the one covering least (another label weighs ten times a face). Labels stay
+    inside the picture. Faces are placed from the top of the photo down, so a label above a
+    face is seldom pushed off by a lower one."""
+    width, height = image_size
+    faces: list[Rect] = [(x, y, x + w, y + h) for x, y, w, h in boxes]
+    placed: dict[int, tuple[float, float]] = {}
+    labels: list[Rect] = []
+    for i in sorted(range(len(boxes)), key=lambda k: (boxes[k][1], boxes[k][0])):
+        x, y, w, h = boxes[i]
+        tw, th = sizes[i]
+        spots: list[tuple[float, float]] = []
+        for tx in (x, x + w - tw):
+            spots += [(tx, y - th), (tx, y + h), (tx, y)]
+        for step in range(1, 4):
+            spots += [(x, y - th * (step + 1)), (x, y + h + th * step)]
+        best_cost, best = float("inf"), (0.0, 0.0)
+        for tx, ty in spots:
+            tx = max(0.0, min(tx, width - tw))
+            ty = max(0.0, min(ty, height - th))
+            rect = (tx, ty, tx + tw, ty + th)
+            cost = 10 * sum(_overlap(rect, other) for other in labels) + sum(
+                _overlap(rect, face) for j, face in enumerate(faces) if j != i
+            )
+            if cost < best_cost:
+                best_cost, best = cost, (tx, ty)
+            if cost == 0:
+                break
+        placed[i] = best
+        tx, ty = best
+        labels.append((tx, ty, tx + tw, ty + th))
+    return [placed[i] for i in range(len(boxes))]
+
+
 def draw_answers(photo: np.ndarray, predictions: Sequence[Prediction]) -> Image.Image:
     """The RGB photo with a box and a label for every prediction that has a box."""
     image = Image.fromarray(photo)
@@ -41,22 +93,25 @@ def draw_answers(photo: np.ndarray, predictions: Sequence[Prediction]) -> Image.
     side = max(image.size)
     width = max(2, side // 250)
     font = ImageFont.load_default(size=max(12, side // 40))
-    for p in predictions:
-        if p.box is None:
-            continue
-        x, y, w, h = p.box
-        colour = colour_of(p.decision)
-        draw.rectangle([x, y, x + w, y + h], outline=colour, width=width)
+    shown = [p for p in predictions if p.box is not None]
+    texts, sizes, offsets = [], [], []
+    for p in shown:
         if p.decision == "known" and np.isfinite(p.score):
             label = f"{p.identity} {p.score:.2f}"
         else:  # "unknown - closest: name score < threshold" (the default font has no em dash)
             label = p.label(dash="-")
         left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
-        tw, th = right - left, bottom - top
-        # Above the box where there is room, else inside its top edge.
-        ty = y - th - 2 * width if y - th - 2 * width >= 0 else y + width
-        tx = max(0, min(x, image.width - tw - 2 * width))  # kept inside the picture
-        draw.rectangle([tx, ty, tx + tw + 2 * width, ty + th + 2 * width], fill=colour)
+        texts.append(label)
+        sizes.append((right - left + 2 * width, bottom - top + 2 * width))
+        offsets.append((left, top))
+    for p in shown:  # every box first, so no label is drawn under a later box's outline
+        x, y, w, h = p.box
+        draw.rectangle([x, y, x + w, y + h], outline=colour_of(p.decision), width=width)
+    spots = place_labels([p.box for p in shown], sizes, image.size)
+    for p, label, (lw, lh), (left, top), (tx, ty) in zip(
+        shown, texts, sizes, offsets, spots, strict=True
+    ):
+        draw.rectangle([tx, ty, tx + lw, ty + lh], fill=colour_of(p.decision))
         draw.text((tx + width - left, ty + width - top), label, fill=TEXT, font=font)
     return image
 
