@@ -418,6 +418,14 @@ def test_page_names_an_uploaded_photo_in_chromium(live_server, tiny_run, people,
         assert upload(browser, photo) == name
         assert browser.evaluate("document.getElementById('canvas').width") == 40
         assert browser.problems() == []  # no console error, CSP violation or exception
+        # labels of faces side by side: the page places them by the annotated photos' rule
+        from facecls.inference.annotate import place_labels
+
+        boxes = [[100, 200, 120, 140], [300, 198, 120, 140], [520, 205, 100, 120]]
+        sizes = [[520, 24], [200, 24], [180, 24]]
+        spots = browser.evaluate(f"placeLabels({boxes}, {sizes}, 900, 700)")
+        assert spots == [list(s) for s in place_labels(boxes, sizes, (900, 700))]
+        assert spots[0] != [100, 176]  # not above its face, where it would cover the next label
         assert all(u.startswith((live_server, "blob:")) for u in browser.requests())
         browser.screenshot(tmp_path / "page.png")
         # compare: one photo twice is the same person (one face each: no word on faces)

@@ -60,6 +60,35 @@ async function call(path, form) {
   return body;
 }
 function show(id, text, bad) { const el = $(id); el.textContent = text; el.className = bad ? "err" : "ok"; }
+// Where each face's label goes (facecls.inference.annotate.place_labels, the same rule): above
+// its box, below it, inside its top edge, right-aligned likewise, then further off; the first
+// spot covering no other label nor face, else the one covering least (a label weighs ten faces).
+function placeLabels(boxes, sizes, width, height) {
+  const overlap = (a, b) => Math.max(0, Math.min(a[2], b[2]) - Math.max(a[0], b[0]))
+    * Math.max(0, Math.min(a[3], b[3]) - Math.max(a[1], b[1]));
+  const faces = boxes.map(([x, y, w, h]) => [x, y, x + w, y + h]);
+  const order = boxes.map((_, i) => i)
+    .sort((i, j) => boxes[i][1] - boxes[j][1] || boxes[i][0] - boxes[j][0]);
+  const labels = [], placed = [];
+  for (const i of order) {
+    const [x, y, w, h] = boxes[i], [tw, th] = sizes[i], spots = [];
+    for (const tx of [x, x + w - tw]) spots.push([tx, y - th], [tx, y + h], [tx, y]);
+    for (let step = 1; step < 4; step++) spots.push([x, y - th * (step + 1)], [x, y + h + th * step]);
+    let best = [0, 0], least = Infinity;
+    for (const [sx, sy] of spots) {
+      const tx = Math.max(0, Math.min(sx, width - tw)), ty = Math.max(0, Math.min(sy, height - th));
+      const rect = [tx, ty, tx + tw, ty + th];
+      let cost = 0;
+      for (const other of labels) cost += 10 * overlap(rect, other);
+      faces.forEach((face, j) => { if (j !== i) cost += overlap(rect, face); });
+      if (cost < least) { least = cost; best = [tx, ty]; }
+      if (cost === 0) break;
+    }
+    placed[i] = best;
+    labels.push([best[0], best[1], best[0] + tw, best[1] + th]);
+  }
+  return placed;
+}
 function draw(file, result) {
   const img = new Image();
   const url = URL.createObjectURL(file);
@@ -71,19 +100,22 @@ function draw(file, result) {
     const line = Math.max(1, Math.round(canvas.width / 300));
     const size = Math.max(10, 6 * line);
     ctx.lineWidth = line; ctx.font = size + "px sans-serif"; ctx.textBaseline = "top";
-    for (const face of result.faces) {
+    const sizes = result.faces.map((face) =>
+      [ctx.measureText(face.label).width + 2 * line, size + 2 * line]);
+    for (const face of result.faces) {  // every box first, so no label lies under an outline
       const [x, y, w, h] = face.box;
-      const colour = face.decision === "known" ? "__KNOWN__" : "__UNKNOWN__";
-      ctx.strokeStyle = colour;
+      ctx.strokeStyle = face.decision === "known" ? "__KNOWN__" : "__UNKNOWN__";
       ctx.strokeRect(x, y, w, h);
-      // the name (or "unknown — closest: ...") on a filled tag above the box (below it at the
-      // top edge), inside the photo
-      const width = ctx.measureText(face.label).width + 2 * line;
-      const left = Math.max(0, Math.min(x, canvas.width - width));
-      const top = y >= size + 2 * line ? y - size - 2 * line : Math.min(y + h, canvas.height - size);
-      ctx.fillStyle = colour; ctx.fillRect(left, top, width, size + 2 * line);
-      ctx.fillStyle = "__TEXT__"; ctx.fillText(face.label, left + line, top + line);
     }
+    // the name (or "unknown — closest: ...") on a filled tag by its box, inside the photo,
+    // covering no other tag
+    const spots = placeLabels(result.faces.map((f) => f.box), sizes, canvas.width, canvas.height);
+    result.faces.forEach((face, i) => {
+      const [left, top] = spots[i], [width, height] = sizes[i];
+      ctx.fillStyle = face.decision === "known" ? "__KNOWN__" : "__UNKNOWN__";
+      ctx.fillRect(left, top, width, height);
+      ctx.fillStyle = "__TEXT__"; ctx.fillText(face.label, left + line, top + line);
+    });
     URL.revokeObjectURL(url);
   };
   img.src = url;
