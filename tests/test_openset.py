@@ -213,13 +213,13 @@ def test_enrolled_thresholds_by_the_stranger_rate_draw_strangers_like_trained_pe
     )
     trained_t = threshold_at_fpir(pseudo, 0.05, weights)
     table = openset_thresholds.few_shot_fpir_thresholds(
-        val, val_t, centroids, trained_t, val, val_t, weights, method="margin"
-    )
+        val, val_t, centroids, {"margin": trained_t}, val, val_t, weights
+    )["margin"]
     assert set(table) == {"1", "2", "3", "5"}  # 6 photos a person: no 10-photo centroid
     assert table["1"] < trained_t - 0.02 and table["3"] < trained_t
     sampled = openset_thresholds.few_shot_fpir_thresholds(
-        val, val_t, centroids, trained_t, val, val_t, weights, method="margin", max_people=20
-    )  # a quarter of the people simulated: the same rule, a rougher estimate
+        val, val_t, centroids, {"margin": trained_t}, val, val_t, weights, max_people=20
+    )["margin"]  # a quarter of the people simulated: the same rule, a rougher estimate
     assert set(sampled) == set(table)
 
     strangers, _ = sample(np.arange(classes + fresh_n, len(centres)), 4)
@@ -247,7 +247,7 @@ def test_enrolled_thresholds_by_the_stranger_rate_draw_strangers_like_trained_pe
     assert drawn(1, trained_t) < 0.4 * per_trained  # what the trained threshold would give
     with pytest.raises(ValueError, match="decided by"):
         openset_thresholds.few_shot_fpir_thresholds(
-            val, val_t, centroids, trained_t, val, val_t, weights, method="msp"
+            val, val_t, centroids, {"msp": trained_t}, val, val_t, weights
         )
     # calibrate stores them, in order and below the trained threshold, and says which rule
     logits = np.zeros((len(val_t), classes))
@@ -267,11 +267,11 @@ def test_enrolled_thresholds_by_the_stranger_rate_skip_what_draws_no_stranger() 
     centroids = np.array([[1.0, 0.0, 0.0], [0.6, 0.8, 0.0]])
     val = np.array([[0.0, 0.0, 1.0], [0.6, 0.8, 0.0]])
     stranger = np.array([[0.9, 0.1, 0.4]])
-    table = openset_thresholds.few_shot_fpir_thresholds(
-        val, np.array([0, 1]), centroids, 0.0, stranger, np.array([-1]), np.ones(1),
-        method="margin", shots=(1,),
+    tables = openset_thresholds.few_shot_fpir_thresholds(
+        val, np.array([0, 1]), centroids, {"margin": 0.0, "centroid": 0.0}, stranger,
+        np.array([-1]), np.ones(1), shots=(1,),
     )  # fmt: skip
-    assert table == {}
+    assert tables == {"margin": {}, "centroid": {}}
 
 
 def test_settled_thresholds_never_fall_with_more_photos_nor_pass_the_trained_one() -> None:

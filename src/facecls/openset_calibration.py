@@ -286,12 +286,13 @@ def calibrate(
             others, own, w = strangers.features, np.full(len(real_weights), -1), real_weights
         else:
             others, own, w = features, targets, weights
+        by_rate = few_shot_fpir_thresholds(
+            features[clean], targets[clean], centroids,
+            {m: thresholds[m] for m in ENROLLED_METHODS}, others, own, w,
+        ) if rule == "fpir" else {}  # fmt: skip
         for m in ENROLLED_METHODS:
             if rule == "fpir":
-                table = few_shot_fpir_thresholds(
-                    features[clean], targets[clean], centroids, thresholds[m], others, own, w,
-                    method=m,
-                )  # fmt: skip
+                table = by_rate[m]
             else:  # enrolled people are accepted as often as trained ones
                 table = few_shot_thresholds(
                     features[clean], targets[clean], subset[clean],

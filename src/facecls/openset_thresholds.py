@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -113,18 +114,18 @@ def few_shot_fpir_thresholds(
     features: np.ndarray,
     targets: np.ndarray,
     centroids: np.ndarray,
-    trained_threshold: float,
+    trained_thresholds: Mapping[str, float],
     strangers: np.ndarray,
     stranger_own: np.ndarray,
     stranger_weights: np.ndarray,
-    method: str = "margin",
     shots: tuple[int, ...] = SHOTS,
     draws: int = 5,
     seed: int = 0,
     max_people: int = 300,
-) -> dict[str, float]:
-    """``centroid`` (or ``margin``) thresholds for identities enrolled from ``k`` photos, per
-    ``k``, that let each enrolled person draw as many strangers as a trained person does.
+) -> dict[str, dict[str, float]]:
+    """For each score of ``trained_thresholds`` (``centroid``, ``margin``: the trained people's
+    threshold), the thresholds for identities enrolled from ``k`` photos, per ``k``, that let
+    each enrolled person draw as many strangers as a trained person does.
 
     Where the trained threshold is set by the stranger rate, the acceptance rule of
     :func:`few_shot_thresholds` has nothing to match: that threshold names every validation face
@@ -136,7 +137,7 @@ def few_shot_fpir_thresholds(
     nearer than every trained centroid but the stranger's own, ``stranger_own``, -1 for real
     strangers). The threshold for ``k`` is the lowest at which the simulated centroids draw, on
     average, no larger share of the strangers (``stranger_weights``: each person weighs the same)
-    than the same people's trained centroids draw at ``trained_threshold``. A noisier centroid
+    than the same people's trained centroids draw at the trained threshold. A noisier centroid
     sits further from everyone, strangers included, so its threshold is lower where the
     acceptance rule would keep it at the trained one. At most ``max_people`` people (drawn at
     random) are simulated per ``k``. Strangers are named by the nearest centroid throughout, as
@@ -145,11 +146,12 @@ def few_shot_fpir_thresholds(
     is the lenient side of ``--fpir``).
 
     Returns:
-        ``{str(k): threshold}``; ``k`` with no eligible person, or whose trained or simulated
-        centroids draw no stranger at all, is left out.
+        ``{score: {str(k): threshold}}``; ``k`` with no eligible person, or whose trained or
+        simulated centroids draw no stranger at all, is left out.
     """
-    if method not in ENROLLED_METHODS:
-        raise ValueError(f"enrolled people are decided by {ENROLLED_METHODS}, not {method!r}")
+    for method in trained_thresholds:
+        if method not in ENROLLED_METHODS:
+            raise ValueError(f"enrolled people are decided by {ENROLLED_METHODS}, not {method!r}")
     rng = np.random.default_rng(seed)
     unit = l2_normalize(np.asarray(features, dtype=np.float64))
     targets = np.asarray(targets)
@@ -165,8 +167,8 @@ def few_shot_fpir_thresholds(
     second = cos.max(axis=1) if cos.shape[1] > 1 else np.full(len(rows), -np.inf)
     # each stranger's score as the trained identity it is nearest to (no runner-up: 0, as
     # pseudo_stranger_scores has it)
-    trained = best if method == "centroid" else margin_score(best, _or_zero(second))
-    table: dict[str, float] = {}
+    trained = {"centroid": best, "margin": margin_score(best, _or_zero(second))}
+    tables: dict[str, dict[str, float]] = {m: {} for m in trained_thresholds}
     for k in shots:
         people = [c for c in np.unique(targets) if np.sum(targets == c) >= k and w[own != c].sum()]
         if len(people) > max_people:  # a sample of them is enough, and bounds the work
@@ -178,28 +180,32 @@ def few_shot_fpir_thresholds(
             unit[rng.permutation(np.flatnonzero(targets == c))[:k]].sum(0) for c in owners
         ]))  # fmt: skip
         near_all = others @ shots_.T  # (strangers, people x draws): cosines to the centroids
-        target_rates, scores, weights = [], [], []
+        target_rates: dict[str, list[float]] = {m: [] for m in tables}
+        scores: dict[str, list[np.ndarray]] = {m: [] for m in tables}
+        weights: list[np.ndarray] = []
         for j, c in enumerate(owners):
             outside = own != c  # the person's own photos are no strangers to them
             total = w[outside].sum()
             if j % draws == 0:  # the same people's trained centroids at the trained threshold
                 mine = outside & (first == c)
-                target_rates.append(w[mine][trained[mine] >= trained_threshold].sum() / total)
+                for m, limit in trained_thresholds.items():
+                    target_rates[m].append(w[mine][trained[m][mine] >= limit].sum() / total)
             # the nearest trained centroid once c's own is replaced by the simulated one
             rival = np.where(first == c, second, best)[outside]
             near = near_all[outside, j]
             named = near > rival  # no rival at all (-inf): named whatever the cosine
-            score = near if method == "centroid" else margin_score(near, _or_zero(rival))
-            scores.append(score[named])
+            if "centroid" in tables:
+                scores["centroid"].append(near[named])
+            if "margin" in tables:
+                scores["margin"].append(margin_score(near, _or_zero(rival))[named])
             weights.append(w[outside][named] / total)
-        drawn = np.concatenate(scores)
-        if not np.mean(target_rates) > 0 or not len(drawn):
-            continue  # no stranger drawn at all: nothing to match
-        table[str(k)] = threshold_at_share(
-            drawn, np.concatenate(weights) / len(owners),
-            float(np.mean(target_rates)),
-        )  # fmt: skip
-    return table
+        shares = np.concatenate(weights) / len(owners)
+        for m, table in tables.items():
+            drawn = np.concatenate(scores[m])
+            if not np.mean(target_rates[m]) > 0 or not len(drawn):
+                continue  # no stranger drawn at all: nothing to match
+            table[str(k)] = threshold_at_share(drawn, shares, float(np.mean(target_rates[m])))
+    return tables
 
 
 def _or_zero(values: np.ndarray) -> np.ndarray:

@@ -269,6 +269,23 @@ def load_dataset(
     return dataset
 
 
+def the_models_identities(dataset: FaceDataset, names: list[str], run_dir: Path) -> FaceDataset:
+    """``dataset`` as the model of ``run_dir`` (its identities ``names``) knows it: a face
+    library's people named since training left out (:func:`keep_identities`).
+
+    Raises:
+        ValueError: the identities still differ; the message says how (one line).
+    """
+    if dataset.info.get("kind") == "library":
+        dataset = keep_identities(dataset, names)
+    if dataset.class_names != names:
+        raise ValueError(
+            f"{run_dir}: the data's identities differ from the model's: "
+            + identity_difference(dataset.class_names, names)
+        )
+    return dataset
+
+
 def identity_difference(data: list[str], model: list[str], limit: int = 5) -> str:
     """What sets the data's identities apart from a model's, for a one-line refusal: the
     model's people the data lacks (a library where they were forgotten or renamed since

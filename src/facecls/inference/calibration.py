@@ -31,14 +31,14 @@ from facecls.bundle import (
 from facecls.config_io import load_yaml, replace
 from facecls.data.augment import normalize
 from facecls.data.batches import IndexBatches
-from facecls.data.dataset import FaceDataset, identity_difference, keep_identities, load_dataset
+from facecls.data.dataset import FaceDataset, load_dataset, the_models_identities
 from facecls.data.face_choice import kept_faces_of
 from facecls.data.faces import FaceCutter
 from facecls.data.splits import folds_from_document
 from facecls.inference.calibration_store import (
     describe,
-    describe_look_alikes,
     describe_verify,
+    log_look_alikes,
     set_threshold,
     write_calibration,
 )
@@ -237,7 +237,7 @@ def calibrate_trained(
     if complete:
         write_calibration(folder, calibration, verification)
         log(describe(calibration.meta()) + " (from the cached embeddings)")
-        _log_look_alikes(calibration.meta(), folder, log)
+        log_look_alikes(calibration.meta(), folder, log)
     else:
         openset = calibration.meta()
         openset["deferred"] = "centroid, margin: run facecls calibrate on the run folder"
@@ -296,13 +296,7 @@ def calibrate_run(
     bundle = load_bundle(run_dir, device)
     kept = kept_faces_of(run_dir) if data is None else None
     dataset = load_dataset(config.data, log, show_progress, kept_faces=kept)
-    if dataset.info.get("kind") == "library":  # people named since training are not the model's
-        dataset = keep_identities(dataset, bundle.class_names)
-    if dataset.class_names != bundle.class_names:
-        raise ValueError(
-            f"{run_dir}: the data's identities differ from the model's: "
-            + identity_difference(dataset.class_names, bundle.class_names)
-        )
+    dataset = the_models_identities(dataset, bundle.class_names, run_dir)
     split, folds = folds_from_document(dataset, json.loads((run_dir / "folds.json").read_text()))
     fold = json.loads((run_dir / "metrics.json").read_text()).get("final_model", {}).get("fold", 0)
     val_idx = folds[int(fold)]
@@ -322,17 +316,9 @@ def calibrate_run(
     )  # fmt: skip
     write_calibration(into or bundle_folder(run_dir), calibration, verification)
     log(describe(calibration.meta()))
-    _log_look_alikes(calibration.meta(), into or bundle_folder(run_dir), log)
+    log_look_alikes(calibration.meta(), into or bundle_folder(run_dir), log)
     log(describe_verify(verification))
     return calibration.meta()
-
-
-def _log_look_alikes(openset: dict[str, Any], folder: Path, log: Callable[[str], None]) -> None:
-    """Say which known people the threshold in use still names as each other, by name."""
-    names = read_sidecar(folder / META_NAME).get("class_names") or []
-    line = describe_look_alikes(openset, list(names))
-    if line:
-        log(line)
 
 
 def calibrate_command(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,14 @@ def describe_look_alikes(openset: dict[str, Any], names: list[str]) -> str | Non
         f"the threshold): {listed}. A stranger who looks like one of them is the likeliest to "
         "be named"
     )
+
+
+def log_look_alikes(openset: dict[str, Any], folder: Path, log: Callable[[str], None]) -> None:
+    """Log :func:`describe_look_alikes` with the names in the bundle ``folder`` (if any pair)."""
+    names = read_sidecar(folder / META_NAME).get("class_names") or []
+    line = describe_look_alikes(openset, list(names))
+    if line:
+        log(line)
 
 
 def describe(openset: dict[str, Any]) -> str:

@@ -17,7 +17,7 @@ from facecls.bundle import load_bundle
 from facecls.config import RunConfig
 from facecls.config_io import load_yaml, replace
 from facecls.data.batches import IndexBatches, resident
-from facecls.data.dataset import FaceDataset, identity_difference, keep_identities, load_dataset
+from facecls.data.dataset import FaceDataset, load_dataset, the_models_identities
 from facecls.data.face_choice import kept_faces_of
 from facecls.data.splits import (
     folds_from_document,
@@ -176,15 +176,7 @@ def evaluate_run(
     # the faces the run kept from photos with several (none listed: another source's data)
     kept = kept_faces_of(run_dir) if data is None else None
     dataset = load_dataset(config.data, log, show_progress, str(device), kept_faces=kept)
-    if dataset.info.get("kind") == "library":  # people named since training are not the model's
-        dataset = keep_identities(dataset, bundle.class_names)
-    if dataset.class_names != bundle.class_names:
-        raise ValueError(
-            f"{run_dir}: the data's identities differ from the model's "
-            f"({dataset.num_classes} vs {len(bundle.class_names)}: "
-            f"{identity_difference(dataset.class_names, bundle.class_names)}); evaluate on the "
-            "same identities"
-        )
+    dataset = the_models_identities(dataset, bundle.class_names, run_dir)
     document = json.loads((run_dir / "folds.json").read_text())
     split, _ = folds_from_document(dataset, document)
     images = resident(dataset.images, device)
