@@ -232,3 +232,21 @@ def test_annotated_faces_side_by_side_show_both_labels(tmp_path: Path) -> None:
     assert (row == np.array(KNOWN)).all(axis=1).mean() > 0.5
     assert not (row == np.array(UNKNOWN)).all(axis=1).any()
     assert (drawn.reshape(-1, 3) == np.array(UNKNOWN)).all(axis=1).sum() > 2000
+
+
+def test_video_names_of_faces_side_by_side_do_not_overlap() -> None:
+    """In an annotated video, a long name over one face and a short one over the face beside
+    it: the short one moves (here below its face) instead of being written into the long one."""
+    import cv2
+
+    from facecls.inference.video import _draw
+
+    frame = np.full((160, 200, 3), 255, np.uint8)
+    _draw(cv2, frame, [((20, 60, 40, 40), "Alexandra_Longname", True),
+                       ((70, 60, 40, 40), "Bob", False)])  # fmt: skip
+    strip = frame[40:59, 70:110].reshape(-1, 3)  # above the second face
+    has = {name: bool((strip == np.array(bgr(c))).all(axis=1).any())
+           for name, c in (("known", KNOWN), ("unknown", UNKNOWN))}  # fmt: skip
+    assert has["known"] and not has["unknown"]  # the long name runs there; Bob is elsewhere
+    below = frame[101:130, 60:120].reshape(-1, 3)
+    assert (below == np.array(bgr(UNKNOWN))).all(axis=1).any()

@@ -20,6 +20,7 @@ import numpy as np
 from facecls.atomic import write_csv_stream
 from facecls.colours import KNOWN, UNKNOWN, bgr
 from facecls.data.sources import DataError
+from facecls.inference.annotate import place_labels
 from facecls.inference.faces import closest_text
 from facecls.inference.model import FaceModel, load_model
 from facecls.inference.outputs import (
@@ -107,11 +108,19 @@ def _frames(capture: Any, camera: bool) -> Iterator[np.ndarray]:
 
 def _draw(cv2: Any, frame: np.ndarray, answers: list[tuple[tuple[int, ...], str, bool]]) -> None:
     thick = max(1, frame.shape[1] // 320)
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick
+    sizes, heights = [], []
     for (x, y, w, h), name, known in answers:
         colour = bgr(KNOWN if known else UNKNOWN)  # the colours of every drawn answer
         cv2.rectangle(frame, (x, y), (x + w, y + h), colour, thick)
-        cv2.putText(frame, name, (x, max(12, y - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick,
-                    colour, thick)  # fmt: skip
+        (tw, th), base = cv2.getTextSize(name, font, scale, thick)
+        sizes.append((tw + 2, th + base + 2))
+        heights.append(th)
+    # names where they cover no other name (the annotated photos' rule)
+    spots = place_labels([a[0] for a in answers], sizes, (frame.shape[1], frame.shape[0]))
+    for (_, name, known), (tx, ty), th in zip(answers, spots, heights, strict=True):
+        origin = (int(tx) + 1, int(ty) + 1 + th)  # putText's origin: the text's baseline
+        cv2.putText(frame, name, origin, font, scale, bgr(KNOWN if known else UNKNOWN), thick)
 
 
 def predict_video(
