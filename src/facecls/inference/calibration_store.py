@@ -110,6 +110,13 @@ def describe_look_alikes(openset: dict[str, Any], names: list[str]) -> str | Non
     )
 
 
+# Where the validation part is too small for the stranger rate: what sets it instead.
+STRANGERS_HINT = (
+    "facecls calibrate RUN --strangers PHOTOS/ (or a face library with forgotten people) sets "
+    "it by the stranger rate on real strangers"
+)
+
+
 def log_look_alikes(openset: dict[str, Any], folder: Path, log: Callable[[str], None]) -> None:
     """Log :func:`describe_look_alikes` with the names in the bundle ``folder`` (if any pair)."""
     names = read_sidecar(folder / META_NAME).get("class_names") or []
@@ -143,7 +150,7 @@ def describe(openset: dict[str, Any]) -> str:
             f"{stats.get('validation_correct', '?')} correctly named validation faces"
         )
         if stats.get("fallback"):
-            how += f"; {stats['fallback']}"
+            how += f"; {stats['fallback']}; {STRANGERS_HINT}"
     return (
         f"Open set: method {openset['method']}, threshold {openset['threshold']:.4f} ({how}); "
         "thresholds " + ", ".join(f"{m} {t:.4f}" for m, t in openset.get("thresholds", {}).items())

@@ -91,7 +91,11 @@ def how_set(point: dict[str, Any]) -> str:
         )
     text = f"set to accept {point['acceptance']:.0%} of the correctly named validation faces"
     if point["fallback"]:
-        text += f" ({point['fallback']})"
+        text += (
+            f" ({point['fallback']}; `facecls calibrate RUN --strangers PHOTOS/` sets it by the "
+            "stranger rate on photos of people it must not name, or `--strangers LIBRARY` on the "
+            "people forgotten in a face library)"
+        )
     if point["old"]:
         text += (
             "; calibrated by an older facecls: `facecls calibrate RUN_FOLDER` sets it by the "
