@@ -10,10 +10,10 @@ from facecls.report.render import md_escape
 LOOK_ALIKES_NOTE = (
     "Known people taken for each other when one of them is left out (relatives, look-alikes): "
     "with their own identity missing, some of their photos still score above the threshold, as "
-    "a stranger who looks like the other would. These pseudo-strangers set a threshold chosen "
-    "by the stranger rate: where the people resemble each other more than strangers resemble "
-    "them, it names fewer real strangers than its target (`facecls calibrate --strangers` sets "
-    "it on real ones)."
+    "a stranger who looks like the other would. Where the threshold is set by the stranger rate "
+    "on these pseudo-strangers, they set it, and where the people resemble each other more than "
+    "strangers resemble them, it names fewer real strangers than its target (`facecls calibrate "
+    "--strangers` sets it on real ones)."
 )
 
 
