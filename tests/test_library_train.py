@@ -252,6 +252,9 @@ def test_forgotten_people_are_the_strangers_calibrate_sets_thresholds_on(
     assert meta["calibration"]["strangers"] == {"photos": faces, "people": 2}
     for rates in meta["rates"].values():
         assert rates["strangers_named"] <= 0.5 + 1e-9
+    # the model card now shows the operating point just set
+    card = (runs / "lib" / "model" / "MODEL_CARD.md").read_text()
+    assert "photos of 2 strangers given to `facecls calibrate --strangers`" in card
 
     # a person the model was trained on, forgotten since: calibration says whom, in one line
     with open_library(location) as lib:
@@ -261,3 +264,18 @@ def test_forgotten_people_are_the_strangers_calibrate_sets_thresholds_on(
     err = capsys.readouterr().err.strip()
     assert f"the model knows {names[0]}, whom the data no longer holds" in err
     assert "\n" not in err and model_json.read_bytes() == before
+
+
+def test_the_identity_difference_says_who() -> None:
+    """The one-line reason a model's identities differ from its data's: who is missing (at most
+    five named), who is new, or only the order."""
+    from facecls.data.dataset import identity_difference
+
+    model = [f"p{i}" for i in range(9)]
+    assert identity_difference(model[:2], model).startswith(
+        "the model knows p2, p3, p4, p5, p6 and 2 more, whom the data no longer holds"
+    )
+    assert identity_difference([*model, "new"], model) == (
+        "the data holds new, whom the model does not know"
+    )
+    assert identity_difference(model[::-1], model) == "the same people in another order"

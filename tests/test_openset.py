@@ -424,4 +424,10 @@ def test_look_alikes_name_the_people_above_the_threshold() -> None:
         assert p["photos"] == int(np.sum(scores[mine] >= threshold)) > 0
         assert p["score"] == pytest.approx(scores[mine].max())
     assert look_alikes(scores, chosen, val_t, threshold, limit=1) == pairs[:1]
+    assert all(p["views"] == 0 for p in pairs)  # no calibration views given
+    # the same photos, the second half marked as views: counted apart, the pairs unchanged
+    half = np.arange(len(val_t)) >= len(val_t) // 2
+    split = look_alikes(scores, chosen, val_t, threshold, is_view=half)
+    assert [(p["person"], p["as"]) for p in split] == [(p["person"], p["as"]) for p in pairs]
+    assert [p["photos"] + p["views"] for p in split] == [p["photos"] for p in pairs]
     assert look_alikes(scores, chosen, val_t, float(scores.max()) + 1) == []

@@ -524,3 +524,31 @@ def test_table5_text_has_the_reports_accuracy_row_and_intervals() -> None:
     old = result(0.1, 0.2)
     del old["test"]["summary"]["class_avg_accuracy"]  # a run written before the key existed
     assert "| Accuracy (class avg.) | – |" in table5_text({"old": old})
+
+
+def test_look_alikes_with_hostile_names_on_the_report_and_the_card(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """The look-alike pairs a calibration records reach the report page, report.md and the model
+    card as a table of names, escaped (the plain run has a hostile identity name); the note's
+    command reads as code on the page, never as backticks."""
+    from facecls.report.write import write_model_card
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["plain"], run)
+    model_json = run / "model" / "model.json"
+    meta = json.loads(model_json.read_text())
+    evil = meta["class_names"].index(EVIL)
+    pairs = [{"person": evil, "as": 0, "score": 0.61, "photos": 2, "views": 1}]
+    openset = meta["openset"]
+    openset["rates"].setdefault(openset["method"], {})["look_alikes"] = pairs
+    model_json.write_text(json.dumps(meta))
+    html = read(write_report(run))
+    md = read(run / "report.md")
+    card = read(write_model_card(run))
+    assert 'id="look-alikes"' in html and "<code>facecls calibrate --strangers</code>" in html
+    assert "`facecls calibrate" not in html
+    assert EVIL not in html and EVIL not in md and EVIL not in card
+    other = md_escape(meta["class_names"][0])
+    row = f"| &lt;img src=x onerror=alert(1)&gt; | {other} | 0.6100 | 2 (and 1 view) |"
+    assert row in md and row in card

@@ -426,6 +426,18 @@ def test_page_names_an_uploaded_photo_in_chromium(live_server, tiny_run, people,
         spots = browser.evaluate(f"placeLabels({boxes}, {sizes}, 900, 700)")
         assert spots == [list(s) for s in place_labels(boxes, sizes, (900, 700))]
         assert spots[0] != [100, 176]  # not above its face, where it would cover the next label
+        # and on crowded photos with fractional label widths (as measureText gives them)
+        rng = np.random.default_rng(3)
+        cases = [
+            (np.round(rng.uniform(0, 300, (6, 4)) * [1, 1, 0.3, 0.3], 1).tolist(),
+             np.round(rng.uniform(10, 120, (6, 2)) * [1, 0.25], 3).tolist())
+            for _ in range(200)
+        ]  # fmt: skip
+        got = browser.evaluate(
+            f"JSON.stringify({json.dumps(cases)}.map(([b, s]) => placeLabels(b, s, 320, 240)))"
+        )
+        want = [[list(p) for p in place_labels(b, s, (320, 240))] for b, s in cases]
+        assert json.loads(got) == want
         assert all(u.startswith((live_server, "blob:")) for u in browser.requests())
         browser.screenshot(tmp_path / "page.png")
         # compare: one photo twice is the same person (one face each: no word on faces)

@@ -260,7 +260,7 @@ def calibrate(
             if clean_correct.any() else 0.0,
             "bands": band_rates(known, correct, pseudo, px, t),
             # the known people taken for each other when one is left out: who sets the tail
-            "look_alikes": look_alikes(pseudo, chosen, targets, t),
+            "look_alikes": look_alikes(pseudo, chosen, targets, t, is_view=is_view),
         }  # fmt: skip
         if real is not None:
             rates[m]["strangers_named"] = stranger_rate(real, t, real_weights)

@@ -123,22 +123,26 @@ def look_alikes(
     targets: np.ndarray,
     threshold: float,
     limit: int = LOOK_ALIKES,
+    is_view: np.ndarray | None = None,
 ) -> list[dict[str, float | int]]:
     """The pairs of known people that pseudo-strangers above ``threshold`` come from: each
     ``person`` whose photos, with their own identity left out, are named ``as`` another, with
-    the highest such score and the number of photos (or views) named so; the strongest
-    ``limit`` pairs. These set the threshold (siblings, look-alikes), and a user learns which
-    of their people the model may take for each other when one of them is not known."""
+    the highest such score and how many of their photos and of the photos' calibration views
+    (``is_view``) are named so; the strongest ``limit`` pairs. These set the threshold
+    (siblings, look-alikes), and a user learns which of their people the model may take for
+    each other when one of them is not known."""
     scores_ = np.asarray(scores_, dtype=np.float64)
+    views = np.zeros(len(scores_), bool) if is_view is None else np.asarray(is_view, bool)
     above = np.flatnonzero(scores_ >= threshold)
-    pairs: dict[tuple[int, int], list[float]] = {}
+    pairs: dict[tuple[int, int], list[int]] = {}
     for i in above[np.argsort(-scores_[above], kind="stable")]:
-        pairs.setdefault((int(targets[i]), int(chosen[i])), []).append(float(scores_[i]))
-    ranked = sorted(pairs.items(), key=lambda kv: -kv[1][0])[:limit]
+        pairs.setdefault((int(targets[i]), int(chosen[i])), []).append(int(i))
+    ranked = sorted(pairs.items(), key=lambda kv: -scores_[kv[1][0]])[:limit]
     return [
-        {"person": person, "as": other, "score": found[0], "photos": len(found)}
-        for (person, other), found in ranked
-    ]
+        {"person": person, "as": other, "score": float(scores_[rows[0]]),
+         "photos": int((~views[rows]).sum()), "views": int(views[rows].sum())}
+        for (person, other), rows in ranked
+    ]  # fmt: skip
 
 
 def person_weights(targets: np.ndarray) -> np.ndarray:

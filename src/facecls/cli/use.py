@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +143,23 @@ def run(args: argparse.Namespace, log: Any, progress: bool) -> None:
             args.model, args.method, args.acceptance, args.threshold, args.data, log, progress,
             fpir=args.fpir, strangers=args.strangers,
         )  # fmt: skip
+        _refresh_pages(args.model, log)
         print(json.dumps(openset, indent=2))
+
+
+def _refresh_pages(model: Path, log: Callable[[str], None]) -> None:
+    """After a calibration, the run's model card and report show its new operating point
+    (nothing for a bundle outside a run folder, or a run without them)."""
+    from facecls.report.card import CARD_NAME
+    from facecls.report.write import write_model_card, write_report_safely
+
+    run_dir = model if (model / "config.yaml").is_file() else model.parent
+    if not (run_dir / "config.yaml").is_file():
+        return
+    if (run_dir / "model" / CARD_NAME).is_file():
+        log(f"Model card: {write_model_card(run_dir)}")
+    if (run_dir / "report.html").is_file():
+        write_report_safely(run_dir, log)
 
 
 def _check_predict(args: argparse.Namespace) -> None:

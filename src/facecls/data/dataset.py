@@ -290,8 +290,9 @@ def identity_difference(data: list[str], model: list[str], limit: int = 5) -> st
     """What sets the data's identities apart from a model's, for a one-line refusal: the
     model's people the data lacks (a library where they were forgotten or renamed since
     training), the data's people the model lacks, or their order."""
-    missing = [n for n in model if n not in set(data)]
-    extra = [n for n in data if n not in set(model)]
+    in_data, in_model = set(data), set(model)
+    missing = [n for n in model if n not in in_data]
+    extra = [n for n in data if n not in in_model]
 
     def listed(names: list[str]) -> str:
         more = f" and {len(names) - limit} more" if len(names) > limit else ""
@@ -300,7 +301,7 @@ def identity_difference(data: list[str], model: list[str], limit: int = 5) -> st
     if missing:
         return (
             f"the model knows {listed(missing)}, whom the data no longer holds (forgotten or "
-            "renamed since training?): name them again, or train a new model"
+            "renamed since training?): bring them back, or train a new model"
         )
     if extra:
         return f"the data holds {listed(extra)}, whom the model does not know"

@@ -1,5 +1,5 @@
 """Photos with their answers drawn on them: a box per face, the name above it (below it, or
-beside, where another label or face is in the way), or ``unknown`` with the best guess
+further off, where another label or face is in the way), or ``unknown`` with the best guess
 (``unknown — closest: Tony_Blair 0.95 < 0.956``).
 
 ``facecls predict RUN photos/ --annotate out/`` writes one JPEG per photo into ``out/``, never
@@ -49,12 +49,13 @@ def place_labels(
     image_size: tuple[int, int],
 ) -> list[tuple[float, float]]:
     """The top-left corner of each face's label (``sizes``: its width and height with padding)
-    so that labels cover no other label and as little of another face as they can.
+    so that labels cover no other label where there is room, and as little of another face as
+    they can.
 
     Each label tries, in turn: above its box, below it, inside its top edge, then the same
     right-aligned to the box, then further above or below; the first spot that covers nothing
     is taken, else the one covering least (another label weighs ten times a face). Labels stay
-    inside the picture. Faces are placed from the top of the photo down, so a label above a
+    inside the picture (one wider than it starts at its left edge). Faces are placed from the top of the photo down, so a label above a
     face is seldom pushed off by a lower one."""
     width, height = image_size
     faces: list[Rect] = [(x, y, x + w, y + h) for x, y, w, h in boxes]
@@ -73,9 +74,12 @@ def place_labels(
             tx = max(0.0, min(tx, width - tw))
             ty = max(0.0, min(ty, height - th))
             rect = (tx, ty, tx + tw, ty + th)
-            cost = 10 * sum(_overlap(rect, other) for other in labels) + sum(
-                _overlap(rect, face) for j, face in enumerate(faces) if j != i
-            )
+            cost = 0.0  # summed in this order by the page's placeLabels too: the same spots
+            for other in labels:
+                cost += 10 * _overlap(rect, other)
+            for j, face in enumerate(faces):
+                if j != i:
+                    cost += _overlap(rect, face)
             if cost < best_cost:
                 best_cost, best = cost, (tx, ty)
             if cost == 0:
@@ -111,7 +115,8 @@ def draw_answers(photo: np.ndarray, predictions: Sequence[Prediction]) -> Image.
     for p, label, (lw, lh), (left, top), (tx, ty) in zip(
         shown, texts, sizes, offsets, spots, strict=True
     ):
-        draw.rectangle([tx, ty, tx + lw, ty + lh], fill=colour_of(p.decision))
+        # PIL fills both end pixels: the last one inside the placed size
+        draw.rectangle([tx, ty, tx + lw - 1, ty + lh - 1], fill=colour_of(p.decision))
         draw.text((tx + width - left, ty + width - top), label, fill=TEXT, font=font)
     return image
 

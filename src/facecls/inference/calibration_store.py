@@ -112,8 +112,8 @@ def describe_look_alikes(openset: dict[str, Any], names: list[str]) -> str | Non
 
 # Where the validation part is too small for the stranger rate: what sets it instead.
 STRANGERS_HINT = (
-    "facecls calibrate RUN --strangers PHOTOS/ (or a face library with forgotten people) sets "
-    "it by the stranger rate on real strangers"
+    "facecls calibrate RUN --strangers PHOTOS/ (or a face library with forgotten people; 5 / "
+    "--fpir photos at least, 500 at 1 %) sets it by the stranger rate on real strangers"
 )
 
 

@@ -203,7 +203,7 @@ def model_card(run_dir: Path) -> str:
         "", "## Measured quality", "", *_quality(run),
         "", "## Open-set operating point", "", *_open_set(meta, run),
         "", "## Known weaknesses", "",
-        *([f"- {w}" for w in weak] or ["- None flagged by the report's rules on this test part."]),
+        *([f"- {md_escape(w)}" for w in weak] or ["- None flagged by the report's rules on this test part."]),
         "- Face photos of under-represented groups may be recognised less well; the test part "
         "measures only the people and photos it holds.",
         "", "## Face pipeline", "", _pipeline(meta),

@@ -41,7 +41,10 @@ def operating_point(meta: dict[str, Any]) -> dict[str, Any] | None:
         "views": stats.get("views"),
         "fallback": stats.get("fallback"),
         "bands": list(rates.get("bands") or []),
-        "look_alikes": _named_pairs(rates.get("look_alikes") or [], meta.get("class_names") or []),
+        # found at the calibrated threshold: not shown beside one set by hand
+        "look_alikes": []
+        if openset.get("set_by_hand")
+        else _named_pairs(rates.get("look_alikes") or [], meta.get("class_names") or []),
         "old": int(openset.get("version", 1)) < 2,
         "by_hand": bool(openset.get("set_by_hand")),
     }
@@ -53,7 +56,15 @@ def _named_pairs(pairs: list[dict[str, Any]], names: list[str]) -> list[dict[str
     def name(i: int) -> str:
         return names[i] if 0 <= i < len(names) else str(i)
 
-    return [dict(pair, person=name(pair["person"]), **{"as": name(pair["as"])}) for pair in pairs]
+    return [
+        dict(
+            pair,
+            person=name(pair["person"]),
+            count=photos_and_views(pair),
+            **{"as": name(pair["as"])},
+        )
+        for pair in pairs
+    ]
 
 
 def how_set(point: dict[str, Any]) -> str:
@@ -93,8 +104,8 @@ def how_set(point: dict[str, Any]) -> str:
     if point["fallback"]:
         text += (
             f" ({point['fallback']}; `facecls calibrate RUN --strangers PHOTOS/` sets it by the "
-            "stranger rate on photos of people it must not name, or `--strangers LIBRARY` on the "
-            "people forgotten in a face library)"
+            "stranger rate on photos of people it must not name, 500 or more at 1 %, or "
+            "`--strangers LIBRARY` on the people forgotten in a face library)"
         )
     if point["old"]:
         text += (
@@ -120,18 +131,25 @@ def band_lines(point: dict[str, Any]) -> list[str]:
     return lines
 
 
+def photos_and_views(pair: dict[str, Any]) -> str:
+    """``3 (and 2 views)``: how many of a look-alike's photos, and of their views, are named."""
+    views = int(pair.get("views", 0))
+    more = f" (and {views} view{'s' if views > 1 else ''})" if views else ""
+    return f"{pair['photos']}{more}"
+
+
 def look_alike_lines(point: dict[str, Any]) -> list[str]:
     """A Markdown table of the known people taken for each other above the threshold (``[]``
     when there are none)."""
     if not point["look_alikes"]:
         return []
     lines = [
-        "| person | named as (when left out) | highest score | photos |",
+        "| person | named as (when left out) | highest score | photos (and views) |",
         "| --- | --- | --- | --- |",
     ]
     for pair in point["look_alikes"]:
         lines.append(
             f"| {md_escape(pair['person'])} | {md_escape(pair['as'])} | {pair['score']:.4f} | "
-            f"{pair['photos']} |"
+            f"{photos_and_views(pair)} |"
         )
     return lines

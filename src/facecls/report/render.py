@@ -43,6 +43,12 @@ def breakable(value: object) -> Markup:
     return Markup(re.sub(r"([_.-])", r"\1<wbr>", str(escape(str(value)))))
 
 
+def codes(value: object) -> Markup:
+    """Text with Markdown's `code` spans, HTML-escaped and the spans as ``<code>``: the report's
+    sentences that name commands read the same on the page as in ``report.md``."""
+    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(str(value)))))
+
+
 def signed(value: float | None, digits: int = 3) -> str:
     """A difference with its sign, as printed: "+0.012", "-0.012", and "0.000" for anything that
     rounds to zero (never "-0.000", never a sign on nothing)."""
@@ -73,7 +79,13 @@ def environment(html: bool) -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters.update(
-        num=_number, ci=_interval, md=md_escape, p=format_p, signed=signed, breakable=breakable
+        num=_number,
+        ci=_interval,
+        md=md_escape,
+        p=format_p,
+        signed=signed,
+        breakable=breakable,
+        codes=codes,
     )
     env.globals.update(csp=REPORT_CSP, version=_version())
     return env
