@@ -197,7 +197,7 @@ def test_enrolled_thresholds_by_the_stranger_rate_draw_strangers_like_trained_pe
     At the per-k thresholds set by the stranger rate (lower), people enrolled from 1 or 3 photos
     (fresh ones, not the validation people the thresholds were simulated on) draw about as many
     real strangers each as a trained person does at the trained threshold."""
-    from facecls.openset_fpir import person_weights, pseudo_stranger_scores, threshold_at_fpir
+    from facecls.openset_fpir import person_weights, pseudo_stranger_answers, threshold_at_fpir
 
     rng = np.random.default_rng(2)
     classes, dim, fresh_n = 80, 64, 120
@@ -208,7 +208,7 @@ def test_enrolled_thresholds_by_the_stranger_rate_draw_strangers_like_trained_pe
     val, val_t = sample(np.arange(classes), 6)
     centroids = openset.class_centroids(train, train_t, classes)
     weights = person_weights(val_t)
-    pseudo = pseudo_stranger_scores(
+    pseudo, _ = pseudo_stranger_answers(
         "margin", np.zeros((len(val_t), classes)), val, centroids, val_t
     )
     trained_t = threshold_at_fpir(pseudo, 0.05, weights)
@@ -316,7 +316,7 @@ def test_calibration_keeps_few_tight_people_from_raising_the_five_photo_threshol
 def test_fused_pseudo_strangers_leave_their_own_identity_out() -> None:
     """A pseudo-stranger's fused score is the score of a face whose identity is gone from both
     the head and the centroids: the brute force on the reduced logits and centroids."""
-    from facecls.openset_fpir import pseudo_stranger_scores
+    from facecls.openset_fpir import pseudo_stranger_answers
 
     rng = np.random.default_rng(1)
     logits = rng.normal(size=(12, 4)) * 3
@@ -324,7 +324,7 @@ def test_fused_pseudo_strangers_leave_their_own_identity_out() -> None:
     centroids = openset.l2_normalize(rng.normal(size=(4, 6))).astype(np.float32)
     targets = rng.integers(0, 4, size=12)
     for weight in (openset.FUSED_WEIGHT, openset.TOP_FUSED_WEIGHT):
-        got = pseudo_stranger_scores("fused", logits, features, centroids, targets, weight)
+        got, _ = pseudo_stranger_answers("fused", logits, features, centroids, targets, weight)
         for i, own in enumerate(targets):
             keep = [c for c in range(4) if c != own]
             alone = openset.scores(
@@ -338,7 +338,7 @@ def test_the_fused_weight_is_the_bundles() -> None:
     """A run with a tuned last stage calibrates and decides with its lighter weight, stored in
     the bundle; a bundle calibrated before the weight was stored keeps the one it used."""
     from facecls.openset_calibration import calibrate
-    from facecls.openset_fpir import pseudo_stranger_scores, threshold_at_fpir
+    from facecls.openset_fpir import pseudo_stranger_answers, threshold_at_fpir
 
     assert openset.fused_weight_for("top") == openset.TOP_FUSED_WEIGHT
     assert openset.fused_weight_for("backbone") == openset.FUSED_WEIGHT
@@ -354,7 +354,7 @@ def test_the_fused_weight_is_the_bundles() -> None:
     )  # fmt: skip
     meta = calibration.meta()
     assert openset.fused_weight_of(meta) == openset.TOP_FUSED_WEIGHT
-    strangers = pseudo_stranger_scores(
+    strangers, _ = pseudo_stranger_answers(
         "fused", logits, features, calibration.centroids, targets, openset.TOP_FUSED_WEIGHT
     )
     assert meta["thresholds"]["fused"] == pytest.approx(threshold_at_fpir(strangers, 0.05))

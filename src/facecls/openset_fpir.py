@@ -59,23 +59,6 @@ def needed(fpir: float) -> int:
     return int(np.ceil(MIN_TAIL / fpir - 1e-9))
 
 
-def pseudo_stranger_scores(
-    method: str,
-    logits: np.ndarray,
-    features: np.ndarray | None,
-    centroids: np.ndarray | None,
-    targets: np.ndarray,
-    fused_weight: float = FUSED_WEIGHT,
-) -> np.ndarray:
-    """Each image's ``method`` score ``(N,)`` with its own identity (``targets``) left out.
-
-    ``msp``/``energy``: the softmax or ``logsumexp`` of the logits without the own class's;
-    ``centroid``/``margin``: the cosines to every centroid but the own one; ``fused``: both, for
-    the identity the remaining logits choose (as :func:`facecls.openset.scores` does).
-    """
-    return pseudo_stranger_answers(method, logits, features, centroids, targets, fused_weight)[0]
-
-
 def pseudo_stranger_answers(
     method: str,
     logits: np.ndarray,
@@ -84,7 +67,13 @@ def pseudo_stranger_answers(
     targets: np.ndarray,
     fused_weight: float = FUSED_WEIGHT,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`pseudo_stranger_scores` and, beside each, the identity it would be named as."""
+    """Each image's ``method`` score ``(N,)`` with its own identity (``targets``) left out, and
+    the identity ``(N,)`` it would then be named as.
+
+    ``msp``/``energy``: the softmax or ``logsumexp`` of the logits without the own class's;
+    ``centroid``/``margin``: the cosines to every centroid but the own one; ``fused``: both, for
+    the identity the remaining logits choose (as :func:`facecls.openset.scores` does).
+    """
     rows = np.arange(len(targets))
     if method in ("msp", "energy", "fused"):
         rest = np.asarray(logits, dtype=np.float64).copy()

@@ -166,7 +166,7 @@ def few_shot_fpir_thresholds(
     cos[rows, first] = -np.inf
     second = cos.max(axis=1) if cos.shape[1] > 1 else np.full(len(rows), -np.inf)
     # each stranger's score as the trained identity it is nearest to (no runner-up: 0, as
-    # pseudo_stranger_scores has it)
+    # pseudo_stranger_answers has it)
     trained = {"centroid": best, "margin": margin_score(best, _or_zero(second))}
     tables: dict[str, dict[str, float]] = {m: {} for m in trained_thresholds}
     for k in shots:
