@@ -284,6 +284,13 @@ def test_look_alikes_by_name_in_the_report_card_and_log() -> None:
     line = describe_look_alikes(openset, names)
     assert line is not None and "Jeb as George (0.470), George as Jeb (0.430)" in line
     assert "\n" not in line
+    band = {"band": "< 60 px", "faces": 4, "named": 0.75, "strangers": 4, "strangers_unknown": 1.0}
+    openset["rates"]["fused"]["bands"] = [band]
+    point = operating_point({"openset": openset, "class_names": names})
+    assert point is not None and point["bands"] == [band]
+    by_hand = dict(openset, set_by_hand=True, threshold=0.2)  # rates of another threshold
+    point = operating_point({"openset": by_hand, "class_names": names})
+    assert point is not None and point["look_alikes"] == [] and point["bands"] == []
     openset["rates"]["fused"]["look_alikes"] = []
     point = operating_point({"openset": openset, "class_names": names})
     assert point is not None and look_alike_lines(point) == []

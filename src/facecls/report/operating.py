@@ -23,7 +23,9 @@ def operating_point(meta: dict[str, Any]) -> dict[str, Any] | None:
     if not openset or "threshold" not in openset:
         return None
     method = openset.get("method", "msp")
-    rates = (openset.get("rates") or {}).get(method, {})
+    by_hand = bool(openset.get("set_by_hand"))
+    # the rates were measured at the calibrated threshold: none beside one set by hand
+    rates = {} if by_hand else (openset.get("rates") or {}).get(method, {})
     stats = openset.get("calibration") or {}
     return {
         "method": method,
@@ -41,12 +43,9 @@ def operating_point(meta: dict[str, Any]) -> dict[str, Any] | None:
         "views": stats.get("views"),
         "fallback": stats.get("fallback"),
         "bands": list(rates.get("bands") or []),
-        # found at the calibrated threshold: not shown beside one set by hand
-        "look_alikes": []
-        if openset.get("set_by_hand")
-        else _named_pairs(rates.get("look_alikes") or [], meta.get("class_names") or []),
+        "look_alikes": _named_pairs(rates.get("look_alikes") or [], meta.get("class_names") or []),
         "old": int(openset.get("version", 1)) < 2,
-        "by_hand": bool(openset.get("set_by_hand")),
+        "by_hand": by_hand,
     }
 
 
