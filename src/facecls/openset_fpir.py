@@ -22,6 +22,8 @@ acceptance rule (:func:`facecls.openset_thresholds.threshold_at_acceptance`), sa
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from facecls.openset import (
@@ -132,6 +134,16 @@ def look_alikes(
          "photos": int((~views[rows]).sum()), "views": int(views[rows].sum())}
         for (person, other), rows in ranked
     ]  # fmt: skip
+
+
+def by_name(pairs: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """:func:`look_alikes` pairs with the people's names for their indices (the index, as text,
+    where ``names`` has none)."""
+
+    def name(i: int) -> str:
+        return names[i] if 0 <= i < len(names) else str(i)
+
+    return [dict(p, person=name(p["person"]), **{"as": name(p["as"])}) for p in pairs]
 
 
 def person_weights(targets: np.ndarray) -> np.ndarray:

@@ -165,10 +165,15 @@ def few_shot_fpir_thresholds(
     best = cos[rows, first]
     cos[rows, first] = -np.inf
     second = cos.max(axis=1) if cos.shape[1] > 1 else np.full(len(rows), -np.inf)
-    # each stranger's score as the trained identity it is nearest to (no runner-up: 0, as
+    # a score from the nearest centroid's cosine and its rival's (no rival: 0, as
     # pseudo_stranger_answers has it)
-    trained = {"centroid": best, "margin": margin_score(best, _or_zero(second))}
+    score_of = {
+        "centroid": lambda near, rival: near,
+        "margin": lambda near, rival: margin_score(near, _or_zero(rival)),
+    }
     tables: dict[str, dict[str, float]] = {m: {} for m in trained_thresholds}
+    # each stranger's score as the trained identity it is nearest to
+    trained = {m: score_of[m](best, second) for m in tables}
     for k in shots:
         people = [c for c in np.unique(targets) if np.sum(targets == c) >= k and w[own != c].sum()]
         if len(people) > max_people:  # a sample of them is enough, and bounds the work
@@ -183,22 +188,19 @@ def few_shot_fpir_thresholds(
         target_rates: dict[str, list[float]] = {m: [] for m in tables}
         scores: dict[str, list[np.ndarray]] = {m: [] for m in tables}
         weights: list[np.ndarray] = []
-        for j, c in enumerate(owners):
+        for p, c in enumerate(people):
             outside = own != c  # the person's own photos are no strangers to them
             total = w[outside].sum()
-            if j % draws == 0:  # the same people's trained centroids at the trained threshold
-                mine = outside & (first == c)
-                for m, limit in trained_thresholds.items():
-                    target_rates[m].append(w[mine][trained[m][mine] >= limit].sum() / total)
-            # the nearest trained centroid once c's own is replaced by the simulated one
+            mine = outside & (first == c)  # the person's trained centroid at the trained threshold
+            for m, limit in trained_thresholds.items():
+                target_rates[m].append(w[mine][trained[m][mine] >= limit].sum() / total)
+            # the nearest trained centroid once c's own is replaced by a simulated one
             rival = np.where(first == c, second, best)[outside]
-            near = near_all[outside, j]
-            named = near > rival  # no rival at all (-inf): named whatever the cosine
-            if "centroid" in tables:
-                scores["centroid"].append(near[named])
-            if "margin" in tables:
-                scores["margin"].append(margin_score(near, _or_zero(rival))[named])
-            weights.append(w[outside][named] / total)
+            for near in near_all[outside, p * draws : (p + 1) * draws].T:
+                named = near > rival  # no rival at all (-inf): named whatever the cosine
+                for m in tables:
+                    scores[m].append(score_of[m](near, rival)[named])
+                weights.append(w[outside][named] / total)
         shares = np.concatenate(weights) / len(owners)
         for m, table in tables.items():
             drawn = np.concatenate(scores[m])

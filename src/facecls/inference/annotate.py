@@ -55,11 +55,11 @@ def place_labels(
     Each label tries, in turn: above its box, below it, inside its top edge, then the same
     right-aligned to the box, then further above or below; the first spot that covers nothing
     is taken, else the one covering least (another label weighs ten times a face). Labels stay
-    inside the picture (one wider than it starts at its left edge). Faces are placed from the top of the photo down, so a label above a
-    face is seldom pushed off by a lower one."""
+    inside the picture (one wider than it starts at its left edge). Faces are placed from the
+    top of the photo down, so a label above a face is seldom pushed off by a lower one."""
     width, height = image_size
     faces: list[Rect] = [(x, y, x + w, y + h) for x, y, w, h in boxes]
-    placed: dict[int, tuple[float, float]] = {}
+    placed: list[tuple[float, float]] = [(0.0, 0.0)] * len(boxes)
     labels: list[Rect] = []
     for i in sorted(range(len(boxes)), key=lambda k: (boxes[k][1], boxes[k][0])):
         x, y, w, h = boxes[i]
@@ -87,7 +87,7 @@ def place_labels(
         placed[i] = best
         tx, ty = best
         labels.append((tx, ty, tx + tw, ty + th))
-    return [placed[i] for i in range(len(boxes))]
+    return placed
 
 
 def draw_answers(photo: np.ndarray, predictions: Sequence[Prediction]) -> Image.Image:

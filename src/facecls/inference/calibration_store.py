@@ -19,6 +19,7 @@ from facecls.bundle import (
 from facecls.numbers import finite
 from facecls.openset import CENTROID_METHODS, DEFAULT_METHOD, METHODS
 from facecls.openset_calibration import Calibration
+from facecls.openset_fpir import by_name
 from facecls.openset_thresholds import enrolled_method
 
 
@@ -95,14 +96,10 @@ def describe_look_alikes(openset: dict[str, Any], names: list[str]) -> str | Non
     """One line on the known people taken for each other above the threshold in use (``None``
     when there are none): the pseudo-strangers that set a threshold by the stranger rate."""
     rates = (openset.get("rates") or {}).get(openset.get("method", ""), {})
-    pairs = rates.get("look_alikes") or []
+    pairs = by_name(rates.get("look_alikes") or [], names)
     if not pairs:
         return None
-
-    def name(i: int) -> str:
-        return names[i] if 0 <= i < len(names) else str(i)
-
-    listed = ", ".join(f"{name(p['person'])} as {name(p['as'])} ({p['score']:.3f})" for p in pairs)
+    listed = ", ".join(f"{p['person']} as {p['as']} ({p['score']:.3f})" for p in pairs)
     return (
         f"Look-alikes: with their own identity left out, these people are still named (above "
         f"the threshold): {listed}. A stranger who looks like one of them is the likeliest to "

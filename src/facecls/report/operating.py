@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from facecls.openset_fpir import by_name
 from facecls.report.render import md_escape
 
 LOOK_ALIKES_NOTE = (
@@ -43,27 +44,13 @@ def operating_point(meta: dict[str, Any]) -> dict[str, Any] | None:
         "views": stats.get("views"),
         "fallback": stats.get("fallback"),
         "bands": list(rates.get("bands") or []),
-        "look_alikes": _named_pairs(rates.get("look_alikes") or [], meta.get("class_names") or []),
+        "look_alikes": [
+            dict(pair, count=photos_and_views(pair))
+            for pair in by_name(rates.get("look_alikes") or [], meta.get("class_names") or [])
+        ],
         "old": int(openset.get("version", 1)) < 2,
         "by_hand": by_hand,
     }
-
-
-def _named_pairs(pairs: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
-    """Look-alike pairs with the people's names (their indices where a name is missing)."""
-
-    def name(i: int) -> str:
-        return names[i] if 0 <= i < len(names) else str(i)
-
-    return [
-        dict(
-            pair,
-            person=name(pair["person"]),
-            count=photos_and_views(pair),
-            **{"as": name(pair["as"])},
-        )
-        for pair in pairs
-    ]
 
 
 def how_set(point: dict[str, Any]) -> str:
@@ -116,18 +103,23 @@ def how_set(point: dict[str, Any]) -> str:
 
 def band_lines(point: dict[str, Any]) -> list[str]:
     """A Markdown table of the named and stranger rates per face-size band (``[]`` without)."""
-    if not point["bands"]:
+    header = ["face size (detector box)", "faces", "named correctly",
+              "pseudo-strangers answered unknown"]  # fmt: skip
+    return _table(header, [
+        [row["band"], str(row["faces"]), f"{row['named']:.1%}", f"{row['strangers_unknown']:.1%}"]
+        for row in point["bands"]
+    ])  # fmt: skip
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """The lines of a Markdown table (``[]`` without rows)."""
+    if not rows:
         return []
-    lines = [
-        "| face size (detector box) | faces | named correctly | pseudo-strangers answered unknown |",
-        "| --- | --- | --- | --- |",
-    ]
-    for row in point["bands"]:
-        lines.append(
-            f"| {row['band']} | {row['faces']} | {row['named']:.1%} | "
-            f"{row['strangers_unknown']:.1%} |"
-        )
-    return lines
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(cells) + " |"
+
+    return [line(header), line(["---"] * len(header)), *map(line, rows)]
 
 
 def photos_and_views(pair: dict[str, Any]) -> str:
@@ -140,15 +132,8 @@ def photos_and_views(pair: dict[str, Any]) -> str:
 def look_alike_lines(point: dict[str, Any]) -> list[str]:
     """A Markdown table of the known people taken for each other above the threshold (``[]``
     when there are none)."""
-    if not point["look_alikes"]:
-        return []
-    lines = [
-        "| person | named as (when left out) | highest score | photos (and views) |",
-        "| --- | --- | --- | --- |",
-    ]
-    for pair in point["look_alikes"]:
-        lines.append(
-            f"| {md_escape(pair['person'])} | {md_escape(pair['as'])} | {pair['score']:.4f} | "
-            f"{photos_and_views(pair)} |"
-        )
-    return lines
+    header = ["person", "named as (when left out)", "highest score", "photos (and views)"]
+    return _table(header, [
+        [md_escape(p["person"]), md_escape(p["as"]), f"{p['score']:.4f}", p["count"]]
+        for p in point["look_alikes"]
+    ])  # fmt: skip
